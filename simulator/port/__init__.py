@@ -1,0 +1,1 @@
+"""Models of the Shanxi (Yangquan) international inland port."""

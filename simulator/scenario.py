@@ -1,0 +1,202 @@
+"""Scenario files: YAML, validated by pydantic v2 models. Unknown keys are errors.
+
+`load_scenario(path)` returns a frozen `Scenario` or raises `ScenarioError`, whose `problems` are
+one line each: `FILE:LINE: dotted.field.path: message`, with the line taken from the YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from simulator import catalogue
+from simulator.fleet import Duration, StrictModel
+
+YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
+
+FleetSection = Annotated[Union[catalogue.fleet_models()], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+class MqttSettings(StrictModel):
+    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://host:port of the broker")
+    qos: Literal[0, 1] = Field(default=1, description="0 = at most once, 1 = at least once")
+    topic_prefix: str = Field(default="yangquan", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    client_id_prefix: str = Field(default="iotsim", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged QoS 1 messages on the wire")
+    max_queued: int = Field(default=20000, ge=1, description="messages waiting before the simulation is paused")
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, url: str) -> str:
+        return check_url(url, ("mqtt", "tcp"))
+
+
+class InfluxSettings(StrictModel):
+    url: str = Field(default="http://127.0.0.1:8086", description="InfluxDB 1.x API (or 2.x/3.x v1 compatibility)")
+    database: str = Field(default="yangquan", pattern=r"^[A-Za-z0-9_-]+$")
+    user: str | None = None
+    password: str | None = None
+    token: str | None = Field(default=None, description="InfluxDB 2.x/3.x token for the v1 API")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return check_url(url, ("http", "https"))
+
+
+class Scenario(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    seed: int = Field(default=1, ge=0, lt=2**63)
+    start: datetime = Field(
+        default=datetime(2026, 1, 14, 0, 0, tzinfo=YANGQUAN_TZ),
+        description="ISO time; without a zone it is Yangquan's local time (UTC+8)",
+    )
+    duration: Duration
+    speed: Literal["afap"] | Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+        default="afap", description="'afap' = as fast as possible, or N = N times real time"
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    fleets: list[FleetSection] = Field(min_length=1)
+
+    @field_validator("start")
+    @classmethod
+    def _local_time_by_default(cls, start: datetime) -> datetime:
+        return start if start.tzinfo is not None else start.replace(tzinfo=YANGQUAN_TZ)
+
+    @model_validator(mode="after")
+    def _device_ids_unique(self) -> Scenario:
+        seen: dict[str, int] = {}
+        for index, fleet in enumerate(self.fleets):
+            prefix = fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX
+            if prefix in seen:
+                raise ValueError(
+                    f"fleets {seen[prefix]} and {index} both name devices '{prefix}-NNNN'; give one an id_prefix"
+                )
+            seen[prefix] = index
+        return self
+
+    def with_overrides(self, **changes: Any) -> Scenario:
+        """A copy with command-line overrides applied and validated like the file."""
+        data = self.model_dump(mode="json")
+        for key, value in changes.items():
+            if value is None:
+                continue
+            section, _, field = key.partition(".")
+            if field:
+                data[section][field] = value
+            else:
+                data[key] = value
+        return Scenario.model_validate(data)
+
+
+def check_url(url: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{url!r} is not a {schemes[0]}://host:port URL")
+    try:
+        parts.port
+    except ValueError as error:
+        raise ValueError(f"{url!r}: {error}") from None
+    return url
+
+
+@dataclass
+class ScenarioError(Exception):
+    """A scenario that cannot be used; `problems` holds one printable line each."""
+
+    problems: list[str]
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError([f"{path}: cannot read: {error}"]) from None
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ScenarioError([f"{path}:{line}: not valid YAML: {error.problem or error.context}"]) from None
+    except YAMLError as error:
+        raise ScenarioError([f"{path}:1: not valid YAML: {error}"]) from None
+    if not isinstance(document, dict):
+        raise ScenarioError([f"{path}:1: a scenario is a YAML mapping (name: ..., duration: ..., fleets: [...])"])
+    try:
+        return Scenario.model_validate(to_plain(document))
+    except ValidationError as error:
+        raise ScenarioError(describe(error, document, path)) from None
+
+
+def to_plain(node: Any) -> Any:
+    """ruamel's commented containers as plain dicts and lists (strict validation rejects subclasses)."""
+    if isinstance(node, dict):
+        return {key: to_plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [to_plain(value) for value in node]
+    return node
+
+
+def describe(error: ValidationError, document: CommentedMap, path: Path) -> list[str]:
+    problems = []
+    for item in error.errors():
+        location = field_path(item["loc"], document)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        elif item["type"] == "union_tag_invalid":
+            location = [*location, "type"]
+            message = f"unknown device type {item['input'].get('type')!r}; known: {', '.join(catalogue.type_names())}"
+        line = line_of(document, location)
+        dotted = ".".join(str(part) for part in location) or "(top level)"
+        problems.append(f"{path}:{line}: {dotted}: {message}")
+    return problems
+
+
+def field_path(loc: tuple[int | str, ...], document: Any) -> list[int | str]:
+    """Pydantic's error location without the union tags it inserts (fleets.0.air_quality.count)."""
+    parts: list[int | str] = []
+    node = document
+    for part in loc:
+        if isinstance(node, dict) and part not in node and isinstance(part, str) and part in catalogue.type_names():
+            continue
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+        parts.append(part)
+    return parts
+
+
+def line_of(document: Any, location: list[int | str]) -> int:
+    """1-based line of the deepest node of `location` that exists in the YAML."""
+    line = 1
+    node = document
+    for part in location:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line

@@ -1,0 +1,76 @@
+"""The message contract: how a device's readings become an MQTT topic and a JSON payload.
+
+Topic:   {prefix}/{domain}/{type}/{device_id}
+Payload: {"device_id": str, "type": str, "ts": epoch ms (int), "seq": int from 0, +1 per message,
+          "tags": {label: str}, "readings": {name: number | str | bool}}
+
+`simulator/schemas/telemetry.schema.json` is the JSON Schema of the payload; docs/message-contract.md
+explains it. This module is the hot path of every run: it does no validation and no logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import simpy
+
+Reading = float | int | str | bool
+Sink = Callable[[str, bytes], None]
+"""Takes (topic, payload); a dry-run file, an MQTT publisher or a list in tests."""
+
+
+@dataclass(slots=True)
+class Device:
+    """A device's identity on the wire and its message counter."""
+
+    device_id: str
+    type: str
+    domain: str
+    tags: dict[str, str]
+    topic: str
+    seq: int = 0
+
+
+@dataclass
+class Telemetry:
+    """Numbers, timestamps, encodes and hands each device's messages to the sink."""
+
+    env: simpy.Environment
+    start_ms: int
+    prefix: str
+    sink: Sink
+    devices: dict[str, Device] = field(default_factory=dict)
+    generated: int = 0
+
+    def register(self, device_id: str, type: str, domain: str, tags: dict[str, str] | None = None) -> Device:
+        if device_id in self.devices:
+            raise ValueError(f"device id {device_id!r} is used twice")
+        device = Device(
+            device_id=device_id,
+            type=type,
+            domain=domain,
+            tags=dict(tags or {}),
+            topic=f"{self.prefix}/{domain}/{type}/{device_id}",
+        )
+        self.devices[device_id] = device
+        return device
+
+    def now_ms(self) -> int:
+        return self.start_ms + round(self.env.now * 1000)
+
+    def publish(self, device: Device, readings: dict[str, Reading]) -> None:
+        payload = orjson.dumps(
+            {
+                "device_id": device.device_id,
+                "type": device.type,
+                "ts": self.start_ms + round(self.env.now * 1000),
+                "seq": device.seq,
+                "tags": device.tags,
+                "readings": readings,
+            }
+        )
+        device.seq += 1
+        self.generated += 1
+        self.sink(device.topic, payload)

@@ -1,0 +1,108 @@
+"""Publishing a run's messages to an MQTT broker with paho-mqtt 2.x.
+
+paho's network loop runs in its own thread and reconnects with exponential backoff; messages
+published while the connection is down wait in paho's queue and go out after reconnecting. The
+number of messages not yet acknowledged (QoS 1) or not yet written to the socket (QoS 0) is bounded
+by `max_queued`: past it, `__call__` blocks, which pauses the simulation rather than growing memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+class BrokerUnreachable(Exception):
+    """The broker did not accept a connection in time."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 1883)
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+class MqttPublisher:
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        qos: int = 1,
+        max_inflight: int = 1000,
+        max_queued: int = 20000,
+    ) -> None:
+        self.address = BrokerAddress.from_url(url)
+        self.qos = qos
+        self.max_queued = max_queued
+        self.published = 0
+        self.acknowledged = 0
+        self.disconnects = 0
+        self._progress = threading.Condition()
+        self._connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.client.max_inflight_messages_set(max_inflight)
+        self.client.max_queued_messages_set(0)  # our own bound applies, before paho's queue
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.client.connect_async(self.address.host, self.address.port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(timeout):
+            self.client.loop_stop()
+            raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s)")
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        if self.published - self.acknowledged >= self.max_queued:
+            with self._progress:
+                while self.published - self.acknowledged >= self.max_queued:
+                    self._progress.wait(1.0)
+        self.client.publish(topic, payload, self.qos)
+        self.published += 1
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every published message is acknowledged; False if `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while self.acknowledged < self.published:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+        return True
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def pending(self) -> int:
+        return self.published - self.acknowledged
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+        if not getattr(reason, "is_failure", False):
+            self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+        self.disconnects += 1
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
+        with self._progress:
+            self.acknowledged += 1
+            if self.published - self.acknowledged < self.max_queued or self.acknowledged >= self.published:
+                self._progress.notify_all()

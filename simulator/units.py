@@ -1,0 +1,38 @@
+"""Parsing of the human-friendly quantities used in scenario files ("90s", "5m", "1h30m", "30d")."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration given as a number of seconds or a string like "1h30m"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '90s', '5m', '1h', '30d'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            raise ValueError(f"{value!r} is not a duration; use e.g. '90s', '5m', '1h30m', '30d'")
+        seconds = sum(float(number) * _SECONDS_PER_UNIT[unit] for number, unit in parts)
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '90s', '5m', '1h', '30d'")
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Shortest exact spelling of a duration, e.g. 5400 -> "1h30m"."""
+    remaining = round(seconds * 1000)
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"

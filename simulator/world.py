@@ -1,0 +1,64 @@
+"""The simulated world: the clock, the calendar, random streams, shared models and the telemetry.
+
+A world is built from a validated scenario (`build_world`); each fleet's `build` adds its devices and
+SimPy processes. Models that several fleets share (the weather, the port) are created once through
+`World.shared`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import simpy
+
+from simulator import catalogue
+from simulator.randomness import stream
+from simulator.telemetry import Sink, Telemetry
+
+if TYPE_CHECKING:
+    from simulator.scenario import Scenario
+
+T = TypeVar("T")
+
+
+@dataclass
+class World:
+    env: simpy.Environment
+    scenario: Scenario
+    telemetry: Telemetry
+    _shared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return self.scenario.seed
+
+    @property
+    def start(self) -> datetime:
+        return self.scenario.start
+
+    def rng(self, name: str) -> random.Random:
+        """A random stream owned by `name` (a device id, or a shared model's name)."""
+        return stream(self.scenario.seed, name)
+
+    def local_time(self, now: float | None = None) -> datetime:
+        """Wall-clock time in the scenario's time zone at simulated time `now` (default: env.now)."""
+        return self.scenario.start + timedelta(seconds=self.env.now if now is None else now)
+
+    def shared(self, key: str, factory: Callable[[World], T]) -> T:
+        """The one instance of a shared model, created on first use."""
+        if key not in self._shared:
+            self._shared[key] = factory(self)
+        return self._shared[key]
+
+
+def build_world(scenario: Scenario, env: simpy.Environment, sink: Sink) -> World:
+    start_ms = round(scenario.start.timestamp() * 1000)
+    telemetry = Telemetry(env=env, start_ms=start_ms, prefix=scenario.mqtt.topic_prefix, sink=sink)
+    world = World(env=env, scenario=scenario, telemetry=telemetry)
+    for fleet in scenario.fleets:
+        catalogue.module_for(fleet.type).build(world, fleet)
+    return world
