@@ -4,6 +4,12 @@ Topic:   {prefix}/{domain}/{type}/{device_id}
 Payload: {"device_id": str, "type": str, "ts": epoch ms (int), "seq": int from 0, +1 per message,
           "tags": {label: str}, "readings": {name: number | str | bool}}
 
+Events (an AQI category change, a gas alarm, a train arrival, an injected fault) use the same payload
+with `type` "events", published on {prefix}/events/{kind}/{source}; `tags` holds at least `kind`,
+`severity` (info | warning | alarm) and `domain`, `readings` at least `text`. Each source has its own
+event sequence. The bridge stores them in the `events` measurement, which dashboards draw as
+annotations.
+
 `simulator/schemas/telemetry.schema.json` is the JSON Schema of the payload; docs/message-contract.md
 explains it. This module is the hot path of every run: it does no validation and no logging.
 """
@@ -42,6 +48,7 @@ class Telemetry:
     prefix: str
     sink: Sink
     devices: dict[str, Device] = field(default_factory=dict)
+    event_sources: dict[str, Device] = field(default_factory=dict)
     generated: int = 0
 
     def register(self, device_id: str, type: str, domain: str, tags: dict[str, str] | None = None) -> Device:
@@ -74,3 +81,33 @@ class Telemetry:
         device.seq += 1
         self.generated += 1
         self.sink(device.topic, payload)
+
+    def event(
+        self,
+        source: str,
+        domain: str,
+        kind: str,
+        severity: str,
+        text: str,
+        tags: dict[str, str] | None = None,
+        **values: Reading,
+    ) -> None:
+        """Publish a notable event from `source` (a device id or a model's name, e.g. "port-gate")."""
+        stream = self.event_sources.get(source)
+        if stream is None:
+            stream = self.event_sources[source] = Device(source, "events", domain, {}, "")
+        readings: dict[str, Reading] = {"text": text, **values}
+        event_tags = {"kind": kind, "severity": severity, "domain": domain, **(tags or {})}
+        payload = orjson.dumps(
+            {
+                "device_id": source,
+                "type": "events",
+                "ts": self.start_ms + round(self.env.now * 1000),
+                "seq": stream.seq,
+                "tags": event_tags,
+                "readings": readings,
+            }
+        )
+        stream.seq += 1
+        self.generated += 1
+        self.sink(f"{self.prefix}/events/{kind}/{source}", payload)

@@ -25,11 +25,20 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Summary:
+    """A titled table of figures a model prints at the end of a run (e.g. the port's KPIs)."""
+
+    title: str
+    figures: dict[str, str]
+
+
 @dataclass
 class World:
     env: simpy.Environment
     scenario: Scenario
     telemetry: Telemetry
+    summaries: list[Callable[[], Summary]] = field(default_factory=list)
     _shared: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -47,6 +56,10 @@ class World:
     def local_time(self, now: float | None = None) -> datetime:
         """Wall-clock time in the scenario's time zone at simulated time `now` (default: env.now)."""
         return self.scenario.start + timedelta(seconds=self.env.now if now is None else now)
+
+    def add_summary(self, make: Callable[[], Summary]) -> None:
+        """Register a function called after the run to report the model's figures."""
+        self.summaries.append(make)
 
     def shared(self, key: str, factory: Callable[[World], T]) -> T:
         """The one instance of a shared model, created on first use."""
