@@ -1,0 +1,271 @@
+"""The local stack: Mosquitto and InfluxDB as child processes of `iotsim stack up`, and of the tests.
+
+Both listen on 127.0.0.1 only, keep their data under a state directory (`.iotsim/` by default) and
+are tracked by PID files there, so `iotsim stack down` stops exactly what `up` started. Readiness is
+waited for (a TCP accept from the broker, `/ping` from InfluxDB), never slept for. The broker loads
+the same `brokers/conf.d/` settings as the compose stack.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+BROKERS_DIR = Path(__file__).resolve().parent.parent / "brokers"
+
+
+class StackError(Exception):
+    """A service that cannot be started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Binary:
+    name: str
+    package: str
+    search: tuple[str, ...] = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
+
+    def path(self) -> str:
+        found = shutil.which(self.name) or shutil.which(self.name, path=os.pathsep.join(self.search))
+        if found is None:
+            raise StackError(
+                f"{self.name} is not installed; on Debian: sudo apt-get install {self.package} (or run `make demo` as root)"
+            )
+        return found
+
+
+MOSQUITTO = Binary("mosquitto", "mosquitto")
+INFLUXD = Binary("influxd", "influxdb")
+
+
+@dataclass(frozen=True)
+class Service:
+    """A started server: its name, PID, port and the files that describe it."""
+
+    name: str
+    pid: int
+    port: int
+    pid_file: Path
+    log_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}" if self.name == "mosquitto" else f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 20.0) -> None:
+        stop_pid(self.pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "conf.d", timeout: float = 15.0) -> Service:
+    """Start Mosquitto on 127.0.0.1:`port` with the shared broker settings and persistence in `state_dir`."""
+    binary = MOSQUITTO.path()
+    data_dir = state_dir / "mosquitto"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "mosquitto.conf"
+    config.write_text(
+        "# Written by iotsim stack; the shared settings are in the included folder.\n"
+        f"listener {port} 127.0.0.1\n"
+        f"persistence_location {data_dir}/\n"
+        # Mosquitto started as root drops to user `mosquitto`, which could not write our state dir.
+        f"user {getpass.getuser()}\n"
+        "log_dest stderr\n"
+        f"include_dir {conf_dir.resolve()}\n"
+    )
+    log_file = state_dir / "mosquitto.log"
+    service = launch("mosquitto", [binary, "-c", str(config)], port, state_dir, log_file)
+    wait_until(lambda: accepts_tcp(port), service, timeout, f"Mosquitto to accept connections on port {port}")
+    return service
+
+
+def start_influxdb(state_dir: Path, port: int, database: str | None = "yangquan", timeout: float = 30.0) -> Service:
+    """Start influxd (1.x) on 127.0.0.1:`port` with its data in `state_dir`, and create `database`."""
+    binary = INFLUXD.path()
+    data_dir = state_dir / "influxdb"
+    for sub in ("meta", "data", "wal"):
+        (data_dir / sub).mkdir(parents=True, exist_ok=True)
+    config = state_dir / "influxdb.conf"
+    config.write_text(
+        "# Written by iotsim stack.\n"
+        "reporting-disabled = true\n"
+        f'bind-address = "127.0.0.1:{free_port()}"\n'  # backup/restore RPC; unique per instance
+        "[meta]\n"
+        f'  dir = "{data_dir / "meta"}"\n'
+        "[data]\n"
+        f'  dir = "{data_dir / "data"}"\n'
+        f'  wal-dir = "{data_dir / "wal"}"\n'
+        "  query-log-enabled = false\n"
+        "[http]\n"
+        f'  bind-address = "127.0.0.1:{port}"\n'
+        "  log-enabled = false\n"
+        "[monitor]\n"
+        "  store-enabled = false\n"
+    )
+    log_file = state_dir / "influxdb.log"
+    service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping")
+    if database:
+        create_database(url, database)
+    return service
+
+
+def launch(name: str, command: list[str], port: int, state_dir: Path, log_file: Path) -> Service:
+    if accepts_tcp(port):
+        raise StackError(f"port {port} on 127.0.0.1 is already in use; is the stack already up? (iotsim stack status)")
+    with open(log_file, "ab") as log:
+        # Own session: Ctrl-C in the terminal does not reach the servers; `stack down` stops them.
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    pid_file = state_dir / f"{name}.pid"
+    pid_file.write_text(f"{process.pid} {port}\n")
+    return Service(name, process.pid, port, pid_file, log_file)
+
+
+def wait_until(ready: object, service: Service, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(service.pid):
+            service.pid_file.unlink(missing_ok=True)
+            raise StackError(f"{service.name} exited at start; last log lines:\n{tail(service.log_file)}")
+        if ready():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    service.stop()
+    raise StackError(f"gave up waiting {timeout:.0f} s for {what}; see {service.log_file}")
+
+
+def accepts_tcp(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def influx_ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/ping", timeout=1.0).status_code == 204
+    except requests.RequestException:
+        return False
+
+
+def create_database(url: str, database: str) -> None:
+    response = requests.post(f"{url}/query", params={"q": f'CREATE DATABASE "{database}"'}, timeout=10)
+    if response.status_code != 200 or "error" in response.text:
+        raise StackError(f"InfluxDB at {url} refused CREATE DATABASE {database}: {response.text.strip()}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False  # our child, and it has exited
+    except ChildProcessError:
+        pass  # not our child (started by an earlier `stack up`)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM (both servers save their state on it), then SIGKILL if it has not exited in `timeout`."""
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    while alive(pid):
+        time.sleep(0.05)
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A service as its PID file describes it."""
+
+    name: str
+    pid: int
+    port: int
+    running: bool
+
+
+def recorded(state_dir: Path, name: str) -> Recorded | None:
+    pid_file = state_dir / f"{name}.pid"
+    try:
+        pid_text, port_text = pid_file.read_text().split()
+    except (OSError, ValueError):
+        return None
+    pid, port = int(pid_text), int(port_text)
+    return Recorded(name, pid, port, alive(pid))
+
+
+def stack_up(state_dir: Path, mqtt_port: int, influx_port: int, database: str) -> list[str]:
+    """Start whatever is not already running; return a line per service."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, port in (("mosquitto", mqtt_port), ("influxdb", influx_port)):
+        existing = recorded(state_dir, name)
+        if existing is not None and existing.running:
+            if name == "influxdb":
+                create_database(f"http://127.0.0.1:{existing.port}", database)
+            lines.append(f"{name}: already running (pid {existing.pid}, port {existing.port})")
+            continue
+        if name == "mosquitto":
+            service = start_mosquitto(state_dir, port)
+        else:
+            service = start_influxdb(state_dir, port, database)
+        lines.append(f"{name}: started (pid {service.pid}) at {service.url}, log {service.log_file}")
+    return lines
+
+
+def stack_down(state_dir: Path) -> list[str]:
+    lines = []
+    for name in ("mosquitto", "influxdb"):
+        existing = recorded(state_dir, name)
+        if existing is None:
+            lines.append(f"{name}: not started here")
+            continue
+        stop_pid(existing.pid)
+        (state_dir / f"{name}.pid").unlink(missing_ok=True)
+        lines.append(f"{name}: stopped (pid {existing.pid})" if existing.running else f"{name}: was not running")
+    return lines
+
+
+def stack_status(state_dir: Path) -> tuple[list[str], bool]:
+    lines, all_up = [], True
+    for name in ("mosquitto", "influxdb"):
+        existing = recorded(state_dir, name)
+        if existing is None or not existing.running:
+            all_up = False
+            lines.append(f"{name}: down")
+        else:
+            lines.append(f"{name}: up (pid {existing.pid}, port {existing.port})")
+    return lines, all_up
