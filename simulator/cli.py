@@ -1,0 +1,303 @@
+"""`iotsim`: validate and run scenarios, run the ingest bridge, manage the local stack."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import requests
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from simulator import stack
+from simulator.engine import RunResult, run_scenario
+from simulator.ingest.bridge import Bridge, BridgeSettings
+from simulator.ingest.influx import InfluxRefused, InfluxWriter
+from simulator.scenario import Scenario, ScenarioError, load_scenario
+from simulator.transport.jsonl import JsonlWriter
+from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher
+from simulator.units import format_duration
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+stack_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local Mosquitto + InfluxDB.")
+app.add_typer(stack_app, name="stack")
+
+out = Console()
+err = Console(stderr=True)
+
+StateDir = Annotated[Path, typer.Option("--state-dir", help="where the stack keeps data, logs and PID files")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> Scenario:
+    try:
+        return load_scenario(path)
+    except ScenarioError as error:
+        fail(str(error), code=2)
+
+
+def terminate_on_sigterm() -> None:
+    """SIGTERM (docker stop, kill) ends the command like Ctrl-C: cleanly, with a summary."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
+    """Check a scenario file: exit 0, or exit 2 with one `FILE:LINE: field: problem` line per problem."""
+    scenario = load_or_exit(file)
+    devices = sum(fleet.count for fleet in scenario.fleets)
+    out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_duration(scenario.duration)}, speed {scenario.speed})")
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    duration: Annotated[Optional[str], typer.Option(help="override the scenario's duration, e.g. 10m, 2h, 30d")] = None,
+    speed: Annotated[Optional[str], typer.Option(help="override the speed: 'afap' or N (N x real time)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="override the scenario's seed")] = None,
+    mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://host:port")] = None,
+    qos: Annotated[Optional[int], typer.Option(help="override the QoS (0 or 1)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="write messages to --out instead of publishing")] = False,
+    output: Annotated[Optional[Path], typer.Option("--out", help="dry-run output, JSON lines {topic, payload}")] = None,
+    drain_timeout: Annotated[float, typer.Option(help="seconds to wait for the last QoS 1 acknowledgements")] = 300.0,
+) -> None:
+    """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
+    scenario = load_or_exit(file)
+    try:
+        scenario = scenario.with_overrides(
+            duration=duration, speed=_speed(speed), seed=seed, **{"mqtt.url": mqtt, "mqtt.qos": qos}
+        )
+    except ValidationError as error:
+        fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
+    terminate_on_sigterm()
+    if dry_run:
+        run_dry(scenario, output or Path(".iotsim") / f"{file.stem}.jsonl")
+    else:
+        run_published(scenario, drain_timeout)
+
+
+def _speed(text: str | None) -> str | float | None:
+    if text is None or text == "afap":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"--speed: {text!r} is neither 'afap' nor a number", code=2)
+
+
+def run_dry(scenario: Scenario, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writer = JsonlWriter(output)
+    try:
+        result = run_with_progress(scenario, writer)
+    finally:
+        writer.close()
+    out.print(f"dry run: {result.generated} messages in {result.wall_s:.2f} s ({result.messages_per_s:,.0f} msg/s) → {output}")
+    print_summaries(result)
+
+
+def run_published(scenario: Scenario, drain_timeout: float) -> None:
+    settings = scenario.mqtt
+    publisher = MqttPublisher(
+        settings.url,
+        client_id=f"{settings.client_id_prefix}-{scenario.name}"[:64],
+        qos=settings.qos,
+        max_inflight=settings.max_inflight,
+        max_queued=settings.max_queued,
+    )
+    try:
+        publisher.start()
+    except BrokerUnreachable as error:
+        fail(f"{error}; start one with `iotsim stack up` or pass --mqtt")
+    interrupted = False
+    result: RunResult | None = None
+    try:
+        result = run_with_progress(scenario, publisher)
+        if not publisher.drain(drain_timeout):
+            err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending} acknowledgements")
+    except KeyboardInterrupt:
+        interrupted = True
+        publisher.drain(5.0)
+    finally:
+        publisher.stop()
+    generated = result.generated if result else publisher.published
+    acknowledged = publisher.acknowledged if settings.qos == 1 else "n/a (QoS 0)"
+    out.print(
+        f"{scenario.name}: generated {generated}, published {publisher.published}, acknowledged {acknowledged}"
+        + (f" in {result.wall_s:.1f} s ({result.messages_per_s:,.0f} msg/s)" if result else "")
+        + f" → {publisher.address}"
+    )
+    if result:
+        print_summaries(result)
+    if interrupted:
+        raise typer.Exit(130)
+    if settings.qos == 1 and publisher.acknowledged < publisher.published:
+        raise typer.Exit(1)
+
+
+def run_with_progress(scenario: Scenario, sink: object) -> RunResult:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[simulated]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, disable=not err.is_terminal, transient=False) as progress:
+        task = progress.add_task(scenario.name, total=scenario.duration, simulated="", rate="")
+        started = [0.0]
+
+        def update(simulated_s: float, generated: int) -> None:
+            import time
+
+            now = time.perf_counter()
+            if not started[0]:
+                started[0] = now
+            elapsed = max(now - started[0], 1e-9)
+            progress.update(
+                task,
+                completed=simulated_s,
+                simulated=f"{format_duration(round(simulated_s))} simulated",
+                rate=f"{generated / elapsed:,.0f} msg/s",
+            )
+
+        return run_scenario(scenario, sink, update)  # type: ignore[arg-type]
+
+
+def print_summaries(result: RunResult) -> None:
+    for summary in result.summaries:
+        table = Table(title=summary.title, show_header=False)
+        for name, value in summary.figures.items():
+            table.add_row(name, value)
+        out.print(table)
+
+
+@app.command()
+def bridge(
+    mqtt: Annotated[str, typer.Option("--mqtt", help="broker URL")] = "mqtt://127.0.0.1:1883",
+    influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL (1.x API or v1 compatibility)")] = "http://127.0.0.1:8086",
+    db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
+    prefix: Annotated[str, typer.Option(help="topic prefix to subscribe under")] = "yangquan",
+    client_id: Annotated[str, typer.Option(help="MQTT client id; keep it fixed so the session persists")] = "iotsim-bridge",
+    batch_size: Annotated[int, typer.Option(min=1, help="points per InfluxDB write")] = 5000,
+    batch_interval: Annotated[float, typer.Option(min=0.01, help="seconds a message may wait for its batch")] = 1.0,
+    dead_letters: Annotated[Path, typer.Option(help="JSON-lines file for messages that cannot be stored")] = Path(".iotsim/dead-letters.jsonl"),
+    exit_when_idle: Annotated[Optional[float], typer.Option(help="exit after this many seconds without messages")] = None,
+    user: Annotated[Optional[str], typer.Option(envvar="INFLUX_USER", help="InfluxDB user")] = None,
+    password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
+    token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
+) -> None:
+    """Subscribe to the telemetry at QoS 1 and write it to InfluxDB, acknowledging only what is stored."""
+    settings = BridgeSettings(
+        mqtt_url=mqtt,
+        topic_prefix=prefix,
+        client_id=client_id,
+        batch_size=batch_size,
+        batch_interval=batch_interval,
+        dead_letter_path=dead_letters,
+    )
+    writer = InfluxWriter(influx, db, user=user, password=password, token=token)
+    the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False))
+    terminate_on_sigterm()
+    try:
+        the_bridge.start()
+        err.print(f"bridge: {mqtt} {prefix}/# → {influx} database {db}", markup=False, highlight=False)
+        the_bridge.run(exit_when_idle)
+    except BrokerUnreachable as error:
+        fail(str(error))
+    except InfluxRefused as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        the_bridge.stop()
+    counts = the_bridge.counts
+    out.print(
+        f"bridge: received {counts.received}, written {counts.written}, dead letters {counts.dead_letters}"
+        + (f" (see {dead_letters})" if counts.dead_letters else "")
+        + f", InfluxDB retries {writer.stats.retries}"
+    )
+
+
+@app.command()
+def counts(
+    influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL")] = "http://127.0.0.1:8086",
+    db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
+) -> None:
+    """Print the number of points per measurement stored in InfluxDB."""
+    try:
+        table = points_per_measurement(influx, db)
+    except requests.RequestException as error:
+        fail(f"cannot query InfluxDB at {influx}: {type(error).__name__}; is the stack up? (iotsim stack status)")
+    view = Table(title=f"points in {influx} database {db}")
+    view.add_column("measurement")
+    view.add_column("points", justify="right")
+    for measurement, points in table.items():
+        view.add_row(measurement, f"{points:,}")
+    view.add_row("[bold]total", f"[bold]{sum(table.values()):,}")
+    out.print(view)
+
+
+def points_per_measurement(influx: str, db: str) -> dict[str, int]:
+    """Exact point counts: every point has `seq` (device data) or `received` (pipeline), so the
+    largest per-field count of a measurement is its number of points."""
+    response = requests.get(f"{influx.rstrip('/')}/query", params={"db": db, "q": "SELECT count(*) FROM /.*/"}, timeout=60)
+    response.raise_for_status()
+    table: dict[str, int] = {}
+    for result in response.json().get("results", []):
+        if "error" in result:
+            fail(f"InfluxDB: {result['error']}")
+        for series in result.get("series", []):
+            table[series["name"]] = max(value for value in series["values"][0][1:] if value is not None)
+    return dict(sorted(table.items()))
+
+
+@stack_app.command("up")
+def stack_up(
+    state_dir: StateDir = Path(".iotsim"),
+    mqtt_port: Annotated[int, typer.Option(help="broker port on 127.0.0.1")] = 1883,
+    influx_port: Annotated[int, typer.Option(help="InfluxDB port on 127.0.0.1")] = 8086,
+    db: Annotated[str, typer.Option("--db", help="database to create")] = "yangquan",
+) -> None:
+    """Start Mosquitto and InfluxDB (whatever is not already running) on loopback."""
+    try:
+        for line in stack.stack_up(state_dir, mqtt_port, influx_port, db):
+            out.print(line, markup=False, highlight=False)
+    except stack.StackError as error:
+        fail(str(error))
+
+
+@stack_app.command("down")
+def stack_down(state_dir: StateDir = Path(".iotsim")) -> None:
+    """Stop the servers `stack up` started (by their PID files)."""
+    for line in stack.stack_down(state_dir):
+        out.print(line, markup=False, highlight=False)
+
+
+@stack_app.command("status")
+def stack_status(state_dir: StateDir = Path(".iotsim")) -> None:
+    """Show whether the servers are up; exit 1 if any is down."""
+    lines, all_up = stack.stack_status(state_dir)
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+    if not all_up:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - `python -m simulator.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

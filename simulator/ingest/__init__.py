@@ -1,0 +1,1 @@
+"""The ingest bridge: MQTT subscription → line protocol → batched writes to InfluxDB."""

@@ -1,0 +1,240 @@
+"""The ingest bridge: subscribes to `{prefix}/#` at QoS 1 and writes every message to InfluxDB.
+
+Delivery guarantee: paho's manual acknowledgement is on, so the broker keeps a message (and sends it
+again after a reconnect) until the bridge acknowledges it, and the bridge acknowledges a message only
+after the InfluxDB write holding it succeeded, or after it was written to the dead-letter file.
+Acknowledgements go out in the order the messages arrived, as MQTT 3.1.1 requires. A redelivered
+message is the same point (same measurement, tags and time), so writing it twice stores it once.
+
+Threads: paho's network thread converts each message and appends it to the open batch; the writer
+thread closes a batch when it is full or old enough, writes it, then acknowledges it. When too many
+messages wait, the network thread pauses, so the broker, not the bridge, holds the backlog.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator.ingest.deadletter import DeadLetters
+from simulator.ingest.influx import InfluxWriter
+from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
+from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "yangquan"
+    client_id: str = "iotsim-bridge"
+    batch_size: int = 5000
+    batch_interval: float = 1.0  # seconds a message may wait for its batch to fill
+    max_pending: int = 100_000  # messages held unacknowledged before the network thread pauses
+    stats_interval: float = 5.0  # seconds between `pipeline` points about the bridge itself
+    dead_letter_path: Path = Path(".iotsim/dead-letters.jsonl")
+
+
+@dataclass
+class BridgeCounts:
+    received: int = 0
+    written: int = 0
+    dead_letters: int = 0
+    acknowledged: int = 0
+    last_batch_size: int = 0
+    last_lag_ms: float = 0.0
+
+
+@dataclass
+class Pending:
+    """Messages received and not yet acknowledged, in arrival order."""
+
+    lines: list[str] = field(default_factory=list)
+    acks: list[tuple[int, int]] = field(default_factory=list)  # (mid, qos) of every message, good or bad
+    newest_ts: int = 0
+    opened: float = 0.0
+
+
+class Bridge:
+    def __init__(self, settings: BridgeSettings, writer: InfluxWriter, log: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.log = log
+        self.counts = BridgeCounts()
+        self.dead_letters = DeadLetters(settings.dead_letter_path)
+        self.pending = Pending()
+        self.lock = threading.Condition()
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.last_message = time.monotonic()
+        self.writing = False
+        self.failure: Exception | None = None
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
+        )
+        self.client.manual_ack_set(True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.writer.on_retry = lambda reason: log(f"bridge: InfluxDB write failed ({reason}); retrying")
+        self.writer_thread = threading.Thread(target=self._write_batches, name="influx-writer", daemon=True)
+
+    # --- running ---
+
+    def start(self, timeout: float = 15.0) -> None:
+        address = BrokerAddress.from_url(self.settings.mqtt_url)
+        self.writer_thread.start()
+        self.client.connect_async(address.host, address.port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(timeout):
+            self.stop()
+            raise BrokerUnreachable(f"cannot reach the MQTT broker at {address} (waited {timeout:.0f} s)")
+
+    def run(self, exit_when_idle: float | None = None) -> None:
+        """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle that long."""
+        last_stats = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                if self.failure is not None:
+                    raise self.failure
+                time.sleep(0.1)
+                now = time.monotonic()
+                if now - last_stats >= self.settings.stats_interval:
+                    self.write_own_stats()
+                    last_stats = now
+                if exit_when_idle is not None and now - self.last_message >= exit_when_idle and self.idle():
+                    break
+        finally:
+            self.stop()
+
+    def idle(self) -> bool:
+        with self.lock:
+            return not self.pending.acks and not self.writing
+
+    def stop(self) -> None:
+        """Write what is pending (if InfluxDB answers), acknowledge it, then disconnect."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        with self.lock:
+            self.lock.notify_all()
+        if self.writer_thread.is_alive():
+            self.writer_thread.join(timeout=10.0)  # a last write, if InfluxDB answers soon
+            self.writer.stopping.set()  # otherwise leave the batch to the broker
+            self.writer_thread.join()
+        self.write_own_stats()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.dead_letters.close()
+        self.writer.close()
+
+    # --- MQTT callbacks (paho's network thread) ---
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            self.log(f"bridge: broker refused the connection: {reason}")
+            return
+        client.subscribe(f"{self.settings.topic_prefix}/#", qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+        if not self.stopping.is_set():
+            self.log(f"bridge: lost the broker ({reason}); reconnecting, unacknowledged messages will come again")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        topic = message.topic
+        try:
+            line, _, _, ts = to_line(topic, message.payload)
+        except BadPayload as error:
+            line, ts = None, 0
+            self.dead_letters.add(topic, message.payload, str(error))
+            self.counts.dead_letters += 1
+        self.last_message = time.monotonic()
+        with self.lock:
+            while len(self.pending.acks) >= self.settings.max_pending and not self.stopping.is_set():
+                self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
+            pending = self.pending
+            if not pending.acks:
+                pending.opened = time.monotonic()
+            if line is not None:
+                pending.lines.append(line)
+                pending.newest_ts = max(pending.newest_ts, ts)
+            pending.acks.append((message.mid, message.qos))
+            self.counts.received += 1
+            if len(pending.lines) >= self.settings.batch_size:
+                self.lock.notify_all()
+
+    # --- the writer thread ---
+
+    def _write_batches(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._store(batch)
+        except Exception as error:  # reported by run(); the messages stay unacknowledged at the broker
+            self.failure = error
+        finally:
+            with self.lock:
+                self.writing = False
+
+    def _next_batch(self) -> Pending | None:
+        with self.lock:
+            self.writing = False
+            while True:
+                pending = self.pending
+                if pending.acks and (
+                    len(pending.lines) >= self.settings.batch_size
+                    or time.monotonic() - pending.opened >= self.settings.batch_interval
+                    or self.stopping.is_set()
+                ):
+                    self.pending = Pending()
+                    self.writing = True
+                    self.lock.notify_all()
+                    return pending
+                if self.stopping.is_set():
+                    return None
+                wait = self.settings.batch_interval if not pending.acks else pending.opened + self.settings.batch_interval - time.monotonic()
+                self.lock.wait(max(wait, 0.01))
+
+    def _store(self, batch: Pending) -> None:
+        try:
+            refused = self.writer.write(batch.lines)
+        except InterruptedError:
+            return  # stopping while InfluxDB is down: leave these unacknowledged, the broker keeps them
+        for line, reason in refused:
+            self.dead_letters.add("(influxdb)", line.encode(), reason)
+            self.counts.dead_letters += 1
+        self.dead_letters.flush()
+        for mid, qos in batch.acks:
+            self.client.ack(mid, qos)
+        self.counts.written += len(batch.lines) - len(refused)
+        self.counts.acknowledged += len(batch.acks)
+        self.counts.last_batch_size = len(batch.lines)
+        if batch.newest_ts:
+            self.counts.last_lag_ms = time.time() * 1000 - batch.newest_ts
+
+    # --- the bridge's own telemetry ---
+
+    def write_own_stats(self) -> None:
+        """One `pipeline` point with the bridge's counters, for the pipeline-health dashboard."""
+        counts, stats = self.counts, self.writer.stats
+        line = (
+            f"pipeline,component=bridge,client_id={escape_key(self.settings.client_id)} "
+            f"received={counts.received}i,written={counts.written}i,dead_letters={counts.dead_letters}i,"
+            f"acknowledged={counts.acknowledged}i,batch_size={counts.last_batch_size}i,"
+            f"retries={stats.retries}i,batches={stats.batches}i,lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
+        )
+        try:
+            self.writer.session.post(
+                f"{self.writer.url}/write", params=self.writer.params, data=line.encode(), headers={"Content-Encoding": None}, timeout=5  # type: ignore[dict-item]
+            )
+        except Exception:  # noqa: BLE001 - our own statistics must never stop ingest
+            pass
