@@ -27,8 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 stack_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local Mosquitto + InfluxDB.")
 app.add_typer(stack_app, name="stack")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 StateDir = Annotated[Path, typer.Option("--state-dir", help="where the stack keeps data, logs and PID files")]
 

@@ -1,0 +1,112 @@
+"""Real servers for the tests: one Mosquitto and one InfluxDB per test session, on free loopback
+ports with temporary data dirs, stopped by PID at the end. Each test gets its own database, topic
+prefix and bridge client id, so tests never see each other's data or sessions."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from simulator import stack
+
+IOTSIM = [sys.executable, "-m", "simulator.cli"]
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Service]:
+    service = stack.start_mosquitto(tmp_path_factory.mktemp("mosquitto"), stack.free_port())
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Service]:
+    service = stack.start_influxdb(tmp_path_factory.mktemp("influxdb"), stack.free_port(), database=None)
+    yield service
+    service.stop()
+
+
+@dataclass
+class Pipeline:
+    """Addresses and names one test uses on the shared servers."""
+
+    broker: stack.Service
+    influxdb: stack.Service
+    database: str
+    prefix: str
+    bridge_id: str
+    tmp: Path
+
+    @property
+    def mqtt_url(self) -> str:
+        return self.broker.url
+
+    @property
+    def influx_url(self) -> str:
+        return self.influxdb.url
+
+    def query(self, q: str) -> list[dict]:
+        response = requests.get(f"{self.influx_url}/query", params={"db": self.database, "q": q}, timeout=60)
+        response.raise_for_status()
+        result = response.json()["results"][0]
+        assert "error" not in result, result
+        return result.get("series", [])
+
+    def count(self, measurement: str, field: str = "seq") -> int:
+        series = self.query(f'SELECT count("{field}") FROM "{measurement}"')
+        return series[0]["values"][0][1] if series else 0
+
+    def bridge_command(self, *extra: str) -> list[str]:
+        return [
+            *IOTSIM, "bridge",
+            "--mqtt", self.mqtt_url,
+            "--influx", self.influx_url,
+            "--db", self.database,
+            "--prefix", self.prefix,
+            "--client-id", self.bridge_id,
+            "--dead-letters", str(self.tmp / "dead-letters.jsonl"),
+            "--batch-interval", "0.2",
+            *extra,
+        ]  # fmt: skip
+
+    def start_bridge(self, *extra: str) -> subprocess.Popen[str]:
+        """The bridge as its own process; returns once it has subscribed (its first stderr line)."""
+        process = subprocess.Popen(self.bridge_command(*extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith("bridge:"), first + process.stderr.read()
+        return process
+
+    def scenario_file(self, body: str, name: str = "scenario.yaml") -> Path:
+        path = self.tmp / name
+        path.write_text(
+            body + f"\nmqtt:\n  url: {self.mqtt_url}\n  topic_prefix: {self.prefix}\n  client_id_prefix: {self.prefix}\n"
+        )
+        return path
+
+
+@pytest.fixture
+def pipeline(broker: stack.Service, influxdb: stack.Service, tmp_path: Path) -> Pipeline:
+    n = next(_names)
+    database = f"test{n}"
+    stack.create_database(influxdb.url, database)
+    return Pipeline(broker, influxdb, database, f"t{n}", f"bridge-t{n}-{os.getpid()}", tmp_path)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+def iotsim(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IOTSIM, *args], capture_output=True, text=True, timeout=timeout, env=child_env())
