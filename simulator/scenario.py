@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -61,7 +61,7 @@ class Scenario(StrictModel):
         description="ISO time; without a zone it is Yangquan's local time (UTC+8)",
     )
     duration: Duration
-    speed: Literal["afap"] | Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+    speed: Annotated[Literal["afap"] | float, BeforeValidator(parse_speed)] = Field(
         default="afap", description="'afap' = as fast as possible, or N = N times real time"
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
@@ -73,17 +73,18 @@ class Scenario(StrictModel):
     def _local_time_by_default(cls, start: datetime) -> datetime:
         return start if start.tzinfo is not None else start.replace(tzinfo=YANGQUAN_TZ)
 
-    @model_validator(mode="after")
-    def _device_ids_unique(self) -> Scenario:
+    @field_validator("fleets")
+    @classmethod
+    def _device_ids_unique(cls, fleets: list[Any]) -> list[Any]:
         seen: dict[str, int] = {}
-        for index, fleet in enumerate(self.fleets):
+        for index, fleet in enumerate(fleets):
             prefix = fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX
             if prefix in seen:
                 raise ValueError(
                     f"fleets {seen[prefix]} and {index} both name devices '{prefix}-NNNN'; give one an id_prefix"
                 )
             seen[prefix] = index
-        return self
+        return fleets
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A copy with command-line overrides applied and validated like the file."""
@@ -97,6 +98,14 @@ class Scenario(StrictModel):
             else:
                 data[key] = value
         return Scenario.model_validate(data)
+
+
+def parse_speed(value: object) -> str | float:
+    if value == "afap":
+        return "afap"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1_000_000:
+        return float(value)
+    raise ValueError(f"{value!r} is not a speed; use 'afap' (as fast as possible) or a number N > 0 (N x real time)")
 
 
 def check_url(url: str, schemes: tuple[str, ...]) -> str:
@@ -176,6 +185,8 @@ def field_path(loc: tuple[int | str, ...], document: Any) -> list[int | str]:
     for part in loc:
         if isinstance(node, dict) and part not in node and isinstance(part, str) and part in catalogue.type_names():
             continue
+        if isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-"))):
+            continue  # a union branch's label, not a key of the file
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
