@@ -26,10 +26,14 @@ class BadPayload(ValueError):
 
 
 def escape_key(text: str) -> str:
-    """Measurement names, tag keys/values and field keys: backslash-escape commas, spaces and '='."""
-    if "\n" in text or "\r" in text:
-        raise BadPayload(f"newline in identifier {text[:40]!r}")
-    return text.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
+    """Tag keys and values: backslash-escape commas, spaces and '='.
+
+    InfluxDB 1.x has no escape for a backslash in a tag (a trailing one breaks the line), and a
+    newline ends a point, so identifiers holding either are refused rather than stored altered.
+    """
+    if "\n" in text or "\r" in text or "\\" in text:
+        raise BadPayload(f"newline or backslash in tag {text[:40]!r}")
+    return text.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
 def format_field(name: str, value: object) -> str:
