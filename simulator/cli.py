@@ -196,6 +196,7 @@ def bridge(
     batch_interval: Annotated[float, typer.Option(min=0.01, help="seconds a message may wait for its batch")] = 1.0,
     dead_letters: Annotated[Path, typer.Option(help="JSON-lines file for messages that cannot be stored")] = Path(".iotsim/dead-letters.jsonl"),
     exit_when_idle: Annotated[Optional[float], typer.Option(help="exit after this many seconds without messages")] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(help="touch this file once subscribed (for scripts and healthchecks)")] = None,
     user: Annotated[Optional[str], typer.Option(envvar="INFLUX_USER", help="InfluxDB user")] = None,
     password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
@@ -214,6 +215,9 @@ def bridge(
     terminate_on_sigterm()
     try:
         the_bridge.start()
+        if ready_file is not None:
+            ready_file.parent.mkdir(parents=True, exist_ok=True)
+            ready_file.touch()
         err.print(f"bridge: {mqtt} {prefix}/# → {influx} database {db}", markup=False, highlight=False)
         the_bridge.run(exit_when_idle)
     except BrokerUnreachable as error:
@@ -222,6 +226,9 @@ def bridge(
         fail(str(error))
     except KeyboardInterrupt:
         the_bridge.stop()
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
     counts = the_bridge.counts
     out.print(
         f"bridge: received {counts.received}, written {counts.written}, dead letters {counts.dead_letters}"

@@ -82,6 +82,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.writer.on_retry = lambda reason: log(f"bridge: InfluxDB write failed ({reason}); retrying")
         self.writer_thread = threading.Thread(target=self._write_batches, name="influx-writer", daemon=True)
 
@@ -94,7 +95,7 @@ class Bridge:
         self.client.loop_start()
         if not self.connected.wait(timeout):
             self.stop()
-            raise BrokerUnreachable(f"cannot reach the MQTT broker at {address} (waited {timeout:.0f} s)")
+            raise BrokerUnreachable(f"cannot subscribe at the MQTT broker at {address} (waited {timeout:.0f} s)")
 
     def run(self, exit_when_idle: float | None = None) -> None:
         """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle that long."""
@@ -141,7 +142,12 @@ class Bridge:
             self.log(f"bridge: broker refused the connection: {reason}")
             return
         client.subscribe(f"{self.settings.topic_prefix}/#", qos=1)
-        self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, properties: object) -> None:
+        if any(getattr(reason, "is_failure", False) for reason in reasons):
+            self.log(f"bridge: the broker refused the subscription to {self.settings.topic_prefix}/#: {reasons}")
+            return
+        self.connected.set()  # subscribed: from now on the broker keeps our messages for us
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         if not self.stopping.is_set():
