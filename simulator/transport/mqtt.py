@@ -41,8 +41,8 @@ class MqttPublisher:
         url: str,
         client_id: str,
         qos: int = 1,
-        max_inflight: int = 1000,
-        max_queued: int = 20000,
+        max_inflight: int = 100,
+        max_queued: int = 1000,
     ) -> None:
         self.address = BrokerAddress.from_url(url)
         self.qos = qos

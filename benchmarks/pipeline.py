@@ -1,0 +1,174 @@
+"""Pipeline throughput, each figure beside a baseline measured in the same run.
+
+Baseline: Mosquitto's own C clients, `mosquitto_pub -l` (QoS 1) into `mosquitto_sub` (QoS 1), with
+the same payloads the simulator generates: what the broker and the loopback can carry.
+Measured: dry-run generation (SimPy world → JSON lines file), publishing (simulator → broker at
+QoS 1, until every PUBACK), and end to end (simulator → broker → bridge → InfluxDB, until every
+point is stored, checked for zero loss by exact counts and per-device seq).
+A reading is one sensor value; an air-quality message carries 6.
+
+    .venv/bin/python benchmarks/pipeline.py [--stations 5000] [--hours 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import requests
+from rich.console import Console
+from rich.table import Table
+
+from simulator import stack
+from simulator.engine import run_scenario
+from simulator.scenario import Scenario
+from simulator.transport.jsonl import JsonlWriter
+from simulator.transport.mqtt import MqttPublisher
+
+READINGS_PER_MESSAGE = 6
+IOTSIM = [sys.executable, "-m", "simulator.cli"]
+console = Console(width=160)
+
+
+def scenario(stations: int, hours: float, mqtt_url: str, prefix: str) -> Scenario:
+    return Scenario.model_validate(
+        {
+            "name": "bench",
+            "duration": hours * 3600,
+            "mqtt": {"url": mqtt_url, "topic_prefix": prefix, "qos": 1},
+            "fleets": [{"type": "air_quality", "count": stations, "cadence": "5m"}],
+        }
+    )
+
+
+def dry_run(spec: Scenario, path: Path) -> tuple[int, float]:
+    writer = JsonlWriter(path)
+    started = time.perf_counter()
+    result = run_scenario(spec, writer)
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return result.generated, elapsed
+
+
+def c_client_baseline(broker: stack.Service, dataset: Path, work: Path) -> tuple[int, float]:
+    """mosquitto_pub -l → mosquitto_sub, QoS 1, the simulator's own payloads (one per line)."""
+    payloads = work / "payloads.txt"
+    with open(dataset, "rb") as source, open(payloads, "wb") as target:
+        for line in source:
+            target.write(orjson.dumps(orjson.loads(line)["payload"]) + b"\n")
+    count = sum(1 for _ in open(payloads, "rb"))
+    host, port = "127.0.0.1", str(broker.port)
+    subscriber = subprocess.Popen(
+        ["mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-t", "baseline/#", "-C", str(count), "-i", "bench-sub"],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # mosquitto_sub has no readiness signal; its subscription must exist before publishing
+    started = time.perf_counter()
+    with open(payloads, "rb") as lines:
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", "baseline/air_quality", "-l"], stdin=lines, check=True, timeout=600)
+    subscriber.wait(timeout=600)
+    return count, time.perf_counter() - started
+
+
+def publish(spec: Scenario) -> tuple[int, float]:
+    publisher = MqttPublisher(spec.mqtt.url, "bench-pub", qos=1, max_inflight=spec.mqtt.max_inflight, max_queued=spec.mqtt.max_queued)
+    publisher.start()
+    started = time.perf_counter()
+    run_scenario(spec, publisher)
+    publisher.drain(600)
+    elapsed = time.perf_counter() - started
+    publisher.stop()
+    assert publisher.acknowledged == publisher.published
+    return publisher.acknowledged, elapsed
+
+
+def end_to_end(spec_file: Path, broker: stack.Service, influx: stack.Service, database: str, prefix: str, expected: int) -> tuple[int, float, int]:
+    bridge = subprocess.Popen(
+        [*IOTSIM, "bridge", "--mqtt", broker.url, "--influx", influx.url, "--db", database, "--prefix", prefix,
+         "--client-id", f"bench-{prefix}", "--exit-when-idle", "3", "--dead-letters", str(spec_file.parent / "dl.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert bridge.stderr is not None and bridge.stderr.readline().startswith("bridge:")
+    started = time.perf_counter()
+    run = subprocess.run([*IOTSIM, "run", str(spec_file)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    stored = 0
+    deadline = time.monotonic() + 600
+    while stored < expected and time.monotonic() < deadline:
+        stored = count_points(influx, database)
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    bridge.communicate(timeout=120)
+    return stored, elapsed, seq_gaps(influx, database)
+
+
+def count_points(influx: stack.Service, database: str) -> int:
+    series = query(influx, database, 'SELECT count("seq") FROM "air_quality"')
+    return series[0]["values"][0][1] if series else 0
+
+
+def seq_gaps(influx: stack.Service, database: str) -> int:
+    """Devices whose stored seq numbers are not exactly 0..n-1."""
+    series = query(influx, database, 'SELECT count("seq"), min("seq"), max("seq") FROM "air_quality" GROUP BY "device_id"')
+    return sum(1 for s in series if not (s["values"][0][2] == 0 and s["values"][0][3] == s["values"][0][1] - 1))
+
+
+def query(influx: stack.Service, database: str, q: str) -> list[dict]:
+    response = requests.get(f"{influx.url}/query", params={"db": database, "q": q}, timeout=120)
+    response.raise_for_status()
+    return response.json()["results"][0].get("series", [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stations", type=int, default=5000, help="air-quality stations (default 5000)")
+    parser.add_argument("--hours", type=float, default=1.0, help="simulated hours (default 1)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="iotsim-bench-") as tmp:
+        work = Path(tmp)
+        broker = stack.start_mosquitto(work / "broker", stack.free_port())
+        influx = stack.start_influxdb(work / "influx", stack.free_port(), database="bench")
+        try:
+            spec = scenario(args.stations, args.hours, broker.url, "bench")
+            dataset = work / "dry.jsonl"
+            generated, dry_s = dry_run(spec, dataset)
+            base_n, base_s = c_client_baseline(broker, dataset, work)
+            pub_n, pub_s = publish(spec.with_overrides(**{"mqtt.topic_prefix": "benchpub"}))
+            spec_file = work / "e2e.yaml"
+            spec_file.write_text(
+                f"name: e2e\nduration: {args.hours * 3600}\nmqtt: {{url: '{broker.url}', topic_prefix: e2e, qos: 1}}\n"
+                f"fleets:\n  - {{type: air_quality, count: {args.stations}, cadence: 5m}}\n"
+            )
+            stored, e2e_s, gaps = end_to_end(spec_file, broker, influx, "bench", "e2e", generated)
+        finally:
+            broker.stop()
+            influx.stop()
+
+    baseline = base_n * READINGS_PER_MESSAGE / base_s
+    table = Table(title=f"pipeline throughput: {args.stations} stations x {args.hours:g} h = {generated:,} messages")
+    for column in ("stage", "messages", "seconds", "messages/s", "readings/s", "x C-client baseline"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+
+    def row(stage: str, messages: int, seconds: float) -> None:
+        rate = messages * READINGS_PER_MESSAGE / seconds
+        table.add_row(stage, f"{messages:,}", f"{seconds:.2f}", f"{messages / seconds:,.0f}", f"{rate:,.0f}", f"{rate / baseline:.2f}")
+
+    row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 1", base_n, base_s)
+    row("dry-run generation (1 core)", generated, dry_s)
+    row("publish, QoS 1, all acknowledged", pub_n, pub_s)
+    row("end to end into InfluxDB, QoS 1", stored, e2e_s)
+    console.print(table)
+    loss = generated - stored
+    console.print(f"end to end: generated {generated:,}, stored {stored:,}, lost {loss:,}, devices with seq gaps {gaps}")
+    if loss or gaps:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
