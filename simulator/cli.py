@@ -21,6 +21,7 @@ from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.scenario import Scenario, ScenarioError, load_scenario
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher
+from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
@@ -70,6 +71,7 @@ def run(
     seed: Annotated[Optional[int], typer.Option(help="override the scenario's seed")] = None,
     mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://host:port")] = None,
     qos: Annotated[Optional[int], typer.Option(help="override the QoS (0 or 1)")] = None,
+    influx: Annotated[Optional[str], typer.Option("--influx", help="override where the run's own counters go (`pipeline` measurement)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write messages to --out instead of publishing")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", help="dry-run output, JSON lines {topic, payload}")] = None,
     drain_timeout: Annotated[float, typer.Option(help="seconds to wait for the last QoS 1 acknowledgements")] = 300.0,
@@ -78,7 +80,7 @@ def run(
     scenario = load_or_exit(file)
     try:
         scenario = scenario.with_overrides(
-            duration=duration, speed=_speed(speed), seed=seed, **{"mqtt.url": mqtt, "mqtt.qos": qos}
+            duration=duration, speed=_speed(speed), seed=seed, **{"mqtt.url": mqtt, "mqtt.qos": qos, "influx.url": influx}
         )
     except ValidationError as error:
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
@@ -111,9 +113,10 @@ def run_dry(scenario: Scenario, output: Path) -> None:
 
 def run_published(scenario: Scenario, drain_timeout: float) -> None:
     settings = scenario.mqtt
+    client_id = f"{settings.client_id_prefix}-{scenario.name}"[:64]
     publisher = MqttPublisher(
         settings.url,
-        client_id=f"{settings.client_id_prefix}-{scenario.name}"[:64],
+        client_id=client_id,
         qos=settings.qos,
         max_inflight=settings.max_inflight,
         max_queued=settings.max_queued,
@@ -122,6 +125,8 @@ def run_published(scenario: Scenario, drain_timeout: float) -> None:
         publisher.start()
     except BrokerUnreachable as error:
         fail(f"{error}; start one with `iotsim stack up` or pass --mqtt")
+    stats = PublisherStats(publisher, scenario.influx.url, scenario.influx.database, client_id, warn=err.print)
+    stats.start()
     interrupted = False
     result: RunResult | None = None
     try:
@@ -132,6 +137,7 @@ def run_published(scenario: Scenario, drain_timeout: float) -> None:
         interrupted = True
         publisher.drain(5.0)
     finally:
+        stats.stop()
         publisher.stop()
     generated = result.generated if result else publisher.published
     acknowledged = publisher.acknowledged if settings.qos == 1 else "n/a (QoS 0)"

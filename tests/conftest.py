@@ -89,7 +89,9 @@ class Pipeline:
     def scenario_file(self, body: str, name: str = "scenario.yaml") -> Path:
         path = self.tmp / name
         path.write_text(
-            body + f"\nmqtt:\n  url: {self.mqtt_url}\n  topic_prefix: {self.prefix}\n  client_id_prefix: {self.prefix}\n"
+            body
+            + f"\nmqtt:\n  url: {self.mqtt_url}\n  topic_prefix: {self.prefix}\n  client_id_prefix: {self.prefix}\n"
+            + f"influx:\n  url: {self.influx_url}\n  database: {self.database}\n"
         )
         return path
 

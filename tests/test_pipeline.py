@@ -45,6 +45,12 @@ def test_every_generated_reading_reaches_influxdb_exactly_once_at_qos1(pipeline:
     low, high = pipeline.query('SELECT min("pm25"), max("pm25") FROM "air_quality"')[0]["values"][0][1:]
     assert 0 < low < high < 1000  # µg/m³, physically plausible for a winter coal city
 
+    # Both ends report their own counters for the pipeline-health board.
+    simulator = pipeline.query('SELECT last("published"), last("acknowledged") FROM "pipeline" WHERE "component" = \'simulator\'')
+    assert simulator[0]["values"][0][1:] == [480, 480]
+    bridge_stats = pipeline.query('SELECT last("written"), last("dead_letters") FROM "pipeline" WHERE "component" = \'bridge\'')
+    assert bridge_stats[0]["values"][0][1:] == [480, 0]
+
 
 def test_bad_payloads_go_to_dead_letters_and_good_ones_are_stored(pipeline: Pipeline) -> None:
     bridge = pipeline.start_bridge("--exit-when-idle", "2")
