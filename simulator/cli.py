@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from rich.table import Table
 
 from simulator import stack
 from simulator.engine import RunResult, run_scenario
+from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.scenario import Scenario, ScenarioError, load_scenario
@@ -75,6 +78,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write messages to --out instead of publishing")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", help="dry-run output, JSON lines {topic, payload}")] = None,
     drain_timeout: Annotated[float, typer.Option(help="seconds to wait for the last QoS 1 acknowledgements")] = 300.0,
+    state_dir: StateDir = Path(".iotsim"),
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
     scenario = load_or_exit(file)
@@ -88,7 +92,7 @@ def run(
     if dry_run:
         run_dry(scenario, output or Path(".iotsim") / f"{file.stem}.jsonl")
     else:
-        run_published(scenario, drain_timeout)
+        run_published(scenario, drain_timeout, StackControl(state_dir))
 
 
 def _speed(text: str | None) -> str | float | None:
@@ -111,7 +115,7 @@ def run_dry(scenario: Scenario, output: Path) -> None:
     print_summaries(result)
 
 
-def run_published(scenario: Scenario, drain_timeout: float) -> None:
+def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
     settings = scenario.mqtt
     client_id = f"{settings.client_id_prefix}-{scenario.name}"[:64]
     publisher = MqttPublisher(
@@ -130,12 +134,14 @@ def run_published(scenario: Scenario, drain_timeout: float) -> None:
     interrupted = False
     result: RunResult | None = None
     try:
-        result = run_with_progress(scenario, publisher)
+        result = run_with_progress(scenario, publisher, control)
         if not publisher.drain(drain_timeout):
             err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending} acknowledgements")
     except KeyboardInterrupt:
         interrupted = True
         publisher.drain(5.0)
+    except stack.StackError as error:
+        fail(str(error))
     finally:
         stats.stop()
         publisher.stop()
@@ -154,7 +160,7 @@ def run_published(scenario: Scenario, drain_timeout: float) -> None:
         raise typer.Exit(1)
 
 
-def run_with_progress(scenario: Scenario, sink: object) -> RunResult:
+def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None) -> RunResult:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -180,7 +186,7 @@ def run_with_progress(scenario: Scenario, sink: object) -> RunResult:
                 rate=f"{generated / elapsed:,.0f} msg/s",
             )
 
-        return run_scenario(scenario, sink, update)  # type: ignore[arg-type]
+        return run_scenario(scenario, sink, update, control)  # type: ignore[arg-type]
 
 
 def print_summaries(result: RunResult) -> None:
@@ -203,6 +209,7 @@ def bridge(
     dead_letters: Annotated[Path, typer.Option(help="JSON-lines file for messages that cannot be stored")] = Path(".iotsim/dead-letters.jsonl"),
     exit_when_idle: Annotated[Optional[float], typer.Option(help="exit after this many seconds without messages")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="touch this file once subscribed (for scripts and healthchecks)")] = None,
+    pid_file: Annotated[Optional[Path], typer.Option(help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
     user: Annotated[Optional[str], typer.Option(envvar="INFLUX_USER", help="InfluxDB user")] = None,
     password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
@@ -219,6 +226,8 @@ def bridge(
     writer = InfluxWriter(influx, db, user=user, password=password, token=token)
     the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False))
     terminate_on_sigterm()
+    if pid_file is not None:
+        record_pid(pid_file)
     try:
         the_bridge.start()
         if ready_file is not None:
@@ -235,12 +244,27 @@ def bridge(
     finally:
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
+        if pid_file is not None:
+            forget_pid(pid_file)
     counts = the_bridge.counts
     out.print(
         f"bridge: received {counts.received}, written {counts.written}, dead letters {counts.dead_letters}"
         + (f" (see {dead_letters})" if counts.dead_letters else "")
         + f", InfluxDB retries {writer.stats.retries}"
     )
+
+
+def record_pid(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "argv": [sys.executable, "-m", "simulator.cli", *sys.argv[1:]]}))
+
+
+def forget_pid(path: Path) -> None:
+    try:
+        if json.loads(path.read_text())["pid"] == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, KeyError):
+        pass
 
 
 @app.command()

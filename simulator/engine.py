@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import simpy
 import simpy.rt
 
+from simulator.faults import FaultySink, StackControl, inject
 from simulator.scenario import Scenario
 from simulator.telemetry import Sink
 from simulator.world import Summary, World, build_world
@@ -48,9 +49,16 @@ def report_progress(env: simpy.Environment, world: World, progress: Progress, ev
         yield env.timeout(every)
 
 
-def run_scenario(scenario: Scenario, sink: Sink, progress: Progress | None = None) -> RunResult:
+def run_scenario(
+    scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None
+) -> RunResult:
+    """Run the scenario's world; `stack_control` lets process faults act on the local stack."""
     env = make_environment(scenario)
-    world = build_world(scenario, env, sink)
+    faulty = FaultySink(sink, scenario.faults, scenario.seed, scenario.mqtt.topic_prefix) if scenario.faults else None
+    world = build_world(scenario, env, faulty or sink)
+    if faulty is not None:
+        inject(world, scenario.faults, faulty, stack_control)
+        world.add_summary(lambda: Summary("faults injected", {name: str(count) for name, count in faulty.injected.items()}))
     if progress is not None:
         env.process(report_progress(env, world, progress, every=max(scenario.duration / 200.0, 1.0)))
     started = time.perf_counter()

@@ -6,18 +6,20 @@ one line each: `FILE:LINE: dotted.field.path: message`, with the line taken from
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from simulator import catalogue
+from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
@@ -69,6 +71,7 @@ class Scenario(StrictModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     fleets: list[FleetSection] = Field(min_length=1)
+    faults: list[Fault] = Field(default_factory=list, description="pipeline faults at simulated times (simulator/faults.py)")
 
     @field_validator("start")
     @classmethod
@@ -87,6 +90,19 @@ class Scenario(StrictModel):
                 )
             seen[prefix] = index
         return fleets
+
+    @field_validator("faults")
+    @classmethod
+    def _faults_fit_the_run(cls, faults: list[Any], info: ValidationInfo) -> list[Any]:
+        fleets, speed = info.data.get("fleets", []), info.data.get("speed")
+        prefixes = {fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX for fleet in fleets}
+        for index, fault in enumerate(faults):
+            # "faults.N.field: ..." : describe() points the error at that entry of the file.
+            if getattr(fault, "fleet", None) is not None and fleets and fault.fleet not in prefixes:
+                raise ValueError(f"faults.{index}.fleet: no fleet names its devices '{fault.fleet}-NNNN' (known: {', '.join(sorted(prefixes))})")
+            if fault.kind in PROCESS_FAULTS and speed == "afap":
+                raise ValueError(f"faults.{index}.kind: a {fault.kind} takes wall-clock time; give the scenario a numeric speed")
+        return faults
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A copy with command-line overrides applied and validated like the file."""
@@ -164,11 +180,17 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+POINTED_MESSAGE = re.compile(r"^(?P<path>[a-z_]+(?:\.[A-Za-z0-9_]+)+): (?P<message>.*)$", re.DOTALL)
+
+
 def describe(error: ValidationError, document: CommentedMap, path: Path) -> list[str]:
     problems = []
     for item in error.errors():
         location = field_path(item["loc"], document)
         message = item["msg"].removeprefix("Value error, ")
+        if (pointed := POINTED_MESSAGE.match(message)) is not None:
+            location = [int(part) if part.isdigit() else part for part in pointed["path"].split(".")]
+            message = pointed["message"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"
         elif item["type"] == "union_tag_invalid":
@@ -185,7 +207,7 @@ def field_path(loc: tuple[int | str, ...], document: Any) -> list[int | str]:
     parts: list[int | str] = []
     node = document
     for part in loc:
-        if isinstance(node, dict) and part not in node and isinstance(part, str) and part in catalogue.type_names():
+        if isinstance(node, dict) and part not in node and part in (node.get("type"), node.get("kind")):
             continue
         if isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-"))):
             continue  # a union branch's label, not a key of the file
