@@ -23,7 +23,7 @@ from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.scenario import Scenario, ScenarioError, load_scenario
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher
+from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
 
@@ -124,6 +124,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         qos=settings.qos,
         max_inflight=settings.max_inflight,
         max_queued=settings.max_queued,
+        credentials=Credentials(settings.username, os.environ.get("MQTT_PASSWORD"), settings.ca_file),
     )
     try:
         publisher.start()
@@ -213,6 +214,9 @@ def bridge(
     user: Annotated[Optional[str], typer.Option(envvar="INFLUX_USER", help="InfluxDB user")] = None,
     password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
+    username: Annotated[Optional[str], typer.Option(envvar="MQTT_USERNAME", help="broker user (secure profile)")] = None,
+    mqtt_password: Annotated[Optional[str], typer.Option("--mqtt-password", envvar="MQTT_PASSWORD", help="broker password; prefer the environment variable")] = None,
+    ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate for an mqtts:// broker")] = None,
 ) -> None:
     """Subscribe to the telemetry at QoS 1 and write it to InfluxDB, acknowledging only what is stored."""
     settings = BridgeSettings(
@@ -224,7 +228,8 @@ def bridge(
         dead_letter_path=dead_letters,
     )
     writer = InfluxWriter(influx, db, user=user, password=password, token=token)
-    the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False))
+    credentials = Credentials(username, mqtt_password, str(ca_file) if ca_file else None)
+    the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False), credentials=credentials)
     terminate_on_sigterm()
     if pid_file is not None:
         record_pid(pid_file)

@@ -36,11 +36,13 @@ class MqttSettings(StrictModel):
     # window of ~100 publishes 2-4x faster than 1000 or more on loopback.
     max_inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged QoS 1 messages on the wire")
     max_queued: int = Field(default=1000, ge=1, description="messages not yet acknowledged before the simulation is paused")
+    username: str | None = Field(default=None, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
+    ca_file: str | None = Field(default=None, description="CA certificate for an mqtts:// broker; default: the system's CAs")
 
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, url: str) -> str:
-        return check_url(url, ("mqtt", "tcp"))
+        return check_url(url, ("mqtt", "tcp", "mqtts"))
 
 
 class InfluxSettings(StrictModel):

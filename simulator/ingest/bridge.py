@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.influx import InfluxWriter
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
-from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable
+from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, Credentials, refusal
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ class Pending:
 
 
 class Bridge:
-    def __init__(self, settings: BridgeSettings, writer: InfluxWriter, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, settings: BridgeSettings, writer: InfluxWriter, log: Callable[[str], None] = print, credentials: Credentials = Credentials()
+    ) -> None:
         self.settings = settings
         self.writer = writer
         self.log = log
@@ -74,6 +76,8 @@ class Bridge:
         self.last_message = time.monotonic()
         self.writing = False
         self.failure: Exception | None = None
+        self.refused: str | None = None
+        self.address = BrokerAddress.from_url(settings.mqtt_url)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
@@ -83,18 +87,21 @@ class Bridge:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        credentials.apply(self.client, self.address)
         self.writer.on_retry = lambda reason: log(f"bridge: InfluxDB write failed ({reason}); retrying")
         self.writer_thread = threading.Thread(target=self._write_batches, name="influx-writer", daemon=True)
 
     # --- running ---
 
     def start(self, timeout: float = 15.0) -> None:
-        address = BrokerAddress.from_url(self.settings.mqtt_url)
+        address = self.address
         self.writer_thread.start()
         self.client.connect_async(address.host, address.port, keepalive=30)
         self.client.loop_start()
-        if not self.connected.wait(timeout):
+        if not self.connected.wait(timeout) or self.refused:
             self.stop()
+            if self.refused:
+                raise BrokerUnreachable(f"the MQTT broker at {address} refused the bridge: {self.refused}")
             raise BrokerUnreachable(f"cannot subscribe at the MQTT broker at {address} (waited {timeout:.0f} s)")
 
     def run(self, exit_when_idle: float | None = None) -> None:
@@ -138,15 +145,15 @@ class Bridge:
     # --- MQTT callbacks (paho's network thread) ---
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
-        if getattr(reason, "is_failure", False):
-            self.log(f"bridge: broker refused the connection: {reason}")
+        self.refused = refusal(reason)
+        if self.refused:
+            self.connected.set()  # wakes start(), which reports the refusal
             return
         client.subscribe(f"{self.settings.topic_prefix}/#", qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, properties: object) -> None:
         if any(getattr(reason, "is_failure", False) for reason in reasons):
-            self.log(f"bridge: the broker refused the subscription to {self.settings.topic_prefix}/#: {reasons}")
-            return
+            self.refused = f"subscription to {self.settings.topic_prefix}/# refused ({', '.join(map(str, reasons))})"
         self.connected.set()  # subscribed: from now on the broker keeps our messages for us
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:

@@ -25,14 +25,36 @@ class BrokerUnreachable(Exception):
 class BrokerAddress:
     host: str
     port: int
+    tls: bool = False
 
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
         parts = urlsplit(url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 1883)
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls)
 
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who the client is to the broker: user name and password, and the CA that signed a TLS broker."""
+
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+
+    def apply(self, client: mqtt.Client, address: BrokerAddress) -> None:
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if address.tls:
+            client.tls_set(ca_certs=self.ca_file)  # None: the system's trusted CAs
+
+
+def refusal(reason: object) -> str | None:
+    """The broker's reason for refusing a connection, or None if it accepted."""
+    return str(reason) if getattr(reason, "is_failure", False) else None
 
 
 class MqttPublisher:
@@ -43,8 +65,10 @@ class MqttPublisher:
         qos: int = 1,
         max_inflight: int = 100,
         max_queued: int = 1000,
+        credentials: Credentials = Credentials(),
     ) -> None:
         self.address = BrokerAddress.from_url(url)
+        self.refused: str | None = None
         self.qos = qos
         self.max_queued = max_queued
         self.published = 0
@@ -59,12 +83,15 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        credentials.apply(self.client, self.address)
 
     def start(self, timeout: float = 15.0) -> None:
         self.client.connect_async(self.address.host, self.address.port, keepalive=30)
         self.client.loop_start()
-        if not self._connected.wait(timeout):
+        if not self._connected.wait(timeout) or self.refused:
             self.client.loop_stop()
+            if self.refused:
+                raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s)")
 
     def __call__(self, topic: str, payload: bytes) -> None:
@@ -95,8 +122,8 @@ class MqttPublisher:
         return self.published - self.acknowledged
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
-        if not getattr(reason, "is_failure", False):
-            self._connected.set()
+        self.refused = refusal(reason)
+        self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.disconnects += 1
