@@ -6,8 +6,16 @@ from types import ModuleType
 from typing import get_args
 
 from simulator.city import air_quality
+from simulator.port import corridor, cranes, gate, reefers, yard
 
-MODULES: tuple[ModuleType, ...] = (air_quality,)
+MODULES: tuple[ModuleType, ...] = (
+    air_quality,
+    cranes,  # port_crane
+    yard,  # yard_block
+    gate,  # gate_lane
+    reefers,  # reefer
+    corridor,  # truck_gps
+)
 
 
 def fleet_models() -> tuple[type, ...]:

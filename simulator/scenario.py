@@ -21,6 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from simulator import catalogue
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
+from simulator.port.settings import PortSettings
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
@@ -73,6 +74,9 @@ class Scenario(StrictModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     fleets: list[FleetSection] = Field(min_length=1)
+    port: PortSettings = Field(
+        default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
+    )
     faults: list[Fault] = Field(default_factory=list, description="pipeline faults at simulated times (simulator/faults.py)")
 
     @field_validator("start")
@@ -92,6 +96,12 @@ class Scenario(StrictModel):
                 )
             seen[prefix] = index
         return fleets
+
+    @field_validator("port")
+    @classmethod
+    def _port_fleets_fit_the_port(cls, port: PortSettings, info: ValidationInfo) -> PortSettings:
+        port.check_fleets(info.data.get("fleets", []))
+        return port
 
     @field_validator("faults")
     @classmethod
