@@ -49,6 +49,7 @@ class Lane:
     busy: bool = False
     served: int = 0
     last_service_s: float = 0.0
+    busy_s: float = 0.0  # total service time
 
 
 @dataclass(eq=False)
@@ -95,6 +96,7 @@ class Gate:
         lane.busy = False
         lane.served += 1
         lane.last_service_s = service
+        lane.busy_s += service
         yield self.free.put(lane)
         return lane
 

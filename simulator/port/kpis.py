@@ -35,6 +35,7 @@ class Kpis:
     train_turnaround_s: list[float] = field(default_factory=list)
     yard_utilisation: list[float] = field(default_factory=list)
     trains: int = 0
+    imports_declared: int = 0
     customs_holds: int = 0
 
 

@@ -192,6 +192,7 @@ class Port:
     # -- decisions ------------------------------------------------------------------------------
     def declare_import(self, box: Box) -> None:
         """An import box is in the yard: customs may select it, and its consignee books a truck."""
+        self.kpis.imports_declared += 1
         if self.rngs.customs.random() < self.settings.customs.selection_rate:
             self.env.process(inspect(self.env, self, box))
         now, rng = self.env.now, self.rngs.trucks
