@@ -7,6 +7,7 @@ from typing import get_args
 
 from simulator.city import air_quality
 from simulator.port import corridor, cranes, gate, reefers, yard
+from simulator.load import probe
 
 MODULES: tuple[ModuleType, ...] = (
     air_quality,
@@ -15,6 +16,7 @@ MODULES: tuple[ModuleType, ...] = (
     gate,  # gate_lane
     reefers,  # reefer
     corridor,  # truck_gps
+    probe,  # load_probe
 )
 
 

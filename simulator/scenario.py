@@ -21,6 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from simulator import catalogue
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
+from simulator.load.section import LoadSection
 from simulator.port.settings import PortSettings
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
@@ -78,6 +79,7 @@ class Scenario(StrictModel):
         default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
     )
     faults: list[Fault] = Field(default_factory=list, description="pipeline faults at simulated times (simulator/faults.py)")
+    load: LoadSection | None = Field(default=None, description="a load experiment for `iotsim load` (docs/load.md)")
 
     @field_validator("start")
     @classmethod

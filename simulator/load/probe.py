@@ -1,0 +1,131 @@
+"""`load_probe`: a gateway that reads `batch` sensors and sends them as one message (domain `load`).
+
+Each sensor is a vibration level on a coal conveyor: an AR(1) process around the gateway's own mean,
+so readings come from a process, not from a uniform draw. `payload_bytes` pads the message with
+string readings `pad0`, `pad1` ... to about that size, within the message contract (readings of at
+most 1,000 characters).
+
+When the gateway sends is the experiment's business (the scenario's `load:` section):
+- unit `rate`: the profile's offered messages/s is split evenly over the fleet; gateway d sends its
+  k-th message when the profile's cumulative offered count reaches count * (k + phase_d), so the
+  fleet together follows the profile exactly, whatever the shard;
+- unit `devices`: gateway d is on while the profile's target exceeds d; it then sends every
+  1 / device_rate seconds, at its own phase.
+Without a `load:` section (e.g. `iotsim run`), a gateway sends every `interval`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Literal
+
+import orjson
+import simpy
+from pydantic import Field
+
+from simulator.fleet import Duration, FleetConfig
+from simulator.load.profile import Schedule, schedule_of
+from simulator.load.shard import SHARD_KEY, Shard
+from simulator.telemetry import Device, Telemetry
+
+if TYPE_CHECKING:
+    from simulator.world import World
+
+ID_PREFIX = "lp"
+PAD_CHUNK = 1000
+
+
+class Fleet(FleetConfig):
+    type: Literal["load_probe"]
+    batch: int = Field(default=1, ge=1, le=60, description="sensor readings per MQTT message (gateway batching)")
+    payload_bytes: int = Field(default=0, ge=0, le=15_000, description="pad each JSON payload to about this many bytes; 0 = no padding")
+    interval: Duration = Field(default=1.0, description="send interval when the scenario has no load section")
+
+
+class Gateway:
+    """The sensors behind one gateway: an AR(1) vibration level each (mm/s RMS)."""
+
+    def __init__(self, device: Device, fleet: Fleet, rng: random.Random) -> None:
+        self.device = device
+        self.rng = rng
+        self.names = [f"s{n:02d}" for n in range(fleet.batch)]
+        self.mean = 2.0 + 2.0 * rng.random()
+        self.levels = [self.mean] * fleet.batch
+        self.padding = padding(device, self.names, fleet.payload_bytes)
+
+    def readings(self) -> dict[str, float | str]:
+        gauss, mean = self.rng.gauss, self.mean
+        values: dict[str, float | str] = {}
+        for index, name in enumerate(self.names):
+            level = mean + 0.9 * (self.levels[index] - mean) + 0.3 * gauss(0.0, 1.0)
+            self.levels[index] = level
+            values[name] = round(abs(level), 3)
+        values.update(self.padding)
+        return values
+
+
+def padding(device: Device, names: list[str], payload_bytes: int) -> dict[str, str]:
+    """String readings that bring a typical payload of this gateway to about `payload_bytes`."""
+    sample = {
+        "device_id": device.device_id, "type": device.type, "ts": 1_768_320_000_000, "seq": 12345,
+        "tags": device.tags, "readings": {name: 12.345 for name in names},
+    }  # fmt: skip
+    missing = payload_bytes - len(orjson.dumps(sample))
+    pads: dict[str, str] = {}
+    while missing > 0:
+        name = f"pad{len(pads)}"
+        size = max(min(PAD_CHUNK, missing - len(name) - 6), 1)  # "name":"...", costs 6 more bytes
+        pads[name] = "x" * size
+        missing -= size + len(name) + 6
+    return pads
+
+
+def by_rate(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, schedule: Schedule, devices: int, phase: float) -> Generator[simpy.Event, None, None]:
+    """Send the k-th message when the fleet's offered count reaches devices * (k + phase)."""
+    k = 0
+    while True:
+        due = schedule.time_of(devices * (k + phase))
+        if math.isinf(due) or due >= schedule.duration:
+            return
+        if due > env.now:
+            yield env.timeout(due - env.now)
+        telemetry.publish(gateway.device, gateway.readings())
+        k += 1
+
+
+def by_devices(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, schedule: Schedule, index: int, interval: float, phase: float) -> Generator[simpy.Event, None, None]:
+    """Tick every `interval`; send while the profile keeps more than `index` devices on."""
+    yield env.timeout(phase * interval)
+    while env.now < schedule.duration:
+        if schedule.target(env.now) > index:
+            telemetry.publish(gateway.device, gateway.readings())
+        yield env.timeout(interval)
+
+
+def every(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, interval: float, phase: float) -> Generator[simpy.Event, None, None]:
+    yield env.timeout(phase * interval)
+    while True:
+        telemetry.publish(gateway.device, gateway.readings())
+        yield env.timeout(interval)
+
+
+def build(world: World, fleet: Fleet) -> None:
+    shard: Shard = world.shared(SHARD_KEY, lambda _: Shard())
+    load = getattr(world.scenario, "load", None)
+    schedule = schedule_of(load.profile) if load is not None else None
+    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+        if not shard.owns(device_id):
+            continue
+        device = world.telemetry.register(device_id, "load_probe", "load", {"group": f"g{index % 10}"})
+        rng = world.rng(device_id)
+        phase = rng.random()
+        gateway = Gateway(device, fleet, rng)
+        env, telemetry = world.env, world.telemetry
+        if schedule is None:
+            env.process(every(env, gateway, telemetry, fleet.interval, phase))
+        elif load.unit == "rate":
+            env.process(by_rate(env, gateway, telemetry, schedule, fleet.count, phase))
+        else:
+            env.process(by_devices(env, gateway, telemetry, schedule, index, 1.0 / load.device_rate, phase))

@@ -1,0 +1,55 @@
+"""The `load:` section of a scenario file: what `iotsim load FILE` runs and how it judges it.
+
+This module must not import simulator/scenario.py (which imports it).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from simulator.fleet import Duration, StrictModel
+from simulator.load.profile import Profile
+from simulator.load.thresholds import parse_threshold
+
+
+def _check_threshold(text: str) -> str:
+    parse_threshold(text)
+    return text
+
+
+ThresholdText = Annotated[str, AfterValidator(_check_threshold)]
+
+
+class BridgeOptions(StrictModel):
+    """The ingest bridge the experiment starts (as `iotsim bridge --batch-size --batch-interval`)."""
+
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="points per InfluxDB write")
+    batch_interval: Duration = Field(default=0.2, description="longest a message waits for its batch")
+
+
+class CapacitySearch(StrictModel):
+    """`--find-capacity`: constant-rate trials, each `factor` times the last, until a threshold breaks."""
+
+    start: float = Field(default=200.0, gt=0, description="messages/s of the first trial")
+    factor: float = Field(default=1.5, gt=1, le=10, description="each next trial offers this many times more")
+    max_rate: float = Field(default=100_000.0, gt=0, description="never offer more than this")
+    trial: Duration = Field(default=15.0, description="how long each trial offers its rate")
+    refine: int = Field(default=2, ge=0, le=10, description="bisection trials between the last rate that held and the first that broke")
+    max_trials: int = Field(default=15, ge=1, le=50, description="upper bound on trials, refinement included")
+
+
+class LoadSection(StrictModel):
+    unit: Literal["rate", "devices"] = Field(
+        default="rate", description="the profile's target: offered messages/s, or active load_probe devices"
+    )
+    profile: Profile
+    device_rate: float = Field(default=1.0, gt=0, le=10_000, description="messages/s of each active device (unit: devices)")
+    qos: Literal[0, 1] | None = Field(default=None, description="publish QoS; default: the scenario's mqtt.qos")
+    workers: int = Field(default=1, ge=1, le=64, description="simulator processes; devices are sharded over them")
+    thresholds: list[ThresholdText] = Field(default_factory=list, description="k6-like pass/fail rules (docs/load.md)")
+    drain: Duration = Field(default=30.0, description="after the last stage, wait at most this long for the pipeline to catch up")
+    bridge: BridgeOptions = Field(default_factory=BridgeOptions)
+    capacity: CapacitySearch = Field(default_factory=CapacitySearch)
+    results: str = Field(default="results", description="results directories are created under this folder")
