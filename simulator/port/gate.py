@@ -40,6 +40,7 @@ class GateSettings(StrictModel):
     service_time: Duration = Field(default=100.0, description="mean OCR/RFID check per truck (domain: 1-3 min)")
     service_cv: float = Field(default=0.4, gt=0, le=2, description="coefficient of variation of the service time (1 = exponential)")
     ocr_read_rate: float = Field(default=0.97, ge=0, le=1, description="share of trucks whose plate and box number OCR reads first time")
+    rfid_read_rate: float = Field(default=0.99, ge=0, le=1, description="share of trucks whose RFID tag (electronic plate) reads first time")
 
 
 @dataclass(eq=False)

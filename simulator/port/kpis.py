@@ -34,7 +34,8 @@ class Kpis:
     truck_turnaround_s: list[float] = field(default_factory=list)
     train_turnaround_s: list[float] = field(default_factory=list)
     yard_utilisation: list[float] = field(default_factory=list)
-    trains: int = 0
+    trains_arrived: int = 0
+    trains_departed: int = 0
     imports_declared: int = 0
     customs_holds: int = 0
 
@@ -73,7 +74,7 @@ def summary(port: Port) -> Summary:
     return Summary(
         "port KPIs",
         {
-            "trains handled": f"{k.trains}",
+            "trains arrived / departed": f"{k.trains_arrived} / {k.trains_departed}",
             "RMG moves/hour (working)": f"{moves_per_hour(port.rmgs):.1f} ({sum(c.moves for c in port.rmgs.machines)} moves, {utilisation(port.rmgs, now):.0%} busy)",
             "reach stacker moves/hour (working)": f"{moves_per_hour(port.reach_stackers):.1f} ({sum(c.moves for c in port.reach_stackers.machines)} moves, {utilisation(port.reach_stackers, now):.0%} busy)",
             "import dwell mean / p95": f"{mean(k.dwell_import_s) / DAY:.2f} / {percentile(k.dwell_import_s, 95) / DAY:.2f} days ({len(k.dwell_import_s)} boxes)",

@@ -97,6 +97,7 @@ def call(env: simpy.Environment, port: Port, service: Service) -> Generator[simp
     settings = port.settings.trains
     yield env.timeout(max(0.0, service.planned_arrival + delay(settings, port.rngs.trains) - env.now))
     arrived = env.now
+    port.kpis.trains_arrived += 1
     late_min = round((arrived - service.planned_arrival) / 60.0, 1)
     teu_in = sum(box.teu for box in service.imports)
     port.telemetry.event(
@@ -117,7 +118,7 @@ def call(env: simpy.Environment, port: Port, service: Service) -> Generator[simp
         yield env.timeout(settings.dispatch_time)
     turnaround = env.now - arrived
     port.kpis.train_turnaround_s.append(turnaround)
-    port.kpis.trains += 1
+    port.kpis.trains_departed += 1
     port.telemetry.event(
         SOURCE, "port", "train_departure", "info", f"train {service.train_id} left for Tianjin Port with {len(exports)} boxes",
         train=service.train_id, boxes=float(len(exports)), teu=float(sum(box.teu for box in exports)),

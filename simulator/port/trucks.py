@@ -103,15 +103,17 @@ class Job:
 def pass_gate(env: simpy.Environment, port: Port, gate: Gate, truck_plate: str, box: Box | None) -> Generator[simpy.Event, None, None]:
     """Queue for a lane, be read by OCR and RFID, and report the passage."""
     lane = yield from gate.pass_through()
-    rng = port.rngs.ocr
-    ocr_ok = rng.random() < port.settings.gate.ocr_read_rate
+    rng, settings = port.rngs.ocr, port.settings.gate
+    ocr_ok = rng.random() < settings.ocr_read_rate
+    rfid_ok = rng.random() < settings.rfid_read_rate
+    problems = ([] if ocr_ok else ["OCR failed"]) + ([] if rfid_ok else ["RFID not read"])
     port.telemetry.event(
-        SOURCE, "port", "gate_ocr", "info" if ocr_ok else "warning",
+        SOURCE, "port", "gate_ocr", "warning" if problems else "info",
         f"{truck_plate} {gate.direction} at {lane.name}" + (f" with {box.box_id}" if box is not None else " empty")
-        + ("" if ocr_ok else ": OCR failed, checked by hand"),
+        + (f": {', '.join(problems)}, checked by hand" if problems else ""),
         {"direction": gate.direction},
         plate=truck_plate, container=box.box_id if box is not None else "", lane=lane.name, ocr_ok=ocr_ok,
-        ocr_confidence=round(rng.uniform(0.9, 0.999) if ocr_ok else rng.uniform(0.4, 0.8), 3), rfid=True,
+        ocr_confidence=round(rng.uniform(0.9, 0.999) if ocr_ok else rng.uniform(0.4, 0.8), 3), rfid_ok=rfid_ok,
     )  # fmt: skip
 
 
