@@ -16,7 +16,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 import simpy
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DAY = 86400.0
+PORT_TIME = timezone(timedelta(hours=8), "CST")  # the timetable and the gate's hours are Yangquan time
 HISTORY_DAYS = 21  # longer than almost every import dwell (log-normal, median 4 d)
 LOOKAHEAD_DAYS = 8  # exports for trains after the run are delivered during it
 
@@ -62,6 +63,8 @@ class Port:
     ) -> None:  # fmt: skip
         self.env = env
         self.settings = settings
+        start = start.astimezone(PORT_TIME)
+        self.start = start
         self.duration = duration
         self.telemetry = telemetry
         self.rngs = PortRngs(*(rng_for(f"port/{name}") for name in ("plan", "trains", "customs", "trucks", "ocr", "corridor")))
@@ -105,12 +108,14 @@ class Port:
         services: list[Service] = []
         for day in range(-HISTORY_DAYS, last_day + 1):
             slots = [(t, False) for t in s.timetable] + [(t, True) for t in s.surge_timetable]
-            for time, surge in sorted(slots):
+            for slot, (time, surge) in enumerate(sorted(slots)):
                 arrival = midnight0 + day * DAY + clock_seconds(time)
                 if surge and (arrival < 0 or arrival >= self.duration):
                     continue  # the surge is only during the run
                 index = len(services)
-                service = Service(index, f"X{8700 + index % 100:04d}-{day % 100:02d}", arrival, arrival + s.planned_turnaround, surge)
+                date = self.start.date() + timedelta(days=day)
+                train_id = f"X{8701 + slot}/{date:%m%d}"  # China Railway numbers container block trains X...
+                service = Service(index, train_id, arrival, arrival + s.planned_turnaround, surge)
                 service.imports = [self.new_box(teu, "import", index, rng, arrival) for teu in load_wagons(s, rng, s.import_load_factor)]
                 service.exports = [self.new_box(teu, "export", index, rng, arrival) for teu in load_wagons(s, rng, s.export_load_factor)]
                 for box in service.imports:
