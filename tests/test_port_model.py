@@ -81,6 +81,25 @@ def test_default_kpis_fall_in_the_domain_ranges() -> None:
     assert sorted(k.dwell_import_s)[int(0.95 * len(k.dwell_import_s))] > 1.5 * mean(k.dwell_import_s)
 
 
+def test_truck_arrivals_follow_the_hourly_profile() -> None:
+    # A week of appointments, without the corridor trucks (they arrive whenever the road brings them).
+    scenario = load_scenario(REPO / "scenarios/port-day.yaml").with_overrides(
+        duration="7d", fleets=[{"type": "yard_block", "count": 1}], port={"corridor": {"trucks": 0}}
+    )
+    world, _ = world_of(scenario)
+    port = port_of(world)
+    world.env.run(until=scenario.duration)
+    profile = port.settings.trucks.hourly_profile
+    observed = [0] * 24
+    for t in port.gate_in.arrivals:
+        observed[int((port.start_local_s + t) / 3600.0) % 24] += 1
+    n = sum(observed)
+    assert n > 3000
+    expected = [n * w / sum(profile) for w in profile]
+    chi2 = sum((o - e) ** 2 / e for o, e in zip(observed, expected))
+    assert chi2 < 49.73, chi2  # chi-square, 23 degrees of freedom, p = 0.001
+
+
 def test_customs_holds_its_share_of_imports_and_releases_them_after_inspection() -> None:
     scenario = load_scenario(REPO / "scenarios/port-day.yaml").with_overrides(duration="4d", fleets=[{"type": "yard_block", "count": 1}])
     world, messages = world_of(scenario)

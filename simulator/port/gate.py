@@ -68,6 +68,7 @@ class Gate:
     queue_area: float = 0.0  # ∫ waiting dt
     last_change: float = 0.0
     waits: list[float] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # when each truck joined the queue
 
     def __post_init__(self) -> None:
         self.free = simpy.Store(self.env, capacity=len(self.lanes))
@@ -87,6 +88,7 @@ class Gate:
     def pass_through(self) -> Generator[simpy.Event, None, Lane]:
         """Queue for the next free lane and be checked; returns the lane used."""
         arrived = self.env.now
+        self.arrivals.append(arrived)
         self._queue_changes(+1)
         lane = yield self.free.get()
         self._queue_changes(-1)
