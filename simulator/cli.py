@@ -26,10 +26,12 @@ from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
+from simulator.load.cli import load as load_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local Mosquitto + InfluxDB.")
 app.add_typer(stack_app, name="stack")
+app.command(name="load")(load_command)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -40,10 +40,12 @@ class ShardSink:
         self.sink = sink
         self.shard = shard
         self.owned: dict[str, bool] = {}
+        self.passed = 0
 
     def __call__(self, topic: str, payload: bytes) -> None:
         owned = self.owned.get(topic)
         if owned is None:
             owned = self.owned[topic] = self.shard.owns(topic.rpartition("/")[2])
         if owned:
+            self.passed += 1
             self.sink(topic, payload)

@@ -1,0 +1,148 @@
+"""`iotsim load FILE`: run the scenario's load experiment, judge it, and write a results directory.
+
+Exit codes: 0 every threshold held (with --find-capacity: some rate held), 1 a threshold failed
+(or no rate held), 2 the experiment could not run (bad scenario, no load: section, broker or InfluxDB
+unreachable), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from simulator.load.results import write_results
+from simulator.load.runner import Experiment, LoadError, find_capacity, run_dry, run_live
+from simulator.load.thresholds import Verdict, format_figure
+from simulator.scenario import Scenario, ScenarioError, load_scenario
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def stop(message: str, code: int = 2) -> NoReturn:
+    err.print(message, markup=False)
+    raise typer.Exit(code)
+
+
+def load(
+    file: Annotated[Path, typer.Argument(help="scenario YAML file with a load: section")],
+    output: Annotated[Optional[Path], typer.Option("--out", help="results directory (default: load.results/NAME-YYYYmmdd-HHMMSS)")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=64, help="simulator processes (overrides load.workers)")] = None,
+    find_capacity_: Annotated[bool, typer.Option("--find-capacity", help="raise a constant rate until a threshold breaks; report the highest that held")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="no broker: each worker writes its messages to OUT/messages-wN.jsonl")] = False,
+    mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL")] = None,
+    influx: Annotated[Optional[str], typer.Option("--influx", help="override the InfluxDB URL")] = None,
+    qos: Annotated[Optional[int], typer.Option(min=0, max=1, help="override the QoS (load.qos, else mqtt.qos)")] = None,
+) -> None:
+    """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report."""
+    scenario = scenario_or_exit(file, mqtt, influx)
+    try:
+        experiment = Experiment.of(scenario, workers, qos)
+    except LoadError as error:
+        stop(f"{file}: {error}")
+    assert experiment.scenario.load is not None
+    folder = output or Path(experiment.load.results) / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        if dry_run:
+            summary = run_dry(experiment, folder)
+            out.print(f"dry run: {summary['generated']:,} messages from {experiment.workers} worker(s) → {folder}/messages-w*.jsonl")
+            return
+        if find_capacity_:
+            capacity(experiment, folder)
+            return
+        passed = run_one(experiment, folder, show=True)
+    except LoadError as error:
+        stop(str(error))
+    except KeyboardInterrupt:
+        stop("interrupted", 130)
+    if not passed:
+        raise typer.Exit(1)
+
+
+def scenario_or_exit(file: Path, mqtt: str | None, influx: str | None) -> Scenario:
+    try:
+        scenario = load_scenario(file)
+    except ScenarioError as error:
+        stop(str(error))
+    try:
+        return scenario.with_overrides(**{"mqtt.url": mqtt, "influx.url": influx})
+    except ValidationError as error:
+        stop("; ".join(f"--{e['loc'][-1]}: {e['msg']}" for e in error.errors()))
+
+
+def run_one(experiment: Experiment, folder: Path, show: bool) -> bool:
+    load_ = experiment.load
+    duration = experiment.schedule.duration
+    if show:
+        err.print(
+            f"{experiment.scenario.name}: {load_.profile.kind} profile over {duration:g} s, {experiment.probes} probes, "
+            f"QoS {experiment.qos}, {experiment.workers} worker(s) → {folder}",
+            markup=False,
+        )
+
+    def progress(second: int, row: dict[str, Any]) -> None:
+        if err.is_terminal:
+            p99 = row.get("latency_p99_ms")
+            err.print(
+                f"  {second:>4} s  offered {row['offered']:>9,.0f}  published {row['published']:>9,.0f}  written {row['written']:>9,.0f}"
+                f"  p99 {'-' if p99 is None else f'{p99:,.1f} ms'}  backlog {row['backlog']:,.0f}",
+                markup=False,
+            )
+
+    summary, rows, verdicts = run_live(experiment, folder, progress)
+    write_results(folder, summary, rows)
+    if show:
+        print_summary(summary, verdicts, folder)
+    return bool(summary["passed"])
+
+
+def print_summary(summary: dict[str, Any], verdicts: list[Verdict], folder: Path) -> None:
+    f = {name: (float("nan") if value is None else value) for name, value in summary["figures"].items()}
+    out.print(
+        f"{summary['scenario']}: offered {format_figure(f['offered'])}, generated {format_figure(f['generated'])}, "
+        f"published {format_figure(f['published'])}, acknowledged {format_figure(f['acknowledged'])}, "
+        f"received {format_figure(f['received'])}, written {format_figure(f['written'])}; "
+        f"loss {format_figure(f['loss'])}, duplicates {format_figure(f['duplicates'])}"
+    )
+    out.print(
+        f"end-to-end latency ms: p50 {format_figure(f['p50_latency_ms'])}, p90 {format_figure(f['p90_latency_ms'])}, "
+        f"p99 {format_figure(f['p99_latency_ms'])}, p99.9 {format_figure(f['p999_latency_ms'])}, max {format_figure(f['max_latency_ms'])}; "
+        f"publish p99 {format_figure(f['publish_p99_ms'])} ms"
+    )
+    for verdict in verdicts:
+        out.print(verdict.line(), markup=False)
+    failed = [v.threshold for v in verdicts if not v.passed]
+    if failed:
+        out.print(f"FAILED {len(failed)} of {len(verdicts)} thresholds: {'; '.join(failed)}", markup=False)
+    else:
+        out.print(f"passed {len(verdicts)} thresholds", markup=False)
+    out.print(f"results: {folder}/report.html", markup=False)
+
+
+def capacity(experiment: Experiment, folder: Path) -> None:
+    def run(attempt: Experiment, trial_folder: Path) -> tuple[dict[str, Any], list[Verdict]]:
+        summary, rows, verdicts = run_live(attempt, trial_folder)
+        write_results(trial_folder, summary, rows)
+        return summary, verdicts
+
+    best, trials = find_capacity(experiment, folder, run, lambda line: out.print(line, markup=False))
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "capacity.json").write_text(
+        json.dumps(
+            {"scenario": experiment.scenario.name, "qos": experiment.qos, "workers": experiment.workers, "capacity_msg_s": best,
+             "thresholds": experiment.load.thresholds,
+             "trials": [{"rate": t.rate, "passed": t.passed, "failed": t.failed, "results": str(t.out)} for t in trials]},
+            indent=2,
+        )  # fmt: skip
+    )
+    if best is None:
+        out.print(f"capacity: no rate held; the first trial at {trials[0].rate:,.0f} msg/s broke ({folder}/capacity.json)", markup=False)
+        raise typer.Exit(1)
+    out.print(f"capacity: {best:,.0f} msg/s held every threshold at QoS {experiment.qos} ({folder}/capacity.json)", markup=False)

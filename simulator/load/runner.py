@@ -1,0 +1,423 @@
+"""One load experiment, end to end, and the capacity search built from experiments.
+
+The runner starts the instrumented bridge (simulator/load/bridge.py) and `workers` simulator
+processes (simulator/load/worker.py), each owning a deterministic shard of the devices; once all are
+connected it gives them a common start, a little in the future. Every second it collects their
+counters and interval histograms, samples their CPU and memory, and writes a `loadtest` point to
+InfluxDB. After the last stage it waits (at most `load.drain`) for the pipeline to catch up, stops the
+bridge, and judges the thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from simulator.load import probe
+from simulator.load.live import LiveResults
+from simulator.load.metrics import ResourceSampler, decode, new_histogram, summarize_ms
+from simulator.load.profile import Constant, Schedule, schedule_of
+from simulator.load.section import LoadSection
+from simulator.load.thresholds import FLOWS, Verdict, judge
+from simulator.scenario import Scenario
+
+READY_TIMEOUT = 30.0
+START_MARGIN_S = 0.5
+COLLECT_DELAY_S = 0.3  # read interval k this long after it ends, so every process has reported it
+
+
+class LoadError(Exception):
+    """An experiment that cannot run (wrong scenario, unreachable broker ...); one printable line."""
+
+
+@dataclass
+class Child:
+    """A worker or the bridge: its process, and the JSON lines it reported."""
+
+    name: str
+    process: subprocess.Popen[str]
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+    error: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def start(cls, name: str, module: str, order: dict[str, Any], log: Path) -> Child:
+        with open(log, "w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env()
+            )
+        child = cls(name, process)
+        threading.Thread(target=child._read, name=f"read-{name}", daemon=True).start()
+        child.send(order)
+        return child
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            record = json.loads(line)
+            if "error" in record:
+                self.error = record["error"]
+            elif record.get("ready"):
+                self.ready.set()
+            elif record.get("final"):
+                self.final = record
+            else:
+                self.records[record["k"]] = record
+        self.done.set()
+        self.ready.set()  # wakes a waiter if the process died before it was ready
+
+    def send(self, order: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(order) + "\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def latest(self, k: int) -> dict[str, Any]:
+        """The last record at or before interval k (counters are cumulative)."""
+        for index in range(k, 0, -1):
+            if index in self.records:
+                return self.records[index]
+        return {}
+
+    def wait_ready(self, timeout: float, log: Path) -> None:
+        if not self.ready.wait(timeout) or self.error or self.done.is_set():
+            self.kill()
+            raise LoadError(self.error or f"the {self.name} did not start in {timeout:.0f} s; see {log}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+@dataclass
+class Experiment:
+    """A validated load experiment: the scenario it runs and the figures it needs up front."""
+
+    scenario: Scenario
+    load: LoadSection
+    schedule: Schedule
+    probes: int
+    qos: int
+    workers: int
+
+    @classmethod
+    def of(cls, scenario: Scenario, workers: int | None = None, qos: int | None = None) -> Experiment:
+        if scenario.load is None:
+            raise LoadError(f"scenario {scenario.name!r} has no load: section; see docs/load.md")
+        probe_fleets = [fleet for fleet in scenario.fleets if fleet.type == "load_probe"]
+        if len(probe_fleets) != 1:
+            raise LoadError(f"a load experiment needs exactly one load_probe fleet; {scenario.name!r} has {len(probe_fleets)}")
+        load = scenario.load
+        schedule = schedule_of(load.profile)
+        probes = probe_fleets[0].count
+        if load.unit == "devices" and schedule.peak > probes:
+            raise LoadError(f"load.profile asks for {schedule.peak:g} active devices but the load_probe fleet has {probes}")
+        return cls(scenario, load, schedule, probes, qos if qos is not None else (load.qos if load.qos is not None else scenario.mqtt.qos), workers or load.workers)
+
+    def offered_between(self, begin: float, end: float) -> float:
+        """Messages the profile offers in [begin, end) seconds."""
+        if self.load.unit == "rate":
+            return self.schedule.cumulative(end) - self.schedule.cumulative(begin)
+        steps = max(int((end - begin) * 100), 1)
+        width = (end - begin) / steps
+        active = sum(min(math.ceil(self.schedule.target(begin + (n + 0.5) * width)), self.probes) for n in range(steps))
+        return active * width * self.load.device_rate
+
+    def run_scenario(self, start: datetime | None = None) -> Scenario:
+        changes: dict[str, Any] = {"duration": self.schedule.duration, "speed": 1.0}
+        if start is not None:
+            changes["start"] = start.isoformat()
+        return self.scenario.with_overrides(**changes)
+
+
+Progress = Callable[[int, dict[str, Any]], None]
+"""Called with (second, that second's timeseries row)."""
+
+
+def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
+    """Every worker writes its shard's messages to out/messages-wN.jsonl, as fast as possible."""
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = experiment.scenario.with_overrides(duration=experiment.schedule.duration)
+    children = []
+    for index in range(experiment.workers):
+        order = {"scenario": scenario.model_dump(mode="json"), "shard": [index, experiment.workers], "dry_run": str(out / f"messages-w{index}.jsonl")}
+        children.append(Child.start(f"worker {index}", "simulator.load.worker", order, out / f"worker-{index}.log"))
+    for child in children:
+        child.done.wait(3600)
+        child.process.wait()
+        if child.final is None:
+            raise LoadError(child.error or f"{child.name} failed; see {out / 'worker-0.log'}")
+    summary = {
+        "scenario": scenario.name, "dry_run": True, "workers": experiment.workers,
+        "generated": sum(c.final["generated"] for c in children if c.final),
+        "per_worker": [{"generated": c.final["generated"], "devices": c.final["devices"], "wall_s": c.final["wall_s"]} for c in children if c.final],
+        "offered": round(experiment.schedule.total) if experiment.load.unit == "rate" else round(experiment.offered_between(0, experiment.schedule.duration)),
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_live(experiment: Experiment, out: Path, progress: Progress | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
+    """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts)."""
+    out.mkdir(parents=True, exist_ok=True)
+    scenario, load = experiment.scenario, experiment.load
+    run_id = out.name
+    influx = scenario.influx
+    bridge_order = {
+        "mqtt_url": scenario.mqtt.url, "influx_url": influx.url, "database": influx.database,
+        "user": influx.user, "password": influx.password, "token": influx.token,
+        "prefix": scenario.mqtt.topic_prefix, "client_id": f"{scenario.mqtt.client_id_prefix}-load-bridge"[:64],
+        "batch_size": load.bridge.batch_size, "batch_interval": load.bridge.batch_interval,
+        "dead_letters": str(out / "dead-letters.jsonl"), "interval": 1.0,
+    }  # fmt: skip
+    bridge = Child.start("bridge", "simulator.load.bridge", bridge_order, out / "bridge.log")
+    workers: list[Child] = []
+    try:
+        bridge.wait_ready(READY_TIMEOUT, out / "bridge.log")
+        dumped = experiment.run_scenario().model_dump(mode="json")
+        for index in range(experiment.workers):
+            order = {"scenario": dumped, "shard": [index, experiment.workers], "qos": experiment.qos, "interval": 1.0}
+            workers.append(Child.start(f"worker {index}", "simulator.load.worker", order, out / f"worker-{index}.log"))
+        for index, worker in enumerate(workers):
+            worker.wait_ready(READY_TIMEOUT, out / f"worker-{index}.log")
+        start_ms = int((time.time() + START_MARGIN_S) * 1000)
+        for child in (bridge, *workers):
+            child.send({"start_ms": start_ms})
+        rows = collect(experiment, bridge, workers, start_ms, LiveResults(influx, run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
+    finally:
+        bridge.close()
+        for child in (bridge, *workers):
+            child.done.wait(60)
+            child.kill()
+    for child in (bridge, *workers):
+        if child.final is None:
+            raise LoadError(child.error or f"the {child.name} stopped without its final figures; see {out}")
+    summary = summarize(experiment, bridge, workers, rows, start_ms, run_id)
+    verdicts = judge(load.thresholds, summary["figures"])
+    summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
+    summary["passed"] = all(v.passed for v in verdicts)
+    LiveResults(influx, run_id, scenario.name, warn=lambda line: None).write_summary(summary["figures"], summary["passed"])
+    return summary, rows, verdicts
+
+
+def collect(experiment: Experiment, bridge: Child, workers: list[Child], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:
+    """A timeseries row per second, until the pipeline has caught up (or `drain` has passed)."""
+    start_s = start_ms / 1000
+    simulator_usage = ResourceSampler([worker.process.pid for worker in workers])
+    bridge_usage = ResourceSampler([bridge.process.pid])
+    duration = experiment.schedule.duration
+    drain_until = duration + experiment.load.drain + 120.0  # workers have 120 s to be acknowledged, then drain
+    rows: list[dict[str, Any]] = []
+    previous: dict[str, float] = {}
+    caught_up_since = None
+    k = 0
+    while True:
+        k += 1
+        time.sleep(max(start_s + k + COLLECT_DELAY_S - time.time(), 0.0))
+        row = make_row(experiment, k, bridge, workers, previous, simulator_usage, bridge_usage)
+        rows.append(row)
+        live.write_row(row, int(start_ms + k * 1000))
+        if progress is not None:
+            progress(k, row)
+        if not all(worker.done.is_set() for worker in workers):
+            if k > drain_until:
+                break
+            continue
+        finished = sum(w.final["published"] for w in workers if w.final)
+        if caught_up_since is None:
+            caught_up_since = k
+        latest = bridge.latest(k)
+        received, acknowledged = latest.get("received", 0), latest.get("acknowledged", 0)
+        if received >= finished and acknowledged >= received:
+            break
+        if k - caught_up_since >= experiment.load.drain or (experiment.qos == 0 and k - caught_up_since >= 3 and row["received"] == 0 and acknowledged >= received):
+            break
+    return rows
+
+
+def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child], previous: dict[str, float], simulator_usage: ResourceSampler, bridge_usage: ResourceSampler) -> dict[str, Any]:
+    totals = {name: 0.0 for name in ("generated", "published", "acknowledged")}
+    publish_hist = new_histogram()
+    for worker in workers:
+        record = worker.latest(k) if worker.final is None or k in worker.records else worker.final
+        for name in totals:
+            totals[name] += record.get(name, 0)
+        if k in worker.records and worker.records[k]["publish_hist"]:
+            publish_hist.add(decode(worker.records[k]["publish_hist"]))
+    record = bridge.latest(k)
+    for name in ("received", "written", "distinct", "duplicates"):
+        totals[name] = record.get(name, 0)
+    latency = decode(bridge.records[k]["latency_hist"]) if k in bridge.records else new_histogram()
+    row: dict[str, Any] = {"second": k, "offered": round(experiment.offered_between(k - 1, k), 3)}
+    for name, value in totals.items():
+        row[name] = value - previous.get(name, 0)
+        previous[name] = value
+    row["backlog"] = totals["published"] - totals["distinct"]
+    for name, value in summarize_ms(latency).items():
+        row[f"latency_{name}_ms"] = none_if_nan(value)
+    for name, value in summarize_ms(publish_hist).items():
+        row[f"publish_{name}_ms"] = none_if_nan(value)
+    simulator, ingest = simulator_usage.sample(), bridge_usage.sample()
+    row |= {"simulator_cpu_percent": simulator.cpu_percent, "simulator_rss_mb": round(simulator.rss_mb, 1),
+            "bridge_cpu_percent": ingest.cpu_percent, "bridge_rss_mb": round(ingest.rss_mb, 1)}  # fmt: skip
+    return row
+
+
+def summarize(experiment: Experiment, bridge: Child, workers: list[Child], rows: list[dict[str, Any]], start_ms: int, run_id: str) -> dict[str, Any]:
+    finals = [worker.final or {} for worker in workers]
+    ingest = bridge.final or {}
+    latency, publish = new_histogram(), new_histogram()
+    for record in [*bridge.records.values(), ingest]:
+        if record.get("latency_hist"):
+            latency.add(decode(record["latency_hist"]))
+    for worker in workers:
+        for record in [*worker.records.values(), worker.final or {}]:
+            if record.get("publish_hist"):
+                publish.add(decode(record["publish_hist"]))
+    duration = experiment.schedule.duration
+    counts = {
+        "offered": round(experiment.offered_between(0, duration)),
+        "generated": sum(f.get("generated", 0) for f in finals),
+        "published": sum(f.get("published", 0) for f in finals),
+        "acknowledged": sum(f.get("acknowledged", 0) for f in finals),
+        "received": ingest.get("received", 0),
+        "written": ingest.get("written", 0),
+    }
+    # Rates: what each stage reached by the end of the last stage (plus one second for the last
+    # batch), over the load's duration; what only arrived while draining does not count as sustained.
+    within = [row for row in rows if row["second"] <= math.ceil(duration) + 1]
+    figures: dict[str, float] = {name: float(value) for name, value in counts.items()}
+    figures["offered_rate"] = experiment.offered_between(0, duration) / duration
+    for name in FLOWS[1:]:
+        figures[f"{name}_rate"] = sum(row[name] for row in within) / duration
+    batch = next(fleet.batch for fleet in experiment.scenario.fleets if fleet.type == "load_probe")
+    figures["written_readings_rate"] = figures["written_rate"] * batch
+    distinct = ingest.get("distinct", 0)
+    figures["loss"] = float(max(counts["generated"] - distinct, 0))
+    figures["loss_ratio"] = figures["loss"] / counts["generated"] if counts["generated"] else math.nan
+    figures["duplicates"] = float(ingest.get("duplicates", 0))
+    figures["gaps"] = float(ingest.get("gaps", 0))
+    figures["dead_letters"] = float(ingest.get("dead_letters", 0))
+    for name, value in summarize_ms(latency).items():
+        figures[f"{name}_latency_ms"] = value
+    for name, value in summarize_ms(publish).items():
+        figures[f"publish_{name}_ms"] = value
+    for name in ("simulator_cpu_percent", "bridge_cpu_percent"):
+        values = [row[name] for row in within[1:]] or [math.nan]
+        figures[name] = sum(values) / len(values)
+    for name in ("simulator_rss_mb", "bridge_rss_mb"):
+        figures[name] = max((row[name] for row in rows), default=math.nan)
+    scenario = experiment.scenario
+    return {
+        "run": run_id,
+        "scenario": scenario.name,
+        "started": datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc).isoformat(),
+        "inputs": {
+            "load": experiment.load.model_dump(mode="json"),
+            "qos": experiment.qos,
+            "workers": experiment.workers,
+            "probes": experiment.probes,
+            "batch": batch,
+            "payload_bytes": next(fleet.payload_bytes for fleet in scenario.fleets if fleet.type == "load_probe"),
+            "seed": scenario.seed,
+            "mqtt": scenario.mqtt.url,
+            "influx": f"{scenario.influx.url} database {scenario.influx.database}",
+            "duration_s": duration,
+        },
+        "environment": environment(),
+        "figures": {name: none_if_nan(value) for name, value in figures.items()},
+        "latency_histogram": latency.encode().decode() if latency.get_total_count() else "",
+        "publish_histogram": publish.encode().decode() if publish.get_total_count() else "",
+        "drained": all(f.get("drained", False) for f in finals),
+        "stale": ingest.get("stale", 0),
+    }
+
+
+def environment() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "host": platform.node(),
+    }
+
+
+def none_if_nan(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+@dataclass
+class Trial:
+    rate: float
+    passed: bool
+    out: Path
+    failed: list[str]
+
+
+def find_capacity(experiment: Experiment, out: Path, run: Callable[[Experiment, Path], tuple[dict[str, Any], list[Verdict]]], say: Callable[[str], None]) -> tuple[float | None, list[Trial]]:
+    """Constant-rate trials, each `factor` x the last, until a threshold breaks; then bisect `refine` times.
+    Returns the highest rate that held (None if even the first broke) and every trial."""
+    search = experiment.load.capacity
+    if not experiment.load.thresholds:
+        raise LoadError("--find-capacity needs load.thresholds: they decide which rates hold")
+    trials: list[Trial] = []
+
+    def trial(rate: float) -> bool:
+        load = experiment.load.model_copy(update={"unit": "rate", "profile": Constant(kind="constant", target=rate, duration=search.trial)})
+        scenario = experiment.scenario.model_copy(update={"load": load})
+        attempt = Experiment(scenario, load, schedule_of(load.profile), experiment.probes, experiment.qos, experiment.workers)
+        folder = out / f"trial-{len(trials) + 1:02d}-{rate:.0f}"
+        summary, verdicts = run(attempt, folder)
+        failed = [v.threshold for v in verdicts if not v.passed]
+        trials.append(Trial(rate, not failed, folder, failed))
+        say(f"trial {len(trials)}: {rate:,.0f} msg/s " + ("held" if not failed else "broke: " + "; ".join(failed)))
+        return not failed
+
+    best, broke, rate = None, None, search.start
+    while len(trials) < search.max_trials and rate <= search.max_rate:
+        if not trial(rate):
+            broke = rate
+            break
+        best = rate
+        rate = rate * search.factor
+    for _ in range(search.refine):
+        if best is None or broke is None or len(trials) >= search.max_trials:
+            break
+        middle = (best + broke) / 2
+        if trial(middle):
+            best = middle
+        else:
+            broke = middle
+    return best, trials

@@ -1,0 +1,196 @@
+"""A load worker: one shard of the scenario's devices, simulated in real time and published.
+
+Started by the runner as `python -m simulator.load.worker`; it reads its orders as JSON lines on
+stdin and reports as JSON lines on stdout:
+
+    stdin   {"scenario": {...}, "shard": [i, n], "qos": 1, "dry_run": null | "file.jsonl", "interval": 1.0}
+    stdout  {"ready": true}                           connected to the broker (not in a dry run)
+    stdin   {"start_ms": 1768...}                     the common start; the world's clock starts then
+    stdout  {"k": 3, "generated": ..., "published": ..., "acknowledged": ..., "publish_hist": "..."}
+            ... once per interval, for the interval ending at start + k * interval
+    stdout  {"final": true, ...}                      after the last stage, once everything is acknowledged
+    stdout  {"error": "..."}                          could not run (then exit 1)
+
+A dry run needs no broker and no start: the world runs as fast as possible from the scenario's own
+start and writes its messages to the file, so runs can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import simpy
+import simpy.rt
+
+from simulator import catalogue
+from simulator.load.metrics import LatencyRecorder
+from simulator.load.shard import SHARD_KEY, Shard, ShardSink
+from simulator.scenario import Scenario
+from simulator.telemetry import Telemetry
+from simulator.transport.jsonl import JsonlWriter
+from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher
+from simulator.world import World
+
+DRAIN_TIMEOUT = 120.0
+
+
+def build_sharded_world(scenario: Scenario, env: simpy.Environment, sink: ShardSink) -> World:
+    """`simulator.world.build_world`, for the devices of one shard."""
+    telemetry = Telemetry(env=env, start_ms=round(scenario.start.timestamp() * 1000), prefix=scenario.mqtt.topic_prefix, sink=sink)
+    world = World(env=env, scenario=scenario, telemetry=telemetry)
+    world.shared(SHARD_KEY, lambda _: sink.shard)
+    for fleet in scenario.fleets:
+        catalogue.module_for(fleet.type).build(world, fleet)
+    return world
+
+
+class InstrumentedPublisher(MqttPublisher):
+    """MqttPublisher that records each message's publish latency: handed over → PUBACK (QoS 1) or
+    written to the socket (QoS 0)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.latency = LatencyRecorder()
+        self.times_lock = threading.Lock()
+        self.sent_ns: dict[int, int] = {}
+        self.early_ns: dict[int, int] = {}  # acknowledged before publish() returned its mid
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        started = time.perf_counter_ns()
+        if self.published - self.acknowledged >= self.max_queued:
+            with self._progress:
+                while self.published - self.acknowledged >= self.max_queued:
+                    self._progress.wait(1.0)
+        info = self.client.publish(topic, payload, self.qos)
+        self.published += 1
+        with self.times_lock:
+            acknowledged = self.early_ns.pop(info.mid, None)
+            if acknowledged is None:
+                self.sent_ns[info.mid] = started
+        if acknowledged is not None:
+            self.latency.record_us((acknowledged - started) // 1000)
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
+        now = time.perf_counter_ns()
+        with self.times_lock:
+            started = self.sent_ns.pop(mid, None)
+            if started is None:
+                self.early_ns[mid] = now
+        if started is not None:
+            self.latency.record_us((now - started) // 1000)
+        super()._on_publish(client, userdata, mid, reason, properties)
+
+
+class Reporter:
+    """Prints a JSON line per interval, aligned on the common start, until stopped."""
+
+    def __init__(self, start_ms: int, interval: float, snapshot: Any) -> None:
+        self.start_s = start_ms / 1000.0
+        self.interval = interval
+        self.snapshot = snapshot
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="load-reporter", daemon=True)
+
+    def _run(self) -> None:
+        k = 1
+        while not self.stopping.wait(max(self.start_s + k * self.interval - time.time(), 0.0)):
+            say({"k": k, **self.snapshot()})
+            k += 1
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
+_print_lock = threading.Lock()
+
+
+def say(record: dict[str, Any]) -> None:
+    with _print_lock:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+
+def read_order() -> dict[str, Any]:
+    line = sys.stdin.readline()
+    if not line:
+        raise SystemExit(0)  # the runner went away
+    return json.loads(line)
+
+
+def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
+    writer = JsonlWriter(output)
+    sink = ShardSink(writer, shard)
+    env = simpy.Environment()
+    world = build_sharded_world(scenario, env, sink)
+    started = time.perf_counter()
+    env.run(until=scenario.duration)
+    wall = time.perf_counter() - started
+    writer.close()
+    say({"final": True, "generated": sink.passed, "published": 0, "acknowledged": 0, "publish_hist": "",
+         "devices": len(world.telemetry.devices), "wall_s": wall})  # fmt: skip
+
+
+def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
+    settings = scenario.mqtt
+    publisher = InstrumentedPublisher(
+        settings.url,
+        client_id=f"{settings.client_id_prefix}-load-w{shard.index}-{os.getpid()}"[:64],
+        qos=qos,
+        max_inflight=settings.max_inflight,
+        max_queued=settings.max_queued,
+        credentials=Credentials(settings.username, os.environ.get("MQTT_PASSWORD"), settings.ca_file),
+    )
+    try:
+        publisher.start()
+    except BrokerUnreachable as error:
+        say({"error": str(error)})
+        raise SystemExit(1) from None
+    say({"ready": True})
+    start_ms = int(read_order()["start_ms"])
+    start = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc)
+    scenario = scenario.with_overrides(start=start.isoformat())
+    sink = ShardSink(publisher, shard)
+    env = simpy.rt.RealtimeEnvironment(factor=1.0, strict=False)
+    world = build_sharded_world(scenario, env, sink)
+
+    def snapshot() -> dict[str, Any]:
+        return {"generated": sink.passed, "published": publisher.published, "acknowledged": publisher.acknowledged,
+                "publish_hist": publisher.latency.take()}  # fmt: skip
+
+    reporter = Reporter(start_ms, interval, snapshot)
+    time.sleep(max(start_ms / 1000 - time.time(), 0.0))
+    env.sync()
+    reporter.start()
+    started = time.perf_counter()
+    env.run(until=scenario.duration)
+    wall = time.perf_counter() - started
+    drained = publisher.drain(DRAIN_TIMEOUT)
+    reporter.stop()
+    say({"final": True, **snapshot(), "devices": len(world.telemetry.devices), "wall_s": wall, "drained": drained})
+    publisher.stop()
+
+
+def main() -> None:
+    order = read_order()
+    scenario = Scenario.model_validate(order["scenario"])
+    shard = Shard(*order["shard"])
+    if order.get("dry_run"):
+        run_dry(scenario, shard, Path(order["dry_run"]))
+    else:
+        run_live(scenario, shard, int(order["qos"]), float(order.get("interval", 1.0)))
+
+
+if __name__ == "__main__":
+    main()
