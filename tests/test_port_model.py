@@ -4,6 +4,7 @@ ranges shared/domain.md cites, and a reefer left unplugged raises exactly one al
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Generator
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import pytest
 import simpy
 
 from simulator.port.containers import Box, iso6346
-from simulator.port.model import Port, port_of
+from simulator.port.model import port_of
 from simulator.port.reefers import Ambient, ReeferRack, ReeferSettings, report
 from simulator.port.settings import PortSettings
+from simulator.randomness import stream
 from simulator.scenario import Scenario, load_scenario
 from simulator.telemetry import Telemetry
 from simulator.world import World, build_world
@@ -127,7 +129,6 @@ def monitor_a_reefer(unplugged_for: float, ambient_c: float = -4.0) -> tuple[lis
     box = Box(iso6346("CSNU", 1), 2, "import", "reefer", 20.0, 0)
     box.reefer = rack.new_unit(stream_for("unit"), 0.0, powered=True)
     box.reefer.setpoint_c, box.reefer.temp_c = -20.0, -20.0
-    box.block = object()  # type: ignore[assignment]  # on the stack: the plug point keeps it
     rack.plug_initial(box)
     device = telemetry.register("rf-1", "reefer", "port")
     env.process(report(env, rack.plugs[0], rack, device, telemetry, stream_for("rf-1"), 300.0, 0.0))
@@ -146,9 +147,7 @@ def monitor_a_reefer(unplugged_for: float, ambient_c: float = -4.0) -> tuple[lis
     return messages, leaves_band, settings
 
 
-def stream_for(name: str):  # noqa: ANN201
-    from simulator.randomness import stream
-
+def stream_for(name: str) -> random.Random:
     return stream(5, name)
 
 
@@ -188,4 +187,3 @@ def test_port_day_writes_out_every_default() -> None:
 
 def test_container_numbers_carry_the_iso_6346_check_digit() -> None:
     assert iso6346("CSQU", 305438) == "CSQU3054383"  # the standard's own example
-    assert isinstance(Port, type)
