@@ -13,17 +13,18 @@ workers (simulator/load/worker.py):
     (stdin closed)                            write what is pending, acknowledge it, stop
     stdout  {"final": true, ..., "gaps": n}
 
-End-to-end latency is (the moment InfluxDB acknowledged the write holding a point) minus (the
+With "raw_latencies": FILE, every latency is also appended to FILE as a signed 64-bit integer
+(native byte order), to check the histograms against. End-to-end latency is (the moment InfluxDB acknowledged the write holding a point) minus (the
 point's device timestamp), in microseconds. Points stamped before the start (left at the broker by
 an earlier, interrupted run) are counted as `stale` and otherwise ignored.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ from simulator.transport.mqtt import BrokerUnreachable
 class WriteRecorder:
     """Latency, distinct and duplicate counts of the points written, by device sequence number."""
 
-    def __init__(self) -> None:
+    def __init__(self, raw_path: str | None = None) -> None:
         self.start_ms = 0
+        self.raw = open(raw_path, "ab") if raw_path else None  # noqa: SIM115 - closed at exit
         self.latency = LatencyRecorder()
         self.lock = threading.Lock()
         self.sequences = SeqTracker()
@@ -59,6 +61,8 @@ class WriteRecorder:
                 self.sequences.add(device_id, seq)
                 latencies.append(now_us - ts_ms * 1000)
         self.latency.record_many_us(latencies)
+        if self.raw is not None:
+            self.raw.write(array("q", latencies).tobytes())
 
 
 class RecordingWriter(InfluxWriter):
@@ -82,7 +86,7 @@ class RecordingWriter(InfluxWriter):
 
 def main() -> None:
     order = read_order()
-    recorder = WriteRecorder()
+    recorder = WriteRecorder(order.get("raw_latencies"))
     writer = RecordingWriter(recorder, order["influx_url"], order["database"], user=order.get("user"), password=order.get("password"), token=order.get("token"))
     settings = BridgeSettings(
         mqtt_url=order["mqtt_url"],
@@ -126,6 +130,8 @@ def main() -> None:
     reporter.stop()
     if isinstance(error, InfluxRefused):
         say({"error": str(error)})
+    if recorder.raw is not None:
+        recorder.raw.close()
     say({"final": True, **snapshot(), "gaps": recorder.sequences.gaps()})
 
 

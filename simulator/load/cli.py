@@ -7,6 +7,7 @@ unreachable), 130 interrupted.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -38,6 +39,7 @@ def load(
     mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL")] = None,
     influx: Annotated[Optional[str], typer.Option("--influx", help="override the InfluxDB URL")] = None,
     qos: Annotated[Optional[int], typer.Option(min=0, max=1, help="override the QoS (load.qos, else mqtt.qos)")] = None,
+    raw_latencies: Annotated[bool, typer.Option("--raw-latencies", help="also write every end-to-end latency (µs, int64) to OUT/latencies.i64")] = False,
 ) -> None:
     """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report."""
     scenario = scenario_or_exit(file, mqtt, influx)
@@ -55,7 +57,7 @@ def load(
         if find_capacity_:
             capacity(experiment, folder)
             return
-        passed = run_one(experiment, folder, show=True)
+        passed = run_one(experiment, folder, show=True, raw_latencies=raw_latencies)
     except LoadError as error:
         stop(str(error))
     except KeyboardInterrupt:
@@ -75,7 +77,7 @@ def scenario_or_exit(file: Path, mqtt: str | None, influx: str | None) -> Scenar
         stop("; ".join(f"--{e['loc'][-1]}: {e['msg']}" for e in error.errors()))
 
 
-def run_one(experiment: Experiment, folder: Path, show: bool) -> bool:
+def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False) -> bool:
     load_ = experiment.load
     duration = experiment.schedule.duration
     if show:
@@ -94,7 +96,7 @@ def run_one(experiment: Experiment, folder: Path, show: bool) -> bool:
                 markup=False,
             )
 
-    summary, rows, verdicts = run_live(experiment, folder, progress)
+    summary, rows, verdicts = run_live(experiment, folder, progress, raw_latencies)
     write_results(folder, summary, rows)
     if show:
         print_summary(summary, verdicts, folder)
@@ -131,8 +133,6 @@ def capacity(experiment: Experiment, folder: Path) -> None:
         return summary, verdicts
 
     best, trials = find_capacity(experiment, folder, run, lambda line: out.print(line, markup=False))
-    import json
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "capacity.json").write_text(
         json.dumps(

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import platform
-import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -25,13 +25,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from simulator.load import probe
+import requests
+
 from simulator.load.live import LiveResults
 from simulator.load.metrics import ResourceSampler, decode, new_histogram, summarize_ms
 from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.scenario import Scenario
+from simulator.transport.mqtt import BrokerAddress
 
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
@@ -185,10 +187,11 @@ def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
     return summary
 
 
-def run_live(experiment: Experiment, out: Path, progress: Progress | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
+def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
     """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts)."""
-    out.mkdir(parents=True, exist_ok=True)
     scenario, load = experiment.scenario, experiment.load
+    preflight(scenario)
+    out.mkdir(parents=True, exist_ok=True)
     run_id = out.name
     influx = scenario.influx
     bridge_order = {
@@ -197,6 +200,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         "prefix": scenario.mqtt.topic_prefix, "client_id": f"{scenario.mqtt.client_id_prefix}-load-bridge"[:64],
         "batch_size": load.bridge.batch_size, "batch_interval": load.bridge.batch_interval,
         "dead_letters": str(out / "dead-letters.jsonl"), "interval": 1.0,
+        "raw_latencies": str(out / "latencies.i64") if raw_latencies else None,
     }  # fmt: skip
     bridge = Child.start("bridge", "simulator.load.bridge", bridge_order, out / "bridge.log")
     workers: list[Child] = []
@@ -226,6 +230,19 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     summary["passed"] = all(v.passed for v in verdicts)
     LiveResults(influx, run_id, scenario.name, warn=lambda line: None).write_summary(summary["figures"], summary["passed"])
     return summary, rows, verdicts
+
+
+def preflight(scenario: Scenario) -> None:
+    """Fail in a second, with what to do, when the broker or InfluxDB is not there."""
+    broker = BrokerAddress.from_url(scenario.mqtt.url)
+    try:
+        socket.create_connection((broker.host, broker.port), timeout=3).close()
+    except OSError:
+        raise LoadError(f"cannot reach the MQTT broker at {broker}; start one with `iotsim stack up` or pass --mqtt") from None
+    try:
+        requests.get(f"{scenario.influx.url.rstrip('/')}/ping", timeout=3)
+    except requests.RequestException:
+        raise LoadError(f"cannot reach InfluxDB at {scenario.influx.url}; start it with `iotsim stack up` or pass --influx") from None
 
 
 def collect(experiment: Experiment, bridge: Child, workers: list[Child], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:

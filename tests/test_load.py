@@ -1,0 +1,126 @@
+"""`iotsim load` against real Mosquitto and InfluxDB: the results directory tells the truth, and a
+threshold that fails makes the command fail. Rates are kept small and nothing asserts speed: the
+machine is shared, so only counts and verdicts are checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from conftest import Pipeline, iotsim
+
+RAMP = """
+name: load-test-ramp
+seed: 5
+duration: 1m
+fleets:
+  - {type: load_probe, count: 12, batch: 3, payload_bytes: 250}
+load:
+  profile: {kind: ramp, start: 20, target: 120, duration: 4s, hold: 2s}
+  qos: 1
+  workers: 2
+  drain: 20s
+  thresholds:
+    - loss == 0
+    - duplicates == 0
+    - written == generated
+    - p99_latency_ms < 60000
+"""
+
+FAILING = """
+name: load-test-fail
+seed: 5
+duration: 1m
+fleets:
+  - {type: load_probe, count: 4}
+load:
+  profile: {kind: constant, target: 20, duration: 2s}
+  qos: 1
+  drain: 20s
+  thresholds:
+    - loss == 0
+    - p50_latency_ms < 0
+"""
+
+
+def test_a_short_ramp_writes_a_results_directory_whose_counts_agree_with_influxdb(pipeline: Pipeline) -> None:
+    out = pipeline.tmp / "results"
+    run = iotsim("load", str(pipeline.scenario_file(RAMP)), "--out", str(out), "--raw-latencies", timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "passed 4 thresholds" in run.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    figures = summary["figures"]
+    stored = pipeline.count("load_probe")
+    # (20 + 120) / 2 * 4 s + 120 * 2 s = 520 offered; each of the 12 gateways rounds its share by at most one
+    assert figures["offered"] == 520
+    assert abs(figures["generated"] - 520) <= 12
+    assert figures["generated"] == figures["published"] == figures["acknowledged"] == figures["received"] == figures["written"] == stored
+    assert figures["loss"] == figures["duplicates"] == figures["gaps"] == figures["dead_letters"] == 0
+    assert summary["passed"] is True and all(verdict["passed"] for verdict in summary["thresholds"])
+    assert summary["inputs"]["workers"] == 2 and summary["inputs"]["qos"] == 1
+
+    # Every device's sequence numbers are in InfluxDB exactly once: 0 .. n-1.
+    series = pipeline.query('SELECT "seq" FROM "load_probe" GROUP BY "device_id"')
+    seqs = {s["tags"]["device_id"]: sorted(row[1] for row in s["values"]) for s in series}
+    assert len(seqs) == 12 and all(values == list(range(len(values))) for values in seqs.values())
+
+    # The per-second timeseries adds up to the totals.
+    with open(out / "timeseries.csv") as file:
+        rows = list(csv.DictReader(file))
+    for name in ("generated", "published", "written"):
+        assert sum(float(row[name]) for row in rows) == figures[name], name
+    assert sum(float(row["offered"]) for row in rows) == 520
+
+    # The summary's HDR percentiles agree with the raw latencies the bridge measured (1/1024 resolution).
+    raw = np.sort(np.fromfile(out / "latencies.i64", dtype=np.int64))
+    assert len(raw) == stored
+    for name, percentile in (("p50", 50.0), ("p99", 99.0), ("p999", 99.9)):
+        exact_ms = raw[max(int(percentile / 100 * len(raw) + 0.5), 1) - 1] / 1000
+        assert exact_ms <= figures[f"{name}_latency_ms"] <= exact_ms * (1 + 1 / 1024), name
+
+    # Plots and a self-contained report.
+    for plot in ("rates.png", "latency.png", "loss.png", "resources.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG"), plot
+    report = (out / "report.html").read_text()
+    assert report.count('src="data:image/png;base64,') == 4 and 'src="http' not in report
+    assert "PASSED" in report
+
+    # The loadtest measurement in InfluxDB: one point per recorded second, and the summary.
+    intervals = pipeline.query(f"SELECT sum(\"written\") FROM \"loadtest\" WHERE \"run\" = '{out.name}' AND \"phase\" = 'interval'")
+    assert intervals[0]["values"][0][1] == stored
+    final = pipeline.query(f"SELECT \"written\", \"loss\", \"passed\" FROM \"loadtest\" WHERE \"phase\" = 'summary' AND \"run\" = '{out.name}'")
+    assert final[0]["values"][0][1:] == [stored, 0, True]
+
+
+def test_a_failing_threshold_exits_1_and_names_it(pipeline: Pipeline) -> None:
+    out = pipeline.tmp / "results"
+    run = iotsim("load", str(pipeline.scenario_file(FAILING)), "--out", str(out), timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("FAIL p50_latency_ms < 0") for line in lines), run.stdout
+    assert any(line.startswith("ok   loss == 0") for line in lines), run.stdout
+    assert "FAILED 1 of 2 thresholds: p50_latency_ms < 0" in run.stdout
+    assert "Traceback" not in run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] is False
+    verdicts = {verdict["threshold"]: verdict["passed"] for verdict in summary["thresholds"]}
+    assert verdicts == {"loss == 0": True, "p50_latency_ms < 0": False}
+    assert summary["figures"]["written"] == pipeline.count("load_probe") == summary["figures"]["generated"] == 40
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_2(pipeline: Pipeline, tmp_path: Path) -> None:
+    from simulator import stack
+
+    url = f"mqtt://127.0.0.1:{stack.free_port()}"
+    scenario = pipeline.scenario_file(FAILING).read_text().replace(pipeline.mqtt_url, url)
+    path = tmp_path / "nobroker.yaml"
+    path.write_text(scenario)
+    run = iotsim("load", str(path), "--out", str(tmp_path / "r"), timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == f"cannot reach the MQTT broker at {url}; start one with `iotsim stack up` or pass --mqtt"
+    assert "Traceback" not in run.stderr
