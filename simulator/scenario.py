@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from simulator import catalogue
+from simulator.city.settings import CitySettings
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
 from simulator.load.section import LoadSection
@@ -79,6 +80,7 @@ class Scenario(StrictModel):
         default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
     )
     faults: list[Fault] = Field(default_factory=list, description="pipeline faults at simulated times (simulator/faults.py)")
+    city: CitySettings = Field(default_factory=CitySettings, description="what the whole city shares: weather, calendar, roads, incidents (docs/city.md)")
     load: LoadSection | None = Field(default=None, description="a load experiment for `iotsim load` (docs/load.md)")
 
     @field_validator("start")

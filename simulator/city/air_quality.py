@@ -1,9 +1,28 @@
-"""Air-quality monitoring station: PM2.5, PM10, SO2, NO2, CO, O3.
+"""Air-quality monitoring station: PM2.5, PM10, SO2, NO2, CO, O3 and the AQI (HJ 633-2012).
 
-Concentrations follow a diurnal cycle (PM and SO2 peak in the morning inversion, O3 in the
-afternoon) with autocorrelated lognormal noise (an AR(1) process per pollutant), as hourly data from
-northern coal cities look. Units: µg/m³, CO in mg/m³ (HJ 633-2012). Winter levels in northern coal
-cities: PM2.5 daily means often 75-200 µg/m³ (shared/domain.md, "Air quality").
+Each pollutant at a station is
+
+    base x level x site x diurnal cycle x heating x dispersion^k x exp(noise)   (+ traffic NO2)
+
+- base: the level outside the heating season on an average-dispersion day (µg/m³, CO mg/m³):
+  PM2.5 38, PM10 75, SO2 12, NO2 32, CO 0.7; O3 75 scaled by the season's photochemistry
+  (0.35 in the cold, 1.0 from 25 °C);
+- heating (the calendar's heating season): coal boilers add `gain x demand`, demand =
+  (18 °C - outdoor temperature felt by buildings) / 20 (the substations' heat load, shared/domain.md
+  "District heating"); gains PM2.5 1.3, PM10 0.7, SO2 3.0, NO2 0.25, CO 1.0 - so SO2 is several
+  times higher in the heating season and winter PM2.5 daily means land in 75-200 (shared/domain.md,
+  "Air quality");
+- dispersion: the weather's (low wind, inversion nights trap ground-level emissions; O3 falls
+  instead, titrated by NO), exponent k per pollutant;
+- traffic: a traffic incident in the station's district adds its `no2_rise_ugm3` to NO2;
+- noise: autocorrelated log-normal (AR(1) per pollutant, `noise`, `correlation_time`).
+
+Readings (every `cadence`, default 5 min, low-cost network; national stations report hourly):
+pm25, pm10, so2, no2, o3 (µg/m³, 1 decimal), co (mg/m³, 2 decimals), aqi (0-500), aqi_level (1-6),
+aqi_category (excellent .. severely_polluted), primary_pollutant ("pm25", "so2,pm25" .. or "none").
+The AQI is the station's real-time index of the values it sends (simulator/city/aqi.py). With
+`category_events: true` a change of category is an `aqi_category` event from the station.
+Tags: district, lat, lon.
 """
 
 from __future__ import annotations
@@ -12,94 +31,180 @@ import math
 import random
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import simpy
 from pydantic import Field
 
-from simulator.fleet import Duration, FleetConfig
+from simulator.city.aqi import category, realtime_aqi
+from simulator.city.common import CityFleet, first_delay, register
+from simulator.city.model import City, city_of
+from simulator.device_faults import FaultyReadings
+from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
 ID_PREFIX = "aq"
+PHOTOCHEMISTRY_FLOOR = 0.35
 
 
 @dataclass(frozen=True)
 class Pollutant:
     name: str
-    mean: float  # long-run level at the station
-    diurnal_amplitude: float  # fraction of the mean
+    base: float  # outside the heating season, average dispersion
+    diurnal_amplitude: float  # fraction of the level
     peak_hour: float  # local hour of the diurnal maximum
     decimals: int
+    heating_gain: float  # extra share per unit of heat demand in the heating season
+    dispersion_exponent: float  # how strongly poor dispersion concentrates it (O3: negative)
 
 
 POLLUTANTS: tuple[Pollutant, ...] = (
-    Pollutant("pm25", 85.0, 0.30, 8.0, 1),
-    Pollutant("pm10", 140.0, 0.30, 8.5, 1),
-    Pollutant("so2", 45.0, 0.35, 9.0, 1),
-    Pollutant("no2", 40.0, 0.25, 19.0, 1),
-    Pollutant("co", 1.4, 0.30, 8.0, 2),
-    Pollutant("o3", 45.0, 0.60, 15.0, 1),
+    Pollutant("pm25", 38.0, 0.15, 8.0, 1, 1.3, 1.0),
+    Pollutant("pm10", 75.0, 0.15, 8.5, 1, 0.7, 0.9),
+    Pollutant("so2", 12.0, 0.20, 9.0, 1, 3.0, 1.0),
+    Pollutant("no2", 32.0, 0.25, 19.0, 1, 0.25, 0.7),
+    Pollutant("co", 0.7, 0.20, 8.0, 2, 1.0, 1.0),
+    Pollutant("o3", 75.0, 0.60, 15.0, 1, 0.0, -0.3),
 )
+NAMES: tuple[str, ...] = tuple(p.name for p in POLLUTANTS)
+DECIMALS: tuple[int, ...] = tuple(p.decimals for p in POLLUTANTS)
+O3_INDEX = 5
+TWO_PI = 2 * math.pi
+AIR_STEP_S = 60.0  # the city's air changes over hours; stations share its state minute by minute
 
 
-class Fleet(FleetConfig):
+class CityAir:
+    """What the city does to every station's pollutants at a time: diurnal cycle, heating, dispersion,
+    photochemistry, as one multiplier per pollutant, computed once per simulated minute for all stations."""
+
+    def __init__(self, city: City) -> None:
+        self.city = city
+        self.roads = city.roads
+        self._factors: list[tuple[float, ...]] = []
+        self._peaks = [(math.cos(2 * math.pi * p.peak_hour / 24.0), math.sin(2 * math.pi * p.peak_hour / 24.0)) for p in POLLUTANTS]
+
+    @property
+    def no2_excess(self) -> bool:
+        return bool(self.roads.no2_excess_ugm3)
+
+    def factors(self, now: float) -> tuple[float, ...]:
+        index = int(now // AIR_STEP_S)
+        while index >= len(self._factors):
+            self._factors.append(self._at(len(self._factors) * AIR_STEP_S))
+        return self._factors[index]
+
+    def _at(self, now: float) -> tuple[float, ...]:
+        calendar, weather = self.city.calendar, self.city.weather
+        # The diurnal cycle cos(2π(h - peak)/24) = cos(2πh/24) cos(2π peak/24) + sin(...) sin(...).
+        angle = 2 * math.pi * calendar.hour(now) / 24.0
+        cos_h, sin_h = math.cos(angle), math.sin(angle)
+        dispersion = weather.dispersion(now)
+        felt_c = weather.heating_temp_c(now)
+        heat_demand = max(0.0, 18.0 - felt_c) / 20.0 if calendar.day(now).heating else 0.0
+        factors = []
+        for index, (pollutant, (cos_p, sin_p)) in enumerate(zip(POLLUTANTS, self._peaks)):
+            diurnal = 1.0 + pollutant.diurnal_amplitude * (cos_h * cos_p + sin_h * sin_p)
+            factor = diurnal * (1.0 + pollutant.heating_gain * heat_demand) * dispersion**pollutant.dispersion_exponent
+            if index == O3_INDEX:
+                factor *= PHOTOCHEMISTRY_FLOOR + (1 - PHOTOCHEMISTRY_FLOOR) * min(max((felt_c + 5.0) / 30.0, 0.0), 1.0)
+            factors.append(factor)
+        return tuple(factors)
+
+
+class Fleet(CityFleet):
+    ID_PREFIX: ClassVar[str] = ID_PREFIX
+    READINGS: ClassVar[tuple[str, ...]] = tuple(p.name for p in POLLUTANTS)
+
     type: Literal["air_quality"]
     cadence: Duration = Field(default=300.0, description="reporting interval (national network: 1h)")
-    level: float = Field(default=1.0, gt=0, le=10, description="multiplies every pollutant's mean")
+    level: float = Field(default=1.0, gt=0, le=10, description="multiplies every pollutant's level")
     noise: float = Field(default=0.25, ge=0, le=2, description="std dev of the log-noise")
     correlation_time: Duration = Field(default=10800.0, description="how long the noise remembers")
+    category_events: bool = Field(default=False, description="publish an aqi_category event when a station's AQI category changes")
 
 
 class AirQualityStation:
     """One station: its noise state per pollutant, advanced at each report."""
 
-    def __init__(self, device: Device, fleet: Fleet, rng: random.Random, utc_offset_h: float) -> None:
+    def __init__(self, device: Device, fleet: Fleet, rng: random.Random, air: CityAir, district: str) -> None:
         self.device = device
         self.fleet = fleet
         self.rng = rng
-        self.utc_offset_h = utc_offset_h
+        self.air = air
+        self.district = district
         # Stationary start: draw the initial noise from the AR(1) process's own distribution.
         self.noise = [rng.gauss(0.0, fleet.noise) for _ in POLLUTANTS]
         self.site_factor = math.exp(rng.gauss(0.0, 0.15))
+        self.scales = [p.base * fleet.level * self.site_factor for p in POLLUTANTS]
         self.last_time: float | None = None
+        self.level: int | None = None  # AQI category level of the last message
 
-    def readings(self, epoch_s: float, now: float) -> dict[str, float]:
-        phi = math.exp(-(now - self.last_time) / self.fleet.correlation_time) if self.last_time is not None else 0.0
-        innovation = self.fleet.noise * math.sqrt(1.0 - phi * phi) if self.last_time is not None else 0.0
+    def concentrations(self, now: float) -> dict[str, float]:
+        last = self.last_time
         self.last_time = now
-        local_hour = (epoch_s / 3600.0 + self.utc_offset_h) % 24.0
-        gauss = self.rng.gauss
-        level = self.fleet.level * self.site_factor
+        noise = self.noise
+        if last is not None:
+            phi = math.exp(-(now - last) / self.fleet.correlation_time)
+            innovation = self.fleet.noise * math.sqrt(1.0 - phi * phi)
+            uniform = self.rng.random
+            # Box-Muller: two standard normals from each pair of uniforms (6 pollutants, 3 pairs).
+            for index in (0, 2, 4):
+                angle = TWO_PI * uniform()
+                radius = math.sqrt(-2.0 * math.log(1.0 - uniform()))
+                noise[index] = phi * noise[index] + innovation * radius * math.cos(angle)
+                noise[index + 1] = phi * noise[index + 1] + innovation * radius * math.sin(angle)
+        exp = math.exp
+        factors = self.air.factors(now)
+        scales = self.scales
         values: dict[str, float] = {}
-        for index, pollutant in enumerate(POLLUTANTS):
-            if innovation:
-                self.noise[index] = phi * self.noise[index] + innovation * gauss(0.0, 1.0)
-            diurnal = 1.0 + pollutant.diurnal_amplitude * math.cos(2 * math.pi * (local_hour - pollutant.peak_hour) / 24.0)
-            values[pollutant.name] = round(pollutant.mean * level * diurnal * math.exp(self.noise[index]), pollutant.decimals)
+        for index in (0, 1, 2, 3, 4, 5):
+            values[NAMES[index]] = round(scales[index] * factors[index] * exp(noise[index]), DECIMALS[index])
+        if self.air.no2_excess:
+            values["no2"] = round(values["no2"] + self.air.roads.district_no2_excess(self.district), 1)
         # Coarse particles include the fine ones.
         if values["pm10"] < values["pm25"]:
             values["pm10"] = values["pm25"]
         return values
 
 
-def report(env: simpy.Environment, station: AirQualityStation, telemetry: Telemetry, first_delay: float) -> Generator[simpy.Event, None, None]:
-    """A station reports its readings every `cadence` seconds, starting at its own phase."""
+def report(
+    env: simpy.Environment, station: AirQualityStation, telemetry: Telemetry, faults: FaultyReadings | None, first_delay: float
+) -> Generator[simpy.Event, None, None]:
+    """A station measures every `cadence` seconds, starting at its own phase, and sends its readings with their AQI."""
     yield env.timeout(first_delay)
-    start_s = telemetry.start_ms / 1000.0
+    device = station.device
+    cadence = station.fleet.cadence
+    category_events = station.fleet.category_events
     while True:
-        telemetry.publish(station.device, station.readings(start_s + env.now, env.now))
-        yield env.timeout(station.fleet.cadence)
+        readings: dict = station.concentrations(env.now)
+        if faults is not None:
+            readings = faults.apply(env.now, readings)
+        if readings is not None:
+            aqi, primary = realtime_aqi(readings)
+            level, name = category(aqi)
+            readings["aqi"] = aqi
+            readings["aqi_level"] = level
+            readings["aqi_category"] = name
+            readings["primary_pollutant"] = primary
+            if category_events and station.level is not None and level != station.level:
+                severity = "info" if level <= 2 else "warning" if level <= 4 else "alarm"
+                telemetry.event(
+                    device.device_id, "city", "aqi_category", severity,
+                    f"{device.device_id}: AQI {aqi}, {name.replace('_', ' ')} (primary: {primary})",
+                    tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.level,
+                )  # fmt: skip
+            station.level = level
+            telemetry.publish(device, readings)
+        yield env.timeout(cadence)
 
 
 def build(world: World, fleet: Fleet) -> None:
-    utc_offset_h = world.start.utcoffset().total_seconds() / 3600.0  # type: ignore[union-attr]
+    air = world.shared("city/air", lambda world: CityAir(city_of(world)))
     for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
         district = fleet.district_of(index)
-        device = world.telemetry.register(device_id, "air_quality", "city", {"district": district})
-        rng = world.rng(device_id)
-        station = AirQualityStation(device, fleet, rng, utc_offset_h)
-        first_delay = rng.randrange(round(fleet.cadence * 1000)) / 1000.0  # whole ms: exact counts
-        world.env.process(report(world.env, station, world.telemetry, first_delay))
+        device, rng, faults = register(world, fleet, device_id, "air_quality", district)
+        station = AirQualityStation(device, fleet, rng, air, district)
+        world.env.process(report(world.env, station, world.telemetry, faults, first_delay(rng, fleet.cadence)))
