@@ -124,12 +124,15 @@ class ResourceSampler:
                 pass
 
     def sample(self) -> Usage:
+        """The interval's CPU and the current memory; NaN once every process has exited."""
         cpu = rss = 0.0
+        alive = 0
         for process in self.processes:
             try:
                 with process.oneshot():
                     cpu += process.cpu_percent(None)
                     rss += process.memory_info().rss / 1e6
+                alive += 1
             except psutil.Error:
                 continue  # it has exited
-        return Usage(cpu, rss)
+        return Usage(cpu, rss) if alive else Usage(math.nan, math.nan)

@@ -303,8 +303,8 @@ def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child]
     for name, value in summarize_ms(publish_hist).items():
         row[f"publish_{name}_ms"] = none_if_nan(value)
     simulator, ingest = simulator_usage.sample(), bridge_usage.sample()
-    row |= {"simulator_cpu_percent": simulator.cpu_percent, "simulator_rss_mb": round(simulator.rss_mb, 1),
-            "bridge_cpu_percent": ingest.cpu_percent, "bridge_rss_mb": round(ingest.rss_mb, 1)}  # fmt: skip
+    row |= {"simulator_cpu_percent": none_if_nan(simulator.cpu_percent), "simulator_rss_mb": none_if_nan(round(simulator.rss_mb, 1)),
+            "bridge_cpu_percent": none_if_nan(ingest.cpu_percent), "bridge_rss_mb": none_if_nan(round(ingest.rss_mb, 1))}  # fmt: skip
     return row
 
 
@@ -347,11 +347,11 @@ def summarize(experiment: Experiment, bridge: Child, workers: list[Child], rows:
         figures[f"{name}_latency_ms"] = value
     for name, value in summarize_ms(publish).items():
         figures[f"publish_{name}_ms"] = value
-    for name in ("simulator_cpu_percent", "bridge_cpu_percent"):
-        values = [row[name] for row in within[1:]] or [math.nan]
+    for name in ("simulator_cpu_percent", "bridge_cpu_percent"):  # mean while loaded (the first second warms up)
+        values = [row[name] for row in within[1:] if row[name] is not None] or [math.nan]
         figures[name] = sum(values) / len(values)
     for name in ("simulator_rss_mb", "bridge_rss_mb"):
-        figures[name] = max((row[name] for row in rows), default=math.nan)
+        figures[name] = max((row[name] for row in rows if row[name] is not None), default=math.nan)
     scenario = experiment.scenario
     return {
         "run": run_id,
