@@ -5,12 +5,32 @@ from __future__ import annotations
 from types import ModuleType
 from typing import get_args
 
-from simulator.city import air_quality
+from simulator.city import (
+    air_quality,
+    dc_rack,
+    electricity_meter,
+    heating_substation,
+    mine_gas,
+    noise_monitor,
+    parking_lot,
+    street_light,
+    traffic_loop,
+    water_pressure,
+)
 from simulator.port import corridor, cranes, gate, reefers, yard
 from simulator.load import probe
 
 MODULES: tuple[ModuleType, ...] = (
     air_quality,
+    traffic_loop,
+    street_light,
+    heating_substation,
+    water_pressure,
+    parking_lot,
+    noise_monitor,
+    electricity_meter,
+    mine_gas,
+    dc_rack,
     cranes,  # port_crane
     yard,  # yard_block
     gate,  # gate_lane

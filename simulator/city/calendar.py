@@ -54,7 +54,7 @@ class CityCalendar:
         self.first_date = start.date()
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         self.start_local_s = (start - midnight).total_seconds()  # local seconds at simulated time 0
-        self._days: list[Day] = []
+        self._days: dict[int, Day] = {}
         self._holidays = set(settings.holidays)
         self._working_weekends = set(settings.working_weekends)
         self._heating = (_month_day(settings.heating_start), _month_day(settings.heating_end))
@@ -63,10 +63,12 @@ class CityCalendar:
         return int((self.start_local_s + now) // DAY_S)
 
     def day(self, now: float) -> Day:
+        """The local day of simulated time `now` (before the start too: models warm up)."""
         index = int((self.start_local_s + now) // DAY_S)
-        while index >= len(self._days):
-            self._days.append(self._make_day(self.first_date + timedelta(days=len(self._days))))
-        return self._days[index]
+        day = self._days.get(index)
+        if day is None:
+            day = self._days[index] = self._make_day(self.first_date + timedelta(days=index))
+        return day
 
     def hour(self, now: float) -> float:
         """Local time of day in hours, 0 <= hour < 24."""

@@ -41,12 +41,45 @@ class CityFleet(FleetConfig):
         return self
 
 
-def register(world: World, fleet: CityFleet, device_id: str, type_name: str, district: str, **tags: str) -> tuple[Device, random.Random, FaultyReadings | None]:
-    """Register a device at a site in its district; its random stream and faults."""
-    lat, lon = site_in(district, world.rng(f"{device_id}/site"))
+def register(
+    world: World, fleet: CityFleet, device_id: str, type_name: str, district: str, site: tuple[float, float] | None = None, **tags: str
+) -> tuple[Device, random.Random, FaultyReadings | None]:
+    """Register a device at `site` (default: a site drawn in its district); its random stream and faults."""
+    lat, lon = site if site is not None else site_in(district, world.rng(f"{device_id}/site"))
     device = world.telemetry.register(device_id, type_name, DOMAIN, {**location_tags(district, lat, lon), **tags})
     faults = faults_for(world.env, world.telemetry, device, fleet.faults, world.seed) if fleet.faults else None
     return device, world.rng(device_id), faults
+
+
+def near(lat: float, lon: float, rng: random.Random, radius_deg: float = 0.004) -> tuple[float, float]:
+    """A site within `radius_deg` of a point (a detector along a road, a monitor beside it)."""
+    return lat + rng.uniform(-radius_deg, radius_deg), lon + rng.uniform(-radius_deg, radius_deg)
+
+
+class AR1:
+    """Autocorrelated noise sampled at irregular times: N(0, sd) stationary, correlation exp(-dt/tau)."""
+
+    __slots__ = ("sd", "tau", "value", "last")
+
+    def __init__(self, rng: random.Random, sd: float, tau: float) -> None:
+        self.sd = sd
+        self.tau = tau
+        self.value = rng.gauss(0.0, sd)  # start in the stationary distribution
+        self.last: float | None = None
+
+    def step(self, rng: random.Random, now: float) -> float:
+        if self.last is not None and now > self.last:
+            phi = math.exp(-(now - self.last) / self.tau)
+            self.value = phi * self.value + self.sd * math.sqrt(1.0 - phi * phi) * rng.gauss(0.0, 1.0)
+        self.last = now
+        return self.value
+
+
+def hourly(profile: tuple[float, ...], hour: float) -> float:
+    """A 24-value profile (value at the start of each hour) linearly interpolated at `hour`."""
+    index = int(hour)
+    low = profile[index]
+    return low + (profile[(index + 1) % 24] - low) * (hour - index)
 
 
 def first_delay(rng: random.Random, cadence: float) -> float:
