@@ -21,7 +21,9 @@ Readings (every `cadence`, default 5 min, low-cost network; national stations re
 pm25, pm10, so2, no2, o3 (µg/m³, 1 decimal), co (mg/m³, 2 decimals), aqi (0-500), aqi_level (1-6),
 aqi_category (excellent .. severely_polluted), primary_pollutant ("pm25", "so2,pm25" .. or "none").
 The AQI is the station's real-time index of the values it sends (simulator/city/aqi.py). With
-`category_events: true` a change of category is an `aqi_category` event from the station.
+`category_events: true`, a new category that holds for `category_hold` (default 1 h, the national
+network's reporting interval: a reading flapping across a boundary is not news) is an
+`aqi_category` event from the station.
 Tags: district, lat, lon.
 """
 
@@ -124,6 +126,7 @@ class Fleet(CityFleet):
     noise: float = Field(default=0.25, ge=0, le=2, description="std dev of the log-noise")
     correlation_time: Duration = Field(default=10800.0, description="how long the noise remembers")
     category_events: bool = Field(default=False, description="publish an aqi_category event when a station's AQI category changes")
+    category_hold: Duration | Literal[0] = Field(default=3600.0, description="a new category is announced once it has held this long (0: at once)")
 
 
 class AirQualityStation:
@@ -140,7 +143,22 @@ class AirQualityStation:
         self.site_factor = math.exp(rng.gauss(0.0, 0.15))
         self.scales = [p.base * fleet.level * self.site_factor for p in POLLUTANTS]
         self.last_time: float | None = None
-        self.level: int | None = None  # AQI category level of the last message
+        self.level: int | None = None  # the AQI category the station last announced (or started in)
+        self.previous_level: int | None = None
+        self.candidate: tuple[int, float] | None = None  # a new category and when it was first read
+
+    def category_changed(self, now: float, level: int) -> bool:
+        """True once a new category has held for `category_hold` (readings near a boundary flap)."""
+        if self.level is None or level == self.level:
+            self.level = self.level if self.level is not None else level
+            self.candidate = None
+            return False
+        if self.candidate is None or self.candidate[0] != level:
+            self.candidate = (level, now)
+        if now - self.candidate[1] < self.fleet.category_hold:
+            return False
+        self.previous_level, self.level, self.candidate = self.level, level, None
+        return True
 
     def concentrations(self, now: float) -> dict[str, float]:
         last = self.last_time
@@ -189,14 +207,13 @@ def report(
             readings["aqi_level"] = level
             readings["aqi_category"] = name
             readings["primary_pollutant"] = primary
-            if category_events and station.level is not None and level != station.level:
+            if category_events and station.category_changed(env.now, level):
                 severity = "info" if level <= 2 else "warning" if level <= 4 else "alarm"
                 telemetry.event(
                     device.device_id, "city", "aqi_category", severity,
                     f"{device.device_id}: AQI {aqi}, {name.replace('_', ' ')} (primary: {primary})",
-                    tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.level,
+                    tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.previous_level,
                 )  # fmt: skip
-            station.level = level
             telemetry.publish(device, readings)
         yield env.timeout(cadence)
 
