@@ -91,14 +91,14 @@ def test_a_stuck_reading_repeats_its_value_and_a_drifting_one_gains_per_day() ->
         },
         "3d",
     )
-    for good, bad in zip(healthy["heat-0001"], faulty["heat-0001"]):
+    for good, bad in zip(healthy["heat-0001"], faulty["heat-0001"], strict=True):
         bad_rest = {k: v for k, v in bad["readings"].items() if k != "supply_temp_c"}
         assert bad_rest == {k: v for k, v in good["readings"].items() if k != "supply_temp_c"}
         if not 1.0 <= days_in(bad) < 1.5:
             assert bad["readings"]["supply_temp_c"] == good["readings"]["supply_temp_c"]
     window = [m["readings"]["supply_temp_c"] for m in faulty["heat-0001"] if 1.0 <= days_in(m) < 1.5]
     assert len(window) == 72 and len(set(window)) == 1
-    for good, bad in zip(healthy["heat-0002"], faulty["heat-0002"]):
+    for good, bad in zip(healthy["heat-0002"], faulty["heat-0002"], strict=True):
         error = 2.0 * (days_in(bad) - 1.0) if days_in(bad) >= 1.0 else 0.0
         assert bad["readings"]["return_temp_c"] == pytest.approx(good["readings"]["return_temp_c"] + error, abs=0.002)
 
@@ -111,7 +111,7 @@ def test_spikes_multiply_a_reading_in_about_the_configured_share_of_messages() -
     for device, messages in healthy.items():
         if device == "events":
             continue
-        for good, bad in zip(messages, faulty[device]):
+        for good, bad in zip(messages, faulty[device], strict=True):
             total += 1
             if bad["readings"]["lmax_dba"] != good["readings"]["lmax_dba"]:
                 spikes += 1

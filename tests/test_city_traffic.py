@@ -92,7 +92,7 @@ def test_an_incident_slows_its_road_and_neighbours_and_leaves_every_other_road_a
     for road in affected:
         ratios, slowdown = [], []
         for device in (d for d in crash if road_of[d] == road):
-            for during, before in zip(crash[device], calm[device]):
+            for during, before in zip(crash[device], calm[device], strict=True):
                 if in_incident(during):
                     model = network.state(network.roads[road], (during["ts"] - start_ms) / 1000).speed_kmh
                     ratios.append(during["readings"]["speed_kmh"] / model)
@@ -116,7 +116,7 @@ def test_an_incident_raises_no2_in_its_district_and_noise_beside_its_road() -> N
     calm, crash = run(fleets, "12h"), run(fleets, "12h", [INCIDENT])
     calm_aq, crash_aq = by_device(calm, "air_quality"), by_device(crash, "air_quality")
     for device, messages in crash_aq.items():
-        for during, before in zip(messages, calm_aq[device]):
+        for during, before in zip(messages, calm_aq[device], strict=True):
             rise = during["readings"]["no2"] - before["readings"]["no2"]
             if during["tags"]["district"] == "Chengqu" and in_incident(during):
                 assert abs(rise - INCIDENT["no2_rise_ugm3"]) <= 0.1 + 1e-9  # the same station, rounded to 0.1
@@ -127,7 +127,7 @@ def test_an_incident_raises_no2_in_its_district_and_noise_beside_its_road() -> N
     rises = [
         during["readings"]["laeq_dba"] - before["readings"]["laeq_dba"]
         for device in taobei
-        for during, before in zip(crash_noise[device], calm_noise[device])
+        for during, before in zip(crash_noise[device], calm_noise[device], strict=True)
         if in_incident(during)
     ]
     assert min(rises) >= -0.1 and statistics.mean(rises) > 2.0  # stop-and-go traffic is louder
