@@ -103,9 +103,16 @@ def realtime_aqi(readings: dict[str, float]) -> tuple[int, str]:
     return best, ",".join(primary) if best > 50 else "none"
 
 
-def category(aqi: int) -> tuple[int, str]:
-    """(level 1-6, name) of an AQI."""
+def _category(aqi: int) -> tuple[int, str]:
     for upper, level, name in CATEGORIES:
         if aqi <= upper:
             return level, name
     raise AssertionError("unreachable: the last category has no upper bound")
+
+
+_CATEGORY_OF = [_category(aqi) for aqi in range(501)]  # the AQI is a whole number, 0-500
+
+
+def category(aqi: int) -> tuple[int, str]:
+    """(level 1-6, name) of an AQI."""
+    return _CATEGORY_OF[aqi] if 0 <= aqi <= 500 else _category(aqi)
