@@ -80,7 +80,7 @@ class Scenario(StrictModel):
         default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
     )
     faults: list[Fault] = Field(default_factory=list, description="pipeline faults at simulated times (simulator/faults.py)")
-    city: CitySettings = Field(default_factory=CitySettings, description="what the whole city shares: weather, calendar, roads, incidents (docs/city.md)")
+    city: CitySettings = Field(default_factory=CitySettings, validate_default=True, description="what the whole city shares: weather, calendar, roads, incidents (docs/city.md)")
     load: LoadSection | None = Field(default=None, description="a load experiment for `iotsim load` (docs/load.md)")
 
     @field_validator("start")
@@ -106,6 +106,12 @@ class Scenario(StrictModel):
     def _port_fleets_fit_the_port(cls, port: PortSettings, info: ValidationInfo) -> PortSettings:
         port.check_fleets(info.data.get("fleets", []))
         return port
+
+    @field_validator("city")
+    @classmethod
+    def _city_fits_the_fleets(cls, city: CitySettings, info: ValidationInfo) -> CitySettings:
+        city.check_fleets(info.data.get("fleets", []))
+        return city
 
     @field_validator("faults")
     @classmethod

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from simulator.engine import run_scenario
-from simulator.scenario import Scenario, load_scenario
+from simulator.scenario import Scenario, ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,3 +133,24 @@ def test_spikes_multiply_a_reading_in_about_the_configured_share_of_messages() -
 def test_a_fault_that_does_not_fit_its_fleet_is_a_scenario_error(fault: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Scenario.model_validate({"name": "bad", "duration": "1h", "fleets": [{"type": "air_quality", "count": 3, "faults": [fault]}]})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "where", "message"),
+    [
+        ("fleets:\n  - type: traffic_loop\n    count: 2\n    roads: [taobei-rd, moon-rd]\n", 6, "fleets.0.roads", "no road 'moon-rd'"),
+        (
+            "fleets:\n  - type: mine_gas\n    count: 2\ncity:\n  mine:\n    gas_events:\n      - {device: gas-0009, at: 1h}\n",
+            9, "city.mine.gas_events.0.device", "'gas-0009' is not a mine_gas device",
+        ),
+        ("fleets:\n  - type: air_quality\n    count: 1\ncity:\n  traffic:\n    incidents:\n      - {road: moon-rd, at: 1h}\n", 9, "city.traffic.incidents.0.road", "no road 'moon-rd'"),
+        ("fleets:\n  - type: air_quality\n    count: 1\ncity:\n  calendar:\n    heating_start: 11/01\n", 8, "city.calendar.heating_start", "MM-DD"),
+    ],
+    ids=["unknown-road", "unknown-gas-monitor", "incident-on-unknown-road", "bad-heating-date"],
+)  # fmt: skip
+def test_a_city_section_that_does_not_fit_is_reported_at_its_line(tmp_path: Path, text: str, line: int, where: str, message: str) -> None:
+    path = tmp_path / "city.yaml"
+    path.write_text("name: bad\nduration: 1h\n" + text)
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert any(problem.startswith(f"{path}:{line}: {where}") and message in problem for problem in error.value.problems), error.value.problems

@@ -84,10 +84,7 @@ def listen(
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     network = city.roads
-    names = fleet.roads or list(network.roads)
-    unknown = [name for name in names if name not in network.roads]
-    if unknown:
-        raise ValueError(f"noise_monitor fleet: no road named {', '.join(unknown)} in city.traffic.roads")
+    names = fleet.roads or list(network.roads)  # checked against the network by CitySettings.check_fleets
     for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
         road = network.roads[names[index % len(names)]]
         zone = fleet.zone_classes[index % len(fleet.zone_classes)]

@@ -88,16 +88,17 @@ class TrafficSettings(StrictModel):
 
     @model_validator(mode="after")
     def _names_are_known(self) -> TrafficSettings:
+        # Messages start with their place in the scenario, so the error points at the line (scenario.describe).
         names = [road.name for road in self.roads]
-        if len(set(names)) != len(names):
-            raise ValueError("two roads have the same name")
-        for road in self.roads:
+        for index, road in enumerate(self.roads):
+            if names.index(road.name) != index:
+                raise ValueError(f"city.traffic.roads.{index}.name: {road.name!r} is used twice")
             for neighbour in road.neighbours:
                 if neighbour not in names or neighbour == road.name:
-                    raise ValueError(f"road {road.name!r}: neighbour {neighbour!r} is not another road of city.traffic.roads")
-        for incident in self.incidents:
+                    raise ValueError(f"city.traffic.roads.{index}.neighbours: {neighbour!r} is not another road of city.traffic.roads")
+        for index, incident in enumerate(self.incidents):
             if incident.road not in names:
-                raise ValueError(f"incident on {incident.road!r}: no such road (known: {', '.join(names)})")
+                raise ValueError(f"city.traffic.incidents.{index}.road: no road {incident.road!r} (known: {', '.join(names)})")
         return self
 
 

@@ -6,6 +6,8 @@ city with Yangquan's climate, the default road network and no incidents or fault
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from simulator.city.calendar import CalendarSettings
@@ -22,3 +24,18 @@ class CitySettings(StrictModel):
     traffic: TrafficSettings = Field(default_factory=TrafficSettings, description="road network and incidents")
     data_centre: DataCentreSettings = Field(default_factory=DataCentreSettings, description="IT load, cooling, cooling faults")
     mine: MineSettings = Field(default_factory=MineSettings, description="gas emissions at the working faces")
+
+    def check_fleets(self, fleets: list[Any]) -> None:
+        """Raise a pointed error (`fleets.N.roads: ...`, `city.mine.gas_events.N.device: ...`) when the
+        fleets and the city section name each other's things wrongly."""
+        roads = [road.name for road in self.traffic.roads]
+        gas_ids: set[str] = set()
+        for index, fleet in enumerate(fleets):
+            unknown = [name for name in getattr(fleet, "roads", None) or [] if name not in roads]
+            if unknown:
+                raise ValueError(f"fleets.{index}.roads: no road {', '.join(map(repr, unknown))} in city.traffic.roads (known: {', '.join(roads)})")
+            if fleet.type == "mine_gas":
+                gas_ids.update(fleet.device_ids(fleet.ID_PREFIX))
+        for index, event in enumerate(self.mine.gas_events):
+            if event.device not in gas_ids:
+                raise ValueError(f"city.mine.gas_events.{index}.device: {event.device!r} is not a mine_gas device of this scenario")

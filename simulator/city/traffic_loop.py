@@ -71,10 +71,7 @@ def measure(
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     network = city.roads
-    names = fleet.roads or list(network.roads)
-    unknown = [name for name in names if name not in network.roads]
-    if unknown:
-        raise ValueError(f"traffic_loop fleet: no road named {', '.join(unknown)} in city.traffic.roads")
+    names = fleet.roads or list(network.roads)  # checked against the network by CitySettings.check_fleets
     for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
         road = network.roads[names[index % len(names)]]
         site = near(road.settings.lat, road.settings.lon, world.rng(f"{device_id}/site"))
