@@ -19,7 +19,7 @@ from simulator.city.sun import SunClock
 from simulator.city.weather import Weather
 
 if TYPE_CHECKING:
-    from simulator.world import World
+    from simulator.world import Summary, World
 
 
 @dataclass(eq=False)
@@ -44,11 +44,33 @@ def build_city(world: World) -> City:
         roads=RoadNetwork(settings.traffic, calendar),
         data_centre=DataCentre(settings.data_centre, world.start, weather, world.rng("city/data-centre")),
     )
+    world.add_summary(lambda: summary(city, world.scenario.duration))
     for spec in settings.traffic.incidents:
         world.env.process(incident(world.env, city.roads, spec, world.telemetry))
     for fault in settings.data_centre.cooling_faults:
         world.env.process(cooling_fault(world.env, fault, world.telemetry))
     return city
+
+
+def summary(city: City, duration: float) -> Summary:
+    """The run's weather and happenings, printed after the run."""
+    from simulator.world import Summary  # world imports the catalogue, which imports this module
+
+    hours = max(1, int(duration // 3600))
+    temps = [city.weather.temp_c(hour * 3600.0) for hour in range(hours)]
+    inversion_hours = sum(1 for hour in range(hours) if city.weather.inversion(hour * 3600.0) > 0.5)
+    days = {city.calendar.day(hour * 3600.0) for hour in range(hours)}
+    return Summary(
+        "city",
+        {
+            "outdoor temperature min / mean / max": f"{min(temps):.1f} / {sum(temps) / len(temps):.1f} / {max(temps):.1f} °C",
+            "hours under a strong inversion": str(inversion_hours),
+            "days in the heating season": f"{sum(day.heating for day in days)} of {len(days)}",
+            "workdays": f"{sum(day.workday for day in days)} of {len(days)}",
+            "traffic incidents": str(sum(1 for incident in city.settings.traffic.incidents if incident.at < duration)),
+            "cooling faults": str(sum(1 for fault in city.settings.data_centre.cooling_faults if fault.at < duration)),
+        },
+    )
 
 
 def city_of(world: World) -> City:
