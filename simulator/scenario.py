@@ -110,7 +110,8 @@ class Scenario(StrictModel):
     @field_validator("city")
     @classmethod
     def _city_fits_the_fleets(cls, city: CitySettings, info: ValidationInfo) -> CitySettings:
-        city.check_fleets(info.data.get("fleets", []))
+        if "fleets" in info.data:  # else the fleets have errors of their own
+            city.check_fleets(info.data["fleets"])
         return city
 
     @field_validator("faults")

@@ -41,7 +41,7 @@ from pydantic import Field
 from simulator.city.aqi import category, realtime_aqi
 from simulator.city.common import CityFleet, first_delay, register
 from simulator.city.model import City, city_of
-from simulator.device_faults import FaultyReadings
+from simulator.device_faults import FaultyReadings, Offset
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
@@ -126,7 +126,7 @@ class Fleet(CityFleet):
     noise: float = Field(default=0.25, ge=0, le=2, description="std dev of the log-noise")
     correlation_time: Duration = Field(default=10800.0, description="how long the noise remembers")
     category_events: bool = Field(default=False, description="publish an aqi_category event when a station's AQI category changes")
-    category_hold: Duration | Literal[0] = Field(default=3600.0, description="a new category is announced once it has held this long (0: at once)")
+    category_hold: Offset = Field(default=3600.0, description="a new category is announced once it has held this long (0: at once)")
 
 
 class AirQualityStation:
