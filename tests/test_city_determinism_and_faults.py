@@ -154,3 +154,10 @@ def test_a_city_section_that_does_not_fit_is_reported_at_its_line(tmp_path: Path
     with pytest.raises(ScenarioError) as error:
         load_scenario(path)
     assert any(problem.startswith(f"{path}:{line}: {where}") and message in problem for problem in error.value.problems), error.value.problems
+
+
+@pytest.mark.parametrize("name", ["city-day", "city-heating-season", "city-incident"])
+def test_city_scenarios_survive_command_line_overrides_unchanged(name: str) -> None:
+    scenario = load_scenario(REPO / f"scenarios/{name}.yaml")
+    copy = scenario.with_overrides(seed=scenario.seed)  # dumped to JSON and validated again
+    assert copy.fleets == scenario.fleets and copy.city == scenario.city
