@@ -161,3 +161,10 @@ def test_city_scenarios_survive_command_line_overrides_unchanged(name: str) -> N
     scenario = load_scenario(REPO / f"scenarios/{name}.yaml")
     copy = scenario.with_overrides(seed=scenario.seed)  # dumped to JSON and validated again
     assert copy.fleets == scenario.fleets and copy.city == scenario.city
+
+
+def test_the_city_keeps_beijing_time_however_the_start_is_written() -> None:
+    fleets = [{"type": "traffic_loop", "count": 3}, {"type": "street_light", "count": 2}, {"type": "air_quality", "count": 2}]
+    local = Scenario.model_validate({"name": "tz", "start": "2026-01-14T06:00:00+08:00", "duration": "3h", "fleets": fleets})
+    utc = Scenario.model_validate({"name": "tz", "start": "2026-01-13T22:00:00Z", "duration": "3h", "fleets": fleets})
+    assert raw_stream(local) == raw_stream(utc)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from pydantic import Field, field_validator
 
 from simulator.fleet import StrictModel
 
 DAY_S = 86400.0
+YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")  # the city lives on Beijing time, however the start is written
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from simulator.city.calendar import CityCalendar
+from simulator.city.calendar import YANGQUAN_TZ, CityCalendar
 from simulator.city.data_centre import DataCentre, cooling_fault
 from simulator.city.roads import RoadNetwork, incident
 from simulator.city.settings import CitySettings
@@ -34,15 +34,16 @@ class City:
 
 def build_city(world: World) -> City:
     settings: CitySettings = world.scenario.city
-    calendar = CityCalendar(settings.calendar, world.start)
-    weather = Weather(settings.weather, world.start, calendar, world.rng("city/weather"))
+    start = world.start.astimezone(YANGQUAN_TZ)
+    calendar = CityCalendar(settings.calendar, start)
+    weather = Weather(settings.weather, start, calendar, world.rng("city/weather"))
     city = City(
         settings=settings,
         calendar=calendar,
         weather=weather,
-        sun=SunClock(calendar, world.start),
+        sun=SunClock(calendar, start),
         roads=RoadNetwork(settings.traffic, calendar),
-        data_centre=DataCentre(settings.data_centre, world.start, weather, world.rng("city/data-centre")),
+        data_centre=DataCentre(settings.data_centre, start, weather, world.rng("city/data-centre")),
     )
     world.add_summary(lambda: summary(city, world.scenario.duration))
     for spec in settings.traffic.incidents:
