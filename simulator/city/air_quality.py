@@ -5,11 +5,11 @@ Each pollutant at a station is
     base x level x site x diurnal cycle x heating x dispersion^k x exp(noise)   (+ traffic NO2)
 
 - base: the level outside the heating season on an average-dispersion day (µg/m³, CO mg/m³):
-  PM2.5 38, PM10 75, SO2 12, NO2 32, CO 0.7; O3 75 scaled by the season's photochemistry
+  PM2.5 32, PM10 65, SO2 12, NO2 32, CO 0.7; O3 75 scaled by the season's photochemistry
   (0.35 in the cold, 1.0 from 25 °C);
 - heating (the calendar's heating season): coal boilers add `gain x demand`, demand =
   (18 °C - outdoor temperature felt by buildings) / 20 (the substations' heat load, shared/domain.md
-  "District heating"); gains PM2.5 1.3, PM10 0.7, SO2 3.0, NO2 0.25, CO 1.0 - so SO2 is several
+  "District heating"); gains PM2.5 1.0, PM10 0.7, SO2 3.0, NO2 0.25, CO 1.0 - so SO2 is several
   times higher in the heating season and winter PM2.5 daily means land in 75-200 (shared/domain.md,
   "Air quality");
 - dispersion: the weather's (low wind, inversion nights trap ground-level emissions; O3 falls
@@ -64,8 +64,8 @@ class Pollutant:
 
 
 POLLUTANTS: tuple[Pollutant, ...] = (
-    Pollutant("pm25", 38.0, 0.15, 8.0, 1, 1.3, 1.0),
-    Pollutant("pm10", 75.0, 0.15, 8.5, 1, 0.7, 0.9),
+    Pollutant("pm25", 32.0, 0.15, 8.0, 1, 1.0, 1.0),
+    Pollutant("pm10", 65.0, 0.15, 8.5, 1, 0.7, 0.9),
     Pollutant("so2", 12.0, 0.20, 9.0, 1, 3.0, 1.0),
     Pollutant("no2", 32.0, 0.25, 19.0, 1, 0.25, 0.7),
     Pollutant("co", 0.7, 0.20, 8.0, 2, 1.0, 1.0),

@@ -10,7 +10,7 @@ by every model that depends on the weather, linearly interpolated between hours:
   an inversion;
 - inversion nights: a night (18:00 to 11:00) with a ground inversion, more likely in the heating
   season, or forced on the dates in `inversion_nights`. Intensity ramps 0 → 1 from 18:00 to
-  midnight, holds till 07:00 and breaks up by 11:00. Winter inversions in the valley trap coal smoke:
+  midnight, holds till 07:00 and breaks up by 11:00; outside the heating season it peaks at 0.5. Winter inversions in the valley trap coal smoke:
   shared/domain.md, "Air quality" (inversion episodes above 250 µg/m³ PM2.5).
 
 `dispersion(now)` is how much the air holds what is emitted near the ground, relative to an average
@@ -31,6 +31,7 @@ from simulator.fleet import StrictModel
 # Yangquan monthly mean air temperature, °C, January..December (approximate climate normals; check).
 YANGQUAN_MONTHLY_MEAN_C: tuple[float, ...] = (-3.6, -0.2, 6.0, 13.5, 19.5, 23.5, 24.8, 23.2, 18.5, 12.5, 4.8, -1.6)
 REFERENCE_WIND_MS = 2.2
+SUMMER_INVERSION_STRENGTH = 0.5  # short warm nights and strong daytime mixing: weaker inversions
 HEATING_INERTIA_S = 12 * 3600.0  # buildings answer the outdoor temperature over about half a day
 
 
@@ -99,6 +100,8 @@ class Weather:
             # The night of an evening before 11:00 belongs to yesterday's evening.
             evening = today if hour >= 18.0 else today - timedelta(days=1)
             intensity = self._night_profile(hour) if self._inversion(evening) else 0.0
+            if not self.calendar.in_heating_season(evening):
+                intensity *= SUMMER_INVERSION_STRENGTH
             normal = s.mean_c if s.mean_c is not None else climate_normal_c(today)
             temp = normal + anomaly + 0.5 * s.diurnal_range_c * math.cos(2 * math.pi * (hour - 15.0) / 24.0) - 3.0 * intensity
             self._log_wind = 0.85 * self._log_wind + math.sqrt(1 - 0.85**2) * 0.45 * self.rng.gauss(0.0, 1.0)
