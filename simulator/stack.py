@@ -92,6 +92,60 @@ def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "
     return service
 
 
+SECURE_DIR = BROKERS_DIR / "secure"
+SECRET_FILES = ("passwd", "ca.crt", "server.crt", "server.key")
+
+
+def start_secure_mosquitto(
+    state_dir: Path,
+    port: int,
+    tls_port: int,
+    secrets_dir: Path = SECURE_DIR / "generated",
+    acl_file: Path = SECURE_DIR / "acl",
+    conf_dir: Path = BROKERS_DIR / "conf.d",
+    timeout: float = 15.0,
+) -> Service:
+    """Start Mosquitto with the secure profile (docs/security.md): passwords and the ACL on both
+    listeners, plain MQTT on 127.0.0.1:`port` and MQTT over TLS on 127.0.0.1:`tls_port`.
+
+    `secrets_dir` holds what brokers/secure/make-test-certs.sh and make-passwords.sh wrote.
+    The returned service's port is the plain one.
+    """
+    binary = MOSQUITTO.path()
+    secrets = {name: (secrets_dir / name).resolve() for name in SECRET_FILES}
+    for name, path in secrets.items():
+        if not path.is_file():
+            script = "make-passwords.sh" if name == "passwd" else "make-test-certs.sh"
+            raise StackError(f"{path} is missing; generate it with brokers/secure/{script} {secrets_dir}")
+    if accepts_tcp(tls_port):
+        raise StackError(f"port {tls_port} on 127.0.0.1 is already in use; choose another TLS port")
+    data_dir = state_dir / "mosquitto"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "mosquitto.conf"
+    config.write_text(
+        "# Written by iotsim stack: the secure profile (docs/security.md, brokers/secure/).\n"
+        f"listener {port} 127.0.0.1\n"
+        f"listener {tls_port} 127.0.0.1\n"
+        # TLS options belong to the listener above them.
+        f"cafile {secrets['ca.crt']}\n"
+        f"certfile {secrets['server.crt']}\n"
+        f"keyfile {secrets['server.key']}\n"
+        "tls_version tlsv1.2\n"
+        f"persistence_location {data_dir}/\n"
+        f"user {getpass.getuser()}\n"
+        "log_dest stderr\n"
+        f"include_dir {conf_dir.resolve()}\n"
+        # After the shared settings, so it overrides their `allow_anonymous true` (the last one wins).
+        "allow_anonymous false\n"
+        f"password_file {secrets['passwd']}\n"
+        f"acl_file {acl_file.resolve()}\n"
+    )
+    log_file = state_dir / "mosquitto.log"
+    service = launch("mosquitto", [binary, "-c", str(config)], port, state_dir, log_file)
+    wait_until(lambda: accepts_tcp(port) and accepts_tcp(tls_port), service, timeout, f"Mosquitto to accept connections on ports {port} and {tls_port}")
+    return service
+
+
 def start_influxdb(state_dir: Path, port: int, database: str | None = "yangquan", timeout: float = 30.0) -> Service:
     """Start influxd (1.x) on 127.0.0.1:`port` with its data in `state_dir`, and create `database`."""
     binary = INFLUXD.path()
