@@ -159,9 +159,10 @@ def bridge_subscriber(secure: SecureBroker) -> Iterator[Client]:
 # --- who may connect ---
 
 
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["mqtt311", "mqtt5"])
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-def test_anonymous_clients_are_refused_on_both_listeners(secure: SecureBroker, tls: bool) -> None:
-    client = Client(ca_file=secure.ca_file if tls else None)
+def test_anonymous_clients_are_refused_on_both_listeners(secure: SecureBroker, tls: bool, protocol: int) -> None:
+    client = Client(protocol=protocol, ca_file=secure.ca_file if tls else None)
     reason = client.connect(secure.tls_port if tls else secure.port)
     assert reason is not None and reason.value == NOT_AUTHORIZED  # MQTT 3.1.1 CONNACK 5, as paho names it
 

@@ -19,7 +19,7 @@ set -eu
 
 dir=${1:-$(dirname "$0")/generated}
 [ $# -gt 0 ] && shift
-users="simulator city-devices port-devices bridge $*"
+users="simulator city-devices port-devices bridge${*:+ $*}"
 
 command -v mosquitto_passwd >/dev/null || {
     echo "make-passwords: mosquitto_passwd is not installed; on Debian: sudo apt-get install mosquitto" >&2; exit 1; }
