@@ -1,0 +1,135 @@
+"""The Pipeline health board: the simulator's and the bridge's own counters (`pipeline`
+measurement) and load experiments (`loadtest`). Field names: docs/stack.md, "The pipeline measurement".
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dashboard_builders
+from grafana_foundation_sdk.builders import timeseries
+
+from simulator.dashboards.common import board, events, query_variable
+from simulator.dashboards.influxql import InfluxQL
+from simulator.dashboards.panels import Step, matches, select, stat_panel, thresholds, timeseries_panel
+
+UID = "yangquan-pipeline"
+CLIENTS = (matches("client_id", "client"),)
+SIMULATOR = ('"component" = \'simulator\'', *CLIENTS)
+BRIDGE = ('"component" = \'bridge\'', *CLIENTS)
+STATS_PERIOD = "5s"  # how often the simulator and the bridge write a `pipeline` point
+LAG_STEPS = (Step(None, "green"), Step(1000, "orange"), Step(5000, "red"))
+
+
+def rate(field: str, where: tuple[str, ...]) -> str:
+    """Per-second rate of a counter that only grows (restarts are skipped, not negative)."""
+    return select("pipeline", f'non_negative_derivative(max("{field}"), 1s) AS "{field}"', where, ("client_id",))
+
+
+def increase(field: str, where: tuple[str, ...]) -> str:
+    return select("pipeline", f'non_negative_difference(max("{field}")) AS "{field}"', where, ("client_id",))
+
+
+def throughput() -> timeseries.Panel:
+    panel = timeseries_panel(
+        "Messages per second: published vs written",
+        "suffix: msg/s",
+        "What the simulator published and had acknowledged by the broker, and what the bridge received and wrote to InfluxDB, per second. Written below published means a backlog is building.",
+        width=24,
+        height=9,
+    ).interval(STATS_PERIOD)
+    for ref, (field, where) in zip("ABCD", [("published", SIMULATOR), ("acknowledged", SIMULATOR), ("received", BRIDGE), ("written", BRIDGE)]):
+        panel = panel.with_target(InfluxQL(ref, rate(field, where)).alias(f"{field} $tag_client_id"))
+    return panel
+
+
+def counter_panel(title: str, unit: str, description: str, query: str, alias: str, width: int = 8) -> timeseries.Panel:
+    return timeseries_panel(title, unit, description, width=width).interval(STATS_PERIOD).with_target(InfluxQL("A", query).alias(alias))
+
+
+def build() -> dashboard_builders.Dashboard:
+    health = board(
+        UID,
+        "Pipeline health",
+        "The testbed's own pipeline: simulator → MQTT → bridge → InfluxDB, and load experiments.",
+        ["pipeline"],
+        time_from="now-1h",
+    )
+    health = health.with_variable(
+        query_variable("client", "Client", 'SHOW TAG VALUES FROM "pipeline" WITH KEY = "client_id"', "Simulator runs and bridges by MQTT client id")
+    )
+    for annotation in events("pipeline"):
+        health = health.annotation(annotation)
+    health = health.with_row(dashboard_builders.Row("Throughput")).with_panel(throughput())
+    health = health.with_panel(
+        stat_panel(
+            "Written, last minute",
+            "Points the bridge wrote to InfluxDB per second, averaged over the last readings.",
+            rate("written", BRIDGE),
+            "suffix: msg/s",
+            (Step(None, "blue"),),
+            calc="mean",
+        )
+    )
+    health = health.with_panel(
+        stat_panel(
+            "Dead letters",
+            "Messages the bridge could not store (bad JSON, wrong types, oversize): written to its dead-letter file, never to InfluxDB.",
+            select("pipeline", 'max("dead_letters") AS "dead_letters"', BRIDGE),
+            "short",
+            (Step(None, "green"), Step(1, "red")),
+        )
+    )
+    health = health.with_panel(
+        stat_panel(
+            "End-to-end lag",
+            "Age of the newest message in the bridge's last write: device timestamp to stored (real-time runs; a replayed scenario's old timestamps show as large lags).",
+            select("pipeline", 'last("lag_ms") AS "lag_ms"', BRIDGE),
+            "ms",
+            LAG_STEPS,
+        )
+    )
+    health = health.with_panel(
+        stat_panel(
+            "Awaiting acknowledgement",
+            "QoS 1 messages the simulator has published and the broker not yet acknowledged.",
+            select("pipeline", 'last("pending") AS "pending"', SIMULATOR),
+            "short",
+            (Step(None, "green"), Step(1000, "orange")),
+        )
+    )
+    health = health.with_row(dashboard_builders.Row("Bridge"))
+    health = health.with_panel(
+        counter_panel(
+            "End-to-end lag over time",
+            "ms",
+            "Device timestamp to InfluxDB write of the newest message of each batch.",
+            select("pipeline", 'mean("lag_ms") AS "lag_ms"', BRIDGE, ("client_id",)),
+            "$tag_client_id",
+        ).thresholds(thresholds(LAG_STEPS))
+    )
+    health = health.with_panel(
+        counter_panel(
+            "Batch size", "short", "Points in the bridge's last InfluxDB write (batches close by size or by time).",
+            select("pipeline", 'mean("batch_size") AS "batch_size"', BRIDGE, ("client_id",)), "$tag_client_id",
+        )  # fmt: skip
+    )
+    health = health.with_panel(
+        counter_panel(
+            "Dead letters and InfluxDB retries", "short",
+            "New dead letters and retried InfluxDB writes (connection errors, 5xx) per interval.",
+            increase("dead_letters", BRIDGE), "dead letters $tag_client_id",
+        ).with_target(InfluxQL("B", increase("retries", BRIDGE)).alias("retries $tag_client_id"))  # fmt: skip
+    )
+    health = health.with_row(dashboard_builders.Row("Simulator"))
+    health = health.with_panel(
+        counter_panel(
+            "Awaiting acknowledgement", "short", "QoS 1 messages published and not yet acknowledged by the broker.",
+            select("pipeline", 'max("pending") AS "pending"', SIMULATOR, ("client_id",)), "$tag_client_id", width=12,
+        )  # fmt: skip
+    )
+    health = health.with_panel(
+        counter_panel(
+            "Broker disconnects", "short", "Times the simulator lost its broker connection (it reconnects with backoff and resends).",
+            increase("disconnects", SIMULATOR), "$tag_client_id", width=12,
+        )  # fmt: skip
+    )
+    return health
