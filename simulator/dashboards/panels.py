@@ -225,12 +225,21 @@ def events_table(title: str, description: str, query: str, width: int = 12, heig
 
 
 def stat_panel(
-    title: str, description: str, query: str, unit: str, steps: tuple[Step, ...], calc: str = "lastNotNull", width: int = 6, height: int = 5, alias: str | None = None
+    title: str,
+    description: str,
+    query: str,
+    unit: str,
+    steps: tuple[Step, ...],
+    calc: str = "lastNotNull",
+    width: int = 6,
+    height: int = 5,
+    alias: str | None = None,
+    interval: str | None = None,
 ) -> stat.Panel:
     target = InfluxQL("A", query)
     if alias is not None:
         target = target.alias(alias)
-    return (
+    panel = (
         stat.Panel()
         .title(title)
         .description(description)
@@ -244,6 +253,7 @@ def stat_panel(
         .graph_mode(common.BigValueGraphMode.AREA)
         .reduce_options(common_builders.ReduceDataOptions().calcs([calc]).values(False))
     )
+    return panel if interval is None else panel.interval(interval)
 
 
 def gauge_bars(

@@ -7,14 +7,13 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.builders import timeseries
 
-from simulator.dashboards.common import board, events, query_variable
-from simulator.dashboards.influxql import InfluxQL
+from simulator.dashboards.common import board, query_variable
+from simulator.dashboards.influxql import Annotation, EventAnnotation, InfluxQL
 from simulator.dashboards.panels import Step, matches, select, stat_panel, thresholds, timeseries_panel
 
 UID = "yangquan-pipeline"
-CLIENTS = (matches("client_id", "client"),)
-SIMULATOR = ('"component" = \'simulator\'', *CLIENTS)
-BRIDGE = ('"component" = \'bridge\'', *CLIENTS)
+SIMULATOR = ('"component" = \'simulator\'', matches("client_id", "simulator"))
+BRIDGE = ('"component" = \'bridge\'', matches("client_id", "bridge"))
 STATS_PERIOD = "5s"  # how often the simulator and the bridge write a `pipeline` point
 LAG_STEPS = (Step(None, "green"), Step(1000, "orange"), Step(5000, "red"))
 
@@ -53,20 +52,27 @@ def build() -> dashboard_builders.Dashboard:
         ["pipeline"],
         time_from="now-1h",
     )
-    health = health.with_variable(
-        query_variable("client", "Client", 'SHOW TAG VALUES FROM "pipeline" WITH KEY = "client_id"', "Simulator runs and bridges by MQTT client id")
-    )
-    for annotation in events("pipeline"):
-        health = health.annotation(annotation)
+    for component in ("simulator", "bridge"):
+        health = health.with_variable(
+            query_variable(
+                component,
+                component.capitalize(),
+                f'SHOW TAG VALUES FROM "pipeline" WITH KEY = "client_id" WHERE "component" = \'{component}\'',
+                f"The {component}'s MQTT client id (one per scenario run or bridge)",
+            )
+        )
+    faults = 'SELECT "text", "kind", "severity" FROM "events" WHERE "domain" = \'pipeline\' AND $timeFilter'
+    health = health.annotation(Annotation(EventAnnotation("Injected faults", faults, "orange")))
     health = health.with_row(dashboard_builders.Row("Throughput")).with_panel(throughput())
     health = health.with_panel(
         stat_panel(
-            "Written, last minute",
-            "Points the bridge wrote to InfluxDB per second, averaged over the last readings.",
+            "Written per second",
+            "Points the bridge wrote to InfluxDB per second, averaged over the time range.",
             rate("written", BRIDGE),
             "suffix: msg/s",
             (Step(None, "blue"),),
             calc="mean",
+            interval=STATS_PERIOD,
         )
     )
     health = health.with_panel(

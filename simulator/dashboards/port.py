@@ -52,15 +52,15 @@ def crane_moves() -> timeseries.Panel:
 
 
 def crane_utilisation() -> timeseries.Panel:
-    """Share of a crane's samples in the interval during which it was moving a container."""
-    moving = 'SELECT count("power_kw") AS "moving" FROM "port_crane" WHERE "status" = \'moving\' AND $timeFilter GROUP BY time($__interval), "crane"'
-    every = 'SELECT count("power_kw") AS "samples" FROM "port_crane" WHERE $timeFilter GROUP BY time($__interval), "crane"'
-    query = f'SELECT sum("moving") / sum("samples") AS "utilisation" FROM ({moving}), ({every}) WHERE $timeFilter GROUP BY time($__interval), "crane" fill(none)'
+    """Share of a crane's status samples that found it moving: each sample counts 1 (moving) or 0 (idle)."""
+    moving = 'SELECT "power_kw" * 0 + 1 AS "moving" FROM "port_crane" WHERE "status" = \'moving\' AND $timeFilter'
+    idle = 'SELECT "power_kw" * 0 AS "moving" FROM "port_crane" WHERE "status" = \'idle\' AND $timeFilter'
+    query = f'SELECT mean("moving") AS "utilisation" FROM ({moving}), ({idle}) WHERE $timeFilter GROUP BY time($__interval), "crane" fill(none)'
     return (
         timeseries_panel(
             "Crane utilisation",
             "percentunit",
-            "Share of each crane's status samples that found it moving a container (samples every cadence, so the resolution is the sensor's).",
+            "Share of each crane's status samples (one per cadence) that found it moving a container.",
             width=8,
         )
         .interval("15m")

@@ -1,0 +1,227 @@
+"""Every query on the boards, run against a real InfluxDB holding what the simulator and the bridge write.
+
+City and port data: the real scenarios (city-day, city-incident, port-day) simulated in dry run and
+turned into line protocol by the bridge's own converter. Pipeline data: a real run through the test
+Mosquitto with the real bridge, which write their `pipeline` counters. Each panel query, each
+annotation and each template variable query is then executed with the variables expanded the way
+Grafana expands them, and must return at least one series with a value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import Pipeline, iotsim
+from simulator import stack
+from simulator.dashboards.build import JSON_DIR
+from simulator.engine import run_scenario
+from simulator.ingest.lineprotocol import to_line
+from simulator.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE = "dashboards"
+# (scenario, duration override): a winter day's first six hours of every city type, the incident
+# morning (traffic incident, gas alarm, cooling fault), and a whole port day (trains, reefer alarms).
+SCENARIOS = [("city-day.yaml", "6h"), ("city-incident.yaml", None), ("port-day.yaml", None)]
+INTERVAL = "5m"  # what Grafana's $__interval is for ~36 h on a 1,000-pixel-wide panel
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time range as Grafana puts it in $timeFilter (epoch ms)."""
+
+    start_ms: int
+    end_ms: int
+
+    def filter(self) -> str:
+        return f"time >= {self.start_ms}ms and time <= {self.end_ms}ms"
+
+
+@dataclass
+class Loaded:
+    url: str
+    simulated: Window
+    wall_clock: Window
+    dead_letters: int
+
+    def query(self, q: str) -> list[dict]:
+        response = requests.get(f"{self.url}/query", params={"db": DATABASE, "q": q, "epoch": "ms"}, timeout=60)
+        response.raise_for_status()
+        result = response.json()["results"][0]
+        assert "error" not in result, f"{result['error']}\n  in: {q}"
+        return result.get("series", [])
+
+
+def simulate_scenarios() -> tuple[Window, list[str]]:
+    """Simulate each scenario and write its messages exactly as the bridge converts them."""
+    lines: list[str] = []
+    starts, ends = [], []
+    for name, duration in SCENARIOS:
+        scenario = load_scenario(ROOT / "scenarios" / name)
+        if duration is not None:
+            scenario = scenario.with_overrides(duration=duration)
+        run_scenario(scenario, lambda topic, payload: lines.append(to_line(topic, payload)[0]))
+        starts.append(int(scenario.start.timestamp() * 1000))
+        ends.append(starts[-1] + int(scenario.duration * 1000))
+    return Window(min(starts), max(ends)), lines
+
+
+@pytest.fixture(scope="module")
+def loaded(broker: stack.Service, influxdb: stack.Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    stack.create_database(influxdb.url, DATABASE)
+    simulated, lines = simulate_scenarios()
+    session = requests.Session()
+    for first in range(0, len(lines), 20_000):
+        body = "\n".join(lines[first : first + 20_000]).encode()
+        response = session.post(f"{influxdb.url}/write", params={"db": DATABASE, "precision": "ms"}, data=body, timeout=120)
+        assert response.status_code == 204, response.text
+    # The pipeline board's data: a real run through the broker and the bridge, long enough (~12 s of
+    # wall time) for both to write several `pipeline` points (every 5 s and at the end), stamped now
+    # like a real-time run, with malformed messages among the good ones (dead letters, fault events).
+    tmp = tmp_path_factory.mktemp("dashboards")
+    pipeline = Pipeline(broker, influxdb, DATABASE, "dash", f"bridge-dash-{time.monotonic_ns()}", tmp)
+    began = int(time.time() * 1000)
+    bridge = pipeline.start_bridge("--exit-when-idle", "3")
+    scenario = pipeline.scenario_file(PIPELINE_RUN.format(start=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    run = iotsim("run", str(scenario), timeout=120)
+    assert run.returncode == 0, run.stderr
+    _, bridge_err = bridge.communicate(timeout=120)
+    assert bridge.returncode == 0, bridge_err
+    dead_letters = len((tmp / "dead-letters.jsonl").read_text().splitlines())
+    yield Loaded(influxdb.url, simulated, Window(began - 60_000, int(time.time() * 1000) + 2 * 3600_000), dead_letters)
+
+
+PIPELINE_RUN = """
+name: dashboards-pipeline
+start: {start}
+duration: 2h
+speed: 600
+fleets:
+  - {{type: air_quality, count: 50, cadence: 5m}}
+faults:
+  - {{kind: malformed, rate: 0.03}}
+"""
+
+
+def boards() -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(JSON_DIR.glob("*.json"))}
+
+
+def regex_value(value: str) -> str:
+    """A single variable value as Grafana writes it into /^$var$/: regex metacharacters escaped."""
+    return re.sub(r"([\\^$.|?*+()\[\]{}/])", r"\\\1", value)
+
+
+def expand(query: str, variables: dict[str, str], window: Window, interval: str) -> str:
+    text = query.replace("$timeFilter", window.filter()).replace("$__interval", interval)
+    for name in sorted(variables, key=len, reverse=True):
+        text = text.replace(f"${name}", variables[name])
+    unexpanded = re.findall(r"\$(?!tag_|col\b)\w+", text)
+    assert not unexpanded, f"unexpanded variables {unexpanded} in {text}"
+    return text
+
+
+def variable_values(loaded: Loaded, board: dict, chosen: dict[str, str]) -> dict[str, list[str]]:
+    """Each variable's values: custom ones from their list, query ones by running the query with the
+    variables before it expanded to `chosen` (Grafana resolves them in order)."""
+    values: dict[str, list[str]] = {}
+    for variable in board["templating"]["list"]:
+        name = variable["name"]
+        if variable["type"] == "custom":
+            values[name] = [item.strip() for item in variable["query"].split(",")]
+        else:
+            q = expand(variable["query"], chosen, loaded.simulated, INTERVAL)
+            values[name] = [row[1] for series in loaded.query(q) for row in series["values"]]
+        assert values[name], f"variable {name} has no values"
+        chosen.setdefault(name, regex_value(values[name][0]))
+    return values
+
+
+def has_values(series: list[dict]) -> bool:
+    return any(any(value is not None for value in row[1:]) for one in series for row in one.get("values", []))
+
+
+def window_for(board_name: str, loaded: Loaded) -> Window:
+    return loaded.wall_clock if board_name == "pipeline" else loaded.simulated
+
+
+def every_district(loaded: Loaded) -> str:
+    """A district every city device type has (a real value of the District variable)."""
+    sets = []
+    for measurement in ("air_quality", "traffic_loop", "mine_gas", "heating_substation", "noise_monitor", "street_light"):
+        sets.append({row[1] for series in loaded.query(f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "district"') for row in series["values"]})
+    common = sorted(set.intersection(*sets))
+    assert common, sets
+    return common[0]
+
+
+def run_board(loaded: Loaded, name: str, board: dict, chosen: dict[str, str]) -> list[str]:
+    """Run every query of the board; the problems, one line each."""
+    problems = []
+    window = window_for(name, loaded)
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            q = expand(target["query"], chosen, window, panel.get("interval") or INTERVAL)
+            if not has_values(loaded.query(q)):
+                problems.append(f"{name}: panel {panel['title']!r} target {target['refId']}: no data from {q}")
+    for annotation in board["annotations"]["list"]:
+        q = expand(annotation["query"], chosen, window, INTERVAL)
+        if not has_values(loaded.query(q)):
+            problems.append(f"{name}: annotation {annotation['name']!r}: no data from {q}")
+    return problems
+
+
+@pytest.mark.parametrize("name", ["city", "port", "pipeline"])
+def test_every_panel_query_returns_data_with_all_selected(loaded: Loaded, name: str) -> None:
+    board = boards()[name]
+    chosen: dict[str, str] = {}
+    for variable in board["templating"]["list"]:
+        if variable.get("includeAll"):
+            chosen[variable["name"]] = variable["allValue"]
+    values = variable_values(loaded, board, chosen)
+    assert all(values.values())
+    problems = run_board(loaded, name, board, chosen)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", ["city", "port", "pipeline"])
+def test_every_panel_query_returns_data_for_one_real_value_of_each_variable(loaded: Loaded, name: str) -> None:
+    board = boards()[name]
+    chosen: dict[str, str] = {}
+    if name == "city":
+        chosen["district"] = regex_value(every_district(loaded))
+    variable_values(loaded, board, chosen)  # the first value of each other variable
+    problems = run_board(loaded, name, board, chosen)
+    assert not problems, "\n".join(problems)
+
+
+def test_device_explorer_shows_each_device_type_of_the_board(loaded: Loaded) -> None:
+    for name in ("city", "port"):
+        board = boards()[name]
+        explorer = next(panel for panel in board["panels"] if panel["type"] == "timeseries" and panel["title"].startswith("Device explorer"))
+        types = next(v for v in board["templating"]["list"] if v["name"] == "device_type")["query"].split(",")
+        for device_type in types:
+            chosen = {"device_type": regex_value(device_type), "district": ".*"}
+            values = variable_values(loaded, board, dict(chosen))
+            chosen["device"] = regex_value(values["device"][0])
+            q = expand(explorer["targets"][0]["query"], chosen, loaded.simulated, INTERVAL)
+            assert has_values(loaded.query(q)), f"{name}: no readings for {device_type}: {q}"
+
+
+
+def test_dead_letters_stat_counts_what_the_bridge_set_aside(loaded: Loaded) -> None:
+    board = boards()["pipeline"]
+    stat = next(panel for panel in board["panels"] if panel["title"] == "Dead letters")
+    q = expand(stat["targets"][0]["query"], {"bridge": ".*"}, loaded.wall_clock, INTERVAL)
+    values = [row[1] for series in loaded.query(q) for row in series["values"] if row[1] is not None]
+    assert loaded.dead_letters > 0
+    assert max(values) == loaded.dead_letters
