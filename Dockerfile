@@ -1,0 +1,28 @@
+# One image for the simulator and the bridge: docker-compose.yml runs `iotsim run ...` and
+# `iotsim bridge ...` from it. Build: docker build -t yangquan-iotsim .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# The package first (pyproject.toml names README.md as its readme), so editing a scenario does not
+# reinstall the dependencies.
+COPY pyproject.toml README.md ./
+COPY simulator ./simulator
+RUN pip install . && iotsim --help >/dev/null
+
+COPY scenarios ./scenarios
+
+# An unprivileged user; /data holds the bridge's dead letters (a named volume in compose) and
+# /app/.iotsim what a run keeps locally.
+RUN useradd --system --home-dir /app --shell /usr/sbin/nologin iotsim \
+    && mkdir -p /data /app/.iotsim \
+    && chown iotsim /data /app/.iotsim
+USER iotsim
+
+ENTRYPOINT ["iotsim"]
+CMD ["--help"]

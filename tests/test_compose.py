@@ -1,0 +1,240 @@
+"""The docker compose stack, checked without Docker: Debian's docker-compose parses and resolves it,
+every file it mounts exists, the provisioning points at the boards, and the commands the images run
+are real `iotsim` commands that work against real servers."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+from ruamel.yaml import YAML
+
+from conftest import IOTSIM, child_env, iotsim
+from simulator import stack
+from simulator.dashboards.build import BOARDS, JSON_DIR
+from simulator.dashboards.influxql import DATASOURCE_UID
+from simulator.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+PROVISIONING = ROOT / "dashboards" / "provisioning"
+DOCKER_COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
+
+
+def load_yaml(text: str) -> dict:
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def resolved(env: dict[str, str] | None = None) -> dict:
+    """`docker-compose config`: the file validated against the compose schema, variables substituted."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("SCENARIO", "SPEED", "GRAFANA_PORT", "MQTT_PORT")}
+    result = subprocess.run(
+        [DOCKER_COMPOSE, "-f", str(COMPOSE), "--project-directory", str(ROOT), "config"],
+        capture_output=True, text=True, timeout=60, env={**environment, **(env or {})},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return load_yaml(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    if not Path(DOCKER_COMPOSE).exists():
+        pytest.fail("docker-compose is not installed; on Debian: sudo apt-get install docker-compose")
+    return resolved()
+
+
+def test_docker_compose_accepts_the_file_with_the_five_services(compose: dict) -> None:
+    assert set(compose["services"]) == {"mosquitto", "influxdb", "grafana", "bridge", "simulator"}
+    assert compose["services"]["mosquitto"]["image"] == "eclipse-mosquitto:2"
+    assert compose["services"]["influxdb"]["image"] == "influxdb:1.11"
+    assert compose["services"]["grafana"]["image"].startswith("grafana/grafana-oss")
+
+
+def test_only_grafana_and_mqtt_reach_the_host(compose: dict) -> None:
+    published = {name: service.get("ports", []) for name, service in compose["services"].items() if service.get("ports")}
+    assert set(published) == {"grafana", "mosquitto"}
+    assert as_ports(published["grafana"]) == [(None, 3000, 3000)]
+    assert as_ports(published["mosquitto"]) == [("127.0.0.1", 1883, 1883)]
+
+
+def as_ports(ports: list) -> list[tuple[str | None, int, int]]:
+    """(host ip, host port, container port) from either syntax docker-compose prints."""
+    parsed = []
+    for port in ports:
+        if isinstance(port, dict):
+            parsed.append((port.get("host_ip"), int(port["published"]), int(port["target"])))
+        else:
+            *host, published, target = str(port).split(":")
+            parsed.append((host[0] if host else None, int(published), int(target)))
+    return parsed
+
+
+def test_every_service_restarts_is_health_checked_or_waits_for_health(compose: dict) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        assert service.get("restart") in ("unless-stopped", "on-failure"), name
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, (name, dependency)
+            assert "healthcheck" in services[dependency], dependency
+    assert set(services["bridge"]["depends_on"]) == {"mosquitto", "influxdb"}
+    assert set(services["simulator"]["depends_on"]) == {"mosquitto", "influxdb", "bridge"}
+    assert set(services["grafana"]["depends_on"]) == {"influxdb"}
+    for name in ("mosquitto", "influxdb", "grafana", "bridge"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+
+
+def test_data_lives_in_named_volumes(compose: dict) -> None:
+    expected = {"mosquitto": "/mosquitto/data", "influxdb": "/var/lib/influxdb", "grafana": "/var/lib/grafana", "bridge": "/data"}
+    for name, target in expected.items():
+        volumes = compose["services"][name]["volumes"]
+        assert any(volume["type"] == "volume" and volume["target"] == target and volume["source"] in compose["volumes"] for volume in as_mounts(volumes)), name
+
+
+def as_mounts(volumes: list) -> list[dict]:
+    """docker-compose 1.29 prints short syntax (SOURCE:TARGET[:MODE]); both forms as dicts."""
+    mounts = []
+    for volume in volumes:
+        if isinstance(volume, dict):
+            mounts.append(volume)
+            continue
+        source, target, *mode = volume.split(":")
+        kind = "bind" if source.startswith("/") or source.startswith(".") else "volume"
+        mounts.append({"type": kind, "source": source, "target": target, "read_only": mode == ["ro"]})
+    return mounts
+
+
+def test_every_mounted_file_exists_and_is_read_only(compose: dict) -> None:
+    binds = [mount for service in compose["services"].values() for mount in as_mounts(service.get("volumes", [])) if mount["type"] == "bind"]
+    assert binds
+    for mount in binds:
+        assert Path(mount["source"]).exists(), mount
+        assert mount["read_only"], mount
+
+
+def test_the_broker_config_compose_mounts_includes_the_shared_settings(compose: dict) -> None:
+    mounts = {mount["target"]: Path(mount["source"]) for mount in as_mounts(compose["services"]["mosquitto"]["volumes"])}
+    config = mounts["/mosquitto/config/mosquitto.conf"].read_text()
+    assert re.search(r"^listener 1883\s*$", config, re.M)
+    assert re.search(r"^persistence_location /mosquitto/data/\s*$", config, re.M)
+    include = re.search(r"^include_dir (\S+)\s*$", config, re.M)
+    assert include is not None and include.group(1) in mounts
+    assert sorted(mounts[include.group(1)].glob("*.conf"))
+
+
+def test_grafana_provisioning_points_at_the_boards_and_the_home_board_exists(compose: dict) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {mount["target"]: Path(mount["source"]) for mount in as_mounts(grafana["volumes"])}
+    assert mounts["/etc/grafana/provisioning"] == PROVISIONING
+    providers = load_yaml((PROVISIONING / "dashboards" / "yangquan.yaml").read_text())["providers"]
+    assert [provider["type"] for provider in providers] == ["file"]
+    in_container = providers[0]["options"]["path"]
+    assert mounts[in_container] == JSON_DIR
+    assert sorted(path.name for path in JSON_DIR.glob("*.json")) == sorted(BOARDS)
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{in_container}/city.json" and (JSON_DIR / "city.json").is_file()
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_the_datasource_matches_compose_the_bridge_and_the_scenario_defaults(compose: dict) -> None:
+    sources = load_yaml((PROVISIONING / "datasources" / "influxdb.yaml").read_text())["datasources"]
+    assert len(sources) == 1
+    source = sources[0]
+    assert source["uid"] == DATASOURCE_UID and source["type"] == "influxdb" and source["jsonData"]["version"] == "InfluxQL"
+    database = source["jsonData"]["dbName"]
+    assert source["url"] == "http://influxdb:8086" and "influxdb" in compose["services"]
+    assert compose["services"]["influxdb"]["environment"]["INFLUXDB_DB"] == database
+    bridge = compose["services"]["bridge"]["command"]
+    assert bridge[bridge.index("--influx") + 1] == source["url"] and bridge[bridge.index("--db") + 1] == database
+    simulator = compose["services"]["simulator"]["command"]
+    assert simulator[simulator.index("--influx") + 1] == source["url"]
+    # The scenario the stack runs writes its counters to the same database.
+    scenario = load_scenario(ROOT / simulator[1])
+    assert scenario.influx.database == database
+
+
+def test_the_default_scenario_runs_in_real_time_and_is_overridable(compose: dict) -> None:
+    command = compose["services"]["simulator"]["command"]
+    assert command[:2] == ["run", "scenarios/yangquan.yaml"] and command[command.index("--speed") + 1] == "1"
+    other = resolved({"SCENARIO": "city-incident.yaml", "SPEED": "60"})["services"]["simulator"]["command"]
+    assert other[1] == "scenarios/city-incident.yaml" and other[other.index("--speed") + 1] == "60"
+    assert (ROOT / other[1]).is_file()
+
+
+def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^RUN pip install \.", dockerfile, re.M)
+    assert re.search(r'^ENTRYPOINT \["iotsim"\]', dockerfile, re.M)
+    copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert (ROOT / source).exists(), source
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for needed in ("simulator", "scenarios", "pyproject.toml", "README.md"):
+        assert needed not in ignored
+
+
+@pytest.mark.parametrize("service", ["bridge", "simulator"])
+def test_the_images_commands_are_iotsim_commands(compose: dict, service: str) -> None:
+    command = compose["services"][service]["command"]
+    help_text = iotsim(command[0], "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    for option in (word for word in command if word.startswith("--")):
+        assert option in help_text.stdout, f"{service}: iotsim {command[0]} has no {option}"
+
+
+def test_the_bridge_and_simulator_commands_move_data_between_real_servers(
+    compose: dict, broker: stack.Service, influxdb: stack.Service, tmp_path: Path
+) -> None:
+    """The compose commands as they are, with the service names pointed at the test's servers."""
+    database = "compose_commands"
+    stack.create_database(influxdb.url, database)
+
+    def localised(command: list[str]) -> list[str]:
+        replaced = []
+        for word in command:
+            word = word.replace("mqtt://mosquitto:1883", broker.url).replace("http://influxdb:8086", influxdb.url)
+            word = word.replace("/data/", f"{tmp_path}/").replace("/tmp/bridge.ready", str(tmp_path / "bridge.ready"))
+            replaced.append("compose-test-bridge" if word == "iotsim-bridge" else word)
+        return replaced
+
+    bridge_command = localised(compose["services"]["bridge"]["command"])
+    bridge_command[bridge_command.index("--db") + 1] = database
+    bridge = subprocess.Popen(
+        [*IOTSIM, *bridge_command, "--exit-when-idle", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+    )
+    try:
+        assert bridge.stderr is not None
+        assert bridge.stderr.readline().startswith("bridge:")
+        assert (tmp_path / "bridge.ready").exists()  # what the compose healthcheck tests
+        scenario = tmp_path / "quickstart.yaml"
+        scenario.write_text((ROOT / "scenarios" / "quickstart.yaml").read_text().replace("database: yangquan", f"database: {database}"))
+        run_command = localised(compose["services"]["simulator"]["command"])
+        run_command[1] = str(scenario)
+        run_command[run_command.index("--speed") + 1] = "afap"
+        run = iotsim(*run_command)
+        assert run.returncode == 0, run.stderr
+        _, errors = bridge.communicate(timeout=120)
+        assert bridge.returncode == 0, errors
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+    generated = 50 * 12  # 50 stations, every 5 minutes, for an hour
+    counts = stack_counts(influxdb.url, database)
+    assert counts["air_quality"] == generated
+    assert counts["pipeline"] >= 2  # the simulator's and the bridge's own counters
+    assert not (tmp_path / "bridge.ready").exists()  # removed when the bridge stops
+
+
+def stack_counts(url: str, database: str) -> dict[str, int]:
+    response = requests.get(f"{url}/query", params={"db": database, "q": "SELECT count(*) FROM /.*/"}, timeout=30)
+    response.raise_for_status()
+    return {
+        series["name"]: max(value for value in series["values"][0][1:] if value is not None)
+        for series in response.json()["results"][0].get("series", [])
+    }
