@@ -69,7 +69,7 @@ def as_ports(ports: list) -> list[tuple[str | None, int, int]]:
         if isinstance(port, dict):
             parsed.append((port.get("host_ip"), int(port["published"]), int(port["target"])))
         else:
-            *host, published, target = str(port).split(":")
+            *host, published, target = str(port).removesuffix("/tcp").split(":")
             parsed.append((host[0] if host else None, int(published), int(target)))
     return parsed
 
