@@ -127,7 +127,7 @@ def test_city_and_port_filter_by_district_type_and_device_and_annotate_events() 
     variables = {name: [variable["name"] for variable in board["templating"]["list"]] for name, board in boards().items()}
     assert variables["city.json"] == ["district", "device_type", "device"]
     assert variables["port.json"] == ["device_type", "device"]
-    assert variables["pipeline.json"] == ["simulator", "bridge"]
+    assert variables["pipeline.json"] == ["simulator", "bridge", "run"]
     for board in boards().values():
         annotations = board["annotations"]["list"]
         assert annotations
@@ -147,7 +147,7 @@ def test_the_boards_show_what_the_issue_asks_for() -> None:
         assert needed in titles["city.json"], needed
     for needed in ("Yard occupancy", "Crane utilisation", "Crane moves per hour", "Gate queue per lane", "Train timeline", "Reefer alarms"):
         assert needed in titles["port.json"], needed
-    for needed in ("published vs written", "End-to-end lag", "Dead letters", "Batch size", "retries"):
+    for needed in ("published vs written", "End-to-end lag", "Dead letters", "Batch size", "retries", "Load: offered vs achieved"):
         assert needed in titles["pipeline.json"], needed
 
 

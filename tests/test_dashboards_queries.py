@@ -97,6 +97,9 @@ def loaded(broker: stack.Service, influxdb: stack.Service, tmp_path_factory: pyt
     _, bridge_err = bridge.communicate(timeout=120)
     assert bridge.returncode == 0, bridge_err
     dead_letters = len((tmp / "dead-letters.jsonl").read_text().splitlines())
+    # A short load experiment: its per-second and summary `loadtest` points.
+    load = iotsim("load", str(pipeline.scenario_file(LOAD_RUN, "load.yaml")), "--out", str(tmp / "load-results"), timeout=180)
+    assert load.returncode == 0, load.stdout + load.stderr
     yield Loaded(influxdb.url, simulated, Window(began - 60_000, int(time.time() * 1000) + 2 * 3600_000), dead_letters)
 
 
@@ -109,6 +112,20 @@ fleets:
   - {{type: air_quality, count: 50, cadence: 5m}}
 faults:
   - {{kind: malformed, rate: 0.03}}
+"""
+
+LOAD_RUN = """
+name: dashboards-load
+seed: 5
+duration: 1m
+fleets:
+  - {type: load_probe, count: 4}
+load:
+  profile: {kind: constant, target: 50, duration: 3s}
+  qos: 1
+  drain: 20s
+  thresholds:
+    - loss == 0
 """
 
 

@@ -1,15 +1,15 @@
 """The Pipeline health board: the simulator's and the bridge's own counters (`pipeline`
-measurement) and load experiments (`loadtest`). Field names: docs/stack.md, "The pipeline measurement".
+measurement) and load experiments (`loadtest`, written by simulator/load/live.py). Field names: docs/stack.md, "The pipeline measurement".
 """
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
-from grafana_foundation_sdk.builders import timeseries
+from grafana_foundation_sdk.builders import table, timeseries
 
 from simulator.dashboards.common import board, query_variable
 from simulator.dashboards.influxql import Annotation, EventAnnotation, InfluxQL
-from simulator.dashboards.panels import Step, matches, select, stat_panel, thresholds, timeseries_panel
+from simulator.dashboards.panels import Step, events_table, matches, select, stat_panel, thresholds, timeseries_panel
 
 UID = "yangquan-pipeline"
 SIMULATOR = ('"component" = \'simulator\'', matches("client_id", "simulator"))
@@ -52,7 +52,7 @@ def build() -> dashboard_builders.Dashboard:
         ["pipeline"],
         time_from="now-1h",
     )
-    for component in ("simulator", "bridge"):
+    for component in ("simulator", "bridge"):  # the run variable (load experiments) follows below
         health = health.with_variable(
             query_variable(
                 component,
@@ -61,6 +61,9 @@ def build() -> dashboard_builders.Dashboard:
                 f"The {component}'s MQTT client id (one per scenario run or bridge)",
             )
         )
+    health = health.with_variable(
+        query_variable("run", "Load run", 'SHOW TAG VALUES FROM "loadtest" WITH KEY = "run"', "Load experiments (`iotsim load`) by results directory name")
+    )
     faults = 'SELECT "text", "kind", "severity" FROM "events" WHERE "domain" = \'pipeline\' AND $timeFilter'
     health = health.annotation(Annotation(EventAnnotation("Injected faults", faults, "orange")))
     health = health.with_row(dashboard_builders.Row("Throughput")).with_panel(throughput())
@@ -138,4 +141,49 @@ def build() -> dashboard_builders.Dashboard:
             increase("disconnects", SIMULATOR), "$tag_client_id", width=12,
         )  # fmt: skip
     )
+    health = health.with_row(dashboard_builders.Row("Load experiments (iotsim load)"))
+    for panel in load_experiments():
+        health = health.with_panel(panel)
     return health
+
+
+LOAD_RUN = ('"phase" = \'interval\'', matches("run", "run"))
+
+
+def load_experiments() -> list[timeseries.Panel | table.Panel]:
+    """The `loadtest` points `iotsim load` writes: one per second of the run, one summary at the end."""
+    rates = select("loadtest", 'mean("offered") AS "offered", mean("published") AS "published", mean("written") AS "written"', LOAD_RUN, ("run",))
+    latency = select(
+        "loadtest",
+        'max("latency_p50_ms") AS "p50", max("latency_p99_ms") AS "p99", max("latency_max_ms") AS "max"',
+        LOAD_RUN,
+        ("run",),
+    )
+    verdicts = (
+        'SELECT "offered_rate", "written_rate", "p99_latency_ms", "loss", "duplicates", "passed" FROM "loadtest" '
+        "WHERE \"phase\" = 'summary' AND $timeFilter GROUP BY \"run\""
+    )
+    return [
+        timeseries_panel(
+            "Load: offered vs achieved",
+            "suffix: msg/s",
+            "Messages per second the profile offered, the workers published and the bridge wrote, second by second.",
+        )
+        .interval("1s")
+        .with_target(InfluxQL("A", rates).alias("$col $tag_run")),
+        timeseries_panel(
+            "Load: end-to-end latency",
+            "ms",
+            "Device timestamp to InfluxDB write, per second of the run: median, 99th percentile and maximum (HDR histograms).",
+        )
+        .interval("1s")
+        .thresholds(thresholds((Step(None, "green"), Step(250, "red"))))
+        .with_target(InfluxQL("A", latency).alias("$col $tag_run")),
+        events_table(
+            "Load: verdicts",
+            "Each experiment's summary: offered and written rates, p99 latency, loss, duplicates and whether every threshold held.",
+            verdicts,
+            width=24,
+            height=6,
+        ),
+    ]
