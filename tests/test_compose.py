@@ -74,7 +74,7 @@ def as_ports(ports: list) -> list[tuple[str | None, int, int]]:
     return parsed
 
 
-def test_every_service_restarts_is_health_checked_or_waits_for_health(compose: dict) -> None:
+def test_every_service_restarts_and_waits_for_what_it_needs_to_be_healthy(compose: dict) -> None:
     services = compose["services"]
     for name, service in services.items():
         assert service.get("restart") in ("unless-stopped", "on-failure"), name
@@ -164,6 +164,12 @@ def test_the_default_scenario_runs_in_real_time_and_is_overridable(compose: dict
     other = resolved({"SCENARIO": "city-incident.yaml", "SPEED": "60"})["services"]["simulator"]["command"]
     assert other[1] == "scenarios/city-incident.yaml" and other[other.index("--speed") + 1] == "60"
     assert (ROOT / other[1]).is_file()
+
+
+def test_bridge_and_simulator_are_one_image_built_from_the_repository(compose: dict) -> None:
+    bridge, simulator = compose["services"]["bridge"], compose["services"]["simulator"]
+    assert bridge["image"] == simulator["image"]
+    assert Path(bridge["build"]["context"]) == ROOT == Path(simulator["build"]["context"])
 
 
 def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
