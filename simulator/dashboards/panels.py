@@ -8,7 +8,7 @@ the provisioned InfluxDB data source and a unit, which tests/test_dashboards.py 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import bargauge, common as common_builders, dashboard as dashboard_builders
 from grafana_foundation_sdk.builders import geomap, stat, statetimeline, table, timeseries
@@ -80,7 +80,7 @@ class Trend:
     thresholds: tuple[Step, ...] = ()
     width: int = 12
     height: int = 8
-    where: tuple[str, ...] = field(default=())
+    where: tuple[str, ...] = ()
 
     def alias(self, name: str) -> str:
         return f"$tag_{self.by}" if len(self.fields) == 1 else f"{name} $tag_{self.by}"
@@ -174,6 +174,7 @@ def station_map(
         .with_transformation(to_numbers)
         .thresholds(thresholds(steps))
         .color_scheme(dashboard_builders.FieldColor().mode(dashboard.FieldColorModeId.THRESHOLDS))
+        # The SDK types lat/lon as int; Grafana takes any number.
         .view(geomap.MapViewConfig().id("coords").lat(centre[0]).lon(centre[1]).zoom(zoom))  # type: ignore[arg-type]
         .basemap(common_builders.MapLayerOptions().type("default").name("Basemap"))
         .layers([layer])
