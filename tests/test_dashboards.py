@@ -23,7 +23,7 @@ from simulator.dashboards.build import BOARDS, JSON_DIR, render_all
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_UNITS = {value for name, value in vars(units).items() if not name.startswith("_") and isinstance(value, str)}
-INFLUX_ANNOTATION_KEYS = {"query", "textColumn", "tagsColumn"}
+INFLUX_ANNOTATION_KEYS = {"refId", "fromAnnotations", "queryType", "rawQuery", "query", "textColumn", "tagsColumn"}
 
 
 IOTSIM_DASHBOARDS = [IOTSIM[0], "-m", "simulator.dashboards.cli"]  # `iotsim dashboards` once registered
@@ -75,11 +75,11 @@ def test_the_json_reads_back_through_the_sdk_models_unchanged(name: str) -> None
     model = Dashboard.from_json(data)
     again = json.loads(json.dumps(model, cls=JSONEncoder))
     for annotation in data["annotations"]["list"]:
-        assert INFLUX_ANNOTATION_KEYS <= set(annotation)
+        assert INFLUX_ANNOTATION_KEYS <= set(annotation["target"])
     expected = json.loads(json.dumps(data))
     for annotation in expected["annotations"]["list"]:
         for key in INFLUX_ANNOTATION_KEYS:
-            del annotation[key]
+            del annotation["target"][key]
     assert again == expected
     targets = [target for panel in model.panels or [] for target in getattr(panel, "targets", None) or []]
     assert targets and all(isinstance(target, influxql.InfluxQLQuery) for target in targets)
@@ -132,7 +132,9 @@ def test_city_and_port_filter_by_district_type_and_device_and_annotate_events() 
         annotations = board["annotations"]["list"]
         assert annotations
         for annotation in annotations:
-            assert 'FROM "events"' in annotation["query"] and annotation["textColumn"] == "text"
+            target = annotation["target"]
+            assert annotation["datasource"]["uid"] == influxql.DATASOURCE_UID
+            assert 'FROM "events"' in target["query"] and "$timeFilter" in target["query"] and target["textColumn"] == "text"
     city = boards()["city.json"]
     filtered = [panel["title"] for panel in panels(city) if not all("$district" in target["query"] for target in panel["targets"])]
     assert all(title.startswith("Data centre") for title in filtered), filtered  # one campus, in one district

@@ -191,7 +191,7 @@ def run_board(loaded: Loaded, name: str, board: dict, chosen: dict[str, str]) ->
             if not has_values(loaded.query(q)):
                 problems.append(f"{name}: panel {panel['title']!r} target {target['refId']}: no data from {q}")
     for annotation in board["annotations"]["list"]:
-        q = expand(annotation["query"], chosen, window, INTERVAL)
+        q = expand(annotation["target"]["query"], chosen, window, INTERVAL)
         if not has_values(loaded.query(q)):
             problems.append(f"{name}: annotation {annotation['name']!r}: no data from {q}")
     return problems

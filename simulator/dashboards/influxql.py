@@ -2,8 +2,10 @@
 
 `InfluxQLQuery` is the JSON Grafana's InfluxDB data source (InfluxQL mode) saves for a raw query;
 it is registered with the SDK's runtime so `Dashboard.from_json` reads our panels' targets back
-as this class. `EventAnnotation` is an annotation in the layout Grafana's InfluxDB plug-in reads
-(`query`, `textColumn`, `tagsColumn` beside the name; Grafana moves them into `target` on load).
+as this class. `EventAnnotation` is an annotation as Grafana's InfluxDB plug-in saves one: its
+`target` holds the InfluxQL query and which columns are the text and the tags (the plug-in's
+`prepareAnnotation` keeps a target that has a `query`; the SDK's generic annotation target only
+models the Grafana data source's fields, so these are added here).
 """
 
 from __future__ import annotations
@@ -86,15 +88,23 @@ class EventAnnotation(dashboard.AnnotationQuery):
 
     def __init__(self, name: str, query: str, icon_color: str, text_column: str = "text", tags_column: str = "kind,severity") -> None:
         super().__init__(name=name, datasource=DATASOURCE, enable=True, icon_color=icon_color)
+        self.target = dashboard.AnnotationTarget(limit=100, match_any=False, tags=[], type_val="tags")
         self.query = query
         self.text_column = text_column
         self.tags_column = tags_column
 
     def to_json(self) -> dict[str, object]:
         payload = super().to_json()
-        payload["query"] = self.query
-        payload["textColumn"] = self.text_column
-        payload["tagsColumn"] = self.tags_column
+        payload["target"] = {
+            **self.target.to_json(),
+            "refId": "Anno",
+            "fromAnnotations": True,
+            "queryType": "tags",
+            "rawQuery": True,
+            "query": self.query,
+            "textColumn": self.text_column,
+            "tagsColumn": self.tags_column,
+        }
         return payload
 
 
