@@ -6,8 +6,7 @@ from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.models import dashboard
 
-from simulator.dashboards.influxql import DATASOURCE, Annotation, EventAnnotation
-from simulator.dashboards.influxql import InfluxQL
+from simulator.dashboards.influxql import DATASOURCE, Annotation, EventAnnotation, InfluxQL
 from simulator.dashboards.panels import legend_table, matches
 
 REFRESH = "10s"

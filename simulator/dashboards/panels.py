@@ -86,18 +86,7 @@ class Trend:
         return f"$tag_{self.by}" if len(self.fields) == 1 else f"{name} $tag_{self.by}"
 
     def panel(self, where: tuple[str, ...] = ()) -> timeseries.Panel:
-        panel = (
-            timeseries.Panel()
-            .title(self.title)
-            .description(self.description)
-            .datasource(DATASOURCE)
-            .unit(self.unit)
-            .span(self.width)
-            .height(self.height)
-            .line_width(1)
-            .fill_opacity(0)
-            .legend(legend_table())
-        )
+        panel = timeseries_panel(self.title, self.unit, self.description, self.width, self.height)
         for index, name in enumerate(self.fields):
             query = select(self.measurement, f'{self.aggregate}("{name}") AS "{name}"', (*where, *self.where), (self.by,))
             panel = panel.with_target(InfluxQL(chr(ord("A") + index), query).alias(self.alias(name)))
