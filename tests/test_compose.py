@@ -85,7 +85,9 @@ def test_every_service_restarts_and_waits_for_what_it_needs_to_be_healthy(compos
     assert set(services["simulator"]["depends_on"]) == {"mosquitto", "influxdb", "bridge"}
     assert set(services["grafana"]["depends_on"]) == {"influxdb"}
     for name in ("mosquitto", "influxdb", "grafana", "bridge"):
-        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+        assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+    database = services["influxdb"]["environment"]["INFLUXDB_DB"]
+    assert f'"{database}"' in services["influxdb"]["healthcheck"]["test"][1]  # healthy = the database exists
 
 
 def test_data_lives_in_named_volumes(compose: dict) -> None:
@@ -244,3 +246,29 @@ def stack_counts(url: str, database: str) -> dict[str, int]:
         series["name"]: max(value for value in series["values"][0][1:] if value is not None)
         for series in response.json()["results"][0].get("series", [])
     }
+
+
+def healthcheck_command(check: list[str], port: int) -> list[str]:
+    """A compose healthcheck as a local command, its container port replaced by the test server's."""
+    kind, *command = check
+    # `docker-compose config` prints `$$` (compose's escape for a literal `$`) as written.
+    command = [part.replace("$$", "$").replace("127.0.0.1:8086", f"127.0.0.1:{port}") for part in command]
+    if kind == "CMD-SHELL":
+        return ["sh", "-c", command[0]]
+    return [str(port) if part in ("1883", "8086") else part for part in command]
+
+
+def test_the_broker_healthcheck_passes_against_a_running_mosquitto(compose: dict, broker: stack.Service) -> None:
+    check = healthcheck_command(compose["services"]["mosquitto"]["healthcheck"]["test"], broker.port)
+    assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+
+
+def test_the_influxdb_healthcheck_waits_for_the_database(compose: dict, tmp_path: Path) -> None:
+    influxdb = stack.start_influxdb(tmp_path, stack.free_port(), database=None)
+    try:
+        check = healthcheck_command(compose["services"]["influxdb"]["healthcheck"]["test"], influxdb.port)
+        assert subprocess.run(check, capture_output=True, timeout=30).returncode != 0  # up, but no database yet
+        stack.create_database(influxdb.url, compose["services"]["influxdb"]["environment"]["INFLUXDB_DB"])
+        assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+    finally:
+        influxdb.stop()
