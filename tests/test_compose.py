@@ -272,3 +272,52 @@ def test_the_influxdb_healthcheck_waits_for_the_database(compose: dict, tmp_path
         assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
     finally:
         influxdb.stop()
+
+
+def build_context(destination: Path) -> Path:
+    """The files `docker build .` sends: the repository minus .dockerignore's patterns (plain names,
+    `**/name` and `*.ext`, the forms the file uses)."""
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+    def ignored(relative: Path) -> bool:
+        for pattern in patterns:
+            name = pattern.removeprefix("**/")
+            if relative.match(name) or any(Path(*relative.parts[: index + 1]).match(pattern) for index in range(len(relative.parts))):
+                return True
+            if pattern.startswith("**/") and any(part == name for part in relative.parts):
+                return True
+        return False
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        relative = Path(name)
+        if not ignored(relative) and (ROOT / relative).is_file():
+            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / relative, destination / relative)
+    return destination
+
+
+def test_the_build_context_makes_an_installable_iotsim(tmp_path: Path) -> None:
+    """What the Dockerfile's `pip install .` does, from the files the build context holds (offline:
+    the dependencies come from this environment, the package only from the context)."""
+    context = build_context(tmp_path / "context")
+    assert not (context / "tests").exists() and not (context / ".venv").exists()
+    assert (context / "simulator" / "schemas" / "telemetry.schema.json").is_file()
+    wheel = subprocess.run(
+        [IOTSIM[0], "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheels"), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert wheel.returncode == 0, wheel.stderr
+    [built] = list((tmp_path / "wheels").glob("*.whl"))
+    install = subprocess.run(
+        [IOTSIM[0], "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(built)], capture_output=True, text=True, timeout=300
+    )
+    assert install.returncode == 0, install.stderr
+    # Run from the context's directory as the image does (WORKDIR /app), importing the installed copy
+    # as the `iotsim` script would (-P: the working directory is not put on sys.path).
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"PYTHONPATH": str(tmp_path / "site")}
+    located = subprocess.run([IOTSIM[0], "-P", "-c", "import simulator; print(simulator.__file__)"], cwd=context, capture_output=True, text=True, env=env)
+    assert located.stdout.startswith(str(tmp_path / "site")), located
+    for command in (["--help"], ["validate", "scenarios/yangquan.yaml"], ["bridge", "--help"], ["run", "--help"]):
+        result = subprocess.run([IOTSIM[0], "-P", "-m", "simulator.cli", *command], cwd=context, capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, (command, result.stderr)
