@@ -62,7 +62,7 @@ class Loaded:
 
 
 def simulate_scenarios() -> tuple[Window, list[str]]:
-    """Simulate each scenario and write its messages exactly as the bridge converts them."""
+    """Each scenario's time span and its messages as line protocol, converted by the bridge's own code."""
     lines: list[str] = []
     starts, ends = [], []
     for name, duration in SCENARIOS:
@@ -100,6 +100,7 @@ def loaded(broker: stack.Service, influxdb: stack.Service, tmp_path_factory: pyt
     # A short load experiment: its per-second and summary `loadtest` points.
     load = iotsim("load", str(pipeline.scenario_file(LOAD_RUN, "load.yaml")), "--out", str(tmp / "load-results"), timeout=180)
     assert load.returncode == 0, load.stdout + load.stderr
+    # The run's device data and fault events are stamped start + simulated time: up to 2 h from now.
     yield Loaded(influxdb.url, simulated, Window(began - 60_000, int(time.time() * 1000) + 2 * 3600_000), dead_letters)
 
 
