@@ -5,7 +5,7 @@ the same payloads the simulator generates: what the broker and the loopback can 
 Measured: dry-run generation (SimPy world → JSON lines file), publishing (simulator → broker at
 QoS 1, until every PUBACK), and end to end (simulator → broker → bridge → InfluxDB, until every
 point is stored, checked for zero loss by exact counts and per-device seq).
-A reading is one sensor value; an air-quality message carries 6.
+A reading is one value; an air-quality message carries 10 (six pollutants and the AQI's four).
 
     .venv/bin/python benchmarks/pipeline.py [--stations 5000] [--hours 1]
 """
@@ -30,7 +30,7 @@ from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import MqttPublisher
 
-READINGS_PER_MESSAGE = 6
+READINGS_PER_MESSAGE = 10  # pm25 pm10 so2 no2 co o3 aqi aqi_level aqi_category primary_pollutant
 IOTSIM = [sys.executable, "-m", "simulator.cli"]
 console = Console(width=160)
 

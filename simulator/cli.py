@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 import signal
 import sys
 from pathlib import Path
@@ -17,11 +18,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator import stack
+from simulator.dashboards.cli import dashboards_app
 from simulator.engine import RunResult, run_scenario
 from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
-from simulator.scenario import Scenario, ScenarioError, load_scenario
+from simulator.scenario import YANGQUAN_TZ, Scenario, ScenarioError, load_scenario
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher
 from simulator.transport.stats import PublisherStats
@@ -31,6 +33,7 @@ from simulator.load.cli import load as load_command
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local Mosquitto + InfluxDB.")
 app.add_typer(stack_app, name="stack")
+app.add_typer(dashboards_app, name="dashboards")
 app.command(name="load")(load_command)
 
 out = Console(soft_wrap=True)
@@ -74,6 +77,7 @@ def run(
     duration: Annotated[Optional[str], typer.Option(help="override the scenario's duration, e.g. 10m, 2h, 30d")] = None,
     speed: Annotated[Optional[str], typer.Option(help="override the speed: 'afap' or N (N x real time)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="override the scenario's seed")] = None,
+    start: Annotated[Optional[str], typer.Option(help="override the start: ISO time, or 'now' (Yangquan time, whole second) for live dashboards")] = None,
     mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://host:port")] = None,
     qos: Annotated[Optional[int], typer.Option(help="override the QoS (0 or 1)")] = None,
     influx: Annotated[Optional[str], typer.Option("--influx", help="override where the run's own counters go (`pipeline` measurement)")] = None,
@@ -86,7 +90,7 @@ def run(
     scenario = load_or_exit(file)
     try:
         scenario = scenario.with_overrides(
-            duration=duration, speed=_speed(speed), seed=seed, **{"mqtt.url": mqtt, "mqtt.qos": qos, "influx.url": influx}
+            duration=duration, speed=_speed(speed), seed=seed, start=_start(start), **{"mqtt.url": mqtt, "mqtt.qos": qos, "influx.url": influx}
         )
     except ValidationError as error:
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
@@ -95,6 +99,12 @@ def run(
         run_dry(scenario, output or Path(".iotsim") / f"{file.stem}.jsonl")
     else:
         run_published(scenario, drain_timeout, StackControl(state_dir))
+
+
+def _start(text: str | None) -> str | None:
+    if text == "now":
+        return datetime.now(YANGQUAN_TZ).replace(microsecond=0).isoformat()
+    return text
 
 
 def _speed(text: str | None) -> str | float | None:
@@ -131,7 +141,8 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     try:
         publisher.start()
     except BrokerUnreachable as error:
-        fail(f"{error}; start one with `iotsim stack up` or pass --mqtt")
+        hint = "check mqtt.username and MQTT_PASSWORD" if "refused" in str(error) else "start one with `iotsim stack up` or pass --mqtt"
+        fail(f"{error}; {hint}")
     stats = PublisherStats(publisher, scenario.influx.url, scenario.influx.database, client_id, warn=err.print)
     stats.start()
     interrupted = False
