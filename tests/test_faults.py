@@ -88,6 +88,8 @@ def test_every_fault_survived_with_nothing_lost_or_doubled(pipeline: Pipeline, t
     finally:
         if (state / "bridge.pid").exists():
             stack.stop_pid(json.loads((state / "bridge.pid").read_text())["pid"])
+        # The injector restarted both servers: stop them by the PID files it left, not the first PIDs.
+        stack.stack_down(state)
         broker.stop()
         influx.stop()
 
