@@ -76,7 +76,7 @@ def c_client_baseline(broker: stack.Service, dataset: Path, work: Path) -> tuple
 
 
 def publish(spec: Scenario) -> tuple[int, float]:
-    publisher = MqttPublisher(spec.mqtt.url, "bench-pub", qos=1, max_inflight=spec.mqtt.max_inflight, max_queued=spec.mqtt.max_queued)
+    publisher = MqttPublisher.from_settings(spec.mqtt, "bench-pub", qos=1)
     publisher.start()
     started = time.perf_counter()
     run_scenario(spec, publisher)

@@ -130,14 +130,7 @@ def run_dry(scenario: Scenario, output: Path) -> None:
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
     settings = scenario.mqtt
     client_id = f"{settings.client_id_prefix}-{scenario.name}"[:64]
-    publisher = MqttPublisher(
-        settings.url,
-        client_id=client_id,
-        qos=settings.qos,
-        max_inflight=settings.max_inflight,
-        max_queued=settings.max_queued,
-        credentials=Credentials(settings.username, os.environ.get("MQTT_PASSWORD"), settings.ca_file),
-    )
+    publisher = MqttPublisher.from_settings(settings, client_id)
     try:
         publisher.start()
     except BrokerUnreachable as error:

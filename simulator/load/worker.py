@@ -36,7 +36,7 @@ from simulator.load.shard import SHARD_KEY, Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.telemetry import Telemetry
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher
+from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher
 from simulator.world import World
 
 DRAIN_TIMEOUT = 120.0
@@ -63,20 +63,16 @@ class InstrumentedPublisher(MqttPublisher):
         self.sent_ns: dict[int, int] = {}
         self.early_ns: dict[int, int] = {}  # acknowledged before publish() returned its mid
 
-    def __call__(self, topic: str, payload: bytes) -> None:
+    def __call__(self, topic: str, payload: bytes) -> int:
         started = time.perf_counter_ns()
-        if self.published - self.acknowledged >= self.max_queued:
-            with self._progress:
-                while self.published - self.acknowledged >= self.max_queued:
-                    self._progress.wait(1.0)
-        info = self.client.publish(topic, payload, self.qos)
-        self.published += 1
+        mid = super().__call__(topic, payload)
         with self.times_lock:
-            acknowledged = self.early_ns.pop(info.mid, None)
+            acknowledged = self.early_ns.pop(mid, None)
             if acknowledged is None:
-                self.sent_ns[info.mid] = started
+                self.sent_ns[mid] = started
         if acknowledged is not None:
             self.latency.record_us((acknowledged - started) // 1000)
+        return mid
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
         now = time.perf_counter_ns()
@@ -144,13 +140,8 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
 
 def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
     settings = scenario.mqtt
-    publisher = InstrumentedPublisher(
-        settings.url,
-        client_id=f"{settings.client_id_prefix}-load-w{shard.index}-{os.getpid()}"[:64],
-        qos=qos,
-        max_inflight=settings.max_inflight,
-        max_queued=settings.max_queued,
-        credentials=Credentials(settings.username, os.environ.get("MQTT_PASSWORD"), settings.ca_file),
+    publisher = InstrumentedPublisher.from_settings(
+        settings, client_id=f"{settings.client_id_prefix}-load-w{shard.index}-{os.getpid()}"[:64], qos=qos
     )
     try:
         publisher.start()

@@ -8,13 +8,18 @@ by `max_queued`: past it, `__call__` blocks, which pauses the simulation rather 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+if TYPE_CHECKING:
+    from simulator.scenario import MqttSettings
 
 
 class BrokerUnreachable(Exception):
@@ -85,6 +90,18 @@ class MqttPublisher:
         self.client.on_publish = self._on_publish
         credentials.apply(self.client, self.address)
 
+    @classmethod
+    def from_settings(cls, settings: MqttSettings, client_id: str, qos: int | None = None) -> Self:
+        """A publisher as a scenario's `mqtt:` section describes it (the password from MQTT_PASSWORD)."""
+        return cls(
+            settings.url,
+            client_id=client_id,
+            qos=settings.qos if qos is None else qos,
+            max_inflight=settings.max_inflight,
+            max_queued=settings.max_queued,
+            credentials=Credentials(settings.username, os.environ.get("MQTT_PASSWORD"), settings.ca_file),
+        )
+
     def start(self, timeout: float = 15.0) -> None:
         self.client.connect_async(self.address.host, self.address.port, keepalive=30)
         self.client.loop_start()
@@ -94,13 +111,15 @@ class MqttPublisher:
                 raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s)")
 
-    def __call__(self, topic: str, payload: bytes) -> None:
+    def __call__(self, topic: str, payload: bytes) -> int:
+        """Publish once fewer than `max_queued` messages wait; return paho's message id."""
         if self.published - self.acknowledged >= self.max_queued:
             with self._progress:
                 while self.published - self.acknowledged >= self.max_queued:
                     self._progress.wait(1.0)
-        self.client.publish(topic, payload, self.qos)
+        info = self.client.publish(topic, payload, self.qos)
         self.published += 1
+        return info.mid
 
     def drain(self, timeout: float) -> bool:
         """Wait until every published message is acknowledged; False if `timeout` passed first."""
