@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
@@ -57,6 +58,19 @@ class Credentials:
             client.tls_set(ca_certs=self.ca_file)  # None: the system's trusted CAs
 
 
+def password_from_environment() -> str | None:
+    """MQTT_PASSWORD, or else the contents of the file MQTT_PASSWORD_FILE names (Docker secrets style)."""
+    if "MQTT_PASSWORD" in os.environ:
+        return os.environ["MQTT_PASSWORD"]
+    path = os.environ.get("MQTT_PASSWORD_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise BrokerUnreachable(f"MQTT_PASSWORD_FILE {path}: cannot read it ({error.strerror})") from None
+
+
 def refusal(reason: object) -> str | None:
     """The broker's reason for refusing a connection, or None if it accepted."""
     return str(reason) if getattr(reason, "is_failure", False) else None
@@ -92,14 +106,14 @@ class MqttPublisher:
 
     @classmethod
     def from_settings(cls, settings: MqttSettings, client_id: str, qos: int | None = None) -> Self:
-        """A publisher as a scenario's `mqtt:` section describes it (the password from MQTT_PASSWORD)."""
+        """A publisher as a scenario's `mqtt:` section describes it (the password from the environment)."""
         return cls(
             settings.url,
             client_id=client_id,
             qos=settings.qos if qos is None else qos,
             max_inflight=settings.max_inflight,
             max_queued=settings.max_queued,
-            credentials=Credentials(settings.username, os.environ.get("MQTT_PASSWORD"), settings.ca_file),
+            credentials=Credentials(settings.username, password_from_environment(), settings.ca_file),
         )
 
     def start(self, timeout: float = 15.0) -> None:
