@@ -17,12 +17,10 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
-from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import Annotated, BinaryIO, Literal, Union
+from typing import Annotated, Literal, Union
 
 import orjson
 import simpy
@@ -31,6 +29,7 @@ from pydantic import BeforeValidator, Field
 from simulator import stack
 from simulator.fleet import Duration, StrictModel
 from simulator.telemetry import Sink
+from simulator.transport.outbox import Outbox
 from simulator.units import parse_duration
 from simulator.world import World
 
@@ -92,41 +91,6 @@ Fault = Annotated[
     Union[Partition, Malformed, Duplicates, ClockSkew, BrokerOutage, InfluxOutage, BridgeCrash], Field(discriminator="kind")
 ]
 PROCESS_FAULTS = ("broker_outage", "influx_outage", "bridge_crash")
-
-
-class Outbox:
-    """Messages held while a fleet is cut off: in memory up to a bound, then in a file, in order."""
-
-    def __init__(self, memory_bound: int) -> None:
-        self.memory_bound = memory_bound
-        self.memory: deque[tuple[str, bytes]] = deque()
-        self.spill: BinaryIO | None = None
-        self.spilled = 0
-
-    def put(self, topic: str, payload: bytes) -> None:
-        if self.spill is None and len(self.memory) < self.memory_bound:
-            self.memory.append((topic, payload))
-            return
-        if self.spill is None:
-            self.spill = tempfile.TemporaryFile(prefix="iotsim-outbox-")
-        self.spill.write(orjson.dumps([topic, payload.decode()]) + b"\n")
-        self.spilled += 1
-
-    def drain(self) -> Iterator[tuple[str, bytes]]:
-        """Everything held, oldest first (memory holds the oldest: spilling starts when it is full)."""
-        while self.memory:
-            yield self.memory.popleft()
-        if self.spill is not None:
-            self.spill.seek(0)
-            for line in self.spill:
-                topic, payload = orjson.loads(line)
-                yield topic, payload.encode()
-            self.spill.close()
-            self.spill = None
-            self.spilled = 0
-
-    def __len__(self) -> int:
-        return len(self.memory) + self.spilled
 
 
 class FaultySink:

@@ -9,11 +9,9 @@ import time
 from pathlib import Path
 
 import orjson
-import pytest
 
 from conftest import IOTSIM, Pipeline, child_env, iotsim
 from simulator import stack
-from simulator.faults import Outbox
 
 STATIONS, SKEWED, MINUTES = 40, 10, 40
 FAULTS = f"""
@@ -112,18 +110,6 @@ def test_clock_skew_shifts_only_that_fleet_and_partition_keeps_order(tmp_path: P
     for device in {key[0] for key in before}:
         seqs = [m["payload"]["seq"] for m in streams["faulty"] if m["payload"]["device_id"] == device]
         assert seqs == sorted(seqs)
-
-
-@pytest.mark.parametrize("bound", [0, 3, 100])
-def test_outbox_spills_to_disk_past_its_memory_bound_and_keeps_order(bound: int) -> None:
-    outbox = Outbox(memory_bound=bound)
-    messages = [(f"t/{n}", orjson.dumps({"n": n, "text": "ü,\n"})) for n in range(20)]
-    for topic, payload in messages:
-        outbox.put(topic, payload)
-    assert len(outbox) == 20
-    assert len(outbox.memory) == min(bound, 20) and outbox.spilled == 20 - min(bound, 20)
-    assert list(outbox.drain()) == messages
-    assert len(outbox) == 0
 
 
 def test_process_faults_need_a_numeric_speed(tmp_path: Path) -> None:
