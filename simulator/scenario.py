@@ -39,6 +39,11 @@ class MqttSettings(StrictModel):
     # window of ~100 publishes 2-4x faster than 1000 or more on loopback.
     max_inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged QoS 1 messages on the wire")
     max_queued: int = Field(default=1000, ge=1, description="messages not yet acknowledged before the simulation is paused")
+    buffer_in_memory: int = Field(default=10_000, ge=0, description="messages held in memory while the broker is unreachable")
+    buffer_limit: int = Field(
+        default=1_000_000, ge=1, description="messages held in all (past buffer_in_memory, on disk) before the simulation pauses"
+    )
+    buffer_dir: str | None = Field(default=None, description="where held messages spill to disk; default: the system's temporary directory")
     username: str | None = Field(default=None, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
     ca_file: str | None = Field(default=None, description="CA certificate for an mqtts:// broker; default: the system's CAs")
 

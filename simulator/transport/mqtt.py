@@ -1,9 +1,12 @@
 """Publishing a run's messages to an MQTT broker with paho-mqtt 2.x.
 
-paho's network loop runs in its own thread and reconnects with exponential backoff; messages
-published while the connection is down wait in paho's queue and go out after reconnecting. The
-number of messages not yet acknowledged (QoS 1) or not yet written to the socket (QoS 0) is bounded
-by `max_queued`: past it, `__call__` blocks, which pauses the simulation rather than growing memory.
+paho's network loop runs in its own thread and reconnects with exponential backoff. Two bounds keep
+memory flat: at most `max_queued` messages handed to paho and not yet acknowledged (QoS 1) or not yet
+written to the socket (QoS 0); past it, `__call__` waits. While the broker is unreachable, new
+messages wait in an outbox instead (in memory up to `buffer_in_memory`, then in a temporary file),
+and go out in order once the connection is back; past `buffer_limit` held messages, `__call__` waits
+for the broker, which pauses the simulation rather than losing anything. What paho already had in
+flight when the connection dropped, it sends again itself after reconnecting.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     from simulator.scenario import MqttSettings
@@ -76,6 +81,32 @@ def refusal(reason: object) -> str | None:
     return str(reason) if getattr(reason, "is_failure", False) else None
 
 
+@dataclass
+class Outage:
+    """One loss of the broker connection, in monotonic seconds, for the recovery figures."""
+
+    lost_at: float
+    back_at: float | None = None  # connected again
+    caught_up_at: float | None = None  # everything held meanwhile handed to paho again
+    held: int = 0
+
+    @property
+    def reconnect_s(self) -> float | None:
+        return None if self.back_at is None else self.back_at - self.lost_at
+
+    @property
+    def catch_up_s(self) -> float | None:
+        return None if self.caught_up_at is None or self.back_at is None else self.caught_up_at - self.back_at
+
+    def describe(self) -> str:
+        if self.reconnect_s is None:
+            return f"lost the broker and it was not back by the end; {self.held} messages held"
+        text = f"lost the broker for {self.reconnect_s:.1f} s; {self.held} messages held meanwhile"
+        if self.held and self.catch_up_s is not None:
+            text += f", all handed over again {self.catch_up_s:.2f} s after reconnecting"
+        return text
+
+
 class MqttPublisher:
     def __init__(
         self,
@@ -85,19 +116,27 @@ class MqttPublisher:
         max_inflight: int = 100,
         max_queued: int = 1000,
         credentials: Credentials = Credentials(),
+        buffer_in_memory: int = 10_000,
+        buffer_limit: int = 1_000_000,
+        buffer_dir: str | None = None,
     ) -> None:
         self.address = BrokerAddress.from_url(url)
         self.refused: str | None = None
         self.qos = qos
         self.max_queued = max_queued
+        self.buffer_limit = buffer_limit
+        self.outbox = Outbox(buffer_in_memory, buffer_dir)
+        self.outages: list[Outage] = []
         self.published = 0
         self.acknowledged = 0
         self.disconnects = 0
+        self.stopping = False
         self._progress = threading.Condition()
-        self._connected = threading.Event()
+        self._answered = threading.Event()  # the broker accepted or refused the first connection
+        self.online = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         self.client.max_inflight_messages_set(max_inflight)
-        self.client.max_queued_messages_set(0)  # our own bound applies, before paho's queue
+        self.client.max_queued_messages_set(0)  # our own bounds apply, before paho's queue
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -114,32 +153,46 @@ class MqttPublisher:
             max_inflight=settings.max_inflight,
             max_queued=settings.max_queued,
             credentials=Credentials(settings.username, password_from_environment(), settings.ca_file),
+            buffer_in_memory=settings.buffer_in_memory,
+            buffer_limit=settings.buffer_limit,
+            buffer_dir=settings.buffer_dir,
         )
 
     def start(self, timeout: float = 15.0) -> None:
         self.client.connect_async(self.address.host, self.address.port, keepalive=30)
         self.client.loop_start()
-        if not self._connected.wait(timeout) or self.refused:
+        if not self._answered.wait(timeout) or self.refused:
             self.client.loop_stop()
             if self.refused:
                 raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s)")
 
-    def __call__(self, topic: str, payload: bytes) -> int:
-        """Publish once fewer than `max_queued` messages wait; return paho's message id."""
-        if self.published - self.acknowledged >= self.max_queued:
-            with self._progress:
-                while self.published - self.acknowledged >= self.max_queued:
-                    self._progress.wait(1.0)
+    def __call__(self, topic: str, payload: bytes) -> None:
+        """Publish, or hold the message in the outbox while the broker is unreachable."""
+        if self.outbox or not self.online.is_set():
+            self._send_held()
+            if self.outbox or not self.online.is_set():
+                self._hold(topic, payload)
+                return
+        if self._wait_for_room():
+            self._publish(topic, payload)
+        else:
+            self._hold(topic, payload)  # the connection dropped while we waited
+
+    def _publish(self, topic: str, payload: bytes) -> int:
+        """Hand one message to paho; every message goes out through here."""
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1
         return info.mid
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every published message is acknowledged; False if `timeout` passed first."""
+        """Send everything held and wait until all is acknowledged; False if `timeout` passed first."""
         deadline = time.monotonic() + timeout
+        while self.outbox and time.monotonic() < deadline:
+            self.online.wait(min(1.0, max(deadline - time.monotonic(), 0.0)))
+            self._send_held()
         with self._progress:
-            while self.acknowledged < self.published:
+            while self.acknowledged < self.published or self.outbox:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -147,19 +200,69 @@ class MqttPublisher:
         return True
 
     def stop(self) -> None:
+        self.stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
     @property
     def pending(self) -> int:
+        """Handed to paho and not yet acknowledged."""
         return self.published - self.acknowledged
+
+    @property
+    def buffered(self) -> int:
+        """Held in the outbox while the broker was unreachable."""
+        return len(self.outbox)
+
+    # --- holding messages while the broker is unreachable (the caller's thread only) ---
+
+    def _hold(self, topic: str, payload: bytes) -> None:
+        while len(self.outbox) >= self.buffer_limit:
+            self.online.wait(1.0)  # full: pause the simulation until the broker is back
+            self._send_held()
+        self.outbox.put(topic, payload)
+        if self.outages:
+            self.outages[-1].held += 1
+
+    def _send_held(self) -> None:
+        """Hand held messages to paho, oldest first, while the connection lasts."""
+        if not self.outbox:
+            return
+        while self.outbox and self._wait_for_room():
+            message = self.outbox.take()
+            assert message is not None
+            self._publish(*message)
+        if not self.outbox and self.outages and self.outages[-1].caught_up_at is None:
+            self.outages[-1].caught_up_at = time.monotonic()
+
+    def _wait_for_room(self) -> bool:
+        """Wait until fewer than `max_queued` messages are unacknowledged; False if offline meanwhile."""
+        if self.published - self.acknowledged < self.max_queued:
+            return self.online.is_set()
+        with self._progress:
+            while self.published - self.acknowledged >= self.max_queued:
+                if not self.online.is_set():
+                    return False
+                self._progress.wait(1.0)
+        return self.online.is_set()
+
+    # --- paho callbacks (its network thread) ---
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.refused = refusal(reason)
-        self._connected.set()
+        if not self.refused:
+            if self.outages and self.outages[-1].back_at is None:
+                self.outages[-1].back_at = time.monotonic()
+            self.online.set()
+        self._answered.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.disconnects += 1
+        if self.online.is_set() and not self.stopping:
+            self.outages.append(Outage(lost_at=time.monotonic()))
+        self.online.clear()
+        with self._progress:
+            self._progress.notify_all()  # a caller waiting for room holds its message instead
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
         with self._progress:

@@ -1,7 +1,7 @@
 """The simulator's own counters, written to InfluxDB's `pipeline` measurement for the health board.
 
 A daemon thread posts one point every few seconds while a run publishes (tags `component` =
-`simulator`, `client_id`; integer fields `published`, `acknowledged`, `pending`, `disconnects`).
+`simulator`, `client_id`; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`).
 Best effort: an unreachable InfluxDB is reported once and never slows the run.
 """
 
@@ -44,7 +44,7 @@ class PublisherStats:
         p = self.publisher
         line = (
             f"pipeline,component=simulator,client_id={self.client_id} "
-            f"published={p.published}i,acknowledged={p.acknowledged}i,pending={p.pending}i,disconnects={p.disconnects}i "
+            f"published={p.published}i,acknowledged={p.acknowledged}i,pending={p.pending}i,buffered={p.buffered}i,disconnects={p.disconnects}i "
             f"{int(time.time() * 1000)}"
         )
         try:
