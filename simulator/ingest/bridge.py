@@ -7,8 +7,14 @@ Acknowledgements go out in the order the messages arrived, as MQTT 3.1.1 require
 message is the same point (same measurement, tags and time), so writing it twice stores it once.
 
 Threads: paho's network thread converts each message and appends it to the open batch; the writer
-thread closes a batch when it is full or old enough, writes it, then acknowledges it. When too many
-messages wait, the network thread pauses, so the broker, not the bridge, holds the backlog.
+thread closes a batch when it is full or old enough, writes it, then acknowledges it.
+
+While InfluxDB is down, the writer retries its batch and new messages wait in memory. Once
+`max_pending` messages wait, the bridge moves what it holds to its disk spool (simulator/ingest/
+spool.py) and acknowledges it, oldest first, once it is on disk; from then on every batch goes to
+the spool behind the older ones until the spool is written out, so points reach InfluxDB in order.
+When the spool holds `spool_limit` points (or there is none), the network thread pauses instead and
+the broker holds the backlog.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.ingest.deadletter import DeadLetters
-from simulator.ingest.influx import InfluxWriter
+from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
+from simulator.ingest.spool import Spool
 from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, Credentials, refusal
 
 
@@ -35,7 +42,9 @@ class BridgeSettings:
     client_id: str = "iotsim-bridge"
     batch_size: int = 5000
     batch_interval: float = 1.0  # seconds a message may wait for its batch to fill
-    max_pending: int = 100_000  # messages held unacknowledged before the network thread pauses
+    max_pending: int = 100_000  # messages held unacknowledged in memory before spooling (or pausing)
+    spool_dir: Path | None = Path(".iotsim/spool")  # None: no spool, the broker holds the backlog
+    spool_limit: int = 10_000_000  # points on disk before the network thread pauses instead
     stats_interval: float = 5.0  # seconds between `pipeline` points about the bridge itself
     dead_letter_path: Path = Path(".iotsim/dead-letters.jsonl")
 
@@ -46,6 +55,7 @@ class BridgeCounts:
     written: int = 0
     dead_letters: int = 0
     acknowledged: int = 0
+    spooled: int = 0  # points ever put in the spool
     last_batch_size: int = 0
     last_lag_ms: float = 0.0
 
@@ -70,6 +80,8 @@ class Bridge:
         self.counts = BridgeCounts()
         self.dead_letters = DeadLetters(settings.dead_letter_path)
         self.pending = Pending()
+        # One directory per client id: two bridges must never write each other's spool.
+        self.spool = Spool(settings.spool_dir / settings.client_id, settings.spool_limit) if settings.spool_dir else None
         self.lock = threading.Condition()
         self.stopping = threading.Event()
         self.connected = threading.Event()
@@ -123,7 +135,7 @@ class Bridge:
 
     def idle(self) -> bool:
         with self.lock:
-            return not self.pending.acks and not self.writing
+            return not self.pending.acks and not self.writing and not self.spool
 
     def stop(self) -> None:
         """Write what is pending (if InfluxDB answers), acknowledge it, then disconnect."""
@@ -141,6 +153,8 @@ class Bridge:
         self.client.loop_stop()
         self.dead_letters.close()
         self.writer.close()
+        if self.spool:
+            self.log(f"bridge: {self.spool.points} points wait in the spool {self.spool.directory}; the next start writes them")
 
     # --- MQTT callbacks (paho's network thread) ---
 
@@ -187,11 +201,16 @@ class Bridge:
 
     def _write_batches(self) -> None:
         try:
+            self._write_spool()  # what an earlier run spooled and did not write
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._store(batch)
+                if self.spool:  # older points wait on disk: this batch goes behind them
+                    self._put_in_spool(batch)
+                    self._write_spool()
+                else:
+                    self._store(batch)
         except Exception as error:  # reported by run(); the messages stay unacknowledged at the broker
             self.failure = error
         finally:
@@ -219,20 +238,54 @@ class Bridge:
 
     def _store(self, batch: Pending) -> None:
         try:
-            refused = self.writer.write(batch.lines)
+            refused = self.writer.write(batch.lines, give_up=self._memory_full)
         except InterruptedError:
             return  # stopping while InfluxDB is down: leave these unacknowledged, the broker keeps them
+        except WriteDeferred:
+            self._put_in_spool(batch)
+            return
+        self._dead_letter(refused)
+        self._acknowledge(batch)
+        self.counts.written += len(batch.lines) - len(refused)
+        self.counts.last_batch_size = len(batch.lines)
+        if batch.newest_ts:
+            self.counts.last_lag_ms = time.time() * 1000 - batch.newest_ts
+
+    def _memory_full(self) -> bool:
+        """Time to spool: the network thread holds `max_pending` messages and the spool has room."""
+        return self.spool is not None and self.spool.has_room() and len(self.pending.acks) >= self.settings.max_pending
+
+    def _put_in_spool(self, batch: Pending) -> None:
+        assert self.spool is not None
+        if batch.lines:
+            self.spool.append(batch.lines)  # on disk (fsync) before the broker may forget the messages
+            self.counts.spooled += len(batch.lines)
+        self.dead_letters.flush()
+        self._acknowledge(batch)
+
+    def _write_spool(self) -> None:
+        """Write spooled points to InfluxDB, oldest first, until the spool is empty or memory is full again."""
+        while self.spool and (segment := self.spool.oldest()) is not None:
+            lines, refused = segment.lines(), []
+            try:
+                for start in range(0, len(lines), self.settings.batch_size):
+                    refused += self.writer.write(lines[start : start + self.settings.batch_size], give_up=self._memory_full)
+            except (WriteDeferred, InterruptedError):
+                return  # the segment stays; a part already written is written again later, harmlessly
+            self._dead_letter(refused)
+            self.spool.remove_oldest()
+            self.counts.written += len(lines) - len(refused)
+
+    def _dead_letter(self, refused: list[tuple[str, str]]) -> None:
         for line, reason in refused:
             self.dead_letters.add("(influxdb)", line.encode(), reason)
             self.counts.dead_letters += 1
         self.dead_letters.flush()
+
+    def _acknowledge(self, batch: Pending) -> None:
         for mid, qos in batch.acks:
             self.client.ack(mid, qos)
-        self.counts.written += len(batch.lines) - len(refused)
         self.counts.acknowledged += len(batch.acks)
-        self.counts.last_batch_size = len(batch.lines)
-        if batch.newest_ts:
-            self.counts.last_lag_ms = time.time() * 1000 - batch.newest_ts
 
     # --- the bridge's own telemetry ---
 
@@ -243,7 +296,8 @@ class Bridge:
             f"pipeline,component=bridge,client_id={escape_key(self.settings.client_id)} "
             f"received={counts.received}i,written={counts.written}i,dead_letters={counts.dead_letters}i,"
             f"acknowledged={counts.acknowledged}i,batch_size={counts.last_batch_size}i,"
-            f"retries={stats.retries}i,batches={stats.batches}i,lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
+            f"retries={stats.retries}i,batches={stats.batches}i,spooled={self.spool.points if self.spool else 0}i,"
+            f"lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
         )
         try:
             self.writer.session.post(

@@ -1,8 +1,9 @@
 """Writing line-protocol batches to InfluxDB's 1.x `/write` API (also served by 2.x/3.x as v1 compatibility).
 
 One keep-alive session, gzip bodies, millisecond precision. Connection errors, 5xx and 429 are
-retried with capped exponential backoff for as long as the bridge runs: the batch is kept, and its
-messages stay unacknowledged at the broker. A 400 names points InfluxDB refuses (e.g. a field type
+retried with capped exponential backoff for as long as the bridge runs, or until the bridge decides
+to put the batch in its disk spool instead (`give_up`); until then its messages stay unacknowledged
+at the broker. A 400 names points InfluxDB refuses (e.g. a field type
 conflict); the batch is then split until the refused lines are isolated, so one bad point never
 loses its neighbours.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,10 @@ import requests
 
 class InfluxRefused(Exception):
     """InfluxDB answered with an error retrying cannot fix (bad credentials, bad database name)."""
+
+
+class WriteDeferred(Exception):
+    """The caller's `give_up` said to stop retrying for now; the batch was not stored."""
 
 
 @dataclass
@@ -56,14 +62,15 @@ class InfluxWriter:
         self.stopping = threading.Event()
         self.on_retry: Callable[[str], None] = lambda reason: None
 
-    def write(self, lines: list[str]) -> list[tuple[str, str]]:
+    def write(self, lines: list[str], give_up: Callable[[], bool] = lambda: False) -> list[tuple[str, str]]:
         """Store `lines`, retrying until stored; return the (line, reason) pairs InfluxDB refused.
 
-        Returns early (raising InterruptedError) only when `stopping` is set while retrying.
+        Returns early only while retrying: with InterruptedError when `stopping` is set, with
+        WriteDeferred when `give_up()` turns true (checked every 0.1 s).
         """
         if not lines:
             return []
-        status, text = self._post_until_answered(lines)
+        status, text = self._post_until_answered(lines, give_up)
         if status == 204:
             self.stats.batches += 1
             self.stats.points += len(lines)
@@ -74,10 +81,10 @@ class InfluxWriter:
                 return [(lines[0], f"InfluxDB refused the point: {error_text(text)}")]
             middle = len(lines) // 2
             # Points before the bad one may already be stored; writing them again overwrites them.
-            return self.write(lines[:middle]) + self.write(lines[middle:])
+            return self.write(lines[:middle], give_up) + self.write(lines[middle:], give_up)
         raise InfluxRefused(f"InfluxDB at {self.url} refused writes to database {self.database!r}: HTTP {status} {error_text(text)}")
 
-    def _post_until_answered(self, lines: list[str]) -> tuple[int, str]:
+    def _post_until_answered(self, lines: list[str], give_up: Callable[[], bool]) -> tuple[int, str]:
         body = gzip.compress("\n".join(lines).encode(), compresslevel=1)
         delay = 0.25
         while True:
@@ -94,9 +101,16 @@ class InfluxWriter:
                 reason = f"cannot reach InfluxDB at {self.url}: {type(error).__name__}"
             self.stats.retries += 1
             self.on_retry(reason)
-            if self.stopping.wait(delay):
-                raise InterruptedError("stopped while InfluxDB was unavailable")
+            self._back_off(delay, give_up)
             delay = min(delay * 2, self.max_backoff)
+
+    def _back_off(self, delay: float, give_up: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.stopping.wait(min(remaining, 0.1)):
+                raise InterruptedError("stopped while InfluxDB was unavailable")
+            if give_up():
+                raise WriteDeferred("gave up retrying for now")
 
     def create_database(self) -> None:
         self.session.post(

@@ -1,0 +1,78 @@
+"""The bridge's disk spool: points acknowledged to the broker but not yet stored in InfluxDB.
+
+While InfluxDB is down, the bridge first holds messages unacknowledged in memory. Past its memory
+bound it writes them here and acknowledges them only once the file is on disk (fsync), so the broker
+can let them go and nothing is lost if the bridge dies. Each spooled batch is one file, named by a
+sequence number and its point count; the bridge stores the oldest first and deletes a file only
+after InfluxDB has all of it. A crash in between repeats a write, which stores the same points
+again (same series and time: overwritten, not duplicated), and never skips one. Files left by an
+earlier run are written when the bridge starts again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    points: int
+
+    def lines(self) -> list[str]:
+        return self.path.read_text(encoding="utf-8").splitlines()
+
+
+class Spool:
+    def __init__(self, directory: Path, limit: int) -> None:
+        self.directory = directory
+        self.limit = limit  # points on disk before the bridge stops spooling and lets the broker hold the rest
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.tmp"):  # a write the last run did not finish: never acknowledged
+            leftover.unlink()
+        self.segments: deque[Segment] = deque(sorted((segment_of(path) for path in directory.glob("*.lp")), key=lambda s: s.path.name))
+        self.points = sum(segment.points for segment in self.segments)
+        self.next_number = int(self.segments[-1].path.name.split("-")[0]) + 1 if self.segments else 0
+
+    def has_room(self) -> bool:
+        return self.points < self.limit
+
+    def append(self, lines: list[str]) -> None:
+        """Put `lines` on disk durably: when this returns, a crash cannot lose them."""
+        final = self.directory / f"{self.next_number:012d}-{len(lines)}.lp"
+        temporary = final.with_suffix(".tmp")
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write("\n".join(lines))
+            file.flush()
+            os.fsync(file.fileno())
+        temporary.rename(final)
+        sync_directory(self.directory)  # the rename itself must survive a power cut too
+        self.segments.append(Segment(final, len(lines)))
+        self.points += len(lines)
+        self.next_number += 1
+
+    def oldest(self) -> Segment | None:
+        return self.segments[0] if self.segments else None
+
+    def remove_oldest(self) -> None:
+        segment = self.segments.popleft()
+        segment.path.unlink()
+        self.points -= segment.points
+
+    def __bool__(self) -> bool:
+        return bool(self.segments)
+
+
+def segment_of(path: Path) -> Segment:
+    return Segment(path, int(path.stem.split("-")[1]))
+
+
+def sync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
