@@ -25,7 +25,7 @@ from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.scenario import YANGQUAN_TZ, Scenario, ScenarioError, load_scenario
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher
+from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher, password_from_environment
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
 from simulator.load.cli import load as load_command
@@ -80,6 +80,11 @@ def run(
     start: Annotated[Optional[str], typer.Option(help="override the start: ISO time, or 'now' (Yangquan time, whole second) for live dashboards")] = None,
     mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://host:port")] = None,
     qos: Annotated[Optional[int], typer.Option(help="override the QoS (0 or 1)")] = None,
+    mqtt_username: Annotated[
+        Optional[str],
+        typer.Option("--mqtt-username", envvar="MQTT_USERNAME", help="override mqtt.username (secure profile); the password comes from MQTT_PASSWORD or the file MQTT_PASSWORD_FILE names"),
+    ] = None,
+    ca_file: Annotated[Optional[Path], typer.Option("--ca-file", help="override mqtt.ca_file: the CA certificate of an mqtts:// broker")] = None,
     influx: Annotated[Optional[str], typer.Option("--influx", help="override where the run's own counters go (`pipeline` measurement)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write messages to --out instead of publishing")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", help="dry-run output, JSON lines {topic, payload}")] = None,
@@ -89,9 +94,8 @@ def run(
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
     scenario = load_or_exit(file)
     try:
-        scenario = scenario.with_overrides(
-            duration=duration, speed=_speed(speed), seed=seed, start=_start(start), **{"mqtt.url": mqtt, "mqtt.qos": qos, "influx.url": influx}
-        )
+        mqtt_overrides = {"mqtt.url": mqtt, "mqtt.qos": qos, "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None}
+        scenario = scenario.with_overrides(duration=duration, speed=_speed(speed), seed=seed, start=_start(start), **mqtt_overrides, **{"influx.url": influx})
     except ValidationError as error:
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
     terminate_on_sigterm()
@@ -130,7 +134,10 @@ def run_dry(scenario: Scenario, output: Path) -> None:
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
     settings = scenario.mqtt
     client_id = f"{settings.client_id_prefix}-{scenario.name}"[:64]
-    publisher = MqttPublisher.from_settings(settings, client_id)
+    try:
+        publisher = MqttPublisher.from_settings(settings, client_id)
+    except BrokerUnreachable as error:  # MQTT_PASSWORD_FILE names a file that cannot be read
+        fail(str(error))
     try:
         publisher.start()
     except BrokerUnreachable as error:
@@ -143,7 +150,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     try:
         result = run_with_progress(scenario, publisher, control)
         if not publisher.drain(drain_timeout):
-            err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending} acknowledgements")
+            err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending + publisher.buffered} acknowledgements")
     except KeyboardInterrupt:
         interrupted = True
         publisher.drain(5.0)
@@ -159,6 +166,8 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         + (f" in {result.wall_s:.1f} s ({result.messages_per_s:,.0f} msg/s)" if result else "")
         + f" → {publisher.address}"
     )
+    for outage in publisher.outages:
+        out.print(outage.describe(), markup=False, highlight=False)
     if result:
         print_summaries(result)
     if interrupted:
@@ -214,6 +223,9 @@ def bridge(
     batch_size: Annotated[int, typer.Option(min=1, help="points per InfluxDB write")] = 5000,
     batch_interval: Annotated[float, typer.Option(min=0.01, help="seconds a message may wait for its batch")] = 1.0,
     dead_letters: Annotated[Path, typer.Option(help="JSON-lines file for messages that cannot be stored")] = Path(".iotsim/dead-letters.jsonl"),
+    max_pending: Annotated[int, typer.Option(min=1, help="messages held unacknowledged in memory (InfluxDB slow or down) before spooling")] = 100_000,
+    spool_dir: Annotated[Path, typer.Option(help="disk spool past --max-pending, one subdirectory per client id")] = Path(".iotsim/spool"),
+    spool_limit: Annotated[int, typer.Option(min=0, help="points in the spool before the bridge stops reading (the broker holds the rest); 0 = no spool")] = 10_000_000,
     exit_when_idle: Annotated[Optional[float], typer.Option(help="exit after this many seconds without messages")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(help="touch this file once subscribed (for scripts and healthchecks)")] = None,
     pid_file: Annotated[Optional[Path], typer.Option(help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
@@ -221,7 +233,10 @@ def bridge(
     password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
     username: Annotated[Optional[str], typer.Option(envvar="MQTT_USERNAME", help="broker user (secure profile)")] = None,
-    mqtt_password: Annotated[Optional[str], typer.Option("--mqtt-password", envvar="MQTT_PASSWORD", help="broker password; prefer the environment variable")] = None,
+    mqtt_password: Annotated[
+        Optional[str],
+        typer.Option("--mqtt-password", envvar="MQTT_PASSWORD", help="broker password; prefer the environment: MQTT_PASSWORD, or MQTT_PASSWORD_FILE naming a file that holds it"),
+    ] = None,
     ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate for an mqtts:// broker")] = None,
 ) -> None:
     """Subscribe to the telemetry at QoS 1 and write it to InfluxDB, acknowledging only what is stored."""
@@ -232,10 +247,21 @@ def bridge(
         batch_size=batch_size,
         batch_interval=batch_interval,
         dead_letter_path=dead_letters,
+        max_pending=max_pending,
+        spool_dir=spool_dir if spool_limit else None,
+        spool_limit=spool_limit,
     )
     writer = InfluxWriter(influx, db, user=user, password=password, token=token)
-    credentials = Credentials(username, mqtt_password, str(ca_file) if ca_file else None)
-    the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False), credentials=credentials)
+    try:
+        # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
+        broker_password = mqtt_password if mqtt_password is not None else password_from_environment()
+    except BrokerUnreachable as error:
+        fail(str(error))
+    credentials = Credentials(username, broker_password, str(ca_file) if ca_file else None)
+    try:
+        the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False), credentials=credentials)
+    except OSError as error:
+        fail(f"{error.filename}: cannot write there ({error.strerror}); check --spool-dir and --dead-letters")
     terminate_on_sigterm()
     if pid_file is not None:
         record_pid(pid_file)

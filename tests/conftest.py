@@ -75,6 +75,7 @@ class Pipeline:
             "--client-id", self.bridge_id,
             "--dead-letters", str(self.tmp / "dead-letters.jsonl"),
             "--batch-interval", "0.2",
+            "--spool-dir", str(self.tmp / "spool"),
             *extra,
         ]  # fmt: skip
 
@@ -86,11 +87,13 @@ class Pipeline:
         assert first.startswith("bridge:"), first + process.stderr.read()
         return process
 
-    def scenario_file(self, body: str, name: str = "scenario.yaml") -> Path:
+    def scenario_file(self, body: str, name: str = "scenario.yaml", mqtt: str = "") -> Path:
+        """`body` pointed at this test's broker, prefix and database; `mqtt`: more `mqtt:` lines."""
         path = self.tmp / name
         path.write_text(
             body
             + f"\nmqtt:\n  url: {self.mqtt_url}\n  topic_prefix: {self.prefix}\n  client_id_prefix: {self.prefix}\n"
+            + "".join(f"  {line}\n" for line in mqtt.splitlines())
             + f"influx:\n  url: {self.influx_url}\n  database: {self.database}\n"
         )
         return path

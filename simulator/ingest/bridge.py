@@ -134,6 +134,8 @@ class Bridge:
             self.stop()
 
     def idle(self) -> bool:
+        if not self.connected.is_set():
+            return False  # cut off from the broker: messages may be waiting there for us
         with self.lock:
             return not self.pending.acks and not self.writing and not self.spool
 
@@ -171,6 +173,7 @@ class Bridge:
         self.connected.set()  # subscribed: from now on the broker keeps our messages for us
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+        self.connected.clear()
         if not self.stopping.is_set():
             self.log(f"bridge: lost the broker ({reason}); reconnecting, unacknowledged messages will come again")
 
