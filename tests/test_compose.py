@@ -1,6 +1,7 @@
 """The docker compose stack, checked without Docker: Debian's docker-compose parses and resolves it,
 every file it mounts exists, the provisioning points at the boards, and the commands the images run
-are real `iotsim` commands that work against real servers."""
+are real `iotsim` commands. The secure broker and what the containers do with it, against real
+servers: tests/test_compose_secure.py."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 from ruamel.yaml import YAML
 
-from conftest import IOTSIM, child_env, iotsim
+from conftest import IOTSIM, iotsim
 from simulator import stack
 from simulator.dashboards.build import BOARDS, JSON_DIR
 from simulator.dashboards.influxql import DATASOURCE_UID
@@ -32,7 +32,7 @@ def load_yaml(text: str) -> dict:
 
 def resolved(env: dict[str, str] | None = None) -> dict:
     """`docker-compose config`: the file validated against the compose schema, variables substituted."""
-    environment = {key: value for key, value in os.environ.items() if key not in ("SCENARIO", "SPEED", "GRAFANA_PORT", "MQTT_PORT")}
+    environment = {key: value for key, value in os.environ.items() if key not in ("SCENARIO", "SPEED", "GRAFANA_PORT", "MQTTS_PORT")}
     result = subprocess.run(
         [DOCKER_COMPOSE, "-f", str(COMPOSE), "--project-directory", str(ROOT), "config"],
         capture_output=True, text=True, timeout=60, env={**environment, **(env or {})},
@@ -48,18 +48,19 @@ def compose() -> dict:
     return resolved()
 
 
-def test_docker_compose_accepts_the_file_with_the_five_services(compose: dict) -> None:
-    assert set(compose["services"]) == {"mosquitto", "influxdb", "grafana", "bridge", "simulator"}
+def test_docker_compose_accepts_the_file_with_the_six_services(compose: dict) -> None:
+    assert set(compose["services"]) == {"secrets", "mosquitto", "influxdb", "grafana", "bridge", "simulator"}
     assert compose["services"]["mosquitto"]["image"] == "eclipse-mosquitto:2"
     assert compose["services"]["influxdb"]["image"] == "influxdb:1.11"
     assert compose["services"]["grafana"]["image"].startswith("grafana/grafana-oss")
 
 
-def test_only_grafana_and_mqtt_reach_the_host(compose: dict) -> None:
+def test_only_grafana_and_mqtt_over_tls_on_loopback_reach_the_host(compose: dict) -> None:
     published = {name: service.get("ports", []) for name, service in compose["services"].items() if service.get("ports")}
     assert set(published) == {"grafana", "mosquitto"}
     assert as_ports(published["grafana"]) == [(None, 3000, 3000)]
-    assert as_ports(published["mosquitto"]) == [("127.0.0.1", 1883, 1883)]
+    assert as_ports(published["mosquitto"]) == [("127.0.0.1", 8883, 8883)]  # plain 1883 stays in the compose network
+    assert as_ports(resolved({"MQTTS_PORT": "18883"})["services"]["mosquitto"]["ports"]) == [("127.0.0.1", 18883, 8883)]
 
 
 def as_ports(ports: list) -> list[tuple[str | None, int, int]]:
@@ -77,10 +78,17 @@ def as_ports(ports: list) -> list[tuple[str | None, int, int]]:
 def test_every_service_restarts_and_waits_for_what_it_needs_to_be_healthy(compose: dict) -> None:
     services = compose["services"]
     for name, service in services.items():
+        if name == "secrets":
+            continue  # the one-shot, below
         assert service.get("restart") in ("unless-stopped", "on-failure"), name
         for dependency, condition in service.get("depends_on", {}).items():
+            if dependency == "secrets":
+                continue
             assert condition == {"condition": "service_healthy"}, (name, dependency)
             assert "healthcheck" in services[dependency], dependency
+    # The one-shot runs once per `up` and is never restarted; the broker starts only if it succeeded.
+    assert services["secrets"]["restart"] == "no" and "healthcheck" not in services["secrets"]
+    assert services["mosquitto"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
     assert set(services["bridge"]["depends_on"]) == {"mosquitto", "influxdb"}
     assert set(services["simulator"]["depends_on"]) == {"mosquitto", "influxdb", "bridge"}
     assert set(services["grafana"]["depends_on"]) == {"influxdb"}
@@ -118,9 +126,10 @@ def test_every_mounted_file_exists_and_is_read_only(compose: dict) -> None:
         assert mount["read_only"], mount
 
 
-def test_the_broker_config_compose_mounts_includes_the_shared_settings(compose: dict) -> None:
-    mounts = {mount["target"]: Path(mount["source"]) for mount in as_mounts(compose["services"]["mosquitto"]["volumes"])}
-    config = mounts["/mosquitto/config/mosquitto.conf"].read_text()
+def test_the_broker_config_compose_runs_includes_the_shared_settings(compose: dict) -> None:
+    mosquitto = compose["services"]["mosquitto"]
+    mounts = {mount["target"]: Path(mount["source"]) for mount in as_mounts(mosquitto["volumes"])}
+    config = mounts[mosquitto["command"][2]].read_text()
     assert re.search(r"^listener 1883\s*$", config, re.M)
     assert re.search(r"^persistence_location /mosquitto/data/\s*$", config, re.M)
     include = re.search(r"^include_dir (\S+)\s*$", config, re.M)
@@ -168,10 +177,10 @@ def test_the_default_scenario_runs_in_real_time_and_is_overridable(compose: dict
     assert (ROOT / other[1]).is_file()
 
 
-def test_bridge_and_simulator_are_one_image_built_from_the_repository(compose: dict) -> None:
-    bridge, simulator = compose["services"]["bridge"], compose["services"]["simulator"]
-    assert bridge["image"] == simulator["image"]
-    assert Path(bridge["build"]["context"]) == ROOT == Path(simulator["build"]["context"])
+def test_bridge_simulator_and_secrets_are_one_image_built_from_the_repository(compose: dict) -> None:
+    services = [compose["services"][name] for name in ("bridge", "simulator", "secrets")]
+    assert len({service["image"] for service in services}) == 1
+    assert all(Path(service["build"]["context"]) == ROOT for service in services)
 
 
 def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
@@ -185,6 +194,9 @@ def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for needed in ("simulator", "scenarios", "pyproject.toml", "README.md"):
         assert needed not in ignored
+    # The `secrets` service runs brokers/secure/make-*.sh with this image: openssl and mosquitto_passwd.
+    install = re.search(r"apt-get install -y --no-install-recommends ([^\\\n]+)", dockerfile)
+    assert install is not None and {"openssl", "mosquitto"} <= set(install.group(1).split())
 
 
 @pytest.mark.parametrize("service", ["bridge", "simulator"])
@@ -196,58 +208,6 @@ def test_the_images_commands_are_iotsim_commands(compose: dict, service: str) ->
         assert option in help_text.stdout, f"{service}: iotsim {command[0]} has no {option}"
 
 
-def test_the_bridge_and_simulator_commands_move_data_between_real_servers(
-    compose: dict, broker: stack.Service, influxdb: stack.Service, tmp_path: Path
-) -> None:
-    """The compose commands as they are, with the service names pointed at the test's servers."""
-    database = "compose_commands"
-    stack.create_database(influxdb.url, database)
-
-    def localised(command: list[str]) -> list[str]:
-        replaced = []
-        for word in command:
-            word = word.replace("mqtt://mosquitto:1883", broker.url).replace("http://influxdb:8086", influxdb.url)
-            word = word.replace("/data/", f"{tmp_path}/").replace("/tmp/bridge.ready", str(tmp_path / "bridge.ready"))
-            replaced.append("compose-test-bridge" if word == "iotsim-bridge" else word)
-        return replaced
-
-    bridge_command = localised(compose["services"]["bridge"]["command"])
-    bridge_command[bridge_command.index("--db") + 1] = database
-    bridge = subprocess.Popen(
-        [*IOTSIM, *bridge_command, "--exit-when-idle", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
-    )
-    try:
-        assert bridge.stderr is not None
-        assert bridge.stderr.readline().startswith("bridge:")
-        assert (tmp_path / "bridge.ready").exists()  # what the compose healthcheck tests
-        scenario = tmp_path / "quickstart.yaml"
-        scenario.write_text((ROOT / "scenarios" / "quickstart.yaml").read_text().replace("database: yangquan", f"database: {database}"))
-        run_command = localised(compose["services"]["simulator"]["command"])
-        run_command[1] = str(scenario)
-        run_command[run_command.index("--speed") + 1] = "afap"
-        run = iotsim(*run_command)
-        assert run.returncode == 0, run.stderr
-        _, errors = bridge.communicate(timeout=120)
-        assert bridge.returncode == 0, errors
-    finally:
-        if bridge.poll() is None:
-            bridge.kill()
-    generated = 50 * 12  # 50 stations, every 5 minutes, for an hour
-    counts = stack_counts(influxdb.url, database)
-    assert counts["air_quality"] == generated
-    assert counts["pipeline"] >= 2  # the simulator's and the bridge's own counters
-    assert not (tmp_path / "bridge.ready").exists()  # removed when the bridge stops
-
-
-def stack_counts(url: str, database: str) -> dict[str, int]:
-    response = requests.get(f"{url}/query", params={"db": database, "q": "SELECT count(*) FROM /.*/"}, timeout=30)
-    response.raise_for_status()
-    return {
-        series["name"]: max(value for value in series["values"][0][1:] if value is not None)
-        for series in response.json()["results"][0].get("series", [])
-    }
-
-
 def healthcheck_command(check: list[str], port: int) -> list[str]:
     """A compose healthcheck as a local command, its container port replaced by the test server's."""
     kind, *command = check
@@ -256,11 +216,6 @@ def healthcheck_command(check: list[str], port: int) -> list[str]:
     if kind == "CMD-SHELL":
         return ["sh", "-c", command[0]]
     return [str(port) if part in ("1883", "8086") else part for part in command]
-
-
-def test_the_broker_healthcheck_passes_against_a_running_mosquitto(compose: dict, broker: stack.Service) -> None:
-    check = healthcheck_command(compose["services"]["mosquitto"]["healthcheck"]["test"], broker.port)
-    assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
 
 
 def test_the_influxdb_healthcheck_waits_for_the_database(compose: dict, tmp_path: Path) -> None:

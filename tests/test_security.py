@@ -231,6 +231,7 @@ def test_the_bridge_reads_everything_and_can_publish_nothing(secure: SecureBroke
         ("simulator", ["yangquan/city/air_quality/aq-0001", "yangquan/port/crane/rmg-01", "yangquan/events/train/t-1"], ["elsewhere/x", "yangquan/other/x/y", "yangquan/city/x/simulator"]),
         ("city-devices", ["yangquan/city/air_quality/aq-0001", "yangquan/events/gas_alarm/mg-0001"], ["yangquan/port/crane/rmg-01", "yangquan/port/crane/city-devices"]),
         ("port-devices", ["yangquan/port/crane/rmg-01", "yangquan/events/train/t-1"], ["yangquan/city/air_quality/aq-0001", "yangquan/city/x/port-devices"]),
+        ("healthcheck", [], ["yangquan/city/air_quality/aq-0001", "yangquan/events/train/healthcheck", "yangquan/city/x/healthcheck"]),
     ],
 )  # fmt: skip
 def test_shared_identities_publish_only_in_their_subtrees(secure: SecureBroker, user: str, allowed: list[str], refused: list[str]) -> None:
@@ -242,7 +243,7 @@ def test_shared_identities_publish_only_in_their_subtrees(secure: SecureBroker, 
 
 def test_only_the_bridge_reads(secure: SecureBroker, bridge_subscriber: Client) -> None:
     # Mosquitto 2 grants every subscription and checks read access per message delivered.
-    readers = {user: connected(secure, user) for user in ("aq-0007", "simulator", "city-devices", "port-devices")}
+    readers = {user: connected(secure, user) for user in ("aq-0007", "simulator", "city-devices", "port-devices", "healthcheck")}
     for reader in readers.values():
         assert reader.subscribe("yangquan/#") == 1
     simulator = connected(secure, "simulator")
@@ -255,6 +256,21 @@ def test_only_the_bridge_reads(secure: SecureBroker, bridge_subscriber: Client) 
         reader.publish(f"yangquan/city/air_quality/{user}" if user == "aq-0007" else "yangquan/port/x/y")
         assert reader.messages.empty(), user
         reader.stop()
+
+
+def test_the_healthcheck_identity_reads_the_broker_uptime_and_the_bridge_does_not(secure: SecureBroker) -> None:
+    # The compose broker's healthcheck: Mosquitto keeps $SYS/broker/uptime retained, so a reader gets
+    # it as soon as it subscribes.
+    checker = connected(secure, "healthcheck")
+    assert checker.subscribe("$SYS/broker/uptime") == 1
+    topic, payload = checker.messages.get(timeout=WAIT)
+    assert topic == "$SYS/broker/uptime" and payload.endswith(b"seconds")
+    checker.stop()
+    bridge = connected(secure, "bridge")
+    assert bridge.subscribe("$SYS/broker/uptime") == 1
+    bridge.publish("yangquan/city/air_quality/x")  # refused, but its PUBACK comes after any retained message
+    assert bridge.messages.empty()
+    bridge.stop()
 
 
 # --- TLS ---

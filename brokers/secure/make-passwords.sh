@@ -8,6 +8,7 @@
 #   city-devices   class credential for city fleets (load workers, gateways)
 #   port-devices   class credential for port fleets
 #   bridge         the ingest bridge: reads, never publishes
+#   healthcheck    the compose broker's healthcheck: reads $SYS/broker/uptime, nothing else
 #   DEVICE_ID ...  optional: one user per real device, named by its device id (aq-0007), which may
 #                  publish only on its own topics
 #
@@ -19,7 +20,7 @@ set -eu
 
 dir=${1:-$(dirname "$0")/generated}
 [ $# -gt 0 ] && shift
-users="simulator city-devices port-devices bridge${*:+ $*}"
+users="simulator city-devices port-devices bridge healthcheck${*:+ $*}"
 
 command -v mosquitto_passwd >/dev/null || {
     echo "make-passwords: mosquitto_passwd is not installed; on Debian: sudo apt-get install mosquitto" >&2; exit 1; }
