@@ -103,6 +103,11 @@ def test_data_lives_in_named_volumes(compose: dict) -> None:
     for name, target in expected.items():
         volumes = compose["services"][name]["volumes"]
         assert any(volume["type"] == "volume" and volume["target"] == target and volume["source"] in compose["volumes"] for volume in as_mounts(volumes)), name
+    # What the bridge keeps on disk survives a new container: its spool holds messages it has already
+    # acknowledged to the broker.
+    bridge = compose["services"]["bridge"]["command"]
+    for option in ("--dead-letters", "--spool-dir"):
+        assert bridge[bridge.index(option) + 1].startswith("/data/"), option
 
 
 def as_mounts(volumes: list) -> list[dict]:
