@@ -299,7 +299,7 @@ class Bridge:
             f"pipeline,component=bridge,client_id={escape_key(self.settings.client_id)} "
             f"received={counts.received}i,written={counts.written}i,dead_letters={counts.dead_letters}i,"
             f"acknowledged={counts.acknowledged}i,batch_size={counts.last_batch_size}i,"
-            f"retries={stats.retries}i,batches={stats.batches}i,spooled={self.spool.points if self.spool else 0}i,"
+            f"retries={stats.retries}i,batches={stats.batches}i,spooled={counts.spooled}i,spool_points={self.spool.points if self.spool else 0}i,"
             f"lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
         )
         try:
