@@ -128,12 +128,21 @@ def build() -> dashboard_builders.Dashboard:
             increase("dead_letters", BRIDGE), "dead letters $tag_client_id",
         ).with_target(InfluxQL("B", increase("retries", BRIDGE)).alias("retries $tag_client_id"))  # fmt: skip
     )
+    health = health.with_panel(
+        counter_panel(
+            "Bridge disk spool", "short",
+            "Points in the bridge's disk spool: acknowledged to the broker, not yet in InfluxDB (it fills while InfluxDB is down).",
+            select("pipeline", 'max("spool_points") AS "spooled"', BRIDGE, ("client_id",)), "$tag_client_id",
+        )  # fmt: skip
+    )
     health = health.with_row(dashboard_builders.Row("Simulator"))
     health = health.with_panel(
         counter_panel(
-            "Awaiting acknowledgement", "short", "QoS 1 messages published and not yet acknowledged by the broker.",
-            select("pipeline", 'max("pending") AS "pending"', SIMULATOR, ("client_id",)), "$tag_client_id", width=12,
-        )  # fmt: skip
+            "Awaiting acknowledgement, held offline", "short",
+            "QoS 1 messages published and not yet acknowledged by the broker, and messages held in the outbox "
+            "(memory, then disk) while the broker was unreachable.",
+            select("pipeline", 'max("pending") AS "pending"', SIMULATOR, ("client_id",)), "pending $tag_client_id", width=12,
+        ).with_target(InfluxQL("B", select("pipeline", 'max("buffered") AS "held"', SIMULATOR, ("client_id",))).alias("held $tag_client_id"))  # fmt: skip
     )
     health = health.with_panel(
         counter_panel(

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,10 @@ class RecordingWriter(InfluxWriter):
         self.recorder = recorder
         self.depth = 0  # write() splits refused batches recursively; observe the outermost call only
 
-    def write(self, lines: list[str]) -> list[tuple[str, str]]:
+    def write(self, lines: list[str], give_up: Callable[[], bool] = lambda: False) -> list[tuple[str, str]]:
         self.depth += 1
         try:
-            refused = super().write(lines)
+            refused = super().write(lines, give_up)
         finally:
             self.depth -= 1
         if self.depth == 0:
