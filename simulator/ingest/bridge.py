@@ -32,7 +32,7 @@ from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.spool import Spool
-from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, Credentials, refusal
+from simulator.transport.mqtt import RECONNECT_MAX_S, RECONNECT_MIN_S, BrokerAddress, BrokerUnreachable, Credentials, refusal
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Bridge:
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.manual_ack_set(True)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]  # paho takes floats
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
