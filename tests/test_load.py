@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def test_a_short_ramp_writes_a_results_directory_whose_counts_agree_with_influxd
         assert sum(float(row[name]) for row in rows) == figures[name], name
     assert sum(float(row["offered"]) for row in rows) == 520
 
+    # CPU and memory of every process on the path: the session's broker and InfluxDB are local child
+    # processes, so they are found by their ports and sampled every second (never null).
+    servers = summary["servers"]
+    assert (servers["broker"]["pid"], servers["broker"]["process"], servers["broker"]["note"]) == (pipeline.broker.pid, "mosquitto", None)
+    assert (servers["database"]["pid"], servers["database"]["process"], servers["database"]["note"]) == (pipeline.influxdb.pid, "influxd", None)
+    cores = os.cpu_count() or 1
+    for name in ("simulator", "bridge", "broker", "database", "machine"):
+        assert 0 <= figures[f"{name}_cpu_percent"] <= 100 * cores, name  # % of one core
+    for name in ("simulator", "bridge", "broker", "database"):
+        assert figures[f"{name}_rss_mb"] > 1, name
+    for row in rows:  # the servers outlive the run, so every second has their figures
+        assert all(row[name] != "" for name in ("broker_cpu_percent", "database_cpu_percent", "machine_cpu_percent")), row
+        assert float(row["broker_rss_mb"]) > 1 and float(row["database_rss_mb"]) > 1, row
+    assert f"broker (mosquitto) {figures['broker_cpu_percent']:.0f}%, database (influxd) {figures['database_cpu_percent']:.0f}%" in run.stdout
+
     # The summary's HDR percentiles agree with the raw latencies the bridge measured (1/1024 resolution).
     raw = np.sort(np.fromfile(out / "latencies.i64", dtype=np.int64))
     assert len(raw) == stored
@@ -89,12 +105,15 @@ def test_a_short_ramp_writes_a_results_directory_whose_counts_agree_with_influxd
     report = (out / "report.html").read_text()
     assert report.count('src="data:image/png;base64,') == 4 and 'src="http' not in report
     assert "PASSED" in report
+    assert f"<li>broker: mosquitto (PID {pipeline.broker.pid}, port {pipeline.broker.port})</li>" in report
 
     # The loadtest measurement in InfluxDB: one point per recorded second, and the summary.
     intervals = pipeline.query(f"SELECT sum(\"written\") FROM \"loadtest\" WHERE \"run\" = '{out.name}' AND \"phase\" = 'interval'")
     assert intervals[0]["values"][0][1] == stored
-    final = pipeline.query(f"SELECT \"written\", \"loss\", \"passed\" FROM \"loadtest\" WHERE \"phase\" = 'summary' AND \"run\" = '{out.name}'")
-    assert final[0]["values"][0][1:] == [stored, 0, True]
+    usage = pipeline.query(f"SELECT count(\"broker_cpu_percent\"), count(\"database_rss_mb\"), count(\"machine_cpu_percent\") FROM \"loadtest\" WHERE \"run\" = '{out.name}' AND \"phase\" = 'interval'")
+    assert usage[0]["values"][0][1:] == [len(rows)] * 3
+    final = pipeline.query(f"SELECT \"written\", \"loss\", \"passed\", \"database_cpu_percent\" FROM \"loadtest\" WHERE \"phase\" = 'summary' AND \"run\" = '{out.name}'")
+    assert final[0]["values"][0][1:] == [stored, 0, True, figures["database_cpu_percent"]]
 
 
 def test_a_failing_threshold_exits_1_and_names_it(pipeline: Pipeline) -> None:

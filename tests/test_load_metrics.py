@@ -1,13 +1,24 @@
-"""HDR latency histograms and sequence tracking, checked against direct computation."""
+"""HDR latency histograms and sequence tracking, checked against direct computation; finding the
+servers' processes by their port; the report of a server that was not sampled."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import psutil
+import pytest
 
 from simulator.ingest.lineprotocol import to_line
-from simulator.load.metrics import LatencyRecorder, SeqTracker, decode, new_histogram, point_identity, summarize_ms
+from simulator.load import metrics
+from simulator.load.cli import cpu_line
+from simulator.load.metrics import LatencyRecorder, SeqTracker, decode, find_server, new_histogram, point_identity, summarize_ms
+from simulator.load.results import write_results
 
 # 3 significant digits: HDR's sub-buckets are 2048 wide, so a value is reported at most 1/1024 of
 # itself above the true one (the bucket's highest equivalent value), never below.
@@ -61,3 +72,73 @@ def test_point_identity_reads_what_the_bridge_writes() -> None:
     payload = b'{"device_id": "lp-0042", "type": "load_probe", "ts": 1768320000123, "seq": 77, "tags": {"group": "g 1,x"}, "readings": {"s00": 1.5, "pad0": "seq=9 x"}}'
     line, device_id, seq, ts = to_line("yq/load/load_probe/lp-0042", payload)
     assert point_identity(line) == (device_id, seq, ts) == ("lp-0042", 77, 1768320000123)
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again, and never listened on
+
+
+def test_the_process_listening_on_a_loopback_port_is_found_by_it(listening_port: int) -> None:
+    for host in ("127.0.0.1", "localhost"):
+        server = find_server(host, listening_port)
+        assert (server.pid, server.process, server.note) == (os.getpid(), psutil.Process().name(), None)
+
+
+def test_a_port_nobody_listens_on_is_not_sampled_and_says_so() -> None:
+    port = free_port()
+    server = find_server("127.0.0.1", port)
+    assert server.pid is None and server.pids() == []
+    assert server.note == f"not sampled (no local process listens on {port})"
+
+
+def test_a_server_on_another_host_is_not_looked_up_here(listening_port: int) -> None:
+    server = find_server("192.0.2.7", listening_port)  # TEST-NET-1: never this machine
+    assert server.pid is None and server.note is not None and "192.0.2.7 is not a loopback address" in server.note
+
+
+def test_without_the_right_to_list_every_socket_our_own_processes_are_still_found(listening_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(kind: str) -> None:
+        raise psutil.AccessDenied()  # what macOS answers a user who is not root
+
+    monkeypatch.setattr(psutil, "net_connections", denied)
+    assert find_server("127.0.0.1", listening_port).pid == os.getpid()
+
+
+def test_a_container_port_forwarder_is_not_taken_for_the_server(listening_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "PORT_FORWARDERS", frozenset({psutil.Process().name()}))  # we play docker-proxy
+    server = find_server("127.0.0.1", listening_port)
+    assert server.pid is None and server.note is not None and "is forwarded by" in server.note
+
+
+def test_a_database_that_was_not_sampled_is_null_and_the_report_says_why(tmp_path: Path) -> None:
+    note = "not sampled (no local process listens on 8086)"
+    usage = {"simulator_cpu_percent": 80.0, "simulator_rss_mb": 60.0, "bridge_cpu_percent": 40.0, "bridge_rss_mb": 70.0,
+             "broker_cpu_percent": 10.0, "broker_rss_mb": 8.0, "database_cpu_percent": None, "database_rss_mb": None, "machine_cpu_percent": 150.0}  # fmt: skip
+    rows = [{"second": k, "offered": 10, "published": 10, "acknowledged": 10, "received": 10, "written": 10, "backlog": 0, "duplicates": 0,
+             "latency_p50_ms": 5.0, "latency_p90_ms": 6.0, "latency_p99_ms": 7.0, "latency_max_ms": 8.0, "publish_p99_ms": 1.0, **usage} for k in (1, 2, 3)]  # fmt: skip
+    summary = {
+        "run": "r1", "scenario": "s", "started": "2026-01-01T00:00:00+00:00", "inputs": {}, "environment": {"cpus": 2},
+        "servers": {"broker": {"port": 1883, "pid": 42, "process": "mosquitto", "note": None}, "database": {"port": 8086, "pid": None, "process": None, "note": note}},
+        "figures": {"loss": 0, **usage}, "thresholds": [], "passed": True,
+    }  # fmt: skip
+    write_results(tmp_path, summary, rows)
+
+    report = (tmp_path / "report.html").read_text()
+    assert f"<td>database_cpu_percent</td><td>{note}</td>" in report and f"<td>database_rss_mb</td><td>{note}</td>" in report
+    assert "<li>broker: mosquitto (PID 42, port 1883)</li>" in report and f"<li>database: {note}</li>" in report
+    assert json.loads((tmp_path / "summary.json").read_text())["figures"]["database_cpu_percent"] is None
+    assert (tmp_path / "timeseries.csv").read_text().splitlines()[1].endswith("10.0,8.0,,,150.0")  # empty, not 0
+    assert cpu_line(summary) == (
+        "CPU, % of one core, mean while loaded: simulator 80%, bridge 40%, broker (mosquitto) 10%, "
+        f"database {note}; whole machine 150% of 200%"
+    )

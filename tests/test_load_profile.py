@@ -47,6 +47,17 @@ def test_thresholds_parse_and_judge_like_k6() -> None:
     assert not verdict.passed and "not measured" in verdict.line()
 
 
+def test_the_servers_and_the_machine_have_cpu_and_memory_thresholds() -> None:
+    figures = {"broker_cpu_percent": 11.0, "database_rss_mb": 140.0, "machine_cpu_percent": 180.0, "simulator_cpu_percent": 85.0}
+    assert evaluate(parse_threshold("broker_cpu_percent < 150"), figures).passed
+    assert evaluate(parse_threshold("database_rss_mb <= 500"), figures).passed
+    assert evaluate(parse_threshold("machine_cpu_percent > 2 * simulator_cpu_percent"), figures).passed
+    # a database that was not sampled (not on this machine) fails its threshold rather than passing on 0
+    assert not evaluate(parse_threshold("database_cpu_percent < 150"), figures).passed
+    with pytest.raises(ValueError, match="compare like with like"):
+        parse_threshold("broker_rss_mb < broker_cpu_percent")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

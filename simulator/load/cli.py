@@ -116,6 +116,7 @@ def print_summary(summary: dict[str, Any], verdicts: list[Verdict], folder: Path
         f"p99 {format_figure(f['p99_latency_ms'])}, p99.9 {format_figure(f['p999_latency_ms'])}, max {format_figure(f['max_latency_ms'])}; "
         f"publish p99 {format_figure(f['publish_p99_ms'])} ms"
     )
+    out.print(cpu_line(summary), markup=False)
     for verdict in verdicts:
         out.print(verdict.line(), markup=False)
     failed = [v.threshold for v in verdicts if not v.passed]
@@ -124,6 +125,24 @@ def print_summary(summary: dict[str, Any], verdicts: list[Verdict], folder: Path
     else:
         out.print(f"passed {len(verdicts)} thresholds", markup=False)
     out.print(f"results: {folder}/report.html", markup=False)
+
+
+def cpu_line(summary: dict[str, Any]) -> str:
+    """Where the CPU went: `... simulator 85%, bridge 41%, broker (mosquitto) 11%, database (influxd) 32%; ...`."""
+    figures, servers = summary["figures"], summary.get("servers", {})
+    parts = [f"simulator {percent(figures['simulator_cpu_percent'])}", f"bridge {percent(figures['bridge_cpu_percent'])}"]
+    for name in ("broker", "database"):
+        server = servers.get(name, {})
+        if server.get("note"):  # not sampled, and why
+            parts.append(f"{name} {server['note']}")
+        else:
+            parts.append(f"{name} ({server.get('process')}) {percent(figures[f'{name}_cpu_percent'])}")
+    machine = f"whole machine {percent(figures['machine_cpu_percent'])} of {100 * (summary['environment']['cpus'] or 1)}%"
+    return f"CPU, % of one core, mean while loaded: {', '.join(parts)}; {machine}"
+
+
+def percent(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.0f}%"
 
 
 def capacity(experiment: Experiment, folder: Path) -> None:

@@ -2,8 +2,10 @@
 
 One point per second (tags `run`, `scenario`, `phase=interval`; fields: that second's offered,
 generated, published, acknowledged, received and written messages, latency percentiles in ms, CPU and
-memory) and one at the end (`phase=summary`; every figure of summary.json and `passed`). Best effort:
-an unreachable InfluxDB is reported once and never stops the experiment.
+memory of the simulator, bridge, broker and database, the machine's CPU) and one at the end
+(`phase=summary`; every figure of summary.json and `passed`). A figure that was not measured (None: a
+broker on another machine has no CPU here) is left out, never written as 0. Best effort: an
+unreachable InfluxDB is reported once and never stops the experiment.
 """
 
 from __future__ import annotations

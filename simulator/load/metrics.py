@@ -3,14 +3,18 @@
 Latencies are recorded in microseconds in HDR histograms (3 significant digits, up to one hour), one
 per reporting interval; intervals travel between processes as HDR's compressed base64 encoding and
 add up to the whole run's histogram. Loss and duplicates come from the per-device `seq` of every
-point the bridge wrote: a bitmap per device.
+point the bridge wrote: a bitmap per device. CPU and memory come from psutil: of the processes the
+runner started, of the broker and the database when they run on this machine (found by the port
+they listen on), and of the whole machine.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 from hdrh.histogram import HdrHistogram
@@ -136,3 +140,90 @@ class ResourceSampler:
             except psutil.Error:
                 continue  # it has exited
         return Usage(cpu, rss) if alive else Usage(math.nan, math.nan)
+
+
+class MachineSampler:
+    """CPU of the whole machine (every process on it) between samples, in % of one core like `Usage`."""
+
+    def __init__(self) -> None:
+        self.cores = psutil.cpu_count() or 1
+        psutil.cpu_percent(None)  # starts the measurement interval
+
+    def sample(self) -> float:
+        return round(psutil.cpu_percent(None) * self.cores, 1)
+
+
+# Processes that hold a published port for a server in a container: their CPU is not the server's.
+PORT_FORWARDERS = frozenset({"docker-proxy", "rootlessport", "rootlesskit", "slirp4netns"})
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server's process on this machine, found by the TCP port it listens on; pid None: not sampled."""
+
+    port: int
+    pid: int | None = None
+    process: str | None = None  # its name, e.g. "mosquitto"
+    note: str | None = None  # why it is not sampled
+
+    def pids(self) -> list[int]:
+        return [] if self.pid is None else [self.pid]
+
+    def describe(self) -> str:
+        return self.note or f"{self.process} (PID {self.pid}, port {self.port})"
+
+
+def find_server(host: str, port: int) -> Server:
+    """The process listening on `host`:`port`, best effort: only a loopback host is looked up here."""
+    if not is_loopback(host):
+        return Server(port, note=f"not sampled ({host} is not a loopback address, so its process is not on this machine)")
+    try:
+        listening = listening_pids(port)
+    except psutil.Error as error:
+        return Server(port, note=f"not sampled (cannot list this machine's sockets: {type(error).__name__})")
+    if not listening:
+        return Server(port, note=f"not sampled (no local process listens on {port})")
+    hidden = Server(port, note=f"not sampled (the process listening on {port} is not visible here: another user's, or a container's)")
+    visible = sorted({pid for pid in listening if pid})
+    if not visible:
+        return hidden
+    try:
+        name = psutil.Process(visible[0]).name()
+    except psutil.Error:
+        return hidden
+    if name in PORT_FORWARDERS:
+        return Server(port, note=f"not sampled (port {port} is forwarded by {name}; the server runs in a container)")
+    return Server(port, visible[0], name)
+
+
+def listening_pids(port: int) -> list[int | None]:
+    """PIDs of the sockets listening on TCP `port` for loopback clients; None where the process is hidden."""
+    try:
+        return [c.pid for c in psutil.net_connections(kind="tcp") if listens_on(c, port)]
+    except psutil.AccessDenied:
+        pass  # macOS lists every socket only to root; this user's own processes are still visible
+    pids: list[int | None] = []
+    for process in psutil.process_iter():
+        try:
+            if any(listens_on(c, port) for c in process.net_connections(kind="tcp")):
+                pids.append(process.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def listens_on(connection: Any, port: int) -> bool:
+    """A listening socket on `port` that a client of 127.0.0.1 or ::1 would reach."""
+    if connection.status != psutil.CONN_LISTEN or not connection.laddr or connection.laddr.port != port:
+        return False
+    address = connection.laddr.ip
+    return address in ("0.0.0.0", "::") or is_loopback(address)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from simulator.load.metrics import Server  # noqa: E402
 from simulator.load.thresholds import format_figure  # noqa: E402
 
 PLOTS = ("rates.png", "latency.png", "loss.png", "resources.png")
@@ -30,7 +31,7 @@ def write_results(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]
     plot_rates(out / "rates.png", rows)
     plot_latency(out / "latency.png", rows)
     plot_loss(out / "loss.png", rows, summary)
-    plot_resources(out / "resources.png", rows)
+    plot_resources(out / "resources.png", rows, summary.get("servers", {}))
     (out / "report.html").write_text(report_html(out, summary, rows))
 
 
@@ -88,17 +89,32 @@ def plot_loss(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -
     save(fig, axes, path)
 
 
-def plot_resources(path: Path, rows: list[dict[str, Any]]) -> None:
+RESOURCE_COLORS = {"simulator": "tab:blue", "bridge": "tab:orange", "broker": "tab:green", "database": "tab:red"}
+
+
+def plot_resources(path: Path, rows: list[dict[str, Any]], servers: dict[str, Any]) -> None:
     fig, axes = figure("CPU (100% = one core) and resident memory", "% of a core")
     seconds = column(rows, "second")
-    axes.plot(seconds, column(rows, "simulator_cpu_percent"), label="simulator CPU", color="tab:blue")
-    axes.plot(seconds, column(rows, "bridge_cpu_percent"), label="bridge CPU", color="tab:orange")
     memory = axes.twinx()
     memory.set_ylabel("MB")
-    memory.plot(seconds, column(rows, "simulator_rss_mb"), color="tab:blue", linestyle=":", label="simulator RSS")
-    memory.plot(seconds, column(rows, "bridge_rss_mb"), color="tab:orange", linestyle=":", label="bridge RSS")
+    for name, color in RESOURCE_COLORS.items():
+        if all(row.get(f"{name}_cpu_percent") is None for row in rows):
+            continue  # not sampled (a server elsewhere): no line rather than a line at zero
+        process = servers.get(name, {}).get("process")
+        label = f"{name} ({process})" if process else name
+        axes.plot(seconds, column(rows, f"{name}_cpu_percent"), label=f"{label} CPU", color=color)
+        memory.plot(seconds, column(rows, f"{name}_rss_mb"), color=color, linestyle=":", label=f"{label} RSS")
+    axes.plot(seconds, column(rows, "machine_cpu_percent"), label="machine CPU (every process)", color="black", linestyle="--")
     memory.legend(loc="upper right", fontsize="small")
     save(fig, axes, path)
+
+
+def figure_text(name: str, value: float | None, servers: dict[str, Any]) -> str:
+    """A figure as the report shows it; a server's unsampled figure says why it was not sampled."""
+    server = servers.get(name.split("_")[0], {})
+    if value is None and server.get("note"):
+        return server["note"]
+    return format_figure(value if value is not None else float("nan"))
 
 
 def report_html(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -109,10 +125,11 @@ def report_html(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) 
         f"<td>{format_figure(v['limit'] if v['limit'] is not None else float('nan'))}</td></tr>"
         for v in summary.get("thresholds", [])
     )
+    servers = summary.get("servers", {})
     figures = "".join(
-        f"<tr><td>{escape(name)}</td><td>{format_figure(value if value is not None else float('nan'))}</td></tr>"
-        for name, value in summary["figures"].items()
+        f"<tr><td>{escape(name)}</td><td>{escape(figure_text(name, value, servers))}</td></tr>" for name, value in summary["figures"].items()
     )
+    sampled = "".join(f"<li>{escape(name)}: {escape(Server(**server).describe())}</li>" for name, server in servers.items())
     inputs = escape(json.dumps(summary["inputs"], indent=2))
     environment = escape(json.dumps(summary["environment"], indent=2))
     images = "".join(
@@ -134,6 +151,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }} pre {{ background: #f6
 <h2>Thresholds</h2><table><tr><th></th><th>threshold</th><th>measured</th><th>limit</th></tr>{verdicts}</table>
 <h2>Plots</h2>{images}
 <h2>Figures</h2><table>{figures}</table>
+<p>CPU in % of one core (200 = two cores busy); the servers' processes, found by the port they listen on:</p><ul>{sampled}</ul>
 <h2>Inputs</h2><pre>{inputs}</pre>
 <h2>Environment</h2><pre>{environment}</pre>
 <p>Per-second figures: timeseries.csv; everything above: summary.json.</p>

@@ -3,9 +3,9 @@
 The runner starts the instrumented bridge (simulator/load/bridge.py) and `workers` simulator
 processes (simulator/load/worker.py), each owning a deterministic shard of the devices; once all are
 connected it gives them a common start, a little in the future. Every second it collects their
-counters and interval histograms, samples their CPU and memory, and writes a `loadtest` point to
-InfluxDB. After the last stage it waits (at most `load.drain`) for the pipeline to catch up, stops the
-bridge, and judges the thresholds.
+counters and interval histograms, samples their CPU and memory (and the broker's, the database's and
+the whole machine's), and writes a `loadtest` point to InfluxDB. After the last stage it waits (at
+most `load.drain`) for the pipeline to catch up, stops the bridge, and judges the thresholds.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from simulator.load.live import LiveResults
-from simulator.load.metrics import ResourceSampler, decode, new_histogram, summarize_ms
+from simulator.load.metrics import MachineSampler, ResourceSampler, Server, decode, find_server, new_histogram, summarize_ms
 from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
@@ -38,6 +39,9 @@ from simulator.transport.mqtt import BrokerAddress
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
 COLLECT_DELAY_S = 0.3  # read interval k this long after it ends, so every process has reported it
+SAMPLED = ("simulator", "bridge", "broker", "database")  # whose CPU and memory each second holds
+CPU_FIGURES = (*(f"{name}_cpu_percent" for name in SAMPLED), "machine_cpu_percent")
+RSS_FIGURES = tuple(f"{name}_rss_mb" for name in SAMPLED)
 
 
 class LoadError(Exception):
@@ -191,6 +195,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts)."""
     scenario, load = experiment.scenario, experiment.load
     preflight(scenario)
+    servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
     run_id = out.name
     influx = scenario.influx
@@ -215,7 +220,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         start_ms = int((time.time() + START_MARGIN_S) * 1000)
         for child in (bridge, *workers):
             child.send({"start_ms": start_ms})
-        rows = collect(experiment, bridge, workers, start_ms, LiveResults(influx, run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
+        rows = collect(experiment, bridge, workers, servers, start_ms, LiveResults(influx, run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
     finally:
         bridge.close()
         for child in (bridge, *workers):
@@ -224,7 +229,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     for child in (bridge, *workers):
         if child.final is None:
             raise LoadError(child.error or f"the {child.name} stopped without its final figures; see {out}")
-    summary = summarize(experiment, bridge, workers, rows, start_ms, run_id)
+    summary = summarize(experiment, bridge, workers, servers, rows, start_ms, run_id)
     verdicts = judge(load.thresholds, summary["figures"])
     summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
     summary["passed"] = all(v.passed for v in verdicts)
@@ -245,11 +250,24 @@ def preflight(scenario: Scenario) -> None:
         raise LoadError(f"cannot reach InfluxDB at {scenario.influx.url}; start it with `iotsim stack up` or pass --influx") from None
 
 
-def collect(experiment: Experiment, bridge: Child, workers: list[Child], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:
+def local_servers(scenario: Scenario) -> dict[str, Server]:
+    """The broker's and the database's processes, when they run on this machine."""
+    broker = BrokerAddress.from_url(scenario.mqtt.url)
+    influx = urlsplit(scenario.influx.url)
+    influx_port = influx.port or (443 if influx.scheme == "https" else 80)  # where requests connects
+    return {"broker": find_server(broker.host, broker.port), "database": find_server(influx.hostname or "", influx_port)}
+
+
+def collect(experiment: Experiment, bridge: Child, workers: list[Child], servers: dict[str, Server], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:
     """A timeseries row per second, until the pipeline has caught up (or `drain` has passed)."""
     start_s = start_ms / 1000
-    simulator_usage = ResourceSampler([worker.process.pid for worker in workers])
-    bridge_usage = ResourceSampler([bridge.process.pid])
+    samplers = {
+        "simulator": ResourceSampler([worker.process.pid for worker in workers]),
+        "bridge": ResourceSampler([bridge.process.pid]),
+        "broker": ResourceSampler(servers["broker"].pids()),
+        "database": ResourceSampler(servers["database"].pids()),
+    }
+    machine = MachineSampler()
     duration = experiment.schedule.duration
     drain_until = duration + experiment.load.drain + 120.0  # workers have 120 s to be acknowledged, then drain
     rows: list[dict[str, Any]] = []
@@ -259,7 +277,7 @@ def collect(experiment: Experiment, bridge: Child, workers: list[Child], start_m
     while True:
         k += 1
         time.sleep(max(start_s + k + COLLECT_DELAY_S - time.time(), 0.0))
-        row = make_row(experiment, k, bridge, workers, previous, simulator_usage, bridge_usage)
+        row = make_row(experiment, k, bridge, workers, previous, samplers, machine)
         rows.append(row)
         live.write_row(row, int(start_ms + k * 1000))
         if progress is not None:
@@ -280,7 +298,7 @@ def collect(experiment: Experiment, bridge: Child, workers: list[Child], start_m
     return rows
 
 
-def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child], previous: dict[str, float], simulator_usage: ResourceSampler, bridge_usage: ResourceSampler) -> dict[str, Any]:
+def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child], previous: dict[str, float], samplers: dict[str, ResourceSampler], machine: MachineSampler) -> dict[str, Any]:
     totals = {name: 0.0 for name in ("generated", "published", "acknowledged")}
     publish_hist = new_histogram()
     for worker in workers:
@@ -302,13 +320,15 @@ def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child]
         row[f"latency_{name}_ms"] = none_if_nan(value)
     for name, value in summarize_ms(publish_hist).items():
         row[f"publish_{name}_ms"] = none_if_nan(value)
-    simulator, ingest = simulator_usage.sample(), bridge_usage.sample()
-    row |= {"simulator_cpu_percent": none_if_nan(simulator.cpu_percent), "simulator_rss_mb": none_if_nan(round(simulator.rss_mb, 1)),
-            "bridge_cpu_percent": none_if_nan(ingest.cpu_percent), "bridge_rss_mb": none_if_nan(round(ingest.rss_mb, 1))}  # fmt: skip
+    for name in SAMPLED:  # a server not found on this machine has no process: None, not 0
+        usage = samplers[name].sample()
+        row[f"{name}_cpu_percent"] = none_if_nan(usage.cpu_percent)
+        row[f"{name}_rss_mb"] = none_if_nan(round(usage.rss_mb, 1))
+    row["machine_cpu_percent"] = machine.sample()
     return row
 
 
-def summarize(experiment: Experiment, bridge: Child, workers: list[Child], rows: list[dict[str, Any]], start_ms: int, run_id: str) -> dict[str, Any]:
+def summarize(experiment: Experiment, bridge: Child, workers: list[Child], servers: dict[str, Server], rows: list[dict[str, Any]], start_ms: int, run_id: str) -> dict[str, Any]:
     finals = [worker.final or {} for worker in workers]
     ingest = bridge.final or {}
     latency, publish = new_histogram(), new_histogram()
@@ -347,10 +367,10 @@ def summarize(experiment: Experiment, bridge: Child, workers: list[Child], rows:
         figures[f"{name}_latency_ms"] = value
     for name, value in summarize_ms(publish).items():
         figures[f"publish_{name}_ms"] = value
-    for name in ("simulator_cpu_percent", "bridge_cpu_percent"):  # mean while loaded (the first second warms up)
+    for name in CPU_FIGURES:  # mean while loaded (the first second warms up)
         values = [row[name] for row in within[1:] if row[name] is not None] or [math.nan]
         figures[name] = sum(values) / len(values)
-    for name in ("simulator_rss_mb", "bridge_rss_mb"):
+    for name in RSS_FIGURES:
         figures[name] = max((row[name] for row in rows if row[name] is not None), default=math.nan)
     scenario = experiment.scenario
     return {
@@ -370,6 +390,7 @@ def summarize(experiment: Experiment, bridge: Child, workers: list[Child], rows:
             "duration_s": duration,
         },
         "environment": environment(),
+        "servers": {name: asdict(server) for name, server in servers.items()},
         "figures": {name: none_if_nan(value) for name, value in figures.items()},
         "latency_histogram": latency.encode().decode() if latency.get_total_count() else "",
         "publish_histogram": publish.encode().decode() if publish.get_total_count() else "",

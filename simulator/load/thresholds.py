@@ -3,7 +3,8 @@
 A threshold is `METRIC OP VALUE`, where OP is one of < <= > >= == != and VALUE is a number, another
 metric, or `NUMBER * METRIC`. Both sides must have the same unit (a rate is never compared with a
 count). `evaluate` judges one threshold against a run's figures; a figure the run could not measure
-(no message written, so no latency) fails its thresholds.
+(no message written, so no latency; a broker not running on this machine, so no broker CPU) fails
+its thresholds.
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ METRICS: dict[str, str] = {
     **{f"publish_{p}_ms": "ms" for p in PERCENTILES},
     "simulator_cpu_percent": "%",
     "bridge_cpu_percent": "%",
+    "broker_cpu_percent": "%",
+    "database_cpu_percent": "%",
+    "machine_cpu_percent": "%",
     "simulator_rss_mb": "MB",
     "bridge_rss_mb": "MB",
+    "broker_rss_mb": "MB",
+    "database_rss_mb": "MB",
 }
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
