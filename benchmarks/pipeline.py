@@ -4,7 +4,8 @@ Baseline: Mosquitto's own C clients, `mosquitto_pub -l` (QoS 1) into `mosquitto_
 the same payloads the simulator generates: what the broker and the loopback can carry.
 Measured: dry-run generation (SimPy world → JSON lines file), publishing (simulator → broker at
 QoS 1, until every PUBACK), and end to end (simulator → broker → bridge → InfluxDB, until every
-point is stored, checked for zero loss by exact counts and per-device seq).
+point is stored, checked for zero loss by exact counts and per-device seq), with the CPU each of the
+four processes spent on it: the CPU cost per message, and the rate all cores could carry at that cost.
 A reading is one value; an air-quality message carries 10 (six pollutants and the AQI's four).
 
     .venv/bin/python benchmarks/pipeline.py [--stations 5000] [--hours 1]
@@ -13,6 +14,7 @@ A reading is one value; an air-quality message carries 10 (six pollutants and th
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 import requests
 from rich.console import Console
 from rich.table import Table
@@ -87,24 +90,45 @@ def publish(spec: Scenario) -> tuple[int, float]:
     return publisher.acknowledged, elapsed
 
 
-def end_to_end(spec_file: Path, broker: stack.Service, influx: stack.Service, database: str, prefix: str, expected: int) -> tuple[int, float, int]:
+def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, database: str, expected: int, work: Path) -> tuple[int, float, int, dict[str, float]]:
+    """Publish in this process (as `iotsim run` does, without its interpreter start-up) through a
+    bridge process into InfluxDB; time from the first message to the last point stored. Returns
+    (stored, seconds, devices with seq gaps, CPU seconds per process while it ran)."""
+    prefix = spec.mqtt.topic_prefix
     bridge = subprocess.Popen(
         [*IOTSIM, "bridge", "--mqtt", broker.url, "--influx", influx.url, "--db", database, "--prefix", prefix,
-         "--client-id", f"bench-{prefix}", "--exit-when-idle", "3", "--dead-letters", str(spec_file.parent / "dl.jsonl")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--client-id", f"bench-{prefix}", "--exit-when-idle", "3", "--dead-letters", str(work / "dl.jsonl"),
+         "--spool-dir", str(work / "spool"), "--ready-file", str(work / "bridge.ready")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    assert bridge.stderr is not None and bridge.stderr.readline().startswith("bridge:")
+    while not (work / "bridge.ready").exists():
+        assert bridge.poll() is None, bridge.communicate()[0]
+        time.sleep(0.05)
+    publisher = MqttPublisher.from_settings(spec.mqtt, "bench-e2e-publisher", qos=1)
+    publisher.start()
+    processes = {"simulator (this process)": psutil.Process(), "bridge": psutil.Process(bridge.pid),
+                 "mosquitto": psutil.Process(broker.pid), "influxd": psutil.Process(influx.pid)}  # fmt: skip
+    cpu_before = {name: cpu_seconds(process) for name, process in processes.items()}
     started = time.perf_counter()
-    run = subprocess.run([*IOTSIM, "run", str(spec_file)], capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr
+    run_scenario(spec, publisher)
+    publisher.drain(600)
     stored = 0
     deadline = time.monotonic() + 600
     while stored < expected and time.monotonic() < deadline:
         stored = count_points(influx, database)
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
-    bridge.communicate(timeout=120)
-    return stored, elapsed, seq_gaps(influx, database)
+    cpu = {name: cpu_seconds(process) - cpu_before[name] for name, process in processes.items()}
+    publisher.stop()
+    log = bridge.communicate(timeout=120)[0]
+    if stored < expected:
+        console.print(f"[red]the bridge stored {stored:,} of {expected:,}[/]; its log:\n{log}")
+    return stored, elapsed, seq_gaps(influx, database), cpu
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def count_points(influx: stack.Service, database: str) -> int:
@@ -140,12 +164,8 @@ def main() -> None:
             generated, dry_s = dry_run(spec, dataset)
             base_n, base_s = c_client_baseline(broker, dataset, work)
             pub_n, pub_s = publish(spec.with_overrides(**{"mqtt.topic_prefix": "benchpub"}))
-            spec_file = work / "e2e.yaml"
-            spec_file.write_text(
-                f"name: e2e\nduration: {args.hours * 3600}\nmqtt: {{url: '{broker.url}', topic_prefix: e2e, qos: 1}}\n"
-                f"fleets:\n  - {{type: air_quality, count: {args.stations}, cadence: 5m}}\n"
-            )
-            stored, e2e_s, gaps = end_to_end(spec_file, broker, influx, "bench", "e2e", generated)
+            e2e_spec = spec.with_overrides(**{"mqtt.topic_prefix": "e2e"})
+            stored, e2e_s, gaps, cpu = end_to_end(e2e_spec, broker, influx, "bench", generated, work)
         finally:
             broker.stop()
             influx.stop()
@@ -164,6 +184,17 @@ def main() -> None:
     row("publish, QoS 1, all acknowledged", pub_n, pub_s)
     row("end to end into InfluxDB, QoS 1", stored, e2e_s)
     console.print(table)
+    usage = Table(title=f"where the CPU went end to end ({os.cpu_count()} cores; 100% = one core busy)")
+    for column in ("process", "CPU seconds", "% of one core", "CPU µs per message"):
+        usage.add_column(column, justify="right" if column != "process" else "left")
+    for name, seconds in [*cpu.items(), ("all four", sum(cpu.values()))]:
+        usage.add_row(name, f"{seconds:.2f}", f"{100 * seconds / e2e_s:.0f}", f"{1e6 * seconds / stored:.0f}")
+    console.print(usage)
+    ceiling = (os.cpu_count() or 1) * stored / sum(cpu.values())
+    console.print(
+        f"at that CPU cost per message, {os.cpu_count()} fully busy cores would carry ~{ceiling:,.0f} messages/s end to end "
+        f"= {ceiling * READINGS_PER_MESSAGE / baseline:.2f} x the C-client baseline"
+    )
     loss = generated - stored
     console.print(f"end to end: generated {generated:,}, stored {stored:,}, lost {loss:,}, devices with seq gaps {gaps}")
     if loss or gaps:
