@@ -359,7 +359,7 @@ def test_simulator_and_bridge_run_over_tls_with_their_identities(secure: SecureB
     bridge_env = child_env() | {"MQTT_PASSWORD": secure.password("bridge")}
     bridge = subprocess.Popen(
         [*IOTSIM, "bridge", "--mqtt", url, "--username", "bridge", "--ca-file", str(secure.ca_file), "--influx", influxdb.url,
-         "--db", database, "--client-id", "secure-bridge", "--dead-letters", str(tmp_path / "dead.jsonl"),
+         "--db", database, "--client-id", "secure-bridge", "--dead-letters", str(tmp_path / "dead.jsonl"), "--spool-dir", str(tmp_path / "spool"),
          "--batch-interval", "0.2", "--exit-when-idle", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bridge_env,
     )  # fmt: skip

@@ -5,7 +5,7 @@ Started by the runner as `python -m simulator.load.bridge`; JSON lines on stdin/
 workers (simulator/load/worker.py):
 
     stdin   {"mqtt_url", "influx_url", "database", "prefix", "client_id", "batch_size",
-             "batch_interval", "dead_letters", "interval"}
+             "batch_interval", "dead_letters", "spool_dir", "interval"}
     stdout  {"ready": true}                   subscribed
     stdin   {"start_ms": ...}                 the common start
     stdout  {"k": 3, "received", "written", "acknowledged", "dead_letters", "distinct",
@@ -96,6 +96,7 @@ def main() -> None:
         batch_size=int(order["batch_size"]),
         batch_interval=float(order["batch_interval"]),
         dead_letter_path=Path(order["dead_letters"]),
+        spool_dir=Path(order["spool_dir"]),
     )
     bridge = Bridge(settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True))
     try:

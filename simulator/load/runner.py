@@ -204,7 +204,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         "user": influx.user, "password": influx.password, "token": influx.token,
         "prefix": scenario.mqtt.topic_prefix, "client_id": f"{scenario.mqtt.client_id_prefix}-load-bridge"[:64],
         "batch_size": load.bridge.batch_size, "batch_interval": load.bridge.batch_interval,
-        "dead_letters": str(out / "dead-letters.jsonl"), "interval": 1.0,
+        "dead_letters": str(out / "dead-letters.jsonl"), "spool_dir": str(out / "spool"), "interval": 1.0,
         "raw_latencies": str(out / "latencies.i64") if raw_latencies else None,
     }  # fmt: skip
     bridge = Child.start("bridge", "simulator.load.bridge", bridge_order, out / "bridge.log")
