@@ -30,6 +30,7 @@ import requests
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import count_points, query  # benchmarks/pipeline.py, beside this script
 from simulator import stack
 from simulator.engine import run_scenario
 from simulator.faults import StackControl
@@ -99,7 +100,6 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object
     bridge = start_bridge(state, broker, influx)
     publisher = MqttPublisher.from_settings(spec.mqtt, f"recovery-{kind}")
     clock = FaultClock(publisher)
-    row: dict[str, object] = {}
     watching = threading.Event()
     watcher = threading.Thread(target=watch_catch_up, args=(influx, clock.mark, watching), daemon=True)
     try:
@@ -111,11 +111,12 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object
         stored = wait_for_points(influx, generated, timeout=300)
         watching.set()
         watcher.join()
+        stop_bridge(state, bridge)  # it writes its last `pipeline` point, with `spooled`, as it stops
         missing, duplicates, gappy = seq_check(influx)
         mark = clock.mark
         held = sum(o.held for o in publisher.outages)
         reconnect = max((o.reconnect_s or 0.0 for o in publisher.outages), default=0.0)
-        row = {
+        return {
             "fault": kind,
             "outage_s": (mark.ended - mark.started) if mark.started and mark.ended else None,
             "generated": generated,
@@ -126,15 +127,12 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object
             "recovery_s": (mark.caught_up - mark.ended) if mark.caught_up and mark.ended else None,
             "publisher_held": held,
             "publisher_reconnect_s": reconnect,
-            "bridge_spooled": None,
+            "bridge_spooled": spooled_ever(influx),
         }
-        return row
     finally:
         publisher.stop()
         watching.set()
-        stop_bridge(state, bridge)  # it writes its last `pipeline` point as it stops
-        if row:
-            row["bridge_spooled"] = spooled_ever(influx)
+        stop_bridge(state, bridge)  # again, harmlessly, if the run failed before it was stopped
         for name in ("mosquitto", "influxdb"):  # the fault injector may have restarted them: stop what the PID files name
             record = stack.recorded(state, name)
             if record is not None and record.running:
@@ -176,7 +174,7 @@ def watch_catch_up(influx: stack.Service, mark: FaultMark, done: threading.Event
     while not done.wait(0.1):
         if mark.ended is not None and mark.caught_up is None:
             try:
-                if count_points(influx) >= mark.readings_before_end:
+                if count_points(influx, DATABASE) >= mark.readings_before_end:
                     mark.caught_up = time.monotonic()
             except requests.RequestException:
                 pass  # InfluxDB itself may be the fault
@@ -184,42 +182,31 @@ def watch_catch_up(influx: stack.Service, mark: FaultMark, done: threading.Event
 
 def wait_for_points(influx: stack.Service, expected: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
-    stored = count_points(influx)
+    stored = count_points(influx, DATABASE)
     while stored < expected and time.monotonic() < deadline:
         time.sleep(0.1)
-        stored = count_points(influx)
+        stored = count_points(influx, DATABASE)
     time.sleep(1.0)  # late duplicates, if any, would land now
-    return count_points(influx)
-
-
-def count_points(influx: stack.Service) -> int:
-    series = query(influx, 'SELECT count("seq") FROM "air_quality"')
-    return series[0]["values"][0][1] if series else 0
+    return count_points(influx, DATABASE)
 
 
 def seq_check(influx: stack.Service) -> tuple[int, int, int]:
-    """(missing, duplicates, devices with gaps) from each device's count, min and max of seq."""
-    series = query(influx, 'SELECT count("seq"), min("seq"), max("seq") FROM "air_quality" GROUP BY "device_id"')
+    """(missing, duplicates, devices with gaps) from each device's count and highest seq."""
+    series = query(influx, DATABASE, 'SELECT count("seq"), max("seq") FROM "air_quality" GROUP BY "device_id"')
     missing = duplicates = gappy = 0
     for s in series:
-        count, low, high = s["values"][0][1:]
-        span = high - low + 1 + low  # seq starts at 0
-        missing += max(span - count, 0)
-        duplicates += max(count - span, 0)
-        gappy += count != span
+        count, high = s["values"][0][1:]
+        expected = high + 1  # seq counts from 0
+        missing += max(expected - count, 0)
+        duplicates += max(count - expected, 0)
+        gappy += count != expected
     return missing, duplicates, gappy
 
 
 def spooled_ever(influx: stack.Service) -> int:
     """Points the bridge put in its disk spool, from its last `pipeline` point (written at exit)."""
-    series = query(influx, 'SELECT last("spooled") FROM "pipeline" WHERE "component" = \'bridge\'')
+    series = query(influx, DATABASE, 'SELECT last("spooled") FROM "pipeline" WHERE "component" = \'bridge\'')
     return series[0]["values"][0][1] if series else 0
-
-
-def query(influx: stack.Service, q: str) -> list[dict]:
-    response = requests.get(f"{influx.url}/query", params={"db": DATABASE, "q": q}, timeout=60)
-    response.raise_for_status()
-    return response.json()["results"][0].get("series", [])
 
 
 def main() -> None:
