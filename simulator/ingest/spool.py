@@ -19,8 +19,17 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Segment:
+    """One spooled batch, in a file named NUMBER-POINTS.lp."""
+
     path: Path
-    points: int
+
+    @property
+    def number(self) -> int:
+        return int(self.path.stem.split("-")[0])
+
+    @property
+    def points(self) -> int:
+        return int(self.path.stem.split("-")[1])
 
     def lines(self) -> list[str]:
         return self.path.read_text(encoding="utf-8").splitlines()
@@ -33,9 +42,9 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):  # a write the last run did not finish: never acknowledged
             leftover.unlink()
-        self.segments: deque[Segment] = deque(sorted((segment_of(path) for path in directory.glob("*.lp")), key=lambda s: s.path.name))
+        self.segments: deque[Segment] = deque(sorted((Segment(path) for path in directory.glob("*.lp")), key=lambda s: s.number))
         self.points = sum(segment.points for segment in self.segments)
-        self.next_number = int(self.segments[-1].path.name.split("-")[0]) + 1 if self.segments else 0
+        self.next_number = self.segments[-1].number + 1 if self.segments else 0
 
     def has_room(self) -> bool:
         return self.points < self.limit
@@ -50,7 +59,7 @@ class Spool:
             os.fsync(file.fileno())
         temporary.rename(final)
         sync_directory(self.directory)  # the rename itself must survive a power cut too
-        self.segments.append(Segment(final, len(lines)))
+        self.segments.append(Segment(final))
         self.points += len(lines)
         self.next_number += 1
 
@@ -64,10 +73,6 @@ class Spool:
 
     def __bool__(self) -> bool:
         return bool(self.segments)
-
-
-def segment_of(path: Path) -> Segment:
-    return Segment(path, int(path.stem.split("-")[1]))
 
 
 def sync_directory(directory: Path) -> None:
