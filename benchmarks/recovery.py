@@ -105,7 +105,7 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object
     try:
         publisher.start()
         watcher.start()
-        run_scenario(spec, clock, stack_control=StackControl(state))
+        run_scenario(spec, clock, stack_control=StackControl(state), wait=publisher.idle)
         publisher.drain(300)
         generated = clock.readings
         stored = wait_for_points(influx, generated, timeout=300)

@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from simulator import stack
 from simulator.dashboards.cli import dashboards_app
-from simulator.engine import RunResult, run_scenario
+from simulator.engine import RunResult, Wait, run_scenario
 from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
@@ -148,7 +149,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     interrupted = False
     result: RunResult | None = None
     try:
-        result = run_with_progress(scenario, publisher, control)
+        result = run_with_progress(scenario, publisher, control, wait=publisher.idle)
         if not publisher.drain(drain_timeout):
             err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending + publisher.buffered} acknowledgements")
     except KeyboardInterrupt:
@@ -176,7 +177,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         raise typer.Exit(1)
 
 
-def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None) -> RunResult:
+def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep) -> RunResult:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -189,8 +190,6 @@ def run_with_progress(scenario: Scenario, sink: object, control: StackControl | 
         started = [0.0]
 
         def update(simulated_s: float, generated: int) -> None:
-            import time
-
             now = time.perf_counter()
             if not started[0]:
                 started[0] = now
@@ -202,7 +201,7 @@ def run_with_progress(scenario: Scenario, sink: object, control: StackControl | 
                 rate=f"{generated / elapsed:,.0f} msg/s",
             )
 
-        return run_scenario(scenario, sink, update, control)  # type: ignore[arg-type]
+        return run_scenario(scenario, sink, update, control, wait)  # type: ignore[arg-type]
 
 
 def print_summaries(result: RunResult) -> None:

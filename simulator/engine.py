@@ -1,7 +1,7 @@
 """Running a world: as fast as possible, or paced against the wall clock.
 
-`speed: afap` uses a plain `simpy.Environment`; `speed: N` uses `simpy.rt.RealtimeEnvironment` with
-one simulated second taking 1/N wall seconds. Timestamps always come from the simulated clock
+`speed: afap` uses a plain `simpy.Environment`; `speed: N` uses a `PacedEnvironment` with one
+simulated second taking 1/N wall seconds. Timestamps always come from the simulated clock
 (scenario start + env.now), so a paced run and an afap run produce the same messages.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import simpy
 import simpy.rt
+from simpy.core import EmptySchedule, Infinity
 
 from simulator.faults import FaultySink, StackControl, inject
 from simulator.scenario import Scenario
@@ -21,6 +22,29 @@ from simulator.world import Summary, World, build_world
 
 Progress = Callable[[float, int], None]
 """Called with (simulated seconds done, messages generated so far)."""
+
+Wait = Callable[[float], None]
+"""How a paced run lets wall-clock seconds pass: `time.sleep`, or a publisher's `idle`, which keeps
+serving its connection meanwhile (it has no thread of its own)."""
+
+
+class PacedEnvironment(simpy.rt.RealtimeEnvironment):
+    """simpy's real-time environment, waiting for each event's wall-clock time through `wait`.
+
+    Not strict: when publishing falls behind the pace, the run catches up instead of raising."""
+
+    def __init__(self, factor: float, wait: Wait = time.sleep) -> None:
+        super().__init__(factor=factor, strict=False)
+        self.wait = wait
+
+    def step(self) -> None:
+        event_time = self.peek()
+        if event_time is Infinity:
+            raise EmptySchedule
+        due = self.real_start + (event_time - self.env_start) * self.factor
+        while (delay := due - time.monotonic()) > 0:
+            self.wait(delay)
+        simpy.Environment.step(self)
 
 
 @dataclass
@@ -35,11 +59,10 @@ class RunResult:
         return self.generated / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-def make_environment(scenario: Scenario) -> simpy.Environment:
+def make_environment(scenario: Scenario, wait: Wait = time.sleep) -> simpy.Environment:
     if scenario.speed == "afap":
         return simpy.Environment()
-    # strict=False: when publishing falls behind the pace, catch up instead of raising.
-    return simpy.rt.RealtimeEnvironment(factor=1.0 / float(scenario.speed), strict=False)
+    return PacedEnvironment(factor=1.0 / float(scenario.speed), wait=wait)
 
 
 def report_progress(env: simpy.Environment, world: World, progress: Progress, every: float) -> Generator[simpy.Event, None, None]:
@@ -50,10 +73,11 @@ def report_progress(env: simpy.Environment, world: World, progress: Progress, ev
 
 
 def run_scenario(
-    scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None
+    scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None, wait: Wait = time.sleep
 ) -> RunResult:
-    """Run the scenario's world; `stack_control` lets process faults act on the local stack."""
-    env = make_environment(scenario)
+    """Run the scenario's world; `stack_control` lets process faults act on the local stack; a paced
+    run waits for the wall clock through `wait` (pass a publisher's `idle`)."""
+    env = make_environment(scenario, wait)
     faulty = FaultySink(sink, scenario.faults, scenario.seed, scenario.mqtt.topic_prefix) if scenario.faults else None
     world = build_world(scenario, env, faulty or sink)
     if faulty is not None:

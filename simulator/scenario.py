@@ -35,9 +35,9 @@ class MqttSettings(StrictModel):
     qos: Literal[0, 1] = Field(default=1, description="0 = at most once, 1 = at least once")
     topic_prefix: str = Field(default="yangquan", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     client_id_prefix: str = Field(default="iotsim", pattern=r"^[A-Za-z0-9_-]{1,40}$")
-    # Measured (benchmarks/pipeline.py): paho re-scans its in-flight table on every PUBACK, so a
-    # window of ~100 publishes 2-4x faster than 1000 or more on loopback.
-    max_inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged QoS 1 messages on the wire")
+    # The publisher's window is the smaller of the two: at most that many messages handed over and not
+    # yet acknowledged (QoS 1) or written (QoS 0); at the bound the simulation waits.
+    max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged QoS 1 messages on the wire")
     max_queued: int = Field(default=1000, ge=1, description="messages not yet acknowledged before the simulation is paused")
     buffer_in_memory: int = Field(default=10_000, ge=0, description="messages held in memory while the broker is unreachable")
     buffer_limit: int = Field(

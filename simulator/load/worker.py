@@ -28,9 +28,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import simpy
-import simpy.rt
 
 from simulator import catalogue
+from simulator.engine import PacedEnvironment
 from simulator.load.metrics import LatencyRecorder
 from simulator.load.shard import SHARD_KEY, Shard, ShardSink
 from simulator.scenario import Scenario
@@ -60,28 +60,25 @@ class InstrumentedPublisher(MqttPublisher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.latency = LatencyRecorder()
-        self.times_lock = threading.Lock()
         self.sent_ns: dict[int, int] = {}
-        self.early_ns: dict[int, int] = {}  # acknowledged before publish() returned its mid
+        self.early_ns: dict[int, int] = {}  # QoS 0: written (and so "acknowledged") before publish() returned its mid
 
     def _publish(self, topic: str, payload: bytes) -> int:
         started = time.perf_counter_ns()
         mid = super()._publish(topic, payload)
-        with self.times_lock:
-            acknowledged = self.early_ns.pop(mid, None)
-            if acknowledged is None:
-                self.sent_ns[mid] = started
-        if acknowledged is not None:
+        acknowledged = self.early_ns.pop(mid, None)
+        if acknowledged is None:
+            self.sent_ns[mid] = started
+        else:
             self.latency.record_us((acknowledged - started) // 1000)
         return mid
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
         now = time.perf_counter_ns()
-        with self.times_lock:
-            started = self.sent_ns.pop(mid, None)
-            if started is None:
-                self.early_ns[mid] = now
-        if started is not None:
+        started = self.sent_ns.pop(mid, None)
+        if started is None:
+            self.early_ns[mid] = now
+        else:
             self.latency.record_us((now - started) // 1000)
         super()._on_publish(client, userdata, mid, reason, properties)
 
@@ -154,7 +151,7 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
     start = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc)
     scenario = scenario.with_overrides(start=start.isoformat())
     sink = ShardSink(publisher, shard)
-    env = simpy.rt.RealtimeEnvironment(factor=1.0, strict=False)
+    env = PacedEnvironment(factor=1.0, wait=publisher.idle)
     world = build_sharded_world(scenario, env, sink)
 
     def snapshot() -> dict[str, Any]:
@@ -162,7 +159,7 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
                 "publish_hist": publisher.latency.take()}  # fmt: skip
 
     reporter = Reporter(start_ms, interval, snapshot)
-    time.sleep(max(start_ms / 1000 - time.time(), 0.0))
+    publisher.idle(max(start_ms / 1000 - time.time(), 0.0))
     env.sync()
     reporter.start()
     started = time.perf_counter()

@@ -1,18 +1,23 @@
-"""Publishing a run's messages to an MQTT broker with paho-mqtt 2.x.
+"""Publishing a run's messages to an MQTT broker with paho-mqtt 2.x, from the simulation's own thread.
 
-paho's network loop runs in its own thread and reconnects with exponential backoff. Two bounds keep
-memory flat: at most `max_queued` messages handed to paho and not yet acknowledged (QoS 1) or not yet
-written to the socket (QoS 0); past it, `__call__` waits. While the broker is unreachable, new
-messages wait in an outbox instead (in memory up to `buffer_in_memory`, then in a temporary file),
-and go out in order once the connection is back; past `buffer_limit` held messages, `__call__` waits
-for the broker, which pauses the simulation rather than losing anything. What paho already had in
-flight when the connection dropped, it sends again itself after reconnecting.
+paho's network loop runs in the caller's thread, not in a thread of its own: `publish()` writes to
+the socket at once, and PUBACKs are read every few messages, while waiting for room, and whenever
+the simulation waits for the wall clock (`idle`). With two Python threads, every message cost two
+handovers of the interpreter lock between the simulation and paho's thread; driven from one thread,
+publishing at QoS 1 costs about a third of the CPU (benchmarks/pipeline.py).
+
+One bound keeps memory flat: at most `window` messages handed to paho and not yet acknowledged
+(QoS 1) or not yet written to the socket (QoS 0); past it, `__call__` waits. While the broker is
+unreachable, new messages wait in an outbox instead (in memory up to `buffer_in_memory`, then in a
+temporary file) and go out in order once the connection is back; past `buffer_limit` held messages,
+`__call__` waits for the broker, which pauses the simulation rather than losing anything. What paho
+already had in flight when the connection dropped, it sends again itself after reconnecting.
 """
 
 from __future__ import annotations
 
 import os
-import threading
+import select
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,11 @@ if TYPE_CHECKING:
 # clients are back within ~2 s (measured by benchmarks/recovery.py), and a refused TCP connect to a
 # stopped broker costs next to nothing.
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0
+KEEPALIVE_S = 30
+# PUBACKs are read after this many publishes; a read costs one recv() however many acks wait.
+READ_EVERY = 64
+# The longest a wait blocks in select() before paho's keepalive bookkeeping runs again.
+LOOP_WAIT_S = 1.0
 
 
 class BrokerUnreachable(Exception):
@@ -114,13 +124,15 @@ class Outage:
 
 
 class MqttPublisher:
+    """Publishes from the caller's thread; every wait (for room, for the broker, for the wall clock
+    through `idle`) runs paho's network loop meanwhile."""
+
     def __init__(
         self,
         url: str,
         client_id: str,
         qos: int = 1,
-        max_inflight: int = 100,
-        max_queued: int = 1000,
+        window: int = 1000,
         credentials: Credentials = Credentials(),
         buffer_in_memory: int = 10_000,
         buffer_limit: int = 1_000_000,
@@ -128,8 +140,9 @@ class MqttPublisher:
     ) -> None:
         self.address = BrokerAddress.from_url(url)
         self.refused: str | None = None
+        self.last_error: str | None = None  # why the last connection attempt failed
         self.qos = qos
-        self.max_queued = max_queued
+        self.window = window
         self.buffer_limit = buffer_limit
         self.outbox = Outbox(buffer_in_memory, buffer_dir)
         self.outages: list[Outage] = []
@@ -137,13 +150,15 @@ class MqttPublisher:
         self.acknowledged = 0
         self.disconnects = 0
         self.stopping = False
-        self._progress = threading.Condition()
-        self._answered = threading.Event()  # the broker accepted or refused the first connection
-        self.online = threading.Event()
+        self.online = False
+        self._answered = False  # the broker accepted or refused the first connection
+        self._retry_delay = RECONNECT_MIN_S
+        self._next_attempt = 0.0
+        self._unread = 0  # publishes since PUBACKs were last read
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-        self.client.max_inflight_messages_set(max_inflight)
-        self.client.max_queued_messages_set(0)  # our own bounds apply, before paho's queue
-        self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]  # paho takes floats
+        # Our window bounds what is in flight; paho's own bound would re-scan its table on every PUBACK.
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -156,8 +171,7 @@ class MqttPublisher:
             settings.url,
             client_id=client_id,
             qos=settings.qos if qos is None else qos,
-            max_inflight=settings.max_inflight,
-            max_queued=settings.max_queued,
+            window=min(settings.max_inflight, settings.max_queued),
             credentials=Credentials(settings.username, password_from_environment(), settings.ca_file),
             buffer_in_memory=settings.buffer_in_memory,
             buffer_limit=settings.buffer_limit,
@@ -165,19 +179,25 @@ class MqttPublisher:
         )
 
     def start(self, timeout: float = 15.0) -> None:
-        self.client.connect_async(self.address.host, self.address.port, keepalive=30)
-        self.client.loop_start()
-        if not self._answered.wait(timeout) or self.refused:
-            self.client.loop_stop()
-            if self.refused:
-                raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
-            raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s)")
+        """Connect, trying again with backoff until the broker answers or `timeout` passes."""
+        self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
+        deadline = time.monotonic() + timeout
+        while not self._answered and (remaining := deadline - time.monotonic()) > 0:
+            self._run_network(min(remaining, 0.25))
+        if self.refused:
+            raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
+        if not self._answered:
+            why = f": {self.last_error}" if self.last_error else ""
+            raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s){why}")
 
     def __call__(self, topic: str, payload: bytes) -> None:
         """Publish, or hold the message in the outbox while the broker is unreachable."""
-        if self.outbox or not self.online.is_set():
+        self._unread += 1
+        if self._unread >= READ_EVERY:
+            self._run_network(0.0)
+        if self.outbox or not self.online:
             self._send_held()
-            if self.outbox or not self.online.is_set():
+            if self.outbox or not self.online:
                 self._hold(topic, payload)
                 return
         if self._wait_for_room():
@@ -186,29 +206,38 @@ class MqttPublisher:
             self._hold(topic, payload)  # the connection dropped while we waited
 
     def _publish(self, topic: str, payload: bytes) -> int:
-        """Hand one message to paho; every message goes out through here."""
+        """Hand one message to paho, which writes it to the socket at once; every message goes out through here."""
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1
         return info.mid
 
+    def idle(self, seconds: float) -> None:
+        """Let `seconds` of wall-clock time pass while keeping the connection: read acknowledgements,
+        keep alive, reconnect. The paced simulation waits through here."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._run_network(remaining)
+
     def drain(self, timeout: float) -> bool:
         """Send everything held and wait until all is acknowledged; False if `timeout` passed first."""
         deadline = time.monotonic() + timeout
-        while self.outbox and time.monotonic() < deadline:
-            self.online.wait(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        while self.outbox or self.acknowledged < self.published:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._run_network(min(remaining, LOOP_WAIT_S))
             self._send_held()
-        with self._progress:
-            while self.acknowledged < self.published or self.outbox:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._progress.wait(min(remaining, 0.5))
         return True
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Say goodbye to the broker (DISCONNECT) and close the connection."""
         self.stopping = True
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.client.socket() is None:
+            return
+        self.client.disconnect()  # paho closes the socket once DISCONNECT is written
+        deadline = time.monotonic() + timeout
+        while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
+            self._run_network(0.05)
 
     @property
     def pending(self) -> int:
@@ -220,11 +249,11 @@ class MqttPublisher:
         """Held in the outbox while the broker was unreachable."""
         return len(self.outbox)
 
-    # --- holding messages while the broker is unreachable (the caller's thread only) ---
+    # --- holding messages while the broker is unreachable ---
 
     def _hold(self, topic: str, payload: bytes) -> None:
         while len(self.outbox) >= self.buffer_limit:
-            self.online.wait(1.0)  # full: pause the simulation until the broker is back
+            self._run_network(LOOP_WAIT_S)  # full: pause the simulation until the broker is back
             self._send_held()
         self.outbox.put(topic, payload)
         if self.outages:
@@ -242,36 +271,59 @@ class MqttPublisher:
             self.outages[-1].caught_up_at = time.monotonic()
 
     def _wait_for_room(self) -> bool:
-        """Wait until fewer than `max_queued` messages are unacknowledged; False if offline meanwhile."""
-        if self.published - self.acknowledged < self.max_queued:
-            return self.online.is_set()
-        with self._progress:
-            while self.published - self.acknowledged >= self.max_queued:
-                if not self.online.is_set():
-                    return False
-                self._progress.wait(1.0)
-        return self.online.is_set()
+        """Wait until fewer than `window` messages are unacknowledged; False if offline meanwhile."""
+        while self.online and self.published - self.acknowledged >= self.window:
+            self._run_network(LOOP_WAIT_S)  # returns as soon as PUBACKs arrive
+        return self.online
 
-    # --- paho callbacks (its network thread) ---
+    # --- paho's network loop, in this thread ---
+
+    def _run_network(self, wait: float) -> None:
+        """One turn of the network loop: wait up to `wait` s for the socket, read (PUBACKs, CONNACK),
+        write what paho could not write at once, keep alive; when disconnected, reconnect when due."""
+        self._unread = 0
+        sock = self.client.socket()
+        if sock is None:
+            self._reconnect_when_due(wait)
+            return
+        if wait > 0 and not getattr(sock, "pending", lambda: 0)():  # TLS may hold decrypted bytes select() cannot see
+            writable = [sock] if self.client.want_write() else []
+            select.select([sock], writable, [], min(wait, LOOP_WAIT_S))
+        self.client.loop_read()
+        if self.client.want_write():
+            self.client.loop_write()
+        self.client.loop_misc()
+
+    def _reconnect_when_due(self, wait: float) -> None:
+        """Try to connect again if the backoff delay has passed; otherwise sleep towards it, at most `wait` s."""
+        now = time.monotonic()
+        if now < self._next_attempt:
+            time.sleep(min(wait, self._next_attempt - now))
+            return
+        try:
+            self.client.reconnect()  # TCP (and TLS) connect, then CONNECT; the CONNACK is read later
+        except OSError as error:
+            self.last_error = str(error) or type(error).__name__
+            self._next_attempt = time.monotonic() + self._retry_delay
+            self._retry_delay = min(self._retry_delay * 2, RECONNECT_MAX_S)
+
+    # --- paho callbacks (from within publish() and the network loop above) ---
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.refused = refusal(reason)
         if not self.refused:
+            self._retry_delay = RECONNECT_MIN_S
             if self.outages and self.outages[-1].back_at is None:
                 self.outages[-1].back_at = time.monotonic()
-            self.online.set()
-        self._answered.set()
+            self.online = True
+        self._answered = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.disconnects += 1
-        if self.online.is_set() and not self.stopping:
+        if self.online and not self.stopping:
             self.outages.append(Outage(lost_at=time.monotonic()))
-        self.online.clear()
-        with self._progress:
-            self._progress.notify_all()  # a caller waiting for room holds its message instead
+        self.online = False
+        self._next_attempt = time.monotonic() + self._retry_delay
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
-        with self._progress:
-            self.acknowledged += 1
-            if self.published - self.acknowledged < self.max_queued or self.acknowledged >= self.published:
-                self._progress.notify_all()
+        self.acknowledged += 1
