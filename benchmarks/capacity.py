@@ -13,7 +13,7 @@ Also: the simulator's generation rate per core (SimPy world → load_probe messa
 no broker), from CPU time. Target on the 2-core machine: QoS 1 capacity >= 40% of the C-client
 QoS 1 pass-through rate.
 
-    .venv/bin/python benchmarks/capacity.py [--probes 500] [--trial 10] [--start 1000] [--workers 2]
+    .venv/bin/python benchmarks/capacity.py [--probes 500] [--trial 10] [--start 2000] [--workers 2] [--batch 1]
 """
 
 from __future__ import annotations
@@ -156,11 +156,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=500, help="load_probe gateways (default 500)")
     parser.add_argument("--batch", type=int, default=1, help="readings per message (default 1)")
     parser.add_argument("--workers", type=int, default=2, help="simulator processes (default 2)")
-    parser.add_argument("--start", type=float, default=1000.0, help="first trial's messages/s (default 1000)")
+    parser.add_argument("--start", type=float, default=2000.0, help="first trial's messages/s (default 2000)")
     parser.add_argument("--factor", type=float, default=1.5, help="each trial's rate over the last (default 1.5)")
     parser.add_argument("--trial", type=float, default=10.0, help="seconds per trial (default 10)")
-    parser.add_argument("--refine", type=int, default=2, help="bisection trials after the first break (default 2)")
-    parser.add_argument("--max-trials", type=int, default=10, help="at most this many trials per QoS (default 10)")
+    parser.add_argument("--refine", type=int, default=3, help="bisection trials after the first break (default 3)")
+    parser.add_argument("--max-trials", type=int, default=14, help="at most this many trials per QoS (default 14)")
     parser.add_argument("--baseline-messages", type=int, default=60_000, help="messages for the C-client baseline (default 60000; mosquitto_pub 2.0.11 -l loses QoS 1 messages past 65,535 in one session)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the trials' results directories here")
     args = parser.parse_args()

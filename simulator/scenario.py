@@ -138,11 +138,11 @@ class Scenario(StrictModel):
         for key, value in changes.items():
             if value is None:
                 continue
-            section, _, field = key.partition(".")
-            if field:
-                data[section][field] = value
-            else:
-                data[key] = value
+            *sections, field = key.split(".")
+            target = data
+            for section in sections:
+                target = target[section]
+            target[field] = value
         return Scenario.model_validate(data)
 
 

@@ -52,6 +52,21 @@ def test_every_generated_reading_reaches_influxdb_exactly_once_at_qos1(pipeline:
     assert bridge_stats[0]["values"][0][1:] == [480, 0]
 
 
+def test_a_burst_is_written_when_it_ends_not_when_its_batch_interval_runs_out(pipeline: Pipeline) -> None:
+    # Batches of 5,000 that may wait 60 s: only --batch-quiet writes these 480 points within 20 s.
+    bridge = pipeline.start_bridge("--batch-interval", "60", "--batch-quiet", "0.1")
+    try:
+        run = iotsim("run", str(pipeline.scenario_file(STATIONS)))
+        assert run.returncode == 0, run.stderr
+        deadline = time.monotonic() + 20
+        while pipeline.count("air_quality") < 480 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pipeline.count("air_quality") == 480
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        bridge.communicate(timeout=30)
+
+
 def test_bad_payloads_go_to_dead_letters_and_good_ones_are_stored(pipeline: Pipeline) -> None:
     bridge = pipeline.start_bridge("--exit-when-idle", "2")
     good = {"device_id": "aq-0001", "type": "air_quality", "ts": 1768320000000, "seq": 0, "tags": {}, "readings": {"pm25": 80.5}}

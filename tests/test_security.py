@@ -10,6 +10,7 @@ published after the forbidden one, but never the forbidden one.
 from __future__ import annotations
 
 import getpass
+import json
 import queue
 import re
 import ssl
@@ -392,3 +393,54 @@ def test_the_simulator_with_a_wrong_password_stops_with_one_clear_line(secure: S
     assert "refused" in run.stderr and "authori" in run.stderr.lower(), run.stderr
     assert "Traceback" not in run.stderr
 
+
+
+LOAD = """
+name: secure-load
+seed: 12
+duration: 1m
+fleets:
+  - {type: load_probe, count: 6, batch: 2}
+load:
+  profile: {kind: constant, target: 60, duration: 3s}
+  qos: 1
+  drain: 20s
+  thresholds: [loss == 0, written == generated]
+"""
+
+
+def load_command(secure: SecureBroker, influxdb: stack.Service, scenario: Path, out: Path) -> list[str]:
+    return [*IOTSIM, "load", str(scenario), "--out", str(out), "--mqtt", f"mqtts://127.0.0.1:{secure.tls_port}", "--ca-file", str(secure.ca_file),
+            "--influx", influxdb.url, "--mqtt-username", "simulator", "--bridge-username", "bridge"]  # fmt: skip
+
+
+def test_a_load_experiment_runs_over_tls_with_a_worker_and_a_bridge_identity(secure: SecureBroker, influxdb: stack.Service, tmp_path: Path) -> None:
+    database = "secure_load"
+    stack.create_database(influxdb.url, database)
+    scenario = tmp_path / "load.yaml"
+    scenario.write_text(LOAD + f"influx: {{url: '{influxdb.url}', database: {database}}}\n")
+    env = child_env() | {"MQTT_PASSWORD": secure.password("simulator")}
+    (tmp_path / "bridge.password").write_text(secure.password("bridge") + "\n")
+    env["BRIDGE_MQTT_PASSWORD_FILE"] = str(tmp_path / "bridge.password")
+    run = subprocess.run(load_command(secure, influxdb, scenario, tmp_path / "out"), capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    figures = json.loads((tmp_path / "out" / "summary.json").read_text())["figures"]
+    answer = requests.get(f"{influxdb.url}/query", params={"db": database, "q": 'SELECT count("seq") FROM "load_probe"'}, timeout=30)
+    stored = answer.json()["results"][0]["series"][0]["values"][0][1]
+    assert abs(figures["generated"] - 180) <= 6  # 60 msg/s for 3 s; each gateway rounds its share by at most one
+    assert figures["generated"] == figures["acknowledged"] == figures["written"] == stored
+    assert figures["loss"] == figures["dead_letters"] == 0
+
+
+@pytest.mark.parametrize("wrong", ["bridge", "workers"])
+def test_a_load_experiment_with_a_refused_identity_stops_with_one_clear_line(secure: SecureBroker, influxdb: stack.Service, tmp_path: Path, wrong: str) -> None:
+    scenario = tmp_path / "load.yaml"
+    scenario.write_text(LOAD + f"influx: {{url: '{influxdb.url}', database: secure_load_refused}}\n")
+    env = child_env() | {"MQTT_PASSWORD": secure.password("simulator"), "BRIDGE_MQTT_PASSWORD": secure.password("bridge")}
+    env["BRIDGE_MQTT_PASSWORD" if wrong == "bridge" else "MQTT_PASSWORD"] = "not-the-password"
+    run = subprocess.run(load_command(secure, influxdb, scenario, tmp_path / "out"), capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 2, run.stdout + run.stderr
+    # The experiment's heading, then the one line that says why it stopped.
+    heading, error = run.stderr.strip().splitlines()
+    assert heading.startswith("secure-load: constant profile"), run.stderr
+    assert "refused" in error and "Not authorized" in error and ("the bridge" in error) == (wrong == "bridge"), run.stderr

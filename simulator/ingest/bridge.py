@@ -7,7 +7,9 @@ Acknowledgements go out in the order the messages arrived, as MQTT 3.1.1 require
 message is the same point (same measurement, tags and time), so writing it twice stores it once.
 
 Threads: paho's network thread converts each message and appends it to the open batch; the writer
-thread closes a batch when it is full or old enough, writes it, then acknowledges it.
+thread closes a batch when it is full, old enough (`batch_interval`), or when no message has come
+for `batch_quiet` (the burst of a city tick is written when it ends, not a second later), writes
+it, then acknowledges it.
 
 While InfluxDB is down, the writer retries its batch and new messages wait in memory. Once
 `max_pending` messages wait, the bridge moves what it holds to its disk spool (simulator/ingest/
@@ -42,6 +44,7 @@ class BridgeSettings:
     client_id: str = "iotsim-bridge"
     batch_size: int = 5000
     batch_interval: float = 1.0  # seconds a message may wait for its batch to fill
+    batch_quiet: float = 0.05  # a batch is written once no message has come for this long: a burst goes out when it ends
     max_pending: int = 100_000  # messages held unacknowledged in memory before spooling (or pausing)
     spool_dir: Path | None = Path(".iotsim/spool")  # None: no spool, the broker holds the backlog
     spool_limit: int = 10_000_000  # points on disk before the network thread pauses instead
@@ -192,6 +195,7 @@ class Bridge:
             pending = self.pending
             if not pending.acks:
                 pending.opened = time.monotonic()
+                self.lock.notify_all()  # the writer, waiting with nothing to write, now has a batch to time
             if line is not None:
                 pending.lines.append(line)
                 pending.newest_ts = max(pending.newest_ts, ts)
@@ -224,10 +228,11 @@ class Bridge:
         with self.lock:
             self.writing = False
             while True:
-                pending = self.pending
+                pending, now = self.pending, time.monotonic()
                 if pending.acks and (
                     len(pending.lines) >= self.settings.batch_size
-                    or time.monotonic() - pending.opened >= self.settings.batch_interval
+                    or now - pending.opened >= self.settings.batch_interval
+                    or now - self.last_message >= self.settings.batch_quiet
                     or self.stopping.is_set()
                 ):
                     self.pending = Pending()
@@ -236,8 +241,11 @@ class Bridge:
                     return pending
                 if self.stopping.is_set():
                     return None
-                wait = self.settings.batch_interval if not pending.acks else pending.opened + self.settings.batch_interval - time.monotonic()
-                self.lock.wait(max(wait, 0.01))
+                if not pending.acks:
+                    wait = self.settings.batch_interval
+                else:
+                    wait = min(pending.opened + self.settings.batch_interval, self.last_message + self.settings.batch_quiet) - now
+                self.lock.wait(max(wait, 0.005))
 
     def _store(self, batch: Pending) -> None:
         try:

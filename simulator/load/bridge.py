@@ -4,8 +4,9 @@ through an InfluxWriter that notes when each point was stored.
 Started by the runner as `python -m simulator.load.bridge`; JSON lines on stdin/stdout like the
 workers (simulator/load/worker.py):
 
-    stdin   {"mqtt_url", "influx_url", "database", "prefix", "client_id", "batch_size",
-             "batch_interval", "dead_letters", "spool_dir", "interval"}
+    stdin   {"mqtt_url", "mqtt_username", "mqtt_password", "ca_file", "influx_url", "database",
+             "prefix", "client_id", "batch_size", "batch_interval", "batch_quiet", "dead_letters",
+             "spool_dir", "interval"}
     stdout  {"ready": true}                   subscribed
     stdin   {"start_ms": ...}                 the common start
     stdout  {"k": 3, "received", "written", "acknowledged", "dead_letters", "distinct",
@@ -33,7 +34,7 @@ from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
 from simulator.load.worker import Reporter, read_order, say
-from simulator.transport.mqtt import BrokerUnreachable
+from simulator.transport.mqtt import BrokerUnreachable, Credentials
 
 
 class WriteRecorder:
@@ -95,10 +96,12 @@ def main() -> None:
         client_id=order["client_id"],
         batch_size=int(order["batch_size"]),
         batch_interval=float(order["batch_interval"]),
+        batch_quiet=float(order["batch_quiet"]),
         dead_letter_path=Path(order["dead_letters"]),
         spool_dir=Path(order["spool_dir"]),
     )
-    bridge = Bridge(settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True))
+    credentials = Credentials(order.get("mqtt_username"), order.get("mqtt_password"), order.get("ca_file"))
+    bridge = Bridge(settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True), credentials=credentials)
     try:
         bridge.start()
     except BrokerUnreachable as error:

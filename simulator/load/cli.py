@@ -40,9 +40,20 @@ def load(
     influx: Annotated[Optional[str], typer.Option("--influx", help="override the InfluxDB URL")] = None,
     qos: Annotated[Optional[int], typer.Option(min=0, max=1, help="override the QoS (load.qos, else mqtt.qos)")] = None,
     raw_latencies: Annotated[bool, typer.Option("--raw-latencies", help="also write every end-to-end latency (µs, int64) to OUT/latencies.i64")] = False,
+    mqtt_username: Annotated[
+        Optional[str],
+        typer.Option("--mqtt-username", envvar="MQTT_USERNAME", help="override mqtt.username, the workers' broker user; the password comes from MQTT_PASSWORD or the file MQTT_PASSWORD_FILE names"),
+    ] = None,
+    bridge_username: Annotated[
+        Optional[str],
+        typer.Option("--bridge-username", envvar="BRIDGE_MQTT_USERNAME", help="override load.bridge.username, the bridge's broker user; the password comes from BRIDGE_MQTT_PASSWORD or the file BRIDGE_MQTT_PASSWORD_FILE names"),
+    ] = None,
+    ca_file: Annotated[Optional[Path], typer.Option("--ca-file", help="override mqtt.ca_file: the CA certificate of an mqtts:// broker")] = None,
 ) -> None:
     """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report."""
-    scenario = scenario_or_exit(file, mqtt, influx)
+    overrides = {"mqtt.url": mqtt, "influx.url": influx, "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None,
+                 "load.bridge.username": bridge_username}  # fmt: skip
+    scenario = scenario_or_exit(file, overrides)
     try:
         experiment = Experiment.of(scenario, workers, qos)
     except LoadError as error:
@@ -66,13 +77,15 @@ def load(
         raise typer.Exit(1)
 
 
-def scenario_or_exit(file: Path, mqtt: str | None, influx: str | None) -> Scenario:
+def scenario_or_exit(file: Path, overrides: dict[str, str | None]) -> Scenario:
     try:
         scenario = load_scenario(file)
     except ScenarioError as error:
         stop(str(error))
+    if scenario.load is None:
+        overrides = {key: value for key, value in overrides.items() if not key.startswith("load.")}  # Experiment.of says what is missing
     try:
-        return scenario.with_overrides(**{"mqtt.url": mqtt, "influx.url": influx})
+        return scenario.with_overrides(**overrides)
     except ValidationError as error:
         stop("; ".join(f"--{e['loc'][-1]}: {e['msg']}" for e in error.errors()))
 

@@ -34,7 +34,7 @@ from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.scenario import Scenario
-from simulator.transport.mqtt import BrokerAddress
+from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, password_from_environment
 
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
@@ -204,8 +204,10 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         "user": influx.user, "password": influx.password, "token": influx.token,
         "prefix": scenario.mqtt.topic_prefix, "client_id": f"{scenario.mqtt.client_id_prefix}-load-bridge"[:64],
         "batch_size": load.bridge.batch_size, "batch_interval": load.bridge.batch_interval,
+        "batch_quiet": load.bridge.batch_quiet,
         "dead_letters": str(out / "dead-letters.jsonl"), "spool_dir": str(out / "spool"), "interval": 1.0,
         "raw_latencies": str(out / "latencies.i64") if raw_latencies else None,
+        **bridge_credentials(scenario),
     }  # fmt: skip
     bridge = Child.start("bridge", "simulator.load.bridge", bridge_order, out / "bridge.log")
     workers: list[Child] = []
@@ -235,6 +237,20 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     summary["passed"] = all(v.passed for v in verdicts)
     LiveResults(influx, run_id, scenario.name, warn=lambda line: None).write_summary(summary["figures"], summary["passed"])
     return summary, rows, verdicts
+
+
+def bridge_credentials(scenario: Scenario) -> dict[str, str | None]:
+    """Who the experiment's bridge is to the broker: load.bridge.username, whose password is in
+    BRIDGE_MQTT_PASSWORD (or the file BRIDGE_MQTT_PASSWORD_FILE names); without one, the workers'
+    identity, mqtt.username with MQTT_PASSWORD (or MQTT_PASSWORD_FILE). Sent on the bridge's stdin,
+    never on a command line."""
+    assert scenario.load is not None
+    own = scenario.load.bridge.username
+    try:
+        password = password_from_environment("BRIDGE_MQTT_PASSWORD" if own else "MQTT_PASSWORD")
+    except BrokerUnreachable as error:
+        raise LoadError(str(error)) from None
+    return {"mqtt_username": own or scenario.mqtt.username, "mqtt_password": password, "ca_file": scenario.mqtt.ca_file}
 
 
 def preflight(scenario: Scenario) -> None:

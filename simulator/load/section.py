@@ -23,10 +23,16 @@ ThresholdText = Annotated[str, AfterValidator(_check_threshold)]
 
 
 class BridgeOptions(StrictModel):
-    """The ingest bridge the experiment starts (as `iotsim bridge --batch-size --batch-interval`)."""
+    """The ingest bridge the experiment starts (as `iotsim bridge --batch-size --batch-interval --batch-quiet`)."""
 
     batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="points per InfluxDB write")
     batch_interval: Duration = Field(default=0.2, description="longest a message waits for its batch")
+    batch_quiet: Duration = Field(default=0.05, description="write the batch once no message has come for this long")
+    username: str | None = Field(
+        default=None,
+        description="broker user the bridge logs in as (secure profile: bridge), its password from BRIDGE_MQTT_PASSWORD "
+        "or the file BRIDGE_MQTT_PASSWORD_FILE names; default: the workers' mqtt.username and password",
+    )
 
 
 class CapacitySearch(StrictModel):

@@ -138,10 +138,10 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
 
 def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
     settings = scenario.mqtt
-    publisher = InstrumentedPublisher.from_settings(
-        settings, client_id=f"{settings.client_id_prefix}-load-w{shard.index}-{os.getpid()}"[:64], qos=qos
-    )
     try:
+        publisher = InstrumentedPublisher.from_settings(
+            settings, client_id=f"{settings.client_id_prefix}-load-w{shard.index}-{os.getpid()}"[:64], qos=qos
+        )
         publisher.start()
     except BrokerUnreachable as error:
         say({"error": str(error)})

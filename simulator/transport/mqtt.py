@@ -84,17 +84,18 @@ class Credentials:
             client.tls_set(ca_certs=self.ca_file)  # None: the system's trusted CAs
 
 
-def password_from_environment() -> str | None:
-    """MQTT_PASSWORD, or else the contents of the file MQTT_PASSWORD_FILE names (Docker secrets style)."""
-    if "MQTT_PASSWORD" in os.environ:
-        return os.environ["MQTT_PASSWORD"]
-    path = os.environ.get("MQTT_PASSWORD_FILE")
+def password_from_environment(variable: str = "MQTT_PASSWORD") -> str | None:
+    """$MQTT_PASSWORD, or else the contents of the file $MQTT_PASSWORD_FILE names (Docker secrets
+    style); another `variable` and `variable`_FILE likewise."""
+    if variable in os.environ:
+        return os.environ[variable]
+    path = os.environ.get(f"{variable}_FILE")
     if not path:
         return None
     try:
         return Path(path).read_text().strip()
     except OSError as error:
-        raise BrokerUnreachable(f"MQTT_PASSWORD_FILE {path}: cannot read it ({error.strerror})") from None
+        raise BrokerUnreachable(f"{variable}_FILE {path}: cannot read it ({error.strerror})") from None
 
 
 def refusal(reason: object) -> str | None:
