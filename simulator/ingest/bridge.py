@@ -6,10 +6,11 @@ after the InfluxDB write holding it succeeded, or after it was written to the de
 Acknowledgements go out in the order the messages arrived, as MQTT 3.1.1 requires. A redelivered
 message is the same point (same measurement, tags and time), so writing it twice stores it once.
 
-Threads: paho's network thread converts each message and appends it to the open batch; the writer
-thread closes a batch when it is full, old enough (`batch_interval`), or when no message has come
-for `batch_quiet` (the burst of a city tick is written when it ends, not a second later), writes
-it, then acknowledges it.
+Threads: the network thread turns paho's loop (simulator/transport/loop.py), converts each message
+and appends it to the open batch; the writer thread closes a batch when it is full, old enough
+(`batch_interval`), or when no message has come for `batch_quiet` (the burst of a city tick is
+written when it ends, not a second later), writes it, and hands its acknowledgements back to the
+network thread, which sends them.
 
 While InfluxDB is down, the writer retries its batch and new messages wait in memory. Once
 `max_pending` messages wait, the bridge moves what it holds to its disk spool (simulator/ingest/
@@ -21,8 +22,10 @@ the broker holds the backlog.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,11 @@ from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.spool import Spool
-from simulator.transport.mqtt import RECONNECT_MAX_S, RECONNECT_MIN_S, BrokerAddress, BrokerUnreachable, Credentials, refusal
+from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
+from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, refusal
+
+# Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
+READ_BURST = 500
 
 
 @dataclass(frozen=True)
@@ -97,22 +104,28 @@ class Bridge:
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.manual_ack_set(True)
-        self.client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)  # type: ignore[arg-type]  # paho takes floats
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         credentials.apply(self.client, self.address)
+        self.loop = ClientLoop(self.client)
+        self.acks_ready: deque[list[tuple[int, int]]] = deque()  # (mid, qos) of written batches, for the network thread to send
+        self.closing = threading.Event()  # the network thread's turn to send the last acknowledgements and disconnect
+        self._wake_network, self._wake_signal = socket.socketpair()
+        self._wake_network.setblocking(False)
+        self._wake_signal.setblocking(False)
         self.writer.on_retry = lambda reason: log(f"bridge: InfluxDB write failed ({reason}); retrying")
         self.writer_thread = threading.Thread(target=self._write_batches, name="influx-writer", daemon=True)
+        self.network_thread = threading.Thread(target=self._serve_network, name="mqtt-network", daemon=True)
 
     # --- running ---
 
     def start(self, timeout: float = 15.0) -> None:
         address = self.address
         self.writer_thread.start()
-        self.client.connect_async(address.host, address.port, keepalive=30)
-        self.client.loop_start()
+        self.client.connect_async(address.host, address.port, keepalive=KEEPALIVE_S)
+        self.network_thread.start()
         if not self.connected.wait(timeout) or self.refused:
             self.stop()
             if self.refused:
@@ -140,7 +153,7 @@ class Bridge:
         if not self.connected.is_set():
             return False  # cut off from the broker: messages may be waiting there for us
         with self.lock:
-            return not self.pending.acks and not self.writing and not self.spool
+            return not self.pending.acks and not self.writing and not self.spool and not self.acks_ready
 
     def stop(self) -> None:
         """Write what is pending (if InfluxDB answers), acknowledge it, then disconnect."""
@@ -154,20 +167,60 @@ class Bridge:
             self.writer.stopping.set()  # otherwise leave the batch to the broker
             self.writer_thread.join()
         self.write_own_stats()
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.network_thread.is_alive():
+            self.closing.set()
+            self._wake()
+            self.network_thread.join()
+        self._wake_network.close()
+        self._wake_signal.close()
         self.dead_letters.close()
         self.writer.close()
         if self.spool:
             self.log(f"bridge: {self.spool.points} points wait in the spool {self.spool.directory}; the next start writes them")
 
-    # --- MQTT callbacks (paho's network thread) ---
+    # --- the network thread ---
+
+    def _serve_network(self) -> None:
+        """Turn paho's loop and send the acknowledgements the writer hands over; once closing, send the
+        last of them and say goodbye to the broker (DISCONNECT)."""
+        received = lambda: self.counts.received  # noqa: E731 - grows with every message read
+        try:
+            while not self.closing.is_set():
+                self._send_acknowledgements()
+                self.loop.turn(LOOP_WAIT_S, wake=self._wake_network, received=received, packets=READ_BURST)
+        except Exception as error:  # reported by run(); unacknowledged messages stay at the broker
+            self.failure = error
+            return
+        self._send_acknowledgements()
+        if self.client.socket() is None:
+            return
+        self.loop.uncork()
+        self.client.disconnect()  # paho closes the socket once DISCONNECT is written
+        deadline = time.monotonic() + 2.0
+        while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
+            self.loop.turn(0.05)
+
+    def _send_acknowledgements(self) -> None:
+        while self.acks_ready:
+            acks = self.acks_ready.popleft()
+            for mid, qos in acks:
+                self.client.ack(mid, qos)  # written at once (corked until the next turn)
+            self.counts.acknowledged += len(acks)
+
+    def _wake(self) -> None:
+        try:
+            self._wake_signal.send(b"\0")
+        except BlockingIOError:
+            pass  # a wake-up is already waiting
+
+    # --- MQTT callbacks (the network thread) ---
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.refused = refusal(reason)
         if self.refused:
             self.connected.set()  # wakes start(), which reports the refusal
             return
+        self.loop.connected()
         client.subscribe(f"{self.settings.topic_prefix}/#", qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, properties: object) -> None:
@@ -177,6 +230,7 @@ class Bridge:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.connected.clear()
+        self.loop.disconnected()
         if not self.stopping.is_set():
             self.log(f"bridge: lost the broker ({reason}); reconnecting, unacknowledged messages will come again")
 
@@ -294,9 +348,9 @@ class Bridge:
         self.dead_letters.flush()
 
     def _acknowledge(self, batch: Pending) -> None:
-        for mid, qos in batch.acks:
-            self.client.ack(mid, qos)
-        self.counts.acknowledged += len(batch.acks)
+        """Hand the batch's acknowledgements to the network thread, in arrival order."""
+        self.acks_ready.append(batch.acks)
+        self._wake()
 
     # --- the bridge's own telemetry ---
 

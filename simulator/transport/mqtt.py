@@ -1,10 +1,9 @@
 """Publishing a run's messages to an MQTT broker with paho-mqtt 2.x, from the simulation's own thread.
 
-paho's network loop runs in the caller's thread, not in a thread of its own: `publish()` writes to
-the socket at once, and PUBACKs are read every few messages, while waiting for room, and whenever
-the simulation waits for the wall clock (`idle`). With two Python threads, every message cost two
-handovers of the interpreter lock between the simulation and paho's thread; driven from one thread,
-publishing at QoS 1 costs about a third of the CPU (benchmarks/pipeline.py).
+paho's network loop is turned by the caller's thread (simulator/transport/loop.py), not by a thread
+of its own: `publish()` writes to the corked socket at once, and every few messages, while waiting
+for room, and whenever the simulation waits for the wall clock (`idle`), a turn of the loop sends
+what was written and reads the PUBACKs.
 
 One bound keeps memory flat: at most `window` messages handed to paho and not yet acknowledged
 (QoS 1) or not yet written to the socket (QoS 0); past it, `__call__` waits. While the broker is
@@ -17,8 +16,6 @@ already had in flight when the connection dropped, it sends again itself after r
 from __future__ import annotations
 
 import os
-import select
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,25 +25,17 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
 
 if TYPE_CHECKING:
     from simulator.scenario import MqttSettings
 
 
-# Reconnect attempts back off from 0.25 s, doubling, to at most 2 s: after a broker restart the
-# clients are back within ~2 s (measured by benchmarks/recovery.py), and a refused TCP connect to a
-# stopped broker costs next to nothing.
-RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0
 KEEPALIVE_S = 30
-# PUBACKs are read after this many publishes; a read costs one recv() however many acks wait.
+# A turn of the network loop (send what was written, read PUBACKs) after this many publishes; a read
+# costs one recv() however many acknowledgements wait.
 READ_EVERY = 64
-# The longest a wait blocks in select() before paho's keepalive bookkeeping runs again.
-LOOP_WAIT_S = 1.0
-# Linux holds a corked socket's small writes until it is uncorked (or 200 ms pass). Corked between two
-# turns of the network loop, the publishes of a burst leave in a few large segments instead of one
-# each: a third less CPU per message here, and the broker reads them in fewer calls too.
-TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
 
 
 class BrokerUnreachable(Exception):
@@ -146,7 +135,6 @@ class MqttPublisher:
     ) -> None:
         self.address = BrokerAddress.from_url(url)
         self.refused: str | None = None
-        self.last_error: str | None = None  # why the last connection attempt failed
         self.qos = qos
         self.window = window
         self.buffer_limit = buffer_limit
@@ -158,9 +146,7 @@ class MqttPublisher:
         self.stopping = False
         self.online = False
         self._answered = False  # the broker accepted or refused the first connection
-        self._retry_delay = RECONNECT_MIN_S
-        self._next_attempt = 0.0
-        self._unread = 0  # publishes since PUBACKs were last read
+        self._unread = 0  # publishes since the last turn of the network loop
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         # Our window bounds what is in flight; paho's own bound would re-scan its table on every PUBACK.
         self.client.max_inflight_messages_set(0)
@@ -169,6 +155,7 @@ class MqttPublisher:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         credentials.apply(self.client, self.address)
+        self.loop = ClientLoop(self.client)
 
     @classmethod
     def from_settings(cls, settings: MqttSettings, client_id: str, qos: int | None = None) -> Self:
@@ -193,7 +180,7 @@ class MqttPublisher:
         if self.refused:
             raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
         if not self._answered:
-            why = f": {self.last_error}" if self.last_error else ""
+            why = f": {self.loop.last_error}" if self.loop.last_error else ""
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s){why}")
 
     def __call__(self, topic: str, payload: bytes) -> None:
@@ -240,7 +227,7 @@ class MqttPublisher:
         self.stopping = True
         if self.client.socket() is None:
             return
-        self._cork(False)
+        self.loop.uncork()
         self.client.disconnect()  # paho closes the socket once DISCONNECT is written
         deadline = time.monotonic() + timeout
         while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
@@ -286,56 +273,18 @@ class MqttPublisher:
     # --- paho's network loop, in this thread ---
 
     def _run_network(self, wait: float) -> None:
-        """One turn of the network loop: wait up to `wait` s for the socket, read (PUBACKs, CONNACK),
-        write what paho could not write at once, keep alive; when disconnected, reconnect when due."""
         self._unread = 0
-        sock = self.client.socket()
-        if sock is None:
-            self._reconnect_when_due(wait)
-            return
-        if self.online:
-            self._cork(False)  # what publish() wrote since the last turn leaves now
-            self._cork(True)
-        if wait > 0 and not getattr(sock, "pending", lambda: 0)():  # TLS may hold decrypted bytes select() cannot see
-            writable = [sock] if self.client.want_write() else []
-            select.select([sock], writable, [], min(wait, LOOP_WAIT_S))
-        self.client.loop_read()
-        if self.client.want_write():
-            self.client.loop_write()
-        self.client.loop_misc()
-
-    def _cork(self, on: bool) -> None:
-        sock = self.client.socket()
-        if TCP_CORK is None or sock is None:
-            return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, int(on))
-        except OSError:
-            pass  # the connection is going away; paho notices on its next read or write
-
-    def _reconnect_when_due(self, wait: float) -> None:
-        """Try to connect again if the backoff delay has passed; otherwise sleep towards it, at most `wait` s."""
-        now = time.monotonic()
-        if now < self._next_attempt:
-            time.sleep(min(wait, self._next_attempt - now))
-            return
-        try:
-            self.client.reconnect()  # TCP (and TLS) connect, then CONNECT; the CONNACK is read later
-        except OSError as error:
-            self.last_error = str(error) or type(error).__name__
-            self._next_attempt = time.monotonic() + self._retry_delay
-            self._retry_delay = min(self._retry_delay * 2, RECONNECT_MAX_S)
+        self.loop.turn(wait)
 
     # --- paho callbacks (from within publish() and the network loop above) ---
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.refused = refusal(reason)
         if not self.refused:
-            self._retry_delay = RECONNECT_MIN_S
+            self.loop.connected()
             if self.outages and self.outages[-1].back_at is None:
                 self.outages[-1].back_at = time.monotonic()
             self.online = True
-            self._cork(True)
         self._answered = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
@@ -343,7 +292,7 @@ class MqttPublisher:
         if self.online and not self.stopping:
             self.outages.append(Outage(lost_at=time.monotonic()))
         self.online = False
-        self._next_attempt = time.monotonic() + self._retry_delay
+        self.loop.disconnected()
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
         self.acknowledged += 1
