@@ -2,7 +2,8 @@
 
 Each figure stands beside a baseline measured in the same run on the same broker: Mosquitto's own C
 clients passing the same load_probe payloads through (`mosquitto_pub -l` into `mosquitto_sub`, at
-QoS 1 and at QoS 0). Capacity comes from `iotsim load --find-capacity` trials (constant rate, each
+QoS 1 and at QoS 0), five times each: one pass takes about a second and varies by up to ±20% from
+pass to pass on a shared machine, so the median is the baseline and the spread is printed beside it. Capacity comes from `iotsim load --find-capacity` trials (constant rate, each
 `--factor` x the last, then bisection) judged by:
 
     loss == 0                                  every generated message is in InfluxDB
@@ -19,6 +20,7 @@ QoS 1 pass-through rate.
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -42,6 +44,7 @@ from simulator.scenario import Scenario
 
 THRESHOLDS = ["loss == 0", "written_rate >= 0.99 * offered_rate", "p99_latency_ms < 1000"]
 TARGET_RATIO = 0.40
+BASELINE_PASSES = 5
 console = Console(width=160)
 
 
@@ -140,6 +143,16 @@ def c_client_baseline(broker: stack.Service, payload_file: Path, count: int, qos
     return delivered[0], last_seen[0] - started
 
 
+def baseline_rates(passes: list[tuple[int, float]]) -> list[float]:
+    """Messages delivered per second, each pass."""
+    return [delivered / seconds for delivered, seconds in passes]
+
+
+def baseline_note(rates: list[float], passes: list[tuple[int, float]], sent: int) -> str:
+    spread = " / ".join(f"{rate:,.0f}" for rate in rates)
+    return f"median of {len(rates)} passes ({spread}); {sum(d for d, _ in passes):,} of {sent * len(passes):,} delivered"
+
+
 def capacity(spec: Scenario, out: Path) -> tuple[float | None, list[Any]]:
     experiment = Experiment.of(spec)
 
@@ -176,8 +189,8 @@ def main() -> None:
             generated, cpu_s = generation_per_core(spec1, 20.0)
             payload_file = work / "payloads.txt"
             payloads(spec1, payload_file, args.baseline_messages)
-            base1 = c_client_baseline(broker, payload_file, args.baseline_messages, 1)
-            base0 = c_client_baseline(broker, payload_file, args.baseline_messages, 0)
+            base1 = [c_client_baseline(broker, payload_file, args.baseline_messages, 1) for _ in range(BASELINE_PASSES)]
+            base0 = [c_client_baseline(broker, payload_file, args.baseline_messages, 0) for _ in range(BASELINE_PASSES)]
             console.print("capacity search, QoS 1:")
             cap1, trials1 = capacity(spec1, out / "qos1")
             console.print("capacity search, QoS 0:")
@@ -186,13 +199,13 @@ def main() -> None:
             broker.stop()
             influx.stop()
 
-    rate1 = base1[0] / base1[1]
-    rate0 = base0[0] / base0[1]
+    rates1, rates0 = baseline_rates(base1), baseline_rates(base0)
+    rate1, rate0 = statistics.median(rates1), statistics.median(rates0)
     table = Table(title=f"capacity: {args.probes} load_probe gateways, {args.batch} reading(s)/message, {args.workers} worker(s), {args.trial:g} s trials")
     for column in ("what", "messages/s", "x C-client QoS 1", "note"):
         table.add_column(column, justify="left" if column in ("what", "note") else "right")
-    table.add_row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 1", f"{rate1:,.0f}", "1.00", f"{base1[0]:,} of {args.baseline_messages:,} delivered")
-    table.add_row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 0", f"{rate0:,.0f}", f"{rate0 / rate1:.2f}", f"{base0[0]:,} of {args.baseline_messages:,} delivered")
+    table.add_row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 1", f"{rate1:,.0f}", "1.00", baseline_note(rates1, base1, args.baseline_messages))
+    table.add_row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 0", f"{rate0:,.0f}", f"{rate0 / rate1:.2f}", baseline_note(rates0, base0, args.baseline_messages))
     for qos, best, trials in ((1, cap1, trials1), (0, cap0, trials0)):
         broke = next((t for t in trials if not t.passed), None)
         note = f"{len(trials)} trials; first break at {broke.rate:,.0f}: {'; '.join(broke.failed)}" if broke else f"{len(trials)} trials; none broke"

@@ -143,3 +143,35 @@ def test_an_unreachable_broker_is_one_line_and_exit_2(pipeline: Pipeline, tmp_pa
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == f"cannot reach the MQTT broker at {url}; start one with `iotsim stack up` or pass --mqtt"
     assert "Traceback" not in run.stderr
+
+
+CAPACITY = """
+name: load-test-capacity
+seed: 5
+duration: 1m
+fleets:
+  - {type: load_probe, count: 10}
+load:
+  profile: {kind: constant, target: 10, duration: 2s}
+  qos: 1
+  drain: 20s
+  capacity: {start: 40, factor: 2, trial: 2s, refine: 1, max_trials: 6, settle: 3s}
+  # A limit the pipeline meets at any of these rates, so the search's course is known: 40 and 80
+  # hold, 160 breaks, and the one bisection trial, 120, breaks too.
+  thresholds: [loss == 0, offered_rate < 110]
+"""
+
+
+def test_find_capacity_raises_the_rate_until_a_threshold_breaks_then_bisects(pipeline: Pipeline) -> None:
+    out = pipeline.tmp / "capacity"
+    run = iotsim("load", str(pipeline.scenario_file(CAPACITY)), "--find-capacity", "--out", str(out), timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "capacity: 80 msg/s held every threshold at QoS 1" in run.stdout
+    search = json.loads((out / "capacity.json").read_text())
+    assert [(t["rate"], t["passed"]) for t in search["trials"]] == [(40, True), (80, True), (160, False), (120, False)]
+    assert search["capacity_msg_s"] == 80 and search["trials"][2]["failed"] == ["offered_rate < 110"]
+    for trial in search["trials"]:  # each trial is a whole experiment with its own results
+        figures = json.loads((Path(trial["results"]) / "summary.json").read_text())["figures"]
+        assert figures["loss"] == 0 and abs(figures["generated"] - 2 * trial["rate"]) <= 10
+    # Every trial's messages reached InfluxDB: 2 s at each rate, each gateway rounding its share.
+    assert abs(pipeline.count("load_probe") - 2 * (40 + 80 + 160 + 120)) <= 4 * 10

@@ -45,6 +45,10 @@ def test_thresholds_parse_and_judge_like_k6() -> None:
     assert not evaluate(parse_threshold("written_rate >= offered_rate * 0.995"), figures).passed
     verdict = evaluate(parse_threshold("max_latency_ms < 1"), figures)  # not measured: fails
     assert not verdict.passed and "not measured" in verdict.line()
+    # summary.json's figures hold None where nothing was measured (no point written: no latency)
+    for text in ("p99_latency_ms < 250", "max_latency_ms >= 2 * p99_latency_ms"):
+        verdict = evaluate(parse_threshold(text), figures | {"p99_latency_ms": None, "max_latency_ms": 300.0})
+        assert not verdict.passed and "not measured" in verdict.line()
 
 
 def test_the_servers_and_the_machine_have_cpu_and_memory_thresholds() -> None:

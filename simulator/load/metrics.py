@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 SIGNIFICANT_DIGITS = 3
+TAG_VALUE = re.compile(r"(?:[^\\, ]|\\.)*")  # a line-protocol tag value: up to the first unescaped comma or space
 PERCENTILES: dict[str, float] = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
 
 
@@ -71,11 +73,9 @@ def point_identity(line: str) -> tuple[str, int, int]:
     """(device_id, seq, ts_ms) of a line-protocol point written by the bridge (seq is its last field)."""
     head, _, ts = line.rpartition(" ")
     seq_at = head.rindex("seq=")
-    device_at = head.index("device_id=") + 10
-    device_end = device_at
-    while device_end < len(head) and (head[device_end] not in ", " or head[device_end - 1] == "\\"):
-        device_end += 1
-    return head[device_at:device_end], int(head[seq_at + 4 : -1]), int(ts)
+    device = TAG_VALUE.match(head, head.index(",device_id=") + len(",device_id="))
+    assert device is not None  # the pattern matches the empty string too
+    return device.group(), int(head[seq_at + 4 : -1]), int(ts)
 
 
 class SeqTracker:

@@ -440,6 +440,18 @@ class Trial:
     failed: list[str]
 
 
+def settle(longest: float, cpu_percent: float) -> float:
+    """Wait until the whole machine's CPU over one second is below `cpu_percent` (% of one core), at
+    most `longest` seconds; returns the seconds waited."""
+    started = time.monotonic()
+    machine = MachineSampler()
+    while (waited := time.monotonic() - started) < longest:
+        time.sleep(min(1.0, longest - waited))
+        if machine.sample() < cpu_percent:
+            break
+    return time.monotonic() - started
+
+
 def find_capacity(experiment: Experiment, out: Path, run: Callable[[Experiment, Path], tuple[dict[str, Any], list[Verdict]]], say: Callable[[str], None]) -> tuple[float | None, list[Trial]]:
     """Constant-rate trials, each `factor` x the last, until a threshold breaks; then bisect `refine` times.
     Returns the highest rate that held (None if even the first broke) and every trial."""
@@ -449,6 +461,10 @@ def find_capacity(experiment: Experiment, out: Path, run: Callable[[Experiment, 
     trials: list[Trial] = []
 
     def trial(rate: float) -> bool:
+        if trials:
+            waited = settle(search.settle, search.settle_cpu_percent)
+            if waited >= 2:
+                say(f"  waited {waited:.0f} s for the machine to go quiet")
         load = experiment.load.model_copy(update={"unit": "rate", "profile": Constant(kind="constant", target=rate, duration=search.trial)})
         scenario = experiment.scenario.model_copy(update={"load": load})
         attempt = Experiment(scenario, load, schedule_of(load.profile), experiment.probes, experiment.qos, experiment.workers)

@@ -44,6 +44,10 @@ class CapacitySearch(StrictModel):
     trial: Duration = Field(default=15.0, description="how long each trial offers its rate")
     refine: int = Field(default=2, ge=0, le=10, description="bisection trials between the last rate that held and the first that broke")
     max_trials: int = Field(default=15, ge=1, le=50, description="upper bound on trials, refinement included")
+    # A trial that broke leaves work behind (InfluxDB compacting what it just stored, a backlog being
+    # written): measured here, the next trial then broke below a rate that had held before it.
+    settle: Duration = Field(default=30.0, description="before each trial after the first, wait at most this long for the machine to go quiet")
+    settle_cpu_percent: float = Field(default=25.0, gt=0, description="quiet: the whole machine's CPU over one second below this, in % of one core")
 
 
 class LoadSection(StrictModel):

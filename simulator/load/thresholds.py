@@ -106,14 +106,16 @@ def check_metric(name: str) -> None:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
 
 
-def evaluate(threshold: Threshold, figures: dict[str, float]) -> Verdict:
+def evaluate(threshold: Threshold, figures: dict[str, float | None]) -> Verdict:
+    """A figure that was not measured (NaN, or None as summary.json has it) fails its threshold."""
+    figures = {name: math.nan if value is None else value for name, value in figures.items()}
     actual = figures.get(threshold.metric, math.nan)
     limit = threshold.limit(figures)
     measured = not (math.isnan(actual) or math.isnan(limit))
     return Verdict(threshold.text, measured and OPERATORS[threshold.op](actual, limit), actual, limit)
 
 
-def judge(texts: list[str], figures: dict[str, float]) -> list[Verdict]:
+def judge(texts: list[str], figures: dict[str, float | None]) -> list[Verdict]:
     return [evaluate(parse_threshold(text), figures) for text in texts]
 
 
