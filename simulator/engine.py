@@ -28,6 +28,12 @@ Wait = Callable[[float], None]
 serving its connection meanwhile (it has no thread of its own)."""
 
 
+# Each wait is at least this long: a wait costs the publisher a turn of its network loop, and at
+# thousands of events a second one turn per event took more CPU than making and sending the messages
+# (benchmarks/capacity.py). Events due meanwhile then run together, each at most this much late.
+MIN_WAIT_S = 0.001
+
+
 class PacedEnvironment(simpy.rt.RealtimeEnvironment):
     """simpy's real-time environment, waiting for each event's wall-clock time through `wait`.
 
@@ -42,8 +48,10 @@ class PacedEnvironment(simpy.rt.RealtimeEnvironment):
         if event_time is Infinity:
             raise EmptySchedule
         due = self.real_start + (event_time - self.env_start) * self.factor
-        while (delay := due - time.monotonic()) > 0:
-            self.wait(delay)
+        if (delay := due - time.monotonic()) > 0:
+            self.wait(max(delay, MIN_WAIT_S))
+            while (delay := due - time.monotonic()) > 0:  # a wait that ended early
+                self.wait(delay)
         simpy.Environment.step(self)
 
 

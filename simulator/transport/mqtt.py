@@ -36,6 +36,7 @@ KEEPALIVE_S = 30
 # A turn of the network loop (send what was written, read PUBACKs) after this many publishes; a read
 # costs one recv() however many acknowledgements wait.
 READ_EVERY = 64
+SHORT_IDLE_S = 0.005
 
 
 class BrokerUnreachable(Exception):
@@ -205,9 +206,16 @@ class MqttPublisher:
         return info.mid
 
     def idle(self, seconds: float) -> None:
-        """Let `seconds` of wall-clock time pass while keeping the connection: read acknowledgements,
-        keep alive, reconnect. The paced simulation waits through here."""
+        """Let `seconds` of wall-clock time pass while keeping the connection: send what was written,
+        read acknowledgements, keep alive, reconnect. The paced simulation waits through here.
+
+        A short wait (the pace of thousands of messages a second) is one turn and a sleep: waking
+        for every acknowledgement as it arrives would cost a turn each."""
         deadline = time.monotonic() + seconds
+        if seconds < SHORT_IDLE_S and self.online:
+            self._run_network(0.0)
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+            return
         while (remaining := deadline - time.monotonic()) > 0:
             self._run_network(remaining)
 
