@@ -5,9 +5,10 @@ that publishes or acknowledges, and whatever another thread sent also cost a wak
 socket pair. Turned from the thread that does the work (the simulation; the bridge's network
 thread), paho writes a message at once and reads when asked. Between two turns the socket is corked
 (Linux TCP_CORK): the kernel holds small writes until the next turn (or 200 ms) and sends a burst in
-a few segments instead of one each. Measured with benchmarks/pipeline.py: publishing at QoS 1 cost
-84 µs of CPU per message with paho's thread, 45 µs turned and corked, and Mosquitto's CPU per
-message halved.
+a few segments instead of one each, and Mosquitto reads them in fewer calls too. Measured on the
+2-core machine, the three ways one after the other: making and publishing 60,000 air-quality
+messages at QoS 1 took 7.5 s of CPU with paho's thread, 5.6 s turned from the caller's thread and
+3.9 s turned and corked; Mosquitto's CPU per message halved with the cork.
 """
 
 from __future__ import annotations
