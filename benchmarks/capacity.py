@@ -2,9 +2,10 @@
 
 Each figure stands beside a baseline measured in the same run on the same broker: Mosquitto's own C
 clients passing the same load_probe payloads through (`mosquitto_pub -l` into `mosquitto_sub`, at
-QoS 1 and at QoS 0), five times each: one pass takes about a second and varies by up to ±20% from
-pass to pass on a shared machine, so the median is the baseline and the spread is printed beside it. Capacity comes from `iotsim load --find-capacity` trials (constant rate, each
-`--factor` x the last, then bisection) judged by:
+QoS 1 and at QoS 0), five times each: one pass takes about a second and varies by about a quarter
+from pass to pass on a shared machine, so the median is the baseline and the spread is printed
+beside it. Capacity comes from `iotsim load --find-capacity` trials (constant rate, each `--factor`
+x the last, then bisection) judged by:
 
     loss == 0                                  every generated message is in InfluxDB
     written_rate >= 0.99 * offered_rate        written while offered, not only after draining

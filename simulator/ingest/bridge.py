@@ -192,13 +192,7 @@ class Bridge:
             self.failure = error
             return
         self._send_acknowledgements()
-        if self.client.socket() is None:
-            return
-        self.loop.uncork()
-        self.client.disconnect()  # paho closes the socket once DISCONNECT is written
-        deadline = time.monotonic() + 2.0
-        while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
-            self.loop.turn(0.05)
+        self.loop.disconnect()
 
     def _send_acknowledgements(self) -> None:
         while self.acks_ready:

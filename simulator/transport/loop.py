@@ -83,10 +83,17 @@ class ClientLoop:
         self._corked = False
         self._next_attempt = time.monotonic() + self._retry_delay
 
-    def uncork(self) -> None:
-        """Before the last writes of a connection (DISCONNECT): let nothing wait in the kernel."""
+    def disconnect(self, timeout: float = 2.0) -> None:
+        """Say goodbye to the broker (DISCONNECT) and close the connection, uncorked first so nothing
+        written is left waiting in the kernel; turns the loop until paho has written it."""
+        if self.client.socket() is None:
+            return
         if self._corked:
             self._cork(False)
+        self.client.disconnect()  # paho closes the socket once DISCONNECT is written
+        deadline = time.monotonic() + timeout
+        while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
+            self.turn(0.05)
 
     def _cork(self, on: bool) -> None:
         sock = self.client.socket()

@@ -233,13 +233,7 @@ class MqttPublisher:
     def stop(self, timeout: float = 2.0) -> None:
         """Say goodbye to the broker (DISCONNECT) and close the connection."""
         self.stopping = True
-        if self.client.socket() is None:
-            return
-        self.loop.uncork()
-        self.client.disconnect()  # paho closes the socket once DISCONNECT is written
-        deadline = time.monotonic() + timeout
-        while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
-            self._run_network(0.05)
+        self.loop.disconnect(timeout)
 
     @property
     def pending(self) -> int:
