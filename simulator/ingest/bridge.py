@@ -37,6 +37,7 @@ from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.spool import Spool
+from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, refusal
 
@@ -100,7 +101,7 @@ class Bridge:
         self.failure: Exception | None = None
         self.refused: str | None = None
         self.address = BrokerAddress.from_url(settings.mqtt_url)
-        self.client = mqtt.Client(
+        self.client = Client(
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.manual_ack_set(True)

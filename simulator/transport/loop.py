@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
+from simulator.transport.client import Client
 
 # Reconnect attempts back off from 0.25 s, doubling, to at most 2 s: after a broker restart the
 # clients are back within ~2 s (measured by benchmarks/recovery.py), and a refused TCP connect to a
@@ -34,7 +34,7 @@ class ClientLoop:
 
     Call `connected()` from the client's on_connect and `disconnected()` from its on_disconnect."""
 
-    def __init__(self, client: mqtt.Client) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self.last_error: str | None = None  # why the last connection attempt failed
         self._retry_delay = RECONNECT_MIN_S
@@ -53,7 +53,7 @@ class ClientLoop:
             return self._reconnect_when_due(wait, wake)
         self.flush()
         woken = False
-        if wait > 0 and not _decrypted_bytes_waiting(sock):
+        if wait > 0 and not self.client.has_buffered_input() and not _decrypted_bytes_waiting(sock):
             readable = [sock, wake] if wake is not None else [sock]
             ready, _, _ = select.select(readable, [sock] if self.client.want_write() else [], [], min(wait, LOOP_WAIT_S))
             woken = wake is not None and wake in ready and _drain(wake)

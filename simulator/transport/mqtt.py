@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
 
@@ -148,7 +149,7 @@ class MqttPublisher:
         self.online = False
         self._answered = False  # the broker accepted or refused the first connection
         self._unread = 0  # publishes since the last turn of the network loop
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         # Our window bounds what is in flight; paho's own bound would re-scan its table on every PUBACK.
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)

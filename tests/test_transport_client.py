@@ -1,0 +1,116 @@
+"""simulator.transport.client against the real Mosquitto: every message and acknowledgement arrives
+through the buffered reads and the 3.1.1 PUBACK path, and those paths are the ones in use."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator import stack
+from simulator.transport import client as transport_client
+from simulator.transport.client import NO_PROPERTIES, READ_BUFFER, Client
+from simulator.transport.loop import ClientLoop
+
+_ids = itertools.count(1)
+
+
+def connected(broker: stack.Service, protocol: int = mqtt.MQTTv311, **callbacks: object) -> tuple[Client, ClientLoop]:
+    client = Client(CallbackAPIVersion.VERSION2, client_id=f"client-test-{next(_ids)}", protocol=protocol)
+    loop = ClientLoop(client)
+    ready: list[bool] = []
+    client.on_connect = lambda *args: (loop.connected(), ready.append(True))
+    for name, callback in callbacks.items():
+        setattr(client, name, callback)
+    client.connect("127.0.0.1", broker.port)
+    turn_until(loop, lambda: bool(ready))
+    return client, loop
+
+
+def turn_until(loop: ClientLoop, done: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:  # type: ignore[operator]
+        loop.turn(0.05)
+    assert done(), "timed out"  # type: ignore[operator]
+
+
+def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
+    # False would mean paho's private methods changed: the stock (slower) ones would be running.
+    assert transport_client.FAST_PATHS
+
+
+def test_every_puback_reaches_on_publish_once_without_new_properties(broker: stack.Service) -> None:
+    acknowledged: list[tuple[int, int, object]] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append((mid, reason.value, properties)))
+    mids = [publisher.publish(f"client-test/ack/{i}", b"x", qos=1).mid for i in range(2000)]
+    turn_until(loop, lambda: len(acknowledged) >= len(mids))
+    loop.turn(0.2)  # nothing more may come
+    assert sorted(mid for mid, _, _ in acknowledged) == sorted(mids)
+    assert {reason for _, reason, _ in acknowledged} == {0}
+    assert all(properties is NO_PROPERTIES for _, _, properties in acknowledged)
+    loop.disconnect()
+
+
+def test_mqtt5_pubacks_still_take_paho_s_own_path(broker: stack.Service) -> None:
+    acknowledged: list[object] = []
+    publisher, loop = connected(broker, protocol=mqtt.MQTTv5, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(properties))
+    for i in range(50):
+        publisher.publish(f"client-test/v5/{i}", b"x", qos=1)
+    turn_until(loop, lambda: len(acknowledged) >= 50)
+    assert len(acknowledged) == 50 and all(properties is not NO_PROPERTIES for properties in acknowledged)
+    loop.disconnect()
+
+
+def test_buffered_reads_deliver_every_payload_intact_and_in_order(broker: stack.Service) -> None:
+    """Small messages share a buffer; payloads around and beyond its size are split across reads."""
+    rng = random.Random(7)
+    sizes = [rng.choice([1, 20, 300, READ_BUFFER - 5, READ_BUFFER + 3, 3 * READ_BUFFER]) for _ in range(300)] + [10] * 3000
+    payloads = [rng.randbytes(size) for size in sizes]
+    received: list[bytes] = []
+    subscribed: list[bool] = []
+    subscriber, sub_loop = connected(
+        broker, on_message=lambda c, u, message: received.append(message.payload), on_subscribe=lambda *args: subscribed.append(True)
+    )
+    subscriber.subscribe("client-test/order/#", qos=1)
+    turn_until(sub_loop, lambda: bool(subscribed))
+    socket_reads = [0]
+    publisher, pub_loop = connected(broker)
+    for payload in payloads:
+        publisher.publish("client-test/order/x", payload, qos=1)
+    pub_loop.turn(0.0)
+    original = mqtt.Client._sock_recv
+
+    def counting(self: mqtt.Client, bufsize: int) -> bytes:  # the subscriber's reads that reach the socket
+        socket_reads[0] += self is subscriber
+        return original(self, bufsize)
+
+    mqtt.Client._sock_recv = counting  # type: ignore[method-assign]
+    try:
+        deadline = time.monotonic() + 30
+        while len(received) < len(payloads) and time.monotonic() < deadline:
+            pub_loop.turn(0.0)
+            sub_loop.turn(0.01)
+    finally:
+        mqtt.Client._sock_recv = original  # type: ignore[method-assign]
+    assert received == payloads
+    assert socket_reads[0] < len(payloads)  # paho alone makes at least three reads per message
+    assert not subscriber.has_buffered_input()
+    pub_loop.disconnect()
+    sub_loop.disconnect()
+
+
+def test_a_new_connection_starts_with_an_empty_buffer(broker: stack.Service) -> None:
+    subscriber, loop = connected(broker)
+    subscriber._input, subscriber._input_at, subscriber._input_socket = b"\x30\x05stale", 0, subscriber.socket()
+    assert subscriber.has_buffered_input()
+    loop.disconnect()
+    assert not subscriber.has_buffered_input()  # the socket it came from is gone
+    ready: list[bool] = []
+    subscriber.on_connect = lambda *args: (loop.connected(), ready.append(True))
+    subscriber.reconnect()
+    turn_until(loop, lambda: bool(ready))  # a CONNACK read through the buffer, not the stale bytes
+    assert not subscriber.has_buffered_input()
+    loop.disconnect()
