@@ -4,16 +4,22 @@ through the buffered reads and the 3.1.1 PUBACK path, and those paths are the on
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import signal
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import stack
+from simulator.load.metrics import decode
+from simulator.load.worker import InstrumentedPublisher
 from simulator.transport import client as transport_client
 from simulator.transport.client import NO_PROPERTIES, READ_BUFFER, Client
 from simulator.transport.loop import ClientLoop
+from simulator.transport.mqtt import MqttPublisher
 
 _ids = itertools.count(1)
 
@@ -114,3 +120,46 @@ def test_a_new_connection_starts_with_an_empty_buffer(broker: stack.Service) -> 
     turn_until(loop, lambda: bool(ready))  # a CONNACK read through the buffer, not the stale bytes
     assert not subscriber.has_buffered_input()
     loop.disconnect()
+
+
+def test_qos0_messages_count_as_acknowledged_once_written(broker: stack.Service) -> None:
+    received: list[bytes] = []
+    subscribed: list[bool] = []
+    subscriber, sub_loop = connected(
+        broker, on_message=lambda c, u, message: received.append(message.payload), on_subscribe=lambda *args: subscribed.append(True)
+    )
+    subscriber.subscribe("client-test/qos0/#", qos=1)
+    turn_until(sub_loop, lambda: bool(subscribed))
+    publisher = InstrumentedPublisher(broker.url, client_id=f"client-test-{next(_ids)}", qos=0, window=100)
+    publisher.start()
+    for i in range(3000):
+        publisher(f"client-test/qos0/{i % 7}", str(i).encode())
+    assert publisher.drain(10)
+    assert (publisher.published, publisher.acknowledged, publisher.dropped, publisher.pending) == (3000, 3000, 0, 0)
+    assert decode(publisher.latency.take()).get_total_count() == 3000  # one publish latency per message
+    turn_until(sub_loop, lambda: len(received) >= 3000)
+    assert received == [str(i).encode() for i in range(3000)]
+    publisher.stop()
+    sub_loop.disconnect()
+
+
+def test_qos0_messages_unwritten_when_the_broker_dies_are_counted_dropped(tmp_path: Path) -> None:
+    """paho gives such messages up on reconnecting; they must not hold back the count of later ones."""
+    broker = stack.start_mosquitto(tmp_path, stack.free_port())
+    try:
+        publisher = MqttPublisher(broker.url, client_id="client-test-dropped", qos=0, window=200)
+        publisher.start()
+        os.kill(broker.pid, signal.SIGSTOP)  # the broker stops reading: the socket buffers fill up
+        big = bytes(256 * 1024)
+        for i in range(150):
+            publisher(f"client-test/dropped/{i}", big)
+        assert publisher.pending > 0  # some are still waiting in paho for room on the socket
+        os.kill(broker.pid, signal.SIGKILL)
+        os.kill(broker.pid, signal.SIGCONT)
+        publisher.idle(1.5)  # the connection is lost and a reconnect is attempted
+    finally:
+        broker.stop()
+    assert publisher.dropped > 0
+    assert publisher.acknowledged + publisher.dropped == publisher.published == 150
+    assert publisher.pending == 0 and publisher.drain(0.1)
+    publisher.stop()

@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import simpy
 
 from simulator import catalogue
@@ -54,33 +53,25 @@ def build_sharded_world(scenario: Scenario, env: simpy.Environment, sink: ShardS
 
 class InstrumentedPublisher(MqttPublisher):
     """MqttPublisher that records each message's publish latency: handed to paho → PUBACK (QoS 1) or
-    written to the socket (QoS 0). Waiting for room in the in-flight window is not counted here; the
-    end-to-end latency (device timestamp → written) includes it."""
+    seen written to the socket (QoS 0). Waiting for room in the in-flight window is not counted here;
+    the end-to-end latency (device timestamp → written) includes it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.latency = LatencyRecorder()
         self.sent_ns: dict[int, int] = {}
-        self.early_ns: dict[int, int] = {}  # QoS 0: written (and so "acknowledged") before publish() returned its mid
 
     def _publish(self, topic: str, payload: bytes) -> int:
         started = time.perf_counter_ns()
         mid = super()._publish(topic, payload)
-        acknowledged = self.early_ns.pop(mid, None)
-        if acknowledged is None:
-            self.sent_ns[mid] = started
-        else:
-            self.latency.record_us((acknowledged - started) // 1000)
+        self.sent_ns[mid] = started
         return mid
 
-    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
-        now = time.perf_counter_ns()
+    def _acknowledged(self, mid: int) -> None:
         started = self.sent_ns.pop(mid, None)
-        if started is None:
-            self.early_ns[mid] = now
-        else:
-            self.latency.record_us((now - started) // 1000)
-        super()._on_publish(client, userdata, mid, reason, properties)
+        if started is not None:
+            self.latency.record_us((time.perf_counter_ns() - started) // 1000)
+        super()._acknowledged(mid)
 
 
 class Reporter:

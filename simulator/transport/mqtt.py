@@ -10,13 +10,15 @@ One bound keeps memory flat: at most `window` messages handed to paho and not ye
 unreachable, new messages wait in an outbox instead (in memory up to `buffer_in_memory`, then in a
 temporary file) and go out in order once the connection is back; past `buffer_limit` held messages,
 `__call__` waits for the broker, which pauses the simulation rather than losing anything. What paho
-already had in flight when the connection dropped, it sends again itself after reconnecting.
+already had in flight when the connection dropped, it sends again itself after reconnecting (QoS 1);
+QoS 0 messages it had not yet written are gone with the connection and counted as `dropped`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -144,18 +146,23 @@ class MqttPublisher:
         self.outages: list[Outage] = []
         self.published = 0
         self.acknowledged = 0
+        self.dropped = 0  # QoS 0 messages paho gave up with a lost connection (QoS 1 ones it sends again)
         self.disconnects = 0
         self.stopping = False
         self.online = False
         self._answered = False  # the broker accepted or refused the first connection
         self._unread = 0  # publishes since the last turn of the network loop
+        self._unwritten: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0: handed to paho, not yet seen written
         self.client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         # Our window bounds what is in flight; paho's own bound would re-scan its table on every PUBACK.
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        # QoS 0 is "acknowledged" once written; paho would tell on_publish, building an MQTT 5
+        # ReasonCode and Properties for every message (a third of the publisher's CPU), so the
+        # publisher looks at the MessageInfo of the oldest unwritten messages instead.
+        self.client.on_publish = self._on_publish if qos > 0 else None
         credentials.apply(self.client, self.address)
         self.loop = ClientLoop(self.client)
 
@@ -197,6 +204,7 @@ class MqttPublisher:
                 return
         if self._wait_for_room():
             self._publish(topic, payload)
+            self._count_written()
         else:
             self._hold(topic, payload)  # the connection dropped while we waited
 
@@ -204,7 +212,26 @@ class MqttPublisher:
         """Hand one message to paho, which writes it to the socket at once; every message goes out through here."""
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1
+        if self.qos == 0:
+            self._unwritten.append(info)
         return info.mid
+
+    def _acknowledged(self, mid: int) -> None:
+        """A message's PUBACK came (QoS 1), or it was written to the socket (QoS 0)."""
+        self.acknowledged += 1
+
+    def _count_written(self) -> None:
+        """QoS 0: acknowledge the messages paho has written since the last look (it writes in order)."""
+        unwritten = self._unwritten
+        while unwritten:
+            try:
+                if not unwritten[0].is_published():
+                    return
+            except RuntimeError:  # not written before the connection dropped: gone, as QoS 0 allows
+                self.dropped += 1
+                unwritten.popleft()
+                continue
+            self._acknowledged(unwritten.popleft().mid)
 
     def idle(self, seconds: float) -> None:
         """Let `seconds` of wall-clock time pass while keeping the connection: send what was written,
@@ -223,7 +250,7 @@ class MqttPublisher:
     def drain(self, timeout: float) -> bool:
         """Send everything held and wait until all is acknowledged; False if `timeout` passed first."""
         deadline = time.monotonic() + timeout
-        while self.outbox or self.acknowledged < self.published:
+        while self.outbox or self.pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -238,8 +265,8 @@ class MqttPublisher:
 
     @property
     def pending(self) -> int:
-        """Handed to paho and not yet acknowledged."""
-        return self.published - self.acknowledged
+        """Handed to paho and not yet acknowledged (nor dropped)."""
+        return self.published - self.acknowledged - self.dropped
 
     @property
     def buffered(self) -> int:
@@ -264,12 +291,13 @@ class MqttPublisher:
             message = self.outbox.take()
             assert message is not None
             self._publish(*message)
+            self._count_written()
         if not self.outbox and self.outages and self.outages[-1].caught_up_at is None:
             self.outages[-1].caught_up_at = time.monotonic()
 
     def _wait_for_room(self) -> bool:
         """Wait until fewer than `window` messages are unacknowledged; False if offline meanwhile."""
-        while self.online and self.published - self.acknowledged >= self.window:
+        while self.online and self.pending >= self.window:
             self._run_network(LOOP_WAIT_S)  # returns as soon as PUBACKs arrive
         return self.online
 
@@ -278,6 +306,7 @@ class MqttPublisher:
     def _run_network(self, wait: float) -> None:
         self._unread = 0
         self.loop.turn(wait)
+        self._count_written()
 
     # --- paho callbacks (from within publish() and the network loop above) ---
 
@@ -298,4 +327,4 @@ class MqttPublisher:
         self.loop.disconnected()
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, properties: object) -> None:
-        self.acknowledged += 1
+        self._acknowledged(mid)
