@@ -26,6 +26,7 @@ _ids = itertools.count(1)
 
 def connected(broker: stack.Service, protocol: int = mqtt.MQTTv311, **callbacks: object) -> tuple[Client, ClientLoop]:
     client = Client(CallbackAPIVersion.VERSION2, client_id=f"client-test-{next(_ids)}", protocol=protocol)
+    client.max_inflight_messages_set(0)  # as MqttPublisher: paho would otherwise hold all but 20 back itself
     loop = ClientLoop(client)
     ready: list[bool] = []
     client.on_connect = lambda *args: (loop.connected(), ready.append(True))
@@ -163,3 +164,68 @@ def test_qos0_messages_unwritten_when_the_broker_dies_are_counted_dropped(tmp_pa
     assert publisher.acknowledged + publisher.dropped == publisher.published == 150
     assert publisher.pending == 0 and publisher.drain(0.1)
     publisher.stop()
+
+
+def test_a_turn_sends_what_was_written_since_the_last_in_one_call(broker: stack.Service) -> None:
+    acknowledged: list[int] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
+    original = mqtt.Client._sock_send
+    socket_writes = [0]
+
+    def counting(self: mqtt.Client, buf: bytes) -> int:  # the writes that reach the socket
+        socket_writes[0] += self is publisher
+        return original(self, buf)
+
+    mqtt.Client._sock_send = counting  # type: ignore[method-assign]
+    try:
+        for burst in range(30):
+            for i in range(100):
+                publisher.publish(f"client-test/burst/{burst}", str(i).encode(), qos=1)
+            loop.turn(0.0)
+        turn_until(loop, lambda: len(acknowledged) >= 3000)
+    finally:
+        mqtt.Client._sock_send = original  # type: ignore[method-assign]
+    assert len(acknowledged) == 3000
+    assert socket_writes[0] <= 2 * 30 + 10  # paho alone makes one per message: 3000
+    loop.disconnect()
+
+
+def test_acknowledgements_written_just_before_disconnecting_reach_the_broker(broker: stack.Service) -> None:
+    """They wait to be sent with the next turn; closing the connection sends them first, or the broker
+    would deliver the messages again to the next session."""
+    client_id = f"client-test-acks-{next(_ids)}"
+    received: list[mqtt.MQTTMessage] = []
+
+    def session() -> tuple[Client, ClientLoop]:
+        client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, protocol=mqtt.MQTTv311)
+        client.manual_ack_set(True)
+        loop = ClientLoop(client)
+        subscribed: list[bool] = []
+        client.on_connect = lambda c, *args: (loop.connected(), c.subscribe("client-test/acks/#", qos=1))
+        client.on_subscribe = lambda *args: subscribed.append(True)
+        client.on_message = lambda c, u, message: received.append(message)
+        client.connect("127.0.0.1", broker.port)
+        turn_until(loop, lambda: bool(subscribed))
+        return client, loop
+
+    subscriber, sub_loop = session()
+    publisher, pub_loop = connected(broker)
+    for i in range(500):
+        publisher.publish(f"client-test/acks/{i}", b"x", qos=1)
+    deadline = time.monotonic() + 20
+    while len(received) < 500 and time.monotonic() < deadline:
+        pub_loop.turn(0.0)
+        sub_loop.turn(0.01)
+    assert len(received) == 500
+    for message in received:
+        subscriber.ack(message.mid, message.qos)
+    assert subscriber.want_write()  # collected, not yet sent
+    sub_loop.disconnect()
+    received.clear()
+    again, again_loop = session()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        again_loop.turn(0.05)
+    assert received == []  # nothing delivered again: every acknowledgement arrived
+    again_loop.disconnect()
+    pub_loop.disconnect()

@@ -199,7 +199,7 @@ class Bridge:
         while self.acks_ready:
             acks = self.acks_ready.popleft()
             for mid, qos in acks:
-                self.client.ack(mid, qos)  # written at once (corked until the next turn)
+                self.client.ack(mid, qos)  # collected, sent together at the next turn
             self.counts.acknowledged += len(acks)
 
     def _wake(self) -> None:

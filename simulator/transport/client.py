@@ -1,4 +1,4 @@
-"""paho's MQTT client, with two of its per-message costs taken out for MQTT 3.1.1 (what we speak).
+"""paho's MQTT client, with three of its per-message costs taken out for MQTT 3.1.1 (what we speak).
 
 Measured on the 2-core machine, 60,000 load_probe messages at QoS 1 (benchmarks/capacity.py holds
 the end-to-end figures):
@@ -10,17 +10,27 @@ the end-to-end figures):
 - paho reads each packet's fixed header one byte per `recv()` call: three system calls for every
   message. Here reads go through a 64 KiB buffer, and the bridge's network thread went from 64 to
   41 µs per message. A loop that waits in select() must first ask `has_buffered_input()`, since
-  bytes already in the buffer no longer make the socket readable (ClientLoop does).
+  bytes already in the buffer no longer make the socket readable.
+- paho writes every packet with a `send()` call of its own, and an acknowledgement the bridge sends
+  cost 10 µs, 7.5 of them that call. Here packets are collected and go out together, in one call,
+  when the owner of the loop calls `flush_output()` (or once 64 KiB are waiting; while that much
+  finds no room on the socket, paho keeps further packets itself, as it would have). `want_write()`
+  is also true while collected bytes wait for room. Closing the connection (after
+  DISCONNECT, say) first sends what is collected and waits for the broker to close its side.
 
-Both replace private methods of paho-mqtt (2.1 and 2.2 have them as used here). If the installed
-paho's differ, `FAST_PATHS` is False and the stock methods run: slower, never wrong, and
-tests/test_transport_client.py fails so that the change is noticed.
+ClientLoop (simulator/transport/loop.py) does all three. They replace private methods of paho-mqtt
+(2.1 and 2.2 have them as used here). If the installed paho's differ, `FAST_PATHS` is False and the
+stock methods run: slower, never wrong, and tests/test_transport_client.py fails so that the change
+is noticed.
 """
 
 from __future__ import annotations
 
 import inspect
+import select
+import socket
 import struct
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +40,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 READ_BUFFER = 65536
+WRITE_BUFFER = 65536  # collected bytes past this go out at once
+CLOSE_WAIT_S = 1.0  # at most this long to send what is collected, and hear the broker close, before closing
 PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)  # reason 0, the only one MQTT 3.1.1 has
 NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
@@ -45,6 +57,8 @@ def _paho_internals_as_expected() -> bool:
             _parameters(mqtt.Client._handle_pubackcomp) == ["self", "cmd"]
             and _parameters(mqtt.Client._do_on_publish) == ["self", "mid", "reason_code", "properties"]
             and _parameters(mqtt.Client._sock_recv) == ["self", "bufsize"]
+            and _parameters(mqtt.Client._sock_send) == ["self", "buf"]
+            and _parameters(mqtt.Client._sock_close) == ["self"]
         )
     except (AttributeError, TypeError, ValueError):
         return False
@@ -54,13 +68,17 @@ FAST_PATHS = _paho_internals_as_expected()
 
 
 class Client(mqtt.Client):
-    """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1) and buffered socket reads."""
+    """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, and
+    writes collected until `flush_output()`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._input: bytes = b""
         self._input_at = 0
         self._input_socket: object = None  # the socket `_input` came from: a new connection starts empty
+        self._output: list[bytes | bytearray] = []
+        self._output_size = 0
+        self._output_socket: object = None  # likewise for `_output`
 
     def has_buffered_input(self) -> bool:
         """Bytes of this connection already read from the socket and not yet handled by paho."""
@@ -89,3 +107,67 @@ class Client(mqtt.Client):
             if mid in self._out_messages:  # only the first PUBACK for a message counts
                 return self._do_on_publish(mid, PUBACK_SUCCESS, NO_PROPERTIES)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # --- writes, collected ---
+
+    def want_write(self) -> bool:
+        return super().want_write() or self._has_output()
+
+    def flush_output(self) -> None:
+        """Send the collected packets in one call; what the socket has no room for waits for the next."""
+        if not self._output:
+            return
+        if self._output_socket is not self._sock:
+            self._output, self._output_size = [], 0  # collected for a connection that is gone
+            return
+        data = self._output[0] if len(self._output) == 1 else b"".join(self._output)
+        try:
+            sent = super()._sock_send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = len(data)  # the connection is broken: paho notices on its next read, and resends QoS 1 after reconnecting
+        rest = data[sent:]
+        self._output, self._output_size = ([rest] if rest else []), len(rest)
+
+    def _has_output(self) -> bool:
+        return bool(self._output) and self._output_socket is self._sock
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        if not FAST_PATHS:
+            return super()._sock_send(buf)
+        if self._sock is None:
+            raise ConnectionError("self._sock is None")
+        if self._output_socket is not self._sock:
+            self._output, self._output_size, self._output_socket = [], 0, self._sock  # a new connection
+        if self._output_size >= WRITE_BUFFER:
+            self.flush_output()
+            if self._output_size >= WRITE_BUFFER:
+                raise BlockingIOError  # the socket is full: paho keeps the packet until there is room
+        self._output.append(buf)  # paho does not touch a packet again once written
+        self._output_size += len(buf)
+        return len(buf)
+
+    def _sock_close(self) -> None:
+        if FAST_PATHS and self._sock is not None:
+            self._close_gracefully(self._sock)
+        super()._sock_close()
+
+    def _close_gracefully(self, sock: socket.socket) -> None:
+        """Send what is collected (the DISCONNECT paho just wrote, say), then end our side and wait for
+        the broker to end its own: it has then handled every packet. Closing at once could reset the
+        connection, and Mosquitto drops what it had not read yet; acknowledgements sent just before
+        DISCONNECT were lost that way (with paho's own writes too) and the messages came again."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        try:
+            while self._has_output() and (remaining := deadline - time.monotonic()) > 0:
+                self.flush_output()
+                if self._has_output():
+                    select.select([], [sock], [], remaining)
+            socket.socket.shutdown(sock, socket.SHUT_WR)
+            while (remaining := deadline - time.monotonic()) > 0:
+                readable, _, _ = select.select([sock], [], [], remaining)
+                if readable and not socket.socket.recv(sock, READ_BUFFER):
+                    return  # the broker closed its side
+        except (OSError, ValueError):
+            return  # the connection was already gone

@@ -3,12 +3,12 @@
 With paho's thread, every message cost handovers of the interpreter lock between it and the thread
 that publishes or acknowledges, and whatever another thread sent also cost a wake-up byte on a
 socket pair. Turned from the thread that does the work (the simulation; the bridge's network
-thread), paho writes a message at once and reads when asked. Between two turns the socket is corked
-(Linux TCP_CORK): the kernel holds small writes until the next turn (or 200 ms) and sends a burst in
-a few segments instead of one each, and Mosquitto reads them in fewer calls too. Measured on the
-2-core machine, the three ways one after the other: making and publishing 60,000 air-quality
-messages at QoS 1 took 7.5 s of CPU with paho's thread, 5.6 s turned from the caller's thread and
-3.9 s turned and corked; Mosquitto's CPU per message halved with the cork.
+thread), paho hands a packet over at once and reads when asked. What is written between two turns
+is collected by the client (simulator/transport/client.py) and sent in one call at the next turn,
+so a burst leaves in a few segments instead of one each, and Mosquitto reads it in fewer calls too;
+Nagle's delay is off, since the bursts are ours. Measured on the 2-core machine, making and
+publishing 60,000 air-quality messages at QoS 1 took 7.5 s of CPU with paho's thread, 5.6 s turned
+from the caller's thread, and 3.9 s with the writes of a turn held together (then by TCP_CORK).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from simulator.transport.client import Client
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0
 # The longest one turn waits in select() before paho's keepalive bookkeeping runs again.
 LOOP_WAIT_S = 1.0
-TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only; elsewhere writes go out uncorked
 
 
 class ClientLoop:
@@ -39,11 +38,10 @@ class ClientLoop:
         self.last_error: str | None = None  # why the last connection attempt failed
         self._retry_delay = RECONNECT_MIN_S
         self._next_attempt = 0.0
-        self._corked = False
 
     def turn(self, wait: float, wake: socket.socket | None = None, received: Callable[[], int] | None = None, packets: int = 1) -> bool:
-        """Wait up to `wait` s for the socket (or for `wake` to become readable), read, write what paho
-        could not write at once, keep alive; while disconnected, reconnect when due. True if woken.
+        """Send what was written since the last turn; wait up to `wait` s for the socket (or for `wake`
+        to become readable), read, write, keep alive; while disconnected, reconnect when due. True if woken.
 
         paho reads one packet per call unless it has messages in flight (then as many as those). A
         subscriber passes `received`, a count that grows with every message read, and up to `packets`
@@ -67,43 +65,34 @@ class ClientLoop:
         if self.client.want_write():
             self.client.loop_write()
         self.client.loop_misc()
+        self.flush()  # what this turn wrote (keepalive pings, say)
         return woken
 
     def flush(self) -> None:
-        """Send what was written since the last turn now, in as few segments as it fills."""
-        if self._corked:
-            self._cork(False)
-            self._cork(True)
+        """Send what was written since the last turn now, in one call."""
+        self.client.flush_output()
 
     def connected(self) -> None:
         self._retry_delay = RECONNECT_MIN_S
-        self._cork(True)
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our bursts, sent whole at once
+            except OSError:
+                pass  # the connection is going away; paho notices on its next read or write
 
     def disconnected(self) -> None:
-        self._corked = False
         self._next_attempt = time.monotonic() + self._retry_delay
 
     def disconnect(self, timeout: float = 2.0) -> None:
-        """Say goodbye to the broker (DISCONNECT) and close the connection, uncorked first so nothing
-        written is left waiting in the kernel; turns the loop until paho has written it."""
+        """Say goodbye to the broker (DISCONNECT) and close the connection; turns the loop until paho
+        has written it (the client sends everything collected before closing)."""
         if self.client.socket() is None:
             return
-        if self._corked:
-            self._cork(False)
         self.client.disconnect()  # paho closes the socket once DISCONNECT is written
         deadline = time.monotonic() + timeout
         while self.client.socket() is not None and self.client.want_write() and time.monotonic() < deadline:
             self.turn(0.05)
-
-    def _cork(self, on: bool) -> None:
-        sock = self.client.socket()
-        self._corked = on and TCP_CORK is not None and sock is not None
-        if TCP_CORK is None or sock is None:
-            return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, int(on))
-        except OSError:
-            self._corked = False  # the connection is going away; paho notices on its next read or write
 
     def _reconnect_when_due(self, wait: float, wake: socket.socket | None) -> bool:
         """Connect again if the backoff delay has passed; otherwise wait towards it, at most `wait` s

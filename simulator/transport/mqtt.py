@@ -1,7 +1,7 @@
 """Publishing a run's messages to an MQTT broker with paho-mqtt 2.x, from the simulation's own thread.
 
 paho's network loop is turned by the caller's thread (simulator/transport/loop.py), not by a thread
-of its own: `publish()` writes to the corked socket at once, and every few messages, while waiting
+of its own: `publish()` hands the message over at once, and every few messages, while waiting
 for room, and whenever the simulation waits for the wall clock (`idle`), a turn of the loop sends
 what was written and reads the PUBACKs.
 
@@ -248,9 +248,10 @@ class MqttPublisher:
             self._run_network(remaining)
 
     def drain(self, timeout: float) -> bool:
-        """Send everything held and wait until all is acknowledged; False if `timeout` passed first."""
+        """Send everything held and wait until all is acknowledged (QoS 0: on the socket); False if
+        `timeout` passed first."""
         deadline = time.monotonic() + timeout
-        while self.outbox or self.pending:
+        while self.outbox or self.pending or self.client.want_write():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
