@@ -1,4 +1,5 @@
-"""paho's MQTT client, with three of its per-message costs taken out for MQTT 3.1.1 (what we speak).
+"""paho's MQTT client, with three of its per-message costs taken out for MQTT 3.1.1 (what we speak),
+and a gentler close.
 
 Measured on the 2-core machine, 60,000 load_probe messages at QoS 1 (benchmarks/capacity.py holds
 the end-to-end figures):
@@ -15,10 +16,11 @@ the end-to-end figures):
   cost 10 µs, 7.5 of them that call. Here packets are collected and go out together, in one call,
   when the owner of the loop calls `flush_output()` (or once 64 KiB are waiting; while that much
   finds no room on the socket, paho keeps further packets itself, as it would have). `want_write()`
-  is also true while collected bytes wait for room. Closing the connection (after
-  DISCONNECT, say) first sends what is collected and waits for the broker to close its side.
+  is also true while collected bytes wait for room.
+- Closing the connection (after DISCONNECT, say) first sends what is collected, then ends our side
+  and waits (at most a second) for the broker to end its own.
 
-ClientLoop (simulator/transport/loop.py) does all three. They replace private methods of paho-mqtt
+ClientLoop (simulator/transport/loop.py) turns the loop the way these need. They replace private methods of paho-mqtt
 (2.1 and 2.2 have them as used here). If the installed paho's differ, `FAST_PATHS` is False and the
 stock methods run: slower, never wrong, and tests/test_transport_client.py fails so that the change
 is noticed.
