@@ -20,10 +20,10 @@ the end-to-end figures):
 - Closing the connection (after DISCONNECT, say) first sends what is collected, then ends our side
   and waits (at most a second) for the broker to end its own.
 
-ClientLoop (simulator/transport/loop.py) turns the loop the way these need. They replace private methods of paho-mqtt
-(2.1 and 2.2 have them as used here). If the installed paho's differ, `FAST_PATHS` is False and the
-stock methods run: slower, never wrong, and tests/test_transport_client.py fails so that the change
-is noticed.
+ClientLoop (simulator/transport/loop.py) turns the loop the way these need. They replace private
+methods of paho-mqtt (2.1 and 2.2 have them as used here). If the installed paho's differ,
+`FAST_PATHS` is False and the stock methods run: slower, never wrong, and
+tests/test_transport_client.py fails so that the change is noticed.
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ class Client(mqtt.Client):
             sent = super()._sock_send(data)
         except BlockingIOError:
             sent = 0
-        except OSError:
-            sent = len(data)  # the connection is broken: paho notices on its next read, and resends QoS 1 after reconnecting
+        except OSError:  # the connection is broken: paho notices on its next read and, reconnected, sends QoS 1 again
+            sent = len(data)
         rest = data[sent:]
         self._output, self._output_size = ([rest] if rest else []), len(rest)
 
