@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import stack
@@ -46,6 +47,31 @@ def turn_until(loop: ClientLoop, done: Callable[[], bool], timeout: float = 20.0
     assert done(), "timed out"
 
 
+def subscribed(broker: stack.Service, topic: str) -> tuple[Client, ClientLoop, list[bytes]]:
+    """A connected client subscribed to `topic` at QoS 1, and the payloads it receives."""
+    received: list[bytes] = []
+    acknowledged: list[bool] = []
+    subscriber, loop = connected(
+        broker, on_message=lambda c, u, message: received.append(message.payload), on_subscribe=lambda *args: acknowledged.append(True)
+    )
+    subscriber.subscribe(topic, qos=1)
+    turn_until(loop, lambda: bool(acknowledged))
+    return subscriber, loop, received
+
+
+def socket_calls(monkeypatch: pytest.MonkeyPatch, method: str, client: mqtt.Client) -> list[int]:
+    """Count `client`'s calls of paho's own `method` (`_sock_recv`, `_sock_send`): those reach the socket."""
+    calls = [0]
+    original = getattr(mqtt.Client, method)
+
+    def counting(self: mqtt.Client, *args: object) -> object:
+        calls[0] += self is client
+        return original(self, *args)
+
+    monkeypatch.setattr(mqtt.Client, method, counting)
+    return calls
+
+
 def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
     # False would mean paho's private methods changed: the stock (slower) ones would be running.
     assert transport_client.FAST_PATHS
@@ -73,37 +99,22 @@ def test_mqtt5_pubacks_still_take_paho_s_own_path(broker: stack.Service) -> None
     loop.disconnect()
 
 
-def test_buffered_reads_deliver_every_payload_intact_and_in_order(broker: stack.Service) -> None:
+def test_buffered_reads_deliver_every_payload_intact_and_in_order(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """Small messages share a buffer; payloads around and beyond its size are split across reads."""
     rng = random.Random(7)
     sizes = [rng.choice([1, 20, 300, READ_BUFFER - 5, READ_BUFFER + 3, 3 * READ_BUFFER]) for _ in range(300)] + [10] * 3000
     payloads = [rng.randbytes(size) for size in sizes]
-    received: list[bytes] = []
-    subscribed: list[bool] = []
-    subscriber, sub_loop = connected(
-        broker, on_message=lambda c, u, message: received.append(message.payload), on_subscribe=lambda *args: subscribed.append(True)
-    )
-    subscriber.subscribe("client-test/order/#", qos=1)
-    turn_until(sub_loop, lambda: bool(subscribed))
-    socket_reads = [0]
+    subscriber, sub_loop, received = subscribed(broker, "client-test/order/#")
     publisher, pub_loop = connected(broker)
     for payload in payloads:
         publisher.publish("client-test/order/x", payload, qos=1)
     pub_loop.turn(0.0)
-    original = mqtt.Client._sock_recv
-
-    def counting(self: mqtt.Client, bufsize: int) -> bytes:  # the subscriber's reads that reach the socket
-        socket_reads[0] += self is subscriber
-        return original(self, bufsize)
-
-    mqtt.Client._sock_recv = counting  # type: ignore[method-assign]
-    try:
-        deadline = time.monotonic() + 30
-        while len(received) < len(payloads) and time.monotonic() < deadline:
-            pub_loop.turn(0.0)
-            sub_loop.turn(0.01)
-    finally:
-        mqtt.Client._sock_recv = original  # type: ignore[method-assign]
+    socket_reads = socket_calls(monkeypatch, "_sock_recv", subscriber)
+    deadline = time.monotonic() + 30
+    while len(received) < len(payloads) and time.monotonic() < deadline:
+        pub_loop.turn(0.0)
+        sub_loop.turn(0.01)
+    monkeypatch.undo()
     assert received == payloads
     assert socket_reads[0] < len(payloads)  # paho alone makes at least three reads per message
     assert not subscriber.has_buffered_input()
@@ -126,13 +137,7 @@ def test_a_new_connection_starts_with_an_empty_buffer(broker: stack.Service) -> 
 
 
 def test_qos0_messages_count_as_acknowledged_once_written(broker: stack.Service) -> None:
-    received: list[bytes] = []
-    subscribed: list[bool] = []
-    subscriber, sub_loop = connected(
-        broker, on_message=lambda c, u, message: received.append(message.payload), on_subscribe=lambda *args: subscribed.append(True)
-    )
-    subscriber.subscribe("client-test/qos0/#", qos=1)
-    turn_until(sub_loop, lambda: bool(subscribed))
+    _, sub_loop, received = subscribed(broker, "client-test/qos0/#")
     publisher = InstrumentedPublisher(broker.url, client_id=f"client-test-{next(_ids)}", qos=0, window=100)
     publisher.start()
     for i in range(3000):
@@ -168,25 +173,16 @@ def test_qos0_messages_unwritten_when_the_broker_dies_are_counted_dropped(tmp_pa
     publisher.stop()
 
 
-def test_a_turn_sends_what_was_written_since_the_last_in_one_call(broker: stack.Service) -> None:
+def test_a_turn_sends_what_was_written_since_the_last_in_one_call(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
     acknowledged: list[int] = []
     publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
-    original = mqtt.Client._sock_send
-    socket_writes = [0]
-
-    def counting(self: mqtt.Client, buf: bytes) -> int:  # the writes that reach the socket
-        socket_writes[0] += self is publisher
-        return original(self, buf)
-
-    mqtt.Client._sock_send = counting  # type: ignore[method-assign]
-    try:
-        for burst in range(30):
-            for i in range(100):
-                publisher.publish(f"client-test/burst/{burst}", str(i).encode(), qos=1)
-            loop.turn(0.0)
-        turn_until(loop, lambda: len(acknowledged) >= 3000)
-    finally:
-        mqtt.Client._sock_send = original  # type: ignore[method-assign]
+    socket_writes = socket_calls(monkeypatch, "_sock_send", publisher)
+    for burst in range(30):
+        for i in range(100):
+            publisher.publish(f"client-test/burst/{burst}", str(i).encode(), qos=1)
+        loop.turn(0.0)
+    turn_until(loop, lambda: len(acknowledged) >= 3000)
+    monkeypatch.undo()
     assert len(acknowledged) == 3000
     assert socket_writes[0] <= 2 * 30 + 10  # paho alone makes one per message: 3000
     loop.disconnect()

@@ -221,7 +221,8 @@ class MqttPublisher:
         self.acknowledged += 1
 
     def _count_written(self) -> None:
-        """QoS 0: acknowledge the messages paho has written since the last look (it writes in order)."""
+        """QoS 0: acknowledge the messages paho has written since the last look (it writes in order).
+        Called after `_publish` returns, not inside it, so a subclass's `_publish` has noted the message first."""
         unwritten = self._unwritten
         while unwritten:
             try:
