@@ -1,0 +1,53 @@
+"""Every shipped scenario's messages, byte for byte, recorded: a change that alters what a scenario
+generates shows here and must say so (and update the hashes) in a commit of its own."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from simulator.engine import run_scenario
+from simulator.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+
+# sha256 over "topic\npayload\n" of every message, and the count, at a fixed simulated span:
+# 2 h for the world scenarios, 2 min for the load ones (their profile generates ~10^5 messages a minute).
+RECORDED: dict[str, tuple[str, int, str]] = {
+    "city-day.yaml": ("2h", 50087, "346d380fc105972a5c09123346b844467dc9c8a6ded48f27427341bacf6e760f"),
+    "city-heating-season.yaml": ("2h", 2721, "9dcd48acd0e022751bf0cd1e2a00d4daeafa89505e7d5886c131428147574a37"),
+    "city-incident.yaml": ("2h", 39843, "6e5b1457c8e57e7a799cac1e4a831390865b75d976a0d374415af8529932887a"),
+    "load-capacity.yaml": ("2m", 157500, "92603c2fbf561513030655fe19711b9dc41a2bab9c4309be23fc0eef1082f8fe"),
+    "load-ramp.yaml": ("2m", 183000, "46d94e2ea38ac8ada0cd457a13d1573c17b54dbe886d313bbb6a41ae5e522bce"),
+    "load-soak.yaml": ("2m", 45041, "07157fb706572e758fde6246cd736c5561f8ffde07c80a0006198e20fe970cf6"),
+    "port-day.yaml": ("2h", 9528, "a8eea1f2df91453c40362eddf0b9e3714a75dca9f802690c6d424b14ad79179e"),
+    "port-peak-week.yaml": ("2h", 7614, "64409547eaca474077b1e81618886fab21d1128a21067170806aac79d73d0468"),
+    "quickstart.yaml": ("2h", 1200, "cc8b94caeba48594cf1d90131249d572890f4edd56eec9e2b4fe2cc57e07959e"),
+    "yangquan.yaml": ("2h", 59630, "d3fda569c1d8ddf2177653668be856ab46ce2015e9128ebfb042dc5e08ca8936"),
+}
+
+
+def digest(scenario_file: Path, duration: str) -> tuple[str, int]:
+    scenario = load_scenario(scenario_file).with_overrides(duration=duration)
+    hasher = hashlib.sha256()
+    count = 0
+
+    def sink(topic: str, payload: bytes) -> None:
+        nonlocal count
+        hasher.update(topic.encode() + b"\n" + payload + b"\n")
+        count += 1
+
+    run_scenario(scenario, sink)
+    return hasher.hexdigest(), count
+
+
+def test_every_shipped_scenario_is_recorded() -> None:
+    assert sorted(RECORDED) == sorted(path.name for path in (REPO / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_shipped_scenario_messages_are_unchanged(name: str) -> None:
+    duration, count, sha = RECORDED[name]
+    assert digest(REPO / "scenarios" / name, duration) == (sha, count)
