@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from simulator import catalogue
 from simulator.city.settings import CitySettings
+from simulator.errors import UsageError
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
 from simulator.load.section import LoadSection
@@ -166,7 +167,7 @@ def check_url(url: str, schemes: tuple[str, ...]) -> str:
 
 
 @dataclass
-class ScenarioError(Exception):
+class ScenarioError(UsageError):
     """A scenario that cannot be used; `problems` holds one printable line each."""
 
     problems: list[str]

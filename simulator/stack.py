@@ -20,10 +20,12 @@ from pathlib import Path
 
 import requests
 
+from simulator.errors import IotsimError
+
 BROKERS_DIR = Path(__file__).resolve().parent.parent / "brokers"
 
 
-class StackError(Exception):
+class StackError(IotsimError):
     """A service that cannot be started or reached; the message says what to do."""
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import requests
 
+from simulator.errors import DatabaseError
 
-class InfluxRefused(Exception):
+
+class InfluxRefused(DatabaseError):
     """InfluxDB answered with an error retrying cannot fix (bad credentials, bad database name)."""
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from simulator.errors import IotsimError
 from simulator.load.live import LiveResults
 from simulator.load.metrics import MachineSampler, ResourceSampler, Server, decode, find_server, new_histogram, summarize_ms
 from simulator.load.profile import Constant, Schedule, schedule_of
@@ -44,7 +45,7 @@ CPU_FIGURES = (*(f"{name}_cpu_percent" for name in SAMPLED), "machine_cpu_percen
 RSS_FIGURES = tuple(f"{name}_rss_mb" for name in SAMPLED)
 
 
-class LoadError(Exception):
+class LoadError(IotsimError):
     """An experiment that cannot run (wrong scenario, unreachable broker ...); one printable line."""
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from simulator.errors import BrokerUnreachable
 from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
@@ -40,10 +41,6 @@ KEEPALIVE_S = 30
 # costs one recv() however many acknowledgements wait.
 READ_EVERY = 64
 SHORT_IDLE_S = 0.005
-
-
-class BrokerUnreachable(Exception):
-    """The broker did not accept a connection in time."""
 
 
 @dataclass(frozen=True)
