@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulator import stack
+from simulator import scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
 from simulator.engine import RunResult, Wait, run_scenario
 from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge, BridgeSettings
 from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.scenario import YANGQUAN_TZ, Scenario, ScenarioError, load_scenario
+from simulator.scenario_schema import SCHEMA_PATH
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher, password_from_environment
 from simulator.transport.stats import PublisherStats
@@ -368,6 +369,26 @@ def stack_status(state_dir: StateDir = Path(".iotsim")) -> None:
         out.print(line, markup=False, highlight=False)
     if not all_up:
         raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("--out", help="write the schema to this file instead of printing it")] = None,
+    check: Annotated[bool, typer.Option("--check", help=f"write nothing; exit 1 if the file (--out, default {SCHEMA_PATH.name}) is missing or stale")] = False,
+) -> None:
+    """Print the JSON Schema of scenario files (editor completion and validation; README, Scenario files)."""
+    if check:
+        path = output or SCHEMA_PATH
+        problem = scenario_schema.stale(path)
+        if problem:
+            fail(problem)
+        out.print(f"{path}: up to date", markup=False, highlight=False)
+    elif output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(scenario_schema.render(), encoding="utf-8")
+        out.print(f"wrote {output}", markup=False, highlight=False)
+    else:
+        sys.stdout.write(scenario_schema.render())
 
 
 def main() -> None:  # pragma: no cover - `python -m simulator.cli`

@@ -23,9 +23,9 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import simpy
-from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from simulator.fleet import Duration, StrictModel
+from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel
 from simulator.randomness import stream
 from simulator.telemetry import Reading
 from simulator.units import format_duration, parse_duration
@@ -45,6 +45,7 @@ Offset = Annotated[
     float,
     BeforeValidator(parse_offset),
     PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(DURATION_OR_ZERO_JSON_SCHEMA, mode="validation"),
     Field(description="seconds after the start; '0s', '90s', '5m', '1h', '2d'"),
 ]
 

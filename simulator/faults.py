@@ -24,10 +24,10 @@ from typing import Annotated, Literal, Union
 
 import orjson
 import simpy
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 from simulator import stack
-from simulator.fleet import Duration, StrictModel
+from simulator.fleet import SIGNED_DURATION_JSON_SCHEMA, Duration, StrictModel
 from simulator.telemetry import Sink
 from simulator.transport.outbox import Outbox
 from simulator.units import parse_duration
@@ -68,7 +68,7 @@ class Duplicates(StrictModel):
 class ClockSkew(StrictModel):
     kind: Literal["clock_skew"]
     fleet: str = Field(description="the fleet's device id prefix")
-    offset: Annotated[float, BeforeValidator(parse_signed_duration)] = Field(
+    offset: Annotated[float, BeforeValidator(parse_signed_duration), WithJsonSchema(SIGNED_DURATION_JSON_SCHEMA, mode="validation")] = Field(
         description="added to the devices' timestamps: '30s', '-2m' (behind) or seconds"
     )
 

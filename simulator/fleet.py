@@ -9,14 +9,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.json_schema import JsonSchemaValue
 
-from simulator.units import format_duration, parse_duration
+from simulator.units import DURATION_PATTERN, SIGNED_DURATION_PATTERN, format_duration, parse_duration
+
+# What a scenario file may write for a Duration (JSON Schema of the input, not of the float it becomes).
+DURATION_TEXT_JSON_SCHEMA: JsonSchemaValue = {
+    "type": "string",
+    "pattern": DURATION_PATTERN,
+    "description": "e.g. '90s', '5m', '1h30m', '30d' (units ms, s, m, h, d, w)",
+}
+DURATION_JSON_SCHEMA: JsonSchemaValue = {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "description": "seconds"}, DURATION_TEXT_JSON_SCHEMA]}
+DURATION_OR_ZERO_JSON_SCHEMA: JsonSchemaValue = {
+    "anyOf": [{"type": "number", "minimum": 0, "description": "seconds"}, {"enum": ["0", "0s"]}, DURATION_TEXT_JSON_SCHEMA]
+}
+SIGNED_DURATION_JSON_SCHEMA: JsonSchemaValue = {
+    "anyOf": [
+        {"type": "number", "not": {"const": 0}, "description": "seconds, negative: behind"},
+        {"type": "string", "pattern": SIGNED_DURATION_PATTERN, "description": "e.g. '30s', '-2m' (units ms, s, m, h, d, w)"},
+    ]
+}
 
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(DURATION_JSON_SCHEMA, mode="validation"),
     Field(description="seconds; written as '90s', '5m', '1h', '30d' or a number of seconds"),
 ]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -28,14 +28,25 @@ from simulator.port.settings import PortSettings
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
+# What a file may write for `start` and `speed` (JSON Schema of the input: editors read YAML timestamps as strings).
+START_JSON_SCHEMA = {
+    "type": "string",
+    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$",
+}
+SPEED_JSON_SCHEMA = {"anyOf": [{"const": "afap"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000}]}
+
 FleetSection = Annotated[Union[catalogue.fleet_models()], Field(discriminator="type")]  # type: ignore[valid-type]
 
 
 class MqttSettings(StrictModel):
     url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://host:port of the broker")
     qos: Literal[0, 1] = Field(default=1, description="0 = at most once, 1 = at least once")
-    topic_prefix: str = Field(default="yangquan", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
-    client_id_prefix: str = Field(default="iotsim", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    topic_prefix: str = Field(
+        default="yangquan", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", description="first topic level(s): {prefix}/{domain}/{type}/{device_id}"
+    )
+    client_id_prefix: str = Field(
+        default="iotsim", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="MQTT client ids are '{client_id_prefix}-{scenario name}'"
+    )
     # The publisher's window is the smaller of the two: at most that many messages handed over and not
     # yet acknowledged (QoS 1) or written (QoS 0); at the bound the simulation waits.
     max_inflight: int = Field(default=1000, ge=1, le=65535, description="unacknowledged QoS 1 messages on the wire")
@@ -56,9 +67,9 @@ class MqttSettings(StrictModel):
 
 class InfluxSettings(StrictModel):
     url: str = Field(default="http://127.0.0.1:8086", description="InfluxDB 1.x API (or 2.x/3.x v1 compatibility)")
-    database: str = Field(default="yangquan", pattern=r"^[A-Za-z0-9_-]+$")
-    user: str | None = None
-    password: str | None = None
+    database: str = Field(default="yangquan", pattern=r"^[A-Za-z0-9_-]+$", description="database on that server")
+    user: str | None = Field(default=None, description="InfluxDB 1.x user, if authentication is on")
+    password: str | None = Field(default=None, description="that user's password")
     token: str | None = Field(default=None, description="InfluxDB 2.x/3.x token for the v1 API")
 
     @field_validator("url")
@@ -68,20 +79,20 @@ class InfluxSettings(StrictModel):
 
 
 class Scenario(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
-    description: str = ""
-    seed: int = Field(default=1, ge=0, lt=2**63)
-    start: datetime = Field(
+    name: str = Field(min_length=1, max_length=100, description="names the run: MQTT client id, results, summaries")
+    description: str = Field(default="", description="free text: what the experiment is for")
+    seed: int = Field(default=1, ge=0, lt=2**63, description="same scenario + seed = byte-identical messages")
+    start: Annotated[datetime, WithJsonSchema(START_JSON_SCHEMA, mode="validation")] = Field(
         default=datetime(2026, 1, 14, 0, 0, tzinfo=YANGQUAN_TZ),
         description="ISO time; without a zone it is Yangquan's local time (UTC+8)",
     )
     duration: Duration
-    speed: Annotated[Literal["afap"] | float, BeforeValidator(parse_speed)] = Field(
+    speed: Annotated[Literal["afap"] | float, BeforeValidator(parse_speed), WithJsonSchema(SPEED_JSON_SCHEMA, mode="validation")] = Field(
         default="afap", description="'afap' = as fast as possible, or N = N times real time"
     )
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    influx: InfluxSettings = Field(default_factory=InfluxSettings)
-    fleets: list[FleetSection] = Field(min_length=1)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="the broker the devices publish to")
+    influx: InfluxSettings = Field(default_factory=InfluxSettings, description="InfluxDB for the run's `pipeline` counters and `iotsim load`'s bridge")
+    fleets: list[FleetSection] = Field(min_length=1, description="the devices: one entry per fleet; `type` is the device type and InfluxDB measurement")
     port: PortSettings = Field(
         default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
     )

@@ -7,6 +7,12 @@ import re
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
+# The strings parse_duration accepts, for the scenario JSON Schema (ECMA-262 syntax, as editors use):
+# number-unit parts, spaces between them, and at least one non-zero digit (a duration is positive).
+_POSITIVE_DURATION = r"(?=[^1-9]*[1-9]) *(?:[0-9]+(?:\.[0-9]+)? *(?:ms|s|m|h|d|w) *)+"
+DURATION_PATTERN = rf"^ *{_POSITIVE_DURATION}$"
+SIGNED_DURATION_PATTERN = rf"^ *-?{_POSITIVE_DURATION}$"
+
 
 def parse_duration(value: object) -> float:
     """Seconds in a duration given as a number of seconds or a string like "1h30m"."""

@@ -46,9 +46,9 @@ REST_DAY_PROFILE: tuple[float, ...] = (
 
 class RoadSettings(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="road id, the `road` tag of its sensors")
-    district: District
-    lat: float = Field(ge=37.5, le=38.3)
-    lon: float = Field(ge=113.1, le=114.1)
+    district: District = Field(description="the district the road runs through (its sensors' `district` tag)")
+    lat: float = Field(ge=37.5, le=38.3, description="latitude of a point on the road, degrees north; its sensors stand near it")
+    lon: float = Field(ge=113.1, le=114.1, description="longitude of that point, degrees east")
     lanes: int = Field(default=2, ge=1, le=6, description="lanes per direction")
     capacity_vphpl: float = Field(default=1600.0, ge=600, le=2400, description="capacity, vehicles per hour per lane")
     free_flow_kmh: float = Field(default=50.0, ge=20, le=120, description="speed on an empty road")

@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
-from pydantic import BeforeValidator, Field, PlainSerializer
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
-from simulator.fleet import Duration, StrictModel
+from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel
 from simulator.units import format_duration, parse_duration
 
 def parse_pause(value: object) -> float:
@@ -24,7 +24,9 @@ def parse_pause(value: object) -> float:
     return 0.0 if value in (0, 0.0, "0", "0s") else parse_duration(value)
 
 
-Pause = Annotated[float, BeforeValidator(parse_pause), PlainSerializer(format_duration, return_type=str)]
+Pause = Annotated[
+    float, BeforeValidator(parse_pause), PlainSerializer(format_duration, return_type=str), WithJsonSchema(DURATION_OR_ZERO_JSON_SCHEMA, mode="validation")
+]
 Target = Annotated[float, Field(ge=0, le=10_000_000, description="messages/s (unit: rate) or active devices (unit: devices)")]
 
 
@@ -47,7 +49,7 @@ class Stages(StrictModel):
 
     kind: Literal["stages"]
     start: Target = 0.0
-    stages: list[Stage] = Field(min_length=1, max_length=1000)
+    stages: list[Stage] = Field(min_length=1, max_length=1000, description="in order; each goes from the last target to its own")
 
     def segments(self) -> list[Segment]:
         segments, level = [], self.start
@@ -74,8 +76,8 @@ class Step(StrictModel):
     kind: Literal["step"]
     start: Target
     step: Target
-    steps: int = Field(ge=1, le=1000)
-    hold: Duration
+    steps: int = Field(ge=1, le=1000, description="how many levels")
+    hold: Duration = Field(description="how long each level is held")
 
     def segments(self) -> list[Segment]:
         return [Segment(self.hold, level, level) for level in (self.start + n * self.step for n in range(self.steps))]
@@ -88,7 +90,7 @@ class Ramp(StrictModel):
     start: Target = 0.0
     target: Target
     duration: Duration
-    hold: Pause = 0.0
+    hold: Pause = Field(default=0.0, description="how long the target is held after the ramp; 0: not at all")
 
     def segments(self) -> list[Segment]:
         segments = [Segment(self.duration, self.start, self.target)]
@@ -121,7 +123,7 @@ class Soak(StrictModel):
     kind: Literal["soak"]
     target: Target
     duration: Duration
-    warmup: Pause = 0.0
+    warmup: Pause = Field(default=0.0, description="ramp from zero to the target before the soak; 0: none")
 
     def segments(self) -> list[Segment]:
         segments = [Segment(self.warmup, 0.0, self.target)] if self.warmup else []

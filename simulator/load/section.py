@@ -54,12 +54,12 @@ class LoadSection(StrictModel):
     unit: Literal["rate", "devices"] = Field(
         default="rate", description="the profile's target: offered messages/s, or active load_probe devices"
     )
-    profile: Profile
+    profile: Profile = Field(description="how the offered load changes over the experiment (its `kind` picks the shape)")
     device_rate: float = Field(default=1.0, gt=0, le=10_000, description="messages/s of each active device (unit: devices)")
     qos: Literal[0, 1] | None = Field(default=None, description="publish QoS; default: the scenario's mqtt.qos")
     workers: int = Field(default=1, ge=1, le=64, description="simulator processes; devices are sharded over them")
     thresholds: list[ThresholdText] = Field(default_factory=list, description="k6-like pass/fail rules (docs/load.md)")
     drain: Duration = Field(default=30.0, description="after the last stage, wait at most this long for the pipeline to catch up")
-    bridge: BridgeOptions = Field(default_factory=BridgeOptions)
-    capacity: CapacitySearch = Field(default_factory=CapacitySearch)
+    bridge: BridgeOptions = Field(default_factory=BridgeOptions, description="the ingest bridge the experiment starts")
+    capacity: CapacitySearch = Field(default_factory=CapacitySearch, description="the trials of `iotsim load --find-capacity`")
     results: str = Field(default="results", description="results directories are created under this folder")
