@@ -384,8 +384,11 @@ def schema(
             fail(problem)
         out.print(f"{path}: up to date", markup=False, highlight=False)
     elif output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(scenario_schema.render(), encoding="utf-8")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(scenario_schema.render(), encoding="utf-8")
+        except OSError as error:
+            fail(f"--out: cannot write {output} ({error.strerror})", code=2)
         out.print(f"wrote {output}", markup=False, highlight=False)
     else:
         sys.stdout.write(scenario_schema.render())

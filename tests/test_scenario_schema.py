@@ -97,6 +97,12 @@ def test_out_writes_the_file_check_then_accepts(tmp_path: Path) -> None:
     assert iotsim("schema", "--check", "--out", str(target)).returncode == 0
 
 
+def test_out_that_cannot_be_written_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = iotsim("schema", "--out", str(tmp_path))  # a directory
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"--out: cannot write {tmp_path} (Is a directory)"
+
+
 def test_the_schema_is_valid_draft_2020_12_with_id_and_title() -> None:
     Draft202012Validator.check_schema(SCHEMA)
     assert list(SCHEMA)[:4] == ["$schema", "$id", "title", "description"]
