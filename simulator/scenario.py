@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
+from pydantic.json_schema import JsonSchemaValue
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -29,11 +30,11 @@ from simulator.port.settings import PortSettings
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
 # What a file may write for `start` and `speed` (JSON Schema of the input: editors read YAML timestamps as strings).
-START_JSON_SCHEMA = {
+START_JSON_SCHEMA: JsonSchemaValue = {
     "type": "string",
     "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:?[0-9]{2})?)?$",
 }
-SPEED_JSON_SCHEMA = {"anyOf": [{"const": "afap"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000}]}
+SPEED_JSON_SCHEMA: JsonSchemaValue = {"anyOf": [{"const": "afap"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000}]}
 
 FleetSection = Annotated[Union[catalogue.fleet_models()], Field(discriminator="type")]  # type: ignore[valid-type]
 
