@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, create_model, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from simulator import catalogue
 from simulator.city.settings import CitySettings
+from simulator.device_type import DeviceType
 from simulator.errors import UsageError
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
@@ -28,7 +29,14 @@ from simulator.port.settings import PortSettings
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
-FleetSection = Annotated[Union[catalogue.fleet_models()], Field(discriminator="type")]  # type: ignore[valid-type]
+
+
+def fleet_section(device_types: tuple[DeviceType[Any], ...]) -> Any:
+    """One fleet of a scenario: the fleet model of the device type its `type` names."""
+    return Annotated[Union[tuple(kind.fleet_model for kind in device_types)], Field(discriminator="type")]
+
+
+FleetSection = fleet_section(catalogue.DEVICE_TYPES)
 
 
 class MqttSettings(StrictModel):
@@ -99,7 +107,7 @@ class Scenario(StrictModel):
     def _device_ids_unique(cls, fleets: list[Any]) -> list[Any]:
         seen: dict[str, int] = {}
         for index, fleet in enumerate(fleets):
-            prefix = fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX
+            prefix = fleet.prefix
             if prefix in seen:
                 raise ValueError(
                     f"fleets {seen[prefix]} and {index} both name devices '{prefix}-NNNN'; give one an id_prefix"
@@ -124,7 +132,7 @@ class Scenario(StrictModel):
     @classmethod
     def _faults_fit_the_run(cls, faults: list[Any], info: ValidationInfo) -> list[Any]:
         fleets, speed = info.data.get("fleets", []), info.data.get("speed")
-        prefixes = {fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX for fleet in fleets}
+        prefixes = {fleet.prefix for fleet in fleets}
         for index, fault in enumerate(faults):
             # "faults.N.field: ..." : describe() points the error at that entry of the file.
             if getattr(fault, "fleet", None) is not None and fleets and fault.fleet not in prefixes:
@@ -132,6 +140,12 @@ class Scenario(StrictModel):
             if fault.kind in PROCESS_FAULTS and speed == "afap":
                 raise ValueError(f"faults.{index}.kind: a {fault.kind} takes wall-clock time; give the scenario a numeric speed")
         return faults
+
+    @classmethod
+    def with_device_types(cls, *extra: DeviceType[Any]) -> type[Scenario]:
+        """A scenario model whose fleets may also name these device types (a test's, a plug-in's)."""
+        fleets = list[fleet_section((*catalogue.DEVICE_TYPES, *extra))]  # type: ignore[misc]
+        return create_model(cls.__name__, __base__=cls, __module__=cls.__module__, fleets=(fleets, Field(min_length=1)))
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A copy with command-line overrides applied and validated like the file."""
@@ -144,7 +158,7 @@ class Scenario(StrictModel):
             for section in sections:
                 target = target[section]
             target[field] = value
-        return Scenario.model_validate(data)
+        return type(self).model_validate(data)
 
 
 def parse_speed(value: object) -> str | float:
