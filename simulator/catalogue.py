@@ -45,12 +45,5 @@ DEVICE_TYPES: tuple[DeviceType[Any], ...] = (
 )
 
 
-def device_type(name: str) -> DeviceType[Any]:
-    for kind in DEVICE_TYPES:
-        if kind.name == name:
-            return kind
-    raise KeyError(name)
-
-
 def type_names() -> list[str]:
     return [kind.name for kind in DEVICE_TYPES]

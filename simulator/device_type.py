@@ -85,7 +85,7 @@ Builder = Callable[["World", F], None]
 
 @dataclass(frozen=True, eq=False)
 class DeviceType(Generic[F]):
-    """One device type, declared once: `DEVICE = DeviceType("air_quality", "city", "aq", Fleet, build, READINGS)`."""
+    """One device type, declared once: `DEVICE = DeviceType("air_quality", "city", "aq", Fleet, build, readings=NAMES)`."""
 
     name: str  # the fleet's `type`, the measurement, the topic's type segment
     domain: str  # the topic's domain segment: city, port, load ...
