@@ -89,7 +89,7 @@ class Scenario(StrictModel):
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
-    fleets: list[FleetSection] = Field(min_length=1)
+    fleets: list[FleetSection] = Field(min_length=1)  # type: ignore[valid-type]
     port: PortSettings = Field(
         default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
     )
@@ -232,7 +232,9 @@ def describe(error: ValidationError, document: CommentedMap, path: Path) -> list
         location = field_path(item["loc"], document)
         message = item["msg"].removeprefix("Value error, ")
         if (pointed := POINTED_MESSAGE.match(message)) is not None:
-            location = [int(part) if part.isdigit() else part for part in pointed["path"].split(".")]
+            pointed_at = [int(part) if part.isdigit() else part for part in pointed["path"].split(".")]
+            # A fleet's own validator points inside the fleet (faults.0.reading); the scenario's, from the top.
+            location = [*location, *pointed_at] if location[:1] == ["fleets"] and len(location) > 1 else pointed_at
             message = pointed["message"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"

@@ -14,6 +14,7 @@ import pytest
 import simpy
 from pydantic import Field
 
+from conftest import iotsim
 from simulator import catalogue
 from simulator.builder import build_world
 from simulator.city.model import City, city_of
@@ -226,4 +227,20 @@ def test_port_fleets_take_device_faults_and_only_their_devices_change() -> None:
         ("port-lane-0002", "dropout", "start", "gate_lane", 3600_000),
         ("port-reefer-0003", "battery_death", "start", "reefer", 7200_000),
         ("port-yard-0001", "drift", "start", "yard_block", 3600_000),
+    ]
+
+
+def test_a_bad_device_fault_on_a_port_fleet_is_one_line_naming_the_fleet(tmp_path: Path) -> None:
+    path = tmp_path / "port.yaml"
+    path.write_text(
+        "name: p\nduration: 1h\nfleets:\n"
+        "  - {type: gate_lane, count: 2}\n"
+        "  - type: reefer\n    count: 3\n    faults: [{kind: stuck, devices: [port-reefer-0009]}]\n"
+        "  - {type: yard_block, count: 2, faults: [{kind: drift, share: 0.5, reading: teu, per_day: 1}]}\n"
+    )
+    result = iotsim("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:7: fleets.1.faults.0.devices: port-reefer-0009 not in this fleet (port-reefer-0001 .. port-reefer-0003)",
+        f"{path}:8: fleets.2.faults.0.reading: 'teu' is not a reading of yard_block (occupancy_teu, capacity_teu, utilisation, boxes)",
     ]
