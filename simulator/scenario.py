@@ -30,7 +30,6 @@ from simulator.port.settings import PortSettings
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
 
-
 def fleet_section(device_types: tuple[DeviceType[Any], ...]) -> Any:
     """One fleet of a scenario: the fleet model of the device type its `type` names."""
     return Annotated[Union[tuple(kind.fleet_model for kind in device_types)], Field(discriminator="type")]

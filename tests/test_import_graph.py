@@ -79,7 +79,13 @@ def test_a_cycle_of_annotations_only_is_listed_apart(tmp_path: Path) -> None:
         tmp_path,
         {
             "pkg/__init__.py": "",
-            "pkg/world.py": "from __future__ import annotations\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from pkg.scenario import Scenario\n",
+            "pkg/world.py": """
+                from __future__ import annotations
+                from typing import TYPE_CHECKING
+
+                if TYPE_CHECKING:
+                    from pkg.scenario import Scenario
+            """,
             "pkg/scenario.py": "from pkg.world import *\n",
         },
     )

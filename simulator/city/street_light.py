@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from simulator.world import World
 
 
-
 class Fleet(FleetConfig):
     cadence: Duration = Field(default=300.0, description="reporting interval")
     heads: int = Field(default=24, ge=1, le=500, description="LED heads on a controller's circuit")

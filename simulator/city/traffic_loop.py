@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from simulator.world import World
 
 
-
 class Fleet(FleetConfig):
     cadence: Duration = Field(default=60.0, description="reporting interval (loops: 20 s - 5 min)")
     roads: list[str] | None = Field(default=None, description="roads to instrument, round-robin; null: every road of city.traffic")
