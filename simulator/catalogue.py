@@ -1,9 +1,13 @@
-"""The device types a scenario's `fleets` may name: one module each, with `Fleet` and `build`."""
+"""The device types a scenario's `fleets` may name: every shipped `DeviceType`, registered here.
+
+A new type is one `DEVICE = DeviceType(...)` declaration in its own module (simulator/device_type.py)
+and one line in `DEVICE_TYPES`. A scenario model with more types (a test's, a plug-in's) comes from
+`Scenario.with_device_types(...)`.
+"""
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import get_args
+from typing import Any
 
 from simulator.city import (
     air_quality,
@@ -17,44 +21,29 @@ from simulator.city import (
     traffic_loop,
     water_pressure,
 )
-from simulator.port import corridor, cranes, gate, reefers, yard
+from simulator.device_type import DeviceType
 from simulator.load import probe
+from simulator.port.sensors import gate_lane, port_crane, reefer, truck_gps, yard_block
 
-MODULES: tuple[ModuleType, ...] = (
-    air_quality,
-    traffic_loop,
-    street_light,
-    heating_substation,
-    water_pressure,
-    parking_lot,
-    noise_monitor,
-    electricity_meter,
-    mine_gas,
-    dc_rack,
-    cranes,  # port_crane
-    yard,  # yard_block
-    gate,  # gate_lane
-    reefers,  # reefer
-    corridor,  # truck_gps
-    probe,  # load_probe
+DEVICE_TYPES: tuple[DeviceType[Any], ...] = (
+    air_quality.DEVICE,
+    traffic_loop.DEVICE,
+    street_light.DEVICE,
+    heating_substation.DEVICE,
+    water_pressure.DEVICE,
+    parking_lot.DEVICE,
+    noise_monitor.DEVICE,
+    electricity_meter.DEVICE,
+    mine_gas.DEVICE,
+    dc_rack.DEVICE,
+    port_crane.DEVICE,
+    yard_block.DEVICE,
+    gate_lane.DEVICE,
+    reefer.DEVICE,
+    truck_gps.DEVICE,
+    probe.DEVICE,
 )
 
 
-def fleet_models() -> tuple[type, ...]:
-    return tuple(module.Fleet for module in MODULES)
-
-
-def module_for(type_name: str) -> ModuleType:
-    for module in MODULES:
-        if type_name_of(module) == type_name:
-            return module
-    raise KeyError(type_name)
-
-
-def type_name_of(module: ModuleType) -> str:
-    """The `type` a fleet of this module is written with: its `Fleet.type` literal."""
-    return get_args(module.Fleet.model_fields["type"].annotation)[0]
-
-
 def type_names() -> list[str]:
-    return [type_name_of(module) for module in MODULES]
+    return [kind.name for kind in DEVICE_TYPES]

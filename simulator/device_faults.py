@@ -1,4 +1,4 @@
-"""Device faults: what a failing sensor really sends, configured per fleet (`faults:` in a city fleet).
+"""Device faults: what a failing sensor really sends, configured per fleet (`faults:` in any fleet).
 
 | kind | the device ... |
 |---|---|

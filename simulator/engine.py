@@ -15,10 +15,11 @@ import simpy
 import simpy.rt
 from simpy.core import EmptySchedule, Infinity
 
-from simulator.faults import FaultySink, StackControl, inject
+from simulator.builder import build_world
+from simulator.faults import StackControl
 from simulator.scenario import Scenario
 from simulator.telemetry import Sink
-from simulator.world import Summary, World, build_world
+from simulator.world import Summary, World
 
 Progress = Callable[[float, int], None]
 """Called with (simulated seconds done, messages generated so far)."""
@@ -88,11 +89,7 @@ def run_scenario(
     """Run the scenario's world; `stack_control` lets process faults act on the local stack; a paced
     run waits for the wall clock through `wait` (pass a publisher's `idle`)."""
     env = make_environment(scenario, wait)
-    faulty = FaultySink(sink, scenario.faults, scenario.seed, scenario.mqtt.topic_prefix) if scenario.faults else None
-    world = build_world(scenario, env, faulty or sink)
-    if faulty is not None:
-        inject(world, scenario.faults, faulty, stack_control)
-        world.add_summary(lambda: Summary("faults injected", {name: str(count) for name, count in faulty.injected.items()}))
+    world = build_world(scenario, env, sink, stack_control=stack_control)
     if progress is not None:
         env.process(report_progress(env, world, progress, every=max(scenario.duration / 200.0, 1.0)))
     started = time.perf_counter()

@@ -1,8 +1,7 @@
-"""What every fleet section of a scenario shares, and the base for each device type's parameters.
+"""The building blocks of scenario sections: strict frozen models, durations, districts.
 
-Each device type module defines `class Fleet(FleetConfig)` with `type: Literal["its_name"]` and its own
-parameters with defaults, plus `build(world, fleet)`, which registers the devices with the world's
-telemetry and starts their SimPy processes. `simulator/catalogue.py` lists the modules.
+The base of every fleet section is `FleetConfig` in simulator/device_type.py, with the device-type
+contract.
 """
 
 from __future__ import annotations
@@ -47,25 +46,3 @@ class StrictModel(BaseModel):
     """Scenario sections: unknown keys are errors, and a loaded scenario never changes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FleetConfig(StrictModel):
-    type: str
-    count: int = Field(ge=1, le=1_000_000, description="how many devices of this type")
-    id_prefix: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
-        description="device ids are '{id_prefix}-{n:04d}'; defaults to the type's own prefix",
-    )
-    districts: list[District] = Field(
-        default_factory=lambda: list(DISTRICTS),
-        min_length=1,
-        description="devices are spread round-robin over these districts",
-    )
-
-    def device_ids(self, default_prefix: str) -> list[str]:
-        prefix = self.id_prefix or default_prefix
-        return [f"{prefix}-{n:04d}" for n in range(1, self.count + 1)]
-
-    def district_of(self, index: int) -> str:
-        return self.districts[index % len(self.districts)]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema, create_model, field_validator
 from pydantic.json_schema import JsonSchemaValue
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -21,6 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from simulator import catalogue
 from simulator.city.settings import CitySettings
+from simulator.device_type import DeviceType
 from simulator.errors import UsageError
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
@@ -36,7 +37,13 @@ START_JSON_SCHEMA: JsonSchemaValue = {
 }
 SPEED_JSON_SCHEMA: JsonSchemaValue = {"anyOf": [{"const": "afap"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000}]}
 
-FleetSection = Annotated[Union[catalogue.fleet_models()], Field(discriminator="type")]  # type: ignore[valid-type]
+
+def fleet_section(device_types: tuple[DeviceType[Any], ...]) -> Any:
+    """One fleet of a scenario: the fleet model of the device type its `type` names."""
+    return Annotated[Union[tuple(kind.fleet_model for kind in device_types)], Field(discriminator="type")]
+
+
+FleetSection = fleet_section(catalogue.DEVICE_TYPES)
 
 
 class MqttSettings(StrictModel):
@@ -93,7 +100,7 @@ class Scenario(StrictModel):
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="the broker the devices publish to")
     influx: InfluxSettings = Field(default_factory=InfluxSettings, description="InfluxDB for the run's `pipeline` counters and `iotsim load`'s bridge")
-    fleets: list[FleetSection] = Field(min_length=1, description="the devices: one entry per fleet; `type` is the device type and InfluxDB measurement")
+    fleets: list[FleetSection] = Field(min_length=1, description="the devices: one entry per fleet; `type` is the device type and InfluxDB measurement")  # type: ignore[valid-type]
     port: PortSettings = Field(
         default_factory=PortSettings, validate_default=True, description="the inland port's plant and processes (docs/port.md)"
     )
@@ -111,7 +118,7 @@ class Scenario(StrictModel):
     def _device_ids_unique(cls, fleets: list[Any]) -> list[Any]:
         seen: dict[str, int] = {}
         for index, fleet in enumerate(fleets):
-            prefix = fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX
+            prefix = fleet.prefix
             if prefix in seen:
                 raise ValueError(
                     f"fleets {seen[prefix]} and {index} both name devices '{prefix}-NNNN'; give one an id_prefix"
@@ -136,7 +143,7 @@ class Scenario(StrictModel):
     @classmethod
     def _faults_fit_the_run(cls, faults: list[Any], info: ValidationInfo) -> list[Any]:
         fleets, speed = info.data.get("fleets", []), info.data.get("speed")
-        prefixes = {fleet.id_prefix or catalogue.module_for(fleet.type).ID_PREFIX for fleet in fleets}
+        prefixes = {fleet.prefix for fleet in fleets}
         for index, fault in enumerate(faults):
             # "faults.N.field: ..." : describe() points the error at that entry of the file.
             if getattr(fault, "fleet", None) is not None and fleets and fault.fleet not in prefixes:
@@ -144,6 +151,12 @@ class Scenario(StrictModel):
             if fault.kind in PROCESS_FAULTS and speed == "afap":
                 raise ValueError(f"faults.{index}.kind: a {fault.kind} takes wall-clock time; give the scenario a numeric speed")
         return faults
+
+    @classmethod
+    def with_device_types(cls, *extra: DeviceType[Any]) -> type[Scenario]:
+        """A scenario model whose fleets may also name these device types (a test's, a plug-in's)."""
+        fleets = list[fleet_section((*catalogue.DEVICE_TYPES, *extra))]  # type: ignore[misc]
+        return create_model(cls.__name__, __base__=cls, __module__=cls.__module__, fleets=(fleets, Field(min_length=1)))
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A copy with command-line overrides applied and validated like the file."""
@@ -156,7 +169,7 @@ class Scenario(StrictModel):
             for section in sections:
                 target = target[section]
             target[field] = value
-        return Scenario.model_validate(data)
+        return type(self).model_validate(data)
 
 
 def parse_speed(value: object) -> str | float:
@@ -230,7 +243,9 @@ def describe(error: ValidationError, document: CommentedMap, path: Path) -> list
         location = field_path(item["loc"], document)
         message = item["msg"].removeprefix("Value error, ")
         if (pointed := POINTED_MESSAGE.match(message)) is not None:
-            location = [int(part) if part.isdigit() else part for part in pointed["path"].split(".")]
+            pointed_at = [int(part) if part.isdigit() else part for part in pointed["path"].split(".")]
+            # A fleet's own validator points inside the fleet (faults.0.reading); the scenario's, from the top.
+            location = [*location, *pointed_at] if location[:1] == ["fleets"] and len(location) > 1 else pointed_at
             message = pointed["message"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling)"

@@ -1,8 +1,8 @@
 """The simulated world: the clock, the calendar, random streams, shared models and the telemetry.
 
-A world is built from a validated scenario (`build_world`); each fleet's `build` adds its devices and
-SimPy processes. Models that several fleets share (the weather, the port) are created once through
-`World.shared`.
+A world is built from a validated scenario by `simulator.builder.build_world`; each fleet's device
+type adds its devices and SimPy processes. Models that several fleets share (the city, the port) are
+created once through `World.shared`. This module knows no device type and no model: they import it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import simpy
 
-from simulator import catalogue
 from simulator.randomness import stream
-from simulator.telemetry import Sink, Telemetry
+from simulator.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from simulator.scenario import Scenario
@@ -66,12 +65,3 @@ class World:
         if key not in self._shared:
             self._shared[key] = factory(self)
         return self._shared[key]
-
-
-def build_world(scenario: Scenario, env: simpy.Environment, sink: Sink) -> World:
-    start_ms = round(scenario.start.timestamp() * 1000)
-    telemetry = Telemetry(env=env, start_ms=start_ms, prefix=scenario.mqtt.topic_prefix, sink=sink)
-    world = World(env=env, scenario=scenario, telemetry=telemetry)
-    for fleet in scenario.fleets:
-        catalogue.module_for(fleet.type).build(world, fleet)
-    return world

@@ -12,14 +12,16 @@ import orjson
 import pytest
 import simpy
 
+from simulator.builder import build_world
 from simulator.port.containers import Box, iso6346
 from simulator.port.model import port_of
-from simulator.port.reefers import Ambient, ReeferRack, ReeferSettings, report
+from simulator.port.reefers import Ambient, ReeferRack, ReeferSettings
+from simulator.port.sensors.reefer import report
 from simulator.port.settings import PortSettings
 from simulator.randomness import stream
 from simulator.scenario import Scenario, load_scenario
 from simulator.telemetry import Telemetry
-from simulator.world import World, build_world
+from simulator.world import World
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400.0
@@ -130,7 +132,7 @@ def monitor_a_reefer(unplugged_for: float, ambient_c: float = -4.0) -> tuple[lis
     box.reefer.setpoint_c, box.reefer.temp_c = -20.0, -20.0
     rack.plug_initial(box)
     device = telemetry.register("rf-1", "reefer", "port")
-    env.process(report(env, rack.plugs[0], rack, device, telemetry, stream_for("rf-1"), 300.0, 0.0))
+    env.process(report(env, rack.plugs[0], rack, device, telemetry, stream_for("rf-1"), None, 300.0, 0.0))
 
     def technician() -> Generator[simpy.Event, None, None]:
         yield env.timeout(3600.0)

@@ -33,22 +33,22 @@ import math
 import random
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
 from simulator.city.aqi import category, realtime_aqi
-from simulator.city.common import CityFleet, first_delay, register
+from simulator.city.common import DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "aq"
 PHOTOCHEMISTRY_FLOOR = 0.35
 
 
@@ -116,11 +116,7 @@ class CityAir:
         return tuple(factors)
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = tuple(p.name for p in POLLUTANTS)
-
-    type: Literal["air_quality"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=300.0, description="reporting interval (national network: 1h)")
     level: float = Field(default=1.0, gt=0, le=10, description="multiplies every pollutant's level")
     noise: float = Field(default=0.25, ge=0, le=2, description="std dev of the log-noise")
@@ -220,8 +216,11 @@ def report(
 
 def build(world: World, fleet: Fleet) -> None:
     air = world.shared("city/air", lambda world: CityAir(city_of(world)))
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         district = fleet.district_of(index)
-        device, rng, faults = register(world, fleet, device_id, "air_quality", district)
+        device, rng, faults = register(world, fleet, device_id, district)
         station = AirQualityStation(device, fleet, rng, air, district)
         world.env.process(report(world.env, station, world.telemetry, faults, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("air_quality", DOMAIN, "aq", Fleet, build, readings=NAMES)

@@ -1,53 +1,29 @@
-"""What every city device type shares: its fleet section's base, where a device stands, and the
-small random samplers the sensors use."""
+"""What the city's device types share: where a device stands, and the small random samplers the
+sensors use."""
 
 from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, ClassVar
-
-from pydantic import Field, model_validator
+from typing import TYPE_CHECKING
 
 from simulator.city.geography import location_tags, site_in
-from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
-from simulator.fleet import FleetConfig
+from simulator.device_type import FleetConfig, register_device
 
 if TYPE_CHECKING:
+    from simulator.device_faults import FaultyReadings
     from simulator.telemetry import Device
     from simulator.world import World
 
 DOMAIN = "city"
 
 
-class CityFleet(FleetConfig):
-    """A city fleet: the common options plus its device faults."""
-
-    ID_PREFIX: ClassVar[str] = ""
-    READINGS: ClassVar[tuple[str, ...]] = ()  # what a device measures (faults may name these)
-
-    faults: list[DeviceFault] = Field(default_factory=list, description="device faults (simulator/device_faults.py)")
-
-    @model_validator(mode="after")
-    def _faults_name_this_fleet(self) -> CityFleet:
-        ids = set(self.device_ids(self.ID_PREFIX))
-        for index, fault in enumerate(self.faults):
-            unknown = [device for device in fault.devices if device not in ids]
-            if unknown:
-                raise ValueError(f"faults.{index}.devices: {', '.join(unknown)} not in this fleet ({min(ids)} .. {max(ids)})")
-            reading = getattr(fault, "reading", None)
-            if reading is not None and reading not in self.READINGS:
-                raise ValueError(f"faults.{index}.reading: {reading!r} is not a reading of {self.type} ({', '.join(self.READINGS)})")
-        return self
-
-
 def register(
-    world: World, fleet: CityFleet, device_id: str, type_name: str, district: str, site: tuple[float, float] | None = None, **tags: str
+    world: World, fleet: FleetConfig, device_id: str, district: str, site: tuple[float, float] | None = None, **tags: str
 ) -> tuple[Device, random.Random, FaultyReadings | None]:
     """Register a device at `site` (default: a site drawn in its district); its random stream and faults."""
     lat, lon = site if site is not None else site_in(district, world.rng(f"{device_id}/site"))
-    device = world.telemetry.register(device_id, type_name, DOMAIN, {**location_tags(district, lat, lon), **tags})
-    faults = faults_for(world.env, world.telemetry, device, fleet.faults, world.seed) if fleet.faults else None
+    device, faults = register_device(world, fleet, device_id, {**location_tags(district, lat, lon), **tags})
     return device, world.rng(device_id), faults
 
 
@@ -80,11 +56,6 @@ def hourly(profile: tuple[float, ...], hour: float) -> float:
     index = int(hour)
     low = profile[index]
     return low + (profile[(index + 1) % 24] - low) * (hour - index)
-
-
-def first_delay(rng: random.Random, cadence: float) -> float:
-    """A whole-millisecond phase within the first cadence: each device sends exactly duration / cadence messages."""
-    return rng.randrange(max(round(cadence * 1000), 1)) / 1000.0
 
 
 def poisson(rng: random.Random, mean: float) -> int:

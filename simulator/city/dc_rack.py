@@ -17,31 +17,27 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
-from simulator.city.common import AR1, CityFleet, first_delay, near, register
+from simulator.city.common import AR1, DOMAIN, near, register
 from simulator.city.data_centre import DataCentre
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import District, Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "rack"
 SITE = (37.885, 113.610)  # the data centre campus, approximate
 ASHRAE_RECOMMENDED_MAX_C = 27.0
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("inlet_temp_c", "outlet_temp_c", "power_kw", "utilisation_pct")
-
-    type: Literal["dc_rack"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=60.0, description="reporting interval")
     districts: list[District] = Field(default=["Jiaoqu"], min_length=1, description="the data centre's district")
 
@@ -88,8 +84,11 @@ def run_rack(
 
 def build(world: World, fleet: Fleet) -> None:
     centre = city_of(world).data_centre
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         hall = centre.hall_names[index % len(centre.hall_names)]
         site = near(*SITE, world.rng(f"{device_id}/site"), radius_deg=0.001)
-        device, rng, faults = register(world, fleet, device_id, "dc_rack", fleet.district_of(index), site, hall=hall)
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), site, hall=hall)
         world.env.process(run_rack(world.env, device, hall, centre, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("dc_rack", DOMAIN, "rack", Fleet, build, readings=("inlet_temp_c", "outlet_temp_c", "power_kw", "utilisation_pct"))

@@ -16,21 +16,21 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 import simpy
 from pydantic import Field
 
-from simulator.city.common import AR1, CityFleet, first_delay, hourly, register
+from simulator.city.common import AR1, DOMAIN, hourly, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "meter"
 CustomerKind = Literal["residential", "commercial"]
 
 # Demand per local hour as a share of the kind's mean: (workday, rest day).
@@ -52,11 +52,7 @@ MEAN_KW: dict[str, float] = {"residential": 0.6, "commercial": 8.0}
 WANDER_SD: dict[str, float] = {"residential": 0.3, "commercial": 0.12}
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("power_kw", "energy_kwh", "voltage_v")
-
-    type: Literal["electricity_meter"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=900.0, description="reporting interval (load curve: 15 min)")
     kinds: list[CustomerKind] = Field(default=["residential", "residential", "residential", "commercial"], min_length=1, description="customer kinds, round-robin")
 
@@ -91,7 +87,10 @@ def meter(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         kind = fleet.kinds[index % len(fleet.kinds)]
-        device, rng, faults = register(world, fleet, device_id, "electricity_meter", fleet.district_of(index), kind=kind)
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), kind=kind)
         world.env.process(meter(world.env, device, kind, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("electricity_meter", DOMAIN, "meter", Fleet, build, readings=("power_kw", "energy_kwh", "voltage_v"))

@@ -21,32 +21,31 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
-from simulator.city.common import AR1, CityFleet, first_delay, register
+from simulator.city.common import AR1, DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "heat"
 WATER_KWH_PER_M3K = 1.163  # heat carried by a cubic metre of water per kelvin
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = (
-        "outdoor_temp_c", "supply_temp_c", "return_temp_c", "primary_supply_temp_c", "primary_return_temp_c",
-        "supply_pressure_mpa", "return_pressure_mpa", "flow_m3h", "heat_load_kw",
-    )  # fmt: skip
+READINGS: tuple[str, ...] = (
+    "outdoor_temp_c", "supply_temp_c", "return_temp_c", "primary_supply_temp_c", "primary_return_temp_c",
+    "supply_pressure_mpa", "return_pressure_mpa", "flow_m3h", "heat_load_kw",
+)  # fmt: skip
 
-    type: Literal["heating_substation"]
+
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=300.0, description="reporting interval")
     design_load_kw: float = Field(default=2500.0, gt=0, le=100_000, description="heat load at the design outdoor temperature (stations vary ±30 %)")
     design_outdoor_c: float = Field(default=-10.0, ge=-40, le=5, description="design outdoor temperature (Yangquan about -10 °C; check)")
@@ -102,6 +101,9 @@ def supply_heat(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
-        device, rng, faults = register(world, fleet, device_id, "heating_substation", fleet.district_of(index))
+    for index, device_id in enumerate(fleet.device_ids()):
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
         world.env.process(supply_heat(world.env, device, fleet, city, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("heating_substation", DOMAIN, "heat", Fleet, build, readings=READINGS)

@@ -18,32 +18,28 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
 from simulator.city.calendar import CityCalendar
-from simulator.city.common import AR1, CityFleet, first_delay, register
+from simulator.city.common import AR1, DOMAIN, register
 from simulator.city.mine import ALARM_PCT, CO_LIMIT_PPM, POWER_CUT_PCT, RESTORE_PCT, GasEvent, outburst_pct, shift_activity
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import District, Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "gas"
 POWER_CUT_ACTIVITY = 0.3  # the shearer stands; the face still releases gas from exposed coal
 OUTBURST_DONE = 1e-4  # % CH4: an outburst this small is over
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("ch4_pct", "co_ppm", "airflow_ms")
-
-    type: Literal["mine_gas"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=10.0, description="reporting interval (mine monitoring: every few seconds)")
     districts: list[District] = Field(default=["Kuangqu", "Jiaoqu", "Pingding", "Yuxian"], min_length=1, description="the mining districts, round-robin")
     background_pct: float = Field(default=0.3, gt=0, le=1.0, description="CH4 at the face while cutting, without outbursts, %")
@@ -127,10 +123,13 @@ def monitor(
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     mine = city.settings.mine
-    ids = fleet.device_ids(ID_PREFIX)
+    ids = fleet.device_ids()
     for index, device_id in enumerate(ids):
         face_name = f"F{index + 1:02d}"
-        device, rng, faults = register(world, fleet, device_id, "mine_gas", fleet.district_of(index), face=face_name)
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), face=face_name)
         events = [event for event in mine.gas_events if event.device == device_id]
         face = Face(device_id, fleet, mine.outbursts_per_day, events, world.rng(f"{device_id}/outbursts"), city.calendar)
         world.env.process(monitor(world.env, device, face, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("mine_gas", DOMAIN, "gas", Fleet, build, readings=("ch4_pct", "co_ppm", "airflow_ms"))

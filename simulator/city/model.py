@@ -9,7 +9,6 @@ or not a sensor watches them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from simulator.city.calendar import YANGQUAN_TZ, CityCalendar
 from simulator.city.data_centre import DataCentre, cooling_fault
@@ -17,9 +16,7 @@ from simulator.city.roads import RoadNetwork, incident
 from simulator.city.settings import CitySettings
 from simulator.city.sun import SunClock
 from simulator.city.weather import Weather
-
-if TYPE_CHECKING:
-    from simulator.world import Summary, World
+from simulator.world import Summary, World
 
 
 @dataclass(eq=False)
@@ -55,8 +52,6 @@ def build_city(world: World) -> City:
 
 def summary(city: City, duration: float) -> Summary:
     """The run's weather and happenings, printed after the run."""
-    from simulator.world import Summary  # world imports the catalogue, which imports this module
-
     hours = max(1, int(duration // 3600))
     temps = [city.weather.temp_c(hour * 3600.0) for hour in range(hours)]
     inversion_hours = sum(1 for hour in range(hours) if city.weather.inversion(hour * 3600.0) > 0.5)

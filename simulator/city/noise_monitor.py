@@ -18,23 +18,23 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 import simpy
 from pydantic import Field
 
 from simulator.city.calendar import CityCalendar
-from simulator.city.common import AR1, CityFleet, first_delay, near, register
+from simulator.city.common import AR1, DOMAIN, near, register
 from simulator.city.model import city_of
 from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "noise"
 ZoneClass = Literal["1", "2", "3", "4a"]
 LIMITS_DBA: dict[str, tuple[float, float]] = {"1": (55.0, 45.0), "2": (60.0, 50.0), "3": (65.0, 55.0), "4a": (70.0, 55.0)}
 ZONE_OFFSET_DB: dict[str, float] = {"1": -18.0, "2": -11.0, "3": -8.0, "4a": 0.0}  # farther from the kerb: quieter
@@ -43,11 +43,7 @@ TRAFFIC_REFERENCE_DB = 35.0  # LAeq at the kerb is 35 + 10 lg(vehicles per hour)
 CONGESTION_DB = 10.0
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("laeq_dba", "lmax_dba")
-
-    type: Literal["noise_monitor"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=60.0, description="reporting interval (LAeq over it)")
     roads: list[str] | None = Field(default=None, description="roads the monitors stand by, round-robin; null: every road")
     zone_classes: list[ZoneClass] = Field(default=["4a", "2", "1", "3"], min_length=1, description="GB 3096 zone classes, round-robin")
@@ -85,11 +81,14 @@ def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     network = city.roads
     names = fleet.roads or list(network.roads)  # checked against the network by CitySettings.check_fleets
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         road = network.roads[names[index % len(names)]]
         zone = fleet.zone_classes[index % len(fleet.zone_classes)]
         site = near(road.settings.lat, road.settings.lon, world.rng(f"{device_id}/site"))
-        device, rng, faults = register(world, fleet, device_id, "noise_monitor", road.settings.district, site, road=road.name, zone_class=zone)
+        device, rng, faults = register(world, fleet, device_id, road.settings.district, site, road=road.name, zone_class=zone)
         world.env.process(
             listen(world.env, device, road, zone, network, city.calendar, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence))
         )
+
+
+DEVICE = DeviceType("noise_monitor", DOMAIN, "noise", Fleet, build, readings=("laeq_dba", "lmax_dba"))

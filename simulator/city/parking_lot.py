@@ -17,22 +17,22 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Literal
 
 import simpy
 from pydantic import Field
 
 from simulator.city.calendar import CityCalendar
-from simulator.city.common import CityFleet, binomial, first_delay, hourly, poisson, register
+from simulator.city.common import DOMAIN, binomial, hourly, poisson, register
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "parking"
 LotKind = Literal["office", "commercial", "residential"]
 
 # Target occupancy per local hour as a share of the peak: (workday, rest day).
@@ -60,11 +60,7 @@ MEAN_STAY_H: dict[str, float] = {"office": 3.0, "commercial": 1.5, "residential"
 WARM_UP_S = 86400.0
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("occupied", "free_spaces", "occupancy_pct")
-
-    type: Literal["parking_lot"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=300.0, description="reporting interval")
     spaces: int = Field(default=300, ge=5, le=20_000, description="typical spaces per lot (lots vary log-normally, sd 0.5)")
     peak_fill: float = Field(default=0.92, gt=0, le=1.2, description="expected occupancy at the kind's busiest hour, share of spaces")
@@ -131,9 +127,12 @@ def count_cars(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         kind = fleet.kinds[index % len(fleet.kinds)]
-        device, rng, faults = register(world, fleet, device_id, "parking_lot", fleet.district_of(index), kind=kind)
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), kind=kind)
         spaces = max(5, round(fleet.spaces * math.exp(rng.gauss(0.0, 0.5))))
         lot = Lot(spaces, kind, fleet.peak_fill, city.calendar)
         world.env.process(count_cars(world.env, device, lot, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("parking_lot", DOMAIN, "parking", Fleet, build, readings=("occupied", "free_spaces", "occupancy_pct"))

@@ -35,7 +35,7 @@ class CitySettings(StrictModel):
             if unknown:
                 raise ValueError(f"fleets.{index}.roads: no road {', '.join(map(repr, unknown))} in city.traffic.roads (known: {', '.join(roads)})")
             if fleet.type == "mine_gas":
-                gas_ids.update(fleet.device_ids(fleet.ID_PREFIX))
+                gas_ids.update(fleet.device_ids())
         for index, event in enumerate(self.mine.gas_events):
             if event.device not in gas_ids:
                 raise ValueError(f"city.mine.gas_events.{index}.device: {event.device!r} is not a mine_gas device of this scenario")

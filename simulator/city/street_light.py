@@ -15,30 +15,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
 from simulator.city.calendar import CityCalendar
-from simulator.city.common import CityFleet, first_delay, register
+from simulator.city.common import DOMAIN, register
 from simulator.city.model import city_of
 from simulator.city.sun import SunClock, Twilight
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "light"
 
-
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("dim_pct", "power_w", "energy_kwh")
-
-    type: Literal["street_light"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=300.0, description="reporting interval")
     heads: int = Field(default=24, ge=1, le=500, description="LED heads on a controller's circuit")
     head_w: float = Field(default=150.0, ge=20, le=400, description="rated power of one head, W (LED: 100-250)")
@@ -79,6 +74,9 @@ def switch(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
-        device, rng, faults = register(world, fleet, device_id, "street_light", fleet.district_of(index))
+    for index, device_id in enumerate(fleet.device_ids()):
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
         world.env.process(switch(world.env, device, fleet, city.sun, city.calendar, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("street_light", DOMAIN, "light", Fleet, build, readings=("dim_pct", "power_w", "energy_kwh"))

@@ -16,29 +16,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
-from simulator.city.common import CityFleet, first_delay, near, poisson, register
+from simulator.city.common import DOMAIN, near, poisson, register
 from simulator.city.model import city_of
 from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "loop"
 
-
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("volume", "flow_vph", "occupancy_pct", "speed_kmh")
-
-    type: Literal["traffic_loop"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=60.0, description="reporting interval (loops: 20 s - 5 min)")
     roads: list[str] | None = Field(default=None, description="roads to instrument, round-robin; null: every road of city.traffic")
 
@@ -72,8 +67,11 @@ def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     network = city.roads
     names = fleet.roads or list(network.roads)  # checked against the network by CitySettings.check_fleets
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         road = network.roads[names[index % len(names)]]
         site = near(road.settings.lat, road.settings.lon, world.rng(f"{device_id}/site"))
-        device, rng, faults = register(world, fleet, device_id, "traffic_loop", road.settings.district, site, road=road.name)
+        device, rng, faults = register(world, fleet, device_id, road.settings.district, site, road=road.name)
         world.env.process(measure(world.env, device, road, network, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("traffic_loop", DOMAIN, "loop", Fleet, build, readings=("volume", "flow_vph", "occupancy_pct", "speed_kmh"))

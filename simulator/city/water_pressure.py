@@ -17,21 +17,21 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field, model_validator
 
-from simulator.city.common import AR1, CityFleet, first_delay, hourly, register
+from simulator.city.common import AR1, DOMAIN, hourly, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration, StrictModel
 from simulator.telemetry import Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "water"
 
 # Demand per local hour as a share of the peak (value at the start of the hour).
 WORKDAY_DEMAND: tuple[float, ...] = (
@@ -50,18 +50,14 @@ class Leak(StrictModel):
     flow_m3h: float = Field(default=30.0, gt=0, le=5000, description="water lost, m³/h")
 
 
-class Fleet(CityFleet):
-    ID_PREFIX: ClassVar[str] = ID_PREFIX
-    READINGS: ClassVar[tuple[str, ...]] = ("pressure_mpa", "flow_m3h")
-
-    type: Literal["water_pressure"]
+class Fleet(FleetConfig):
     cadence: Duration = Field(default=300.0, description="reporting interval")
     peak_flow_m3h: float = Field(default=250.0, gt=0, le=50_000, description="a node's flow at the peak hour (nodes vary log-normally, sd 0.4)")
     leaks: list[Leak] = Field(default_factory=list, description="leaks starting at simulated times")
 
     @model_validator(mode="after")
     def _leaks_at_nodes_of_this_fleet(self) -> Fleet:
-        ids = set(self.device_ids(ID_PREFIX))
+        ids = set(self.device_ids())
         for index, leak in enumerate(self.leaks):
             if leak.device not in ids:
                 raise ValueError(f"leaks.{index}.device: {leak.device!r} is not a node of this fleet")
@@ -106,6 +102,9 @@ def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     for leak in fleet.leaks:
         world.env.process(burst(world.env, leak, world.telemetry))
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
-        device, rng, faults = register(world, fleet, device_id, "water_pressure", fleet.district_of(index))
+    for index, device_id in enumerate(fleet.device_ids()):
+        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
         world.env.process(deliver_water(world.env, device, fleet, city, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
+
+
+DEVICE = DeviceType("water_pressure", DOMAIN, "water", Fleet, build, readings=("pressure_mpa", "flow_m3h"))

@@ -11,7 +11,8 @@ When the gateway sends is the experiment's business (the scenario's `load:` sect
   fleet together follows the profile exactly, whatever the shard;
 - unit `devices`: gateway d is on while the profile's target exceeds d; it then sends every
   1 / device_rate seconds, at its own phase.
-Without a `load:` section (e.g. `iotsim run`), a gateway sends every `interval`.
+Without a `load:` section (e.g. `iotsim run`), a gateway sends every `interval`. Device `faults:`
+apply to the sensor readings `s00` ..; a silent gateway skips its turn.
 """
 
 from __future__ import annotations
@@ -19,27 +20,29 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import orjson
 import simpy
 from pydantic import Field
 
-from simulator.fleet import Duration, FleetConfig
+from simulator.device_faults import FaultyReadings
+from simulator.device_type import DeviceType, FleetConfig, register_device
+from simulator.fleet import Duration
 from simulator.load.profile import Schedule, schedule_of
 from simulator.load.shard import SHARD_KEY, Shard
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-ID_PREFIX = "lp"
 PAD_CHUNK = 1000
+MAX_BATCH = 60
+SENSORS: tuple[str, ...] = tuple(f"s{n:02d}" for n in range(MAX_BATCH))  # the readings a gateway may send
 
 
 class Fleet(FleetConfig):
-    type: Literal["load_probe"]
-    batch: int = Field(default=1, ge=1, le=60, description="sensor readings per MQTT message (gateway batching)")
+    batch: int = Field(default=1, ge=1, le=MAX_BATCH, description="sensor readings per MQTT message (gateway batching)")
     payload_bytes: int = Field(default=0, ge=0, le=15_000, description="pad each JSON payload to about this many bytes; 0 = no padding")
     interval: Duration = Field(default=1.0, description="send interval when the scenario has no load section")
 
@@ -47,23 +50,32 @@ class Fleet(FleetConfig):
 class Gateway:
     """The sensors behind one gateway: an AR(1) vibration level each (mm/s RMS)."""
 
-    def __init__(self, device: Device, fleet: Fleet, rng: random.Random) -> None:
+    def __init__(self, device: Device, fleet: Fleet, rng: random.Random, faults: FaultyReadings | None) -> None:
         self.device = device
         self.rng = rng
-        self.names = [f"s{n:02d}" for n in range(fleet.batch)]
+        self.faults = faults
+        self.names = list(SENSORS[: fleet.batch])
         self.mean = 2.0 + 2.0 * rng.random()
         self.levels = [self.mean] * fleet.batch
         self.padding = padding(device, self.names, fleet.payload_bytes)
 
-    def readings(self) -> dict[str, float | str]:
+    def readings(self) -> dict[str, Reading]:
         gauss, mean = self.rng.gauss, self.mean
-        values: dict[str, float | str] = {}
+        values: dict[str, Reading] = {}
         for index, name in enumerate(self.names):
             level = mean + 0.9 * (self.levels[index] - mean) + 0.3 * gauss(0.0, 1.0)
             self.levels[index] = level
             values[name] = round(abs(level), 3)
         values.update(self.padding)
         return values
+
+    def send(self, telemetry: Telemetry, now: float) -> None:
+        """Read the sensors and publish them, as its device faults (if any) have it."""
+        readings: dict[str, Reading] | None = self.readings()
+        if self.faults is not None:
+            readings = self.faults.apply(now, readings)
+        if readings is not None:
+            telemetry.publish(self.device, readings)
 
 
 def padding(device: Device, names: list[str], payload_bytes: int) -> dict[str, str]:
@@ -91,7 +103,7 @@ def by_rate(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, sche
             return
         if due > env.now:
             yield env.timeout(due - env.now)
-        telemetry.publish(gateway.device, gateway.readings())
+        gateway.send(telemetry, env.now)
         k += 1
 
 
@@ -100,14 +112,14 @@ def by_devices(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, s
     yield env.timeout(phase * interval)
     while env.now < schedule.duration:
         if schedule.target(env.now) > index:
-            telemetry.publish(gateway.device, gateway.readings())
+            gateway.send(telemetry, env.now)
         yield env.timeout(interval)
 
 
 def every(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, interval: float, phase: float) -> Generator[simpy.Event, None, None]:
     yield env.timeout(phase * interval)
     while True:
-        telemetry.publish(gateway.device, gateway.readings())
+        gateway.send(telemetry, env.now)
         yield env.timeout(interval)
 
 
@@ -115,13 +127,13 @@ def build(world: World, fleet: Fleet) -> None:
     shard: Shard = world.shared(SHARD_KEY, lambda _: Shard())
     load = getattr(world.scenario, "load", None)
     schedule = schedule_of(load.profile) if load is not None else None
-    for index, device_id in enumerate(fleet.device_ids(ID_PREFIX)):
+    for index, device_id in enumerate(fleet.device_ids()):
         if not shard.owns(device_id):
             continue
-        device = world.telemetry.register(device_id, "load_probe", "load", {"group": f"g{index % 10}"})
+        device, faults = register_device(world, fleet, device_id, {"group": f"g{index % 10}"})
         rng = world.rng(device_id)
         phase = rng.random()
-        gateway = Gateway(device, fleet, rng)
+        gateway = Gateway(device, fleet, rng, faults)
         env, telemetry = world.env, world.telemetry
         if schedule is None:
             env.process(every(env, gateway, telemetry, fleet.interval, phase))
@@ -129,3 +141,6 @@ def build(world: World, fleet: Fleet) -> None:
             env.process(by_rate(env, gateway, telemetry, schedule, fleet.count, phase))
         else:
             env.process(by_devices(env, gateway, telemetry, schedule, index, 1.0 / load.device_rate, phase))
+
+
+DEVICE = DeviceType("load_probe", "load", "lp", Fleet, build, readings=SENSORS)

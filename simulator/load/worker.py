@@ -28,12 +28,11 @@ from typing import Any
 
 import simpy
 
-from simulator import catalogue
+from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
 from simulator.load.metrics import LatencyRecorder
-from simulator.load.shard import SHARD_KEY, Shard, ShardSink
+from simulator.load.shard import Shard, ShardSink
 from simulator.scenario import Scenario
-from simulator.telemetry import Telemetry
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher
 from simulator.world import World
@@ -42,13 +41,10 @@ DRAIN_TIMEOUT = 120.0
 
 
 def build_sharded_world(scenario: Scenario, env: simpy.Environment, sink: ShardSink) -> World:
-    """`simulator.world.build_world`, for the devices of one shard."""
-    telemetry = Telemetry(env=env, start_ms=round(scenario.start.timestamp() * 1000), prefix=scenario.mqtt.topic_prefix, sink=sink)
-    world = World(env=env, scenario=scenario, telemetry=telemetry)
-    world.shared(SHARD_KEY, lambda _: sink.shard)
-    for fleet in scenario.fleets:
-        catalogue.module_for(fleet.type).build(world, fleet)
-    return world
+    """The world of `iotsim run` (simulator/builder.py), for the devices of the sink's shard. Its pipeline
+    faults are injected as in `iotsim run`; process faults (outages, crashes) are only announced, since
+    the workers do not control the stack."""
+    return build_world(scenario, env, sink, shard=sink.shard)
 
 
 class InstrumentedPublisher(MqttPublisher):

@@ -1,4 +1,4 @@
-"""Road haulage on the Yangquan–Tianjin corridor, and the `truck_gps` tracker on each truck.
+"""Road haulage on the Yangquan–Tianjin corridor.
 
 A haulier's trucks shuttle between Tianjin Port and the dry port: at Tianjin each loads an import box
 for Shanxi, drives to Yangquan, passes the gate, puts the box down in the yard, takes the oldest
@@ -9,8 +9,7 @@ Shijiazhuang and Baoding; check) at a cruise speed drawn per trip, with a 20 min
 Positions come from the truck's state: the distance driven since its last stop at its cruise speed,
 placed along the corridor's polyline (route km scaled to the polyline's length).
 
-Sensor `truck_gps` (one per truck), every `cadence` (GPS every 10-60 s, shared/domain.md): lat, lon
-(degrees WGS 84), speed_kmh, state ("driving" | "resting" | "at_tianjin" | "at_port"), loaded.
+The `truck_gps` tracker on each truck is in sensors/truck_gps.py.
 """
 
 from __future__ import annotations
@@ -20,21 +19,18 @@ import math
 import random
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import simpy
 from pydantic import Field
 
-from simulator.fleet import Duration, FleetConfig, StrictModel
+from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
 from simulator.port.trucks import call_at_port, plate
 
 if TYPE_CHECKING:
     from simulator.port.model import Port
-    from simulator.telemetry import Device, Telemetry
-    from simulator.world import World
 
-ID_PREFIX = "port-truck"
 
 # The corridor, dry port to Tianjin Port (Dongjiang), as (lat, lon) waypoints.
 ROUTE: tuple[tuple[float, float], ...] = (
@@ -145,40 +141,3 @@ def haul(env: simpy.Environment, port: Port, truck: HaulTruck, rng: random.Rando
 
 def build_trucks(settings: CorridorSettings, rng: random.Random) -> list[HaulTruck]:
     return [HaulTruck(f"H{n:03d}", plate(rng, "津")) for n in range(1, settings.trucks + 1)]
-
-
-class Fleet(FleetConfig):
-    type: Literal["truck_gps"]
-    cadence: Duration = Field(default=30.0, description="reporting interval (GPS trackers: 10-60 s)")
-
-
-def report(
-    env: simpy.Environment, truck: HaulTruck, road_km: float, device: Device, telemetry: Telemetry, rng: random.Random, cadence: float, first_delay: float
-) -> Generator[simpy.Event, None, None]:
-    """The tracker reports the truck's position and speed, with GPS noise (~5 m, ~1 km/h)."""
-    yield env.timeout(first_delay)
-    while True:
-        lat, lon = position(truck.km(env.now) / road_km)
-        driving = truck.state == "driving"
-        telemetry.publish(
-            device,
-            {
-                "lat": round(lat + rng.gauss(0.0, 0.00005), 6),
-                "lon": round(lon + rng.gauss(0.0, 0.00005), 6),
-                "speed_kmh": round(max(0.0, truck.speed_kmh + rng.gauss(0.0, 1.0)), 1) if driving else 0.0,
-                "state": truck.state,
-                "loaded": truck.box is not None,
-            },
-        )
-        yield env.timeout(cadence)
-
-
-def build(world: World, fleet: Fleet) -> None:
-    from simulator.port.model import port_of  # the shared port model; imported here to avoid a cycle
-
-    port = port_of(world)
-    for device_id, truck in zip(fleet.device_ids(ID_PREFIX), port.instrument("truck_gps", fleet.count, port.haul_trucks)):
-        device = world.telemetry.register(device_id, "truck_gps", "port", {"truck": truck.name})
-        rng = world.rng(device_id)
-        first_delay = rng.randrange(round(fleet.cadence * 1000)) / 1000.0
-        world.env.process(report(world.env, truck, port.settings.corridor.road_km, device, world.telemetry, rng, fleet.cadence, first_delay))

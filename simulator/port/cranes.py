@@ -1,5 +1,5 @@
 """Container handling machines: rail-mounted gantry cranes (train ↔ yard) and reach stackers
-(yard ↔ truck, yard ↔ customs shed), and the `port_crane` sensor.
+(yard ↔ truck, yard ↔ customs shed).
 
 Each kind is a pool of identified machines (`simpy.Store` of `Crane`): a move takes the first free
 machine, in request order. Move times are gamma-distributed with the configured mean and coefficient
@@ -9,8 +9,7 @@ of variation. Defaults: an RMG does ~20-30 moves/hour, a reach stacker ~12-20 (s
 Power draw comes from the machine's state: its auxiliaries (lights, HVAC, control) when idle, plus
 the drives in proportion to the box's weight while moving. `energy_kwh` integrates it exactly.
 
-Sensor `port_crane` (one per machine), every `cadence`: status ("idle" | "moving"), moves (count
-since the start of the run), power_kw, energy_kwh.
+The `port_crane` sensor on each machine is in sensors/port_crane.py.
 """
 
 from __future__ import annotations
@@ -18,19 +17,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import simpy
 from pydantic import Field
 
-from simulator.fleet import Duration, FleetConfig, StrictModel
+from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
 
-if TYPE_CHECKING:
-    from simulator.telemetry import Device, Telemetry
-    from simulator.world import World
-
-ID_PREFIX = "port-crane"
 CraneKind = Literal["rmg", "reach_stacker"]
 
 
@@ -117,36 +111,3 @@ def build_pools(env: simpy.Environment, settings: CraneSettings, rng_for: Callab
         Cranes(env, rmgs, settings.gantry_move_time, settings.move_time_cv, rng_for("port/rmg")),
         Cranes(env, stackers, settings.reach_stacker_move_time, settings.move_time_cv, rng_for("port/reach-stackers")),
     )
-
-
-class Fleet(FleetConfig):
-    type: Literal["port_crane"]
-    cadence: Duration = Field(default=60.0, description="reporting interval")
-
-
-def report(env: simpy.Environment, crane: Crane, device: Device, telemetry: Telemetry, cadence: float, first_delay: float) -> Generator[simpy.Event, None, None]:
-    """A crane's PLC reports its state, move counter and power meter."""
-    yield env.timeout(first_delay)
-    while True:
-        now = env.now
-        telemetry.publish(
-            device,
-            {
-                "status": "moving" if crane.move_started is not None else "idle",
-                "moves": float(crane.moves),
-                "power_kw": round(crane.power_kw(), 1),
-                "energy_kwh": round(crane.energy_kwh(now), 2),
-            },
-        )
-        yield env.timeout(cadence)
-
-
-def build(world: World, fleet: Fleet) -> None:
-    from simulator.port.model import port_of  # the shared port model; imported here to avoid a cycle
-
-    port = port_of(world)
-    machines = port.rmgs.machines + port.reach_stackers.machines
-    for device_id, crane in zip(fleet.device_ids(ID_PREFIX), port.instrument("port_crane", fleet.count, machines)):
-        device = world.telemetry.register(device_id, "port_crane", "port", {"crane": crane.name, "kind": crane.kind})
-        first_delay = world.rng(device_id).randrange(round(fleet.cadence * 1000)) / 1000.0
-        world.env.process(report(world.env, crane, device, world.telemetry, fleet.cadence, first_delay))

@@ -1,4 +1,4 @@
-"""The gate: OCR/RFID lanes trucks pass on the way in and out, and the `gate_lane` sensor.
+"""The gate: OCR/RFID lanes trucks pass on the way in and out.
 
 Each direction (in, out) is a pool of lanes fed by one first-come-first-served queue on the
 approach road (`simpy.Store` of `Lane`: the first truck waiting gets the next free lane), so a
@@ -9,9 +9,7 @@ mean and coefficient of variation (cv 1 = exponential).
 
 The gate keeps the time integral of its queue, so the mean queue length is exact, not sampled.
 
-Sensor `gate_lane` (one per lane), every `cadence`: queue_length (trucks waiting for a lane of this
-lane's direction: the shared queue), busy (a truck in the lane), service_time_s (the last truck's),
-trucks_served (count since the start of the run).
+The `gate_lane` sensor on each lane is in sensors/gate_lane.py.
 """
 
 from __future__ import annotations
@@ -19,18 +17,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import simpy
 from pydantic import Field
 
-from simulator.fleet import Duration, FleetConfig, StrictModel
+from simulator.fleet import Duration, StrictModel
 
-if TYPE_CHECKING:
-    from simulator.telemetry import Device, Telemetry
-    from simulator.world import World
-
-ID_PREFIX = "port-lane"
 GateDirection = Literal["in", "out"]
 
 
@@ -111,35 +104,3 @@ def build_gates(env: simpy.Environment, settings: GateSettings, rng_for: Callabl
         Gate(env, "in", lanes_in, settings.service_time, settings.service_cv, rng_for("port/gate-in")),
         Gate(env, "out", lanes_out, settings.service_time, settings.service_cv, rng_for("port/gate-out")),
     )
-
-
-class Fleet(FleetConfig):
-    type: Literal["gate_lane"]
-    cadence: Duration = Field(default=30.0, description="reporting interval")
-
-
-def report(env: simpy.Environment, gate: Gate, lane: Lane, device: Device, telemetry: Telemetry, cadence: float, first_delay: float) -> Generator[simpy.Event, None, None]:
-    """A lane's controller reports the queue at its gate and its own work."""
-    yield env.timeout(first_delay)
-    while True:
-        telemetry.publish(
-            device,
-            {
-                "queue_length": float(gate.waiting),
-                "busy": lane.busy,
-                "service_time_s": round(lane.last_service_s, 1),
-                "trucks_served": float(lane.served),
-            },
-        )
-        yield env.timeout(cadence)
-
-
-def build(world: World, fleet: Fleet) -> None:
-    from simulator.port.model import port_of  # the shared port model; imported here to avoid a cycle
-
-    port = port_of(world)
-    lanes = [(port.gate_in, lane) for lane in port.gate_in.lanes] + [(port.gate_out, lane) for lane in port.gate_out.lanes]
-    for device_id, (gate, lane) in zip(fleet.device_ids(ID_PREFIX), port.instrument("gate_lane", fleet.count, lanes)):
-        device = world.telemetry.register(device_id, "gate_lane", "port", {"lane": lane.name, "direction": lane.direction})
-        first_delay = world.rng(device_id).randrange(round(fleet.cadence * 1000)) / 1000.0
-        world.env.process(report(world.env, gate, lane, device, world.telemetry, fleet.cadence, first_delay))

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from simulator.world import World
 
 T = TypeVar("T")
+DOMAIN = "port"  # the topic domain of the port's devices and events
 DAY = 86400.0
 PORT_TIME = timezone(timedelta(hours=8), "CST")  # the timetable and the gate's hours are Yangquan time
 HISTORY_DAYS = 21  # longer than almost every import dwell (log-normal, median 4 d)

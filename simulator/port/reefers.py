@@ -1,4 +1,4 @@
-"""Reefers: refrigerated boxes, the yard's plug points, and the `reefer` monitor on each plug point.
+"""Reefers: refrigerated boxes, the yard's plug points and the technicians who plug them in.
 
 A reefer unit holds its box's air at the setpoint while it has power (after plugging in it pulls down
 exponentially, time constant `pulldown_time_constant`); without power (on a crane's spreader, waiting
@@ -8,12 +8,8 @@ the box air is out of band (±`alarm_band_c`) for longer than `alarm_delay` (sha
 The ambient air follows Yangquan's monthly mean temperature (approximate climate normals, check) with a
 diurnal swing peaking at 15:00.
 
-The remote reefer monitoring system reads the unit of the box on each plug point every `cadence` and
-evaluates the alarm on those readings: one `reefer_alarm` event when an excursion has lasted the
-delay, one `reefer_alarm_cleared` when the air is back in band. No monitor, no alarm.
-
-Sensor `reefer` (one per plug point), every `cadence`: occupied, plugged, alarm (bools), and while a
-box is on the point: supply_temp_c, return_temp_c, setpoint_c (°C), container (its number).
+A unit keeps the state of its alarm (`check_alarm`); the remote monitor on each plug point that
+reads it and raises the alarm events is the `reefer` sensor, in sensors/reefer.py.
 """
 
 from __future__ import annotations
@@ -23,19 +19,12 @@ import random
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
 
 import simpy
 from pydantic import Field
 
-from simulator.fleet import Duration, FleetConfig, StrictModel
+from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
-
-if TYPE_CHECKING:
-    from simulator.telemetry import Device, Telemetry
-    from simulator.world import World
-
-ID_PREFIX = "port-reefer"
 
 # Yangquan monthly mean air temperature, °C, January..December (approximate climate normals; check).
 YANGQUAN_MONTHLY_MEAN_C: tuple[float, ...] = (-3.6, -0.2, 6.0, 13.5, 19.5, 23.5, 24.8, 23.2, 18.5, 12.5, 4.8, -1.6)
@@ -184,65 +173,3 @@ class ReeferRack:
             plug.box = None
             unit.plug_point = None
             self.free.put(plug)
-
-
-class Fleet(FleetConfig):
-    type: Literal["reefer"]
-    cadence: Duration = Field(default=300.0, description="reporting interval (remote reefer monitoring: every few minutes)")
-
-
-def report(
-    env: simpy.Environment, plug: PlugPoint, rack: ReeferRack, device: Device, telemetry: Telemetry, rng: random.Random, cadence: float, first_delay: float
-) -> Generator[simpy.Event, None, None]:
-    """The monitor on a plug point reads the unit of the box on it and raises its alarms."""
-    settings = rack.settings
-    yield env.timeout(first_delay)
-    while True:
-        box = plug.box
-        if box is None or box.reefer is None:
-            telemetry.publish(device, {"occupied": False, "plugged": False, "alarm": False})
-        else:
-            unit = box.reefer
-            now = env.now
-            ambient = rack.ambient.at(now)
-            air = unit.temperature(now, ambient)
-            change = unit.check_alarm(now, air, settings.alarm_band_c, settings.alarm_delay)
-            if change is not None:
-                raised = change == "raised"
-                telemetry.event(
-                    device.device_id, "port", "reefer_alarm" if raised else "reefer_alarm_cleared", "alarm" if raised else "info",
-                    f"reefer {box.box_id} on {plug.name}: box air {air:.1f} °C, set point {unit.setpoint_c:.0f} °C"
-                    + ("" if unit.powered else " (unplugged)"),
-                    container=box.box_id, temp_c=round(air, 1), setpoint_c=unit.setpoint_c, plugged=unit.powered,
-                )  # fmt: skip
-            if unit.powered:
-                # The unit blows air colder than the box while pulling down; the return air carries
-                # the heat leaking in through the walls, more when the outside is warmer.
-                supply = unit.setpoint_c + 0.3 * (air - unit.setpoint_c)
-                ret = air + min(max(0.04 * (ambient - unit.setpoint_c), 0.3), 3.0)
-            else:
-                supply = ret = air  # fans stopped: both sensors see the box air
-            telemetry.publish(
-                device,
-                {
-                    "occupied": True,
-                    "plugged": unit.powered,
-                    "alarm": unit.alarmed,
-                    "supply_temp_c": round(supply + rng.gauss(0.0, 0.1), 1),
-                    "return_temp_c": round(ret + rng.gauss(0.0, 0.1), 1),
-                    "setpoint_c": unit.setpoint_c,
-                    "container": box.box_id,
-                },
-            )
-        yield env.timeout(cadence)
-
-
-def build(world: World, fleet: Fleet) -> None:
-    from simulator.port.model import port_of  # the shared port model; imported here to avoid a cycle
-
-    port = port_of(world)
-    for device_id, plug in zip(fleet.device_ids(ID_PREFIX), port.instrument("reefer", fleet.count, port.reefers.plugs)):
-        device = world.telemetry.register(device_id, "reefer", "port", {"plug": plug.name})
-        rng = world.rng(device_id)
-        first_delay = rng.randrange(round(fleet.cadence * 1000)) / 1000.0
-        world.env.process(report(world.env, plug, port.reefers, device, world.telemetry, rng, fleet.cadence, first_delay))

@@ -1,8 +1,9 @@
 """The scenario's `port:` section: the port's plant and processes, one sub-section per concept.
 
 The plant (cranes, yard blocks, gate lanes, reefer plug points, corridor trucks) lives here; the
-port fleets (`port_crane`, `yard_block`, `gate_lane`, `reefer`, `truck_gps`) put sensors on it, the
-first `count` items of their kind, so a fleet can instrument at most the plant it has.
+port fleets (`PortFleet`: `port_crane`, `yard_block`, `gate_lane`, `reefer`, `truck_gps`, in
+sensors/) put sensors on it, the first `count` items of their kind, and each says how many items of
+its kind the plant has, so a fleet can instrument at most the plant it has.
 Every option has a default; docs/port.md shows them all.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
+from simulator.device_type import FleetConfig
 from simulator.fleet import StrictModel
 from simulator.port.corridor import CorridorSettings
 from simulator.port.cranes import CraneSettings
@@ -21,6 +23,15 @@ from simulator.port.reefers import ReeferSettings
 from simulator.port.trains import TrainSettings
 from simulator.port.trucks import TruckSettings
 from simulator.port.yard import YardSettings
+
+
+class PortFleet(FleetConfig):
+    """A port fleet: sensors on the first `count` items of one kind of the port's plant (sensors/)."""
+
+    @classmethod
+    def plant(cls, port: PortSettings) -> tuple[int, str]:
+        """How many items of its kind the port has, and the option that sets that number."""
+        raise NotImplementedError(f"{cls.__name__} does not say which plant it instruments")
 
 
 class PortSettings(StrictModel):
@@ -33,25 +44,14 @@ class PortSettings(StrictModel):
     reefers: ReeferSettings = Field(default_factory=ReeferSettings, description="plug points and reefer behaviour")
     corridor: CorridorSettings = Field(default_factory=CorridorSettings, description="road haulage to Tianjin Port")
 
-    def plant(self) -> dict[str, tuple[int, str]]:
-        """How many items each port fleet type can instrument, and where that number is set."""
-        return {
-            "port_crane": (self.cranes.gantry_cranes + self.cranes.reach_stackers, "port.cranes"),
-            "yard_block": (len(self.yard.blocks), "port.yard.blocks"),
-            "gate_lane": (self.gate.in_lanes + self.gate.out_lanes, "port.gate"),
-            "reefer": (self.reefers.plugs, "port.reefers.plugs"),
-            "truck_gps": (self.corridor.trucks, "port.corridor.trucks"),
-        }
-
     def check_fleets(self, fleets: list[Any]) -> None:
         """Raise a `fleets.N.count: ...` error when port fleets ask for more items than the plant has."""
-        plant = self.plant()
         used: dict[str, int] = {}
         for index, fleet in enumerate(fleets):
-            if fleet.type not in plant:
+            if not isinstance(fleet, PortFleet):
                 continue
             used[fleet.type] = used.get(fleet.type, 0) + fleet.count
-            size, where = plant[fleet.type]
+            size, where = fleet.plant(self)
             if used[fleet.type] > size:
                 raise ValueError(
                     f"fleets.{index}.count: the port has {size} to instrument ({where}) but the {fleet.type} fleets ask for {used[fleet.type]}"

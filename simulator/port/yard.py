@@ -1,31 +1,25 @@
-"""The container yard: blocks of ground slots stacked in tiers, and the `yard_block` sensor.
+"""The container yard: blocks of ground slots stacked in tiers.
 
 Each block's capacity is stacks × tiers TEU. A block's occupancy is a `simpy.Container` whose level
 is the TEU allocated to boxes in it (or on their way in): a put that would exceed capacity waits, so
 the yard can never hold more than it has room for. Boxes go to the block of their kind (import,
 export, reefer) with the most free room.
 
-Sensor `yard_block` (one per block), every `cadence`: occupancy_teu, capacity_teu, utilisation
-(occupancy / capacity, 0-1), boxes (count).
+The `yard_block` sensor on each block is in sensors/yard_block.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import simpy
 from pydantic import Field, field_validator
 
-from simulator.fleet import Duration, FleetConfig, StrictModel
+from simulator.fleet import StrictModel
 from simulator.port.containers import Box
 
-if TYPE_CHECKING:
-    from simulator.telemetry import Device, Telemetry
-    from simulator.world import World
-
-ID_PREFIX = "port-yard"
 BlockKind = Literal["import", "export", "reefer"]
 
 
@@ -124,35 +118,3 @@ class Yard:
 
     def occupancy_teu(self) -> float:
         return sum(block.space.level for block in self.blocks)
-
-
-class Fleet(FleetConfig):
-    type: Literal["yard_block"]
-    cadence: Duration = Field(default=300.0, description="reporting interval")
-
-
-def report(env: simpy.Environment, block: Block, device: Device, telemetry: Telemetry, cadence: float, first_delay: float) -> Generator[simpy.Event, None, None]:
-    """A block's stacking sensor reports how full the block is."""
-    yield env.timeout(first_delay)
-    while True:
-        level = block.space.level
-        telemetry.publish(
-            device,
-            {
-                "occupancy_teu": float(level),
-                "capacity_teu": float(block.capacity_teu),
-                "utilisation": round(level / block.capacity_teu, 4),
-                "boxes": float(len(block.boxes)),
-            },
-        )
-        yield env.timeout(cadence)
-
-
-def build(world: World, fleet: Fleet) -> None:
-    from simulator.port.model import port_of  # the shared port model; imported here to avoid a cycle
-
-    port = port_of(world)
-    for device_id, block in zip(fleet.device_ids(ID_PREFIX), port.instrument("yard_block", fleet.count, port.yard.blocks)):
-        device = world.telemetry.register(device_id, "yard_block", "port", {"block": block.name, "kind": block.kind})
-        first_delay = world.rng(device_id).randrange(round(fleet.cadence * 1000)) / 1000.0
-        world.env.process(report(world.env, block, device, world.telemetry, fleet.cadence, first_delay))

@@ -1,0 +1,122 @@
+"""The device-type contract: what a scenario's `fleets` may name, declared once per type.
+
+A device type is one `DeviceType` object: its name (the fleet's `type`, the InfluxDB measurement and
+the topic's type segment), its domain (the topic's domain segment), its default id prefix, the
+options of its fleet section (a `FleetConfig` subclass without `type`), the readings a device sends
+(device `faults:` may name these) and `build(world, fleet)`, which registers the devices and starts
+their SimPy processes. `simulator/catalogue.py` lists the shipped types.
+
+From the options the type makes the scenario's model of its fleet section: the options plus
+`type: Literal[name]`, with the type itself as `device_type`, so a validated fleet knows how to build
+itself and the name is written nowhere else.
+
+Every fleet has the common options (`count`, `id_prefix`, `districts`) and `faults:` (device faults,
+simulator/device_faults.py), checked against the fleet's device ids and the type's readings.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import Field, create_model, model_validator
+
+from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
+from simulator.fleet import DISTRICTS, District, StrictModel
+from simulator.telemetry import Device
+
+if TYPE_CHECKING:
+    from simulator.world import World
+
+TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a topic segment and an InfluxDB measurement
+
+
+class FleetConfig(StrictModel):
+    """What every fleet section has; each device type's options derive from it."""
+
+    device_type: ClassVar[DeviceType[Any]]  # set on the fleet model a DeviceType makes
+
+    type: str
+    count: int = Field(ge=1, le=1_000_000, description="how many devices of this type")
+    id_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,31}$",
+        description="device ids are '{id_prefix}-{n:04d}'; defaults to the type's own prefix",
+    )
+    districts: list[District] = Field(
+        default_factory=lambda: list(DISTRICTS),
+        min_length=1,
+        description="devices are spread round-robin over these districts",
+    )
+    faults: list[DeviceFault] = Field(default_factory=list, description="device faults (simulator/device_faults.py)")
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of this fleet's device ids: its own `id_prefix`, or the type's."""
+        return self.id_prefix or self.device_type.id_prefix
+
+    def device_ids(self) -> list[str]:
+        prefix = self.prefix
+        return [f"{prefix}-{n:04d}" for n in range(1, self.count + 1)]
+
+    def district_of(self, index: int) -> str:
+        return self.districts[index % len(self.districts)]
+
+    @model_validator(mode="after")
+    def _faults_name_this_fleet(self) -> FleetConfig:
+        ids = set(self.device_ids())
+        readings = self.device_type.readings
+        for index, fault in enumerate(self.faults):
+            unknown = [device for device in fault.devices if device not in ids]
+            if unknown:
+                raise ValueError(f"faults.{index}.devices: {', '.join(unknown)} not in this fleet ({min(ids)} .. {max(ids)})")
+            reading = getattr(fault, "reading", None)
+            if reading is not None and reading not in readings:
+                raise ValueError(f"faults.{index}.reading: {reading!r} is not a reading of {self.type} ({', '.join(readings)})")
+        return self
+
+
+F = TypeVar("F", bound=FleetConfig)
+Builder = Callable[["World", F], None]
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceType(Generic[F]):
+    """One device type, declared once: `DEVICE = DeviceType("air_quality", "city", "aq", Fleet, build, readings=NAMES)`."""
+
+    name: str  # the fleet's `type`, the measurement, the topic's type segment
+    domain: str  # the topic's domain segment: city, port, load ...
+    id_prefix: str  # default device ids: {id_prefix}-0001 ...
+    options: type[F]  # the fleet section's own options
+    build: Builder[F]  # registers the fleet's devices with the world and starts their processes
+    readings: tuple[str, ...]  # what a device sends; device faults may name these
+    fleet_model: type[F] = field(init=False, repr=False)  # the options + `type: Literal[name]`
+
+    def __post_init__(self) -> None:
+        if not TYPE_NAME.match(self.name):
+            raise ValueError(f"device type name {self.name!r}: lower case letters, digits and '_', starting with a letter")
+        if not issubclass(self.options, FleetConfig):
+            raise TypeError(f"device type {self.name}: its options must derive from FleetConfig")
+        model = create_model(
+            "".join(part.title() for part in self.name.split("_")) + "Fleet",
+            __base__=self.options,
+            __module__=self.options.__module__,
+            type=(Literal[self.name], Field(description="the device type")),  # type: ignore[valid-type]
+        )
+        model.device_type = self
+        object.__setattr__(self, "fleet_model", model)
+
+
+def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict[str, str]) -> tuple[Device, FaultyReadings | None]:
+    """Register one device of `fleet` with the world's telemetry; its faults (None: a healthy device)."""
+    device = world.telemetry.register(device_id, fleet.type, fleet.device_type.domain, tags)
+    faults = faults_for(world.env, world.telemetry, device, fleet.faults, world.seed) if fleet.faults else None
+    return device, faults
+
+
+def first_delay(rng: random.Random, cadence: float) -> float:
+    """A whole-millisecond phase within the first cadence: each device sends exactly duration / cadence messages."""
+    return rng.randrange(max(round(cadence * 1000), 1)) / 1000.0
