@@ -29,6 +29,8 @@ from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher, password_from_environment
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
+from simulator.errors import DatabaseError, UsageError
+from simulator.verify import ExpectedMessages, InfluxCredentials, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
@@ -368,6 +370,69 @@ def stack_status(state_dir: StateDir = Path(".iotsim")) -> None:
         out.print(line, markup=False, highlight=False)
     if not all_up:
         raise typer.Exit(1)
+
+
+VERIFY_FLAGS = {"duration": "--duration", "seed": "--seed", "start": "--start", "influx.url": "--influx", "influx.database": "--db"}
+
+
+@app.command(name="verify")
+def verify_command(
+    file: Annotated[Path, typer.Argument(help="scenario YAML file (the one the run used)")],
+    influx: Annotated[Optional[str], typer.Option("--influx", help="InfluxDB URL; default: the scenario's influx.url")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="InfluxDB database; default: the scenario's influx.database")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="the seed the run used, if overridden")] = None,
+    duration: Annotated[Optional[str], typer.Option(help="the duration the run used, if overridden")] = None,
+    start: Annotated[Optional[str], typer.Option(help="the start the run used, if overridden (ISO time)")] = None,
+    json_file: Annotated[Optional[Path], typer.Option("--json", help="write the full per-device detail here (docs/faults.md)")] = None,
+    show: Annotated[int, typer.Option(min=0, help="list at most this many devices that differ")] = 10,
+) -> None:
+    """Regenerate the scenario's messages (as a dry run does) and compare them with InfluxDB per device:
+    exit 0 when every expected point is stored exactly once, 1 when anything is missing or extra, 2 for bad input."""
+    scenario = load_or_exit(file)
+    overrides = {"duration": duration, "seed": seed, "start": start, "influx.url": influx, "influx.database": db}
+    try:
+        reject_now(start)
+        # The same messages at any speed: regenerate as fast as possible.
+        scenario = scenario.with_overrides(speed="afap", **overrides)
+    except UsageError as error:
+        fail(str(error), code=2)
+    except ValidationError as error:
+        fail("; ".join(f"{VERIFY_FLAGS.get('.'.join(map(str, e['loc'])), '.'.join(map(str, e['loc'])))}: {e['msg']}" for e in error.errors()), code=2)
+    expected = ExpectedMessages()
+    run_with_progress(scenario, expected)
+    try:
+        report = verify(scenario, expected, scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+    except DatabaseError as error:
+        fail(str(error), code=2)  # could not verify: 1 is kept for "verified and found a difference"
+    print_verification(report, show)
+    if json_file is not None:
+        try:
+            json_file.parent.mkdir(parents=True, exist_ok=True)
+            json_file.write_text(json.dumps(report.as_json(), indent=1) + "\n")
+        except OSError as error:
+            fail(f"--json: cannot write {json_file} ({error.strerror})", code=2)
+    out.print(report.final_line(), markup=False, highlight=False)
+    if not report.exact:
+        raise typer.Exit(1)
+
+
+def print_verification(report: Verification, show: int) -> None:
+    view = Table(title=f"{report.scenario}: expected vs stored in {report.influx} database {report.database}")
+    for column in ("measurement", "devices", "expected", "stored", "missing", "duplicates", "unexpected"):
+        view.add_column(column, justify="left" if column == "measurement" else "right")
+    for measurement, row in report.by_measurement().items():
+        view.add_row(measurement, *(f"{value:,}" for value in row.values()))
+    out.print(view)
+    by_design = {"dead-lettered (malformed)": report.dead_lettered, "delivered twice (one point)": report.repeated, "overwritten (same series and time)": report.overwritten}
+    if any(by_design.values()):
+        out.print("not expected, by design: " + ", ".join(f"{count} {what}" for what, count in by_design.items() if count), markup=False, highlight=False)
+    if report.not_checked:
+        out.print("also in the database, not checked: " + ", ".join(f"{name} {points:,} points" for name, points in report.not_checked.items()), markup=False, highlight=False)
+    differing = [device for device in report.devices if not device.exact]
+    for device in differing[:show]:
+        out.print(device.describe(), markup=False, highlight=False)
+    if len(differing) > show:
+        out.print(f"... and {len(differing) - show} more devices that differ (--show N, or --json FILE for all)", markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - `python -m simulator.cli`
