@@ -29,6 +29,7 @@ from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher, password_from_environment
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
+from simulator.backlog import backlog_warnings
 from simulator.errors import DatabaseError, UsageError
 from simulator.verify import ExpectedMessages, InfluxCredentials, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
@@ -70,6 +71,7 @@ def terminate_on_sigterm() -> None:
 def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
     """Check a scenario file: exit 0, or exit 2 with one `FILE:LINE: field: problem` line per problem."""
     scenario = load_or_exit(file)
+    warn_about_backlog(scenario)
     devices = sum(fleet.count for fleet in scenario.fleets)
     out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_duration(scenario.duration)}, speed {scenario.speed})")
 
@@ -101,11 +103,18 @@ def run(
         scenario = scenario.with_overrides(duration=duration, speed=_speed(speed), seed=seed, start=_start(start), **mqtt_overrides, **{"influx.url": influx})
     except ValidationError as error:
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
+    warn_about_backlog(scenario)
     terminate_on_sigterm()
     if dry_run:
         run_dry(scenario, output or Path(".iotsim") / f"{file.stem}.jsonl")
     else:
         run_published(scenario, drain_timeout, StackControl(state_dir))
+
+
+def warn_about_backlog(scenario: Scenario) -> None:
+    """More messages queued at the broker than it keeps while the bridge is away: say so before running."""
+    for line in backlog_warnings(scenario):
+        err.print(line, markup=False, highlight=False)
 
 
 def _start(text: str | None) -> str | None:
@@ -418,11 +427,13 @@ def verify_command(
 
 def print_verification(report: Verification, show: int) -> None:
     view = Table(title=f"{report.scenario}: expected vs stored in {report.influx} database {report.database}")
-    for column in ("measurement", "devices", "expected", "stored", "missing", "duplicates", "unexpected"):
-        view.add_column(column, justify="left" if column == "measurement" else "right")
-    for measurement, row in report.by_measurement().items():
+    rows = report.by_measurement()
+    view.add_column("measurement", no_wrap=True, min_width=max(map(len, rows), default=11))
+    for column in ("devices", "expected", "stored", "missing", "duplicates", "unexpected"):
+        view.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    for measurement, row in rows.items():
         view.add_row(measurement, *(f"{value:,}" for value in row.values()))
-    out.print(view)
+    out.print(view, width=max(out.width, 100))  # whole headers also in a pipe (80 columns)
     by_design = {"dead-lettered (malformed)": report.dead_lettered, "delivered twice (one point)": report.repeated, "overwritten (same series and time)": report.overwritten}
     if any(by_design.values()):
         out.print("not expected, by design: " + ", ".join(f"{count} {what}" for what, count in by_design.items() if count), markup=False, highlight=False)
