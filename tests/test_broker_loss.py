@@ -1,11 +1,17 @@
-"""A scenario whose bridge crash queues more messages at the broker than Mosquitto keeps per client
-gets one warning line from `iotsim validate` and `iotsim run`; the bound is read from brokers/conf.d."""
+"""What the broker can lose (docs/faults.md): messages it acknowledged more than ~2 s before a
+kill -9 survive it; a scenario whose bridge crash queues more messages than Mosquitto keeps per
+client gets one warning line from `iotsim validate` and `iotsim run` (the bound read from brokers/conf.d)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
+import time
 from pathlib import Path
 
 from conftest import Pipeline, iotsim
+from simulator import stack
 from simulator.backlog import DEV_CONF, backlog_warnings, max_queued_messages
 from simulator.scenario import load_scenario
 
@@ -69,3 +75,42 @@ def test_no_limit_means_no_warning(tmp_path: Path) -> None:
 
 
 REPO_QUICKSTART = Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml"
+
+
+STATIONS = """
+name: persisted
+seed: 5
+duration: 2h
+fleets:
+  - type: air_quality
+    count: 20
+    cadence: 5m
+"""
+
+
+def test_messages_queued_for_the_away_bridge_survive_a_broker_kill_9_once_autosaved(pipeline: Pipeline) -> None:
+    state = pipeline.tmp / "broker"
+    own = dataclasses.replace(pipeline, broker=stack.start_mosquitto(state, stack.free_port()))  # this test kills it
+    try:
+        bridge = own.start_bridge()
+        bridge.send_signal(signal.SIGTERM)  # subscribed: its persistent session now queues for it
+        bridge.communicate(timeout=30)
+        run = iotsim("run", str(own.scenario_file(STATIONS)))
+        assert "acknowledged 480" in run.stdout, run.stdout + run.stderr
+        acknowledged_at = time.time()
+        saved = state / "mosquitto" / "mosquitto.db"
+        deadline = time.monotonic() + 5  # autosave_interval 1: written within ~2 s
+        while not (saved.exists() and saved.stat().st_mtime > acknowledged_at) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert saved.exists() and saved.stat().st_mtime > acknowledged_at, "the broker did not save within 5 s"
+        os.kill(own.broker.pid, signal.SIGKILL)
+        while stack.alive(own.broker.pid):
+            time.sleep(0.01)
+        own = dataclasses.replace(own, broker=stack.start_mosquitto(state, own.broker.port))
+        bridge = own.start_bridge("--exit-when-idle", "2")
+        bridge.communicate(timeout=60)
+        verified = iotsim("verify", str(own.scenario_file(STATIONS)))
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.strip().endswith("verified: 480 of 480 stored")
+    finally:
+        own.broker.stop()
