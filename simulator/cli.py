@@ -384,6 +384,12 @@ def stack_status(state_dir: StateDir = Path(".iotsim")) -> None:
 VERIFY_FLAGS = {"duration": "--duration", "seed": "--seed", "start": "--start", "influx.url": "--influx", "influx.database": "--db"}
 
 
+def verify_flag(location: tuple[int | str, ...]) -> str:
+    """The flag that set a scenario field `verify` overrides: ('influx', 'url') -> '--influx'."""
+    field = ".".join(map(str, location))
+    return VERIFY_FLAGS.get(field, field)
+
+
 @app.command(name="verify")
 def verify_command(
     file: Annotated[Path, typer.Argument(help="scenario YAML file (the one the run used)")],
@@ -396,7 +402,8 @@ def verify_command(
     show: Annotated[int, typer.Option(min=0, help="list at most this many devices that differ")] = 10,
 ) -> None:
     """Regenerate the scenario's messages (as a dry run does) and compare them with InfluxDB per device:
-    exit 0 when every expected point is stored exactly once, 1 when anything is missing or extra, 2 for bad input."""
+    exit 0 when every expected point is stored exactly once, 1 when anything is missing or extra, 2 when it cannot
+    verify (bad input, an InfluxDB it cannot query)."""
     scenario = load_or_exit(file)
     overrides = {"duration": duration, "seed": seed, "start": start, "influx.url": influx, "influx.database": db}
     try:
@@ -406,7 +413,7 @@ def verify_command(
     except UsageError as error:
         fail(str(error), code=2)
     except ValidationError as error:
-        fail("; ".join(f"{VERIFY_FLAGS.get('.'.join(map(str, e['loc'])), '.'.join(map(str, e['loc'])))}: {e['msg']}" for e in error.errors()), code=2)
+        fail("; ".join(f"{verify_flag(e['loc'])}: {e['msg']}" for e in error.errors()), code=2)
     expected = ExpectedMessages()
     run_with_progress(scenario, expected)
     try:
