@@ -1,6 +1,6 @@
 # The two commands of the README, for a fresh Debian machine:
 #   make demo   install what is missing, start the local stack, run scenarios/quickstart.yaml through
-#               MQTT and the bridge into InfluxDB, and print what was stored
+#               MQTT and the bridge into InfluxDB, and verify that every message was stored
 #   make test   the full test suite against real Mosquitto and InfluxDB (what CI runs)
 
 PYTHON ?= python3
@@ -23,10 +23,12 @@ demo: system-packages venv
 	$(BIN)/iotsim run $(SCENARIO); run=$$?; \
 	wait $$bridge; bridged=$$?; \
 	[ $$run -eq 0 ] && [ $$bridged -eq 0 ]
-	$(BIN)/iotsim counts
 	@echo "Data: InfluxDB database 'yangquan' at http://127.0.0.1:8086 (files in $(STATE)/influxdb),"
 	@echo "      broker mqtt://127.0.0.1:1883, logs and PID files in $(STATE)/. Stop with: $(BIN)/iotsim stack down"
 	@echo "Try:  curl -sG http://127.0.0.1:8086/query --data-urlencode db=yangquan --data-urlencode \"q=SELECT mean(pm25) FROM air_quality GROUP BY district\""
+	@# Last: every message the scenario generated, read back from InfluxDB per device (exit 1 if any is
+	@# missing or extra); ends with "verified: N of N stored".
+	$(BIN)/iotsim verify $(SCENARIO) --json $(STATE)/verify.json
 
 test: system-packages venv
 	$(BIN)/python -m pytest -q

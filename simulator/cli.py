@@ -30,6 +30,9 @@ from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher, password_from_environment
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
+from simulator.backlog import backlog_warnings
+from simulator.errors import DatabaseError, UsageError
+from simulator.verify import ExpectedMessages, InfluxCredentials, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
@@ -69,6 +72,7 @@ def terminate_on_sigterm() -> None:
 def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
     """Check a scenario file: exit 0, or exit 2 with one `FILE:LINE: field: problem` line per problem."""
     scenario = load_or_exit(file)
+    warn_about_backlog(scenario)
     devices = sum(fleet.count for fleet in scenario.fleets)
     out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_duration(scenario.duration)}, speed {scenario.speed})")
 
@@ -100,11 +104,18 @@ def run(
         scenario = scenario.with_overrides(duration=duration, speed=_speed(speed), seed=seed, start=_start(start), **mqtt_overrides, **{"influx.url": influx})
     except ValidationError as error:
         fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
+    warn_about_backlog(scenario)
     terminate_on_sigterm()
     if dry_run:
         run_dry(scenario, output or Path(".iotsim") / f"{file.stem}.jsonl")
     else:
         run_published(scenario, drain_timeout, StackControl(state_dir))
+
+
+def warn_about_backlog(scenario: Scenario) -> None:
+    """More messages queued at the broker than it keeps while the bridge is away: say so before running."""
+    for line in backlog_warnings(scenario):
+        err.print(line, markup=False, highlight=False)
 
 
 def _start(text: str | None) -> str | None:
@@ -392,6 +403,78 @@ def schema(
         out.print(f"wrote {output}", markup=False, highlight=False)
     else:
         sys.stdout.write(scenario_schema.render())
+
+
+VERIFY_FLAGS = {"duration": "--duration", "seed": "--seed", "start": "--start", "influx.url": "--influx", "influx.database": "--db"}
+
+
+def verify_flag(location: tuple[int | str, ...]) -> str:
+    """The flag that set a scenario field `verify` overrides: ('influx', 'url') -> '--influx'."""
+    field = ".".join(map(str, location))
+    return VERIFY_FLAGS.get(field, field)
+
+
+@app.command(name="verify")
+def verify_command(
+    file: Annotated[Path, typer.Argument(help="scenario YAML file (the one the run used)")],
+    influx: Annotated[Optional[str], typer.Option("--influx", help="InfluxDB URL; default: the scenario's influx.url")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="InfluxDB database; default: the scenario's influx.database")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="the seed the run used, if overridden")] = None,
+    duration: Annotated[Optional[str], typer.Option(help="the duration the run used, if overridden")] = None,
+    start: Annotated[Optional[str], typer.Option(help="the start the run used, if overridden (ISO time)")] = None,
+    json_file: Annotated[Optional[Path], typer.Option("--json", help="write the full per-device detail here (docs/faults.md)")] = None,
+    show: Annotated[int, typer.Option(min=0, help="list at most this many devices that differ")] = 10,
+) -> None:
+    """Regenerate the scenario's messages (as a dry run does) and compare them with InfluxDB per device:
+    exit 0 when every expected point is stored exactly once, 1 when anything is missing or extra, 2 when it cannot
+    verify (bad input, an InfluxDB it cannot query)."""
+    scenario = load_or_exit(file)
+    overrides = {"duration": duration, "seed": seed, "start": start, "influx.url": influx, "influx.database": db}
+    try:
+        reject_now(start)
+        # The same messages at any speed: regenerate as fast as possible.
+        scenario = scenario.with_overrides(speed="afap", **overrides)
+    except UsageError as error:
+        fail(str(error), code=2)
+    except ValidationError as error:
+        fail("; ".join(f"{verify_flag(e['loc'])}: {e['msg']}" for e in error.errors()), code=2)
+    expected = ExpectedMessages()
+    run_with_progress(scenario, expected)
+    try:
+        report = verify(scenario, expected, scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+    except DatabaseError as error:
+        fail(str(error), code=2)  # could not verify: 1 is kept for "verified and found a difference"
+    print_verification(report, show)
+    if json_file is not None:
+        try:
+            json_file.parent.mkdir(parents=True, exist_ok=True)
+            json_file.write_text(json.dumps(report.as_json(), indent=1) + "\n")
+        except OSError as error:
+            fail(f"--json: cannot write {json_file} ({error.strerror})", code=2)
+    out.print(report.final_line(), markup=False, highlight=False)
+    if not report.exact:
+        raise typer.Exit(1)
+
+
+def print_verification(report: Verification, show: int) -> None:
+    view = Table(title=f"{report.scenario}: expected vs stored in {report.influx} database {report.database}")
+    rows = report.by_measurement()
+    view.add_column("measurement", no_wrap=True, min_width=max(map(len, rows), default=11))
+    for column in ("devices", "expected", "stored", "missing", "duplicates", "unexpected"):
+        view.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    for measurement, row in rows.items():
+        view.add_row(measurement, *(f"{value:,}" for value in row.values()))
+    out.print(view, width=max(out.width, 100))  # whole headers also in a pipe (80 columns)
+    by_design = {"dead-lettered (malformed)": report.dead_lettered, "delivered twice (one point)": report.repeated, "overwritten (same series and time)": report.overwritten}
+    if any(by_design.values()):
+        out.print("not expected, by design: " + ", ".join(f"{count} {what}" for what, count in by_design.items() if count), markup=False, highlight=False)
+    if report.not_checked:
+        out.print("also in the database, not checked: " + ", ".join(f"{name} {points:,} points" for name, points in report.not_checked.items()), markup=False, highlight=False)
+    differing = [device for device in report.devices if not device.exact]
+    for device in differing[:show]:
+        out.print(device.describe(), markup=False, highlight=False)
+    if len(differing) > show:
+        out.print(f"... and {len(differing) - show} more devices that differ (--show N, or --json FILE for all)", markup=False, highlight=False)
 
 
 def main() -> None:  # pragma: no cover - `python -m simulator.cli`
