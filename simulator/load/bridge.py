@@ -30,8 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from simulator.errors import IotsimError
 from simulator.ingest.bridge import Bridge, BridgeSettings
-from simulator.ingest.influx import InfluxRefused, InfluxWriter
+from simulator.ingest.influx import InfluxWriter
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
 from simulator.load.worker import Reporter, read_order, say
 from simulator.transport.mqtt import BrokerUnreachable, Credentials
@@ -133,7 +134,7 @@ def main() -> None:
             last_stats = time.monotonic()
     bridge.stop()
     reporter.stop()
-    if isinstance(error, InfluxRefused):
+    if isinstance(error, IotsimError):  # InfluxDB refused us, another client took our client id, ...
         say({"error": str(error)})
     if recorder.raw is not None:
         recorder.raw.close()
