@@ -221,6 +221,31 @@ def test_a_session_lost_between_two_runs_of_the_bridge_is_reported_at_start(pipe
     assert again.returncode == 0 and "has no session" not in again.stderr, again.stderr
 
 
+def test_a_broker_restarted_without_its_persistence_is_a_lost_session_said_once(pipeline: Pipeline, tmp_path) -> None:
+    broker_dir = tmp_path / "broker"
+    port = stack.free_port()
+    broker = stack.start_mosquitto(broker_dir, port)
+    pipeline = dataclasses.replace(pipeline, broker=broker)  # this test's own broker: it gets restarted
+    bridge = start_bridge_keeping_its_output(pipeline)
+    try:
+        broker.stop()  # saves the session to mosquitto.db ...
+        for saved in (broker_dir / "mosquitto").iterdir():
+            saved.unlink()  # ... which is lost, as a broker without a persistent volume loses it
+        broker = stack.start_mosquitto(broker_dir, port)
+        run = iotsim("run", str(pipeline.scenario_file(stations(20))))
+        assert run.returncode == 0, run.stderr  # the run may start before the bridge is back: those are lost
+        deadline = time.monotonic() + 20  # the bridge's first periodic pipeline point (5 s): reconnected by then
+        while not pipeline.query('SELECT last("sessions_lost") FROM "pipeline" WHERE "component" = \'bridge\''):
+            assert time.monotonic() < deadline, "no pipeline point from the bridge"
+            time.sleep(0.5)
+    finally:
+        out, err = stop(bridge)
+        broker.stop()
+    assert bridge.returncode == 0, err
+    assert [line for line in err.splitlines() if "has no session" in line and "until this connection" in line], err
+    assert last_bridge_fields(pipeline, "sessions_lost") == [1]
+
+
 # --- part 6: a persistent session keeps yesterday's subscriptions ---
 
 
