@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from conftest import IOTSIM, Pipeline, child_env, iotsim
 from simulator import stack
 from simulator.errors import BrokerError
+from simulator.ingest.sequences import SeqGaps
 from simulator.transport.mqtt import MAX_CLIENT_ID, MqttPublisher, bridge_client_id_problem, load_worker_client_id, run_client_id
 
 STATIONS = """
@@ -309,3 +310,15 @@ def test_a_device_dropout_is_no_seq_gap(pipeline: Pipeline) -> None:
     assert silent == [12, 11]  # 2 h every 5 min, less the silent hour: 12 messages, seq 0..11
     assert "seq gap" not in err
     assert last_bridge_fields(pipeline, "seq_gaps") == [0]
+
+
+def test_late_arrivals_take_back_only_the_seqs_that_were_missing() -> None:
+    lines: list[str] = []
+    gaps = SeqGaps(lines.append, max_open=1)
+    changes = [gaps.observe("air_quality", "aq-0001", seq) for seq in (0, 5, 3, 3, 1, 4, 2, 6)]
+    assert changes == [0, 4, -1, 0, -1, -1, -1, 0]  # 3 twice: the second is a duplicate
+    assert not gaps.open and gaps.open_ranges == 0
+    # Past max_open ranges a gap still counts, but can no longer be taken back.
+    assert [gaps.observe("air_quality", "aq-0002", seq) for seq in (0, 2)] == [0, 1]
+    assert [gaps.observe("air_quality", "aq-0003", seq) for seq in (0, 2, 1)] == [0, 1, 0]
+    assert len(lines) == 3
