@@ -150,8 +150,10 @@ class Bridge:
         self.writer_thread.start()
         self.client.connect_async(address.host, address.port, keepalive=KEEPALIVE_S)
         self.network_thread.start()
-        if not self.connected.wait(timeout) or self.refused:
+        if not self.connected.wait(timeout) or self.refused or self.failure:
             self.stop()
+            if self.failure:
+                raise self.failure  # another client took our client id over and over
             if self.refused:
                 raise BrokerUnreachable(f"the MQTT broker at {address} refused the bridge: {self.refused}")
             raise BrokerUnreachable(f"cannot subscribe at the MQTT broker at {address} (waited {timeout:.0f} s)")
@@ -264,6 +266,7 @@ class Bridge:
         if fighting:
             self.failure = BridgeError(self.takeover.describe(self.settings.client_id, "give each bridge its own --client-id"))
             self.closing.set()  # no reconnecting: the other client keeps the session, the broker our unacknowledged messages
+            self.connected.set()  # wakes start(), if still waiting, which reports it
             return
         self.log(f"bridge: lost the broker ({reason}); reconnecting, unacknowledged messages will come again")
 
