@@ -27,7 +27,16 @@ from simulator.ingest.influx import InfluxRefused, InfluxWriter
 from simulator.scenario import YANGQUAN_TZ, Scenario, ScenarioError, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import BrokerUnreachable, Credentials, MqttPublisher, password_from_environment
+from simulator.errors import BridgeError, BrokerError
+from simulator.transport.mqtt import (
+    BRIDGE_CLIENT_ID,
+    BrokerUnreachable,
+    Credentials,
+    MqttPublisher,
+    bridge_client_id_problem,
+    password_from_environment,
+    run_client_id,
+)
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
 from simulator.backlog import backlog_warnings
@@ -146,7 +155,7 @@ def run_dry(scenario: Scenario, output: Path) -> None:
 
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
     settings = scenario.mqtt
-    client_id = f"{settings.client_id_prefix}-{scenario.name}"[:64]
+    client_id = run_client_id(settings.client_id_prefix, scenario.name)
     try:
         publisher = MqttPublisher.from_settings(settings, client_id)
     except BrokerUnreachable as error:  # MQTT_PASSWORD_FILE names a file that cannot be read
@@ -167,7 +176,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     except KeyboardInterrupt:
         interrupted = True
         publisher.drain(5.0)
-    except stack.StackError as error:
+    except (stack.StackError, BrokerError) as error:  # BrokerError: another client took our client id
         fail(str(error))
     finally:
         stats.stop()
@@ -230,7 +239,7 @@ def bridge(
     influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL (1.x API or v1 compatibility)")] = "http://127.0.0.1:8086",
     db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
     prefix: Annotated[str, typer.Option(help="topic prefix to subscribe under")] = "yangquan",
-    client_id: Annotated[str, typer.Option(help="MQTT client id; keep it fixed so the session persists")] = "iotsim-bridge",
+    client_id: Annotated[str, typer.Option(help="MQTT client id; keep it fixed so the session persists, one per bridge")] = BRIDGE_CLIENT_ID,
     batch_size: Annotated[int, typer.Option(min=1, help="points per InfluxDB write")] = 5000,
     batch_interval: Annotated[float, typer.Option(min=0.01, help="seconds a message may wait for its batch")] = 1.0,
     batch_quiet: Annotated[float, typer.Option(min=0.001, help="write the batch once no message has come for this many seconds")] = 0.05,
@@ -252,6 +261,8 @@ def bridge(
     ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate for an mqtts:// broker")] = None,
 ) -> None:
     """Subscribe to the telemetry at QoS 1 and write it to InfluxDB, acknowledging only what is stored."""
+    if problem := bridge_client_id_problem(client_id):
+        fail(f"--client-id: {problem}", code=2)
     settings = BridgeSettings(
         mqtt_url=mqtt,
         topic_prefix=prefix,
@@ -287,7 +298,7 @@ def bridge(
         the_bridge.run(exit_when_idle)
     except BrokerUnreachable as error:
         fail(str(error))
-    except InfluxRefused as error:
+    except (InfluxRefused, BridgeError) as error:  # BridgeError: another client uses our client id
         fail(str(error))
     except KeyboardInterrupt:
         the_bridge.stop()
@@ -301,6 +312,8 @@ def bridge(
         f"bridge: received {counts.received}, written {counts.written}, dead letters {counts.dead_letters}"
         + (f" (see {dead_letters})" if counts.dead_letters else "")
         + f", InfluxDB retries {writer.stats.retries}"
+        + (f", seq gaps {counts.seq_gaps}" if counts.seq_gaps else "")
+        + (f", sessions lost {counts.sessions_lost}" if counts.sessions_lost else "")
     )
 
 

@@ -135,6 +135,22 @@ def build() -> dashboard_builders.Dashboard:
             select("pipeline", 'max("spool_points") AS "spooled"', BRIDGE, ("client_id",)), "$tag_client_id",
         )  # fmt: skip
     )
+    health = health.with_panel(
+        counter_panel(
+            "Seq gaps", "short",
+            "Messages that never reached the bridge: jumps in a device's seq (each device numbers its messages 0, 1, 2 ...), "
+            "less late arrivals filling them. A silent device (dropout) leaves no gap; anything above 0 was lost in transit.",
+            select("pipeline", 'max("seq_gaps") AS "seq_gaps"', BRIDGE, ("client_id",)), "$tag_client_id",
+        ).thresholds(thresholds((Step(None, "green"), Step(1, "red"))))  # fmt: skip
+    )
+    health = health.with_panel(
+        counter_panel(
+            "Sessions lost, client id takeovers", "short",
+            "Times the broker had no session for the bridge where there had been one (what was queued for it is gone), and "
+            "connections the broker closed within seconds: another client using the bridge's client id.",
+            select("pipeline", 'max("sessions_lost") AS "sessions_lost"', BRIDGE, ("client_id",)), "sessions lost $tag_client_id",
+        ).with_target(InfluxQL("B", select("pipeline", 'max("takeovers") AS "takeovers"', BRIDGE, ("client_id",))).alias("takeovers $tag_client_id"))  # fmt: skip
+    )
     health = health.with_row(dashboard_builders.Row("Simulator"))
     health = health.with_panel(
         counter_panel(

@@ -18,6 +18,16 @@ spool.py) and acknowledges it, oldest first, once it is on disk; from then on ev
 the spool behind the older ones until the spool is written out, so points reach InfluxDB in order.
 When the spool holds `spool_limit` points (or there is none), the network thread pauses instead and
 the broker holds the backlog.
+
+The session (docs/faults.md, "Sessions and client ids"): the CONNACK says whether the broker still
+has the bridge's session. "No" after this process or an earlier one (its `session.json`) had one means
+the messages queued for it meanwhile are gone (another client with the same id and a clean session,
+or a broker restarted without its persistence): a warning line, `sessions_lost`, and a new
+subscription. Connections the broker keeps closing within seconds mean another client uses the same
+id (`takeovers`): past a few, the bridge stops with a BridgeError rather than fight over the session.
+The bridge writes only topics under its own prefix; a message from a subscription an earlier run left
+in the session is dead-lettered, and that subscription is cancelled (UNSUBSCRIBE). Each device's seq
+is checked as messages arrive (simulator/ingest/sequences.py, `seq_gaps`).
 """
 
 from __future__ import annotations
@@ -33,13 +43,16 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from simulator.errors import BridgeError
 from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
+from simulator.ingest.sequences import SeqGaps
+from simulator.ingest.session import SessionRecord
 from simulator.ingest.spool import Spool
 from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
-from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, refusal
+from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, TakeoverWatch, refusal
 
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
@@ -69,6 +82,9 @@ class BridgeCounts:
     spooled: int = 0  # points ever put in the spool
     last_batch_size: int = 0
     last_lag_ms: float = 0.0
+    seq_gaps: int = 0  # seqs missing now: jumps in a device's seq, less late arrivals filling them
+    sessions_lost: int = 0  # times the broker had no session where there had been one
+    takeovers: int = 0  # connections the broker closed within seconds: another client with our id
 
 
 @dataclass
@@ -93,6 +109,13 @@ class Bridge:
         self.pending = Pending()
         # One directory per client id: two bridges must never write each other's spool.
         self.spool = Spool(settings.spool_dir / settings.client_id, settings.spool_limit) if settings.spool_dir else None
+        self.session_dir = (settings.spool_dir or settings.dead_letter_path.parent / "sessions") / settings.client_id
+        self.session_record = SessionRecord.load(self.session_dir)  # what an earlier run left in the session
+        self.topic_filter = f"{settings.topic_prefix}/#"
+        self.subscribed = False  # the broker confirmed our subscription at least once in this process
+        self.takeover = TakeoverWatch()
+        self.strays_seen = False  # a message outside our prefix arrived (and was said so once)
+        self.sequences = SeqGaps(log)
         self.lock = threading.Condition()
         self.stopping = threading.Event()
         self.connected = threading.Event()
@@ -127,8 +150,10 @@ class Bridge:
         self.writer_thread.start()
         self.client.connect_async(address.host, address.port, keepalive=KEEPALIVE_S)
         self.network_thread.start()
-        if not self.connected.wait(timeout) or self.refused:
+        if not self.connected.wait(timeout) or self.refused or self.failure:
             self.stop()
+            if self.failure:
+                raise self.failure  # another client took our client id over and over
             if self.refused:
                 raise BrokerUnreachable(f"the MQTT broker at {address} refused the bridge: {self.refused}")
             raise BrokerUnreachable(f"cannot subscribe at the MQTT broker at {address} (waited {timeout:.0f} s)")
@@ -210,29 +235,96 @@ class Bridge:
 
     # --- MQTT callbacks (the network thread) ---
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: object, properties: object) -> None:
         self.refused = refusal(reason)
         if self.refused:
             self.connected.set()  # wakes start(), which reports the refusal
             return
         self.loop.connected()
-        client.subscribe(f"{self.settings.topic_prefix}/#", qos=1)
+        self.takeover.connected()
+        if flags.session_present:
+            self._drop_old_subscription(client)
+        else:
+            self._check_no_session()
+        client.subscribe(self.topic_filter, qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, properties: object) -> None:
         if any(getattr(reason, "is_failure", False) for reason in reasons):
-            self.refused = f"subscription to {self.settings.topic_prefix}/# refused ({', '.join(map(str, reasons))})"
+            self.refused = f"subscription to {self.topic_filter} refused ({', '.join(map(str, reasons))})"
+        else:
+            self.subscribed = True
+            self._record_session()
         self.connected.set()  # subscribed: from now on the broker keeps our messages for us
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.connected.clear()
         self.loop.disconnected()
-        if not self.stopping.is_set():
-            self.log(f"bridge: lost the broker ({reason}); reconnecting, unacknowledged messages will come again")
+        if self.stopping.is_set():
+            return
+        fighting = self.takeover.closed_by_broker()
+        self.counts.takeovers = self.takeover.takeovers
+        if fighting:
+            self.failure = BridgeError(self.takeover.describe(self.settings.client_id, "give each bridge its own --client-id"))
+            self.closing.set()  # no reconnecting: the other client keeps the session, the broker our unacknowledged messages
+            self.connected.set()  # wakes start(), if still waiting, which reports it
+            return
+        self.log(f"bridge: lost the broker ({reason}); reconnecting, unacknowledged messages will come again")
+
+    # --- the session (network thread) ---
+
+    def _check_no_session(self) -> None:
+        """The broker has no session for us: new, or lost with whatever was queued for it."""
+        client_id, record = self.settings.client_id, self.session_record
+        if self.subscribed:
+            where = "it had one until this connection"
+        elif record is not None and record.broker == str(self.address):
+            where = f"an earlier run of this bridge had one ({self.session_dir / 'session.json'})"
+        else:
+            return  # a new client id at this broker: nothing was queued for it
+        self.counts.sessions_lost += 1
+        self.session_record = None  # the old subscription went with the session
+        self.log(
+            f"bridge: the broker has no session for client id {client_id} though {where}: messages published meanwhile are lost "
+            "(another client connected with this id and a clean session, or the broker restarted without its persistence); subscribing again"
+        )
+
+    def _drop_old_subscription(self, client: mqtt.Client) -> None:
+        """The session an earlier run left may subscribe to another prefix: cancel that subscription."""
+        record = self.session_record
+        if self.subscribed or record is None or record.topic_filter == self.topic_filter:
+            return
+        client.unsubscribe(record.topic_filter)
+        self.log(
+            f"bridge: the session of client id {self.settings.client_id} was subscribed to {record.topic_filter}; unsubscribed, "
+            f"now {self.topic_filter} (what it queued under the old filter goes to the dead-letter file)"
+        )
+
+    def _record_session(self) -> None:
+        record = SessionRecord(str(self.address), self.topic_filter)
+        if record == self.session_record:
+            return
+        try:
+            record.save(self.session_dir)
+            self.session_record = record
+        except OSError as error:  # only the next start's warnings depend on it
+            self.log(f"bridge: cannot record the session in {self.session_dir} ({error.strerror}); a lost session may go unnoticed")
+
+    def _check_topic(self, topic: str) -> None:
+        """Only topics under our prefix are ours; others come from a subscription an earlier run left."""
+        prefix = self.settings.topic_prefix
+        if topic.startswith(prefix) and (len(topic) == len(prefix) or topic[len(prefix)] == "/"):
+            return
+        if not self.strays_seen:
+            self.strays_seen = True
+            self.log(f"bridge: {topic} is outside {prefix}/, left by an earlier subscription of this session; such messages go to the dead-letter file")
+        raise BadPayload(f"topic outside this bridge's prefix {prefix}/ (an earlier subscription of client id {self.settings.client_id}'s session): not written to this database")
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
         try:
-            line, _, _, ts = to_line(topic, message.payload)
+            self._check_topic(topic)
+            line, device_id, seq, ts = to_line(topic, message.payload)
+            self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
         except BadPayload as error:
             line, ts = None, 0
             self.dead_letters.add(topic, message.payload, str(error))
@@ -357,8 +449,10 @@ class Bridge:
             f"received={counts.received}i,written={counts.written}i,dead_letters={counts.dead_letters}i,"
             f"acknowledged={counts.acknowledged}i,batch_size={counts.last_batch_size}i,"
             f"retries={stats.retries}i,batches={stats.batches}i,spooled={counts.spooled}i,spool_points={self.spool.points if self.spool else 0}i,"
+            f"seq_gaps={counts.seq_gaps}i,sessions_lost={counts.sessions_lost}i,takeovers={counts.takeovers}i,"
             f"lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
         )
+        self.sequences.report_suppressed()
         try:
             self.writer.session.post(
                 f"{self.writer.url}/write", params=self.writer.params, data=line.encode(), headers={"Content-Encoding": None}, timeout=5  # type: ignore[dict-item]

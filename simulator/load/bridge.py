@@ -30,11 +30,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from simulator.errors import IotsimError
 from simulator.ingest.bridge import Bridge, BridgeSettings
-from simulator.ingest.influx import InfluxRefused, InfluxWriter
+from simulator.ingest.influx import InfluxWriter
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
 from simulator.load.worker import Reporter, read_order, say
-from simulator.transport.mqtt import BrokerUnreachable, Credentials
+from simulator.transport.mqtt import Credentials
 
 
 class WriteRecorder:
@@ -104,7 +105,7 @@ def main() -> None:
     bridge = Bridge(settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True), credentials=credentials)
     try:
         bridge.start()
-    except BrokerUnreachable as error:
+    except IotsimError as error:  # unreachable, refused, or another client uses our client id
         say({"error": str(error)})
         raise SystemExit(1) from None
     say({"ready": True})
@@ -133,7 +134,7 @@ def main() -> None:
             last_stats = time.monotonic()
     bridge.stop()
     reporter.stop()
-    if isinstance(error, InfluxRefused):
+    if isinstance(error, IotsimError):  # InfluxDB refused us, another client took our client id, ...
         say({"error": str(error)})
     if recorder.raw is not None:
         recorder.raw.close()

@@ -35,7 +35,7 @@ from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.scenario import Scenario
-from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, password_from_environment
+from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, load_bridge_client_id, password_from_environment
 
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
@@ -203,7 +203,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     bridge_order = {
         "mqtt_url": scenario.mqtt.url, "influx_url": influx.url, "database": influx.database,
         "user": influx.user, "password": influx.password, "token": influx.token,
-        "prefix": scenario.mqtt.topic_prefix, "client_id": f"{scenario.mqtt.client_id_prefix}-load-bridge"[:64],
+        "prefix": scenario.mqtt.topic_prefix, "client_id": load_bridge_client_id(scenario.mqtt.client_id_prefix),
         "batch_size": load.bridge.batch_size, "batch_interval": load.bridge.batch_interval,
         "batch_quiet": load.bridge.batch_quiet,
         "dead_letters": str(out / "dead-letters.jsonl"), "spool_dir": str(out / "spool"), "interval": 1.0,

@@ -34,7 +34,7 @@ from simulator.load.metrics import LatencyRecorder
 from simulator.load.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher
+from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher, load_worker_client_id
 from simulator.world import World
 
 DRAIN_TIMEOUT = 120.0
@@ -127,7 +127,7 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
     settings = scenario.mqtt
     try:
         publisher = InstrumentedPublisher.from_settings(
-            settings, client_id=f"{settings.client_id_prefix}-load-w{shard.index}-{os.getpid()}"[:64], qos=qos
+            settings, client_id=load_worker_client_id(settings.client_id_prefix, shard.index, os.getpid()), qos=qos
         )
         publisher.start()
     except BrokerUnreachable as error:

@@ -12,11 +12,17 @@ temporary file) and go out in order once the connection is back; past `buffer_li
 `__call__` waits for the broker, which pauses the simulation rather than losing anything. What paho
 already had in flight when the connection dropped, it sends again itself after reconnecting (QoS 1);
 QoS 0 messages it had not yet written are gone with the connection and counted as `dropped`.
+
+Client ids carry their role and are derived here, in one place (`run_client_id`, `load_worker_client_id`,
+`load_bridge_client_id`, `BRIDGE_CLIENT_ID`): a broker lets one connection per id, and a second
+client with the same id takes the first one's session. `TakeoverWatch` notices when that happens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.errors import BrokerUnreachable
+from simulator.errors import BrokerError, BrokerUnreachable
 from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
@@ -41,6 +47,82 @@ KEEPALIVE_S = 30
 # costs one recv() however many acknowledgements wait.
 READ_EVERY = 64
 SHORT_IDLE_S = 0.005
+
+
+# --- client ids: one per role, never shared by accident (issue 20, part 3) ---
+
+BRIDGE_CLIENT_ID = "iotsim-bridge"  # `iotsim bridge`'s default: fixed, so its persistent session persists
+MAX_CLIENT_ID = 64  # MQTT 3.1.1 servers must accept 23 characters; Mosquitto (and most) accept this many
+SLUG_HASH = 6  # hex digits of the scenario name's hash when its slug alone could be another name's
+# What the simulator's ids look like: a bridge given one would share its session with a run or a worker.
+SIMULATOR_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]+-(run-[A-Za-z0-9_-]+|load-w\d+-\d+)$")
+
+
+def run_client_id(prefix: str, scenario_name: str) -> str:
+    """`iotsim run`: `{prefix}-run-{slug}`, the slug being the scenario name reduced to `[A-Za-z0-9_-]`.
+    A name the slug changes or cuts short gets a hash of itself appended: two names, two ids."""
+    base = f"{prefix}-run-"
+    slug = re.sub(r"[^A-Za-z0-9_-]", "_", scenario_name)
+    if slug == scenario_name and len(base) + len(slug) <= MAX_CLIENT_ID:
+        return base + slug
+    digest = hashlib.sha256(scenario_name.encode()).hexdigest()[:SLUG_HASH]
+    return f"{base}{slug[: MAX_CLIENT_ID - len(base) - SLUG_HASH - 1]}-{digest}"
+
+
+def load_worker_client_id(prefix: str, index: int, pid: int) -> str:
+    """A load experiment's worker `index` in process `pid`: unique while it runs."""
+    return f"{prefix}-load-w{index}-{pid}"
+
+
+def load_bridge_client_id(prefix: str) -> str:
+    """The bridge a load experiment starts (its own session, apart from `iotsim bridge`'s)."""
+    return f"{prefix}-load-bridge"
+
+
+def bridge_client_id_problem(client_id: str) -> str | None:
+    """Why `client_id` cannot be a bridge's, or None: the simulator's forms are the simulator's."""
+    if SIMULATOR_CLIENT_ID.match(client_id):
+        return (
+            f"{client_id!r} has the form of the simulator's client ids ({{prefix}}-run-{{scenario}}, {{prefix}}-load-w{{N}}-{{pid}}): "
+            f"a run with that id would take over the bridge's session and its messages would be lost; choose another (default {BRIDGE_CLIENT_ID})"
+        )
+    return None
+
+
+class TakeoverWatch:
+    """Notices another client using our client id. With MQTT 3.1.1 a takeover is only a close: the
+    broker accepts the newcomer and closes the older connection, which reconnects and takes the id
+    back. So: connections the broker closed within `short_s` of accepting them, `limit` of them within
+    `window_s` (each was accepted, so the broker is reachable; an outage closes one connection, then
+    refuses new ones)."""
+
+    def __init__(self, short_s: float = 10.0, limit: int = 3, window_s: float = 30.0) -> None:
+        self.short_s, self.limit, self.window_s = short_s, limit, window_s
+        self.takeovers = 0  # connections closed that soon, in all
+        self._connected_at: float | None = None
+        self._recent: deque[float] = deque()
+
+    def connected(self) -> None:
+        self._connected_at = time.monotonic()
+
+    def closed_by_broker(self) -> bool:
+        """Note a close we did not ask for; True once it looks like a takeover fight."""
+        now, since = time.monotonic(), self._connected_at
+        self._connected_at = None
+        if since is None or now - since > self.short_s:
+            return False
+        self.takeovers += 1
+        self._recent.append(now)
+        while now - self._recent[0] > self.window_s:
+            self._recent.popleft()
+        return len(self._recent) >= self.limit
+
+    def describe(self, client_id: str, advice: str) -> str:
+        return (
+            f"client id {client_id} is in use by another client: the broker closed {len(self._recent)} of our connections "
+            f"within {self.short_s:.0f} s of accepting them, in {self.window_s:.0f} s; each connection takes over the other's "
+            f"session (messages come again, or are lost with a clean session); {advice}"
+        )
 
 
 @dataclass(frozen=True)
@@ -145,6 +227,9 @@ class MqttPublisher:
         self.acknowledged = 0
         self.dropped = 0  # QoS 0 messages paho gave up with a lost connection (QoS 1 ones it sends again)
         self.disconnects = 0
+        self.client_id = client_id
+        self.takeover = TakeoverWatch()
+        self.failure: BrokerError | None = None  # raised from the next turn of the network loop
         self.stopping = False
         self.online = False
         self._answered = False  # the broker accepted or refused the first connection
@@ -306,6 +391,8 @@ class MqttPublisher:
         self._unread = 0
         self.loop.turn(wait)
         self._count_written()
+        if self.failure is not None:
+            raise self.failure
 
     # --- paho callbacks (from within publish() and the network loop above) ---
 
@@ -313,6 +400,7 @@ class MqttPublisher:
         self.refused = refusal(reason)
         if not self.refused:
             self.loop.connected()
+            self.takeover.connected()
             if self.outages and self.outages[-1].back_at is None:
                 self.outages[-1].back_at = time.monotonic()
             self.online = True
@@ -322,6 +410,9 @@ class MqttPublisher:
         self.disconnects += 1
         if self.online and not self.stopping:
             self.outages.append(Outage(lost_at=time.monotonic()))
+            if self.takeover.closed_by_broker():
+                advice = "give each run its own id (two runs of one scenario at once? set another mqtt.client_id_prefix)"
+                self.failure = BrokerError(self.takeover.describe(self.client_id, advice))
         self.online = False
         self.loop.disconnected()
 
