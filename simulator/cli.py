@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
@@ -113,11 +114,14 @@ def finite(low: float, high: float = math.inf) -> Callable[[float | None], float
 
 
 def writable_file(path: Path, flag: str) -> Path:
-    """`path` once its folder exists and a file there can be written; else a UsageError naming `flag`."""
+    """`path` once its folder exists and may hold a new file (the file itself is not created: a
+    ready file must not appear early); else a UsageError naming `flag`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a directory")
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
     except OSError as error:
         raise UsageError(f"{flag} {path}: cannot write there ({error.strerror})") from None
     return path
@@ -237,11 +241,17 @@ def _speed(text: str | None) -> str | float | None:
 
 
 def run_dry(scenario: Scenario, output: Path) -> None:
-    writer = JsonlWriter(output)
     try:
-        result = run_with_progress(scenario, writer)
-    finally:
-        writer.close()
+        writer = JsonlWriter(output)
+    except OSError as error:
+        raise UsageError(f"--out {output}: cannot write there ({error.strerror})") from None
+    try:
+        try:
+            result = run_with_progress(scenario, writer)
+        finally:
+            writer.close()
+    except OSError as error:  # the disk filled up, say: what was written stays, and we say where it stopped
+        raise IotsimError(f"--out {output}: writing failed after {writer.written} messages ({error.strerror})") from None
     out.print(f"dry run: {result.generated} messages in {result.wall_s:.2f} s ({result.messages_per_s:,.0f} msg/s) → {output}")
     print_summaries(result)
 
@@ -342,7 +352,7 @@ def bridge(
         raise UsageError("--username: give a user name, or none for an anonymous broker")
     for path, flag in ((ready_file, "--ready-file"), (pid_file, "--pid-file")):
         if path is not None:
-            writable_file(path, flag).unlink()
+            writable_file(path, flag)
     writer = InfluxWriter(influx, db, user=user, password=password, token=token)
     # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
     broker_password = mqtt_password if mqtt_password is not None else password_from_environment()
@@ -433,7 +443,7 @@ def stack_up(
         raise UsageError(f"--db: {db!r} is not a database name (letters, digits, _ and -)")
     writable_dir(state_dir)
     for line in stack.stack_up(state_dir, mqtt_port, influx_port, db):  # StackError: the app says why
-        say(line)
+        out.print(line, markup=False, highlight=False)
 
 
 def writable_dir(state_dir: Path) -> None:

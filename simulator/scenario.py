@@ -64,7 +64,7 @@ class MqttSettings(StrictModel):
         default=1_000_000, ge=1, description="messages held in all (past buffer_in_memory, on disk) before the simulation pauses"
     )
     buffer_dir: str | None = Field(default=None, description="where held messages spill to disk; default: the system's temporary directory")
-    username: str | None = Field(default=None, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
+    username: str | None = Field(default=None, min_length=1, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
     ca_file: str | None = Field(default=None, description="CA certificate for an mqtts:// broker; default: the system's CAs")
 
     @field_validator("url")

@@ -11,9 +11,11 @@ def check_url(url: str, schemes: tuple[str, ...]) -> str:
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"{url!r} is not a {schemes[0]}://host:port URL ({', '.join(f'{scheme}://' for scheme in schemes)})")
     try:
-        parts.port
+        port = parts.port
     except ValueError as error:
         raise ValueError(f"{url!r}: {error}") from None
+    if port == 0:
+        raise ValueError(f"{url!r}: port 0 is no server's port")
     return url
 
 
