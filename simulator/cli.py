@@ -23,12 +23,13 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for it
 
 from simulator import scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
 from simulator.engine import RunResult, Wait, run_scenario
-from simulator.faults import StackControl
 from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
+from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge
 from simulator.ingest.influx import InfluxWriter
 from simulator.ingest.settings import BridgeSettings, flag_of
@@ -41,7 +42,6 @@ from simulator.units import format_duration
 from simulator.backlog import backlog_warnings
 from simulator.verify import ExpectedMessages, InfluxCredentials, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
-from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for it
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
