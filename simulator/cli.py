@@ -32,7 +32,7 @@ from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, Io
 from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge
 from simulator.ingest.influx import InfluxWriter
-from simulator.ingest.settings import BridgeSettings, flag_of
+from simulator.ingest.settings import BridgeSettings, client_id_from, flag_of
 from simulator.scenario import YANGQUAN_TZ, Scenario, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.transport.jsonl import JsonlWriter
@@ -258,7 +258,7 @@ def run_dry(scenario: Scenario, output: Path) -> None:
 
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
     settings = scenario.mqtt
-    client_id = f"{settings.client_id_prefix}-{scenario.name}"[:64]
+    client_id = client_id_from(f"{settings.client_id_prefix}-{scenario.name}")  # any scenario name, a valid id
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
     stats = PublisherStats(publisher, scenario.influx.url, scenario.influx.database, client_id, warn=err.print)

@@ -247,3 +247,11 @@ def test_a_full_spool_disk_stops_the_bridge_in_one_line_and_the_broker_keeps_the
     again = subprocess.run(pipeline.bridge_command("--exit-when-idle", "2"), capture_output=True, text=True, timeout=120, env=child_env())
     assert again.returncode == 0, again.stderr
     assert pipeline.count("air_quality") == published
+
+
+def test_a_run_whose_scenario_name_is_no_client_id_publishes_under_a_valid_one(pipeline: Pipeline) -> None:
+    scenario = pipeline.scenario_file(STATIONS.replace("name: spool-full", "name: 'a run / ../x'"))
+    run = iotsim("run", str(scenario))
+    assert run.returncode == 0, run.stderr
+    tags = pipeline.query('SHOW TAG VALUES FROM "pipeline" WITH KEY = "client_id"')
+    assert [value for _, value in tags[0]["values"]] == [f"{pipeline.prefix}-a-run---..-x"]  # space, slash, space; the slash before x

@@ -79,6 +79,11 @@ def check_client_id(client_id: str) -> str:
     return client_id
 
 
+def client_id_from(text: str) -> str:
+    """A valid client id made from `text` (a prefix and a scenario name, say): other characters become '-'."""
+    return check_client_id(re.sub(r"[^A-Za-z0-9._-]", "-", text).lstrip(".")[:64] or "iotsim")
+
+
 def flag_of(name: str, field: FieldInfo) -> str | None:
     """The command-line flag of a field: its declared `flag`, else `--field-name`; None: no flag."""
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
