@@ -254,4 +254,4 @@ def test_a_run_whose_scenario_name_is_no_client_id_publishes_under_a_valid_one(p
     run = iotsim("run", str(scenario))
     assert run.returncode == 0, run.stderr
     tags = pipeline.query('SHOW TAG VALUES FROM "pipeline" WITH KEY = "client_id"')
-    assert [value for _, value in tags[0]["values"]] == [f"{pipeline.prefix}-a-run---..-x"]  # space, slash, space; the slash before x
+    assert [value for _, value in tags[0]["values"]] == [f"{pipeline.prefix}-a-run---..-x"]  # " ", "/" and " " became "-"
