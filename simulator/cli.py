@@ -2,70 +2,162 @@
 
 from __future__ import annotations
 
+import errno
+import functools
+import inspect
 import json
+import math
 import os
-from datetime import datetime
+import re
 import signal
 import sys
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import requests
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for it
 
 from simulator import scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
 from simulator.engine import RunResult, Wait, run_scenario
+from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
 from simulator.faults import StackControl
-from simulator.ingest.bridge import Bridge, BridgeSettings
-from simulator.ingest.influx import InfluxRefused, InfluxWriter
-from simulator.scenario import YANGQUAN_TZ, Scenario, ScenarioError, load_scenario
+from simulator.ingest.bridge import Bridge
+from simulator.ingest.influx import InfluxWriter
+from simulator.ingest.settings import BridgeSettings, flag_of
+from simulator.scenario import YANGQUAN_TZ, Scenario, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.transport.jsonl import JsonlWriter
-from simulator.errors import BridgeError, BrokerError
-from simulator.transport.mqtt import (
-    BRIDGE_CLIENT_ID,
-    BrokerUnreachable,
-    Credentials,
-    MqttPublisher,
-    bridge_client_id_problem,
-    password_from_environment,
-    run_client_id,
-)
+from simulator.transport.mqtt import Credentials, MqttPublisher, password_from_environment, run_client_id
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
 from simulator.backlog import backlog_warnings
-from simulator.errors import DatabaseError, UsageError
 from simulator.verify import ExpectedMessages, InfluxCredentials, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DATABASE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # as scenario.py's influx.database
+
+# What to do next, chosen by the class of the error (never by its text).
+HINTS: dict[type[IotsimError], str] = {
+    BrokerRefused: "check mqtt.username and MQTT_PASSWORD",
+    BrokerUnreachable: "start one with `iotsim stack up` or pass --mqtt",
+}
+
+
+class IotsimApp(typer.Typer):
+    """The `iotsim` application. The one place errors end: an IotsimError, or a flag typer could not
+    parse, is one line on stderr and its exit code (2 for usage); anything else is a bug and keeps
+    its traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        try:
+            code = super().__call__(*args, standalone_mode=False, **{"prog_name": "iotsim", **kwargs})
+        except NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except typer.TyperException as error:  # click's usage errors: a missing argument, '--batch-size abc'
+            command = getattr(getattr(error, "ctx", None), "command_path", "iotsim")
+            say(f"{command}: {' '.join(error.format_message().split())}")
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        except IotsimError as error:
+            say(describe(error))
+            sys.exit(error.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def describe(error: IotsimError) -> str:
+    hint = next((text for kind, text in HINTS.items() if isinstance(error, kind)), None)
+    return f"{error}; {hint}" if hint else str(error)
+
+
+def say(line: str) -> None:
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+app = IotsimApp(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__)
 stack_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local Mosquitto + InfluxDB.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(dashboards_app, name="dashboards")
 app.command(name="load")(load_command)
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-StateDir = Annotated[Path, typer.Option("--state-dir", help="where the stack keeps data, logs and PID files")]
+StateDir = Annotated[Path, typer.Option("--state-dir", file_okay=False, help="where the stack keeps data, logs and PID files")]
+CaFile = Annotated[Optional[Path], typer.Option("--ca-file", exists=True, dir_okay=False, readable=True, help="the CA certificate of an mqtts:// broker")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    say(message)
     raise typer.Exit(code)
 
 
-def load_or_exit(path: Path) -> Scenario:
+def finite(low: float, high: float = math.inf) -> Callable[[float | None], float | None]:
+    """A typer callback: a number in [low, high), never NaN or infinite (click's ranges let NaN through)."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not (low <= value < high and math.isfinite(value)):
+            raise typer.BadParameter(f"{value} is not a number from {low:g}" + (f" below {high:g}" if math.isfinite(high) else ""))
+        return value
+
+    return check
+
+
+def writable_file(path: Path, flag: str) -> Path:
+    """`path` once its folder exists and may hold a new file (the file itself is not created: a
+    ready file must not appear early); else a UsageError naming `flag`."""
     try:
-        return load_scenario(path)
-    except ScenarioError as error:
-        fail(str(error), code=2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a directory")
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+    except OSError as error:
+        raise UsageError(f"{flag} {path}: cannot write there ({error.strerror})") from None
+    return path
+
+
+Model = TypeVar("Model", bound=BaseModel)
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def options_of(model: type[Model], parameter: str) -> Callable[[Command], Command]:
+    """Give a command one option per field of `model` that has a flag (simulator/ingest/settings.py:
+    the flag, default and help text come from the field) and call it with the validated model as
+    `parameter`. A value the model refuses is a UsageError naming the flag."""
+    flags = {name: flag for name, field in model.model_fields.items() if (flag := flag_of(name, field))}
+
+    def option(name: str) -> inspect.Parameter:
+        field = model.model_fields[name]
+        annotation = Annotated[field.annotation, typer.Option(flags[name], help=field.description)]  # type: ignore[name-defined]
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=field.default)
+
+    def decorate(command: Command) -> Command:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != parameter]
+
+        @functools.wraps(command)
+        def with_model(**values: Any) -> None:
+            chosen = {name: values.pop(name) for name in flags}
+            try:
+                values[parameter] = model.model_validate(chosen)
+            except ValidationError as error:
+                raise UsageError("; ".join(f"{flags[str(e['loc'][0])]}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())) from None
+            command(**values)
+
+        with_model.__signature__ = inspect.Signature([*map(option, flags), *own])  # type: ignore[attr-defined]
+        return with_model  # type: ignore[return-value]
+
+    return decorate
 
 
 def terminate_on_sigterm() -> None:
@@ -80,10 +172,15 @@ def terminate_on_sigterm() -> None:
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
     """Check a scenario file: exit 0, or exit 2 with one `FILE:LINE: field: problem` line per problem."""
-    scenario = load_or_exit(file)
+    scenario = load_scenario(file)
     warn_about_backlog(scenario)
     devices = sum(fleet.count for fleet in scenario.fleets)
     out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_duration(scenario.duration)}, speed {scenario.speed})")
+
+
+# The scenario key each `iotsim run` override sets, and its flag (for error messages).
+RUN_OVERRIDES = {"duration": "--duration", "speed": "--speed", "seed": "--seed", "start": "--start", "mqtt.url": "--mqtt", "mqtt.qos": "--qos",
+                 "mqtt.username": "--mqtt-username", "mqtt.ca_file": "--ca-file", "influx.url": "--influx"}  # fmt: skip
 
 
 @app.command()
@@ -93,30 +190,31 @@ def run(
     speed: Annotated[Optional[str], typer.Option(help="override the speed: 'afap' or N (N x real time)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="override the scenario's seed")] = None,
     start: Annotated[Optional[str], typer.Option(help="override the start: ISO time, or 'now' (Yangquan time, whole second) for live dashboards")] = None,
-    mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://host:port")] = None,
+    mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://, tcp:// or mqtts://host:port")] = None,
     qos: Annotated[Optional[int], typer.Option(help="override the QoS (0 or 1)")] = None,
     mqtt_username: Annotated[
         Optional[str],
         typer.Option("--mqtt-username", envvar="MQTT_USERNAME", help="override mqtt.username (secure profile); the password comes from MQTT_PASSWORD or the file MQTT_PASSWORD_FILE names"),
     ] = None,
-    ca_file: Annotated[Optional[Path], typer.Option("--ca-file", help="override mqtt.ca_file: the CA certificate of an mqtts:// broker")] = None,
+    ca_file: CaFile = None,
     influx: Annotated[Optional[str], typer.Option("--influx", help="override where the run's own counters go (`pipeline` measurement)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write messages to --out instead of publishing")] = False,
-    output: Annotated[Optional[Path], typer.Option("--out", help="dry-run output, JSON lines {topic, payload}")] = None,
-    drain_timeout: Annotated[float, typer.Option(help="seconds to wait for the last QoS 1 acknowledgements")] = 300.0,
+    output: Annotated[Optional[Path], typer.Option("--out", dir_okay=False, help="dry-run output, JSON lines {topic, payload}")] = None,
+    drain_timeout: Annotated[float, typer.Option(callback=finite(0), help="seconds to wait for the last QoS 1 acknowledgements")] = 300.0,
     state_dir: StateDir = Path(".iotsim"),
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
-    scenario = load_or_exit(file)
+    scenario = load_scenario(file)
+    overrides = {"duration": duration, "speed": _speed(speed), "seed": seed, "start": _start(start), "mqtt.url": mqtt, "mqtt.qos": qos,
+                 "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None, "influx.url": influx}  # fmt: skip
     try:
-        mqtt_overrides = {"mqtt.url": mqtt, "mqtt.qos": qos, "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None}
-        scenario = scenario.with_overrides(duration=duration, speed=_speed(speed), seed=seed, start=_start(start), **mqtt_overrides, **{"influx.url": influx})
+        scenario = scenario.with_overrides(**overrides)
     except ValidationError as error:
-        fail("; ".join(f"--{'.'.join(map(str, e['loc'])).removeprefix('mqtt.')}: {e['msg']}" for e in error.errors()), code=2)
+        raise UsageError("; ".join(f"{RUN_OVERRIDES.get('.'.join(map(str, e['loc'])), '--' + str(e['loc'][-1]))}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())) from None
     warn_about_backlog(scenario)
     terminate_on_sigterm()
     if dry_run:
-        run_dry(scenario, output or Path(".iotsim") / f"{file.stem}.jsonl")
+        run_dry(scenario, writable_file(output or Path(".iotsim") / f"{file.stem}.jsonl", "--out"))
     else:
         run_published(scenario, drain_timeout, StackControl(state_dir))
 
@@ -139,32 +237,30 @@ def _speed(text: str | None) -> str | float | None:
     try:
         return float(text)
     except ValueError:
-        fail(f"--speed: {text!r} is neither 'afap' nor a number", code=2)
+        raise UsageError(f"--speed: {text!r} is neither 'afap' nor a number") from None
 
 
 def run_dry(scenario: Scenario, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    writer = JsonlWriter(output)
     try:
-        result = run_with_progress(scenario, writer)
-    finally:
-        writer.close()
+        writer = JsonlWriter(output)
+    except OSError as error:
+        raise UsageError(f"--out {output}: cannot write there ({error.strerror})") from None
+    try:
+        try:
+            result = run_with_progress(scenario, writer)
+        finally:
+            writer.close()
+    except OSError as error:  # the disk filled up, say: what was written stays, and we say where it stopped
+        raise IotsimError(f"--out {output}: writing failed after {writer.written} messages ({error.strerror})") from None
     out.print(f"dry run: {result.generated} messages in {result.wall_s:.2f} s ({result.messages_per_s:,.0f} msg/s) → {output}")
     print_summaries(result)
 
 
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
     settings = scenario.mqtt
-    client_id = run_client_id(settings.client_id_prefix, scenario.name)
-    try:
-        publisher = MqttPublisher.from_settings(settings, client_id)
-    except BrokerUnreachable as error:  # MQTT_PASSWORD_FILE names a file that cannot be read
-        fail(str(error))
-    try:
-        publisher.start()
-    except BrokerUnreachable as error:
-        hint = "check mqtt.username and MQTT_PASSWORD" if "refused" in str(error) else "start one with `iotsim stack up` or pass --mqtt"
-        fail(f"{error}; {hint}")
+    client_id = run_client_id(settings.client_id_prefix, scenario.name)  # any scenario name, a valid id with its role
+    publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
+    publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
     stats = PublisherStats(publisher, scenario.influx.url, scenario.influx.database, client_id, warn=err.print)
     stats.start()
     interrupted = False
@@ -176,8 +272,6 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     except KeyboardInterrupt:
         interrupted = True
         publisher.drain(5.0)
-    except (stack.StackError, BrokerError) as error:  # BrokerError: another client took our client id
-        fail(str(error))
     finally:
         stats.stop()
         publisher.stop()
@@ -234,22 +328,14 @@ def print_summaries(result: RunResult) -> None:
 
 
 @app.command()
+@options_of(BridgeSettings, "settings")
 def bridge(
-    mqtt: Annotated[str, typer.Option("--mqtt", help="broker URL")] = "mqtt://127.0.0.1:1883",
+    settings: BridgeSettings,
     influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL (1.x API or v1 compatibility)")] = "http://127.0.0.1:8086",
     db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
-    prefix: Annotated[str, typer.Option(help="topic prefix to subscribe under")] = "yangquan",
-    client_id: Annotated[str, typer.Option(help="MQTT client id; keep it fixed so the session persists, one per bridge")] = BRIDGE_CLIENT_ID,
-    batch_size: Annotated[int, typer.Option(min=1, help="points per InfluxDB write")] = 5000,
-    batch_interval: Annotated[float, typer.Option(min=0.01, help="seconds a message may wait for its batch")] = 1.0,
-    batch_quiet: Annotated[float, typer.Option(min=0.001, help="write the batch once no message has come for this many seconds")] = 0.05,
-    dead_letters: Annotated[Path, typer.Option(help="JSON-lines file for messages that cannot be stored")] = Path(".iotsim/dead-letters.jsonl"),
-    max_pending: Annotated[int, typer.Option(min=1, help="messages held unacknowledged in memory (InfluxDB slow or down) before spooling")] = 100_000,
-    spool_dir: Annotated[Path, typer.Option(help="disk spool past --max-pending, one subdirectory per client id")] = Path(".iotsim/spool"),
-    spool_limit: Annotated[int, typer.Option(min=0, help="points in the spool before the bridge stops reading (the broker holds the rest); 0 = no spool")] = 10_000_000,
-    exit_when_idle: Annotated[Optional[float], typer.Option(help="exit after this many seconds without messages")] = None,
-    ready_file: Annotated[Optional[Path], typer.Option(help="touch this file once subscribed (for scripts and healthchecks)")] = None,
-    pid_file: Annotated[Optional[Path], typer.Option(help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
+    exit_when_idle: Annotated[Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without messages")] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="touch this file once subscribed (for scripts and healthchecks)")] = None,
+    pid_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
     user: Annotated[Optional[str], typer.Option(envvar="INFLUX_USER", help="InfluxDB user")] = None,
     password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
@@ -258,48 +344,32 @@ def bridge(
         Optional[str],
         typer.Option("--mqtt-password", envvar="MQTT_PASSWORD", help="broker password; prefer the environment: MQTT_PASSWORD, or MQTT_PASSWORD_FILE naming a file that holds it"),
     ] = None,
-    ca_file: Annotated[Optional[Path], typer.Option(help="CA certificate for an mqtts:// broker")] = None,
+    ca_file: CaFile = None,
 ) -> None:
     """Subscribe to the telemetry at QoS 1 and write it to InfluxDB, acknowledging only what is stored."""
-    if problem := bridge_client_id_problem(client_id):
-        fail(f"--client-id: {problem}", code=2)
-    settings = BridgeSettings(
-        mqtt_url=mqtt,
-        topic_prefix=prefix,
-        client_id=client_id,
-        batch_size=batch_size,
-        batch_interval=batch_interval,
-        batch_quiet=batch_quiet,
-        dead_letter_path=dead_letters,
-        max_pending=max_pending,
-        spool_dir=spool_dir if spool_limit else None,
-        spool_limit=spool_limit,
-    )
+    mqtt, prefix, dead_letters = settings.mqtt_url, settings.topic_prefix, settings.dead_letter_path
+    if username == "":
+        raise UsageError("--username: give a user name, or none for an anonymous broker")
+    for path, flag in ((ready_file, "--ready-file"), (pid_file, "--pid-file")):
+        if path is not None:
+            writable_file(path, flag)
     writer = InfluxWriter(influx, db, user=user, password=password, token=token)
-    try:
-        # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
-        broker_password = mqtt_password if mqtt_password is not None else password_from_environment()
-    except BrokerUnreachable as error:
-        fail(str(error))
+    # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
+    broker_password = mqtt_password if mqtt_password is not None else password_from_environment()
     credentials = Credentials(username, broker_password, str(ca_file) if ca_file else None)
     try:
-        the_bridge = Bridge(settings, writer, log=lambda line: err.print(line, markup=False, highlight=False), credentials=credentials)
+        the_bridge = Bridge(settings, writer, log=say, credentials=credentials)
     except OSError as error:
-        fail(f"{error.filename}: cannot write there ({error.strerror}); check --spool-dir and --dead-letters")
+        raise UsageError(f"{error.filename}: cannot write there ({error.strerror}); check --spool-dir and --dead-letters") from None
     terminate_on_sigterm()
     if pid_file is not None:
         record_pid(pid_file)
     try:
-        the_bridge.start()
+        the_bridge.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
         if ready_file is not None:
-            ready_file.parent.mkdir(parents=True, exist_ok=True)
             ready_file.touch()
-        err.print(f"bridge: {mqtt} {prefix}/# → {influx} database {db}", markup=False, highlight=False)
-        the_bridge.run(exit_when_idle)
-    except BrokerUnreachable as error:
-        fail(str(error))
-    except (InfluxRefused, BridgeError) as error:  # BridgeError: another client uses our client id
-        fail(str(error))
+        say(f"bridge: {mqtt} {prefix}/# → {influx} database {db}")
+        the_bridge.run(exit_when_idle)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
     except KeyboardInterrupt:
         the_bridge.stop()
     finally:
@@ -366,16 +436,26 @@ def points_per_measurement(influx: str, db: str) -> dict[str, int]:
 @stack_app.command("up")
 def stack_up(
     state_dir: StateDir = Path(".iotsim"),
-    mqtt_port: Annotated[int, typer.Option(help="broker port on 127.0.0.1")] = 1883,
-    influx_port: Annotated[int, typer.Option(help="InfluxDB port on 127.0.0.1")] = 8086,
-    db: Annotated[str, typer.Option("--db", help="database to create")] = "yangquan",
+    mqtt_port: Annotated[int, typer.Option(min=1, max=65535, help="broker port on 127.0.0.1")] = 1883,
+    influx_port: Annotated[int, typer.Option(min=1, max=65535, help="InfluxDB port on 127.0.0.1")] = 8086,
+    db: Annotated[str, typer.Option("--db", help="database to create (letters, digits, _ and -)")] = "yangquan",
 ) -> None:
     """Start Mosquitto and InfluxDB (whatever is not already running) on loopback."""
+    if not DATABASE_NAME.fullmatch(db):
+        raise UsageError(f"--db: {db!r} is not a database name (letters, digits, _ and -)")
+    writable_dir(state_dir)
+    for line in stack.stack_up(state_dir, mqtt_port, influx_port, db):  # StackError: the app says why
+        out.print(line, markup=False, highlight=False)
+
+
+def writable_dir(state_dir: Path) -> None:
     try:
-        for line in stack.stack_up(state_dir, mqtt_port, influx_port, db):
-            out.print(line, markup=False, highlight=False)
-    except stack.StackError as error:
-        fail(str(error))
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--state-dir {state_dir}: cannot write there ({error.strerror})") from None
 
 
 @stack_app.command("down")
@@ -441,7 +521,7 @@ def verify_command(
     """Regenerate the scenario's messages (as a dry run does) and compare them with InfluxDB per device:
     exit 0 when every expected point is stored exactly once, 1 when anything is missing or extra, 2 when it cannot
     verify (bad input, an InfluxDB it cannot query)."""
-    scenario = load_or_exit(file)
+    scenario = load_scenario(file)  # ScenarioError: the app prints its lines, exit 2
     overrides = {"duration": duration, "seed": seed, "start": start, "influx.url": influx, "influx.database": db}
     try:
         reject_now(start)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
-from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema, create_model, field_validator
 from pydantic.json_schema import JsonSchemaValue
@@ -27,6 +26,7 @@ from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import Duration, StrictModel
 from simulator.load.section import LoadSection
 from simulator.port.settings import PortSettings
+from simulator.urls import MQTT_SCHEMES, check_url
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
@@ -64,13 +64,13 @@ class MqttSettings(StrictModel):
         default=1_000_000, ge=1, description="messages held in all (past buffer_in_memory, on disk) before the simulation pauses"
     )
     buffer_dir: str | None = Field(default=None, description="where held messages spill to disk; default: the system's temporary directory")
-    username: str | None = Field(default=None, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
+    username: str | None = Field(default=None, min_length=1, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
     ca_file: str | None = Field(default=None, description="CA certificate for an mqtts:// broker; default: the system's CAs")
 
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, url: str) -> str:
-        return check_url(url, ("mqtt", "tcp", "mqtts"))
+        return check_url(url, MQTT_SCHEMES)
 
 
 class InfluxSettings(StrictModel):
@@ -178,17 +178,6 @@ def parse_speed(value: object) -> str | float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1_000_000:
         return float(value)
     raise ValueError(f"{value!r} is not a speed; use 'afap' (as fast as possible) or a number N > 0 (N x real time)")
-
-
-def check_url(url: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"{url!r} is not a {schemes[0]}://host:port URL")
-    try:
-        parts.port
-    except ValueError as error:
-        raise ValueError(f"{url!r}: {error}") from None
-    return url
 
 
 @dataclass

@@ -28,8 +28,8 @@ def parse_duration(value: object) -> float:
         seconds = sum(float(number) * _SECONDS_PER_UNIT[unit] for number, unit in parts)
     else:
         raise ValueError("a duration is a number of seconds or a string like '90s', '5m', '1h', '30d'")
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
+    if not seconds > 0 or seconds == float("inf"):  # NaN compares false
+        raise ValueError(f"a duration must be a positive number of seconds, got {value!r}")
     return seconds
 
 

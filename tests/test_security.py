@@ -389,9 +389,23 @@ def test_the_simulator_with_a_wrong_password_stops_with_one_clear_line(secure: S
     scenario.write_text(SCENARIO + f"mqtt: {{url: 'mqtt://127.0.0.1:{secure.port}', username: simulator}}\n")
     env = {name: value for name, value in child_env().items() if name != "MQTT_PASSWORD"}
     run = subprocess.run([*IOTSIM, "run", str(scenario)], capture_output=True, text=True, timeout=60, env=env)
-    assert run.returncode != 0
-    assert "refused" in run.stderr and "authori" in run.stderr.lower(), run.stderr
-    assert "Traceback" not in run.stderr
+    assert run.returncode == 1
+    line = run.stderr.strip()
+    assert "refused" in line and "authori" in line.lower(), run.stderr
+    assert line.endswith("; check mqtt.username and MQTT_PASSWORD") and "\n" not in line, run.stderr  # BrokerRefused's hint
+
+
+def test_the_bridge_with_a_wrong_password_stops_with_one_clear_line(secure: SecureBroker, tmp_path: Path) -> None:
+    env = child_env() | {"MQTT_PASSWORD": "not-the-password"}
+    done = subprocess.run(
+        [*IOTSIM, "bridge", "--mqtt", f"mqtt://127.0.0.1:{secure.port}", "--username", "bridge", "--client-id", "secure-bridge-refused",
+         "--dead-letters", str(tmp_path / "dead.jsonl"), "--spool-dir", str(tmp_path / "spool")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    line = done.stderr.strip()
+    assert line.startswith(f"the MQTT broker at mqtt://127.0.0.1:{secure.port} refused the bridge: Not authorized"), done.stderr
+    assert line.endswith("; check mqtt.username and MQTT_PASSWORD") and "\n" not in line
 
 
 

@@ -38,17 +38,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.errors import BridgeError
+from simulator.errors import BridgeError, BrokerRefused
 from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.sequences import SeqGaps
 from simulator.ingest.session import SessionRecord
+from simulator.ingest.settings import BridgeSettings
 from simulator.ingest.spool import Spool
 from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
@@ -56,21 +56,6 @@ from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachab
 
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
-
-
-@dataclass(frozen=True)
-class BridgeSettings:
-    mqtt_url: str = "mqtt://127.0.0.1:1883"
-    topic_prefix: str = "yangquan"
-    client_id: str = "iotsim-bridge"
-    batch_size: int = 5000
-    batch_interval: float = 1.0  # seconds a message may wait for its batch to fill
-    batch_quiet: float = 0.05  # a batch is written once no message has come for this long: a burst goes out when it ends
-    max_pending: int = 100_000  # messages held unacknowledged in memory before spooling (or pausing)
-    spool_dir: Path | None = Path(".iotsim/spool")  # None: no spool, the broker holds the backlog
-    spool_limit: int = 10_000_000  # points on disk before the network thread pauses instead
-    stats_interval: float = 5.0  # seconds between `pipeline` points about the bridge itself
-    dead_letter_path: Path = Path(".iotsim/dead-letters.jsonl")
 
 
 @dataclass
@@ -108,8 +93,8 @@ class Bridge:
         self.dead_letters = DeadLetters(settings.dead_letter_path)
         self.pending = Pending()
         # One directory per client id: two bridges must never write each other's spool.
-        self.spool = Spool(settings.spool_dir / settings.client_id, settings.spool_limit) if settings.spool_dir else None
-        self.session_dir = (settings.spool_dir or settings.dead_letter_path.parent / "sessions") / settings.client_id
+        self.spool = Spool(settings.spool_dir / settings.client_id, settings.spool_limit) if settings.spooling else None
+        self.session_dir = (settings.spool_dir if settings.spooling else settings.dead_letter_path.parent / "sessions") / settings.client_id
         self.session_record = SessionRecord.load(self.session_dir)  # what an earlier run left in the session
         self.topic_filter = f"{settings.topic_prefix}/#"
         self.subscribed = False  # the broker confirmed our subscription at least once in this process
@@ -155,7 +140,7 @@ class Bridge:
             if self.failure:
                 raise self.failure  # another client took our client id over and over
             if self.refused:
-                raise BrokerUnreachable(f"the MQTT broker at {address} refused the bridge: {self.refused}")
+                raise BrokerRefused(f"the MQTT broker at {address} refused the bridge: {self.refused}")
             raise BrokerUnreachable(f"cannot subscribe at the MQTT broker at {address} (waited {timeout:.0f} s)")
 
     def run(self, exit_when_idle: float | None = None) -> None:
@@ -410,7 +395,13 @@ class Bridge:
     def _put_in_spool(self, batch: Pending) -> None:
         assert self.spool is not None
         if batch.lines:
-            self.spool.append(batch.lines)  # on disk (fsync) before the broker may forget the messages
+            try:
+                self.spool.append(batch.lines)  # on disk (fsync) before the broker may forget the messages
+            except OSError as error:  # a full disk, say: stop taking messages; the broker keeps this batch and the rest
+                raise BridgeError(
+                    f"bridge: cannot spool {len(batch.lines)} points to {self.spool.directory} ({error.strerror}); "
+                    "stopped taking messages, the broker keeps them: free space or pass another --spool-dir"
+                ) from None
             self.counts.spooled += len(batch.lines)
         self.dead_letters.flush()
         self._acknowledge(batch)

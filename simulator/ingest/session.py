@@ -36,5 +36,9 @@ class SessionRecord:
         """Replace the record atomically: a crash leaves the old one or the new one."""
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f"{FILE_NAME}.new"
-        temporary.write_text(json.dumps(asdict(self)) + "\n")
-        os.replace(temporary, directory / FILE_NAME)
+        try:
+            temporary.write_text(json.dumps(asdict(self)) + "\n")
+            os.replace(temporary, directory / FILE_NAME)
+        except OSError:
+            temporary.unlink(missing_ok=True)  # a full disk: leave no half-written record behind
+            raise

@@ -53,10 +53,14 @@ class Spool:
         """Put `lines` on disk durably: when this returns, a crash cannot lose them."""
         final = self.directory / f"{self.next_number:012d}-{len(lines)}.lp"
         temporary = final.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write("\n".join(lines))
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(temporary, "w", encoding="utf-8") as file:
+                file.write("\n".join(lines))
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError:
+            temporary.unlink(missing_ok=True)  # a full disk: give back what the partial file took
+            raise
         temporary.rename(final)
         sync_directory(self.directory)  # the rename itself must survive a power cut too
         self.segments.append(Segment(final))

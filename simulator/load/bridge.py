@@ -4,9 +4,8 @@ through an InfluxWriter that notes when each point was stored.
 Started by the runner as `python -m simulator.load.bridge`; JSON lines on stdin/stdout like the
 workers (simulator/load/worker.py):
 
-    stdin   {"mqtt_url", "mqtt_username", "mqtt_password", "ca_file", "influx_url", "database",
-             "prefix", "client_id", "batch_size", "batch_interval", "batch_quiet", "dead_letters",
-             "spool_dir", "interval"}
+    stdin   {"mqtt_username", "mqtt_password", "ca_file", "influx_url", "database", "user", "password",
+             "token", "settings" (BridgeSettings, simulator/ingest/settings.py, as JSON), "interval"}
     stdout  {"ready": true}                   subscribed
     stdin   {"start_ms": ...}                 the common start
     stdout  {"k": 3, "received", "written", "acknowledged", "dead_letters", "distinct",
@@ -27,11 +26,11 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from simulator.errors import IotsimError
-from simulator.ingest.bridge import Bridge, BridgeSettings
+from simulator.ingest.bridge import Bridge
+from simulator.ingest.settings import BridgeSettings
 from simulator.ingest.influx import InfluxWriter
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
 from simulator.load.worker import Reporter, read_order, say
@@ -91,16 +90,7 @@ def main() -> None:
     order = read_order()
     recorder = WriteRecorder(order.get("raw_latencies"))
     writer = RecordingWriter(recorder, order["influx_url"], order["database"], user=order.get("user"), password=order.get("password"), token=order.get("token"))
-    settings = BridgeSettings(
-        mqtt_url=order["mqtt_url"],
-        topic_prefix=order["prefix"],
-        client_id=order["client_id"],
-        batch_size=int(order["batch_size"]),
-        batch_interval=float(order["batch_interval"]),
-        batch_quiet=float(order["batch_quiet"]),
-        dead_letter_path=Path(order["dead_letters"]),
-        spool_dir=Path(order["spool_dir"]),
-    )
+    settings = BridgeSettings.model_validate(order["settings"])  # load.bridge and where the experiment puts things (runner.py)
     credentials = Credentials(order.get("mqtt_username"), order.get("mqtt_password"), order.get("ca_file"))
     bridge = Bridge(settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True), credentials=credentials)
     try:
@@ -134,7 +124,7 @@ def main() -> None:
             last_stats = time.monotonic()
     bridge.stop()
     reporter.stop()
-    if isinstance(error, IotsimError):  # InfluxDB refused us, another client took our client id, ...
+    if isinstance(error, IotsimError):  # InfluxDB refused us, the spool is full, another client took our client id ...: one line for the runner
         say({"error": str(error)})
     if recorder.raw is not None:
         recorder.raw.close()

@@ -16,10 +16,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from simulator.errors import UsageError
 from simulator.load.results import write_results
 from simulator.load.runner import Experiment, LoadError, find_capacity, run_dry, run_live
 from simulator.load.thresholds import Verdict, format_figure
-from simulator.scenario import Scenario, ScenarioError, load_scenario
+from simulator.scenario import Scenario, load_scenario
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -48,18 +49,18 @@ def load(
         Optional[str],
         typer.Option("--bridge-username", envvar="BRIDGE_MQTT_USERNAME", help="override load.bridge.username, the bridge's broker user; the password comes from BRIDGE_MQTT_PASSWORD or the file BRIDGE_MQTT_PASSWORD_FILE names"),
     ] = None,
-    ca_file: Annotated[Optional[Path], typer.Option("--ca-file", help="override mqtt.ca_file: the CA certificate of an mqtts:// broker")] = None,
+    ca_file: Annotated[Optional[Path], typer.Option("--ca-file", exists=True, dir_okay=False, readable=True, help="override mqtt.ca_file: the CA certificate of an mqtts:// broker")] = None,
 ) -> None:
     """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report."""
     overrides = {"mqtt.url": mqtt, "influx.url": influx, "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None,
                  "load.bridge.username": bridge_username}  # fmt: skip
-    scenario = scenario_or_exit(file, overrides)
+    scenario = scenario_with(file, overrides)
     try:
         experiment = Experiment.of(scenario, workers, qos)
     except LoadError as error:
-        stop(f"{file}: {error}")
+        raise LoadError(f"{file}: {error}") from None
     assert experiment.scenario.load is not None
-    folder = output or Path(experiment.load.results) / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder = writable_folder(output or Path(experiment.load.results) / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         if dry_run:
             summary = run_dry(experiment, folder)
@@ -69,25 +70,35 @@ def load(
             capacity(experiment, folder)
             return
         passed = run_one(experiment, folder, show=True, raw_latencies=raw_latencies)
-    except LoadError as error:
-        stop(str(error))
     except KeyboardInterrupt:
         stop("interrupted", 130)
     if not passed:
         raise typer.Exit(1)
 
 
-def scenario_or_exit(file: Path, overrides: dict[str, str | None]) -> Scenario:
-    try:
-        scenario = load_scenario(file)
-    except ScenarioError as error:
-        stop(str(error))
+# The flag of each override `iotsim load` applies (for error messages).
+FLAGS = {"mqtt.url": "--mqtt", "influx.url": "--influx", "mqtt.username": "--mqtt-username", "mqtt.ca_file": "--ca-file", "load.bridge.username": "--bridge-username"}
+
+
+def scenario_with(file: Path, overrides: dict[str, str | None]) -> Scenario:
+    scenario = load_scenario(file)  # ScenarioError: one line per problem, exit 2
     if scenario.load is None:
         overrides = {key: value for key, value in overrides.items() if not key.startswith("load.")}  # Experiment.of says what is missing
     try:
         return scenario.with_overrides(**overrides)
     except ValidationError as error:
-        stop("; ".join(f"--{e['loc'][-1]}: {e['msg']}" for e in error.errors()))
+        raise UsageError("; ".join(f"{FLAGS.get('.'.join(map(str, e['loc'])), e['loc'][-1])}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())) from None
+
+
+def writable_folder(folder: Path) -> Path:
+    """The results directory, created now: a bad --out fails before the experiment, not after it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".writable").touch()
+        (folder / ".writable").unlink()
+    except OSError as error:
+        raise UsageError(f"--out {folder}: cannot write a results directory there ({error.strerror})") from None
+    return folder
 
 
 def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False) -> bool:

@@ -35,7 +35,7 @@ from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.scenario import Scenario
-from simulator.transport.mqtt import BrokerAddress, BrokerUnreachable, load_bridge_client_id, password_from_environment
+from simulator.transport.mqtt import BrokerAddress, load_bridge_client_id, password_from_environment
 
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
@@ -47,6 +47,8 @@ RSS_FIGURES = tuple(f"{name}_rss_mb" for name in SAMPLED)
 
 class LoadError(IotsimError):
     """An experiment that cannot run (wrong scenario, unreachable broker ...); one printable line."""
+
+    exit_code = 2  # `iotsim load`'s contract: 1 is a threshold that failed, 2 an experiment that could not run
 
 
 @dataclass
@@ -201,12 +203,13 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     run_id = out.name
     influx = scenario.influx
     bridge_order = {
-        "mqtt_url": scenario.mqtt.url, "influx_url": influx.url, "database": influx.database,
+        "influx_url": influx.url, "database": influx.database,
         "user": influx.user, "password": influx.password, "token": influx.token,
-        "prefix": scenario.mqtt.topic_prefix, "client_id": load_bridge_client_id(scenario.mqtt.client_id_prefix),
-        "batch_size": load.bridge.batch_size, "batch_interval": load.bridge.batch_interval,
-        "batch_quiet": load.bridge.batch_quiet,
-        "dead_letters": str(out / "dead-letters.jsonl"), "spool_dir": str(out / "spool"), "interval": 1.0,
+        "settings": load.bridge.settings(
+            mqtt_url=scenario.mqtt.url, topic_prefix=scenario.mqtt.topic_prefix, client_id=load_bridge_client_id(scenario.mqtt.client_id_prefix),
+            dead_letter_path=out / "dead-letters.jsonl", spool_dir=out / "spool",
+        ).model_dump(mode="json"),
+        "interval": 1.0,
         "raw_latencies": str(out / "latencies.i64") if raw_latencies else None,
         **bridge_credentials(scenario),
     }  # fmt: skip
@@ -247,10 +250,7 @@ def bridge_credentials(scenario: Scenario) -> dict[str, str | None]:
     never on a command line."""
     assert scenario.load is not None
     own = scenario.load.bridge.username
-    try:
-        password = password_from_environment("BRIDGE_MQTT_PASSWORD" if own else "MQTT_PASSWORD")
-    except BrokerUnreachable as error:
-        raise LoadError(str(error)) from None
+    password = password_from_environment("BRIDGE_MQTT_PASSWORD" if own else "MQTT_PASSWORD")  # UsageError if its file cannot be read
     return {"mqtt_username": own or scenario.mqtt.username, "mqtt_password": password, "ca_file": scenario.mqtt.ca_file}
 
 

@@ -34,7 +34,8 @@ from simulator.load.metrics import LatencyRecorder
 from simulator.load.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import BrokerUnreachable, MqttPublisher, load_worker_client_id
+from simulator.errors import BrokerError
+from simulator.transport.mqtt import MqttPublisher, load_worker_client_id
 from simulator.world import World
 
 DRAIN_TIMEOUT = 120.0
@@ -130,7 +131,7 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
             settings, client_id=load_worker_client_id(settings.client_id_prefix, shard.index, os.getpid()), qos=qos
         )
         publisher.start()
-    except BrokerUnreachable as error:
+    except BrokerError as error:
         say({"error": str(error)})
         raise SystemExit(1) from None
     say({"ready": True})

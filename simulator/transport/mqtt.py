@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.errors import BrokerError, BrokerUnreachable
+from simulator.errors import BrokerError, BrokerRefused, BrokerUnreachable, UsageError
 from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
@@ -167,7 +167,7 @@ def password_from_environment(variable: str = "MQTT_PASSWORD") -> str | None:
     try:
         return Path(path).read_text().strip()
     except OSError as error:
-        raise BrokerUnreachable(f"{variable}_FILE {path}: cannot read it ({error.strerror})") from None
+        raise UsageError(f"{variable}_FILE {path}: cannot read it ({error.strerror})") from None
 
 
 def refusal(reason: object) -> str | None:
@@ -269,7 +269,7 @@ class MqttPublisher:
         while not self._answered and (remaining := deadline - time.monotonic()) > 0:
             self._run_network(min(remaining, 0.25))
         if self.refused:
-            raise BrokerUnreachable(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
+            raise BrokerRefused(f"the MQTT broker at {self.address} refused the connection: {self.refused}")
         if not self._answered:
             why = f": {self.loop.last_error}" if self.loop.last_error else ""
             raise BrokerUnreachable(f"cannot reach the MQTT broker at {self.address} (waited {timeout:.0f} s){why}")

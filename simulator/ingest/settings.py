@@ -1,0 +1,96 @@
+"""The ingest bridge's options, declared once: name, default, limits and description.
+
+`iotsim bridge` makes one command-line flag of each field (its `flag`, else `--field-name`; the
+help text and default shown by `--help` come from here), a load experiment's `load.bridge` section
+takes some of them (simulator/load/section.py), and the README's table of bridge options lists
+them with these defaults (a test compares the three).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
+
+from simulator.fleet import Duration, StrictModel
+from simulator.transport.mqtt import BRIDGE_CLIENT_ID, bridge_client_id_problem
+from simulator.urls import MQTT_SCHEMES, check_url
+
+# Client ids become directory names (the spool) and InfluxDB tags: letters, digits, '.', '_', '-',
+# at most 64 (what MQTT 3.1.1 brokers must accept is 23; Mosquitto takes 65535), no leading dot.
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+
+
+def _flag(name: str) -> dict[str, Any]:
+    return {"flag": name}
+
+
+NO_FLAG: dict[str, Any] = {"flag": None}  # a setting for code and tests, not offered on the command line
+
+
+class BridgeSettings(StrictModel):
+    """What `simulator.ingest.bridge.Bridge` takes; every field but `stats_interval` is an `iotsim bridge` flag."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # merged with StrictModel's: no unknown keys, frozen
+
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", description="broker URL: mqtt://, tcp:// or mqtts://host:port", json_schema_extra=_flag("--mqtt"))
+    topic_prefix: str = Field(default="yangquan", pattern=TOPIC_PREFIX_PATTERN, description="topic prefix to subscribe under ({prefix}/#)", json_schema_extra=_flag("--prefix"))
+    client_id: str = Field(
+        default=BRIDGE_CLIENT_ID,
+        description="MQTT client id (letters, digits, . _ -, at most 64, no leading dot); keep it fixed so the session persists",
+    )  # fmt: skip
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="points per InfluxDB write")
+    batch_interval: Duration = Field(default=1.0, le=3600, description="seconds a message may wait for its batch")
+    batch_quiet: Duration = Field(default=0.05, le=60, description="write the batch once no message has come for this many seconds (a burst goes out when it ends)")
+    max_pending: int = Field(default=100_000, ge=1, le=100_000_000, description="messages held unacknowledged in memory (InfluxDB slow or down) before spooling")
+    spool_dir: Path = Field(default=Path(".iotsim/spool"), description="disk spool past --max-pending, one subdirectory per client id")
+    spool_limit: int = Field(default=10_000_000, ge=0, le=10**12, description="points in the spool before the bridge stops reading (the broker holds the rest); 0 = no spool")
+    dead_letter_path: Path = Field(default=Path(".iotsim/dead-letters.jsonl"), description="JSON-lines file for messages that cannot be stored", json_schema_extra=_flag("--dead-letters"))
+    stats_interval: Duration = Field(default=5.0, le=3600, description="seconds between `pipeline` points about the bridge itself", json_schema_extra=NO_FLAG)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, url: str) -> str:
+        return check_url(url, MQTT_SCHEMES)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, client_id: str) -> str:
+        if problem := bridge_client_id_problem(check_client_id(client_id)):
+            raise ValueError(problem)
+        return client_id
+
+    @field_validator("spool_dir", "dead_letter_path")
+    @classmethod
+    def _named(cls, path: Path) -> Path:
+        if str(path) in ("", "."):
+            raise ValueError("give a path")
+        return path
+
+    @property
+    def spooling(self) -> bool:
+        return self.spool_limit > 0
+
+
+def check_client_id(client_id: str) -> str:
+    if not CLIENT_ID.fullmatch(client_id):
+        raise ValueError(f"{client_id!r} is not a client id: letters, digits, '.', '_' and '-', at most 64, not starting with '.'")
+    return client_id
+
+
+def flag_of(name: str, field: FieldInfo) -> str | None:
+    """The command-line flag of a field: its declared `flag`, else `--field-name`; None: no flag."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if "flag" in extra:
+        return extra["flag"]  # type: ignore[return-value]
+    return "--" + name.replace("_", "-")
+
+
+def bridge_field(name: str, **overrides: Any) -> Any:
+    """The declaration of bridge option `name`, for a section that offers it (simulator/load/section.py);
+    `overrides` (a default, say) replace parts of it."""
+    return FieldInfo.merge_field_infos(BridgeSettings.model_fields[name], **overrides)
