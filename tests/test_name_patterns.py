@@ -33,3 +33,21 @@ def test_a_name_with_a_final_newline_is_a_usage_error(tmp_path: Path, body: str,
     problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(problems) == 1 and field in problems[0], problems
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "back\\slash", "tab\there", "new\nline", ".hidden", "nul\u0000"])
+def test_a_scenario_name_that_cannot_name_a_file_client_or_tag_is_a_usage_error(tmp_path: Path, name: str) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\u0000", "\\0")
+    scenario.write_text(f'name: "{escaped}"\nduration: 1h\n' + FLEET)  # YAML double quotes: escapes as in Python
+    result = iotsim("validate", str(scenario))
+    assert result.returncode == 2, result.stdout + result.stderr
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(problems) == 1 and ": name: " in problems[0], problems
+
+
+def test_a_scenario_name_in_any_script_with_spaces_is_fine(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("name: 阳泉 city day (2)\nduration: 1h\n" + FLEET)
+    result = iotsim("validate", str(scenario))
+    assert result.returncode == 0, result.stdout + result.stderr
