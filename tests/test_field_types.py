@@ -3,16 +3,17 @@ a value of another type than its field's is stored under `{name}_{kind}`, counte
 
 from __future__ import annotations
 
-import base64
 import time
+from pathlib import Path
 
-import orjson
+import pytest
 import requests
 
 from conftest import Pipeline
 from publishing import TS, dead_letters, message, publish, topic
 from simulator.ingest.bridge import Bridge, BridgeSettings, stored_field_types
-from simulator.ingest.fieldtypes import FieldTypes
+from simulator.errors import UsageError
+from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, read_declared
 from simulator.ingest.influx import InfluxWriter
 
 GOOD = 600
@@ -79,7 +80,7 @@ def test_the_type_influxdb_already_holds_wins_over_the_first_value_of_a_new_run(
     assert pipeline.count("air_quality", "x_float") == 5
 
 
-def test_a_point_influxdb_refuses_costs_no_neighbour_and_its_dead_letter_is_the_message(pipeline: Pipeline) -> None:
+def test_a_field_type_conflict_influxdb_reports_costs_no_message(pipeline: Pipeline) -> None:
     bridge = pipeline.start_bridge("--exit-when-idle", "2")
     publish(pipeline, [(topic(pipeline), message(0, {"x": 0.5}))])  # the bridge learns x as a float
     deadline = time.monotonic() + 20
@@ -87,14 +88,43 @@ def test_a_point_influxdb_refuses_costs_no_neighbour_and_its_dead_letter_is_the_
         time.sleep(0.05)
     later = TS + 3 * WEEK_MS
     write_directly(pipeline, f'air_quality,device_id=aq-0009 x="another writer" {later}')  # x is a string in that shard
-    refused = message(5, {"x": 5.0}, ts=later + 1000)
-    batch = [message(seq, {"x": seq / 2}) for seq in range(1, 5)] + [refused] + [message(seq, {"x": seq / 2}) for seq in range(6, 10)]
+    batch = [message(seq, {"x": seq / 2}) for seq in range(1, 5)] + [message(5, {"x": 5.0}, ts=later + 1000)] + [message(seq, {"x": seq / 2}) for seq in range(6, 10)]
     publish(pipeline, [(topic(pipeline), payload) for payload in batch])
     out, err = bridge.communicate(timeout=60)
     assert bridge.returncode == 0, err
-    assert pipeline.count("air_quality") == 9  # `seq` is only in the bridge's points
-    letters = dead_letters(pipeline)
-    assert len(letters) == 1
-    assert letters[0]["topic"] == topic(pipeline)
-    assert orjson.loads(base64.b64decode(letters[0]["payload_base64"])) == refused
-    assert letters[0]["reason"].startswith("InfluxDB refused the point: partial write: field type conflict")
+    assert "received 10, written 10, dead letters 0" in out
+    assert not dead_letters(pipeline)
+    assert pipeline.count("air_quality") == 10  # `seq` is only in the bridge's points
+    # InfluxDB refused 5.0 under `x` in the later shard: the bridge took the type it named and stored it as x_float.
+    assert pipeline.query(f'SELECT "x_float", "seq" FROM "air_quality" WHERE time >= {later}ms')[0]["values"][0][1:] == [5.0, 5]
+
+
+def test_types_influxdb_holds_win_and_a_failed_lookup_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[list[tuple[str, str]] | None] = [None, [("x", "string"), ("x", "float"), ("y", "integer")]]
+
+    def lookup(measurement: str) -> list[tuple[str, str]]:
+        answer = answers.pop(0)
+        if answer is None:
+            raise LookupFailed("connection refused")
+        return answer
+
+    logged: list[str] = []
+    types = FieldTypes(declared={"m": {"x": "float"}}, lookup=lookup, log=logged.append)
+    assert types.of("m") == {"x": "float"}  # InfluxDB unreachable: the declared types meanwhile
+    assert logged == ["bridge: cannot ask InfluxDB the field types of 'm' (connection refused); using declared and first-seen types"]
+    assert types.of("m") == {"x": "float"}  # not asked again before LOOKUP_RETRY_S
+    monkeypatch.setattr(types, "next_lookup", 0.0)
+    assert types.of("m") == {"x": "float", "y": "integer"}  # x holds float in one shard: the declared type stays
+    assert types.of("m") == {"x": "float", "y": "integer"} and not answers  # asked once, then cached
+
+
+def test_a_declared_types_file_with_a_wrong_kind_is_one_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "types.json"
+    path.write_text('{"air_quality": {"pm25": "float", "state": "text"}}')
+    with pytest.raises(UsageError, match=r"types.json: air_quality.state: kind 'text' is not one of float, string, boolean$"):
+        read_declared(path)
+    path.write_text('{"air_quality": {"pm25": "float"}}')
+    assert read_declared(path) == {"air_quality": {"pm25": "float"}}
+    path.write_text("[1]")
+    with pytest.raises(UsageError, match="expected an object"):
+        read_declared(path)

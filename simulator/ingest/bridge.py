@@ -32,6 +32,7 @@ is checked as messages arrive (simulator/ingest/sequences.py, `seq_gaps`).
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -59,6 +60,11 @@ from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachab
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
 FIELD_LOOKUP_TIMEOUT_S = 2.0  # the network thread waits this long, at most, for InfluxDB's field types
+RETYPE_ROUNDS = 3  # a point refused for a field type conflict is converted again this often, at most
+# InfluxDB 1.x's reason (its JSON quotes may still be escaped); names are NAMEs, so no quote is in them.
+FIELD_TYPE_CONFLICT = re.compile(
+    r'field type conflict: input field \\?"(?P<field>\w+)\\?" on measurement \\?"(?P<measurement>\w+)\\?" is type \w+, already exists as type (?P<kind>\w+)'
+)
 SPOOL_TOPIC = "(spool)"  # dead letters of spooled points: the spool holds line protocol, not the message
 
 
@@ -409,15 +415,48 @@ class Bridge:
         except WriteDeferred:
             self._put_in_spool(batch)
             return
+        written = len(batch.lines) - len(refused)
         if refused:
             sources = dict(zip(batch.lines, batch.sources))
-            self._dead_letter([(*sources[line], reason) for line, reason in refused])
+            stored, still_refused = self._store_retyped([(sources[line], reason) for line, reason in refused])
+            written += stored
+            self._dead_letter([(topic, payload, reason) for (topic, payload), reason in still_refused])
         self.dead_letters.flush()
         self._acknowledge(batch)
-        self.counts.written += len(batch.lines) - len(refused)
+        self.counts.written += written
         self.counts.last_batch_size = len(batch.lines)
         if batch.newest_ts:
             self.counts.last_lag_ms = time.time() * 1000 - batch.newest_ts
+
+    def _store_retyped(self, refused: list[tuple[tuple[str, bytes], str]]) -> tuple[int, list[tuple[tuple[str, bytes], str]]]:
+        """Messages whose point InfluxDB refused for a field type conflict: record the type it holds
+        (written by another client, an earlier run, or in a shard of its own) and convert them again,
+        so the value goes to its typed name. Returns (points stored, (message, reason) still refused)."""
+        stored = 0
+        for _ in range(RETYPE_ROUNDS):  # each refusal names one conflicting field
+            kept: list[tuple[tuple[str, bytes], str]] = []
+            retry: list[tuple[tuple[str, bytes], str]] = []  # (message, its line converted again)
+            for source, reason in refused:
+                conflict = FIELD_TYPE_CONFLICT.search(reason)
+                if conflict is None:
+                    kept.append((source, reason))
+                    continue
+                self.field_types.holds(conflict["measurement"], conflict["field"], conflict["kind"])
+                try:
+                    retry.append((source, to_line(*source, self.field_types)[0]))
+                except BadPayload as error:
+                    kept.append((source, f"{reason}; converted again: {error}"))
+            if not retry:
+                return stored, kept
+            lines = [line for _, line in retry]
+            try:
+                again = self.writer.write(lines, give_up=self._memory_full)
+            except (InterruptedError, WriteDeferred):
+                return stored, kept + [(source, "InfluxDB became unavailable before the point was written under its typed name") for source, _ in retry]
+            by_line = {line: source for source, line in retry}
+            stored += len(lines) - len(again)
+            refused = kept + [(by_line[line], reason) for line, reason in again]
+        return stored, refused
 
     def _memory_full(self) -> bool:
         """Time to spool: the network thread holds `max_pending` messages and the spool has room."""

@@ -70,6 +70,10 @@ class FieldTypes:
                 known[name] = kinds[0]  # what InfluxDB holds is what it will accept
         self.unconfirmed.discard(measurement)
 
+    def holds(self, measurement: str, name: str, kind: str) -> None:
+        """InfluxDB said it holds `name` as `kind` (a refused write): from now on that is its type."""
+        self.of(measurement)[name] = kind
+
     def conflict(self, measurement: str, name: str, stored: str, kind: str) -> None:
         """Count a value stored under its typed name; say so once per (measurement, field)."""
         self.conflicts += 1

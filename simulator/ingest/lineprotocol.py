@@ -109,28 +109,26 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
         if tags[key]:  # InfluxDB rejects empty tag values
             tag_part += f",{key}={escape_key(tags[key])}"
     known = types.of(kind) if types is not None else None
-    first_seen: list[tuple[str, str]] = []
-    conflicts: list[tuple[str, str, str]] = []
+    first_seen: list[tuple[str, str]] = []  # (name, kind) recorded once the message is accepted
+    conflicts: list[tuple[str, str, str]] = []  # (name, stored kind, value kind)
     fields = []
     for name, value in readings.items():
-        if name in RESERVED_READINGS or name in tags or not NAME.fullmatch(name):
+        if not NAME.fullmatch(name) or name in RESERVED_READINGS or name in tags:
             raise BadPayload(f"reading name {name!r} is not allowed")
         value_kind, text = field_value(name, value)
-        if known is not None:
-            stored = known.get(name)
+        if known is not None and (stored := known.get(name)) != value_kind:
             if stored is None:
                 first_seen.append((name, value_kind))
-            elif stored != value_kind:
+            else:
                 conflicts.append((name, stored, value_kind))
                 name = typed_name(kind, name, stored, value_kind, known, readings, tags)
                 if name not in known:
                     first_seen.append((name, value_kind))
         fields.append(f"{name}={text}")
     fields.append(f"seq={seq}i")
-    if known is not None:  # the message is accepted: only now may it teach a type
-        assert types is not None
+    if types is not None and (first_seen or conflicts):  # the message is accepted: only now may it teach a type
         for name, value_kind in first_seen:
-            known.setdefault(name, value_kind)
+            known.setdefault(name, value_kind)  # type: ignore[union-attr]  # known is set with types
         for name, stored, value_kind in conflicts:
             types.conflict(kind, name, stored, value_kind)
     return f"{kind},{tag_part} {','.join(fields)} {ts}", device_id, seq, ts
