@@ -121,7 +121,9 @@ class Bridge:
         self.writer = writer
         self.log = log
         # Without declared types: the types InfluxDB holds, then the first value seen in this run.
-        self.field_types = field_types or FieldTypes(lookup=lambda measurement: stored_field_types(writer, measurement), log=log)
+        if field_types is None:
+            field_types = FieldTypes(lookup=lambda measurement: stored_field_types(writer, measurement), log=log)
+        self.field_types = field_types
         self.counts = BridgeCounts()
         self.dead_letters = DeadLetters(settings.dead_letter_path)
         self.pending = Pending()
