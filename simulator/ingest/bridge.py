@@ -28,6 +28,10 @@ id (`takeovers`): past a few, the bridge stops with a BridgeError rather than fi
 The bridge writes only topics under its own prefix; a message from a subscription an earlier run left
 in the session is dead-lettered, and that subscription is cancelled (UNSUBSCRIBE). Each device's seq
 is checked as messages arrive (simulator/ingest/sequences.py, `seq_gaps`).
+
+Each field keeps one type (simulator/ingest/fieldtypes.py): a value of another type is written under
+its typed name, so one message never turns the others away. A point InfluxDB refuses is dead-lettered
+as the message it came from (topic and payload), or as `(spool)` and its line when it came from the spool.
 """
 
 from __future__ import annotations
