@@ -86,6 +86,10 @@ class InfluxSettings(StrictModel):
         return check_url(url, ("http", "https"))
 
 
+# The scenario name goes into file names (load results), MQTT client ids and line-protocol tags.
+UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]|^\.")
+
+
 class Scenario(StrictModel):
     name: str = Field(min_length=1, max_length=100, description="names the run: MQTT client id, results, summaries")
     description: str = Field(default="", description="free text: what the experiment is for")
@@ -107,6 +111,13 @@ class Scenario(StrictModel):
     faults: list[Fault] = Field(default_factory=list, description="pipeline faults at simulated times (simulator/faults.py)")
     city: CitySettings = Field(default_factory=CitySettings, validate_default=True, description="what the whole city shares: weather, calendar, roads, incidents (docs/city.md)")
     load: LoadSection | None = Field(default=None, description="a load experiment for `iotsim load` (docs/load.md)")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if UNSAFE_IN_NAME.search(name):
+            raise ValueError(f"{name!r} names files, client ids and tags: no '/', '\\', control characters or leading '.'")
+        return name
 
     @field_validator("start")
     @classmethod

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import iotsim
 from simulator.engine import run_scenario
-from simulator.scenario import Scenario
+from simulator.scenario import Scenario, load_scenario
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "simulator/schemas/telemetry.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -84,3 +84,44 @@ def test_a_device_stream_does_not_depend_on_the_rest_of_the_fleet() -> None:
     large = stream([{"type": "air_quality", "count": 40, "districts": ["Chengqu", "Kuangqu", "Jiaoqu", "Pingding", "Yuxian"]}])
     assert device(small, "aq-0002") == device(large, "aq-0002")
     assert device(small, "aq-0002") != device(small, "aq-0003")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": "air_quality\n"},
+        {"device_id": "aq-0001\n"},
+        {"tags": {"district\n": "Chengqu"}},
+        {"readings": {"pm25\n": 1.0}},
+        {"tags": {"district": "Cheng\nqu"}},
+        {"tags": {"district": "Chengqu\n"}},
+        {"tags": {"district": "Cheng\u2028qu"}},
+        {"tags": {"district": "Cheng\\qu"}},
+        {"type": "time"},
+        {"tags": {"time": "noon"}},
+        {"readings": {"time": 1.0}},
+        {"readings": {"_pm25": 1.0}},
+        {"tags": {"_field": "x"}},
+    ],
+    ids=["type-newline", "device-newline", "tag-key-newline", "reading-newline", "tag-value-newline", "tag-value-final-newline",
+         "tag-value-line-separator", "tag-value-backslash", "time-type", "time-tag", "time-reading", "underscore-reading", "underscore-tag"],
+)  # fmt: skip
+def test_schema_patterns_hold_to_the_end_of_the_text_in_pythons_re_too(change: dict) -> None:
+    # jsonschema matches `pattern` with Python's re, where `$` also matches before a final newline.
+    _, raw = stream([{"type": "air_quality", "count": 1}], duration="5m")[0]
+    payload = orjson.loads(raw) | change
+    assert not VALIDATOR.is_valid(payload)
+
+
+def test_every_device_type_of_city_and_port_matches_the_schema() -> None:
+    scenario = load_scenario(Path(__file__).resolve().parent.parent / "scenarios/yangquan.yaml").model_copy(update={"duration": 3600.0})
+    types: set[str] = set()
+
+    def check(topic: str, raw: bytes) -> None:
+        payload = orjson.loads(raw)
+        VALIDATOR.validate(payload)
+        assert not set(payload["readings"]) & set(payload["tags"])  # a reading may not be named like a tag
+        types.add(payload["type"])
+
+    run_scenario(scenario, check)
+    assert len(types) >= 10

@@ -18,7 +18,7 @@ from simulator.fleet import StrictModel
 
 DAY_S = 86400.0
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")  # the city lives on Beijing time, however the start is written
-_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+_MONTH_DAY = re.compile(r"(\d{2})-(\d{2})")  # fullmatch: `$` would allow a final newline
 
 
 class CalendarSettings(StrictModel):
@@ -30,7 +30,7 @@ class CalendarSettings(StrictModel):
     @field_validator("heating_start", "heating_end")
     @classmethod
     def _month_day(cls, text: str) -> str:
-        match = _MONTH_DAY.match(text)
+        match = _MONTH_DAY.fullmatch(text)
         if match is None:
             raise ValueError(f"{text!r} is not a MM-DD day, e.g. '11-01'")
         try:

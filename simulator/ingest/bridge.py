@@ -28,10 +28,15 @@ id (`takeovers`): past a few, the bridge stops with a BridgeError rather than fi
 The bridge writes only topics under its own prefix; a message from a subscription an earlier run left
 in the session is dead-lettered, and that subscription is cancelled (UNSUBSCRIBE). Each device's seq
 is checked as messages arrive (simulator/ingest/sequences.py, `seq_gaps`).
+
+Each field keeps one type (simulator/ingest/fieldtypes.py): a value of another type is written under
+its typed name, so one message never turns the others away. A point InfluxDB refuses is dead-lettered
+as the message it came from (topic and payload), or as `(spool)` and its line when it came from the spool.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -40,10 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
+import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.errors import BridgeError, BrokerRefused
 from simulator.ingest.deadletter import DeadLetters
+from simulator.ingest.fieldtypes import FieldTypes, LookupFailed
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.sequences import SeqGaps
@@ -56,6 +63,13 @@ from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachab
 
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
+FIELD_LOOKUP_TIMEOUT_S = 2.0  # the network thread waits this long, at most, for InfluxDB's field types
+RETYPE_ROUNDS = 3  # a point refused for a field type conflict is converted again this often, at most
+# InfluxDB 1.x's reason (its JSON quotes may still be escaped); names are NAMEs, so no quote is in them.
+FIELD_TYPE_CONFLICT = re.compile(
+    r'field type conflict: input field \\?"(?P<field>\w+)\\?" on measurement \\?"(?P<measurement>\w+)\\?" is type \w+, already exists as type (?P<kind>\w+)'
+)
+SPOOL_TOPIC = "(spool)"  # dead letters of spooled points: the spool holds line protocol, not the message
 
 
 @dataclass
@@ -77,6 +91,7 @@ class Pending:
     """Messages received and not yet acknowledged, in arrival order."""
 
     lines: list[str] = field(default_factory=list)
+    sources: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload) each line came from
     acks: list[tuple[int, int]] = field(default_factory=list)  # (mid, qos) of every message, good or bad
     newest_ts: int = 0
     opened: float = 0.0
@@ -84,11 +99,20 @@ class Pending:
 
 class Bridge:
     def __init__(
-        self, settings: BridgeSettings, writer: InfluxWriter, log: Callable[[str], None] = print, credentials: Credentials = Credentials()
+        self,
+        settings: BridgeSettings,
+        writer: InfluxWriter,
+        log: Callable[[str], None] = print,
+        credentials: Credentials = Credentials(),
+        field_types: FieldTypes | None = None,
     ) -> None:
         self.settings = settings
         self.writer = writer
         self.log = log
+        # Without declared types: the types InfluxDB holds, then the first value seen in this run.
+        if field_types is None:
+            field_types = FieldTypes(lookup=lambda measurement: stored_field_types(writer, measurement), log=log)
+        self.field_types = field_types
         self.counts = BridgeCounts()
         self.dead_letters = DeadLetters(settings.dead_letter_path)
         self.pending = Pending()
@@ -305,14 +329,14 @@ class Bridge:
         raise BadPayload(f"topic outside this bridge's prefix {prefix}/ (an earlier subscription of client id {self.settings.client_id}'s session): not written to this database")
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        topic = message.topic
+        topic, payload = message.topic, message.payload
         try:
             self._check_topic(topic)
-            line, device_id, seq, ts = to_line(topic, message.payload)
+            line, device_id, seq, ts = to_line(topic, payload, self.field_types)
             self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
         except BadPayload as error:
             line, ts = None, 0
-            self.dead_letters.add(topic, message.payload, str(error))
+            self.dead_letters.add(topic, payload, str(error))
             self.counts.dead_letters += 1
         self.last_message = time.monotonic()
         with self.lock:
@@ -324,6 +348,7 @@ class Bridge:
                 self.lock.notify_all()  # the writer, waiting with nothing to write, now has a batch to time
             if line is not None:
                 pending.lines.append(line)
+                pending.sources.append((topic, payload))
                 pending.newest_ts = max(pending.newest_ts, ts)
             pending.acks.append((message.mid, message.qos))
             self.counts.received += 1
@@ -381,12 +406,48 @@ class Bridge:
         except WriteDeferred:
             self._put_in_spool(batch)
             return
-        self._dead_letter(refused)
+        written = len(batch.lines) - len(refused)
+        if refused:
+            sources = dict(zip(batch.lines, batch.sources))
+            stored, still_refused = self._store_retyped([(sources[line], reason) for line, reason in refused])
+            written += stored
+            self._dead_letter([(topic, payload, reason) for (topic, payload), reason in still_refused])
+        self.dead_letters.flush()
         self._acknowledge(batch)
-        self.counts.written += len(batch.lines) - len(refused)
+        self.counts.written += written
         self.counts.last_batch_size = len(batch.lines)
         if batch.newest_ts:
             self.counts.last_lag_ms = time.time() * 1000 - batch.newest_ts
+
+    def _store_retyped(self, refused: list[tuple[tuple[str, bytes], str]]) -> tuple[int, list[tuple[tuple[str, bytes], str]]]:
+        """Messages whose point InfluxDB refused for a field type conflict: record the type it holds
+        (written by another client, an earlier run, or in a shard of its own) and convert them again,
+        so the value goes to its typed name. Returns (points stored, (message, reason) still refused)."""
+        stored = 0
+        for _ in range(RETYPE_ROUNDS):  # each refusal names one conflicting field
+            kept: list[tuple[tuple[str, bytes], str]] = []
+            retry: list[tuple[tuple[str, bytes], str]] = []  # (message, its line converted again)
+            for source, reason in refused:
+                conflict = FIELD_TYPE_CONFLICT.search(reason)
+                if conflict is None:
+                    kept.append((source, reason))
+                    continue
+                self.field_types.holds(conflict["measurement"], conflict["field"], conflict["kind"])
+                try:
+                    retry.append((source, to_line(*source, self.field_types)[0]))
+                except BadPayload as error:
+                    kept.append((source, f"{reason}; converted again: {error}"))
+            if not retry:
+                return stored, kept
+            lines = [line for _, line in retry]
+            try:
+                again = self.writer.write(lines, give_up=self._memory_full)
+            except (InterruptedError, WriteDeferred):
+                return stored, kept + [(source, "InfluxDB became unavailable before the point was written under its typed name") for source, _ in retry]
+            by_line = {line: source for source, line in retry}
+            stored += len(lines) - len(again)
+            refused = kept + [(by_line[line], reason) for line, reason in again]
+        return stored, refused
 
     def _memory_full(self) -> bool:
         """Time to spool: the network thread holds `max_pending` messages and the spool has room."""
@@ -415,15 +476,16 @@ class Bridge:
                     refused += self.writer.write(lines[start : start + self.settings.batch_size], give_up=self._memory_full)
             except (WriteDeferred, InterruptedError):
                 return  # the segment stays; a part already written is written again later, harmlessly
-            self._dead_letter(refused)
+            self._dead_letter([(SPOOL_TOPIC, line.encode(), reason) for line, reason in refused])
+            self.dead_letters.flush()
             self.spool.remove_oldest()
             self.counts.written += len(lines) - len(refused)
 
-    def _dead_letter(self, refused: list[tuple[str, str]]) -> None:
-        for line, reason in refused:
-            self.dead_letters.add("(influxdb)", line.encode(), reason)
+    def _dead_letter(self, refused: list[tuple[str, bytes, str]]) -> None:
+        """(topic, payload, reason) of each point InfluxDB refused: the original message when there is one."""
+        for topic, payload, reason in refused:
+            self.dead_letters.add(topic, payload, reason)
             self.counts.dead_letters += 1
-        self.dead_letters.flush()
 
     def _acknowledge(self, batch: Pending) -> None:
         """Hand the batch's acknowledgements to the network thread, in arrival order."""
@@ -439,7 +501,7 @@ class Bridge:
             f"pipeline,component=bridge,client_id={escape_key(self.settings.client_id)} "
             f"received={counts.received}i,written={counts.written}i,dead_letters={counts.dead_letters}i,"
             f"acknowledged={counts.acknowledged}i,batch_size={counts.last_batch_size}i,"
-            f"retries={stats.retries}i,batches={stats.batches}i,spooled={counts.spooled}i,spool_points={self.spool.points if self.spool else 0}i,"
+            f"retries={stats.retries}i,type_conflicts={self.field_types.conflicts}i,batches={stats.batches}i,spooled={counts.spooled}i,spool_points={self.spool.points if self.spool else 0}i,"
             f"seq_gaps={counts.seq_gaps}i,sessions_lost={counts.sessions_lost}i,takeovers={counts.takeovers}i,"
             f"lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
         )
@@ -450,3 +512,23 @@ class Bridge:
             )
         except Exception:  # noqa: BLE001 - our own statistics must never stop ingest
             pass
+
+
+def stored_field_types(writer: InfluxWriter, measurement: str) -> list[tuple[str, str]]:
+    """(field, kind) pairs InfluxDB holds for `measurement` (`SHOW FIELD KEYS`), through the writer's
+    session; the one place the bridge queries InfluxDB (to move to the InfluxDB client's `query`)."""
+    params = {key: value for key, value in writer.params.items() if key in ("db", "u", "p")}
+    params["q"] = f'SHOW FIELD KEYS FROM "{measurement}"'  # a NAME: no quote can be in it
+    try:
+        response = writer.session.get(
+            f"{writer.url}/query", params=params, headers={"Content-Encoding": None}, timeout=FIELD_LOOKUP_TIMEOUT_S  # type: ignore[dict-item]
+        )
+        result = response.json()["results"][0]
+    except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
+        raise LookupFailed(f"cannot query InfluxDB at {writer.url}: {type(error).__name__}") from None
+    error = result.get("error")
+    if error is not None:
+        if str(error).startswith("database not found"):
+            return []  # nothing stored yet; the first write creates it
+        raise LookupFailed(str(error))
+    return [(name, kind) for series in result.get("series", []) for name, kind in series["values"]]

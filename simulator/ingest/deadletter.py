@@ -1,4 +1,9 @@
-"""Dead letters: messages the bridge could not store, one JSON line each, for a person to inspect."""
+"""Dead letters: messages the bridge could not store, one JSON line each, for a person to inspect.
+
+Each record holds the message as it came (its topic and payload) and why it was not stored: a payload
+the converter refused, or a point InfluxDB refused. Only points written back from the disk spool,
+which holds line protocol, are recorded with topic `(spool)` and their line as the payload.
+"""
 
 from __future__ import annotations
 

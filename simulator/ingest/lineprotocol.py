@@ -3,8 +3,10 @@
 measurement = the payload's `type`; tags = `device_id` and the payload's `tags`; fields = the
 readings and `seq` (integer); time = `ts` in epoch milliseconds (write with precision=ms).
 Every number is stored as a float, so a reading that is 20 in one message and 20.5 in the next never
-causes a field type conflict. Keys and tag values are escaped; string fields escape quotes,
-backslashes and newlines, so no payload can inject an extra point.
+causes a field type conflict; with a `FieldTypes` map a value of another type than its field's goes
+to the typed name `{name}_{kind}` (simulator/ingest/fieldtypes.py). Names must match NAME in full;
+tag values cannot hold control characters or backslashes; string fields escape quotes, backslashes,
+newlines and carriage returns: every accepted payload is exactly one line, so none can inject a point.
 """
 
 from __future__ import annotations
@@ -13,12 +15,23 @@ import re
 
 import orjson
 
+from simulator.ingest.fieldtypes import FieldTypes
+
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_READINGS = 64
 MAX_TEXT = 1024
 # 2000-01-01 .. 2100-01-01 in epoch ms: anything else is a unit mistake (seconds, µs).
 TS_RANGE = (946_684_800_000, 4_102_444_800_000)
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Measurement, tag and field names; always fullmatch (`$` would also match before a final newline).
+# A leading `_` is InfluxDB's reserved namespace (2.x/3.x refuse `_field`, `_measurement` ...).
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+# `time` is InfluxDB's timestamp column: a field `time` is silently dropped, a tag key `time` refused.
+RESERVED_MEASUREMENTS = frozenset({"time"})
+RESERVED_TAGS = frozenset({"device_id", "time"})
+RESERVED_READINGS = frozenset({"device_id", "seq", "time"})
+# No escape exists for these in a tag: a newline ends the point, a trailing backslash breaks the line,
+# and control characters (C0, DEL, C1, Unicode line and paragraph separators) do not belong in an identifier.
+UNSAFE_IN_TAG = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
 
 
 class BadPayload(ValueError):
@@ -26,35 +39,36 @@ class BadPayload(ValueError):
 
 
 def escape_key(text: str) -> str:
-    """Tag keys and values: backslash-escape commas, spaces and '='.
-
-    InfluxDB 1.x has no escape for a backslash in a tag (a trailing one breaks the line), and a
-    newline ends a point, so identifiers holding either are refused rather than stored altered.
-    """
-    if "\n" in text or "\r" in text or "\\" in text:
-        raise BadPayload(f"newline or backslash in tag {text[:40]!r}")
+    """Tag keys and values: backslash-escape commas, spaces and '='; refuse what cannot be escaped."""
+    if UNSAFE_IN_TAG.search(text):
+        raise BadPayload(f"newline, control character or backslash in tag {text[:40]!r}")
     return text.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
-def format_field(name: str, value: object) -> str:
+def field_value(name: str, value: object) -> tuple[str, str]:
+    """(kind, line-protocol value) of a reading: kind is float, string or boolean."""
     if value is True:
-        return f"{name}=true"
+        return "boolean", "true"
     if value is False:
-        return f"{name}=false"
+        return "boolean", "false"
     if isinstance(value, float):
-        return f"{name}={value!r}"
+        return "float", repr(value)  # orjson never yields inf or nan
     if isinstance(value, int):
-        return f"{name}={value}.0" if abs(value) < 2**53 else f"{name}={float(value)!r}"
+        return "float", f"{value}.0" if abs(value) < 2**53 else repr(float(value))
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
             raise BadPayload(f"reading {name!r} is longer than {MAX_TEXT} characters")
         escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-        return f'{name}="{escaped}"'
+        return "string", f'"{escaped}"'
     raise BadPayload(f"reading {name!r} is a {type(value).__name__}; expected a number, string or boolean")
 
 
-def to_line(topic: str, raw: bytes) -> tuple[str, str, int, int]:
-    """(line, device_id, seq, ts_ms) for a valid payload on `topic`; raises BadPayload otherwise."""
+def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[str, str, int, int]:
+    """(line, device_id, seq, ts_ms) for a valid payload on `topic`; raises BadPayload otherwise.
+
+    With `types`, each reading is written under the name that holds its type (see FieldTypes), and
+    the types of an accepted message's new fields are recorded; a refused message records nothing.
+    """
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise BadPayload(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
@@ -71,7 +85,7 @@ def to_line(topic: str, raw: bytes) -> tuple[str, str, int, int]:
     readings = payload.get("readings")
     if not isinstance(device_id, str) or not 0 < len(device_id) <= 128:
         raise BadPayload("device_id is missing or not a string of 1-128 characters")
-    if not isinstance(kind, str) or not NAME.match(kind):
+    if not isinstance(kind, str) or not NAME.fullmatch(kind) or kind in RESERVED_MEASUREMENTS:
         raise BadPayload("type is missing or not a name like 'air_quality'")
     if not isinstance(ts, int) or isinstance(ts, bool) or not TS_RANGE[0] <= ts < TS_RANGE[1]:
         raise BadPayload("ts is missing or not an epoch time in integer milliseconds")
@@ -90,14 +104,39 @@ def to_line(topic: str, raw: bytes) -> tuple[str, str, int, int]:
         raise BadPayload(f"topic names type {segments[-2]!r} but the payload says {kind!r}")
     tag_part = f"device_id={escape_key(device_id)}"
     for key in sorted(tags):
-        if key == "device_id" or not NAME.match(key):
+        if key in RESERVED_TAGS or not NAME.fullmatch(key):
             raise BadPayload(f"tag name {key!r} is not allowed")
         if tags[key]:  # InfluxDB rejects empty tag values
             tag_part += f",{key}={escape_key(tags[key])}"
+    known = types.of(kind) if types is not None else None
+    first_seen: list[tuple[str, str]] = []  # (name, kind) recorded once the message is accepted
+    conflicts: list[tuple[str, str, str]] = []  # (name, stored kind, value kind)
     fields = []
     for name, value in readings.items():
-        if name == "seq" or not NAME.match(name):
+        if not NAME.fullmatch(name) or name in RESERVED_READINGS or name in tags:
             raise BadPayload(f"reading name {name!r} is not allowed")
-        fields.append(format_field(name, value))
+        value_kind, text = field_value(name, value)
+        if known is not None and (stored := known.get(name)) != value_kind:
+            if stored is None:
+                first_seen.append((name, value_kind))
+            else:
+                conflicts.append((name, stored, value_kind))
+                name = typed_name(kind, name, stored, value_kind, known, readings, tags)
+                if name not in known:
+                    first_seen.append((name, value_kind))
+        fields.append(f"{name}={text}")
     fields.append(f"seq={seq}i")
+    if types is not None and (first_seen or conflicts):  # the message is accepted: only now may it teach a type
+        for name, value_kind in first_seen:
+            known.setdefault(name, value_kind)  # type: ignore[union-attr]  # known is set with types
+        for name, stored, value_kind in conflicts:
+            types.conflict(kind, name, stored, value_kind)
     return f"{kind},{tag_part} {','.join(fields)} {ts}", device_id, seq, ts
+
+
+def typed_name(measurement: str, name: str, stored: str, kind: str, known: dict[str, str], readings: dict, tags: dict) -> str:
+    """`{name}_{kind}` for a value whose field holds another type; refused if that name is taken."""
+    typed = f"{name}_{kind}"
+    if typed in readings or typed in tags or known.get(typed, kind) != kind:
+        raise BadPayload(f"reading {name!r} is a {kind} but {measurement}.{name} is stored as {stored}, and {typed!r} cannot take it")
+    return typed

@@ -32,7 +32,9 @@ class Segment:
         return int(self.path.stem.split("-")[1])
 
     def lines(self) -> list[str]:
-        return self.path.read_text(encoding="utf-8").splitlines()
+        # Only "\n" ends a point (as for InfluxDB): splitlines() would also cut at \x0b, \x1c, \u2028 ...,
+        # which a string reading may hold, and turn one point into two broken ones.
+        return self.path.read_bytes().decode("utf-8").split("\n")  # bytes: no newline translation of "\r"
 
 
 class Spool:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from simulator.port.model import Port
 
 SOURCE = "port-rail"
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")  # fullmatch: `$` would allow a final newline
 
 
 class TrainSettings(StrictModel):
@@ -54,7 +54,7 @@ class TrainSettings(StrictModel):
     @classmethod
     def _clock_times(cls, times: list[str]) -> list[str]:
         for time in times:
-            if not _CLOCK.match(time):
+            if not _CLOCK.fullmatch(time):
                 raise ValueError(f"{time!r} is not a local time HH:MM")
         return times
 
