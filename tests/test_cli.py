@@ -251,11 +251,11 @@ def test_a_full_spool_disk_stops_the_bridge_in_one_line_and_the_broker_keeps_the
 
 
 def test_a_run_whose_scenario_name_is_no_client_id_publishes_under_a_valid_one(pipeline: Pipeline) -> None:
-    scenario = pipeline.scenario_file(STATIONS.replace("name: spool-full", "name: 'a run / ../x'"))
+    scenario = pipeline.scenario_file(STATIONS.replace("name: spool-full", "name: 'a run: x.y'"))
     run = iotsim("run", str(scenario))
     assert run.returncode == 0, run.stderr
     tags = pipeline.query('SHOW TAG VALUES FROM "pipeline" WITH KEY = "client_id"')
     (client_id,) = [value for _, value in tags[0]["values"]]
-    # The role, the name with " ", "/" and "." made "_", and a hash of the name (two names, two ids).
-    assert re.fullmatch(rf"{pipeline.prefix}-run-a_run______x-[0-9a-f]{{6}}", client_id), client_id
-    assert client_id == run_client_id(pipeline.prefix, "a run / ../x")
+    # The role, the name with " ", ":" and "." made "_", and a hash of the name (two names, two ids).
+    assert re.fullmatch(rf"{pipeline.prefix}-run-a_run__x_y-[0-9a-f]{{6}}", client_id), client_id
+    assert client_id == run_client_id(pipeline.prefix, "a run: x.y")
