@@ -24,7 +24,7 @@ from simulator.load.protocol import (
 from simulator.load.runner import LoadError, Worker
 from simulator.load.shard import Shard
 from simulator.scenario import load_scenario
-from simulator.transport.mqtt import load_worker_client_id
+from simulator.transport.mqtt import load_bridge_client_id, load_worker_client_id
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,14 +133,15 @@ load:
 """
 
 
-def test_a_worker_whose_client_id_is_taken_ends_the_experiment_with_one_line(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("child", ["worker", "bridge"])
+def test_a_child_whose_client_id_is_taken_ends_the_experiment_with_one_line(pipeline: Pipeline, child: str) -> None:
     out = pipeline.tmp / "results"
     run = subprocess.Popen([*IOTSIM, "load", str(pipeline.scenario_file(LONG_RUN)), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     rival = None
     try:
-        worker_pid = wait_for_worker(run.pid)
-        client_id = load_worker_client_id(pipeline.prefix, 0, worker_pid)
-        # Another client with the worker's id, reconnecting whenever the broker closes it (as the worker does).
+        worker_pid = wait_for_worker(run.pid)  # the bridge is subscribed before the workers start
+        client_id = load_worker_client_id(pipeline.prefix, 0, worker_pid) if child == "worker" else load_bridge_client_id(pipeline.prefix)
+        # Another client with the child's id, reconnecting whenever the broker closes it (as the child does).
         rival = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         rival.reconnect_delay_set(min_delay=1, max_delay=1)
         rival.connect("127.0.0.1", pipeline.broker.port)
@@ -155,9 +156,10 @@ def test_a_worker_whose_client_id_is_taken_ends_the_experiment_with_one_line(pip
             run.communicate()
     assert run.returncode == 2, stdout + stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"worker 0: client id {client_id} is in use by another client: the broker closed "), stderr
+    name, log = ("worker 0", "worker-0.log") if child == "worker" else ("bridge", "bridge.log")
+    assert last.startswith(f"{name}: client id {client_id} is in use by another client: the broker closed "), stderr
     assert "Traceback" not in stderr
-    assert "Traceback" not in (out / "worker-0.log").read_text()
+    assert "Traceback" not in (out / log).read_text()
     assert not (out / "summary.json").exists()  # no results from an experiment that could not run
 
 
