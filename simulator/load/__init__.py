@@ -5,6 +5,7 @@ section.py (the `load:` section of a scenario), probe.py (the `load_probe` gatew
 pacing.py (how the gateways send, given to them by the builder), shard.py (deterministic device
 sharding over worker processes), metrics.py (HDR latency histograms, sequence tracking,
 CPU/memory), worker.py and bridge.py (the instrumented simulator and ingest processes),
-protocol.py (the typed messages between them and the runner), runner.py (one experiment, and the capacity search), results.py (results
-directory and report), cli.py (the `iotsim load` command). See docs/load.md.
+protocol.py (the typed messages between them and the runner), runner.py (one experiment, and the
+capacity search), results.py (results directory and report), cli.py (the `iotsim load` command).
+See docs/load.md.
 """

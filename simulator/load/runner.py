@@ -98,7 +98,7 @@ class Child(Generic[IntervalT, FinalT]):
             self.done.set()
             self.ready.set()  # wakes a waiter if the process died before it was ready
 
-    def _take(self, message: Any) -> None:
+    def _take(self, message: Ready | Failure | IntervalT | FinalT) -> None:
         match message:
             case Failure():
                 self.error = f"{self.name}: {message.message}"
