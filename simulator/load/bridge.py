@@ -1,19 +1,19 @@
 """The ingest bridge of a load experiment: `simulator.ingest.bridge.Bridge`, unchanged, writing
 through an InfluxWriter that notes when each point was stored.
 
-Started by the runner as `python -m simulator.load.bridge`; JSON lines on stdin/stdout like the
-workers (simulator/load/worker.py):
+Started by the runner as `python -m simulator.load.bridge`; one JSON line per message on stdin and
+stdout, like the workers (simulator/load/protocol.py has every message):
 
-    stdin   {"mqtt_username", "mqtt_password", "ca_file", "influx_url", "database", "user", "password",
-             "token", "settings" (BridgeSettings, simulator/ingest/settings.py, as JSON), "interval"}
-    stdout  {"ready": true}                   subscribed
-    stdin   {"start_ms": ...}                 the common start
-    stdout  {"k": 3, "received", "written", "acknowledged", "dead_letters", "distinct",
-             "duplicates", "stale", "latency_hist"}    once per interval
-    (stdin closed)                            write what is pending, acknowledge it, stop
-    stdout  {"final": true, ..., "gaps": n}
+    stdin   BridgeOrders      BridgeSettings (simulator/ingest/settings.py), InfluxDB, credentials, interval
+    stdout  Ready             subscribed
+    stdin   Start             the common start
+    stdout  BridgeInterval    once per interval: received, written, acknowledged, dead letters,
+                              distinct, duplicates, stale, and the interval's latency histogram
+    (stdin closed)            write what is pending, acknowledge it, stop
+    stdout  BridgeFinal       the same counters, and the gaps
+    stdout  Failure           could not go on (then exit 1): any IotsimError, one line
 
-With "raw_latencies": FILE, every latency is also appended to FILE as a signed 64-bit integer
+With `raw_latencies`: FILE, every latency is also appended to FILE as a signed 64-bit integer
 (native byte order), to check the histograms against. End-to-end latency is (the moment InfluxDB acknowledged the write holding a point) minus (the
 point's device timestamp), in microseconds. Points stamped before the start (left at the broker by
 an earlier, interrupted run) are counted as `stale` and otherwise ignored.
@@ -28,12 +28,10 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from simulator.errors import IotsimError
 from simulator.ingest.bridge import Bridge
-from simulator.ingest.settings import BridgeSettings
 from simulator.ingest.influx import InfluxWriter
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
-from simulator.load.worker import Reporter, read_order, say
+from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Ready, Reporter, Start, read_order, say, serve
 from simulator.transport.mqtt import Credentials
 
 
@@ -86,49 +84,47 @@ class RecordingWriter(InfluxWriter):
         return refused
 
 
-def main() -> None:
-    order = read_order()
-    recorder = WriteRecorder(order.get("raw_latencies"))
-    writer = RecordingWriter(recorder, order["influx_url"], order["database"], user=order.get("user"), password=order.get("password"), token=order.get("token"))
-    settings = BridgeSettings.model_validate(order["settings"])  # load.bridge and where the experiment puts things (runner.py)
-    credentials = Credentials(order.get("mqtt_username"), order.get("mqtt_password"), order.get("ca_file"))
-    bridge = Bridge(settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True), credentials=credentials)
-    try:
-        bridge.start()
-    except IotsimError as error:  # unreachable, refused, or another client uses our client id
-        say({"error": str(error)})
-        raise SystemExit(1) from None
-    say({"ready": True})
-    recorder.start_ms = int(read_order()["start_ms"])
+def serve_bridge() -> None:
+    orders = read_order(BRIDGE_ORDERS, BridgeOrders)
+    recorder = WriteRecorder(orders.raw_latencies)
+    writer = RecordingWriter(recorder, orders.influx_url, orders.database, user=orders.user, password=orders.password, token=orders.token)
+    credentials = Credentials(orders.mqtt_username, orders.mqtt_password, orders.ca_file)
+    bridge = Bridge(orders.settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True), credentials=credentials)
+    bridge.start()  # IotsimError: unreachable, refused, or another client uses our client id
+    say(Ready())
+    recorder.start_ms = read_order(BRIDGE_ORDERS, Start).start_ms
 
-    def snapshot() -> dict[str, Any]:
-        counts, sequences = bridge.counts, recorder.sequences
+    def counts() -> BridgeCounts:
+        ingest, sequences = bridge.counts, recorder.sequences
         with recorder.lock:
             distinct, duplicates, stale = sequences.distinct, sequences.duplicates, recorder.stale
-        return {"received": counts.received, "written": counts.written, "acknowledged": counts.acknowledged,
-                "dead_letters": counts.dead_letters, "distinct": distinct, "duplicates": duplicates, "stale": stale,
-                "latency_hist": recorder.latency.take()}  # fmt: skip
+        return BridgeCounts(received=ingest.received, written=ingest.written, acknowledged=ingest.acknowledged,
+                            dead_letters=ingest.dead_letters, distinct=distinct, duplicates=duplicates, stale=stale)  # fmt: skip
 
-    reporter = Reporter(recorder.start_ms, float(order.get("interval", 1.0)), snapshot)
+    reporter = Reporter(recorder.start_ms, orders.interval, lambda k: BridgeInterval(k=k, counts=counts(), latency_hist=recorder.latency.take()))
     reporter.start()
     closed = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
     last_stats = time.monotonic()
-    error = None
+    failure = None
     while not closed.wait(0.1):
         if bridge.failure is not None:
-            error = bridge.failure
+            failure = bridge.failure
             break
         if time.monotonic() - last_stats >= 5.0:
             bridge.write_own_stats()  # the pipeline board's `pipeline` points, as `iotsim bridge` writes them
             last_stats = time.monotonic()
     bridge.stop()
     reporter.stop()
-    if isinstance(error, IotsimError):  # InfluxDB refused us, the spool is full, another client took our client id ...: one line for the runner
-        say({"error": str(error)})
     if recorder.raw is not None:
         recorder.raw.close()
-    say({"final": True, **snapshot(), "gaps": recorder.sequences.gaps()})
+    if failure is not None:
+        raise failure  # InfluxDB refused us, the spool is full, another client took our client id ...: an IotsimError is one Failure (serve)
+    say(BridgeFinal(counts=counts(), latency_hist=recorder.latency.take(), gaps=recorder.sequences.gaps()))
+
+
+def main() -> None:
+    serve(serve_bridge)
 
 
 if __name__ == "__main__":

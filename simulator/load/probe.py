@@ -5,14 +5,15 @@ so readings come from a process, not from a uniform draw. `payload_bytes` pads t
 string readings `pad0`, `pad1` ... to about that size, within the message contract (readings of at
 most 1,000 characters).
 
-When the gateway sends is the experiment's business (the scenario's `load:` section):
-- unit `rate`: the profile's offered messages/s is split evenly over the fleet; gateway d sends its
+When the gateway sends is the experiment's business: whoever builds the world for one gives the
+gateways its pacing (simulator/load/pacing.py; the builder does, from the scenario's `load:` section):
+- `ByRate`: the profile's offered messages/s is split evenly over the fleet; gateway d sends its
   k-th message when the profile's cumulative offered count reaches count * (k + phase_d), so the
   fleet together follows the profile exactly, whatever the shard;
-- unit `devices`: gateway d is on while the profile's target exceeds d; it then sends every
+- `ByDevices`: gateway d is on while the profile's target exceeds d; it then sends every
   1 / device_rate seconds, at its own phase.
-Without a `load:` section (e.g. `iotsim run`), a gateway sends every `interval`. Device `faults:`
-apply to the sensor readings `s00` ..; a silent gateway skips its turn.
+Without a pacing (a scenario with no `load:` section), a gateway sends every `interval`. Device
+`faults:` apply to the sensor readings `s00` ..; a silent gateway skips its turn.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pydantic import Field
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, register_device
 from simulator.fleet import Duration
-from simulator.load.profile import Schedule, schedule_of
+from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
+from simulator.load.profile import Schedule
 from simulator.load.shard import SHARD_KEY, Shard
 from simulator.telemetry import Device, Reading, Telemetry
 
@@ -123,10 +125,13 @@ def every(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, interv
         yield env.timeout(interval)
 
 
+def no_pacing(world: World) -> Pacing | None:
+    return None
+
+
 def build(world: World, fleet: Fleet) -> None:
     shard: Shard = world.shared(SHARD_KEY, lambda _: Shard())
-    load = getattr(world.scenario, "load", None)
-    schedule = schedule_of(load.profile) if load is not None else None
+    pacing = world.shared(PACING_KEY, no_pacing)
     for index, device_id in enumerate(fleet.device_ids()):
         if not shard.owns(device_id):
             continue
@@ -135,12 +140,13 @@ def build(world: World, fleet: Fleet) -> None:
         phase = rng.random()
         gateway = Gateway(device, fleet, rng, faults)
         env, telemetry = world.env, world.telemetry
-        if schedule is None:
-            env.process(every(env, gateway, telemetry, fleet.interval, phase))
-        elif load.unit == "rate":
-            env.process(by_rate(env, gateway, telemetry, schedule, fleet.count, phase))
-        else:
-            env.process(by_devices(env, gateway, telemetry, schedule, index, 1.0 / load.device_rate, phase))
+        match pacing:
+            case None:
+                env.process(every(env, gateway, telemetry, fleet.interval, phase))
+            case ByRate(schedule):
+                env.process(by_rate(env, gateway, telemetry, schedule, fleet.count, phase))
+            case ByDevices(schedule, interval):
+                env.process(by_devices(env, gateway, telemetry, schedule, index, interval, phase))
 
 
 DEVICE = DeviceType("load_probe", "load", "lp", Fleet, build, readings=SENSORS)

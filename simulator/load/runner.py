@@ -23,16 +23,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from pydantic import TypeAdapter
 
 from simulator.errors import IotsimError
 from simulator.load.live import LiveResults
 from simulator.load.metrics import MachineSampler, ResourceSampler, Server, decode, find_server, new_histogram, summarize_ms
 from simulator.load.profile import Constant, Schedule, schedule_of
+from simulator.load.protocol import (
+    BRIDGE_REPORTS, WORKER_REPORTS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Failure, Message, ProtocolError, Ready, Start,
+    WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
+)  # fmt: skip
 from simulator.load.section import LoadSection
+from simulator.load.shard import Shard
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.scenario import Scenario
 from simulator.transport.mqtt import BrokerAddress, load_bridge_client_id, password_from_environment
@@ -51,47 +57,61 @@ class LoadError(IotsimError):
     exit_code = 2  # `iotsim load`'s contract: 1 is a threshold that failed, 2 an experiment that could not run
 
 
+IntervalT = TypeVar("IntervalT", WorkerInterval, BridgeInterval)
+FinalT = TypeVar("FinalT", WorkerFinal, BridgeFinal)
+
+
 @dataclass
-class Child:
-    """A worker or the bridge: its process, and the JSON lines it reported."""
+class Child(Generic[IntervalT, FinalT]):
+    """A worker or the bridge: its process, its log, and what it reported (simulator/load/protocol.py)."""
 
     name: str
     process: subprocess.Popen[str]
-    records: dict[int, dict[str, Any]] = field(default_factory=dict)
-    final: dict[str, Any] | None = None
+    log: Path
+    reports: TypeAdapter[Any]  # the messages it may send
+    records: dict[int, IntervalT] = field(default_factory=dict)
+    final: FinalT | None = None
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, name: str, module: str, order: dict[str, Any], log: Path) -> Child:
+    def start(cls, name: str, module: str, orders: Message, log: Path, reports: TypeAdapter[Any]) -> Child[IntervalT, FinalT]:
         with open(log, "w") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env()
             )
-        child = cls(name, process)
+        child = cls(name, process, log, reports)
         threading.Thread(target=child._read, name=f"read-{name}", daemon=True).start()
-        child.send(order)
+        child.send(orders)
         return child
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            record = json.loads(line)
-            if "error" in record:
-                self.error = record["error"]
-            elif record.get("ready"):
-                self.ready.set()
-            elif record.get("final"):
-                self.final = record
-            else:
-                self.records[record["k"]] = record
-        self.done.set()
-        self.ready.set()  # wakes a waiter if the process died before it was ready
+        try:
+            for line in self.process.stdout:
+                self._take(decode_message(self.reports, line, self.name))
+        except ProtocolError as error:  # it is not doing what it should: stop it, and say why
+            self.error = str(error)
+            self.process.kill()
+        finally:
+            self.done.set()
+            self.ready.set()  # wakes a waiter if the process died before it was ready
 
-    def send(self, order: dict[str, Any]) -> None:
+    def _take(self, message: Ready | Failure | IntervalT | FinalT) -> None:
+        match message:
+            case Failure():
+                self.error = f"{self.name}: {message.message}"
+            case Ready():
+                self.ready.set()
+            case WorkerInterval() | BridgeInterval():
+                self.records[message.k] = message
+            case WorkerFinal() | BridgeFinal():
+                self.final = message
+
+    def send(self, message: Message) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(order) + "\n")
+        self.process.stdin.write(encode_message(message))
         self.process.stdin.flush()
 
     def close(self) -> None:
@@ -101,22 +121,43 @@ class Child:
             except BrokenPipeError:
                 pass
 
-    def latest(self, k: int) -> dict[str, Any]:
+    def latest(self, k: int) -> IntervalT | None:
         """The last record at or before interval k (counters are cumulative)."""
         for index in range(k, 0, -1):
             if index in self.records:
                 return self.records[index]
-        return {}
+        return None
 
-    def wait_ready(self, timeout: float, log: Path) -> None:
+    def stopped_early(self) -> bool:
+        """It ended (its Failure, a crash, a line it should not have sent) without its final figures."""
+        return self.done.is_set() and self.final is None
+
+    def stopped_error(self) -> LoadError:
+        return LoadError(self.error or f"the {self.name} stopped without its final figures; see {self.log}")
+
+    def wait_ready(self, timeout: float) -> None:
         if not self.ready.wait(timeout) or self.error or self.done.is_set():
             self.kill()
-            raise LoadError(self.error or f"the {self.name} did not start in {timeout:.0f} s; see {log}")
+            raise LoadError(self.error or f"the {self.name} did not start in {timeout:.0f} s; see {self.log}")
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+Worker = Child[WorkerInterval, WorkerFinal]
+BridgeChild = Child[BridgeInterval, BridgeFinal]
+NO_WORKER_COUNTS = WorkerCounts(generated=0, published=0, acknowledged=0)
+NO_BRIDGE_COUNTS = BridgeCounts(received=0, written=0, acknowledged=0, dead_letters=0, distinct=0, duplicates=0, stale=0)
+
+
+def start_worker(index: int, orders: WorkerOrders, out: Path) -> Worker:
+    return Worker.start(f"worker {index}", "simulator.load.worker", orders, out / f"worker-{index}.log", WORKER_REPORTS)
+
+
+def start_bridge(orders: BridgeOrders, out: Path) -> BridgeChild:
+    return BridgeChild.start("bridge", "simulator.load.bridge", orders, out / "bridge.log", BRIDGE_REPORTS)
 
 
 def child_env() -> dict[str, str]:
@@ -175,19 +216,21 @@ def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
     """Every worker writes its shard's messages to out/messages-wN.jsonl, as fast as possible."""
     out.mkdir(parents=True, exist_ok=True)
     scenario = experiment.scenario.with_overrides(duration=experiment.schedule.duration)
-    children = []
-    for index in range(experiment.workers):
-        order = {"scenario": scenario.model_dump(mode="json"), "shard": [index, experiment.workers], "dry_run": str(out / f"messages-w{index}.jsonl")}
-        children.append(Child.start(f"worker {index}", "simulator.load.worker", order, out / f"worker-{index}.log"))
+    children = [
+        start_worker(index, WorkerOrders(scenario=scenario, shard=Shard(index, experiment.workers), dry_run=str(out / f"messages-w{index}.jsonl")), out)
+        for index in range(experiment.workers)
+    ]
+    finals: list[WorkerFinal] = []
     for child in children:
         child.done.wait(3600)
         child.process.wait()
         if child.final is None:
-            raise LoadError(child.error or f"{child.name} failed; see {out / 'worker-0.log'}")
+            raise child.stopped_error()
+        finals.append(child.final)
     summary = {
         "scenario": scenario.name, "dry_run": True, "workers": experiment.workers,
-        "generated": sum(c.final["generated"] for c in children if c.final),
-        "per_worker": [{"generated": c.final["generated"], "devices": c.final["devices"], "wall_s": c.final["wall_s"]} for c in children if c.final],
+        "generated": sum(final.counts.generated for final in finals),
+        "per_worker": [{"generated": final.counts.generated, "devices": final.devices, "wall_s": final.wall_s} for final in finals],
         "offered": round(experiment.schedule.total) if experiment.load.unit == "rate" else round(experiment.offered_between(0, experiment.schedule.duration)),
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -202,39 +245,40 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     out.mkdir(parents=True, exist_ok=True)
     run_id = out.name
     influx = scenario.influx
-    bridge_order = {
-        "influx_url": influx.url, "database": influx.database,
-        "user": influx.user, "password": influx.password, "token": influx.token,
-        "settings": load.bridge.settings(
+    bridge_orders = BridgeOrders(
+        influx_url=influx.url, database=influx.database, user=influx.user, password=influx.password, token=influx.token,
+        settings=load.bridge.settings(
             mqtt_url=scenario.mqtt.url, topic_prefix=scenario.mqtt.topic_prefix, client_id=load_bridge_client_id(scenario.mqtt.client_id_prefix),
             dead_letter_path=out / "dead-letters.jsonl", spool_dir=out / "spool",
-        ).model_dump(mode="json"),
-        "interval": 1.0,
-        "raw_latencies": str(out / "latencies.i64") if raw_latencies else None,
+        ),
+        interval=1.0,
+        raw_latencies=str(out / "latencies.i64") if raw_latencies else None,
         **bridge_credentials(scenario),
-    }  # fmt: skip
-    bridge = Child.start("bridge", "simulator.load.bridge", bridge_order, out / "bridge.log")
-    workers: list[Child] = []
+    )  # fmt: skip
+    bridge = start_bridge(bridge_orders, out)
+    workers: list[Worker] = []
+    collected = False
     try:
-        bridge.wait_ready(READY_TIMEOUT, out / "bridge.log")
-        dumped = experiment.run_scenario().model_dump(mode="json")
+        bridge.wait_ready(READY_TIMEOUT)
+        timed = experiment.run_scenario()
         for index in range(experiment.workers):
-            order = {"scenario": dumped, "shard": [index, experiment.workers], "qos": experiment.qos, "interval": 1.0}
-            workers.append(Child.start(f"worker {index}", "simulator.load.worker", order, out / f"worker-{index}.log"))
-        for index, worker in enumerate(workers):
-            worker.wait_ready(READY_TIMEOUT, out / f"worker-{index}.log")
+            workers.append(start_worker(index, WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0), out))
+        for worker in workers:
+            worker.wait_ready(READY_TIMEOUT)
         start_ms = int((time.time() + START_MARGIN_S) * 1000)
         for child in (bridge, *workers):
-            child.send({"start_ms": start_ms})
+            child.send(Start(start_ms=start_ms))
         rows = collect(experiment, bridge, workers, servers, start_ms, LiveResults(influx, run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
+        collected = True
     finally:
-        bridge.close()
+        bridge.close()  # it writes what is pending, acknowledges it and stops
         for child in (bridge, *workers):
-            child.done.wait(60)
+            if collected or child is bridge:  # a run cut short does not wait for the workers' last stages
+                child.done.wait(60)
             child.kill()
     for child in (bridge, *workers):
         if child.final is None:
-            raise LoadError(child.error or f"the {child.name} stopped without its final figures; see {out}")
+            raise child.stopped_error()
     summary = summarize(experiment, bridge, workers, servers, rows, start_ms, run_id)
     verdicts = judge(load.thresholds, summary["figures"])
     summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
@@ -275,7 +319,7 @@ def local_servers(scenario: Scenario) -> dict[str, Server]:
     return {"broker": find_server(broker.host, broker.port), "database": find_server(influx.hostname or "", influx_port)}
 
 
-def collect(experiment: Experiment, bridge: Child, workers: list[Child], servers: dict[str, Server], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:
+def collect(experiment: Experiment, bridge: BridgeChild, workers: list[Worker], servers: dict[str, Server], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:
     """A timeseries row per second, until the pipeline has caught up (or `drain` has passed)."""
     start_s = start_ms / 1000
     samplers = {
@@ -299,15 +343,19 @@ def collect(experiment: Experiment, bridge: Child, workers: list[Child], servers
         live.write_row(row, int(start_ms + k * 1000))
         if progress is not None:
             progress(k, row)
+        for child in (bridge, *workers):
+            if child.stopped_early():  # its Failure (e.g. another client took its client id) ends the experiment
+                raise child.stopped_error()
         if not all(worker.done.is_set() for worker in workers):
             if k > drain_until:
                 break
             continue
-        finished = sum(w.final["published"] for w in workers if w.final)
+        finished = sum(w.final.counts.published for w in workers if w.final)
         if caught_up_since is None:
             caught_up_since = k
         latest = bridge.latest(k)
-        received, acknowledged = latest.get("received", 0), latest.get("acknowledged", 0)
+        ingest = latest.counts if latest is not None else NO_BRIDGE_COUNTS
+        received, acknowledged = ingest.received, ingest.acknowledged
         if received >= finished and acknowledged >= received:
             break
         if k - caught_up_since >= experiment.load.drain or (experiment.qos == 0 and k - caught_up_since >= 3 and row["received"] == 0 and acknowledged >= received):
@@ -315,19 +363,28 @@ def collect(experiment: Experiment, bridge: Child, workers: list[Child], servers
     return rows
 
 
-def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child], previous: dict[str, float], samplers: dict[str, ResourceSampler], machine: MachineSampler) -> dict[str, Any]:
+def worker_counts(worker: Worker, k: int) -> WorkerCounts:
+    """A worker's counters at interval k: its final ones once it has no record of k."""
+    if worker.final is not None and k not in worker.records:
+        return worker.final.counts
+    latest = worker.latest(k)
+    return latest.counts if latest is not None else NO_WORKER_COUNTS
+
+
+def make_row(experiment: Experiment, k: int, bridge: BridgeChild, workers: list[Worker], previous: dict[str, float], samplers: dict[str, ResourceSampler], machine: MachineSampler) -> dict[str, Any]:
     totals = {name: 0.0 for name in ("generated", "published", "acknowledged")}
     publish_hist = new_histogram()
     for worker in workers:
-        record = worker.latest(k) if worker.final is None or k in worker.records else worker.final
-        for name in totals:
-            totals[name] += record.get(name, 0)
-        if k in worker.records and worker.records[k]["publish_hist"]:
-            publish_hist.add(decode(worker.records[k]["publish_hist"]))
-    record = bridge.latest(k)
-    for name in ("received", "written", "distinct", "duplicates"):
-        totals[name] = record.get(name, 0)
-    latency = decode(bridge.records[k]["latency_hist"]) if k in bridge.records else new_histogram()
+        counts = worker_counts(worker, k)
+        totals["generated"] += counts.generated
+        totals["published"] += counts.published
+        totals["acknowledged"] += counts.acknowledged
+        if k in worker.records and worker.records[k].publish_hist:
+            publish_hist.add(decode(worker.records[k].publish_hist))
+    latest = bridge.latest(k)
+    ingest = latest.counts if latest is not None else NO_BRIDGE_COUNTS
+    totals.update(received=ingest.received, written=ingest.written, distinct=ingest.distinct, duplicates=ingest.duplicates)
+    latency = decode(bridge.records[k].latency_hist) if k in bridge.records else new_histogram()
     row: dict[str, Any] = {"second": k, "offered": round(experiment.offered_between(k - 1, k), 3)}
     for name, value in totals.items():
         row[name] = value - previous.get(name, 0)
@@ -345,25 +402,27 @@ def make_row(experiment: Experiment, k: int, bridge: Child, workers: list[Child]
     return row
 
 
-def summarize(experiment: Experiment, bridge: Child, workers: list[Child], servers: dict[str, Server], rows: list[dict[str, Any]], start_ms: int, run_id: str) -> dict[str, Any]:
-    finals = [worker.final or {} for worker in workers]
-    ingest = bridge.final or {}
+def summarize(experiment: Experiment, bridge: BridgeChild, workers: list[Worker], servers: dict[str, Server], rows: list[dict[str, Any]], start_ms: int, run_id: str) -> dict[str, Any]:
+    """The results of a run every child finished (each has its final figures)."""
+    finals = [worker.final for worker in workers if worker.final is not None]
+    assert bridge.final is not None and len(finals) == len(workers)
+    ingest = bridge.final
     latency, publish = new_histogram(), new_histogram()
-    for record in [*bridge.records.values(), ingest]:
-        if record.get("latency_hist"):
-            latency.add(decode(record["latency_hist"]))
-    for worker in workers:
-        for record in [*worker.records.values(), worker.final or {}]:
-            if record.get("publish_hist"):
-                publish.add(decode(record["publish_hist"]))
+    for latency_hist in [*(record.latency_hist for record in bridge.records.values()), ingest.latency_hist]:
+        if latency_hist:
+            latency.add(decode(latency_hist))
+    for worker, final in zip(workers, finals):
+        for publish_hist in [*(record.publish_hist for record in worker.records.values()), final.publish_hist]:
+            if publish_hist:
+                publish.add(decode(publish_hist))
     duration = experiment.schedule.duration
     counts = {
         "offered": round(experiment.offered_between(0, duration)),
-        "generated": sum(f.get("generated", 0) for f in finals),
-        "published": sum(f.get("published", 0) for f in finals),
-        "acknowledged": sum(f.get("acknowledged", 0) for f in finals),
-        "received": ingest.get("received", 0),
-        "written": ingest.get("written", 0),
+        "generated": sum(final.counts.generated for final in finals),
+        "published": sum(final.counts.published for final in finals),
+        "acknowledged": sum(final.counts.acknowledged for final in finals),
+        "received": ingest.counts.received,
+        "written": ingest.counts.written,
     }
     # Rates: what each stage reached by the end of the last stage (plus one second for the last
     # batch), over the load's duration; what only arrived while draining does not count as sustained.
@@ -374,12 +433,11 @@ def summarize(experiment: Experiment, bridge: Child, workers: list[Child], serve
         figures[f"{name}_rate"] = sum(row[name] for row in within) / duration
     batch = next(fleet.batch for fleet in experiment.scenario.fleets if fleet.type == "load_probe")
     figures["written_readings_rate"] = figures["written_rate"] * batch
-    distinct = ingest.get("distinct", 0)
-    figures["loss"] = float(max(counts["generated"] - distinct, 0))
+    figures["loss"] = float(max(counts["generated"] - ingest.counts.distinct, 0))
     figures["loss_ratio"] = figures["loss"] / counts["generated"] if counts["generated"] else math.nan
-    figures["duplicates"] = float(ingest.get("duplicates", 0))
-    figures["gaps"] = float(ingest.get("gaps", 0))
-    figures["dead_letters"] = float(ingest.get("dead_letters", 0))
+    figures["duplicates"] = float(ingest.counts.duplicates)
+    figures["gaps"] = float(ingest.gaps)
+    figures["dead_letters"] = float(ingest.counts.dead_letters)
     for name, value in summarize_ms(latency).items():
         figures[f"{name}_latency_ms"] = value
     for name, value in summarize_ms(publish).items():
@@ -411,8 +469,8 @@ def summarize(experiment: Experiment, bridge: Child, workers: list[Child], serve
         "figures": {name: none_if_nan(value) for name, value in figures.items()},
         "latency_histogram": latency.encode().decode() if latency.get_total_count() else "",
         "publish_histogram": publish.encode().decode() if publish.get_total_count() else "",
-        "drained": all(f.get("drained", False) for f in finals),
-        "stale": ingest.get("stale", 0),
+        "drained": all(final.drained for final in finals),
+        "stale": ingest.counts.stale,
     }
 
 

@@ -11,7 +11,8 @@ from pydantic import AfterValidator, Field
 
 from simulator.fleet import Duration, StrictModel
 from simulator.ingest.settings import BridgeSettings, bridge_field
-from simulator.load.profile import Profile
+from simulator.load.pacing import ByDevices, ByRate, Pacing
+from simulator.load.profile import Profile, schedule_of
 from simulator.load.thresholds import parse_threshold
 
 
@@ -73,3 +74,8 @@ class LoadSection(StrictModel):
     bridge: BridgeOptions = Field(default_factory=BridgeOptions, description="the ingest bridge the experiment starts")
     capacity: CapacitySearch = Field(default_factory=CapacitySearch, description="the trials of `iotsim load --find-capacity`")
     results: str = Field(default="results", description="results directories are created under this folder")
+
+    def pacing(self) -> Pacing:
+        """How the load_probe gateways send in this experiment (the builder gives it to them)."""
+        schedule = schedule_of(self.profile)
+        return ByRate(schedule) if self.unit == "rate" else ByDevices(schedule, 1.0 / self.device_rate)

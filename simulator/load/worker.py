@@ -1,15 +1,14 @@
 """A load worker: one shard of the scenario's devices, simulated in real time and published.
 
-Started by the runner as `python -m simulator.load.worker`; it reads its orders as JSON lines on
-stdin and reports as JSON lines on stdout:
+Started by the runner as `python -m simulator.load.worker`; it reads its orders on stdin and reports
+on stdout, one JSON line each (simulator/load/protocol.py has every message):
 
-    stdin   {"scenario": {...}, "shard": [i, n], "qos": 1, "dry_run": null | "file.jsonl", "interval": 1.0}
-    stdout  {"ready": true}                           connected to the broker (not in a dry run)
-    stdin   {"start_ms": 1768...}                     the common start; the world's clock starts then
-    stdout  {"k": 3, "generated": ..., "published": ..., "acknowledged": ..., "publish_hist": "..."}
-            ... once per interval, for the interval ending at start + k * interval
-    stdout  {"final": true, ...}                      after the last stage, once everything is acknowledged
-    stdout  {"error": "..."}                          could not run (then exit 1)
+    stdin   WorkerOrders      the scenario, the shard, the QoS, the interval; or a dry run's file
+    stdout  Ready             connected to the broker (not in a dry run)
+    stdin   Start             the common start; the world's clock starts then
+    stdout  WorkerInterval    once per interval, for the interval ending at start + k * interval
+    stdout  WorkerFinal       after the last stage, once everything is acknowledged
+    stdout  Failure           could not go on (then exit 1): any IotsimError, one line
 
 A dry run needs no broker and no start: the world runs as fast as possible from the scenario's own
 start and writes its messages to the file, so runs can be compared byte for byte.
@@ -17,10 +16,7 @@ start and writes its messages to the file, so runs can be compared byte for byte
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,10 +27,10 @@ import simpy
 from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
 from simulator.load.metrics import LatencyRecorder
+from simulator.load.protocol import WORKER_ORDERS, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.load.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
-from simulator.errors import BrokerError
 from simulator.transport.mqtt import MqttPublisher, load_worker_client_id
 from simulator.world import World
 
@@ -71,46 +67,6 @@ class InstrumentedPublisher(MqttPublisher):
         super()._acknowledged(mid)
 
 
-class Reporter:
-    """Prints a JSON line per interval, aligned on the common start, until stopped."""
-
-    def __init__(self, start_ms: int, interval: float, snapshot: Any) -> None:
-        self.start_s = start_ms / 1000.0
-        self.interval = interval
-        self.snapshot = snapshot
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="load-reporter", daemon=True)
-
-    def _run(self) -> None:
-        k = 1
-        while not self.stopping.wait(max(self.start_s + k * self.interval - time.time(), 0.0)):
-            say({"k": k, **self.snapshot()})
-            k += 1
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-
-
-_print_lock = threading.Lock()
-
-
-def say(record: dict[str, Any]) -> None:
-    with _print_lock:
-        sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
-
-
-def read_order() -> dict[str, Any]:
-    line = sys.stdin.readline()
-    if not line:
-        raise SystemExit(0)  # the runner went away
-    return json.loads(line)
-
-
 def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
     writer = JsonlWriter(output)
     sink = ShardSink(writer, shard)
@@ -120,53 +76,51 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
     env.run(until=scenario.duration)
     wall = time.perf_counter() - started
     writer.close()
-    say({"final": True, "generated": sink.passed, "published": 0, "acknowledged": 0, "publish_hist": "",
-         "devices": len(world.telemetry.devices), "wall_s": wall})  # fmt: skip
+    counts = WorkerCounts(generated=sink.passed, published=0, acknowledged=0)
+    say(WorkerFinal(counts=counts, publish_hist="", devices=len(world.telemetry.devices), wall_s=wall, drained=True))  # nothing to drain
 
 
 def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
     settings = scenario.mqtt
-    try:
-        publisher = InstrumentedPublisher.from_settings(
-            settings, client_id=load_worker_client_id(settings.client_id_prefix, shard.index, os.getpid()), qos=qos
-        )
-        publisher.start()
-    except BrokerError as error:
-        say({"error": str(error)})
-        raise SystemExit(1) from None
-    say({"ready": True})
-    start_ms = int(read_order()["start_ms"])
+    client_id = load_worker_client_id(settings.client_id_prefix, shard.index, os.getpid())
+    publisher = InstrumentedPublisher.from_settings(settings, client_id=client_id, qos=qos)
+    publisher.start()  # BrokerError: unreachable or refused
+    say(Ready())
+    start_ms = read_order(WORKER_ORDERS, Start).start_ms
     start = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc)
     scenario = scenario.with_overrides(start=start.isoformat())
     sink = ShardSink(publisher, shard)
     env = PacedEnvironment(factor=1.0, wait=publisher.idle)
     world = build_sharded_world(scenario, env, sink)
 
-    def snapshot() -> dict[str, Any]:
-        return {"generated": sink.passed, "published": publisher.published, "acknowledged": publisher.acknowledged,
-                "publish_hist": publisher.latency.take()}  # fmt: skip
+    def counts() -> WorkerCounts:
+        return WorkerCounts(generated=sink.passed, published=publisher.published, acknowledged=publisher.acknowledged)
 
-    reporter = Reporter(start_ms, interval, snapshot)
-    publisher.idle(max(start_ms / 1000 - time.time(), 0.0))
-    env.sync()
-    reporter.start()
-    started = time.perf_counter()
-    env.run(until=scenario.duration)
-    wall = time.perf_counter() - started
-    drained = publisher.drain(DRAIN_TIMEOUT)
-    reporter.stop()
-    say({"final": True, **snapshot(), "devices": len(world.telemetry.devices), "wall_s": wall, "drained": drained})
+    reporter = Reporter(start_ms, interval, lambda k: WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take()))
+    try:  # a BrokerError on the way (another client took our client id ...) ends the run as one Failure (serve)
+        publisher.idle(max(start_ms / 1000 - time.time(), 0.0))
+        env.sync()
+        reporter.start()
+        started = time.perf_counter()
+        env.run(until=scenario.duration)
+        wall = time.perf_counter() - started
+        drained = publisher.drain(DRAIN_TIMEOUT)
+    finally:
+        reporter.stop()
+    say(WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=len(world.telemetry.devices), wall_s=wall, drained=drained))
     publisher.stop()
 
 
-def main() -> None:
-    order = read_order()
-    scenario = Scenario.model_validate(order["scenario"])
-    shard = Shard(*order["shard"])
-    if order.get("dry_run"):
-        run_dry(scenario, shard, Path(order["dry_run"]))
+def work() -> None:
+    orders = read_order(WORKER_ORDERS, WorkerOrders)
+    if orders.dry_run:
+        run_dry(orders.scenario, orders.shard, Path(orders.dry_run))
     else:
-        run_live(scenario, shard, int(order["qos"]), float(order.get("interval", 1.0)))
+        run_live(orders.scenario, orders.shard, orders.qos if orders.qos is not None else orders.scenario.mqtt.qos, orders.interval)
+
+
+def main() -> None:
+    serve(work)
 
 
 if __name__ == "__main__":
