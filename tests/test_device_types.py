@@ -23,7 +23,7 @@ from simulator.device_type import DeviceType, FleetConfig, first_delay, register
 from simulator.engine import run_scenario
 from simulator.fleet import Duration
 from simulator.scenario import Scenario, ScenarioError, load_scenario
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 from simulator.world import World
 
 START_MS = 1_768_320_000_000  # the default start, 2026-01-14 00:00 +08:00
@@ -57,7 +57,7 @@ def build_thermometers(world: World, fleet: ThermometerFleet) -> None:
         world.env.process(measure(world.env, device, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-THERMOMETER = DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings=("temp_c",))
+THERMOMETER = DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": FLOAT})
 WithThermometers = Scenario.with_device_types(THERMOMETER)
 
 
@@ -145,7 +145,7 @@ def test_a_fault_on_a_reading_the_new_type_does_not_send_is_one_clear_line(tmp_p
 
 def test_a_device_type_name_must_fit_a_topic_and_a_measurement() -> None:
     with pytest.raises(ValueError, match="device type name 'Bus Stop'"):
-        DeviceType("Bus Stop", "city", "stop", ThermometerFleet, build_thermometers, readings=("temp_c",))
+        DeviceType("Bus Stop", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": FLOAT})
 
 
 def test_every_shipped_type_is_declared_once() -> None:
@@ -161,7 +161,7 @@ def test_every_shipped_type_is_declared_once() -> None:
 
 @pytest.mark.parametrize("kind", catalogue.DEVICE_TYPES, ids=lambda kind: kind.name)
 def test_every_shipped_type_takes_device_faults(kind: DeviceType[Any]) -> None:
-    reading = kind.readings[0]
+    reading = next(iter(kind.readings))
     fleet = kind.fleet_model.model_validate(
         {
             "type": kind.name, "count": 2,
