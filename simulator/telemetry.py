@@ -29,7 +29,7 @@ Kind = Literal["float", "string", "boolean"]
 FLOAT: Kind = "float"
 STRING: Kind = "string"
 BOOLEAN: Kind = "boolean"
-KINDS: tuple[Kind, ...] = (FLOAT, STRING, BOOLEAN)
+KINDS: tuple[Kind, ...] = (FLOAT, STRING, BOOLEAN)  # the bridge's own list (ingest/fieldtypes.py) is the same; a test checks
 # What every event declares; the rest of an event's readings depend on its kind and are left undeclared.
 EVENT_READINGS: dict[str, Kind] = {"text": STRING}
 Sink = Callable[[str, bytes], None]

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from conftest import iotsim
-from simulator import catalogue
+from simulator import catalogue, telemetry
 from simulator.engine import run_scenario
+from simulator.ingest import fieldtypes
 from simulator.ingest.fieldtypes import read_declared
 from simulator.ingest.lineprotocol import field_value
 from simulator.load.probe import MAX_BATCH, MAX_PAYLOAD_BYTES, PADS, SENSORS
@@ -96,6 +97,7 @@ def test_iotsim_schema_readings_prints_the_committed_file_the_bridge_reads() -> 
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == READINGS_PATH.read_text(encoding="utf-8") == render()
     assert read_declared(READINGS_PATH) == declared_readings()  # valid for the bridge: every kind float, string or boolean
+    assert telemetry.KINDS == fieldtypes.KINDS  # the kinds a device declares are the bridge's
     assert list(declared_readings()) == [*catalogue.type_names(), "events"]
 
 
