@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for it
 
-from simulator import scenario_schema, stack
+from simulator import readings_schema, scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
 from simulator.engine import RunResult, Wait, run_scenario
 from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
@@ -478,24 +478,31 @@ def stack_status(state_dir: StateDir = Path(".iotsim")) -> None:
 @app.command()
 def schema(
     output: Annotated[Optional[Path], typer.Option("--out", help="write the schema to this file instead of printing it")] = None,
-    check: Annotated[bool, typer.Option("--check", help=f"write nothing; exit 1 if the file (--out, default {SCHEMA_PATH.name}) is missing or stale")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help=f"write nothing; exit 1 if the file (--out, default {SCHEMA_PATH.name} or {readings_schema.READINGS_PATH.name}) is missing or stale")
+    ] = False,
+    readings: Annotated[
+        bool, typer.Option("--readings", help="the readings every device type sends and their kinds (what the bridge declares), instead of the scenario schema")
+    ] = False,
 ) -> None:
-    """Print the JSON Schema of scenario files (editor completion and validation; README, Scenario files)."""
+    """Print the JSON Schema of scenario files (editor completion and validation; README, Scenario files), or with
+    --readings the declared readings of every device type (simulator/schemas/readings.json, docs/message-contract.md)."""
+    generator = readings_schema if readings else scenario_schema
     if check:
-        path = output or SCHEMA_PATH
-        problem = scenario_schema.stale(path)
+        path = output or (readings_schema.READINGS_PATH if readings else SCHEMA_PATH)
+        problem = generator.stale(path)
         if problem:
             fail(problem)
         out.print(f"{path}: up to date", markup=False, highlight=False)
     elif output is not None:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(scenario_schema.render(), encoding="utf-8")
+            output.write_text(generator.render(), encoding="utf-8")
         except OSError as error:
             fail(f"--out: cannot write {output} ({error.strerror})", code=2)
         out.print(f"wrote {output}", markup=False, highlight=False)
     else:
-        sys.stdout.write(scenario_schema.render())
+        sys.stdout.write(generator.render())
 
 
 VERIFY_FLAGS = {"duration": "--duration", "seed": "--seed", "start": "--start", "influx.url": "--influx", "influx.database": "--db"}

@@ -2,23 +2,31 @@
 
 A device type is one `DeviceType` object: its name (the fleet's `type`, the InfluxDB measurement and
 the topic's type segment), its domain (the topic's domain segment), its default id prefix, the
-options of its fleet section (a `FleetConfig` subclass without `type`), the readings a device sends
-(device `faults:` may name these) and `build(world, fleet)`, which registers the devices and starts
-their SimPy processes. `simulator/catalogue.py` lists the shipped types.
+options of its fleet section (a `FleetConfig` subclass without `type`), every reading a device sends
+with its kind (float, string or boolean: what the bridge stores it as), and `build(world, fleet)`,
+which registers the devices and starts their SimPy processes. `simulator/catalogue.py` lists the
+shipped types.
+
+The readings come in two declarations, each name written once: `readings`, what the device measures
+(device `faults:` may name these), and `also_sends`, the readings it sends that no fault may name
+(values computed after its faults from the faulty ones, such as the AQI; states; padding). Together
+they are `sends`, the device type's part of the message contract; `iotsim schema --readings` writes
+every type's into `simulator/schemas/readings.json`, which the bridge reads (simulator/ingest/fieldtypes.py).
 
 From the options the type makes the scenario's model of its fleet section: the options plus
 `type: Literal[name]`, with the type itself as `device_type`, so a validated fleet knows how to build
 itself and the name is written nowhere else.
 
 Every fleet has the common options (`count`, `id_prefix`, `districts`) and `faults:` (device faults,
-simulator/device_faults.py), checked against the fleet's device ids and the type's readings.
+simulator/device_faults.py), checked against the fleet's device ids and the type's readings (a drift
+or spikes fault changes a number: the reading it names must be a float).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
@@ -26,12 +34,13 @@ from pydantic import Field, create_model, model_validator
 
 from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
 from simulator.fleet import DISTRICTS, District, StrictModel
-from simulator.telemetry import Device
+from simulator.telemetry import FLOAT, KINDS, Device, Kind
 
 if TYPE_CHECKING:
     from simulator.world import World
 
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a topic segment and an InfluxDB measurement
+NUMERIC_FAULTS = ("drift", "spikes")  # they change a number: the reading they name must be a float
 
 
 class FleetConfig(StrictModel):
@@ -76,6 +85,8 @@ class FleetConfig(StrictModel):
             reading = getattr(fault, "reading", None)
             if reading is not None and reading not in readings:
                 raise ValueError(f"faults.{index}.reading: {reading!r} is not a reading of {self.type} ({', '.join(readings)})")
+            if reading is not None and fault.kind in NUMERIC_FAULTS and readings[reading] != FLOAT:
+                raise ValueError(f"faults.{index}.reading: {reading!r} is a {readings[reading]} reading of {self.type}; {fault.kind} needs a number")
         return self
 
 
@@ -85,14 +96,16 @@ Builder = Callable[["World", F], None]
 
 @dataclass(frozen=True, eq=False)
 class DeviceType(Generic[F]):
-    """One device type, declared once: `DEVICE = DeviceType("air_quality", "city", "aq", Fleet, build, readings=NAMES)`."""
+    """One device type, declared once: `DEVICE = DeviceType("water_pressure", "city", "water", Fleet, build,
+    readings={"pressure_mpa": FLOAT, "flow_m3h": FLOAT})`."""
 
     name: str  # the fleet's `type`, the measurement, the topic's type segment
     domain: str  # the topic's domain segment: city, port, load ...
     id_prefix: str  # default device ids: {id_prefix}-0001 ...
     options: type[F]  # the fleet section's own options
     build: Builder[F]  # registers the fleet's devices with the world and starts their processes
-    readings: tuple[str, ...]  # what a device sends; device faults may name these
+    readings: Mapping[str, Kind]  # what a device measures and sends, and its kind; device faults may name these
+    also_sends: Mapping[str, Kind] = field(default_factory=dict)  # the other readings it sends; no fault may name them
     fleet_model: type[F] = field(init=False, repr=False)  # the options + `type: Literal[name]`
 
     def __post_init__(self) -> None:
@@ -100,6 +113,11 @@ class DeviceType(Generic[F]):
             raise ValueError(f"device type name {self.name!r}: lower case letters, digits and '_', starting with a letter")
         if not issubclass(self.options, FleetConfig):
             raise TypeError(f"device type {self.name}: its options must derive from FleetConfig")
+        if twice := sorted(set(self.readings) & set(self.also_sends)):
+            raise ValueError(f"device type {self.name}: {', '.join(twice)} declared in both readings and also_sends")
+        for reading, kind in self.sends.items():
+            if kind not in KINDS:
+                raise ValueError(f"device type {self.name}: reading {reading!r} has kind {kind!r}, not one of {', '.join(KINDS)}")
         model = create_model(
             "".join(part.title() for part in self.name.split("_")) + "Fleet",
             __base__=self.options,
@@ -108,6 +126,11 @@ class DeviceType(Generic[F]):
         )
         model.device_type = self
         object.__setattr__(self, "fleet_model", model)
+
+    @property
+    def sends(self) -> dict[str, Kind]:
+        """Every reading a device of this type may send, and its kind: its part of the message contract."""
+        return {**self.readings, **self.also_sends}
 
 
 def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict[str, str]) -> tuple[Device, FaultyReadings | None]:

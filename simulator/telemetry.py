@@ -18,11 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import orjson
 import simpy
 
 Reading = float | int | str | bool
+# The kind of a reading, as the bridge stores it: every number is a float (docs/message-contract.md).
+Kind = Literal["float", "string", "boolean"]
+FLOAT: Kind = "float"
+STRING: Kind = "string"
+BOOLEAN: Kind = "boolean"
+KINDS: tuple[Kind, ...] = (FLOAT, STRING, BOOLEAN)  # the bridge's own list (ingest/fieldtypes.py) is the same; a test checks
+# What every event declares; the rest of an event's readings depend on its kind and are left undeclared.
+EVENT_READINGS: dict[str, Kind] = {"text": STRING}
 Sink = Callable[[str, bytes], None]
 """Takes (topic, payload); a dry-run file, an MQTT publisher or a list in tests."""
 

@@ -87,6 +87,10 @@ HOSTILE = {
     "bridge --pid-file /proc": (["bridge", "--pid-file", "/proc/x/pid"], "--pid-file /proc/x/pid: cannot write there"),
     "bridge --ca-file missing": (["bridge", "--ca-file", "{tmp}/missing.crt"], "--ca-file"),
     "bridge --username ''": (["bridge", "--username", ""], "--username:"),
+    "bridge --declared-types ''": (["bridge", "--declared-types", ""], "--declared-types: give 'shipped', 'none' or a JSON file of field types"),
+    "bridge --declared-types missing": (["bridge", "--declared-types", "{tmp}/types.json"], "types.json: cannot read field types (No such file or directory)"),
+    "bridge --declared-types DIR": (["bridge", "--declared-types", "{tmp}"], "cannot read field types (Is a directory)"),
+    "bridge --declared-types not JSON": (["bridge", "--declared-types", "{file}"], "a-file: not JSON"),
     # iotsim load
     "load --mqtt http": (["load", LOAD, "--mqtt", "http://x:y"], "--mqtt: 'http://x:y' is not a mqtt://host:port URL"),
     "load --mqtt ''": (["load", LOAD, "--mqtt", ""], "--mqtt:"),

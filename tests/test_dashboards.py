@@ -149,7 +149,7 @@ def test_the_boards_show_what_the_issue_asks_for() -> None:
         assert needed in titles["city.json"], needed
     for needed in ("Yard occupancy", "Crane utilisation", "Crane moves per hour", "Gate queue per lane", "Train timeline", "Reefer alarms"):
         assert needed in titles["port.json"], needed
-    for needed in ("published vs written", "End-to-end lag", "Dead letters", "Batch size", "retries", "Seq gaps", "Sessions lost", "Load: offered vs achieved"):
+    for needed in ("published vs written", "End-to-end lag", "Dead letters", "Batch size", "retries", "Seq gaps", "Type conflicts", "Sessions lost", "Load: offered vs achieved"):
         assert needed in titles["pipeline.json"], needed
 
 

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from conftest import Pipeline, iotsim
+from publishing import message, publish, topic
 from simulator import stack
 from simulator.dashboards.build import JSON_DIR
 from simulator.engine import run_scenario
@@ -33,6 +34,7 @@ DATABASE = "dashboards"
 # morning (traffic incident, gas alarm, cooling fault), and a whole port day (trains, reefer alarms).
 SCENARIOS = [("city-day.yaml", "6h"), ("city-incident.yaml", None), ("port-day.yaml", None)]
 INTERVAL = "5m"  # what Grafana's $__interval is for ~36 h on a 1,000-pixel-wide panel
+CONFLICTS = 3  # pm25 strings sent through the bridge: stored as pm25_string, counted as type conflicts
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def loaded(broker: stack.Service, influxdb: stack.Service, tmp_path_factory: pyt
     pipeline = Pipeline(broker, influxdb, DATABASE, "dash", f"bridge-dash-{time.monotonic_ns()}", tmp)
     began = int(time.time() * 1000)
     bridge = pipeline.start_bridge("--exit-when-idle", "3")
+    strings = [message(seq, {"pm25": "high"}, device_id="aq-9999", ts=began + seq) for seq in range(CONFLICTS)]
+    publish(pipeline, [(topic(pipeline, "aq-9999"), payload) for payload in strings])
     scenario = pipeline.scenario_file(PIPELINE_RUN.format(start=datetime.now(timezone.utc).isoformat(timespec="seconds")))
     run = iotsim("run", str(scenario), timeout=120)
     assert run.returncode == 0, run.stderr
@@ -243,3 +247,13 @@ def test_dead_letters_stat_counts_what_the_bridge_set_aside(loaded: Loaded) -> N
     values = [row[1] for series in loaded.query(q) for row in series["values"] if row[1] is not None]
     assert loaded.dead_letters > 0
     assert max(values) == loaded.dead_letters
+
+
+def test_type_conflicts_panel_counts_the_readings_stored_under_a_typed_name(loaded: Loaded) -> None:
+    board = boards()["pipeline"]
+    panel = next(panel for panel in board["panels"] if panel["title"] == "Type conflicts")
+    q = expand(panel["targets"][0]["query"], {"bridge": ".*"}, loaded.wall_clock, INTERVAL)
+    values = [row[1] for series in loaded.query(q) for row in series["values"] if row[1] is not None]
+    assert max(values) == CONFLICTS
+    stored = loaded.query('SELECT count("pm25_string") FROM "air_quality" WHERE "device_id" = \'aq-9999\'')
+    assert stored[0]["values"][0][1] == CONFLICTS

@@ -23,7 +23,7 @@ from simulator.device_type import DeviceType, FleetConfig, first_delay, register
 from simulator.engine import run_scenario
 from simulator.fleet import Duration
 from simulator.scenario import Scenario, ScenarioError, load_scenario
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 from simulator.world import World
 
 START_MS = 1_768_320_000_000  # the default start, 2026-01-14 00:00 +08:00
@@ -57,7 +57,7 @@ def build_thermometers(world: World, fleet: ThermometerFleet) -> None:
         world.env.process(measure(world.env, device, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-THERMOMETER = DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings=("temp_c",))
+THERMOMETER = DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": FLOAT})
 WithThermometers = Scenario.with_device_types(THERMOMETER)
 
 
@@ -145,7 +145,31 @@ def test_a_fault_on_a_reading_the_new_type_does_not_send_is_one_clear_line(tmp_p
 
 def test_a_device_type_name_must_fit_a_topic_and_a_measurement() -> None:
     with pytest.raises(ValueError, match="device type name 'Bus Stop'"):
-        DeviceType("Bus Stop", "city", "stop", ThermometerFleet, build_thermometers, readings=("temp_c",))
+        DeviceType("Bus Stop", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": FLOAT})
+
+
+def test_a_reading_is_declared_once_with_a_kind_the_bridge_knows() -> None:
+    with pytest.raises(ValueError, match="device type bus_stop_thermometer: temp_c declared in both readings and also_sends"):
+        DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": FLOAT}, also_sends={"temp_c": FLOAT})
+    with pytest.raises(ValueError, match="reading 'temp_c' has kind 'integer', not one of float, string, boolean"):
+        DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": "integer"})  # type: ignore[dict-item]
+    both = DeviceType("bus_stop_thermometer", "city", "stop", ThermometerFleet, build_thermometers, readings={"temp_c": FLOAT}, also_sends={"ok": BOOLEAN})
+    assert both.sends == {"temp_c": "float", "ok": "boolean"} and list(both.readings) == ["temp_c"]
+
+
+def test_a_drift_or_spikes_fault_on_a_reading_that_is_no_number_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "reefers.yaml"
+    path.write_text(
+        "name: r\nduration: 1h\nfleets:\n"
+        "  - {type: reefer, count: 2, faults: [{kind: drift, share: 0.5, reading: alarm, per_day: 1}]}\n"
+        "  - {type: port_crane, count: 2, faults: [{kind: spikes, share: 0.5, reading: status}, {kind: stuck, share: 0.5, reading: status}]}\n"
+    )
+    result = iotsim("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:4: fleets.0.faults.0.reading: 'alarm' is a boolean reading of reefer; drift needs a number",
+        f"{path}:5: fleets.1.faults.0.reading: 'status' is a string reading of port_crane; spikes needs a number",
+    ]  # a stuck status is a fault a crane can have
 
 
 def test_every_shipped_type_is_declared_once() -> None:
@@ -161,7 +185,7 @@ def test_every_shipped_type_is_declared_once() -> None:
 
 @pytest.mark.parametrize("kind", catalogue.DEVICE_TYPES, ids=lambda kind: kind.name)
 def test_every_shipped_type_takes_device_faults(kind: DeviceType[Any]) -> None:
-    reading = kind.readings[0]
+    reading = next(iter(kind.readings))
     fleet = kind.fleet_model.model_validate(
         {
             "type": kind.name, "count": 2,

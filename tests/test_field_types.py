@@ -70,6 +70,37 @@ def test_declared_numeric_field_sends_the_one_string_to_its_typed_name(pipeline:
     assert declared.conflicts == 1 and "bridge: air_quality.x is stored as float; string values go to x_string (logged once)" in logged
 
 
+ATTACKED = 100  # good air_quality messages after the first one, whose pm25 is a string
+
+# --declared-types → (points with pm25, points with its typed name, the typed name, type conflicts)
+DECLARATIONS = {
+    "shipped by default": ((), ATTACKED, 1, "pm25_string", 1),
+    "a file": (("--declared-types", "{tmp}/types.json"), ATTACKED, 1, "pm25_string", 1),
+    "none": (("--declared-types", "none"), 1, ATTACKED, "pm25_float", ATTACKED),
+}
+
+
+@pytest.mark.parametrize(("flags", "kept", "typed", "typed_name", "conflicts"), DECLARATIONS.values(), ids=DECLARATIONS.keys())
+def test_a_string_first_cannot_take_a_declared_reading_from_its_device_type(
+    pipeline: Pipeline, flags: tuple[str, ...], kept: int, typed: int, typed_name: str, conflicts: int
+) -> None:
+    """Issue 20's attack on a fresh database: the first pm25 is "high". With the shipped declarations
+    (or a file declaring pm25 a float) it goes to pm25_string and the readings keep pm25; without any,
+    the first value decides, as before."""
+    (pipeline.tmp / "types.json").write_text('{"air_quality": {"pm25": "float"}}')
+    bridge = pipeline.start_bridge("--exit-when-idle", "2", *(flag.replace("{tmp}", str(pipeline.tmp)) for flag in flags))
+    attack = [(topic(pipeline), message(0, {"pm25": "high"}))]
+    publish(pipeline, attack + [(topic(pipeline), message(seq, {"pm25": 20.0 + seq / 10})) for seq in range(1, ATTACKED + 1)])
+    out, err = bridge.communicate(timeout=120)
+    assert bridge.returncode == 0, err
+    assert f"received {ATTACKED + 1}, written {ATTACKED + 1}, dead letters 0" in out
+    assert (pipeline.count("air_quality", "pm25"), pipeline.count("air_quality", typed_name)) == (kept, typed)
+    stored = "float" if kept == ATTACKED else "string"
+    assert field_types(pipeline) == {"pm25": stored, typed_name: typed_name.removeprefix("pm25_"), "seq": "integer"}
+    stats = pipeline.query('SELECT last("type_conflicts") FROM "pipeline" WHERE "component" = \'bridge\'')
+    assert stats[0]["values"][0][1] == conflicts
+
+
 def test_the_type_influxdb_already_holds_wins_over_the_first_value_of_a_new_run(pipeline: Pipeline) -> None:
     write_directly(pipeline, f'air_quality,device_id=aq-0000 x="from an earlier run" {TS - 1000}')
     bridge = pipeline.start_bridge("--exit-when-idle", "2")

@@ -44,7 +44,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import FLOAT, STRING, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -223,4 +223,8 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(report(world.env, station, world.telemetry, faults, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("air_quality", DOMAIN, "aq", Fleet, build, readings=NAMES)
+DEVICE = DeviceType(
+    "air_quality", DOMAIN, "aq", Fleet, build,
+    readings=dict.fromkeys(NAMES, FLOAT),
+    also_sends={"aqi": FLOAT, "aqi_level": FLOAT, "aqi_category": STRING, "primary_pollutant": STRING},  # the AQI of the values sent, after faults
+)  # fmt: skip

@@ -28,7 +28,7 @@ from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import District, Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -91,4 +91,6 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(run_rack(world.env, device, hall, centre, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("dc_rack", DOMAIN, "rack", Fleet, build, readings=("inlet_temp_c", "outlet_temp_c", "power_kw", "utilisation_pct"))
+DEVICE = DeviceType("dc_rack", DOMAIN, "rack", Fleet, build, readings=dict.fromkeys(("inlet_temp_c", "outlet_temp_c", "power_kw", "utilisation_pct"), FLOAT),
+    also_sends={"site_pue": FLOAT},  # the campus's, added after faults
+)  # fmt: skip

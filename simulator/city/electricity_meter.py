@@ -26,7 +26,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -93,4 +93,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(meter(world.env, device, kind, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("electricity_meter", DOMAIN, "meter", Fleet, build, readings=("power_kw", "energy_kwh", "voltage_v"))
+DEVICE = DeviceType("electricity_meter", DOMAIN, "meter", Fleet, build, readings=dict.fromkeys(("power_kw", "energy_kwh", "voltage_v"), FLOAT))

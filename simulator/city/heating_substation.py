@@ -31,7 +31,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -106,4 +106,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(supply_heat(world.env, device, fleet, city, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("heating_substation", DOMAIN, "heat", Fleet, build, readings=READINGS)
+DEVICE = DeviceType("heating_substation", DOMAIN, "heat", Fleet, build, readings=dict.fromkeys(READINGS, FLOAT), also_sends={"heating": BOOLEAN})

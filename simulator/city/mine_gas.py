@@ -30,7 +30,7 @@ from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import District, Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -132,4 +132,6 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(monitor(world.env, device, face, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("mine_gas", DOMAIN, "gas", Fleet, build, readings=("ch4_pct", "co_ppm", "airflow_ms"))
+DEVICE = DeviceType("mine_gas", DOMAIN, "gas", Fleet, build, readings=dict.fromkeys(("ch4_pct", "co_ppm", "airflow_ms"), FLOAT),
+    also_sends=dict.fromkeys(("alarm", "power_cut", "co_alarm"), BOOLEAN),  # the face's state, from the (faulty) values
+)  # fmt: skip

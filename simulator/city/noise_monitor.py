@@ -30,7 +30,7 @@ from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -91,4 +91,6 @@ def build(world: World, fleet: Fleet) -> None:
         )
 
 
-DEVICE = DeviceType("noise_monitor", DOMAIN, "noise", Fleet, build, readings=("laeq_dba", "lmax_dba"))
+DEVICE = DeviceType("noise_monitor", DOMAIN, "noise", Fleet, build, readings={"laeq_dba": FLOAT, "lmax_dba": FLOAT},
+    also_sends={"limit_dba": FLOAT, "over_limit": BOOLEAN},  # added after faults
+)  # fmt: skip

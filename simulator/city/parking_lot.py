@@ -28,7 +28,7 @@ from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -135,4 +135,6 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(count_cars(world.env, device, lot, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("parking_lot", DOMAIN, "parking", Fleet, build, readings=("occupied", "free_spaces", "occupancy_pct"))
+DEVICE = DeviceType("parking_lot", DOMAIN, "parking", Fleet, build, readings=dict.fromkeys(("occupied", "free_spaces", "occupancy_pct"), FLOAT),
+    also_sends={"full": BOOLEAN, "arrivals": FLOAT, "refused": FLOAT},
+)  # fmt: skip

@@ -27,7 +27,7 @@ from simulator.city.sun import SunClock, Twilight
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -79,4 +79,6 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(switch(world.env, device, fleet, city.sun, city.calendar, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("street_light", DOMAIN, "light", Fleet, build, readings=("dim_pct", "power_w", "energy_kwh"))
+DEVICE = DeviceType("street_light", DOMAIN, "light", Fleet, build, readings=dict.fromkeys(("dim_pct", "power_w", "energy_kwh"), FLOAT),
+    also_sends={"on": BOOLEAN},
+)  # fmt: skip

@@ -27,7 +27,7 @@ from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -74,4 +74,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(measure(world.env, device, road, network, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("traffic_loop", DOMAIN, "loop", Fleet, build, readings=("volume", "flow_vph", "occupancy_pct", "speed_kmh"))
+DEVICE = DeviceType("traffic_loop", DOMAIN, "loop", Fleet, build, readings=dict.fromkeys(("volume", "flow_vph", "occupancy_pct", "speed_kmh"), FLOAT))

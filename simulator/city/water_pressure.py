@@ -27,7 +27,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration, StrictModel
-from simulator.telemetry import Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -107,4 +107,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(deliver_water(world.env, device, fleet, city, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
 
 
-DEVICE = DeviceType("water_pressure", DOMAIN, "water", Fleet, build, readings=("pressure_mpa", "flow_m3h"))
+DEVICE = DeviceType("water_pressure", DOMAIN, "water", Fleet, build, readings={"pressure_mpa": FLOAT, "flow_m3h": FLOAT})

@@ -132,7 +132,7 @@ def build() -> dashboard_builders.Dashboard:
         counter_panel(
             "Bridge disk spool", "short",
             "Points in the bridge's disk spool: acknowledged to the broker, not yet in InfluxDB (it fills while InfluxDB is down).",
-            select("pipeline", 'max("spool_points") AS "spooled"', BRIDGE, ("client_id",)), "$tag_client_id",
+            select("pipeline", 'max("spool_points") AS "spooled"', BRIDGE, ("client_id",)), "$tag_client_id", width=6,
         )  # fmt: skip
     )
     health = health.with_panel(
@@ -140,15 +140,24 @@ def build() -> dashboard_builders.Dashboard:
             "Seq gaps", "short",
             "Messages that never reached the bridge: jumps in a device's seq (each device numbers its messages 0, 1, 2 ...), "
             "less late arrivals filling them. A silent device (dropout) leaves no gap; anything above 0 was lost in transit.",
-            select("pipeline", 'max("seq_gaps") AS "seq_gaps"', BRIDGE, ("client_id",)), "$tag_client_id",
+            select("pipeline", 'max("seq_gaps") AS "seq_gaps"', BRIDGE, ("client_id",)), "$tag_client_id", width=6,
         ).thresholds(thresholds((Step(None, "green"), Step(1, "red"))))  # fmt: skip
+    )
+    health = health.with_panel(
+        counter_panel(
+            "Type conflicts", "short",
+            "Readings stored under a typed name ({name}_string, {name}_float, {name}_boolean) because their value was of another kind "
+            "than the field's: the type InfluxDB holds, else the one the device type declares (simulator/schemas/readings.json). "
+            "Kept, not refused; anything above 0 is a device sending what its type does not declare.",
+            select("pipeline", 'max("type_conflicts") AS "type_conflicts"', BRIDGE, ("client_id",)), "$tag_client_id", width=6,
+        ).thresholds(thresholds((Step(None, "green"), Step(1, "orange"))))  # fmt: skip
     )
     health = health.with_panel(
         counter_panel(
             "Sessions lost, client id takeovers", "short",
             "Times the broker had no session for the bridge where there had been one (what was queued for it is gone), and "
             "connections the broker closed within seconds: another client using the bridge's client id.",
-            select("pipeline", 'max("sessions_lost") AS "sessions_lost"', BRIDGE, ("client_id",)), "sessions lost $tag_client_id",
+            select("pipeline", 'max("sessions_lost") AS "sessions_lost"', BRIDGE, ("client_id",)), "sessions lost $tag_client_id", width=6,
         ).with_target(InfluxQL("B", select("pipeline", 'max("takeovers") AS "takeovers"', BRIDGE, ("client_id",))).alias("takeovers $tag_client_id"))  # fmt: skip
     )
     health = health.with_row(dashboard_builders.Row("Simulator"))

@@ -50,7 +50,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.errors import BridgeError, BrokerRefused
 from simulator.ingest.deadletter import DeadLetters
-from simulator.ingest.fieldtypes import FieldTypes, LookupFailed
+from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, declared_types
 from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.sequences import SeqGaps
@@ -109,9 +109,10 @@ class Bridge:
         self.settings = settings
         self.writer = writer
         self.log = log
-        # Without declared types: the types InfluxDB holds, then the first value seen in this run.
+        # The types InfluxDB holds, then the declared ones (settings.declared_types), then the first value seen in this run.
         if field_types is None:
-            field_types = FieldTypes(lookup=lambda measurement: stored_field_types(writer, measurement), log=log)
+            declared = declared_types(settings.declared_types)  # a UsageError naming the file before anything is created
+            field_types = FieldTypes(declared=declared, lookup=lambda measurement: stored_field_types(writer, measurement), log=log)
         self.field_types = field_types
         self.counts = BridgeCounts()
         self.dead_letters = DeadLetters(settings.dead_letter_path)

@@ -6,6 +6,10 @@ the type it is already stored as in InfluxDB (asked once per measurement and run
 else the type the device type declares, else the type of the first value the bridge converted in this
 run. A value of another type is stored under the typed name `{name}_{kind}` (`x_string`, `x_float`,
 `x_boolean`): kept, counted as a type conflict, never refused, and the good messages keep `x`.
+
+The declared types are data, `{"measurement": {"field": kind}}` in a JSON file, so the bridge needs no
+device module: by default it reads `simulator/schemas/readings.json`, which `iotsim schema --readings`
+generates from every shipped device type's declaration (simulator/readings_schema.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from simulator.errors import UsageError
 
 KINDS = ("float", "string", "boolean")  # what readings become; InfluxDB also knows "integer" (our `seq`)
 LOOKUP_RETRY_S = 10.0  # while InfluxDB cannot answer, ask again at most this often (it blocks the caller)
+SHIPPED = "shipped"  # the bridge's `--declared-types` default: the shipped device types' readings
+NOT_DECLARED = "none"  # no declared types: InfluxDB's, then the first value seen
+SHIPPED_PATH = Path(__file__).resolve().parent.parent / "schemas" / "readings.json"
 
 
 class LookupFailed(Exception):
@@ -106,3 +113,10 @@ def read_declared(path: Path) -> dict[str, dict[str, str]]:
     if not isinstance(declared, dict):
         raise UsageError(f"{path}: expected an object of measurement: {{field: kind}}")
     return check_declared(declared, str(path))
+
+
+def declared_types(choice: str) -> dict[str, dict[str, str]]:
+    """The declared map `choice` names: 'shipped' (SHIPPED_PATH), 'none' (no declarations) or a JSON file."""
+    if choice == NOT_DECLARED:
+        return {}
+    return read_declared(SHIPPED_PATH if choice == SHIPPED else Path(choice))

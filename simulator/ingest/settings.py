@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, field_validator
 from pydantic.fields import FieldInfo
 
 from simulator.fleet import Duration, StrictModel
+from simulator.ingest.fieldtypes import NOT_DECLARED, SHIPPED
 from simulator.transport.mqtt import BRIDGE_CLIENT_ID, bridge_client_id_problem
 from simulator.urls import MQTT_SCHEMES, check_url
 
@@ -50,6 +51,11 @@ class BridgeSettings(StrictModel):
     spool_dir: Path = Field(default=Path(".iotsim/spool"), description="disk spool past --max-pending, one subdirectory per client id")
     spool_limit: int = Field(default=10_000_000, ge=0, le=10**12, description="points in the spool before the bridge stops reading (the broker holds the rest); 0 = no spool")
     dead_letter_path: Path = Field(default=Path(".iotsim/dead-letters.jsonl"), description="JSON-lines file for messages that cannot be stored", json_schema_extra=_flag("--dead-letters"))
+    declared_types: str = Field(
+        default=SHIPPED,
+        description=f"the type each reading is stored as, unless InfluxDB already holds another: {SHIPPED!r} (every shipped device type's, "
+        f"simulator/schemas/readings.json), {NOT_DECLARED!r} (the first value seen decides), or a JSON file {{measurement: {{field: kind}}}}",
+    )  # fmt: skip
     stats_interval: Duration = Field(default=5.0, le=3600, description="seconds between `pipeline` points about the bridge itself", json_schema_extra=NO_FLAG)
 
     @field_validator("mqtt_url")
@@ -63,6 +69,13 @@ class BridgeSettings(StrictModel):
         if problem := bridge_client_id_problem(check_client_id(client_id)):
             raise ValueError(problem)
         return client_id
+
+    @field_validator("declared_types")
+    @classmethod
+    def _declared_types(cls, choice: str) -> str:
+        if choice.strip() == "":
+            raise ValueError(f"give {SHIPPED!r}, {NOT_DECLARED!r} or a JSON file of field types")
+        return choice
 
     @field_validator("spool_dir", "dead_letter_path")
     @classmethod

@@ -33,19 +33,22 @@ from simulator.fleet import Duration
 from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
 from simulator.load.profile import Schedule
 from simulator.load.shard import SHARD_KEY, Shard
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
 PAD_CHUNK = 1000
 MAX_BATCH = 60
+MAX_PAYLOAD_BYTES = 15_000
 SENSORS: tuple[str, ...] = tuple(f"s{n:02d}" for n in range(MAX_BATCH))  # the readings a gateway may send
+# Every pad but the last holds PAD_CHUNK characters, so a payload never has more than these.
+PADS: tuple[str, ...] = tuple(f"pad{n}" for n in range(math.ceil(MAX_PAYLOAD_BYTES / PAD_CHUNK)))
 
 
 class Fleet(FleetConfig):
     batch: int = Field(default=1, ge=1, le=MAX_BATCH, description="sensor readings per MQTT message (gateway batching)")
-    payload_bytes: int = Field(default=0, ge=0, le=15_000, description="pad each JSON payload to about this many bytes; 0 = no padding")
+    payload_bytes: int = Field(default=0, ge=0, le=MAX_PAYLOAD_BYTES, description="pad each JSON payload to about this many bytes; 0 = no padding")
     interval: Duration = Field(default=1.0, description="send interval when the scenario has no load section")
 
 
@@ -149,4 +152,4 @@ def build(world: World, fleet: Fleet) -> None:
                 env.process(by_devices(env, gateway, telemetry, schedule, index, interval, phase))
 
 
-DEVICE = DeviceType("load_probe", "load", "lp", Fleet, build, readings=SENSORS)
+DEVICE = DeviceType("load_probe", "load", "lp", Fleet, build, readings=dict.fromkeys(SENSORS, FLOAT), also_sends=dict.fromkeys(PADS, STRING))

@@ -19,7 +19,7 @@ from simulator.fleet import Duration
 from simulator.port.gate import Gate, Lane
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -61,4 +61,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(report(world.env, gate, lane, device, world.telemetry, faults, fleet.cadence, delay))
 
 
-DEVICE = DeviceType("gate_lane", DOMAIN, "port-lane", Fleet, build, readings=("queue_length", "busy", "service_time_s", "trucks_served"))
+DEVICE = DeviceType("gate_lane", DOMAIN, "port-lane", Fleet, build, readings={"queue_length": FLOAT, "busy": BOOLEAN, "service_time_s": FLOAT, "trucks_served": FLOAT})

@@ -18,7 +18,7 @@ from simulator.fleet import Duration
 from simulator.port.cranes import Crane
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -61,4 +61,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(report(world.env, crane, device, world.telemetry, faults, fleet.cadence, delay))
 
 
-DEVICE = DeviceType("port_crane", DOMAIN, "port-crane", Fleet, build, readings=("status", "moves", "power_kw", "energy_kwh"))
+DEVICE = DeviceType("port_crane", DOMAIN, "port-crane", Fleet, build, readings={"status": STRING, "moves": FLOAT, "power_kw": FLOAT, "energy_kwh": FLOAT})

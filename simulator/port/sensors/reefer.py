@@ -24,12 +24,15 @@ from simulator.fleet import Duration
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.reefers import PlugPoint, ReeferRack
 from simulator.port.settings import PortFleet, PortSettings
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, STRING, Device, Kind, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
 
-READINGS = ("occupied", "plugged", "alarm", "supply_temp_c", "return_temp_c", "setpoint_c", "container")
+READINGS: dict[str, Kind] = {
+    "occupied": BOOLEAN, "plugged": BOOLEAN, "alarm": BOOLEAN,
+    "supply_temp_c": FLOAT, "return_temp_c": FLOAT, "setpoint_c": FLOAT, "container": STRING,
+}  # fmt: skip
 
 
 class Fleet(PortFleet):

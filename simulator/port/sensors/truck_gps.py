@@ -20,7 +20,7 @@ from simulator.fleet import Duration
 from simulator.port.corridor import HaulTruck, position
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -66,4 +66,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(report(world.env, truck, port.settings.corridor.road_km, device, world.telemetry, rng, faults, fleet.cadence, delay))
 
 
-DEVICE = DeviceType("truck_gps", DOMAIN, "port-truck", Fleet, build, readings=("lat", "lon", "speed_kmh", "state", "loaded"))
+DEVICE = DeviceType("truck_gps", DOMAIN, "port-truck", Fleet, build, readings={"lat": FLOAT, "lon": FLOAT, "speed_kmh": FLOAT, "state": STRING, "loaded": BOOLEAN})

@@ -18,7 +18,7 @@ from simulator.fleet import Duration
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
 from simulator.port.yard import Block
-from simulator.telemetry import Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -60,4 +60,4 @@ def build(world: World, fleet: Fleet) -> None:
         world.env.process(report(world.env, block, device, world.telemetry, faults, fleet.cadence, delay))
 
 
-DEVICE = DeviceType("yard_block", DOMAIN, "port-yard", Fleet, build, readings=("occupancy_teu", "capacity_teu", "utilisation", "boxes"))
+DEVICE = DeviceType("yard_block", DOMAIN, "port-yard", Fleet, build, readings=dict.fromkeys(("occupancy_teu", "capacity_teu", "utilisation", "boxes"), FLOAT))
