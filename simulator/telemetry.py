@@ -24,6 +24,11 @@ import orjson
 import simpy
 
 Reading = float | int | str | bool
+# The contract's limits, which the bridge enforces (a message past one is a dead letter): a payload's
+# size, its readings (and, apart, its tags), the length of a string reading.
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_READINGS = 64
+MAX_TEXT = 1024
 # The kind of a reading, as the bridge stores it: every number is a float (docs/message-contract.md).
 Kind = Literal["float", "string", "boolean"]
 FLOAT: Kind = "float"

@@ -8,7 +8,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from conftest import iotsim
 from simulator import catalogue, telemetry
@@ -16,6 +18,8 @@ from simulator.engine import run_scenario
 from simulator.ingest import fieldtypes
 from simulator.ingest.fieldtypes import read_declared
 from simulator.ingest.lineprotocol import field_value
+from simulator.engine import run_scenario
+from simulator.telemetry import MAX_READINGS
 from simulator.load.probe import MAX_BATCH, MAX_PAYLOAD_BYTES, PADS, SENSORS
 from simulator.readings_schema import READINGS_PATH, declared_readings, render
 from simulator.scenario import Scenario, load_scenario
@@ -113,3 +117,17 @@ def test_a_stale_or_missing_readings_file_is_one_line_naming_it_and_the_command(
     written = iotsim("schema", "--readings", "--out", str(copy))
     assert written.returncode == 0, written.stderr
     assert copy.read_text() == render()
+
+
+@pytest.mark.parametrize(("batch", "payload_bytes", "valid"), [(49, 15_000, True), (50, 15_000, False), (60, 4_000, True), (60, 5_000, False)])
+def test_a_load_probe_fleet_whose_messages_would_pass_the_contracts_readings_limit_is_refused(batch: int, payload_bytes: int, valid: bool) -> None:
+    """The bridge dead-letters a message of more than MAX_READINGS readings, so such a fleet would lose every message."""
+    fleet = {"type": "load_probe", "count": 2, "batch": batch, "payload_bytes": payload_bytes}
+    document = {"name": "probe-limit", "duration": "10s", "fleets": [fleet]}
+    if not valid:
+        with pytest.raises(ValidationError, match=f"the message contract allows {MAX_READINGS}"):
+            Scenario.model_validate(document)
+        return
+    sizes: list[int] = []
+    run_scenario(Scenario.model_validate(document), lambda topic, payload: sizes.append(len(orjson.loads(payload)["readings"])))
+    assert sizes and max(sizes) <= MAX_READINGS

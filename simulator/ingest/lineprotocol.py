@@ -16,10 +16,7 @@ import re
 import orjson
 
 from simulator.ingest.fieldtypes import FieldTypes
-
-MAX_PAYLOAD_BYTES = 16 * 1024
-MAX_READINGS = 64
-MAX_TEXT = 1024
+from simulator.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS, MAX_TEXT
 # 2000-01-01 .. 2100-01-01 in epoch ms: anything else is a unit mistake (seconds, µs).
 TS_RANGE = (946_684_800_000, 4_102_444_800_000)
 # Measurement, tag and field names; always fullmatch (`$` would also match before a final newline).

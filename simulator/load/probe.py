@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import simpy
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, register_device
@@ -33,7 +33,7 @@ from simulator.fleet import Duration
 from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
 from simulator.load.profile import Schedule
 from simulator.load.shard import SHARD_KEY, Shard
-from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, MAX_READINGS, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -50,6 +50,17 @@ class Fleet(FleetConfig):
     batch: int = Field(default=1, ge=1, le=MAX_BATCH, description="sensor readings per MQTT message (gateway batching)")
     payload_bytes: int = Field(default=0, ge=0, le=MAX_PAYLOAD_BYTES, description="pad each JSON payload to about this many bytes; 0 = no padding")
     interval: Duration = Field(default=1.0, description="send interval when the scenario has no load section")
+
+    @model_validator(mode="after")
+    def _fits_the_contract(self) -> Fleet:
+        # Each pad holds at most PAD_CHUNK characters, so a message has at most this many readings.
+        most = self.batch + math.ceil(self.payload_bytes / PAD_CHUNK)
+        if most > MAX_READINGS:
+            raise ValueError(
+                f"batch {self.batch} padded to payload_bytes {self.payload_bytes} makes messages of up to {most} readings; "
+                f"the message contract allows {MAX_READINGS} (docs/message-contract.md): lower one of them"
+            )
+        return self
 
 
 class Gateway:
