@@ -102,6 +102,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def flag_errors(error: ValidationError, flags: dict[str, str]) -> UsageError:
+    """A model's validation errors as one line naming the flags that set the fields (`flags`: the
+    dotted field → its flag; another field is named `--field`)."""
+    def flag(location: tuple[int | str, ...]) -> str:
+        return flags.get(".".join(map(str, location)), f"--{location[-1]}")
+
+    return UsageError("; ".join(f"{flag(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()))
+
+
 def finite(low: float, high: float = math.inf) -> Callable[[float | None], float | None]:
     """A typer callback: a number in [low, high), never NaN or infinite (click's ranges let NaN through)."""
 
@@ -151,7 +160,7 @@ def options_of(model: type[Model], parameter: str) -> Callable[[Command], Comman
             try:
                 values[parameter] = model.model_validate(chosen)
             except ValidationError as error:
-                raise UsageError("; ".join(f"{flags[str(e['loc'][0])]}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())) from None
+                raise flag_errors(error, flags) from None
             command(**values)
 
         with_model.__signature__ = inspect.Signature([*map(option, flags), *own])  # type: ignore[attr-defined]
@@ -210,7 +219,7 @@ def run(
     try:
         scenario = scenario.with_overrides(**overrides)
     except ValidationError as error:
-        raise UsageError("; ".join(f"{RUN_OVERRIDES.get('.'.join(map(str, e['loc'])), '--' + str(e['loc'][-1]))}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())) from None
+        raise flag_errors(error, RUN_OVERRIDES) from None
     warn_about_backlog(scenario)
     terminate_on_sigterm()
     if dry_run:
@@ -505,13 +514,7 @@ def schema(
         sys.stdout.write(generator.render())
 
 
-VERIFY_FLAGS = {"duration": "--duration", "seed": "--seed", "start": "--start", "influx.url": "--influx", "influx.database": "--db"}
-
-
-def verify_flag(location: tuple[int | str, ...]) -> str:
-    """The flag that set a scenario field `verify` overrides: ('influx', 'url') -> '--influx'."""
-    field = ".".join(map(str, location))
-    return VERIFY_FLAGS.get(field, field)
+VERIFY_OVERRIDES = {"duration": "--duration", "seed": "--seed", "start": "--start", "influx.url": "--influx", "influx.database": "--db"}
 
 
 @app.command(name="verify")
@@ -534,10 +537,8 @@ def verify_command(
         reject_now(start)
         # The same messages at any speed: regenerate as fast as possible.
         scenario = scenario.with_overrides(speed="afap", **overrides)
-    except UsageError as error:
-        fail(str(error), code=2)
     except ValidationError as error:
-        fail("; ".join(f"{verify_flag(e['loc'])}: {e['msg']}" for e in error.errors()), code=2)
+        raise flag_errors(error, VERIFY_OVERRIDES) from None
     expected = ExpectedMessages()
     run_with_progress(scenario, expected)
     try:
