@@ -23,11 +23,11 @@ from pathlib import Path
 
 import orjson
 import psutil
-import requests
 from rich.console import Console
 from rich.table import Table
 
 from simulator import stack
+from simulator.influx import InfluxClient
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
@@ -162,9 +162,12 @@ def seq_gaps(influx: stack.Service, database: str) -> int:
 
 
 def query(influx: stack.Service, database: str, q: str) -> list[dict]:
-    response = requests.get(f"{influx.url}/query", params={"db": database, "q": q}, timeout=120)
-    response.raise_for_status()
-    return response.json()["results"][0].get("series", [])
+    """The series InfluxDB answers `q` with; DatabaseError when it cannot."""
+    client = InfluxClient(influx.url, database)
+    try:
+        return client.query(q, timeout=120)
+    finally:
+        client.close()
 
 
 def main() -> None:

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import requests
 from rich.console import Console
 from rich.table import Table
 
 from pipeline import count_points, query  # benchmarks/pipeline.py, beside this script
 from simulator import stack
 from simulator.engine import run_scenario
+from simulator.errors import DatabaseError
 from simulator.faults import StackControl
 from simulator.scenario import Scenario
 from simulator.transport.mqtt import MqttPublisher
@@ -176,7 +176,7 @@ def watch_catch_up(influx: stack.Service, mark: FaultMark, done: threading.Event
             try:
                 if count_points(influx, DATABASE) >= mark.readings_before_end:
                     mark.caught_up = time.monotonic()
-            except requests.RequestException:
+            except DatabaseError:
                 pass  # InfluxDB itself may be the fault
 
 

@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
-import requests
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
@@ -31,7 +30,7 @@ from simulator.engine import RunResult, Wait, run_scenario
 from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
 from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge
-from simulator.ingest.influx import InfluxWriter
+from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
 from simulator.ingest.settings import BridgeSettings, flag_of
 from simulator.scenario import YANGQUAN_TZ, Scenario, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
@@ -40,7 +39,7 @@ from simulator.transport.mqtt import Credentials, MqttPublisher, password_from_e
 from simulator.transport.stats import PublisherStats
 from simulator.units import format_duration
 from simulator.backlog import backlog_warnings
-from simulator.verify import ExpectedMessages, InfluxCredentials, Verification, reject_now, verify
+from simulator.verify import ExpectedMessages, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
 
 out = Console(soft_wrap=True)
@@ -94,6 +93,10 @@ app.add_typer(dashboards_app, name="dashboards")
 app.command(name="load")(load_command)
 
 StateDir = Annotated[Path, typer.Option("--state-dir", file_okay=False, help="where the stack keeps data, logs and PID files")]
+# InfluxDB credentials of `iotsim bridge` and `iotsim counts`: a flag wins over its environment variable.
+InfluxUser = Annotated[Optional[str], typer.Option("--user", envvar="INFLUX_USER", help="InfluxDB user, if authentication is on")]
+InfluxPassword = Annotated[Optional[str], typer.Option("--password", envvar="INFLUX_PASSWORD", help="that user's password; prefer the environment: INFLUX_PASSWORD")]
+InfluxToken = Annotated[Optional[str], typer.Option("--token", envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token for the v1 API")]
 CaFile = Annotated[Optional[Path], typer.Option("--ca-file", exists=True, dir_okay=False, readable=True, help="the CA certificate of an mqtts:// broker")]
 
 
@@ -269,8 +272,9 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     settings = scenario.mqtt
     client_id = run_client_id(settings.client_id_prefix, scenario.name)  # any scenario name, a valid id with its role
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
+    counters = counters_client(scenario)
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
-    stats = PublisherStats(publisher, scenario.influx.url, scenario.influx.database, client_id, warn=err.print)
+    stats = PublisherStats(publisher, counters, client_id, warn=err.print)
     stats.start()
     interrupted = False
     result: RunResult | None = None
@@ -299,6 +303,18 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         raise typer.Exit(130)
     if settings.qos == 1 and publisher.acknowledged < publisher.published:
         raise typer.Exit(1)
+
+
+def counters_client(scenario: Scenario) -> InfluxClient:
+    """Where the run's `pipeline` counters go. Refused credentials stop the run before it publishes
+    (they are a mistake to fix); an InfluxDB away is noted once by the counters, and the run goes on."""
+    client = InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+    try:
+        client.check_access(timeout=2.0)
+    except InfluxRefused as error:
+        client.close()
+        raise InfluxRefused(f"{error}; nothing was published (the run writes its counters there)", error.reason) from None
+    return client
 
 
 def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep) -> RunResult:
@@ -345,9 +361,9 @@ def bridge(
     exit_when_idle: Annotated[Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without messages")] = None,
     ready_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="touch this file once subscribed (for scripts and healthchecks)")] = None,
     pid_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
-    user: Annotated[Optional[str], typer.Option(envvar="INFLUX_USER", help="InfluxDB user")] = None,
-    password: Annotated[Optional[str], typer.Option(envvar="INFLUX_PASSWORD", help="InfluxDB password")] = None,
-    token: Annotated[Optional[str], typer.Option(envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token")] = None,
+    user: InfluxUser = None,
+    password: InfluxPassword = None,
+    token: InfluxToken = None,
     username: Annotated[Optional[str], typer.Option(envvar="MQTT_USERNAME", help="broker user (secure profile)")] = None,
     mqtt_password: Annotated[
         Optional[str],
@@ -362,7 +378,7 @@ def bridge(
     for path, flag in ((ready_file, "--ready-file"), (pid_file, "--pid-file")):
         if path is not None:
             writable_file(path, flag)
-    writer = InfluxWriter(influx, db, user=user, password=password, token=token)
+    writer = InfluxClient(influx, db, InfluxCredentials(user, password, token))  # InvalidInfluxSetting: --influx or --db, exit 2
     # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
     broker_password = mqtt_password if mqtt_password is not None else password_from_environment()
     credentials = Credentials(username, broker_password, str(ca_file) if ca_file else None)
@@ -394,6 +410,8 @@ def bridge(
         + (f", seq gaps {counts.seq_gaps}" if counts.seq_gaps else "")
         + (f", sessions lost {counts.sessions_lost}" if counts.sessions_lost else "")
     )
+    if not writer.reached:  # not a clean end: nothing can have been stored
+        fail(f"bridge: never reached InfluxDB at {writer.url}; {counts.received - counts.acknowledged} messages left unacknowledged at the broker")
 
 
 def record_pid(path: Path) -> None:
@@ -413,13 +431,14 @@ def forget_pid(path: Path) -> None:
 def counts(
     influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL")] = "http://127.0.0.1:8086",
     db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
+    user: InfluxUser = None,
+    password: InfluxPassword = None,
+    token: InfluxToken = None,
 ) -> None:
     """Print the number of points per measurement stored in InfluxDB."""
-    try:
-        table = points_per_measurement(influx, db)
-    except requests.RequestException as error:
-        fail(f"cannot query InfluxDB at {influx}: {type(error).__name__}; is the stack up? (iotsim stack status)")
-    view = Table(title=f"points in {influx} database {db}")
+    client = InfluxClient(influx, db, InfluxCredentials(user, password, token))  # InvalidInfluxSetting: --influx or --db, exit 2
+    table = points_per_measurement(client)  # DatabaseError: unreachable, refused, no such database (exit 1)
+    view = Table(title=f"points in {client.url} database {db}")
     view.add_column("measurement")
     view.add_column("points", justify="right")
     for measurement, points in table.items():
@@ -428,17 +447,12 @@ def counts(
     out.print(view)
 
 
-def points_per_measurement(influx: str, db: str) -> dict[str, int]:
+def points_per_measurement(client: InfluxClient) -> dict[str, int]:
     """Exact point counts: every point has `seq` (device data) or `received` (pipeline), so the
     largest per-field count of a measurement is its number of points."""
-    response = requests.get(f"{influx.rstrip('/')}/query", params={"db": db, "q": "SELECT count(*) FROM /.*/"}, timeout=60)
-    response.raise_for_status()
     table: dict[str, int] = {}
-    for result in response.json().get("results", []):
-        if "error" in result:
-            fail(f"InfluxDB: {result['error']}")
-        for series in result.get("series", []):
-            table[series["name"]] = max(value for value in series["values"][0][1:] if value is not None)
+    for series in client.query("SELECT count(*) FROM /.*/"):
+        table[series["name"]] = max(value for value in series["values"][0][1:] if value is not None)
     return dict(sorted(table.items()))
 
 
@@ -542,7 +556,8 @@ def verify_command(
     expected = ExpectedMessages()
     run_with_progress(scenario, expected)
     try:
-        report = verify(scenario, expected, scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+        client = InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+        report = verify(scenario, expected, client)
     except DatabaseError as error:
         fail(str(error), code=2)  # could not verify: 1 is kept for "verified and found a difference"
     print_verification(report, show)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,9 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from simulator.errors import IotsimError
+from simulator.errors import DatabaseError, IotsimError
+from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused, InfluxUnreachable
 
 BROKERS_DIR = Path(__file__).resolve().parent.parent / "brokers"
 
@@ -148,8 +148,12 @@ def start_secure_mosquitto(
     return service
 
 
-def start_influxdb(state_dir: Path, port: int, database: str | None = "yangquan", timeout: float = 30.0) -> Service:
-    """Start influxd (1.x) on 127.0.0.1:`port` with its data in `state_dir`, and create `database`."""
+def start_influxdb(
+    state_dir: Path, port: int, database: str | None = "yangquan", timeout: float = 30.0, admin: tuple[str, str] | None = None
+) -> Service:
+    """Start influxd (1.x) on 127.0.0.1:`port` with its data in `state_dir`, and create `database`.
+    With `admin` (user, password): authentication on, and that admin user created (InfluxDB 1.x takes
+    the first CREATE USER ... WITH ALL PRIVILEGES without credentials while it has no user)."""
     binary = INFLUXD.path()
     data_dir = state_dir / "influxdb"
     for sub in ("meta", "data", "wal"):
@@ -168,6 +172,7 @@ def start_influxdb(state_dir: Path, port: int, database: str | None = "yangquan"
         "[http]\n"
         f'  bind-address = "127.0.0.1:{port}"\n'
         "  log-enabled = false\n"
+        f"  auth-enabled = {'true' if admin else 'false'}\n"
         "[monitor]\n"
         "  store-enabled = false\n"
     )
@@ -175,8 +180,11 @@ def start_influxdb(state_dir: Path, port: int, database: str | None = "yangquan"
     service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping")
+    credentials = InfluxCredentials()
+    if admin:
+        credentials = create_admin(url, *admin)
     if database:
-        create_database(url, database)
+        create_database(url, database, credentials)
     return service
 
 
@@ -213,16 +221,30 @@ def accepts_tcp(port: int) -> bool:
 
 
 def influx_ready(url: str) -> bool:
+    return InfluxClient(url, "_internal").ping()
+
+
+def create_database(url: str, database: str, credentials: InfluxCredentials = InfluxCredentials()) -> None:
     try:
-        return requests.get(f"{url}/ping", timeout=1.0).status_code == 204
-    except requests.RequestException:
-        return False
+        InfluxClient(url, database, credentials).create_database()
+    except DatabaseError as error:
+        raise StackError(str(error)) from None
 
 
-def create_database(url: str, database: str) -> None:
-    response = requests.post(f"{url}/query", params={"q": f'CREATE DATABASE "{database}"'}, timeout=10)
-    if response.status_code != 200 or "error" in response.text:
-        raise StackError(f"InfluxDB at {url} refused CREATE DATABASE {database}: {response.text.strip()}")
+ADMIN_NAME = re.compile(r"[A-Za-z0-9_-]+")  # user and password go into InfluxQL unescaped
+
+
+def create_admin(url: str, user: str, password: str) -> InfluxCredentials:
+    """The first user of an InfluxDB with authentication on, with all privileges; its credentials."""
+    if not (ADMIN_NAME.fullmatch(user) and ADMIN_NAME.fullmatch(password)):
+        raise StackError("the admin user and password may hold letters, digits, _ and - only")
+    try:
+        InfluxClient(url, "_internal").command(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
+    except InfluxRefused as error:  # its reason alone: the statement holds the password
+        raise StackError(f"InfluxDB at {url} did not create its admin user {user!r}: {error.reason}") from None
+    except InfluxUnreachable as error:
+        raise StackError(f"InfluxDB at {url} did not create its admin user {user!r}: {error.cause}") from None
+    return InfluxCredentials(user, password)
 
 
 def alive(pid: int) -> bool:

@@ -21,23 +21,19 @@ write (e.g. `pipeline`) are listed with their points, not checked.
 from __future__ import annotations
 
 import bisect
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-import requests
-
-from simulator.errors import DatabaseError, UsageError
+from simulator.errors import UsageError
+from simulator.influx import InfluxClient
 from simulator.ingest.lineprotocol import BadPayload, to_line
-from simulator.scenario import InfluxSettings, Scenario
+from simulator.scenario import Scenario
 
 # The series key of a line-protocol point: everything before the first unescaped space.
 SERIES_KEY = re.compile(r"(?:[^ \\]|\\.)*")
-CHUNK_ROWS = 10_000
 
 
 class ExpectedDevice:
@@ -248,56 +244,6 @@ def iso(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class InfluxCredentials:
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-    @classmethod
-    def from_environment(cls, settings: InfluxSettings) -> InfluxCredentials:
-        """INFLUX_USER / INFLUX_PASSWORD / INFLUX_TOKEN, as the bridge reads them; else the scenario's."""
-        return cls(
-            user=os.environ.get("INFLUX_USER") or settings.user,
-            password=os.environ.get("INFLUX_PASSWORD") or settings.password,
-            token=os.environ.get("INFLUX_TOKEN") or settings.token,
-        )
-
-
-def query(url: str, db: str, q: str, credentials: InfluxCredentials) -> Iterator[dict[str, Any]]:
-    """The series InfluxDB answers `q` with, read chunk by chunk (times in epoch ms); a series larger
-    than a chunk comes as several dicts with the same name and tags. Raises DatabaseError."""
-    params = {"db": db, "q": q, "epoch": "ms", "chunked": "true", "chunk_size": str(CHUNK_ROWS)}
-    headers = {}
-    if credentials.user:
-        params |= {"u": credentials.user, "p": credentials.password or ""}
-    if credentials.token:
-        headers["Authorization"] = f"Token {credentials.token}"
-    try:
-        with requests.get(f"{url.rstrip('/')}/query", params=params, headers=headers, stream=True, timeout=60) as response:
-            if response.status_code in (401, 403):
-                raise DatabaseError(f"InfluxDB at {url} refused the query (HTTP {response.status_code}); set INFLUX_USER and INFLUX_PASSWORD, or INFLUX_TOKEN")
-            if response.status_code != 200:
-                raise DatabaseError(f"InfluxDB at {url} answered HTTP {response.status_code} to {q!r}: {response.text.strip()[:200]}")
-            for line in response.iter_lines(chunk_size=1 << 16):  # one line per chunk of rows
-                if not line:
-                    continue
-                for result in orjson.loads(line).get("results", []):
-                    if "error" in result:
-                        raise DatabaseError(database_error(url, db, result["error"]))
-                    yield from result.get("series", [])
-    except requests.RequestException as error:
-        raise DatabaseError(f"cannot reach InfluxDB at {url}: {type(error).__name__}; is the stack up? (iotsim stack status)") from None
-    except orjson.JSONDecodeError:
-        raise DatabaseError(f"InfluxDB at {url} answered something that is not JSON to {q!r}") from None
-
-
-def database_error(url: str, db: str, text: str) -> str:
-    if text.startswith("database not found"):
-        return f"--db: database {db!r} does not exist at {url} (SHOW DATABASES lists those that do)"
-    return f"InfluxDB at {url}: {text}"
-
-
 Query = Callable[[str], Iterator[dict[str, Any]]]
 
 
@@ -370,11 +316,10 @@ def other_measurements(run_query: Query, checked: set[str]) -> dict[str, int]:
     return {name: points for name, points in counts.items() if points}
 
 
-def verify(scenario: Scenario, expected: ExpectedMessages, url: str, db: str, credentials: InfluxCredentials) -> Verification:
-    """Compare `expected` (filled by running `scenario`) with database `db` at `url`."""
-
-    def run_query(q: str) -> Iterator[dict[str, Any]]:
-        return query(url, db, q, credentials)
+def verify(scenario: Scenario, expected: ExpectedMessages, client: InfluxClient) -> Verification:
+    """Compare `expected` (filled by running `scenario`) with the client's database; DatabaseError
+    when InfluxDB cannot be queried."""
+    run_query = client.query_chunked
 
     span = span_of(scenario, expected)
     results: list[DeviceResult] = []
@@ -388,8 +333,8 @@ def verify(scenario: Scenario, expected: ExpectedMessages, url: str, db: str, cr
     results.sort(key=lambda result: (result.measurement, result.device_id))
     return Verification(
         scenario=scenario.name,
-        influx=url,
-        database=db,
+        influx=client.url,
+        database=client.database,
         span_ms=span,
         devices=results,
         not_checked=not_checked,

@@ -14,7 +14,7 @@ from publishing import TS, dead_letters, message, publish, topic
 from simulator.ingest.bridge import Bridge, BridgeSettings, stored_field_types
 from simulator.errors import UsageError
 from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, read_declared
-from simulator.ingest.influx import InfluxWriter
+from simulator.influx import InfluxClient
 
 GOOD = 600
 WEEK_MS = 7 * 24 * 3600 * 1000  # the default shard duration: a field's type is fixed per shard
@@ -56,7 +56,7 @@ def test_declared_numeric_field_sends_the_one_string_to_its_typed_name(pipeline:
         mqtt_url=pipeline.mqtt_url, topic_prefix=pipeline.prefix, client_id=pipeline.bridge_id, batch_interval=0.2,
         spool_dir=pipeline.tmp / "spool", dead_letter_path=pipeline.tmp / "dead-letters.jsonl",
     )  # fmt: skip
-    writer = InfluxWriter(pipeline.influx_url, pipeline.database)
+    writer = InfluxClient(pipeline.influx_url, pipeline.database)
     logged: list[str] = []
     declared = FieldTypes(declared={"air_quality": {"x": "float", "pm25": "float"}}, lookup=lambda m: stored_field_types(writer, m), log=logged.append)
     bridge = Bridge(settings, writer, log=logged.append, field_types=declared)

@@ -45,13 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
-import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.errors import BridgeError, BrokerRefused
+from simulator.influx import InfluxClient, InfluxDatabaseMissing, InfluxRefused, InfluxUnreachable, WriteDeferred
 from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, declared_types
-from simulator.ingest.influx import InfluxWriter, WriteDeferred
 from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
 from simulator.ingest.sequences import SeqGaps
 from simulator.ingest.session import SessionRecord
@@ -64,6 +63,7 @@ from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachab
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
 FIELD_LOOKUP_TIMEOUT_S = 2.0  # the network thread waits this long, at most, for InfluxDB's field types
+STATS_TIMEOUT_S = 5.0  # the bridge's own `pipeline` point: skipped when InfluxDB is slower
 RETYPE_ROUNDS = 3  # a point refused for a field type conflict is converted again this often, at most
 # InfluxDB 1.x's reason (its JSON quotes may still be escaped); names are NAMEs, so no quote is in them.
 FIELD_TYPE_CONFLICT = re.compile(
@@ -101,7 +101,7 @@ class Bridge:
     def __init__(
         self,
         settings: BridgeSettings,
-        writer: InfluxWriter,
+        writer: InfluxClient,
         log: Callable[[str], None] = print,
         credentials: Credentials = Credentials(),
         field_types: FieldTypes | None = None,
@@ -156,7 +156,10 @@ class Bridge:
     # --- running ---
 
     def start(self, timeout: float = 15.0) -> None:
+        """Check InfluxDB takes our writes (InfluxRefused: credentials, privileges; unreachable is no
+        error, the writes retry), then subscribe."""
         address = self.address
+        reachable = self.writer.check_access()
         self.writer_thread.start()
         self.client.connect_async(address.host, address.port, keepalive=KEEPALIVE_S)
         self.network_thread.start()
@@ -167,6 +170,8 @@ class Bridge:
             if self.refused:
                 raise BrokerRefused(f"the MQTT broker at {address} refused the bridge: {self.refused}")
             raise BrokerUnreachable(f"cannot subscribe at the MQTT broker at {address} (waited {timeout:.0f} s)")
+        if not reachable:  # said once subscribed: scripts wait for the first line as the sign of that
+            self.log(f"bridge: cannot reach InfluxDB at {self.writer.url} yet; messages wait at the broker until it answers")
 
     def run(self, exit_when_idle: float | None = None) -> None:
         """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle that long."""
@@ -507,29 +512,18 @@ class Bridge:
             f"lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
         )
         self.sequences.report_suppressed()
-        try:
-            self.writer.session.post(
-                f"{self.writer.url}/write", params=self.writer.params, data=line.encode(), headers={"Content-Encoding": None}, timeout=5  # type: ignore[dict-item]
-            )
-        except Exception:  # noqa: BLE001 - our own statistics must never stop ingest
-            pass
+        self.writer.write_point(line, timeout=STATS_TIMEOUT_S)  # best effort: our own statistics never stop ingest
 
 
-def stored_field_types(writer: InfluxWriter, measurement: str) -> list[tuple[str, str]]:
-    """(field, kind) pairs InfluxDB holds for `measurement` (`SHOW FIELD KEYS`), through the writer's
-    session; the one place the bridge queries InfluxDB (to move to the InfluxDB client's `query`)."""
-    params = {key: value for key, value in writer.params.items() if key in ("db", "u", "p")}
-    params["q"] = f'SHOW FIELD KEYS FROM "{measurement}"'  # a NAME: no quote can be in it
+def stored_field_types(client: InfluxClient, measurement: str) -> list[tuple[str, str]]:
+    """(field, kind) pairs InfluxDB holds for `measurement` (`SHOW FIELD KEYS`): the one place the
+    bridge queries InfluxDB. LookupFailed when it cannot answer."""
     try:
-        response = writer.session.get(
-            f"{writer.url}/query", params=params, headers={"Content-Encoding": None}, timeout=FIELD_LOOKUP_TIMEOUT_S  # type: ignore[dict-item]
-        )
-        result = response.json()["results"][0]
-    except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as error:
-        raise LookupFailed(f"cannot query InfluxDB at {writer.url}: {type(error).__name__}") from None
-    error = result.get("error")
-    if error is not None:
-        if str(error).startswith("database not found"):
-            return []  # nothing stored yet; the first write creates it
-        raise LookupFailed(str(error))
-    return [(name, kind) for series in result.get("series", []) for name, kind in series["values"]]
+        series = client.query(f'SHOW FIELD KEYS FROM "{measurement}"', timeout=FIELD_LOOKUP_TIMEOUT_S)  # a NAME: no quote can be in it
+    except InfluxDatabaseMissing:
+        return []  # nothing stored yet; the first write creates it
+    except InfluxUnreachable as error:
+        raise LookupFailed(f"cannot query InfluxDB at {client.url}: {error.cause}") from None
+    except InfluxRefused as error:
+        raise LookupFailed(error.reason) from None
+    return [(name, kind) for one in series for name, kind in one["values"]]

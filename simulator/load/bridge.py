@@ -1,5 +1,5 @@
 """The ingest bridge of a load experiment: `simulator.ingest.bridge.Bridge`, unchanged, writing
-through an InfluxWriter that notes when each point was stored.
+through an InfluxDB client (simulator/influx.py) that notes when each point was stored.
 
 Started by the runner as `python -m simulator.load.bridge`; one JSON line per message on stdin and
 stdout, like the workers (simulator/load/protocol.py has every message):
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simulator.ingest.bridge import Bridge
-from simulator.ingest.influx import InfluxWriter
+from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
 from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Ready, Reporter, Start, read_order, say, serve
 from simulator.transport.mqtt import Credentials
@@ -65,8 +65,8 @@ class WriteRecorder:
             self.raw.write(array("q", latencies).tobytes())
 
 
-class RecordingWriter(InfluxWriter):
-    """An InfluxWriter that tells the recorder about every batch once InfluxDB has stored it."""
+class RecordingWriter(InfluxClient):
+    """An InfluxDB client that tells the recorder about every batch once InfluxDB has stored it."""
 
     def __init__(self, recorder: WriteRecorder, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,7 +87,7 @@ class RecordingWriter(InfluxWriter):
 def serve_bridge() -> None:
     orders = read_order(BRIDGE_ORDERS, BridgeOrders)
     recorder = WriteRecorder(orders.raw_latencies)
-    writer = RecordingWriter(recorder, orders.influx_url, orders.database, user=orders.user, password=orders.password, token=orders.token)
+    writer = RecordingWriter(recorder, orders.influx_url, orders.database, InfluxCredentials(orders.user, orders.password, orders.token))
     credentials = Credentials(orders.mqtt_username, orders.mqtt_password, orders.ca_file)
     bridge = Bridge(orders.settings, writer, log=lambda line: print(line, file=sys.stderr, flush=True), credentials=credentials)
     bridge.start()  # IotsimError: unreachable, refused, or another client uses our client id

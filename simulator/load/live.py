@@ -15,21 +15,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
+from simulator.influx import InfluxClient
 from simulator.ingest.lineprotocol import escape_key
 
 
 class LiveResults:
-    def __init__(self, influx: Any, run_id: str, scenario: str, warn: Callable[[str], None]) -> None:
-        self.url = f"{influx.url.rstrip('/')}/write"
-        self.params = {"db": influx.database, "precision": "ms"}
-        if influx.user:
-            self.params |= {"u": influx.user, "p": influx.password or ""}
-        self.headers = {"Authorization": f"Token {influx.token}"} if influx.token else {}
+    def __init__(self, client: InfluxClient, run_id: str, scenario: str, warn: Callable[[str], None]) -> None:
+        self.client = client
         self.tags = f"run={escape_key(run_id)},scenario={escape_key(scenario)}"
         self.warn = warn
-        self.warned = False
 
     def write_row(self, row: dict[str, Any], ts_ms: int) -> None:
         self.post(f"loadtest,{self.tags},phase=interval {fields(row)} {ts_ms}")
@@ -38,12 +32,10 @@ class LiveResults:
         self.post(f"loadtest,{self.tags},phase=summary {fields(figures)},passed={'true' if passed else 'false'} {int(time.time() * 1000)}")
 
     def post(self, line: str) -> None:
-        try:
-            requests.post(self.url, params=self.params, data=line.encode(), headers=self.headers, timeout=2).raise_for_status()
-        except requests.RequestException as error:
-            if not self.warned:
-                self.warned = True
-                self.warn(f"note: cannot write loadtest points to {self.url} ({type(error).__name__}); the experiment goes on")
+        self.client.write_point(line, warn=self._note)
+
+    def _note(self, reason: str) -> None:
+        self.warn(f"note: cannot write loadtest points to {self.client.url} database {self.client.database} ({reason}); the experiment goes on")
 
 
 def fields(values: dict[str, Any]) -> str:

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-import requests
 from pydantic import TypeAdapter
 
 from simulator.errors import IotsimError
+from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
 from simulator.load.live import LiveResults
 from simulator.load.metrics import MachineSampler, ResourceSampler, Server, decode, find_server, new_histogram, summarize_ms
 from simulator.load.profile import Constant, Schedule, schedule_of
@@ -244,9 +244,9 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
     run_id = out.name
-    influx = scenario.influx
+    influx, credentials = scenario.influx, InfluxCredentials.from_environment(scenario.influx)
     bridge_orders = BridgeOrders(
-        influx_url=influx.url, database=influx.database, user=influx.user, password=influx.password, token=influx.token,
+        influx_url=influx.url, database=influx.database, user=credentials.user, password=credentials.password, token=credentials.token,
         settings=load.bridge.settings(
             mqtt_url=scenario.mqtt.url, topic_prefix=scenario.mqtt.topic_prefix, client_id=load_bridge_client_id(scenario.mqtt.client_id_prefix),
             dead_letter_path=out / "dead-letters.jsonl", spool_dir=out / "spool",
@@ -268,7 +268,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         start_ms = int((time.time() + START_MARGIN_S) * 1000)
         for child in (bridge, *workers):
             child.send(Start(start_ms=start_ms))
-        rows = collect(experiment, bridge, workers, servers, start_ms, LiveResults(influx, run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
+        rows = collect(experiment, bridge, workers, servers, start_ms, LiveResults(influx_client(scenario), run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
         collected = True
     finally:
         bridge.close()  # it writes what is pending, acknowledges it and stops
@@ -283,7 +283,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     verdicts = judge(load.thresholds, summary["figures"])
     summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
     summary["passed"] = all(v.passed for v in verdicts)
-    LiveResults(influx, run_id, scenario.name, warn=lambda line: None).write_summary(summary["figures"], summary["passed"])
+    LiveResults(influx_client(scenario), run_id, scenario.name, warn=lambda line: None).write_summary(summary["figures"], summary["passed"])
     return summary, rows, verdicts
 
 
@@ -305,10 +305,20 @@ def preflight(scenario: Scenario) -> None:
         socket.create_connection((broker.host, broker.port), timeout=3).close()
     except OSError:
         raise LoadError(f"cannot reach the MQTT broker at {broker}; start one with `iotsim stack up` or pass --mqtt") from None
+    client = influx_client(scenario)
     try:
-        requests.get(f"{scenario.influx.url.rstrip('/')}/ping", timeout=3)
-    except requests.RequestException:
-        raise LoadError(f"cannot reach InfluxDB at {scenario.influx.url}; start it with `iotsim stack up` or pass --influx") from None
+        reachable = client.check_access(timeout=3)  # the database is created here when missing
+    except InfluxRefused as error:  # wrong credentials: the bridge would stop at once
+        raise LoadError(str(error)) from None
+    finally:
+        client.close()
+    if not reachable:
+        raise LoadError(f"cannot reach InfluxDB at {scenario.influx.url}; start it with `iotsim stack up` or pass --influx")
+
+
+def influx_client(scenario: Scenario) -> InfluxClient:
+    """The experiment's InfluxDB: the scenario's `influx:`, credentials from INFLUX_* when set."""
+    return InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
 
 
 def local_servers(scenario: Scenario) -> dict[str, Server]:

@@ -2,7 +2,8 @@
 
 A daemon thread posts one point every few seconds while a run publishes (tags `component` =
 `simulator`, `client_id`; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`).
-Best effort: an unreachable InfluxDB is reported once and never slows the run.
+Best effort (the InfluxDB client's `write_point`): an unreachable InfluxDB is reported once and never
+slows the run.
 """
 
 from __future__ import annotations
@@ -11,21 +12,18 @@ import threading
 import time
 from collections.abc import Callable
 
-import requests
-
+from simulator.influx import InfluxClient
 from simulator.transport.mqtt import MqttPublisher
 
 
 class PublisherStats:
-    def __init__(self, publisher: MqttPublisher, influx_url: str, database: str, client_id: str, warn: Callable[[str], None], every: float = 5.0) -> None:
+    def __init__(self, publisher: MqttPublisher, client: InfluxClient, client_id: str, warn: Callable[[str], None], every: float = 5.0) -> None:
         self.publisher = publisher
-        self.url = f"{influx_url.rstrip('/')}/write"
-        self.params = {"db": database, "precision": "ms"}
+        self.client = client
         self.client_id = client_id.replace(" ", "_").replace(",", "_").replace("=", "_")
         self.warn = warn
         self.every = every
         self.stopping = threading.Event()
-        self.warned = False
         self.thread = threading.Thread(target=self._report, name="pipeline-stats", daemon=True)
 
     def start(self) -> None:
@@ -35,6 +33,7 @@ class PublisherStats:
         self.stopping.set()
         self.thread.join()
         self.write()  # the final figures
+        self.client.close()
 
     def _report(self) -> None:
         while not self.stopping.wait(self.every):
@@ -47,9 +46,7 @@ class PublisherStats:
             f"published={p.published}i,acknowledged={p.acknowledged}i,pending={p.pending}i,buffered={p.buffered}i,disconnects={p.disconnects}i "
             f"{int(time.time() * 1000)}"
         )
-        try:
-            requests.post(self.url, params=self.params, data=line.encode(), timeout=2).raise_for_status()
-        except requests.RequestException as error:
-            if not self.warned:
-                self.warned = True
-                self.warn(f"note: cannot write the simulator's counters to {self.url} ({type(error).__name__}); the run goes on")
+        self.client.write_point(line, warn=self._note)
+
+    def _note(self, reason: str) -> None:
+        self.warn(f"note: cannot write the simulator's counters to {self.client.url} database {self.client.database} ({reason}); the run goes on")
