@@ -190,7 +190,8 @@ def test_bridge_simulator_and_secrets_are_one_image_built_from_the_repository(co
 
 def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^RUN pip install \.", dockerfile, re.M)
+    # The runtime stage installs the package from the wheels stage's wheels (tests/test_image_platforms.py).
+    assert re.search(r"^\s+pip install --no-index --find-links /wheels yangquan-iot-testbed ", dockerfile, re.M)
     assert re.search(r'^ENTRYPOINT \["iotsim"\]', dockerfile, re.M)
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
     for sources in copied:
