@@ -26,7 +26,7 @@ from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors clic
 
 from simulator import readings_schema, scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
-from simulator.engine import RunResult, Wait, run_scenario
+from simulator.engine import RunResult, Stop, Wait, run_scenario
 from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
 from simulator.faults import StackControl
 from simulator.ingest.bridge import Bridge
@@ -37,7 +37,7 @@ from simulator.scenario_schema import SCHEMA_PATH
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import Credentials, MqttPublisher, password_from_environment, run_client_id
 from simulator.transport.stats import PublisherStats
-from simulator.units import format_duration
+from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
 from simulator.backlog import backlog_warnings
 from simulator.verify import ExpectedMessages, Verification, reject_now, verify
 from simulator.load.cli import load as load_command
@@ -45,6 +45,7 @@ from simulator.load.cli import load as load_command
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+DAY_S = 86400.0
 DATABASE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # as scenario.py's influx.database
 
 # What to do next, chosen by the class of the error (never by its text).
@@ -181,13 +182,26 @@ def terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def stop_on_signals(stop: Stop) -> None:
+    """A live run's end: the first SIGTERM or Ctrl-C asks the run to stop between two events (it then
+    drains and exits 0); a second one interrupts at once, like Ctrl-C in a finite run."""
+
+    def request(signum: int, frame: object) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.request()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request)
+
+
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
     """Check a scenario file: exit 0, or exit 2 with one `FILE:LINE: field: problem` line per problem."""
     scenario = load_scenario(file)
     warn_about_backlog(scenario)
     devices = sum(fleet.count for fleet in scenario.fleets)
-    out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_duration(scenario.duration)}, speed {scenario.speed})")
+    out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_run_duration(scenario.duration)}, speed {scenario.speed})")
 
 
 # The scenario key each `iotsim run` override sets, and its flag (for error messages).
@@ -198,10 +212,12 @@ RUN_OVERRIDES = {"duration": "--duration", "speed": "--speed", "seed": "--seed",
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="scenario YAML file")],
-    duration: Annotated[Optional[str], typer.Option(help="override the scenario's duration, e.g. 10m, 2h, 30d")] = None,
+    duration: Annotated[Optional[str], typer.Option(help=f"override the scenario's duration, e.g. 10m, 2h, 30d, or {UNTIL_STOPPED} (paced, ends on SIGTERM or Ctrl-C)")] = None,
     speed: Annotated[Optional[str], typer.Option(help="override the speed: 'afap' or N (N x real time)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="override the scenario's seed")] = None,
-    start: Annotated[Optional[str], typer.Option(help="override the start: ISO time, or 'now' (Yangquan time, whole second) for live dashboards")] = None,
+    start: Annotated[
+        Optional[str], typer.Option(help=f"override the start: ISO time, or 'now' (Yangquan time, whole second) for live dashboards; a run {UNTIL_STOPPED} starts now unless given")
+    ] = None,
     mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="override the broker URL, mqtt://, tcp:// or mqtts://host:port")] = None,
     qos: Annotated[Optional[int], typer.Option(help="override the QoS (0 or 1)")] = None,
     mqtt_username: Annotated[
@@ -221,14 +237,23 @@ def run(
                  "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None, "influx.url": influx}  # fmt: skip
     try:
         scenario = scenario.with_overrides(**overrides)
+        if scenario.until_stopped and start is None:
+            scenario = scenario.with_overrides(start=_start("now"))  # live: a restart resumes from now
     except ValidationError as error:
         raise flag_errors(error, RUN_OVERRIDES) from None
+    if scenario.until_stopped and dry_run:
+        raise UsageError(f"--dry-run: {file} runs {UNTIL_STOPPED}, a file without end; give --duration D (e.g. 1d)")
     warn_about_backlog(scenario)
-    terminate_on_sigterm()
+    stop = Stop()
+    if scenario.until_stopped:
+        stop_on_signals(stop)
+        say(f"{scenario.name}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
+    else:
+        terminate_on_sigterm()
     if dry_run:
         run_dry(scenario, writable_file(output or Path(".iotsim") / f"{file.stem}.jsonl", "--out"))
     else:
-        run_published(scenario, drain_timeout, StackControl(state_dir))
+        run_published(scenario, drain_timeout, StackControl(state_dir), stop)
 
 
 def warn_about_backlog(scenario: Scenario) -> None:
@@ -268,7 +293,7 @@ def run_dry(scenario: Scenario, output: Path) -> None:
     print_summaries(result)
 
 
-def run_published(scenario: Scenario, drain_timeout: float, control: StackControl) -> None:
+def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None) -> None:
     settings = scenario.mqtt
     client_id = run_client_id(settings.client_id_prefix, scenario.name)  # any scenario name, a valid id with its role
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
@@ -279,7 +304,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     interrupted = False
     result: RunResult | None = None
     try:
-        result = run_with_progress(scenario, publisher, control, wait=publisher.idle)
+        result = run_with_progress(scenario, publisher, control, wait=publisher.idle, stop=stop)
         if not publisher.drain(drain_timeout):
             err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending + publisher.buffered} acknowledgements")
     except KeyboardInterrupt:
@@ -299,6 +324,9 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         out.print(outage.describe(), markup=False, highlight=False)
     if result:
         print_summaries(result)
+        if scenario.until_stopped:
+            say(f"{scenario.name}: stopped after {format_duration(result.simulated_s)} simulated; its messages again: "
+                f"--start {scenario.start.isoformat()} --duration {format_duration(result.simulated_s)}")  # fmt: skip
     if interrupted:
         raise typer.Exit(130)
     if settings.qos == 1 and publisher.acknowledged < publisher.published:
@@ -317,7 +345,7 @@ def counters_client(scenario: Scenario) -> InfluxClient:
     return client
 
 
-def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep) -> RunResult:
+def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep, stop: Stop | None = None) -> RunResult:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -326,8 +354,9 @@ def run_with_progress(scenario: Scenario, sink: object, control: StackControl | 
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, disable=not err.is_terminal, transient=False) as progress:
-        task = progress.add_task(scenario.name, total=scenario.duration, simulated="", rate="")
+        task = progress.add_task(scenario.name, total=None if scenario.until_stopped else scenario.duration, simulated="", rate="")
         started = [0.0]
+        days_logged = [0]
 
         def update(simulated_s: float, generated: int) -> None:
             now = time.perf_counter()
@@ -340,8 +369,11 @@ def run_with_progress(scenario: Scenario, sink: object, control: StackControl | 
                 simulated=f"{format_duration(round(simulated_s))} simulated",
                 rate=f"{generated / elapsed:,.0f} msg/s",
             )
+            if scenario.until_stopped and simulated_s >= (days_logged[0] + 1) * DAY_S:
+                days_logged[0] = int(simulated_s // DAY_S)
+                say(f"{scenario.name}: day {days_logged[0]} simulated, {generated} messages")  # for logs: a live run has no bar's end
 
-        return run_scenario(scenario, sink, update, control, wait)  # type: ignore[arg-type]
+        return run_scenario(scenario, sink, update, control, wait, stop)  # type: ignore[arg-type]
 
 
 def print_summaries(result: RunResult) -> None:
@@ -547,6 +579,8 @@ def verify_command(
     verify (bad input, an InfluxDB it cannot query)."""
     scenario = load_scenario(file)  # ScenarioError: the app prints its lines, exit 2
     overrides = {"duration": duration, "seed": seed, "start": start, "influx.url": influx, "influx.database": db}
+    if scenario.until_stopped and duration is None:
+        raise UsageError(f"--duration: {file} runs {UNTIL_STOPPED}; give the --duration and --start the run printed when it stopped")
     try:
         reject_now(start)
         # The same messages at any speed: regenerate as fast as possible.

@@ -3,6 +3,10 @@
 `speed: afap` uses a plain `simpy.Environment`; `speed: N` uses a `PacedEnvironment` with one
 simulated second taking 1/N wall seconds. Timestamps always come from the simulated clock
 (scenario start + env.now), so a paced run and an afap run produce the same messages.
+
+A live run (`duration: until-stopped`, always paced) has no end: it runs until its `Stop` is
+requested (the CLI does that on SIGTERM and Ctrl-C), between two events, so every message the world
+generated has been handed to the sink and the run returns like a finished one.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ serving its connection meanwhile (it has no thread of its own)."""
 # 2-core machine, a load worker publishing 7,500 msg/s at QoS 1: 51 µs of CPU per message with 1 ms,
 # 42 with 4 ms, 41 with 10 ms (and 33 unpaced).
 MIN_WAIT_S = 0.004
+# A live run's longest single wait: how soon a requested stop is seen while the world is quiet.
+STOP_CHECK_S = 0.25
+
+
+@dataclass
+class Stop:
+    """Asked for by a signal handler, seen by the run between events."""
+
+    requested: bool = False
+
+    def request(self) -> None:
+        self.requested = True
 
 
 class PacedEnvironment(simpy.rt.RealtimeEnvironment):
@@ -42,9 +58,10 @@ class PacedEnvironment(simpy.rt.RealtimeEnvironment):
 
     Not strict: when publishing falls behind the pace, the run catches up instead of raising."""
 
-    def __init__(self, factor: float, wait: Wait = time.sleep) -> None:
+    def __init__(self, factor: float, wait: Wait = time.sleep, stop: Stop | None = None) -> None:
         super().__init__(factor=factor, strict=False)
         self.wait = wait
+        self.stop = stop
 
     def step(self) -> None:
         event_time = self.peek()
@@ -52,10 +69,16 @@ class PacedEnvironment(simpy.rt.RealtimeEnvironment):
             raise EmptySchedule
         due = self.real_start + (event_time - self.env_start) * self.factor
         if (delay := due - time.monotonic()) > 0:
-            self.wait(max(delay, MIN_WAIT_S))
-            while (delay := due - time.monotonic()) > 0:  # a wait that ended early
-                self.wait(delay)
+            self.wait(self._slice(max(delay, MIN_WAIT_S)))
+            while (delay := due - time.monotonic()) > 0:  # a wait that ended early (or was sliced)
+                if self.stop is not None and self.stop.requested:
+                    return  # the event stays due; the run ends before it
+                self.wait(self._slice(delay))
         simpy.Environment.step(self)
+
+    def _slice(self, delay: float) -> float:
+        """A stoppable run waits in slices, so a stop is seen within STOP_CHECK_S."""
+        return delay if self.stop is None else min(delay, STOP_CHECK_S)
 
 
 @dataclass
@@ -70,10 +93,10 @@ class RunResult:
         return self.generated / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-def make_environment(scenario: Scenario, wait: Wait = time.sleep) -> simpy.Environment:
+def make_environment(scenario: Scenario, wait: Wait = time.sleep, stop: Stop | None = None) -> simpy.Environment:
     if scenario.speed == "afap":
         return simpy.Environment()
-    return PacedEnvironment(factor=1.0 / float(scenario.speed), wait=wait)
+    return PacedEnvironment(factor=1.0 / float(scenario.speed), wait=wait, stop=stop)
 
 
 def report_progress(env: simpy.Environment, world: World, progress: Progress, every: float) -> Generator[simpy.Event, None, None]:
@@ -83,24 +106,46 @@ def report_progress(env: simpy.Environment, world: World, progress: Progress, ev
         yield env.timeout(every)
 
 
+# A live run reports its progress every simulated hour (the CLI logs each simulated day).
+LIVE_PROGRESS_S = 3600.0
+
+
 def run_scenario(
-    scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None, wait: Wait = time.sleep
-) -> RunResult:
+    scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None, wait: Wait = time.sleep,
+    stop: Stop | None = None,
+) -> RunResult:  # fmt: skip
     """Run the scenario's world; `stack_control` lets process faults act on the local stack; a paced
-    run waits for the wall clock through `wait` (pass a publisher's `idle`)."""
-    env = make_environment(scenario, wait)
+    run waits for the wall clock through `wait` (pass a publisher's `idle`). A live run
+    (`until-stopped`) ends once `stop` is requested."""
+    if scenario.until_stopped and stop is None:
+        raise ValueError("a run until stopped needs a Stop to end it")
+    env = make_environment(scenario, wait, stop)
     world = build_world(scenario, env, sink, stack_control=stack_control)
     if progress is not None:
-        env.process(report_progress(env, world, progress, every=max(scenario.duration / 200.0, 1.0)))
+        every = LIVE_PROGRESS_S if scenario.until_stopped else max(scenario.duration / 200.0, 1.0)
+        env.process(report_progress(env, world, progress, every))
     started = time.perf_counter()
-    # Messages stamped exactly at `duration` belong to the next run: the span is [start, start + duration).
-    env.run(until=scenario.duration)
+    if stop is not None and scenario.until_stopped:
+        run_until_stopped(env, stop)
+    else:
+        # Messages stamped exactly at `duration` belong to the next run: the span is [start, start + duration).
+        env.run(until=scenario.duration)
     wall = time.perf_counter() - started
+    simulated = float(env.now) if scenario.until_stopped else scenario.duration
     if progress is not None:
-        progress(scenario.duration, world.telemetry.generated)
+        progress(simulated, world.telemetry.generated)
     return RunResult(
         generated=world.telemetry.generated,
-        simulated_s=scenario.duration,
+        simulated_s=simulated,
         wall_s=wall,
         summaries=[make() for make in world.summaries],
     )
+
+
+def run_until_stopped(env: simpy.Environment, stop: Stop) -> None:
+    """Step the world until a stop is requested (a live world's processes never run out)."""
+    while not stop.requested:
+        try:
+            env.step()
+        except EmptySchedule:
+            return

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.json_schema import JsonSchemaValue
 
-from simulator.units import DURATION_PATTERN, SIGNED_DURATION_PATTERN, format_duration, parse_duration
+from simulator.units import DURATION_PATTERN, SIGNED_DURATION_PATTERN, UNTIL_STOPPED, format_duration, format_run_duration, parse_duration, parse_run_duration
 
 # What a scenario file may write for a Duration (JSON Schema of the input, not of the float it becomes).
 DURATION_TEXT_JSON_SCHEMA: JsonSchemaValue = {
@@ -37,6 +37,19 @@ Duration = Annotated[
     WithJsonSchema(DURATION_JSON_SCHEMA, mode="validation"),
     Field(description="seconds; written as '90s', '5m', '1h', '30d' or a number of seconds"),
 ]
+
+RUN_DURATION_JSON_SCHEMA: JsonSchemaValue = {
+    "anyOf": [*DURATION_JSON_SCHEMA["anyOf"], {"const": UNTIL_STOPPED, "description": "a paced run (numeric speed) that lasts until it is stopped"}]
+}
+
+RunDuration = Annotated[
+    float,
+    BeforeValidator(parse_run_duration),
+    PlainSerializer(format_run_duration, return_type=str),
+    WithJsonSchema(RUN_DURATION_JSON_SCHEMA, mode="validation"),
+    Field(description=f"seconds ('90s', '5m', '1h', '30d' or a number), or '{UNTIL_STOPPED}' (infinite: a paced run that stops on SIGTERM or Ctrl-C)"),
+]
+"""How long a run lasts: a Duration, or infinity written "until-stopped" (a live run)."""
 
 District = Literal["Chengqu", "Kuangqu", "Jiaoqu", "Pingding", "Yuxian"]
 DISTRICTS: tuple[str, ...] = ("Chengqu", "Kuangqu", "Jiaoqu", "Pingding", "Yuxian")

@@ -6,6 +6,7 @@ one line each: `FILE:LINE: dotted.field.path: message`, with the line taken from
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,9 +24,10 @@ from simulator.city.settings import CitySettings
 from simulator.device_type import DeviceType
 from simulator.errors import UsageError
 from simulator.faults import PROCESS_FAULTS, Fault
-from simulator.fleet import Duration, StrictModel
+from simulator.fleet import RunDuration, StrictModel
 from simulator.load.section import LoadSection
 from simulator.port.settings import PortSettings
+from simulator.units import UNTIL_STOPPED
 from simulator.urls import MQTT_SCHEMES, check_url
 
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
@@ -98,7 +100,7 @@ class Scenario(StrictModel):
         default=datetime(2026, 1, 14, 0, 0, tzinfo=YANGQUAN_TZ),
         description="ISO time; without a zone it is Yangquan's local time (UTC+8)",
     )
-    duration: Duration
+    duration: RunDuration
     speed: Annotated[Literal["afap"] | float, BeforeValidator(parse_speed), WithJsonSchema(SPEED_JSON_SCHEMA, mode="validation")] = Field(
         default="afap", description="'afap' = as fast as possible, or N = N times real time"
     )
@@ -123,6 +125,18 @@ class Scenario(StrictModel):
     @classmethod
     def _local_time_by_default(cls, start: datetime) -> datetime:
         return start if start.tzinfo is not None else start.replace(tzinfo=YANGQUAN_TZ)
+
+    @field_validator("speed")
+    @classmethod
+    def _paced_until_stopped(cls, speed: str | float, info: ValidationInfo) -> str | float:
+        if speed == "afap" and info.data.get("duration") == math.inf:
+            raise ValueError(f"'afap' never ends with duration {UNTIL_STOPPED}; give a number N (N x real time) or a finite duration")
+        return speed
+
+    @property
+    def until_stopped(self) -> bool:
+        """A live run: paced, it lasts until SIGTERM or Ctrl-C (`duration: until-stopped`)."""
+        return self.duration == math.inf
 
     @field_validator("fleets")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -31,6 +32,27 @@ def parse_duration(value: object) -> float:
     if not seconds > 0 or seconds == float("inf"):  # NaN compares false
         raise ValueError(f"a duration must be a positive number of seconds, got {value!r}")
     return seconds
+
+
+UNTIL_STOPPED = "until-stopped"
+"""A scenario's `duration` for a live run: it runs, paced, until SIGTERM or Ctrl-C (infinite seconds)."""
+
+
+def parse_run_duration(value: object) -> float:
+    """A run's length in seconds: a duration, or "until-stopped" (infinity)."""
+    if isinstance(value, str) and value.strip() == UNTIL_STOPPED:
+        return math.inf
+    if isinstance(value, float) and value == math.inf:  # a scenario dumped and validated again (with_overrides)
+        return value
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise ValueError(f"{error} (or '{UNTIL_STOPPED}' for a paced run that lasts until it is stopped)") from None
+
+
+def format_run_duration(seconds: float) -> str:
+    """A run's length as a scenario writes it: "until-stopped" or a duration."""
+    return UNTIL_STOPPED if seconds == math.inf else format_duration(seconds)
 
 
 def format_duration(seconds: float) -> str:

@@ -23,6 +23,7 @@ import simpy
 from pydantic import Field
 
 from simulator.fleet import Duration, StrictModel
+from simulator.recent import Recent
 
 GateDirection = Literal["in", "out"]
 
@@ -60,10 +61,13 @@ class Gate:
     waiting: int = 0
     queue_area: float = 0.0  # ∫ waiting dt
     last_change: float = 0.0
-    waits: list[float] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)  # when each truck joined the queue
+    keep: int | None = None  # a live run: the waits and arrivals kept (simulator/recent.py); None: all
+    waits: Recent[float] = field(init=False)
+    arrivals: Recent[float] = field(init=False)  # when each truck joined the queue
 
     def __post_init__(self) -> None:
+        self.waits = Recent(keep=self.keep)
+        self.arrivals = Recent(keep=self.keep)
         self.free = simpy.Store(self.env, capacity=len(self.lanes))
         self.free.items.extend(self.lanes)
         self.shape = 1.0 / (self.cv * self.cv)
@@ -97,10 +101,12 @@ class Gate:
         return lane
 
 
-def build_gates(env: simpy.Environment, settings: GateSettings, rng_for: Callable[[str], random.Random]) -> tuple[Gate, Gate]:
+def build_gates(
+    env: simpy.Environment, settings: GateSettings, rng_for: Callable[[str], random.Random], keep: int | None = None
+) -> tuple[Gate, Gate]:
     lanes_in = [Lane(f"G{n}", "in") for n in range(1, settings.in_lanes + 1)]
     lanes_out = [Lane(f"G{n}", "out") for n in range(settings.in_lanes + 1, settings.in_lanes + settings.out_lanes + 1)]
     return (
-        Gate(env, "in", lanes_in, settings.service_time, settings.service_cv, rng_for("port/gate-in")),
-        Gate(env, "out", lanes_out, settings.service_time, settings.service_cv, rng_for("port/gate-out")),
+        Gate(env, "in", lanes_in, settings.service_time, settings.service_cv, rng_for("port/gate-in"), keep=keep),
+        Gate(env, "out", lanes_out, settings.service_time, settings.service_cv, rng_for("port/gate-out"), keep=keep),
     )

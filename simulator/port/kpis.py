@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
+from simulator.recent import Recent
 from simulator.world import Summary
 
 if TYPE_CHECKING:
@@ -29,15 +30,20 @@ DAY = 86400.0
 
 @dataclass
 class Kpis:
-    dwell_import_s: list[float] = field(default_factory=list)
-    dwell_export_s: list[float] = field(default_factory=list)
-    truck_turnaround_s: list[float] = field(default_factory=list)
-    train_turnaround_s: list[float] = field(default_factory=list)
-    yard_utilisation: list[float] = field(default_factory=list)
+    dwell_import_s: Recent[float] = field(default_factory=Recent)
+    dwell_export_s: Recent[float] = field(default_factory=Recent)
+    truck_turnaround_s: Recent[float] = field(default_factory=Recent)
+    train_turnaround_s: Recent[float] = field(default_factory=Recent)
+    yard_utilisation: Recent[float] = field(default_factory=Recent)
     trains_arrived: int = 0
     trains_departed: int = 0
     imports_declared: int = 0
     customs_holds: int = 0
+
+    @classmethod
+    def keeping(cls, keep: int | None) -> Kpis:
+        """KPIs whose samples keep the last `keep` (a live run; None: every sample of the run)."""
+        return cls(*(Recent(keep=keep) for _ in range(5)))
 
 
 def mean(values: list[float]) -> float:
@@ -77,10 +83,10 @@ def summary(port: Port) -> Summary:
             "trains arrived / departed": f"{k.trains_arrived} / {k.trains_departed}",
             "RMG moves/hour (working)": f"{moves_per_hour(port.rmgs):.1f} ({sum(c.moves for c in port.rmgs.machines)} moves, {utilisation(port.rmgs, now):.0%} busy)",
             "reach stacker moves/hour (working)": f"{moves_per_hour(port.reach_stackers):.1f} ({sum(c.moves for c in port.reach_stackers.machines)} moves, {utilisation(port.reach_stackers, now):.0%} busy)",
-            "import dwell mean / p95": f"{mean(k.dwell_import_s) / DAY:.2f} / {percentile(k.dwell_import_s, 95) / DAY:.2f} days ({len(k.dwell_import_s)} boxes)",
-            "export dwell mean / p95": f"{mean(k.dwell_export_s) / DAY:.2f} / {percentile(k.dwell_export_s, 95) / DAY:.2f} days ({len(k.dwell_export_s)} boxes)",
+            "import dwell mean / p95": f"{mean(k.dwell_import_s) / DAY:.2f} / {percentile(k.dwell_import_s, 95) / DAY:.2f} days ({k.dwell_import_s.total} boxes)",
+            "export dwell mean / p95": f"{mean(k.dwell_export_s) / DAY:.2f} / {percentile(k.dwell_export_s, 95) / DAY:.2f} days ({k.dwell_export_s.total} boxes)",
             "gate wait mean / p95": f"{mean(waits) / 60:.1f} / {percentile(waits, 95) / 60:.1f} min",
-            "truck turnaround mean / p95": f"{mean(k.truck_turnaround_s) / 60:.1f} / {percentile(k.truck_turnaround_s, 95) / 60:.1f} min ({len(k.truck_turnaround_s)} trucks)",
+            "truck turnaround mean / p95": f"{mean(k.truck_turnaround_s) / 60:.1f} / {percentile(k.truck_turnaround_s, 95) / 60:.1f} min ({k.truck_turnaround_s.total} trucks)",
             "train turnaround mean / max": f"{mean(k.train_turnaround_s) / 3600:.2f} / {max(k.train_turnaround_s, default=float('nan')) / 3600:.2f} h",
             "yard utilisation mean / max": f"{mean(k.yard_utilisation):.0%} / {max(k.yard_utilisation, default=float('nan')):.0%}",
             "customs inspections done": f"{k.customs_holds}",

@@ -6,6 +6,11 @@ train services from three weeks before the run to a week after it; boxes that, b
 the yard at the start are placed there (so a one-day run starts from a realistic yard), and the
 trains, truck visits and corridor trucks of the run are started as SimPy processes.
 
+A live run (`duration: until-stopped`) has no end to plan to: it plans as a one-day run does, then
+rolls the plan on, one day a day (`roll_plan`: at each local midnight the day LOOKAHEAD_DAYS ahead
+is planned and its trains and deliveries started); services are not kept once started, and the
+KPI samples keep a bounded recent window (simulator/recent.py), so memory stays flat.
+
 Conservation: every box is in exactly one place. `initial_boxes + entered - left` equals the boxes in
 yard blocks + on the way between a train or truck and the yard (`in_handling`) + in the customs shed.
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
@@ -43,6 +48,7 @@ DAY = 86400.0
 PORT_TIME = timezone(timedelta(hours=8), "CST")  # the timetable and the gate's hours are Yangquan time
 HISTORY_DAYS = 21  # longer than almost every import dwell (log-normal, median 4 d)
 LOOKAHEAD_DAYS = 8  # exports for trains after the run are delivered during it
+LIVE_SAMPLES = 20_000  # KPI samples a live run keeps per figure (a few days' trucks)
 
 
 @dataclass
@@ -67,11 +73,13 @@ class Port:
         start = start.astimezone(PORT_TIME)
         self.start = start
         self.duration = duration
+        self.live = duration == math.inf  # until stopped: the plan rolls, the samples are bounded
+        keep = LIVE_SAMPLES if self.live else None
         self.telemetry = telemetry
         self.rngs = PortRngs(*(rng_for(f"port/{name}") for name in ("plan", "trains", "customs", "trucks", "ocr", "corridor")))
         self.yard = Yard(env, settings.yard)
         self.rmgs, self.reach_stackers = build_pools(env, settings.cranes, rng_for)
-        self.gate_in, self.gate_out = build_gates(env, settings.gate, rng_for)
+        self.gate_in, self.gate_out = build_gates(env, settings.gate, rng_for, keep)
         self.tracks = simpy.Resource(env, capacity=settings.trains.tracks)
         self.customs_bays = simpy.Resource(env, capacity=settings.customs.bays)
         start_local_s = start.hour * 3600.0 + start.minute * 60.0 + start.second
@@ -79,14 +87,14 @@ class Port:
         self.appointments = Appointments(settings.trucks, start_local_s)
         self.numbers = BoxNumbers(self.rngs.plan.randrange(10_000_000))
         self.haul_trucks: list[HaulTruck] = build_trucks(settings.corridor, self.rngs.corridor)
-        self.kpis = kpis.Kpis()
+        self.kpis = kpis.Kpis.keeping(keep)
         self.in_handling: dict[str, Box] = {}
         self.in_customs: dict[str, Box] = {}
         self.initial_boxes = self.entered = self.left = 0
+        self.services_planned = 0
         self._instrumented: dict[str, int] = {}
         self.start_local_s = start_local_s
-        self.services = self.plan()
-        self.begin()
+        self.begin(self.plan())
 
     # -- the plan -----------------------------------------------------------------------------
     def new_box(self, teu: int, direction: str, service: int, rng: random.Random, reefer_powered_at: float) -> Box:
@@ -102,52 +110,65 @@ class Port:
         return box
 
     def plan(self) -> list[Service]:
-        """Train services with their boxes, and each box's appointment, in a fixed order."""
+        """Train services with their boxes, and each box's appointment, in a fixed order: from
+        HISTORY_DAYS before the start to LOOKAHEAD_DAYS after the end (a live run: after its first day)."""
+        run_days = 1 if self.live else math.ceil(self.duration / DAY)
+        return [service for day in range(-HISTORY_DAYS, run_days + LOOKAHEAD_DAYS + 1) for service in self.plan_day(day)]
+
+    def plan_day(self, day: int) -> list[Service]:
+        """The train services of local day `day` (0: the start's day), numbered on from the last planned."""
         s, rng = self.settings.trains, self.rngs.plan
-        midnight0 = -self.start_local_s  # simulated time of the local midnight starting day 0
-        last_day = math.ceil(self.duration / DAY) + LOOKAHEAD_DAYS
+        midnight = -self.start_local_s + day * DAY  # simulated time of the local midnight starting the day
         services: list[Service] = []
-        for day in range(-HISTORY_DAYS, last_day + 1):
-            slots = [(t, False) for t in s.timetable] + [(t, True) for t in s.surge_timetable]
-            for slot, (time, surge) in enumerate(sorted(slots)):
-                arrival = midnight0 + day * DAY + clock_seconds(time)
-                if surge and (arrival < 0 or arrival >= self.duration):
-                    continue  # the surge is only during the run
-                index = len(services)
-                date = self.start.date() + timedelta(days=day)
-                train_id = f"X{8701 + slot}/{date:%m%d}"  # China Railway numbers container block trains X...
-                service = Service(index, train_id, arrival, arrival + s.planned_turnaround, surge)
-                service.imports = [self.new_box(teu, "import", index, rng, arrival) for teu in load_wagons(s, rng, s.import_load_factor)]
-                service.exports = [self.new_box(teu, "export", index, rng, arrival) for teu in load_wagons(s, rng, s.export_load_factor)]
-                for box in service.imports:
-                    box.arrived = arrival  # planned landing; trains during the run overwrite it
-                    box.due = self.appointments.import_pickup(arrival, rng)
-                for box in service.exports:
-                    box.due = self.appointments.export_delivery(service.planned_departure, rng)
-                services.append(service)
+        slots = [(t, False) for t in s.timetable] + [(t, True) for t in s.surge_timetable]
+        for slot, (time, surge) in enumerate(sorted(slots)):
+            arrival = midnight + clock_seconds(time)
+            if surge and (arrival < 0 or arrival >= self.duration):
+                continue  # the surge is only during the run
+            index = self.services_planned
+            self.services_planned += 1
+            date = self.start.date() + timedelta(days=day)
+            train_id = f"X{8701 + slot}/{date:%m%d}"  # China Railway numbers container block trains X...
+            service = Service(index, train_id, arrival, arrival + s.planned_turnaround, surge)
+            service.imports = [self.new_box(teu, "import", index, rng, arrival) for teu in load_wagons(s, rng, s.import_load_factor)]
+            service.exports = [self.new_box(teu, "export", index, rng, arrival) for teu in load_wagons(s, rng, s.export_load_factor)]
+            for box in service.imports:
+                box.arrived = arrival  # planned landing; trains during the run overwrite it
+                box.due = self.appointments.import_pickup(arrival, rng)
+            for box in service.exports:
+                box.due = self.appointments.export_delivery(service.planned_departure, rng)
+            services.append(service)
         return services
 
-    def begin(self) -> None:
+    def begin(self, services: list[Service]) -> None:
         """Fill the yard as the plan has it at the start, and start the run's processes."""
         env, rng = self.env, self.rngs.trucks
-        for service in self.services:
+        for service in services:
             if service.planned_arrival < 0:
                 for box in service.imports:
                     if box.due > 0 and self.admit_initial(box):
                         if box.due < self.duration:
                             env.process(visit(env, self, Job(box.due, plate(rng), collect=box)))
             else:
-                for box in service.exports:
-                    if box.due < 0:
-                        box.arrived = box.due
-                        self.admit_initial(box)
-                    elif box.due < self.duration:
-                        env.process(visit(env, self, Job(box.due, plate(rng), deliver=box)))
-                if service.planned_arrival < self.duration:
-                    env.process(call(env, self, service))
+                self.start_service(service)
         for truck in self.haul_trucks:
             env.process(haul(env, self, truck, self.rngs.corridor))
         env.process(kpis.sample_yard(env, self))
+        if self.live:
+            env.process(roll_plan(env, self, first_day=1 + LOOKAHEAD_DAYS + 1))
+
+    def start_service(self, service: Service) -> None:
+        """A coming train's call, and the deliveries of the exports booked on it (due before the
+        start: in the yard already)."""
+        env, rng = self.env, self.rngs.trucks
+        for box in service.exports:
+            if box.due < 0:
+                box.arrived = box.due
+                self.admit_initial(box)
+            elif box.due < self.duration:
+                env.process(visit(env, self, Job(box.due, plate(rng), deliver=box)))
+        if service.planned_arrival < self.duration:
+            env.process(call(env, self, service))
 
     def admit_initial(self, box: Box) -> bool:
         if not self.yard.admit_initial(box):
@@ -249,6 +270,16 @@ class Port:
             raise ValueError(f"the port has {len(items)} {kind} items; fleets ask for {first + count}")
         self._instrumented[kind] = first + count
         return chosen
+
+
+def roll_plan(env: simpy.Environment, port: Port, first_day: int) -> Generator[simpy.Event, None, None]:
+    """A live run's plan rolls on: LOOKAHEAD_DAYS before each day starts, plan its trains and start them."""
+    day = first_day
+    while True:
+        yield env.timeout(max(0.0, (day - LOOKAHEAD_DAYS) * DAY - port.start_local_s - env.now))
+        for service in port.plan_day(day):
+            port.start_service(service)
+        day += 1
 
 
 def port_of(world: World) -> Port:
