@@ -19,7 +19,7 @@ from simulator import catalogue
 from simulator.builder import build_world
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, register_device
+from simulator.device_type import DeviceType, FleetConfig, first_delay, register_device, send
 from simulator.engine import run_scenario
 from simulator.fleet import Duration
 from simulator.scenario import Scenario, ScenarioError, load_scenario
@@ -41,11 +41,8 @@ def measure(
     """A bus-stop thermometer reads the city's outdoor air, with 0.2 °C of sensor noise."""
     yield env.timeout(first_delay)
     while True:
-        readings: dict[str, Reading] | None = {"temp_c": round(city.weather.temp_c(env.now) + rng.gauss(0.0, 0.2), 2)}
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        readings: dict[str, Reading] = {"temp_c": round(city.weather.temp_c(env.now) + rng.gauss(0.0, 0.2), 2)}
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 
