@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import simpy
 from pydantic import Field
@@ -40,6 +40,8 @@ OUTBURST_DONE = 1e-4  # % CH4: an outburst this small is over
 
 
 class Fleet(FleetConfig):
+    monitors_gas: ClassVar[bool] = True  # a gas event names one of these devices: its face emits the gas
+
     cadence: Duration = Field(default=10.0, description="reporting interval (mine monitoring: every few seconds)")
     districts: list[District] = Field(default=["Kuangqu", "Jiaoqu", "Pingding", "Yuxian"], min_length=1, description="the mining districts, round-robin")
     background_pct: float = Field(default=0.3, gt=0, le=1.0, description="CH4 at the face while cutting, without outbursts, %")
