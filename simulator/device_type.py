@@ -34,7 +34,7 @@ from pydantic import Field, create_model, model_validator
 
 from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
 from simulator.fleet import DISTRICTS, District, StrictModel
-from simulator.telemetry import FLOAT, KINDS, Device, Kind
+from simulator.telemetry import FLOAT, KINDS, Device, Kind, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -47,6 +47,8 @@ class FleetConfig(StrictModel):
     """What every fleet section has; each device type's options derive from it."""
 
     device_type: ClassVar[DeviceType[Any]]  # set on the fleet model a DeviceType makes
+    # Its devices monitor a mine face's gas, so `city.mine.gas_events` may name them (mine_gas's fleet).
+    monitors_gas: ClassVar[bool] = False
 
     type: str
     count: int = Field(ge=1, le=1_000_000, description="how many devices of this type")
@@ -92,6 +94,7 @@ class FleetConfig(StrictModel):
 
 F = TypeVar("F", bound=FleetConfig)
 Builder = Callable[["World", F], None]
+Complete = Callable[[dict[str, Reading]], None]  # adds to what a device sends what it computes from what it read
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,3 +146,19 @@ def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict
 def first_delay(rng: random.Random, cadence: float) -> float:
     """A whole-millisecond phase within the first cadence: each device sends exactly duration / cadence messages."""
     return rng.randrange(max(round(cadence * 1000), 1)) / 1000.0
+
+
+def send(
+    telemetry: Telemetry, device: Device, faults: FaultyReadings | None, now: float, readings: dict[str, Reading], complete: Complete | None = None
+) -> None:
+    """What every device does with what it measured at `now`: its faults (if any) change it or silence
+    it; what is left, with what `complete` adds from it (an AQI, an alarm state), is published. The
+    device logic in `complete` sees the faulty values, as a real device's would."""
+    if faults is not None:
+        faulty = faults.apply(now, readings)
+        if faulty is None:
+            return  # silent: no message, so no seq is spent
+        readings = faulty
+    if complete is not None:
+        complete(readings)
+    telemetry.publish(device, readings)

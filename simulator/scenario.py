@@ -2,6 +2,8 @@
 
 `load_scenario(path)` returns a frozen `Scenario` or raises `ScenarioError`, whose `problems` are
 one line each: `FILE:LINE: dotted.field.path: message`, with the line taken from the YAML.
+`load_scenario(path, Scenario.with_device_types(...))` reads a file whose fleets may also name more
+device types (a test's, a plug-in's); an unknown type's line lists every type that model knows.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, WithJsonSchema, create_model, field_validator
 from pydantic.json_schema import JsonSchemaValue
@@ -93,6 +95,8 @@ UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]|^\.")
 
 
 class Scenario(StrictModel):
+    device_types: ClassVar[tuple[DeviceType[Any], ...]] = catalogue.DEVICE_TYPES  # what `fleets` may name (with_device_types adds)
+
     name: str = Field(min_length=1, max_length=100, description="names the run: MQTT client id, results, summaries")
     description: str = Field(default="", description="free text: what the experiment is for")
     seed: int = Field(default=1, ge=0, lt=2**63, description="same scenario + seed = byte-identical messages")
@@ -179,9 +183,13 @@ class Scenario(StrictModel):
 
     @classmethod
     def with_device_types(cls, *extra: DeviceType[Any]) -> type[Scenario]:
-        """A scenario model whose fleets may also name these device types (a test's, a plug-in's)."""
-        fleets = list[fleet_section((*catalogue.DEVICE_TYPES, *extra))]  # type: ignore[misc]
-        return create_model(cls.__name__, __base__=cls, __module__=cls.__module__, fleets=(fleets, Field(min_length=1)))
+        """A scenario model whose fleets may also name these device types (a test's, a plug-in's);
+        `load_scenario(path, model)` reads files with it."""
+        device_types = (*cls.device_types, *extra)
+        fleets = list[fleet_section(device_types)]  # type: ignore[misc]
+        model = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, fleets=(fleets, Field(min_length=1)))
+        model.device_types = device_types
+        return model
 
     def with_overrides(self, **changes: Any) -> Scenario:
         """A copy with command-line overrides applied and validated like the file."""
@@ -215,7 +223,8 @@ class ScenarioError(UsageError):
         return "\n".join(self.problems)
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_scenario(path: str | Path, model: type[Scenario] = Scenario) -> Scenario:
+    """The scenario in the file at `path`, validated by `model` (one with more device types: `Scenario.with_device_types`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -234,9 +243,9 @@ def load_scenario(path: str | Path) -> Scenario:
     if not isinstance(document, dict):
         raise ScenarioError([f"{path}:1: a scenario is a YAML mapping (name: ..., duration: ..., fleets: [...])"])
     try:
-        return Scenario.model_validate(to_plain(document))
+        return model.model_validate(to_plain(document))
     except ValidationError as error:
-        raise ScenarioError(describe(error, document, path)) from None
+        raise ScenarioError(describe(error, document, path, [kind.name for kind in model.device_types])) from None
 
 
 def to_plain(node: Any) -> Any:
@@ -251,7 +260,8 @@ def to_plain(node: Any) -> Any:
 POINTED_MESSAGE = re.compile(r"^(?P<path>[a-z_]+(?:\.[A-Za-z0-9_]+)+): (?P<message>.*)$", re.DOTALL)
 
 
-def describe(error: ValidationError, document: CommentedMap, path: Path) -> list[str]:
+def describe(error: ValidationError, document: CommentedMap, path: Path, type_names: list[str]) -> list[str]:
+    """One `FILE:LINE: dotted.field: problem` line per error; an unknown device type lists `type_names`, the model's."""
     problems = []
     for item in error.errors():
         location = field_path(item["loc"], document)
@@ -265,7 +275,7 @@ def describe(error: ValidationError, document: CommentedMap, path: Path) -> list
             message = "unknown key (check the spelling)"
         elif item["type"] == "union_tag_invalid":
             location = [*location, "type"]
-            message = f"unknown device type {item['input'].get('type')!r}; known: {', '.join(catalogue.type_names())}"
+            message = f"unknown device type {item['input'].get('type')!r}; known: {', '.join(type_names)}"
         line = line_of(document, location)
         dotted = ".".join(str(part) for part in location) or "(top level)"
         problems.append(f"{path}:{line}: {dotted}: {message}")

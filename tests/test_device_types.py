@@ -17,9 +17,10 @@ from pydantic import Field
 from conftest import iotsim
 from simulator import catalogue
 from simulator.builder import build_world
+from simulator.city import mine_gas
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, register_device
+from simulator.device_type import DeviceType, FleetConfig, first_delay, register_device, send
 from simulator.engine import run_scenario
 from simulator.fleet import Duration
 from simulator.scenario import Scenario, ScenarioError, load_scenario
@@ -41,11 +42,8 @@ def measure(
     """A bus-stop thermometer reads the city's outdoor air, with 0.2 °C of sensor noise."""
     yield env.timeout(first_delay)
     while True:
-        readings: dict[str, Reading] | None = {"temp_c": round(city.weather.temp_c(env.now) + rng.gauss(0.0, 0.2), 2)}
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        readings: dict[str, Reading] = {"temp_c": round(city.weather.temp_c(env.now) + rng.gauss(0.0, 0.2), 2)}
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 
@@ -141,6 +139,33 @@ def test_a_fault_on_a_reading_the_new_type_does_not_send_is_one_clear_line(tmp_p
     with pytest.raises(ScenarioError) as error:
         load_scenario(path)
     assert error.value.problems == [f"{path}:4: fleets.0.type: unknown device type 'bus_stop_thermometer'; known: {', '.join(catalogue.type_names())}"]
+
+
+def test_an_unknown_type_in_a_file_lists_every_type_the_model_knows_the_registered_ones_too(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nduration: 1h\nfleets:\n  - {type: bus_stop_thermometer, count: 1}\n  - {type: bus_stop_thermometr, count: 1}\n")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path, WithThermometers)
+    known = [*catalogue.type_names(), "bus_stop_thermometer"]
+    assert error.value.problems == [f"{path}:5: fleets.1.type: unknown device type 'bus_stop_thermometr'; known: {', '.join(known)}"]
+    path.write_text("name: t\nduration: 1h\nfleets:\n  - {type: bus_stop_thermometer, count: 2}\n")
+    assert [fleet.device_ids() for fleet in load_scenario(path, WithThermometers).fleets] == [["stop-0001", "stop-0002"]]
+
+
+# A second vendor's methane monitor: mine_gas's options and model under another name. Its fleet says
+# it monitors gas, so the city's gas events may name its devices, as they name mine_gas's.
+OTHER_GAS_MONITOR = DeviceType("mine_gas_b", "city", "gasb", mine_gas.Fleet, mine_gas.build, readings=mine_gas.DEVICE.readings, also_sends=mine_gas.DEVICE.also_sends)
+
+
+def test_gas_events_may_name_any_fleet_that_monitors_gas_and_no_other() -> None:
+    model = Scenario.with_device_types(OTHER_GAS_MONITOR, THERMOMETER)
+    city = {"mine": {"outbursts_per_day": 0, "gas_events": [{"device": "gasb-0001", "at": "1h", "peak_pct": 2.5}]}}
+    scenario = model.model_validate({"name": "g", "duration": "3h", "fleets": [{"type": "mine_gas_b", "count": 1}], "city": city})
+    alarms = [(m["device_id"], m["tags"]["kind"]) for m in messages_of(scenario) if m["type"] == "events"]
+    assert ("gasb-0001", "gas_alarm") in alarms and ("gasb-0001", "gas_power_cut") in alarms  # the event reached its face
+    city["mine"]["gas_events"][0]["device"] = "stop-0001"
+    with pytest.raises(ValueError, match=r"city\.mine\.gas_events\.0\.device: 'stop-0001' is not a mine_gas device of this scenario"):
+        model.model_validate({"name": "g", "duration": "3h", "fleets": [{"type": "bus_stop_thermometer", "count": 1}], "city": city})
 
 
 def test_a_device_type_name_must_fit_a_topic_and_a_measurement() -> None:

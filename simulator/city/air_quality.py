@@ -42,9 +42,9 @@ from simulator.city.aqi import category, realtime_aqi
 from simulator.city.common import DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import FLOAT, STRING, Device, Telemetry
+from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -192,25 +192,26 @@ def report(
     device = station.device
     cadence = station.fleet.cadence
     category_events = station.fleet.category_events
+
+    def add_aqi(readings: dict[str, Reading]) -> None:
+        """The AQI of the concentrations sent (faulty ones included), and its category once it changed."""
+        aqi, primary = realtime_aqi(readings)  # type: ignore[arg-type]
+        level, name = category(aqi)
+        readings["aqi"] = aqi
+        readings["aqi_level"] = level
+        readings["aqi_category"] = name
+        readings["primary_pollutant"] = primary
+        if category_events and station.category_changed(env.now, level):
+            severity = "info" if level <= 2 else "warning" if level <= 4 else "alarm"
+            telemetry.event(
+                device.device_id, "city", "aqi_category", severity,
+                f"{device.device_id}: AQI {aqi}, {name.replace('_', ' ')} (primary: {primary})",
+                tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.previous_level,
+            )  # fmt: skip
+
     while True:
-        readings: dict = station.concentrations(env.now)
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            aqi, primary = realtime_aqi(readings)
-            level, name = category(aqi)
-            readings["aqi"] = aqi
-            readings["aqi_level"] = level
-            readings["aqi_category"] = name
-            readings["primary_pollutant"] = primary
-            if category_events and station.category_changed(env.now, level):
-                severity = "info" if level <= 2 else "warning" if level <= 4 else "alarm"
-                telemetry.event(
-                    device.device_id, "city", "aqi_category", severity,
-                    f"{device.device_id}: AQI {aqi}, {name.replace('_', ' ')} (primary: {primary})",
-                    tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.previous_level,
-                )  # fmt: skip
-            telemetry.publish(device, readings)
+        readings: dict = station.concentrations(env.now)  # floats, and the AQI's values to come
+        send(telemetry, device, faults, env.now, readings, add_aqi)
         yield env.timeout(cadence)
 
 

@@ -26,9 +26,9 @@ from simulator.city.common import AR1, DOMAIN, near, register
 from simulator.city.data_centre import DataCentre
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import District, Duration
-from simulator.telemetry import FLOAT, Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -54,31 +54,33 @@ def run_rack(
     position_c = rng.uniform(0.0, 2.0)
     supply_c = centre.settings.supply_air_c
     hot = False
+
+    def watch_inlet(readings: dict[str, Reading]) -> None:
+        """An inlet above the recommended range (and back within it) is an event, on the value read; the site's PUE goes along."""
+        nonlocal hot
+        inlet_read: float = readings["inlet_temp_c"]  # type: ignore[assignment]
+        if (inlet_read > ASHRAE_RECOMMENDED_MAX_C) != hot:
+            hot = not hot
+            telemetry.event(
+                device.device_id, "city", "rack_inlet_high", "warning" if hot else "info",
+                f"{device.device_id}: inlet {inlet_read:.1f} °C " + ("above" if hot else "back within") + f" the {ASHRAE_RECOMMENDED_MAX_C:.0f} °C recommended",
+                tags={"phase": "start" if hot else "end", "hall": hall}, inlet_temp_c=inlet_read,
+            )  # fmt: skip
+        readings["site_pue"] = round(centre.pue(env.now), 3)
+
     while True:
         now = env.now
         utilisation = min(max(centre.load(now) + offset + wander.step(rng, now), 0.02), 1.0)
         rise = centre.inlet_rise(hall, now)
         inlet = supply_c + position_c + rise + rng.gauss(0.0, 0.15)
         power = rated_kw * (0.35 + 0.65 * utilisation) * (1.0 + 0.03 * min(rise / 10.0, 1.0))
-        readings: dict | None = {
+        readings: dict[str, Reading] = {
             "inlet_temp_c": round(inlet, 1),
             "outlet_temp_c": round(inlet + 1.25 * power + rng.gauss(0.0, 0.2), 1),
             "power_kw": round(power, 2),
             "utilisation_pct": round(100.0 * utilisation, 1),
         }
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            inlet_read = readings["inlet_temp_c"]
-            if (inlet_read > ASHRAE_RECOMMENDED_MAX_C) != hot:
-                hot = not hot
-                telemetry.event(
-                    device.device_id, "city", "rack_inlet_high", "warning" if hot else "info",
-                    f"{device.device_id}: inlet {inlet_read:.1f} °C " + ("above" if hot else "back within") + f" the {ASHRAE_RECOMMENDED_MAX_C:.0f} °C recommended",
-                    tags={"phase": "start" if hot else "end", "hall": hall}, inlet_temp_c=inlet_read,
-                )  # fmt: skip
-            readings["site_pue"] = round(centre.pue(now), 3)
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, now, readings, watch_inlet)
         yield env.timeout(cadence)
 
 

@@ -24,9 +24,9 @@ from pydantic import Field
 from simulator.city.common import AR1, DOMAIN, hourly, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import FLOAT, Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -77,11 +77,8 @@ def meter(
         power = mean_kw * shape * math.exp(wander.step(rng, now)) + weather_kw
         register_kwh += power * cadence / 3600.0
         voltage = 230.0 * (1.0 - 0.04 * shape) + rng.gauss(0.0, 1.0)
-        readings: dict | None = {"power_kw": round(power, 3), "energy_kwh": round(register_kwh, 2), "voltage_v": round(voltage, 1)}
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            telemetry.publish(device, readings)
+        readings: dict[str, Reading] = {"power_kw": round(power, 3), "energy_kwh": round(register_kwh, 2), "voltage_v": round(voltage, 1)}
+        send(telemetry, device, faults, now, readings)
         yield env.timeout(cadence)
 
 

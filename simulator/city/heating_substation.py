@@ -29,9 +29,9 @@ from pydantic import Field
 from simulator.city.common import AR1, DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -80,7 +80,7 @@ def supply_heat(
             supply = ret = primary_supply = primary_return = 18.0 + 0.3 * (outdoor - 18.0)
             supply_p = return_p = static_mpa
         gauss = rng.gauss
-        readings: dict | None = {
+        readings: dict[str, Reading] = {
             "outdoor_temp_c": round(outdoor + gauss(0.0, 0.2), 1),
             "supply_temp_c": round(supply + gauss(0.0, 0.2), 1),
             "return_temp_c": round(ret + gauss(0.0, 0.2), 1),
@@ -92,10 +92,7 @@ def supply_heat(
             "heat_load_kw": round(load, 1),
             "heating": heating,
         }
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, now, readings)
         yield env.timeout(fleet.cadence)
 
 

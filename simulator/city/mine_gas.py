@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import simpy
 from pydantic import Field
@@ -28,9 +28,9 @@ from simulator.city.common import AR1, DOMAIN, register
 from simulator.city.mine import ALARM_PCT, CO_LIMIT_PPM, POWER_CUT_PCT, RESTORE_PCT, GasEvent, outburst_pct, shift_activity
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import District, Duration
-from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -40,6 +40,8 @@ OUTBURST_DONE = 1e-4  # % CH4: an outburst this small is over
 
 
 class Fleet(FleetConfig):
+    monitors_gas: ClassVar[bool] = True  # a gas event names one of these devices: its face emits the gas
+
     cadence: Duration = Field(default=10.0, description="reporting interval (mine monitoring: every few seconds)")
     districts: list[District] = Field(default=["Kuangqu", "Jiaoqu", "Pingding", "Yuxian"], min_length=1, description="the mining districts, round-robin")
     background_pct: float = Field(default=0.3, gt=0, le=1.0, description="CH4 at the face while cutting, without outbursts, %")
@@ -90,33 +92,34 @@ def monitor(
     yield env.timeout(first_delay)
     source = device.device_id
     tags = {"district": device.tags["district"], "face": device.tags["face"]}
+
+    def apply_thresholds(readings: dict[str, Reading]) -> None:
+        """Alarm, power cut and their all-clear, decided on the methane the monitor read."""
+        ch4: float = readings["ch4_pct"]  # type: ignore[assignment]
+        if ch4 >= ALARM_PCT and not face.alarm:
+            face.alarm = True
+            telemetry.event(source, "city", "gas_alarm", "alarm", f"{source}: CH4 {ch4:.2f} % at the face (alarm at {ALARM_PCT} %)", tags=tags, ch4_pct=ch4)
+        if ch4 >= POWER_CUT_PCT and not face.power_cut:
+            face.power_cut = True
+            telemetry.event(source, "city", "gas_power_cut", "alarm", f"{source}: CH4 {ch4:.2f} %, power to the face cut", tags=tags, ch4_pct=ch4)
+        if ch4 < RESTORE_PCT and face.alarm:
+            face.alarm = False
+            telemetry.event(source, "city", "gas_alarm_cleared", "info", f"{source}: CH4 {ch4:.2f} %, alarm cleared", tags=tags, ch4_pct=ch4)
+            if face.power_cut:
+                face.power_cut = False
+                telemetry.event(source, "city", "gas_power_restored", "info", f"{source}: power to the face restored", tags=tags, ch4_pct=ch4)
+        readings["alarm"] = face.alarm
+        readings["power_cut"] = face.power_cut
+        readings["co_alarm"] = readings["co_ppm"] > CO_LIMIT_PPM  # type: ignore[operator]
+
     while True:
         now = env.now
-        readings: dict | None = {
+        readings: dict[str, Reading] = {
             "ch4_pct": round(face.ch4_pct(now), 2),
             "co_ppm": round(face.co_ppm(now), 1),
             "airflow_ms": round(face.airflow * (1.0 + 0.03 * rng.gauss(0.0, 1.0)), 2),
         }
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            ch4 = readings["ch4_pct"]
-            if ch4 >= ALARM_PCT and not face.alarm:
-                face.alarm = True
-                telemetry.event(source, "city", "gas_alarm", "alarm", f"{source}: CH4 {ch4:.2f} % at the face (alarm at {ALARM_PCT} %)", tags=tags, ch4_pct=ch4)
-            if ch4 >= POWER_CUT_PCT and not face.power_cut:
-                face.power_cut = True
-                telemetry.event(source, "city", "gas_power_cut", "alarm", f"{source}: CH4 {ch4:.2f} %, power to the face cut", tags=tags, ch4_pct=ch4)
-            if ch4 < RESTORE_PCT and face.alarm:
-                face.alarm = False
-                telemetry.event(source, "city", "gas_alarm_cleared", "info", f"{source}: CH4 {ch4:.2f} %, alarm cleared", tags=tags, ch4_pct=ch4)
-                if face.power_cut:
-                    face.power_cut = False
-                    telemetry.event(source, "city", "gas_power_restored", "info", f"{source}: power to the face restored", tags=tags, ch4_pct=ch4)
-            readings["alarm"] = face.alarm
-            readings["power_cut"] = face.power_cut
-            readings["co_alarm"] = readings["co_ppm"] > CO_LIMIT_PPM
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, now, readings, apply_thresholds)
         yield env.timeout(cadence)
 
 

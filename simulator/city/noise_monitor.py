@@ -28,9 +28,9 @@ from simulator.city.common import AR1, DOMAIN, near, register
 from simulator.city.model import city_of
 from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import Complete, DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -67,14 +67,19 @@ def listen(
         background_db = BACKGROUND_DBA[zone][0 if day else 1]
         laeq = 10.0 * math.log10(10.0 ** (traffic_db / 10.0) + 10.0 ** (background_db / 10.0)) + wander.step(rng, now)
         limit = LIMITS_DBA[zone][0 if day else 1]
-        readings: dict | None = {"laeq_dba": round(laeq, 1), "lmax_dba": round(laeq + 6.0 + rng.expovariate(1 / 3.0), 1)}
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            readings["limit_dba"] = limit
-            readings["over_limit"] = readings["laeq_dba"] > limit
-            telemetry.publish(device, readings)
+        readings: dict[str, Reading] = {"laeq_dba": round(laeq, 1), "lmax_dba": round(laeq + 6.0 + rng.expovariate(1 / 3.0), 1)}
+        send(telemetry, device, faults, now, readings, against_limit(limit))
         yield env.timeout(cadence)
+
+
+def against_limit(limit: float) -> Complete:
+    """The monitor compares the level it read with its zone's limit now."""
+
+    def complete(readings: dict[str, Reading]) -> None:
+        readings["limit_dba"] = limit
+        readings["over_limit"] = readings["laeq_dba"] > limit  # type: ignore[operator]
+
+    return complete
 
 
 def build(world: World, fleet: Fleet) -> None:

@@ -26,9 +26,9 @@ from simulator.city.calendar import CityCalendar
 from simulator.city.common import DOMAIN, binomial, hourly, poisson, register
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -110,7 +110,7 @@ def count_cars(
         now = env.now
         arrivals, refused = lot.advance(rng, last, now)
         last = now
-        readings: dict | None = {
+        readings: dict[str, Reading] = {
             "occupied": lot.occupied,
             "free_spaces": lot.spaces - lot.occupied,
             "occupancy_pct": round(100.0 * lot.occupied / lot.spaces, 1),
@@ -118,10 +118,7 @@ def count_cars(
             "arrivals": arrivals,
             "refused": refused,
         }
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, now, readings)
         yield env.timeout(cadence)
 
 

@@ -34,7 +34,7 @@ class CitySettings(StrictModel):
             unknown = [name for name in getattr(fleet, "roads", None) or [] if name not in roads]
             if unknown:
                 raise ValueError(f"fleets.{index}.roads: no road {', '.join(map(repr, unknown))} in city.traffic.roads (known: {', '.join(roads)})")
-            if fleet.type == "mine_gas":
+            if fleet.monitors_gas:
                 gas_ids.update(fleet.device_ids())
         for index, event in enumerate(self.mine.gas_events):
             if event.device not in gas_ids:

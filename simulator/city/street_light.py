@@ -25,9 +25,9 @@ from simulator.city.common import DOMAIN, register
 from simulator.city.model import city_of
 from simulator.city.sun import SunClock, Twilight
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import BOOLEAN, FLOAT, Device, Telemetry
+from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -64,11 +64,8 @@ def switch(
         dimmed = (fleet.dim_from <= hour < fleet.dim_to) if fleet.dim_from <= fleet.dim_to else (hour >= fleet.dim_from or hour < fleet.dim_to)
         dim_pct = (fleet.night_dim_pct if dimmed else 100.0) if on else 0.0
         power_w = rated_w * dim_pct / 100.0 + fleet.standby_w
-        readings: dict | None = {"on": on, "dim_pct": dim_pct, "power_w": round(power_w, 1), "energy_kwh": round(energy_kwh, 3)}
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            telemetry.publish(device, readings)
+        readings: dict[str, Reading] = {"on": on, "dim_pct": dim_pct, "power_w": round(power_w, 1), "energy_kwh": round(energy_kwh, 3)}
+        send(telemetry, device, faults, now, readings)
         yield env.timeout(fleet.cadence)
 
 

@@ -25,9 +25,9 @@ from simulator.city.common import DOMAIN, near, poisson, register
 from simulator.city.model import city_of
 from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
-from simulator.telemetry import FLOAT, Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -50,16 +50,13 @@ def measure(
         expected = state.flow_vphpl * lanes * cadence / 3600.0
         volume = poisson(rng, expected)
         occupancy = state.occupancy_pct * (volume / expected if expected > 0 else 0.0)
-        readings: dict | None = {
+        readings: dict[str, Reading] = {
             "volume": volume,
             "flow_vph": round(volume * 3600.0 / cadence, 1),
             "occupancy_pct": round(min(occupancy, 95.0), 1),
             "speed_kmh": round(max(state.speed_kmh * (1.0 + 0.04 * rng.gauss(0.0, 1.0)), 0.0), 1),
         }
-        if faults is not None:
-            readings = faults.apply(env.now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 

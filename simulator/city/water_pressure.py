@@ -25,9 +25,9 @@ from pydantic import Field, model_validator
 from simulator.city.common import AR1, DOMAIN, hourly, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay
+from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration, StrictModel
-from simulator.telemetry import FLOAT, Device, Telemetry
+from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -81,11 +81,8 @@ def deliver_water(
         flow = peak * hourly(profile, city.calendar.hour(now)) * (1.0 + wander.step(rng, now))
         flow += sum(leak.flow_m3h for leak in leaks if now >= leak.at)
         pressure = static - loss_at_peak * (flow / peak) ** 2
-        readings: dict | None = {"pressure_mpa": round(pressure + rng.gauss(0.0, 0.002), 3), "flow_m3h": round(flow, 1)}
-        if faults is not None:
-            readings = faults.apply(now, readings)  # type: ignore[arg-type]
-        if readings is not None:
-            telemetry.publish(device, readings)
+        readings: dict[str, Reading] = {"pressure_mpa": round(pressure + rng.gauss(0.0, 0.002), 3), "flow_m3h": round(flow, 1)}
+        send(telemetry, device, faults, now, readings)
         yield env.timeout(fleet.cadence)
 
 

@@ -28,7 +28,7 @@ import simpy
 from pydantic import Field, model_validator
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, register_device
+from simulator.device_type import DeviceType, FleetConfig, register_device, send
 from simulator.fleet import Duration
 from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
 from simulator.load.profile import Schedule
@@ -87,11 +87,7 @@ class Gateway:
 
     def send(self, telemetry: Telemetry, now: float) -> None:
         """Read the sensors and publish them, as its device faults (if any) have it."""
-        readings: dict[str, Reading] | None = self.readings()
-        if self.faults is not None:
-            readings = self.faults.apply(now, readings)
-        if readings is not None:
-            telemetry.publish(self.device, readings)
+        send(telemetry, self.device, self.faults, now, self.readings())
 
 
 def padding(device: Device, names: list[str], payload_bytes: int) -> dict[str, str]:

@@ -14,7 +14,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device
+from simulator.device_type import DeviceType, first_delay, register_device, send
 from simulator.fleet import Duration
 from simulator.port.gate import Gate, Lane
 from simulator.port.model import DOMAIN, port_of
@@ -39,16 +39,13 @@ def report(
     """A lane's controller reports the queue at its gate and its own work."""
     yield env.timeout(first_delay)
     while True:
-        readings: dict[str, Reading] | None = {
+        readings: dict[str, Reading] = {
             "queue_length": float(gate.waiting),
             "busy": lane.busy,
             "service_time_s": round(lane.last_service_s, 1),
             "trucks_served": float(lane.served),
         }
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 

@@ -13,7 +13,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device
+from simulator.device_type import DeviceType, first_delay, register_device, send
 from simulator.fleet import Duration
 from simulator.port.cranes import Crane
 from simulator.port.model import DOMAIN, port_of
@@ -39,16 +39,13 @@ def report(
     yield env.timeout(first_delay)
     while True:
         now = env.now
-        readings: dict[str, Reading] | None = {
+        readings: dict[str, Reading] = {
             "status": "moving" if crane.move_started is not None else "idle",
             "moves": float(crane.moves),
             "power_kw": round(crane.power_kw(), 1),
             "energy_kwh": round(crane.energy_kwh(now), 2),
         }
-        if faults is not None:
-            readings = faults.apply(now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, now, readings)
         yield env.timeout(cadence)
 
 

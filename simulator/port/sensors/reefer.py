@@ -19,7 +19,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device
+from simulator.device_type import DeviceType, first_delay, register_device, send
 from simulator.fleet import Duration
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.reefers import PlugPoint, ReeferRack
@@ -52,7 +52,7 @@ def report(
     yield env.timeout(first_delay)
     while True:
         box = plug.box
-        readings: dict[str, Reading] | None
+        readings: dict[str, Reading]
         if box is None or box.reefer is None:
             readings = {"occupied": False, "plugged": False, "alarm": False}
         else:
@@ -85,10 +85,7 @@ def report(
                 "setpoint_c": unit.setpoint_c,
                 "container": box.box_id,
             }
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 

@@ -15,7 +15,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device
+from simulator.device_type import DeviceType, first_delay, register_device, send
 from simulator.fleet import Duration
 from simulator.port.corridor import HaulTruck, position
 from simulator.port.model import DOMAIN, port_of
@@ -43,17 +43,14 @@ def report(
     while True:
         lat, lon = position(truck.km(env.now) / road_km)
         driving = truck.state == "driving"
-        readings: dict[str, Reading] | None = {
+        readings: dict[str, Reading] = {
             "lat": round(lat + rng.gauss(0.0, 0.00005), 6),
             "lon": round(lon + rng.gauss(0.0, 0.00005), 6),
             "speed_kmh": round(max(0.0, truck.speed_kmh + rng.gauss(0.0, 1.0)), 1) if driving else 0.0,
             "state": truck.state,
             "loaded": truck.box is not None,
         }
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 

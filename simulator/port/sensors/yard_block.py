@@ -13,7 +13,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device
+from simulator.device_type import DeviceType, first_delay, register_device, send
 from simulator.fleet import Duration
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
@@ -39,16 +39,13 @@ def report(
     yield env.timeout(first_delay)
     while True:
         level = block.space.level
-        readings: dict[str, Reading] | None = {
+        readings: dict[str, Reading] = {
             "occupancy_teu": float(level),
             "capacity_teu": float(block.capacity_teu),
             "utilisation": round(level / block.capacity_teu, 4),
             "boxes": float(len(block.boxes)),
         }
-        if faults is not None:
-            readings = faults.apply(env.now, readings)
-        if readings is not None:
-            telemetry.publish(device, readings)
+        send(telemetry, device, faults, env.now, readings)
         yield env.timeout(cadence)
 
 
