@@ -80,12 +80,13 @@ AIR_STEP_S = 60.0  # the city's air changes over hours; stations share its state
 
 class CityAir:
     """What the city does to every station's pollutants at a time: diurnal cycle, heating, dispersion,
-    photochemistry, as one multiplier per pollutant, computed once per simulated minute for all stations."""
+    photochemistry, as one multiplier per pollutant, computed once per simulated minute for all stations
+    (only the minutes some station reads: a sparse cadence stays cheap)."""
 
     def __init__(self, city: City) -> None:
         self.city = city
         self.roads = city.roads
-        self._factors: list[tuple[float, ...]] = []
+        self._factors: dict[int, tuple[float, ...]] = {}
         self._peaks = [(math.cos(2 * math.pi * p.peak_hour / 24.0), math.sin(2 * math.pi * p.peak_hour / 24.0)) for p in POLLUTANTS]
 
     @property
@@ -94,9 +95,10 @@ class CityAir:
 
     def factors(self, now: float) -> tuple[float, ...]:
         index = int(now // AIR_STEP_S)
-        while index >= len(self._factors):
-            self._factors.append(self._at(len(self._factors) * AIR_STEP_S))
-        return self._factors[index]
+        factors = self._factors.get(index)
+        if factors is None:
+            factors = self._factors[index] = self._at(index * AIR_STEP_S)
+        return factors
 
     def _at(self, now: float) -> tuple[float, ...]:
         calendar, weather = self.city.calendar, self.city.weather
