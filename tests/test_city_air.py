@@ -1,5 +1,5 @@
 """The air follows the city: inversion nights trap PM2.5 and SO2, winter and summer levels land where
-northern coal cities' do (shared/domain.md, "Air quality")."""
+northern coal cities' did in the seed's era (shared/domain.md, "Air quality"; `city.air.year: 2017`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from simulator.scenario import Scenario
 CST = timezone(timedelta(hours=8))
 
 
-def stations(start: str, duration: str, weather: dict, count: int = 10, cadence: str = "1h") -> list[dict]:
+def stations(start: str, duration: str, weather: dict, count: int = 10, cadence: str = "1h", air_year: int | None = None) -> list[dict]:
+    city = {"weather": weather, "air": {"year": air_year}}
     scenario = Scenario.model_validate(
-        {"name": "air", "seed": 17, "start": start, "duration": duration, "fleets": [{"type": "air_quality", "count": count, "cadence": cadence}], "city": {"weather": weather}}
+        {"name": "air", "seed": 17, "start": start, "duration": duration, "fleets": [{"type": "air_quality", "count": count, "cadence": cadence}], "city": city}
     )
     messages: list[dict] = []
     run_scenario(scenario, lambda topic, payload: messages.append(orjson.loads(payload)))
@@ -51,9 +52,12 @@ def daily_pm25(messages: list[dict]) -> list[float]:
 
 
 def test_winter_and_summer_pm25_land_in_the_ranges_of_a_northern_coal_city() -> None:
-    winter = daily_pm25(stations("2026-01-05T00:00:00+08:00", "14d", {}))
-    summer = daily_pm25(stations("2026-07-06T00:00:00+08:00", "14d", {}))
+    # The coal-heating Shanxi of the seed's years, pinned whatever the date (today's record is cleaner).
+    winter = daily_pm25(stations("2026-01-05T00:00:00+08:00", "14d", {}, air_year=2017))
+    summer = daily_pm25(stations("2026-07-06T00:00:00+08:00", "14d", {}, air_year=2017))
     # Daily means: winter often 75-200 µg/m³, summer 20-50 (shared/domain.md).
     assert 75 <= statistics.median(winter) <= 200
     assert 20 <= statistics.median(summer) <= 50
-    assert sum(75 <= day <= 250 for day in winter) >= 0.75 * len(winter)
+    # "Often": most winter days. Shanxi's published 2017 mean (59, simulator/city/air_record.py) puts
+    # January near 100 with clean windy days between episodes, so not three days in four as before the record.
+    assert sum(75 <= day <= 250 for day in winter) > 0.5 * len(winter)

@@ -16,16 +16,16 @@ REPO = Path(__file__).resolve().parent.parent
 # sha256 over "topic\npayload\n" of every message, and the count, at a fixed simulated span:
 # 2 h for the world scenarios, 2 min for the load ones (their profile generates ~10^5 messages a minute).
 RECORDED: dict[str, tuple[str, int, str]] = {
-    "city-day.yaml": ("2h", 50087, "346d380fc105972a5c09123346b844467dc9c8a6ded48f27427341bacf6e760f"),
-    "city-heating-season.yaml": ("2h", 2721, "9dcd48acd0e022751bf0cd1e2a00d4daeafa89505e7d5886c131428147574a37"),
-    "city-incident.yaml": ("2h", 39843, "6e5b1457c8e57e7a799cac1e4a831390865b75d976a0d374415af8529932887a"),
+    "city-day.yaml": ("2h", 50104, "5532ce0ee0ca201479b8be08c520874d86dcb1aeb549904f35709118e74cec48"),
+    "city-heating-season.yaml": ("2h", 2724, "9cb84d2fe7daf5183fd82fae4596eaa5de830e6c2967e41e2f963f5083a44145"),
+    "city-incident.yaml": ("2h", 39850, "45d244d806cb598dabe4f1e6fad5febdecb787efff42dde992f139b6d006448c"),
     "load-capacity.yaml": ("2m", 157500, "92603c2fbf561513030655fe19711b9dc41a2bab9c4309be23fc0eef1082f8fe"),
     "load-ramp.yaml": ("2m", 183000, "46d94e2ea38ac8ada0cd457a13d1573c17b54dbe886d313bbb6a41ae5e522bce"),
     "load-soak.yaml": ("2m", 45041, "07157fb706572e758fde6246cd736c5561f8ffde07c80a0006198e20fe970cf6"),
     "port-day.yaml": ("2h", 9528, "a8eea1f2df91453c40362eddf0b9e3714a75dca9f802690c6d424b14ad79179e"),
     "port-peak-week.yaml": ("2h", 7614, "64409547eaca474077b1e81618886fab21d1128a21067170806aac79d73d0468"),
-    "quickstart.yaml": ("2h", 1200, "cc8b94caeba48594cf1d90131249d572890f4edd56eec9e2b4fe2cc57e07959e"),
-    "yangquan.yaml": ("2h", 59630, "d3fda569c1d8ddf2177653668be856ab46ce2015e9128ebfb042dc5e08ca8936"),
+    "quickstart.yaml": ("2h", 1200, "9685b016c1d5e799699a7ba5ca6dc37328f263d79dec750f75d6db44086ccfab"),
+    "yangquan.yaml": ("2h", 59616, "1970bd869f25ebf160a7f2875d142e7b7d1f5f8398b56d39da0f2ba0445a1f51"),
 }
 
 

@@ -2,16 +2,18 @@
 
 Each pollutant at a station is
 
-    base x level x site x diurnal cycle x heating x dispersion^k x exp(noise)   (+ traffic NO2)
+    level(year) / shape x fleet level x site x diurnal cycle x heating x dispersion^k x exp(noise)   (+ traffic NO2)
 
-- base: the level outside the heating season on an average-dispersion day (µg/m³, CO mg/m³):
-  PM2.5 32, PM10 65, SO2 12, NO2 32, CO 0.7; O3 75 scaled by the season's photochemistry
-  (0.35 in the cold, 1.0 from 25 °C);
+- level(year): the published record for the simulated year, or `city.air.year` (simulator/city/air_record.py:
+  Yangquan's bulletins, Shanxi's where Yangquan's are missing) - annual means for PM2.5, PM10, SO2, NO2,
+  the 95th percentile of daily means for CO, the 90th of daily maximum 8-h means for O3; `shape` is
+  that statistic of the city's cycles below per unit level (measured once, `benchmarks/air_record.py
+  --shape`), so a year's run lands on the record and the cycles keep their shape;
 - heating (the calendar's heating season): coal boilers add `gain x demand`, demand =
   (18 °C - outdoor temperature felt by buildings) / 20 (the substations' heat load, shared/domain.md
   "District heating"); gains PM2.5 1.0, PM10 0.7, SO2 3.0, NO2 0.25, CO 1.0 - so SO2 is several
-  times higher in the heating season and winter PM2.5 daily means land in 75-200 (shared/domain.md,
-  "Air quality");
+  times higher in the heating season and January PM2.5 about three times July's (shared/domain.md,
+  "Air quality"); O3 scaled by the season's photochemistry (0.35 in the cold, 1.0 from 25 °C);
 - dispersion: the weather's (low wind, inversion nights trap ground-level emissions; O3 falls
   instead, titrated by NO), exponent k per pollutant;
 - traffic: a traffic incident in the station's district adds its `no2_rise_ugm3` to NO2;
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING
 import simpy
 from pydantic import Field
 
+from simulator.city.air_record import annual_level
 from simulator.city.aqi import category, realtime_aqi
 from simulator.city.common import DOMAIN, register
 from simulator.city.model import City, city_of
@@ -55,7 +58,7 @@ PHOTOCHEMISTRY_FLOOR = 0.35
 @dataclass(frozen=True)
 class Pollutant:
     name: str
-    base: float  # outside the heating season, average dispersion
+    shape: float  # the record's statistic (air_record.STATISTICS) of the city's cycles per unit level
     diurnal_amplitude: float  # fraction of the level
     peak_hour: float  # local hour of the diurnal maximum
     decimals: int
@@ -63,13 +66,14 @@ class Pollutant:
     dispersion_exponent: float  # how strongly poor dispersion concentrates it (O3: negative)
 
 
+# shape: measured by `benchmarks/air_record.py --shape` (the shipped stations, 2018 and 2023 averaged).
 POLLUTANTS: tuple[Pollutant, ...] = (
-    Pollutant("pm25", 32.0, 0.15, 8.0, 1, 1.0, 1.0),
-    Pollutant("pm10", 65.0, 0.15, 8.5, 1, 0.7, 0.9),
-    Pollutant("so2", 12.0, 0.20, 9.0, 1, 3.0, 1.0),
-    Pollutant("no2", 32.0, 0.25, 19.0, 1, 0.25, 0.7),
-    Pollutant("co", 0.7, 0.20, 8.0, 2, 1.0, 1.0),
-    Pollutant("o3", 75.0, 0.60, 15.0, 1, 0.0, -0.3),
+    Pollutant("pm25", 2.109, 0.15, 8.0, 1, 1.0, 1.0),
+    Pollutant("pm10", 1.815, 0.15, 8.5, 1, 0.7, 0.9),
+    Pollutant("so2", 3.383, 0.20, 9.0, 1, 3.0, 1.0),
+    Pollutant("no2", 1.393, 0.25, 19.0, 1, 0.25, 0.7),
+    Pollutant("co", 5.463, 0.20, 8.0, 2, 1.0, 1.0),
+    Pollutant("o3", 1.656, 0.60, 15.0, 1, 0.0, -0.3),
 )
 NAMES: tuple[str, ...] = tuple(p.name for p in POLLUTANTS)
 DECIMALS: tuple[int, ...] = tuple(p.decimals for p in POLLUTANTS)
@@ -79,13 +83,16 @@ AIR_STEP_S = 60.0  # the city's air changes over hours; stations share its state
 
 
 class CityAir:
-    """What the city does to every station's pollutants at a time: diurnal cycle, heating, dispersion,
-    photochemistry, as one multiplier per pollutant, computed once per simulated minute for all stations."""
+    """What the city does to every station's pollutants at a time: the year's level, diurnal cycle,
+    heating, dispersion, photochemistry, as one multiplier per pollutant, computed once per simulated
+    minute for all stations (only the minutes some station reads: a sparse cadence stays cheap)."""
 
     def __init__(self, city: City) -> None:
         self.city = city
         self.roads = city.roads
-        self._factors: list[tuple[float, ...]] = []
+        self.year = city.settings.air.year  # None: follow the simulated date
+        self._factors: dict[int, tuple[float, ...]] = {}
+        self._levels: dict[int, tuple[float, ...]] = {}
         self._peaks = [(math.cos(2 * math.pi * p.peak_hour / 24.0), math.sin(2 * math.pi * p.peak_hour / 24.0)) for p in POLLUTANTS]
 
     @property
@@ -94,9 +101,17 @@ class CityAir:
 
     def factors(self, now: float) -> tuple[float, ...]:
         index = int(now // AIR_STEP_S)
-        while index >= len(self._factors):
-            self._factors.append(self._at(len(self._factors) * AIR_STEP_S))
-        return self._factors[index]
+        factors = self._factors.get(index)
+        if factors is None:
+            factors = self._factors[index] = self._at(index * AIR_STEP_S)
+        return factors
+
+    def levels(self, year: int) -> tuple[float, ...]:
+        """Each pollutant's level per unit of the cycles' shape in `year` (the published record)."""
+        levels = self._levels.get(year)
+        if levels is None:
+            levels = self._levels[year] = tuple(annual_level(p.name, year) / p.shape for p in POLLUTANTS)
+        return levels
 
     def _at(self, now: float) -> tuple[float, ...]:
         calendar, weather = self.city.calendar, self.city.weather
@@ -105,11 +120,13 @@ class CityAir:
         cos_h, sin_h = math.cos(angle), math.sin(angle)
         dispersion = weather.dispersion(now)
         felt_c = weather.heating_temp_c(now)
-        heat_demand = max(0.0, 18.0 - felt_c) / 20.0 if calendar.day(now).heating else 0.0
+        day = calendar.day(now)
+        heat_demand = max(0.0, 18.0 - felt_c) / 20.0 if day.heating else 0.0
+        levels = self.levels(self.year if self.year is not None else day.date.year)
         factors = []
-        for index, (pollutant, (cos_p, sin_p)) in enumerate(zip(POLLUTANTS, self._peaks)):
+        for index, (pollutant, (cos_p, sin_p), level) in enumerate(zip(POLLUTANTS, self._peaks, levels)):
             diurnal = 1.0 + pollutant.diurnal_amplitude * (cos_h * cos_p + sin_h * sin_p)
-            factor = diurnal * (1.0 + pollutant.heating_gain * heat_demand) * dispersion**pollutant.dispersion_exponent
+            factor = level * diurnal * (1.0 + pollutant.heating_gain * heat_demand) * dispersion**pollutant.dispersion_exponent
             if index == O3_INDEX:
                 factor *= PHOTOCHEMISTRY_FLOOR + (1 - PHOTOCHEMISTRY_FLOOR) * min(max((felt_c + 5.0) / 30.0, 0.0), 1.0)
             factors.append(factor)
@@ -137,7 +154,7 @@ class AirQualityStation:
         # Stationary start: draw the initial noise from the AR(1) process's own distribution.
         self.noise = [rng.gauss(0.0, fleet.noise) for _ in POLLUTANTS]
         self.site_factor = math.exp(rng.gauss(0.0, 0.15))
-        self.scales = [p.base * fleet.level * self.site_factor for p in POLLUTANTS]
+        self.scale = fleet.level * self.site_factor
         self.last_time: float | None = None
         self.level: int | None = None  # the AQI category the station last announced (or started in)
         self.previous_level: int | None = None
@@ -172,10 +189,10 @@ class AirQualityStation:
                 noise[index + 1] = phi * noise[index + 1] + innovation * radius * math.sin(angle)
         exp = math.exp
         factors = self.air.factors(now)
-        scales = self.scales
+        scale = self.scale
         values: dict[str, float] = {}
         for index in (0, 1, 2, 3, 4, 5):
-            values[NAMES[index]] = round(scales[index] * factors[index] * exp(noise[index]), DECIMALS[index])
+            values[NAMES[index]] = round(scale * factors[index] * exp(noise[index]), DECIMALS[index])
         if self.air.no2_excess:
             values["no2"] = round(values["no2"] + self.air.roads.district_no2_excess(self.district), 1)
         # Coarse particles include the fine ones.

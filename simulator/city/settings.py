@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
+from simulator.city.air_record import AirSettings
 from simulator.city.calendar import CalendarSettings
 from simulator.city.data_centre import DataCentreSettings
 from simulator.city.mine import MineSettings
@@ -24,6 +25,7 @@ class CitySettings(StrictModel):
     traffic: TrafficSettings = Field(default_factory=TrafficSettings, description="road network and incidents")
     data_centre: DataCentreSettings = Field(default_factory=DataCentreSettings, description="IT load, cooling, cooling faults")
     mine: MineSettings = Field(default_factory=MineSettings, description="gas emissions at the working faces")
+    air: AirSettings = Field(default_factory=AirSettings, description="the published year the air's levels follow")
 
     def check_fleets(self, fleets: list[Any]) -> None:
         """Raise a pointed error (`fleets.N.roads: ...`, `city.mine.gas_events.N.device: ...`) when the
