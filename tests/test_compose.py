@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from docker.utils.build import exclude_paths
 from ruamel.yaml import YAML
 
 from conftest import IOTSIM, iotsim
@@ -222,6 +223,21 @@ def test_grafana_provisioning_points_at_the_boards_and_the_home_board_exists(com
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
 
 
+def test_grafana_finds_every_provisioning_folder_it_reads_and_only_files_it_accepts() -> None:
+    """Grafana 11 reads four folders under provisioning/ and logs an error for a missing one;
+    alerting/ may hold only .yaml/.yml/.json files (any other stops Grafana at start), plugins/ reads
+    .yaml/.yml. The two unused ones provision nothing."""
+    assert sorted(path.name for path in PROVISIONING.iterdir()) == ["alerting", "dashboards", "datasources", "plugins"]
+    accepted = {"alerting": (".yaml", ".yml", ".json"), "plugins": (".yaml", ".yml"), "dashboards": (".yaml", ".yml"), "datasources": (".yaml", ".yml")}
+    for folder, suffixes in accepted.items():
+        files = sorted((PROVISIONING / folder).iterdir())
+        assert files and all(path.is_file() and path.name.endswith(suffixes) for path in files), folder
+        for path in files:
+            assert load_yaml(path.read_text())["apiVersion"] == 1, path
+    assert [load_yaml(path.read_text()) for path in (PROVISIONING / "alerting").iterdir()] == [{"apiVersion": 1}]
+    assert [load_yaml(path.read_text()) for path in (PROVISIONING / "plugins").iterdir()] == [{"apiVersion": 1, "apps": []}]
+
+
 def test_the_datasource_matches_compose_the_bridge_and_the_scenario_defaults(compose: dict) -> None:
     sources = load_yaml((PROVISIONING / "datasources" / "influxdb.yaml").read_text())["datasources"]
     assert len(sources) == 1
@@ -307,33 +323,47 @@ def test_the_influxdb_healthcheck_waits_for_the_database(compose: dict, tmp_path
         influxdb.stop()
 
 
-def build_context(destination: Path) -> Path:
-    """The files `docker build .` sends: the repository minus .dockerignore's patterns (plain names,
-    `**/name` and `*.ext`, the forms the file uses)."""
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+def dockerignore_patterns() -> list[str]:
+    """.dockerignore's patterns as Docker reads them: one per line, trimmed, `#` lines and blank ones
+    skipped (the same reading as the Docker SDK's own `build`)."""
+    lines = (line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
-    def ignored(relative: Path) -> bool:
-        for pattern in patterns:
-            name = pattern.removeprefix("**/")
-            if relative.match(name) or any(Path(*relative.parts[: index + 1]).match(pattern) for index in range(len(relative.parts))):
-                return True
-            if pattern.startswith("**/") and any(part == name for part in relative.parts):
-                return True
-        return False
 
+def build_context(destination: Path, checkout: Path) -> Path:
+    """The files `docker build .` sends from a fresh clone: the tracked files, less what .dockerignore
+    excludes by Docker's rules (patterns from the context's root, `*` within a name, `**` across
+    folders, `!` exceptions, the last matching pattern wins), applied by the Docker SDK's own
+    `exclude_paths` (the Dockerfile is always sent)."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in tracked:
-        relative = Path(name)
-        if not ignored(relative) and (ROOT / relative).is_file():
-            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / relative, destination / relative)
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    for name in exclude_paths(str(checkout), dockerignore_patterns()):
+        if (checkout / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(checkout / name, destination / name)
     return destination
+
+
+def test_the_build_context_keeps_what_the_image_needs_and_nothing_else(tmp_path: Path) -> None:
+    context = build_context(tmp_path / "context", tmp_path / "checkout")
+    sent = {path.relative_to(context).parts[0] for path in context.rglob("*")}
+    assert sent == {"Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "simulator", "scenarios"}, sent  # Docker always sends the first two
+    # Patterns match from the root: `dashboards` excludes the top-level boards, not the code that builds them.
+    assert not (context / "dashboards").exists()
+    assert (context / "simulator" / "dashboards" / "build.py").is_file()
+    assert sorted(path.name for path in (context / "simulator" / "dashboards").glob("*.py")) == sorted(
+        path.name for path in (ROOT / "simulator" / "dashboards").glob("*.py")
+    )
+    assert not list(context.rglob("__pycache__")) and not list(context.rglob("*.key"))
 
 
 def test_the_build_context_makes_an_installable_iotsim(tmp_path: Path) -> None:
     """What the Dockerfile's `pip install .` does, from the files the build context holds (offline:
     the dependencies come from this environment, the package only from the context)."""
-    context = build_context(tmp_path / "context")
+    context = build_context(tmp_path / "context", tmp_path / "checkout")
     assert not (context / "tests").exists() and not (context / ".venv").exists()
     assert (context / "simulator" / "schemas" / "telemetry.schema.json").is_file()
     wheel = subprocess.run(
