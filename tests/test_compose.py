@@ -291,6 +291,7 @@ def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
     runtime = re.split(r"^FROM ", dockerfile, flags=re.M)[-1]
     install = re.search(r"apt-get install -y --no-install-recommends ([^\\\n]+)", runtime)
     assert install is not None and {"openssl", "mosquitto"} <= set(install.group(1).split())
+    assert "chmod -R a+rX /app/scenarios" in runtime  # COPY keeps a umask 077 checkout's modes
 
 
 @pytest.mark.parametrize("service", ["bridge", "simulator"])
