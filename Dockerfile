@@ -54,10 +54,12 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
 COPY scenarios ./scenarios
 
 # An unprivileged user; /data holds the bridge's dead letters (a named volume in compose) and
-# /app/.iotsim what a run keeps locally.
+# /app/.iotsim what a run keeps locally. COPY keeps the checkout's modes: from a checkout made with
+# umask 077 the scenarios would be root's alone, hence the chmod.
 RUN useradd --system --home-dir /app --shell /usr/sbin/nologin iotsim \
     && mkdir -p /data /app/.iotsim \
-    && chown iotsim /data /app/.iotsim
+    && chown iotsim /data /app/.iotsim \
+    && chmod -R a+rX /app/scenarios
 USER iotsim
 
 ENTRYPOINT ["iotsim"]

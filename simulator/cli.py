@@ -391,7 +391,7 @@ def bridge(
     influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL (1.x API or v1 compatibility)")] = "http://127.0.0.1:8086",
     db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
     exit_when_idle: Annotated[Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without messages")] = None,
-    ready_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="touch this file once subscribed (for scripts and healthchecks)")] = None,
+    ready_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="touch this file once subscribed, remove it at start and exit (for scripts and healthchecks)")] = None,
     pid_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
     user: InfluxUser = None,
     password: InfluxPassword = None,
@@ -410,6 +410,10 @@ def bridge(
     for path, flag in ((ready_file, "--ready-file"), (pid_file, "--pid-file")):
         if path is not None:
             writable_file(path, flag)
+    if ready_file is not None:
+        # One left by a bridge that was killed (SIGKILL, a container's hard stop) would say ready
+        # before this one has subscribed.
+        ready_file.unlink(missing_ok=True)
     writer = InfluxClient(influx, db, InfluxCredentials(user, password, token))  # InvalidInfluxSetting: --influx or --db, exit 2
     # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
     broker_password = mqtt_password if mqtt_password is not None else password_from_environment()

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from docker.utils.build import exclude_paths
 from ruamel.yaml import YAML
 
 from conftest import IOTSIM, iotsim
@@ -48,11 +49,16 @@ def compose() -> dict:
     return resolved()
 
 
-def test_docker_compose_accepts_the_file_with_the_six_services(compose: dict) -> None:
-    assert set(compose["services"]) == {"secrets", "mosquitto", "influxdb", "grafana", "bridge", "simulator"}
-    assert compose["services"]["mosquitto"]["image"] == "eclipse-mosquitto:2"
-    assert compose["services"]["influxdb"]["image"] == "influxdb:1.11"
-    assert compose["services"]["grafana"]["image"].startswith("grafana/grafana-oss")
+ONE_SHOTS = ("config", "secrets")  # run to completion on every `up`, before the servers that read their volumes
+
+
+def test_docker_compose_accepts_the_file_with_the_seven_services(compose: dict) -> None:
+    assert set(compose["services"]) == {"config", "secrets", "mosquitto", "influxdb", "grafana", "bridge", "simulator"}
+    # Pinned in one place, x-images (tests/test_image_versions.py: the versions the tests run).
+    images = load_yaml(COMPOSE.read_text())["x-images"]
+    assert compose["services"]["mosquitto"]["image"] == images["mosquitto"] == "eclipse-mosquitto:2.0.11"
+    assert compose["services"]["influxdb"]["image"] == images["influxdb"] == "influxdb:1.6.6"
+    assert compose["services"]["grafana"]["image"] == images["grafana"] == "grafana/grafana-oss:11.6.0"
 
 
 def test_only_grafana_and_mqtt_over_tls_on_loopback_reach_the_host(compose: dict) -> None:
@@ -78,20 +84,23 @@ def as_ports(ports: list) -> list[tuple[str | None, int, int]]:
 def test_every_service_restarts_and_waits_for_what_it_needs_to_be_healthy(compose: dict) -> None:
     services = compose["services"]
     for name, service in services.items():
-        if name == "secrets":
-            continue  # the one-shot, below
+        if name in ONE_SHOTS:
+            continue  # below
         assert service.get("restart") in ("unless-stopped", "on-failure"), name
         for dependency, condition in service.get("depends_on", {}).items():
-            if dependency == "secrets":
+            if dependency in ONE_SHOTS:
+                assert condition == {"condition": "service_completed_successfully"}, (name, dependency)
                 continue
             assert condition == {"condition": "service_healthy"}, (name, dependency)
             assert "healthcheck" in services[dependency], dependency
-    # The one-shot runs once per `up` and is never restarted; the broker starts only if it succeeded.
-    assert services["secrets"]["restart"] == "no" and "healthcheck" not in services["secrets"]
-    assert services["mosquitto"]["depends_on"] == {"secrets": {"condition": "service_completed_successfully"}}
+    # The one-shots run once per `up` and are never restarted; what reads their volumes starts only
+    # if they succeeded.
+    for name in ONE_SHOTS:
+        assert services[name]["restart"] == "no" and "healthcheck" not in services[name], name
+    assert set(services["mosquitto"]["depends_on"]) == {"config", "secrets"}
     assert set(services["bridge"]["depends_on"]) == {"mosquitto", "influxdb"}
     assert set(services["simulator"]["depends_on"]) == {"mosquitto", "influxdb", "bridge"}
-    assert set(services["grafana"]["depends_on"]) == {"influxdb"}
+    assert set(services["grafana"]["depends_on"]) == {"config", "influxdb"}
     for name in ("mosquitto", "influxdb", "grafana", "bridge"):
         assert services[name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
     database = services["influxdb"]["environment"]["INFLUXDB_DB"]
@@ -111,50 +120,122 @@ def test_data_lives_in_named_volumes(compose: dict) -> None:
 
 
 def as_mounts(volumes: list) -> list[dict]:
-    """docker-compose 1.29 prints short syntax (SOURCE:TARGET[:MODE]); both forms as dicts."""
+    """docker-compose 1.29 prints short syntax (SOURCE:TARGET[:OPTIONS], options comma-separated:
+    `ro`/`rw`, `z`/`Z`); both forms as dicts in the long syntax's shape (`bind.selinux`)."""
     mounts = []
     for volume in volumes:
         if isinstance(volume, dict):
             mounts.append(volume)
             continue
         source, target, *mode = volume.split(":")
+        options = set(mode[0].split(",")) if mode else set()
         kind = "bind" if source.startswith("/") or source.startswith(".") else "volume"
-        mounts.append({"type": kind, "source": source, "target": target, "read_only": mode == ["ro"]})
+        mount = {"type": kind, "source": source, "target": target, "read_only": "ro" in options}
+        if options & {"z", "Z"}:
+            mount["bind"] = {"selinux": (options & {"z", "Z"}).pop()}
+        mounts.append(mount)
     return mounts
 
 
-def test_every_mounted_file_exists_and_is_read_only(compose: dict) -> None:
-    binds = [mount for service in compose["services"].values() for mount in as_mounts(service.get("volumes", [])) if mount["type"] == "bind"]
-    assert binds
-    for mount in binds:
+def binds(compose: dict) -> list[tuple[str, dict]]:
+    return [(name, mount) for name, service in compose["services"].items() for mount in as_mounts(service.get("volumes", [])) if mount["type"] == "bind"]
+
+
+def test_every_mounted_file_exists_and_is_read_only_with_the_shared_selinux_label(compose: dict) -> None:
+    """On SELinux hosts (Fedora, RHEL) a container reads a bind mount only if Docker relabels it: `z`
+    (shared: several containers mount these files). Only the one-shots mount the checkout."""
+    assert binds(compose)
+    for name, mount in binds(compose):
         assert Path(mount["source"]).exists(), mount
         assert mount["read_only"], mount
+        assert mount.get("bind", {}).get("selinux") == "z", (name, mount)
+        assert name in ONE_SHOTS, (name, mount)
+
+
+def checkout_path(compose: dict, service: str, path: str) -> Path:
+    """The checkout's file a container path shows: through its bind mount, or through the volume the
+    `config` service fills (compose/stage-config.sh SRC DEST: SRC/NAME's files into DEST/NAME)."""
+    target, mount = deepest_mount(compose, service, path)
+    rest = path[len(target) :]
+    if mount["type"] == "bind":
+        return Path(mount["source"] + rest)
+    config = compose["services"]["config"]
+    src, dest = config["command"][:2]
+    [staged] = [found["target"] for found in as_mounts(config["volumes"]) if found["type"] == "volume" and found["source"] == mount["source"]]
+    assert staged.startswith(dest + "/"), f"{service} {path}: volume {mount['source']} is not one `config` fills"
+    return checkout_path(compose, "config", src + staged[len(dest) :] + rest)
+
+
+def deepest_mount(compose: dict, service: str, path: str) -> tuple[str, dict]:
+    """The mount that holds `path` in `service`'s container (the deepest), and its target."""
+    holding = [(mount["target"].rstrip("/"), mount) for mount in as_mounts(compose["services"][service].get("volumes", []))]
+    holding = [(target, mount) for target, mount in holding if path == target or path.startswith(target + "/")]
+    assert holding, f"{service}: {path} is in no mount"
+    return max(holding, key=lambda found: len(found[0]))
+
+
+def test_the_broker_and_grafana_read_copies_made_by_the_config_service(compose: dict) -> None:
+    """Not the checkout: what they read is in volumes the `config` one-shot fills (root, so a umask
+    077 checkout is readable to it), read-only."""
+    services = compose["services"]
+    config = services["config"]
+    assert config["user"] == "root" and config["entrypoint"] == ["sh", "/opt/compose/stage-config.sh"]
+    assert checkout_path(compose, "config", config["entrypoint"][1]) == ROOT / "compose" / "stage-config.sh"
+    expected = {
+        ("mosquitto", "/mosquitto/config/secure/mosquitto.conf"): ROOT / "brokers" / "secure" / "mosquitto.conf",
+        ("mosquitto", "/mosquitto/config/secure/acl"): ROOT / "brokers" / "secure" / "acl",
+        ("mosquitto", "/mosquitto/config/conf.d/10-dev.conf"): ROOT / "brokers" / "conf.d" / "10-dev.conf",
+        ("grafana", "/etc/grafana/provisioning/datasources/influxdb.yaml"): PROVISIONING / "datasources" / "influxdb.yaml",
+        ("grafana", "/etc/grafana/dashboards/city.json"): JSON_DIR / "city.json",
+    }
+    for (service, path), source in expected.items():
+        assert checkout_path(compose, service, path) == source, (service, path)
+        target, mount = deepest_mount(compose, service, path)
+        assert mount["type"] == "volume" and mount["read_only"], (service, path)
+    # The secrets volume is mounted inside the broker's read-only config volume: `config` makes its mountpoint.
+    mountpoint = config["command"][2]
+    assert deepest_mount(compose, "mosquitto", "/mosquitto/config/secure/generated")[1]["source"] == "mqtt-secrets"
+    staged = {mount["source"]: mount["target"] for mount in as_mounts(config["volumes"]) if mount["type"] == "volume"}
+    assert f"{staged['mosquitto-config']}/secure/generated" == f"{config['command'][1]}/{mountpoint}"
 
 
 def test_the_broker_config_compose_runs_includes_the_shared_settings(compose: dict) -> None:
     mosquitto = compose["services"]["mosquitto"]
-    mounts = {mount["target"]: Path(mount["source"]) for mount in as_mounts(mosquitto["volumes"])}
-    config = mounts[mosquitto["command"][2]].read_text()
+    config = checkout_path(compose, "mosquitto", mosquitto["command"][2]).read_text()
     assert re.search(r"^listener 1883\s*$", config, re.M)
     assert re.search(r"^persistence_location /mosquitto/data/\s*$", config, re.M)
     include = re.search(r"^include_dir (\S+)\s*$", config, re.M)
-    assert include is not None and include.group(1) in mounts
-    assert sorted(mounts[include.group(1)].glob("*.conf"))
+    assert include is not None and checkout_path(compose, "mosquitto", include.group(1)) == ROOT / "brokers" / "conf.d"
+    assert sorted((ROOT / "brokers" / "conf.d").glob("*.conf"))
 
 
 def test_grafana_provisioning_points_at_the_boards_and_the_home_board_exists(compose: dict) -> None:
     grafana = compose["services"]["grafana"]
-    mounts = {mount["target"]: Path(mount["source"]) for mount in as_mounts(grafana["volumes"])}
-    assert mounts["/etc/grafana/provisioning"] == PROVISIONING
+    assert checkout_path(compose, "grafana", "/etc/grafana/provisioning") == PROVISIONING
     providers = load_yaml((PROVISIONING / "dashboards" / "yangquan.yaml").read_text())["providers"]
     assert [provider["type"] for provider in providers] == ["file"]
     in_container = providers[0]["options"]["path"]
-    assert mounts[in_container] == JSON_DIR
+    assert checkout_path(compose, "grafana", in_container) == JSON_DIR
     assert sorted(path.name for path in JSON_DIR.glob("*.json")) == sorted(BOARDS)
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == f"{in_container}/city.json" and (JSON_DIR / "city.json").is_file()
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_grafana_finds_every_provisioning_folder_it_reads_and_only_files_it_accepts() -> None:
+    """Grafana 11 reads four folders under provisioning/ and logs an error for a missing one;
+    alerting/ may hold only .yaml/.yml/.json files (any other stops Grafana at start), plugins/ reads
+    .yaml/.yml. The two unused ones provision nothing."""
+    assert sorted(path.name for path in PROVISIONING.iterdir()) == ["alerting", "dashboards", "datasources", "plugins"]
+    accepted = {"alerting": (".yaml", ".yml", ".json"), "plugins": (".yaml", ".yml"), "dashboards": (".yaml", ".yml"), "datasources": (".yaml", ".yml")}
+    for folder, suffixes in accepted.items():
+        files = sorted((PROVISIONING / folder).iterdir())
+        assert files and all(path.is_file() and path.name.endswith(suffixes) for path in files), folder
+        for path in files:
+            assert load_yaml(path.read_text())["apiVersion"] == 1, path
+    assert [load_yaml(path.read_text()) for path in (PROVISIONING / "alerting").iterdir()] == [{"apiVersion": 1}]
+    assert [load_yaml(path.read_text()) for path in (PROVISIONING / "plugins").iterdir()] == [{"apiVersion": 1, "apps": []}]
 
 
 def test_the_datasource_matches_compose_the_bridge_and_the_scenario_defaults(compose: dict) -> None:
@@ -182,10 +263,16 @@ def test_the_default_scenario_runs_in_real_time_and_is_overridable(compose: dict
     assert (ROOT / other[1]).is_file()
 
 
-def test_bridge_simulator_and_secrets_are_one_image_built_from_the_repository(compose: dict) -> None:
-    services = [compose["services"][name] for name in ("bridge", "simulator", "secrets")]
-    assert len({service["image"] for service in services}) == 1
-    assert all(Path(service["build"]["context"]) == ROOT for service in services)
+def test_one_service_builds_the_image_the_others_name_it(compose: dict) -> None:
+    """Compose v2 builds through bake, where several targets tagging one image can fail (`image ...
+    already exists`): only the bridge builds; the others run its image and never pull it."""
+    services = compose["services"]
+    [builder] = [name for name, service in services.items() if "build" in service]
+    assert builder == "bridge" and Path(services["bridge"]["build"]["context"]) == ROOT
+    assert services["bridge"]["image"] == load_yaml(COMPOSE.read_text())["x-images"]["iotsim"]
+    for name in ("simulator", "secrets", "config"):
+        assert services[name]["image"] == services["bridge"]["image"], name
+        assert services[name]["pull_policy"] == "never", name  # a local image: no registry has it
 
 
 def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
@@ -201,8 +288,10 @@ def test_the_image_installs_the_package_and_carries_the_scenarios() -> None:
     for needed in ("simulator", "scenarios", "pyproject.toml", "README.md"):
         assert needed not in ignored
     # The `secrets` service runs brokers/secure/make-*.sh with this image: openssl and mosquitto_passwd.
-    install = re.search(r"apt-get install -y --no-install-recommends ([^\\\n]+)", dockerfile)
+    runtime = re.split(r"^FROM ", dockerfile, flags=re.M)[-1]
+    install = re.search(r"apt-get install -y --no-install-recommends ([^\\\n]+)", runtime)
     assert install is not None and {"openssl", "mosquitto"} <= set(install.group(1).split())
+    assert "chmod -R a+rX /app/scenarios" in runtime  # COPY keeps a umask 077 checkout's modes
 
 
 @pytest.mark.parametrize("service", ["bridge", "simulator"])
@@ -235,33 +324,47 @@ def test_the_influxdb_healthcheck_waits_for_the_database(compose: dict, tmp_path
         influxdb.stop()
 
 
-def build_context(destination: Path) -> Path:
-    """The files `docker build .` sends: the repository minus .dockerignore's patterns (plain names,
-    `**/name` and `*.ext`, the forms the file uses)."""
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+def dockerignore_patterns() -> list[str]:
+    """.dockerignore's patterns as Docker reads them: one per line, trimmed, `#` lines and blank ones
+    skipped (the same reading as the Docker SDK's own `build`)."""
+    lines = (line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
-    def ignored(relative: Path) -> bool:
-        for pattern in patterns:
-            name = pattern.removeprefix("**/")
-            if relative.match(name) or any(Path(*relative.parts[: index + 1]).match(pattern) for index in range(len(relative.parts))):
-                return True
-            if pattern.startswith("**/") and any(part == name for part in relative.parts):
-                return True
-        return False
 
+def build_context(destination: Path, checkout: Path) -> Path:
+    """The files `docker build .` sends from a fresh clone: the tracked files, less what .dockerignore
+    excludes by Docker's rules (patterns from the context's root, `*` within a name, `**` across
+    folders, `!` exceptions, the last matching pattern wins), applied by the Docker SDK's own
+    `exclude_paths` (the Dockerfile is always sent)."""
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in tracked:
-        relative = Path(name)
-        if not ignored(relative) and (ROOT / relative).is_file():
-            (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / relative, destination / relative)
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    for name in exclude_paths(str(checkout), dockerignore_patterns()):
+        if (checkout / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(checkout / name, destination / name)
     return destination
+
+
+def test_the_build_context_keeps_what_the_image_needs_and_nothing_else(tmp_path: Path) -> None:
+    context = build_context(tmp_path / "context", tmp_path / "checkout")
+    sent = {path.relative_to(context).parts[0] for path in context.rglob("*")}
+    assert sent == {"Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "simulator", "scenarios"}, sent  # Docker always sends the first two
+    # Patterns match from the root: `dashboards` excludes the top-level boards, not the code that builds them.
+    assert not (context / "dashboards").exists()
+    assert (context / "simulator" / "dashboards" / "build.py").is_file()
+    assert sorted(path.name for path in (context / "simulator" / "dashboards").glob("*.py")) == sorted(
+        path.name for path in (ROOT / "simulator" / "dashboards").glob("*.py")
+    )
+    assert not list(context.rglob("__pycache__")) and not list(context.rglob("*.key"))
 
 
 def test_the_build_context_makes_an_installable_iotsim(tmp_path: Path) -> None:
     """What the Dockerfile's `pip install .` does, from the files the build context holds (offline:
     the dependencies come from this environment, the package only from the context)."""
-    context = build_context(tmp_path / "context")
+    context = build_context(tmp_path / "context", tmp_path / "checkout")
     assert not (context / "tests").exists() and not (context / ".venv").exists()
     assert (context / "simulator" / "schemas" / "telemetry.schema.json").is_file()
     wheel = subprocess.run(

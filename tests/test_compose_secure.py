@@ -1,7 +1,8 @@
 """The compose stack on the secure broker profile, checked without Docker.
 
-docker-compose.yml runs a one-shot `secrets` service that writes a test CA and a password per
-identity into the `mqtt-secrets` volume, then Mosquitto with brokers/secure/mosquitto.conf, then a
+docker-compose.yml runs a one-shot `config` service that copies the broker's files into a volume, a
+one-shot `secrets` service that writes a test CA and a password per identity into the
+`mqtt-secrets` volume, then Mosquitto with (the copy of) brokers/secure/mosquitto.conf, then a
 bridge and a simulator that log in with passwords read from that volume. Here the resolved compose
 file says what each container runs, and the same programs run on this machine: each named volume is
 a folder, each container path is the file or folder its mount names, `mosquitto` and `influxdb` are
@@ -32,7 +33,7 @@ import requests
 
 from conftest import IOTSIM, child_env, iotsim
 from simulator import stack
-from test_compose import ROOT, as_mounts, compose  # noqa: F401  (compose: the resolved file, a fixture)
+from test_compose import ROOT, as_mounts, checkout_path, compose  # noqa: F401  (compose: the resolved file, a fixture)
 
 SECURE = stack.SECURE_DIR
 SECRETS_VOLUME = "mqtt-secrets"
@@ -95,7 +96,7 @@ def test_the_broker_runs_the_secure_profile_after_the_secrets_service(compose: d
     services = compose["services"]
     mosquitto = services["mosquitto"]
     assert mosquitto["command"] == ["mosquitto", "-c", "/mosquitto/config/secure/mosquitto.conf"]
-    assert Path(mount_of(mosquitto, "/mosquitto/config/secure/mosquitto.conf")["source"]) == SECURE / "mosquitto.conf"
+    assert checkout_path(compose, "mosquitto", mosquitto["command"][2]) == SECURE / "mosquitto.conf"  # a copy the `config` service makes
     assert mosquitto["depends_on"]["secrets"] == {"condition": "service_completed_successfully"}
     # The secrets service writes the volume; everyone else mounts it read-only (for the broker, that
     # also keeps the image's entrypoint from handing the files to uid 1883).
@@ -125,6 +126,9 @@ def test_every_path_in_the_broker_config_is_in_a_mount(compose: dict) -> None:
     secrets = mount_of(mosquitto, "/mosquitto/config/secure/generated")["target"]
     for key in ("cafile", "certfile", "keyfile", "password_file"):
         assert dict(paths)[key].startswith(secrets + "/"), key  # made by the secrets service, not committed
+    # The rest are committed files (or the data volume), copied by the `config` service.
+    for key in ("acl_file", "include_dir"):
+        assert checkout_path(compose, "mosquitto", dict(paths)[key]).exists(), key
 
 
 def test_every_mqtt_client_logs_in_as_an_identity_the_acl_grants_what_it_needs(compose: dict, tmp_path: Path) -> None:
@@ -217,6 +221,31 @@ class Machine:
             env[name] = self.word(service, str(value))
         return env
 
+    def container(self, service: str) -> Path:
+        """The service's container as a folder, for a command that walks its paths (the `config`
+        service reads /src/*/): each bind mount's source copied to its target as a checkout made
+        with umask 077 would show it (owner-only, root's), each volume linked at its target."""
+        view = self.root / "containers" / service
+        for mount in as_mounts(self.compose["services"][service].get("volumes", [])):
+            place = view / mount["target"].lstrip("/")
+            place.parent.mkdir(parents=True, exist_ok=True)
+            if mount["type"] == "volume":
+                place.symlink_to(self.volume(mount["source"]), target_is_directory=True)
+            elif Path(mount["source"]).is_dir():
+                shutil.copytree(mount["source"], place)
+            else:
+                shutil.copyfile(mount["source"], place)
+        for path in [view, *view.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
+        return view
+
+    def run_config(self) -> subprocess.CompletedProcess[str]:
+        config = self.compose["services"]["config"]
+        view = self.container("config")
+        command = [str(view) + word if word.startswith("/") else word for word in [*config["entrypoint"], *config["command"]]]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
     def run_secrets(self) -> subprocess.CompletedProcess[str]:
         secrets = self.compose["services"]["secrets"]
         command = [self.word("secrets", word) for word in [*secrets["entrypoint"], *secrets["command"]]]
@@ -255,8 +284,8 @@ def machine(compose: dict, influxdb: stack.Service) -> Iterator[Machine]:
     try:
         for name in compose["volumes"]:
             here.volume(name).mkdir(parents=True)
-        made = here.run_secrets()
-        assert made.returncode == 0, made.stderr
+        for made in (here.run_config(), here.run_secrets()):  # the one-shots, as compose orders them
+            assert made.returncode == 0, made.stderr
         here.start_broker()
         yield here
     finally:
@@ -293,6 +322,41 @@ def test_the_secrets_service_gives_each_file_only_to_who_reads_it_and_keeps_them
     assert mode("ca.key") == 0o600
     if BROKER_USER:
         assert owner("ca.key") != BROKER_USER and owner("passwords/bridge") != BROKER_USER
+
+
+def test_the_config_service_copies_an_owner_only_checkout_for_any_user_to_read(machine: Machine) -> None:
+    """The stand-in checkout is owner-only and root's (umask 077): another user (the broker's uid
+    1883, Grafana's 472; here `nobody`) cannot read it, and reads every copy in the volumes."""
+    config = machine.compose["services"]["config"]
+    view = machine.root / "containers" / "config"  # what run_config ran on
+    src, dest = config["command"][:2]
+    copied = 0
+    for mount in as_mounts(config["volumes"]):
+        if mount["type"] != "volume":
+            continue
+        name = mount["target"].removeprefix(dest + "/")
+        originals = sorted(path for path in (view / src.lstrip("/") / name).rglob("*") if path.is_file())
+        assert originals, name
+        copies = [machine.volume(mount["source"]) / original.relative_to(view / src.lstrip("/") / name) for original in originals]
+        for original, copy in zip(originals, copies):
+            in_checkout = checkout_path(machine.compose, "config", "/" + str(original.relative_to(view)))
+            assert copy.read_bytes() == in_checkout.read_bytes(), copy
+            assert stat.S_IMODE(original.stat().st_mode) == 0o600 and stat.S_IMODE(copy.stat().st_mode) == 0o644, copy
+            assert all(stat.S_IMODE(folder.stat().st_mode) == 0o755 for folder in copy.parents if machine.volume(mount["source"]) in (folder, *folder.parents))
+        copied += len(copies)
+        if AS_ROOT:
+            assert not readable_by("nobody", originals)  # the checkout itself: owner-only
+            assert readable_by("nobody", copies), copies
+    # mosquitto.conf, acl, brokers/conf.d/ and everything under dashboards/ (provisioning and boards).
+    assert copied == 2 + sum(1 for folder in (ROOT / "brokers" / "conf.d", ROOT / "dashboards") for path in folder.rglob("*") if path.is_file())
+    # The mountpoint of the secrets inside the read-only config volume.
+    assert (machine.volume("mosquitto-config") / config["command"][2].removeprefix("mosquitto-config/")).is_dir()
+
+
+def readable_by(user: str, files: list[Path]) -> bool:
+    """Every file readable by `user` (run as root: the check runs as that user)."""
+    check = 'for f in "$@"; do cat "$f" >/dev/null 2>&1 || exit 1; done'
+    return subprocess.run(["sh", "-c", check, "sh", *map(str, files)], user=user, capture_output=True, timeout=30).returncode == 0
 
 
 def healthcheck(machine: Machine) -> list[str]:

@@ -20,6 +20,9 @@
 #
 # The two scripts keep what exists, so running it again (every `docker compose up`) keeps the secrets;
 # `docker compose down -v` deletes the volume and with it every password and the CA.
+# Each line of the guard ends in '#': run with CRLF line endings, the CR falls into a comment.
+cr=$(printf '\r') #
+if grep -q "$cr" "$0"; then echo "make-compose-secrets: $0 has CRLF line endings (a Windows checkout?); check it out with LF: git add --renormalize . (see .gitattributes)" >&2; exit 1; fi #
 set -eu
 
 dir=${1:?usage: make-compose-secrets.sh DIR [CLIENT_USER [BROKER_OWNER]]}

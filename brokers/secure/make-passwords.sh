@@ -16,6 +16,9 @@
 # client passes: MQTT_PASSWORD=$(cat DIR/passwords/simulator). Existing password files are kept, so
 # running it again only adds new users; DIR/passwd (salted hashes, the broker's password_file) is
 # rebuilt from them every time. Restart the broker, or send it SIGHUP, to load a new passwd.
+# Each line of the guard ends in '#': run with CRLF line endings, the CR falls into a comment.
+cr=$(printf '\r') #
+if grep -q "$cr" "$0"; then echo "make-passwords: $0 has CRLF line endings (a Windows checkout?); check it out with LF: git add --renormalize . (see .gitattributes)" >&2; exit 1; fi #
 set -eu
 
 dir=${1:-$(dirname "$0")/generated}
@@ -35,6 +38,9 @@ for user in $users; do
         *[!A-Za-z0-9_-]*) echo "make-passwords: '$user' is not a valid user name (letters, digits, _ and - only)" >&2; rm -f "$plain"; exit 2 ;;
     esac
     [ -s "$dir/passwords/$user" ] || openssl rand -hex 16 >"$dir/passwords/$user"
+    if grep -q "$cr" "$dir/passwords/$user"; then
+        echo "make-passwords: $dir/passwords/$user has a CR (CRLF line ending): the password would hold it; rewrite the file with LF" >&2; rm -f "$plain"; exit 1
+    fi
     printf '%s:%s\n' "$user" "$(cat "$dir/passwords/$user")" >>"$plain"
 done
 # `mosquitto_passwd -U` hashes a plain user:password file in place: no password on a command line.

@@ -13,6 +13,9 @@
 #   SERVER_IPS="127.0.0.1 ::1"            IP addresses it is valid for
 #   DAYS=825                              validity of both certificates, in days
 #   FORCE=0                               1 = replace existing files
+# Each line of the guard ends in '#': run with CRLF line endings, the CR falls into a comment.
+cr=$(printf '\r') #
+if grep -q "$cr" "$0"; then echo "make-test-certs: $0 has CRLF line endings (a Windows checkout?); check it out with LF: git add --renormalize . (see .gitattributes)" >&2; exit 1; fi #
 set -eu
 
 dir=${1:-$(dirname "$0")/generated}
