@@ -395,10 +395,11 @@ def test_the_simulator_with_a_wrong_password_stops_with_one_clear_line(secure: S
     assert line.endswith("; check mqtt.username and MQTT_PASSWORD") and "\n" not in line, run.stderr  # BrokerRefused's hint
 
 
-def test_the_bridge_with_a_wrong_password_stops_with_one_clear_line(secure: SecureBroker, tmp_path: Path) -> None:
+def test_the_bridge_with_a_wrong_password_stops_with_one_clear_line(secure: SecureBroker, influxdb: stack.Service, tmp_path: Path) -> None:
     env = child_env() | {"MQTT_PASSWORD": "not-the-password"}
-    done = subprocess.run(
+    done = subprocess.run(  # a real InfluxDB: the bridge checks it takes writes before it subscribes
         [*IOTSIM, "bridge", "--mqtt", f"mqtt://127.0.0.1:{secure.port}", "--username", "bridge", "--client-id", "secure-bridge-refused",
+         "--influx", influxdb.url, "--db", "secure_bridge_refused",
          "--dead-letters", str(tmp_path / "dead.jsonl"), "--spool-dir", str(tmp_path / "spool")],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
