@@ -136,8 +136,12 @@ def writable_file(path: Path, flag: str) -> Path:
         if not os.access(path.parent, os.W_OK):
             raise PermissionError(errno.EACCES, "permission denied")
     except OSError as error:
-        raise UsageError(f"{flag} {path}: cannot write there ({error.strerror})") from None
+        raise cannot_write(flag, path, error) from None
     return path
+
+
+def cannot_write(flag: str, path: Path, error: OSError) -> UsageError:
+    return UsageError(f"{flag} {path}: cannot write there ({error.strerror})")
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -281,7 +285,7 @@ def run_dry(scenario: Scenario, output: Path) -> None:
     try:
         writer = JsonlWriter(output)
     except OSError as error:
-        raise UsageError(f"--out {output}: cannot write there ({error.strerror})") from None
+        raise cannot_write("--out", output, error) from None
     try:
         try:
             result = run_with_progress(scenario, writer)
@@ -418,17 +422,14 @@ def bridge(
     # Without --mqtt-password (or MQTT_PASSWORD), the file MQTT_PASSWORD_FILE names (compose's secrets volume).
     broker_password = mqtt_password if mqtt_password is not None else password_from_environment()
     credentials = Credentials(username, broker_password, str(ca_file) if ca_file else None)
-    try:
-        the_bridge = Bridge(settings, writer, log=say, credentials=credentials)
-    except OSError as error:
-        raise UsageError(f"{error.filename}: cannot write there ({error.strerror}); check --spool-dir and --dead-letters") from None
+    the_bridge = Bridge(settings, writer, log=say, credentials=credentials)  # UsageError: --dead-letters or --spool-dir cannot be written
     terminate_on_sigterm()
     if pid_file is not None:
         record_pid(pid_file)
     try:
         the_bridge.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
         if ready_file is not None:
-            ready_file.touch()
+            touch_ready_file(the_bridge, ready_file)
         say(f"bridge: {mqtt} {prefix}/# → {influx} database {db}")
         the_bridge.run(exit_when_idle)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
     except KeyboardInterrupt:
@@ -450,9 +451,22 @@ def bridge(
         fail(f"bridge: never reached InfluxDB at {writer.url}; {counts.received - counts.acknowledged} messages left unacknowledged at the broker")
 
 
+def touch_ready_file(the_bridge: Bridge, path: Path) -> None:
+    """Tell scripts the bridge is subscribed. A ready file that cannot be made (no room for it) stops
+    the bridge, as nobody would know it runs: what it stored is acknowledged, the rest stays at the broker."""
+    try:
+        path.touch()
+    except OSError as error:
+        the_bridge.stop()
+        raise cannot_write("--ready-file", path, error) from None
+
+
 def record_pid(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), "argv": [sys.executable, "-m", "simulator.cli", *sys.argv[1:]]}))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": os.getpid(), "argv": [sys.executable, "-m", "simulator.cli", *sys.argv[1:]]}))
+    except OSError as error:
+        raise cannot_write("--pid-file", path, error) from None
 
 
 def forget_pid(path: Path) -> None:

@@ -49,6 +49,8 @@ class FleetConfig(StrictModel):
     device_type: ClassVar[DeviceType[Any]]  # set on the fleet model a DeviceType makes
     # Its devices monitor a mine face's gas, so `city.mine.gas_events` may name them (mine_gas's fleet).
     monitors_gas: ClassVar[bool] = False
+    # A scenario's `load:` profile paces its devices, not an interval of its own (load_probe's fleet).
+    paced_by_load: ClassVar[bool] = False
 
     type: str
     count: int = Field(ge=1, le=1_000_000, description="how many devices of this type")

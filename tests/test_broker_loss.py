@@ -76,6 +76,35 @@ def test_no_limit_means_no_warning(tmp_path: Path) -> None:
 
 REPO_QUICKSTART = Path(__file__).resolve().parent.parent / "scenarios" / "quickstart.yaml"
 
+# 50 gateways whose own interval (1 s) would send 50 messages/s; the load profile paces them instead:
+# 100 messages/s, a spike to 2,000 from 2 min to 4 min.
+PACED = """
+name: paced
+duration: 10m
+speed: 100000
+fleets:
+  - {type: load_probe, count: 50}
+  - {type: air_quality, count: 10, cadence: 1s}
+load:
+  profile: {kind: spike, base: 100, peak: 2000, before: 2m, spike: 2m, after: 6m}
+faults:
+  - {kind: bridge_crash, at: 1m, restart_after: 4m}
+  - {kind: bridge_crash, at: 6m, restart_after: 2m}
+"""
+
+
+def test_a_load_profile_paces_the_estimate_over_the_window_the_bridge_is_away(tmp_path: Path) -> None:
+    scenario = tmp_path / "paced.yaml"
+    scenario.write_text(PACED)
+    conf = tmp_path / "10-dev.conf"
+    conf.write_text("max_queued_messages 100000\n")
+    warnings = backlog_warnings(load_scenario(scenario), conf)
+    # 1 m - 5 m: 1 min at 100/s + 2 min at 2,000/s + 1 min at 100/s = 252,000, and 10 stations/s = 2,400;
+    # 6 m - 8 m: 2 min at 100/s = 12,000 + 1,200, inside (the gateways' own 1 s would have said 6,000 + 1,200).
+    assert len(warnings) == 1 and warnings[0].startswith("warning: faults.0: the bridge is away ~240 s (simulated), about 254400 messages"), warnings
+    # Without the section the gateways send every second: 50 + 10 per second over 240 s, inside.
+    assert backlog_warnings(load_scenario(scenario).model_copy(update={"load": None}), conf) == []
+
 
 STATIONS = """
 name: persisted

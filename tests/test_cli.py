@@ -23,7 +23,7 @@ QUICK = str(ROOT / "scenarios" / "quickstart.yaml")
 LOAD = str(ROOT / "scenarios" / "load-ramp.yaml")
 DRY = ["--dry-run", "--out", "{tmp}/out.jsonl"]  # a run case that slipped through must not reach for a broker
 
-# (arguments, a fragment of the one line on stderr). {tmp} is the test's directory, {file} a file in it.
+# (arguments, a fragment of the one line on stderr). {tmp} is the test's directory, {file} a file in it (in both).
 HOSTILE = {
     # iotsim run
     "run --out DIR": (["run", QUICK, "--dry-run", "--out", "{tmp}"], "is a directory"),
@@ -78,8 +78,10 @@ HOSTILE = {
     "bridge --max-pending huge": (["bridge", "--max-pending", str(10**20)], "--max-pending:"),
     "bridge --spool-limit -1": (["bridge", "--spool-limit", "-1"], "--spool-limit:"),
     "bridge --spool-dir ''": (["bridge", "--spool-dir", ""], "--spool-dir:"),
-    "bridge --spool-dir FILE": (["bridge", "--spool-dir", "{file}", "--dead-letters", "{tmp}/dl.jsonl"], "check --spool-dir"),
-    "bridge --dead-letters DIR": (["bridge", "--dead-letters", "{tmp}", "--spool-dir", "{tmp}/spool"], "check --spool-dir and --dead-letters"),
+    "bridge --spool-dir FILE": (["bridge", "--spool-dir", "{file}", "--dead-letters", "{tmp}/dl.jsonl"], "--spool-dir {file}: cannot write there (Not a directory)"),
+    "bridge --dead-letters DIR": (["bridge", "--dead-letters", "{tmp}", "--spool-dir", "{tmp}/spool"], "--dead-letters {tmp}: cannot write there (Is a directory)"),
+    "bridge --dead-letters /proc": (["bridge", "--dead-letters", "/proc/x/dl.jsonl"], "--dead-letters /proc/x/dl.jsonl: cannot write there (No such file or directory)"),
+    "bridge --spool-dir /proc": (["bridge", "--spool-dir", "/proc/x/spool", "--dead-letters", "{tmp}/dl.jsonl"], "--spool-dir /proc/x/spool: cannot write there (No such file or directory)"),
     "bridge --exit-when-idle nan": (["bridge", "--exit-when-idle", "nan"], "--exit-when-idle"),
     "bridge --exit-when-idle -1": (["bridge", "--exit-when-idle", "-1"], "--exit-when-idle"),
     "bridge --ready-file DIR": (["bridge", "--ready-file", "{tmp}"], "--ready-file"),
@@ -124,7 +126,8 @@ HOSTILE = {
 @pytest.mark.parametrize(("arguments", "fragment"), HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_hostile_value_is_one_line_naming_it_and_exit_2(tmp_path: Path, arguments: list[str], fragment: str) -> None:
     (tmp_path / "a-file").write_text("not a directory\n")
-    args = [arg.replace("{tmp}", str(tmp_path)).replace("{file}", str(tmp_path / "a-file")) for arg in arguments]
+    args = [arg.replace("{tmp}", str(tmp_path)).replace("{file}", str(tmp_path / "a-file")) for arg in [*arguments, fragment]]
+    fragment = args.pop()
     done = subprocess.run([*IOTSIM, *args], capture_output=True, text=True, timeout=60, env=child_env(), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr

@@ -19,6 +19,7 @@ from simulator import stack
 from simulator.errors import BrokerError
 from simulator.ingest.sequences import SeqGaps
 from simulator.transport.mqtt import MAX_CLIENT_ID, MqttPublisher, bridge_client_id_problem, load_worker_client_id, run_client_id
+from simulator.transport.stats import PublisherStats
 
 STATIONS = """
 name: {name}
@@ -187,6 +188,30 @@ def test_two_publishers_with_one_client_id_are_told_so(pipeline: Pipeline) -> No
         for publisher in publishers:
             publisher.stop()
     assert sum(publisher.takeover.takeovers for publisher in publishers) >= 3
+
+
+def test_the_simulators_pipeline_point_counts_the_takeovers_of_its_session(pipeline: Pipeline) -> None:
+    client_id = f"{pipeline.prefix}-run-taken"
+    run, other = MqttPublisher(pipeline.mqtt_url, client_id, qos=1), MqttPublisher(pipeline.mqtt_url, client_id, qos=1)
+    stats = PublisherStats(run, pipeline.influx_url, pipeline.database, client_id, warn=print)
+    run.start()
+    other.start()  # takes the session: the broker closes the run's connection, which takes it back ...
+    deadline = time.monotonic() + 30
+    try:
+        while run.takeover.takeovers == 0 and time.monotonic() < deadline:
+            for publisher in (run, other):
+                try:
+                    publisher.idle(0.05)
+                except BrokerError:
+                    pass  # one of them gave up the fight; the other's count stands
+    finally:
+        other.stop()
+        run.stop()
+    stats.write()
+    taken = run.takeover.takeovers
+    assert taken >= 1
+    series = pipeline.query(f"SELECT \"takeovers\", \"disconnects\" FROM \"pipeline\" WHERE \"component\" = 'simulator' AND \"client_id\" = '{client_id}'")
+    assert [row[1:] for row in series[0]["values"]] == [[taken, run.disconnects]]
 
 
 # --- part 3, its family: the broker loses the session ---

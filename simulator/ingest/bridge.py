@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.errors import BridgeError, BrokerRefused
+from simulator.errors import BridgeError, BrokerRefused, UsageError
 from simulator.influx import InfluxClient, InfluxDatabaseMissing, InfluxRefused, InfluxUnreachable, WriteDeferred
 from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, declared_types
@@ -115,10 +115,9 @@ class Bridge:
             field_types = FieldTypes(declared=declared, lookup=lambda measurement: stored_field_types(writer, measurement), log=log)
         self.field_types = field_types
         self.counts = BridgeCounts()
-        self.dead_letters = DeadLetters(settings.dead_letter_path)
+        self.dead_letters = open_dead_letters(settings)
         self.pending = Pending()
-        # One directory per client id: two bridges must never write each other's spool.
-        self.spool = Spool(settings.spool_dir / settings.client_id, settings.spool_limit) if settings.spooling else None
+        self.spool = open_spool(settings) if settings.spooling else None
         self.session_dir = (settings.spool_dir if settings.spooling else settings.dead_letter_path.parent / "sessions") / settings.client_id
         self.session_record = SessionRecord.load(self.session_dir)  # what an earlier run left in the session
         self.topic_filter = f"{settings.topic_prefix}/#"
@@ -476,7 +475,10 @@ class Bridge:
     def _write_spool(self) -> None:
         """Write spooled points to InfluxDB, oldest first, until the spool is empty or memory is full again."""
         while self.spool and (segment := self.spool.oldest()) is not None:
-            lines, refused = segment.lines(), []
+            try:
+                lines, refused = segment.lines(), []
+            except OSError as error:
+                raise self._spool_broken(error) from None
             try:
                 for start in range(0, len(lines), self.settings.batch_size):
                     refused += self.writer.write(lines[start : start + self.settings.batch_size], give_up=self._memory_full)
@@ -484,8 +486,15 @@ class Bridge:
                 return  # the segment stays; a part already written is written again later, harmlessly
             self._dead_letter([(SPOOL_TOPIC, line.encode(), reason) for line, reason in refused])
             self.dead_letters.flush()
-            self.spool.remove_oldest()
+            try:
+                self.spool.remove_oldest()
+            except OSError as error:  # written, but it would be written again: harmless, yet the spool cannot shrink
+                raise self._spool_broken(error) from None
             self.counts.written += len(lines) - len(refused)
+
+    def _spool_broken(self, error: OSError) -> BridgeError:
+        assert self.spool is not None
+        return BridgeError(f"bridge: cannot read or remove spooled points in {self.spool.directory} ({error.strerror}); stopped, the spool keeps them: check --spool-dir")
 
     def _dead_letter(self, refused: list[tuple[str, bytes, str]]) -> None:
         """(topic, payload, reason) of each point InfluxDB refused: the original message when there is one."""
@@ -513,6 +522,21 @@ class Bridge:
         )
         self.sequences.report_suppressed()
         self.writer.write_point(line, timeout=STATS_TIMEOUT_S)  # best effort: our own statistics never stop ingest
+
+
+def open_dead_letters(settings: BridgeSettings) -> DeadLetters:
+    try:
+        return DeadLetters(settings.dead_letter_path)
+    except OSError as error:
+        raise UsageError(f"--dead-letters {settings.dead_letter_path}: cannot write there ({error.strerror})") from None
+
+
+def open_spool(settings: BridgeSettings) -> Spool:
+    """The spool of this bridge's client id: two bridges must never write each other's spool."""
+    try:
+        return Spool(settings.spool_dir / settings.client_id, settings.spool_limit)
+    except OSError as error:
+        raise UsageError(f"--spool-dir {settings.spool_dir}: cannot write there ({error.strerror})") from None
 
 
 def stored_field_types(client: InfluxClient, measurement: str) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 import simpy
@@ -47,6 +47,8 @@ PADS: tuple[str, ...] = tuple(f"pad{n}" for n in range(math.ceil(MAX_PAYLOAD_BYT
 
 
 class Fleet(FleetConfig):
+    paced_by_load: ClassVar[bool] = True  # the builder gives the gateways the load section's pacing
+
     batch: int = Field(default=1, ge=1, le=MAX_BATCH, description="sensor readings per MQTT message (gateway batching)")
     payload_bytes: int = Field(default=0, ge=0, le=MAX_PAYLOAD_BYTES, description="pad each JSON payload to about this many bytes; 0 = no padding")
     interval: Duration = Field(default=1.0, description="send interval when the scenario has no load section")

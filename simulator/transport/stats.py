@@ -1,7 +1,8 @@
 """The simulator's own counters, written to InfluxDB's `pipeline` measurement for the health board.
 
 A daemon thread posts one point every few seconds while a run publishes (tags `component` =
-`simulator`, `client_id`; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`).
+`simulator`, `client_id`; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`,
+`takeovers`: connections the broker closed soon after accepting them, another client with the run's id).
 Best effort (the InfluxDB client's `write_point`): an unreachable InfluxDB is reported once and never
 slows the run.
 """
@@ -43,7 +44,8 @@ class PublisherStats:
         p = self.publisher
         line = (
             f"pipeline,component=simulator,client_id={self.client_id} "
-            f"published={p.published}i,acknowledged={p.acknowledged}i,pending={p.pending}i,buffered={p.buffered}i,disconnects={p.disconnects}i "
+            f"published={p.published}i,acknowledged={p.acknowledged}i,pending={p.pending}i,buffered={p.buffered}i,disconnects={p.disconnects}i,"
+            f"takeovers={p.takeover.takeovers}i "
             f"{int(time.time() * 1000)}"
         )
         self.client.write_point(line, warn=self._note)
