@@ -7,7 +7,7 @@ from collections import Counter
 
 import orjson
 
-from conftest import Pipeline, iotsim
+from conftest import Pipeline, RUN_IDLE, iotsim
 
 CITY = """
 name: city-e2e
@@ -42,7 +42,7 @@ def test_every_city_type_and_its_events_are_stored(pipeline: Pipeline) -> None:
     assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
     generated = Counter(orjson.loads(line)["payload"]["type"] for line in dry.read_bytes().splitlines())
 
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     run = iotsim("run", str(scenario))
     assert run.returncode == 0, run.stderr
     _, bridge_err = bridge.communicate(timeout=120)

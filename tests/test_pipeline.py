@@ -10,7 +10,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import IOTSIM, Pipeline, child_env, iotsim
+from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
 
 STATIONS = """
 name: e2e
@@ -29,7 +29,7 @@ def seqs_by_device(pipeline: Pipeline, measurement: str) -> dict[str, list[int]]
 
 
 def test_every_generated_reading_reaches_influxdb_exactly_once_at_qos1(pipeline: Pipeline) -> None:
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     run = iotsim("run", str(pipeline.scenario_file(STATIONS)))
     assert run.returncode == 0, run.stderr
     assert "generated 480, published 480, acknowledged 480" in run.stdout
@@ -68,7 +68,7 @@ def test_a_burst_is_written_when_it_ends_not_when_its_batch_interval_runs_out(pi
 
 
 def test_bad_payloads_go_to_dead_letters_and_good_ones_are_stored(pipeline: Pipeline) -> None:
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     good = {"device_id": "aq-0001", "type": "air_quality", "ts": 1768320000000, "seq": 0, "tags": {}, "readings": {"pm25": 80.5}}
     topic = f"{pipeline.prefix}/city/air_quality/aq-0001"
     bad = [

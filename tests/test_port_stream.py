@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import orjson
 
-from conftest import Pipeline, iotsim
+from conftest import Pipeline, RUN_IDLE, iotsim
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario, load_scenario
 from simulator.transport.jsonl import read_messages
@@ -112,7 +112,7 @@ def test_port_day_streams_through_the_real_pipeline_with_exact_counts(pipeline: 
     total = sum(expected.values())
     assert expected["truck_gps"] == 20 * 240 and expected["reefer"] == 120 * 24 and expected["gate_lane"] == 4 * 240
 
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     run = iotsim("run", str(path))
     assert run.returncode == 0, run.stderr
     assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import IOTSIM, Pipeline, child_env, iotsim
+from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
 from simulator import stack
 from simulator.errors import BrokerError
 from simulator.ingest.sequences import SeqGaps
@@ -307,7 +307,7 @@ def test_a_bridge_restarted_with_another_prefix_stores_only_the_new_one(pipeline
 
 def test_seq_gaps_are_counted_and_said_as_they_appear(pipeline: Pipeline) -> None:
     prefix = pipeline.prefix
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     messages = [reading(prefix, "aq-0001", seq) for seq in (0, 1, 2, 5)]  # 3 and 4 lost: 2
     messages += [reading(prefix, "aq-0002", seq) for seq in (0, 1, 2, 3, 3)]  # a duplicate: no gap
     messages += [reading(prefix, "aq-0003", seq) for seq in (0, 1, 2, 0, 1)]  # a new run of the device: no gap
@@ -326,7 +326,7 @@ def test_seq_gaps_are_counted_and_said_as_they_appear(pipeline: Pipeline) -> Non
 
 def test_a_device_dropout_is_no_seq_gap(pipeline: Pipeline) -> None:
     scenario = stations(10).replace("cadence: 5m", "cadence: 5m\n    faults: [{kind: dropout, devices: [aq-0003], at: 30m, duration: 1h}]")
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     run = iotsim("run", str(pipeline.scenario_file(scenario)))
     assert run.returncode == 0, run.stderr
     out, err = bridge.communicate(timeout=60)

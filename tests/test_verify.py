@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Pipeline, iotsim
+from conftest import Pipeline, RUN_IDLE, iotsim
 from simulator.engine import run_scenario
 from simulator.scenario import load_scenario
 from simulator.verify import ExpectedMessages
@@ -35,7 +35,7 @@ faults:
 
 def run_through_pipeline(pipeline: Pipeline) -> Path:
     scenario = pipeline.scenario_file(STATIONS)
-    bridge = pipeline.start_bridge("--exit-when-idle", "2")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     run = iotsim("run", str(scenario))
     assert run.returncode == 0, run.stderr
     _, bridge_err = bridge.communicate(timeout=60)
