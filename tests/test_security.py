@@ -26,7 +26,7 @@ import requests
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from conftest import IOTSIM, child_env
+from conftest import IOTSIM, RUN_IDLE, child_env
 from simulator import stack
 
 SCRIPTS = stack.SECURE_DIR
@@ -361,7 +361,7 @@ def test_simulator_and_bridge_run_over_tls_with_their_identities(secure: SecureB
     bridge = subprocess.Popen(
         [*IOTSIM, "bridge", "--mqtt", url, "--username", "bridge", "--ca-file", str(secure.ca_file), "--influx", influxdb.url,
          "--db", database, "--client-id", "secure-bridge", "--dead-letters", str(tmp_path / "dead.jsonl"), "--spool-dir", str(tmp_path / "spool"),
-         "--batch-interval", "0.2", "--exit-when-idle", "2"],
+         "--batch-interval", "0.2", "--exit-when-idle", RUN_IDLE],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bridge_env,
     )  # fmt: skip
     assert bridge.stderr is not None
