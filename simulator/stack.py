@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,12 +222,14 @@ def accepts_tcp(port: int) -> bool:
 
 
 def influx_ready(url: str) -> bool:
-    return InfluxClient(url, "_internal").ping()
+    with closing(InfluxClient(url, "_internal")) as client:  # /ping names no database
+        return client.ping()
 
 
 def create_database(url: str, database: str, credentials: InfluxCredentials = InfluxCredentials()) -> None:
     try:
-        InfluxClient(url, database, credentials).create_database()
+        with closing(InfluxClient(url, database, credentials)) as client:
+            client.create_database()
     except DatabaseError as error:
         raise StackError(str(error)) from None
 
@@ -239,7 +242,8 @@ def create_admin(url: str, user: str, password: str) -> InfluxCredentials:
     if not (ADMIN_NAME.fullmatch(user) and ADMIN_NAME.fullmatch(password)):
         raise StackError("the admin user and password may hold letters, digits, _ and - only")
     try:
-        InfluxClient(url, "_internal").command(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
+        with closing(InfluxClient(url, "_internal")) as client:
+            client.command(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
     except InfluxRefused as error:  # its reason alone: the statement holds the password
         raise StackError(f"InfluxDB at {url} did not create its admin user {user!r}: {error.reason}") from None
     except InfluxUnreachable as error:
