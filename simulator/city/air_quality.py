@@ -39,11 +39,13 @@ import simpy
 from pydantic import Field
 
 from simulator.city.aqi import category, realtime_aqi
+from simulator.city.calendar import DAY_S
 from simulator.city.common import DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
 from simulator.device_type import DeviceType, FleetConfig, first_delay
 from simulator.fleet import Duration
+from simulator.recent import Recent
 from simulator.telemetry import FLOAT, STRING, Device, Telemetry
 
 if TYPE_CHECKING:
@@ -82,10 +84,10 @@ class CityAir:
     """What the city does to every station's pollutants at a time: diurnal cycle, heating, dispersion,
     photochemistry, as one multiplier per pollutant, computed once per simulated minute for all stations."""
 
-    def __init__(self, city: City) -> None:
+    def __init__(self, city: City, keep_minutes: int | None = None) -> None:
         self.city = city
         self.roads = city.roads
-        self._factors: list[tuple[float, ...]] = []
+        self._factors: Recent[tuple[float, ...]] = Recent(keep=keep_minutes)  # a live run keeps the recent minutes
         self._peaks = [(math.cos(2 * math.pi * p.peak_hour / 24.0), math.sin(2 * math.pi * p.peak_hour / 24.0)) for p in POLLUTANTS]
 
     @property
@@ -94,9 +96,9 @@ class CityAir:
 
     def factors(self, now: float) -> tuple[float, ...]:
         index = int(now // AIR_STEP_S)
-        while index >= len(self._factors):
-            self._factors.append(self._at(len(self._factors) * AIR_STEP_S))
-        return self._factors[index]
+        while index >= self._factors.total:
+            self._factors.append(self._at(self._factors.total * AIR_STEP_S))
+        return self._factors.at(index)
 
     def _at(self, now: float) -> tuple[float, ...]:
         calendar, weather = self.city.calendar, self.city.weather
@@ -214,8 +216,13 @@ def report(
         yield env.timeout(cadence)
 
 
+def make_air(world: World) -> CityAir:
+    city = city_of(world)
+    return CityAir(city, None if city.keep_days is None else 2 * int(DAY_S // AIR_STEP_S))  # two days of minutes
+
+
 def build(world: World, fleet: Fleet) -> None:
-    air = world.shared("city/air", lambda world: CityAir(city_of(world)))
+    air = world.shared("city/air", make_air)
     for index, device_id in enumerate(fleet.device_ids()):
         district = fleet.district_of(index)
         device, rng, faults = register(world, fleet, device_id, district)
