@@ -241,8 +241,8 @@ def run(
     if scenario.until_stopped and dry_run:
         raise UsageError(f"--dry-run: {file} runs {UNTIL_STOPPED}, a file without end; give --duration D (e.g. 1d)")
     warn_about_backlog(scenario)
-    stop = Stop()
-    if scenario.until_stopped:
+    stop = Stop() if scenario.until_stopped else None
+    if stop is not None:
         stop_on_signals(stop)
         say(f"{scenario.name}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
     else:
