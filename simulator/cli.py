@@ -248,8 +248,8 @@ def run(
     if scenario.until_stopped and dry_run:
         raise UsageError(f"--dry-run: {file} runs {UNTIL_STOPPED}, a file without end; give --duration D (e.g. 1d)")
     warn_about_backlog(scenario)
-    stop = Stop()
-    if scenario.until_stopped:
+    stop = Stop() if scenario.until_stopped else None
+    if stop is not None:
         stop_on_signals(stop)
         say(f"{scenario.name}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
     else:
@@ -328,9 +328,8 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         out.print(outage.describe(), markup=False, highlight=False)
     if result:
         print_summaries(result)
-        if scenario.until_stopped:
-            say(f"{scenario.name}: stopped after {format_duration(result.simulated_s)} simulated; its messages again: "
-                f"--start {scenario.start.isoformat()} --duration {format_duration(result.simulated_s)}")  # fmt: skip
+        if scenario.until_stopped:  # another live run from this start sends the same messages, as far as it goes
+            say(f"{scenario.name}: stopped after {format_duration(result.simulated_s)} simulated, live from --start {scenario.start.isoformat()}")
     if interrupted:
         raise typer.Exit(130)
     if settings.qos == 1 and publisher.acknowledged < publisher.published:

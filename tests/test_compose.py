@@ -33,7 +33,7 @@ def load_yaml(text: str) -> dict:
 
 def resolved(env: dict[str, str] | None = None) -> dict:
     """`docker-compose config`: the file validated against the compose schema, variables substituted."""
-    environment = {key: value for key, value in os.environ.items() if key not in ("SCENARIO", "SPEED", "GRAFANA_PORT", "MQTTS_PORT")}
+    environment = {key: value for key, value in os.environ.items() if key not in ("SCENARIO", "SPEED", "DURATION", "GRAFANA_PORT", "MQTTS_PORT")}
     result = subprocess.run(
         [DOCKER_COMPOSE, "-f", str(COMPOSE), "--project-directory", str(ROOT), "config"],
         capture_output=True, text=True, timeout=60, env={**environment, **(env or {})},
@@ -258,6 +258,8 @@ def test_the_datasource_matches_compose_the_bridge_and_the_scenario_defaults(com
 def test_the_default_scenario_runs_in_real_time_and_is_overridable(compose: dict) -> None:
     command = compose["services"]["simulator"]["command"]
     assert command[:2] == ["run", "scenarios/yangquan.yaml"] and command[command.index("--speed") + 1] == "1"
+    assert command[command.index("--duration") + 1] == "until-stopped" and command[command.index("--start") + 1] == "now"  # live, from now
+    assert compose["services"]["simulator"]["restart"] == "unless-stopped"  # a restart resumes from now
     other = resolved({"SCENARIO": "city-incident.yaml", "SPEED": "60"})["services"]["simulator"]["command"]
     assert other[1] == "scenarios/city-incident.yaml" and other[other.index("--speed") + 1] == "60"
     assert (ROOT / other[1]).is_file()

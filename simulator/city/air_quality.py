@@ -42,11 +42,13 @@ from pydantic import Field
 
 from simulator.city.air_record import annual_level
 from simulator.city.aqi import category, realtime_aqi
+from simulator.city.calendar import DAY_S
 from simulator.city.common import DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
 from simulator.device_type import DeviceType, FleetConfig, first_delay, send
 from simulator.fleet import Duration
+from simulator.recent import forget_oldest
 from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -87,11 +89,12 @@ class CityAir:
     heating, dispersion, photochemistry, as one multiplier per pollutant, computed once per simulated
     minute for all stations (only the minutes some station reads: a sparse cadence stays cheap)."""
 
-    def __init__(self, city: City) -> None:
+    def __init__(self, city: City, keep_minutes: int | None = None) -> None:
         self.city = city
         self.roads = city.roads
         self.year = city.settings.air.year  # None: follow the simulated date
-        self._factors: dict[int, tuple[float, ...]] = {}
+        self._factors: dict[int, tuple[float, ...]] = {}  # by minute; a live run keeps the recent ones
+        self.keep_minutes = keep_minutes
         self._levels: dict[int, tuple[float, ...]] = {}
         self._peaks = [(math.cos(2 * math.pi * p.peak_hour / 24.0), math.sin(2 * math.pi * p.peak_hour / 24.0)) for p in POLLUTANTS]
 
@@ -104,6 +107,7 @@ class CityAir:
         factors = self._factors.get(index)
         if factors is None:
             factors = self._factors[index] = self._at(index * AIR_STEP_S)
+            forget_oldest(self._factors, self.keep_minutes)
         return factors
 
     def levels(self, year: int) -> tuple[float, ...]:
@@ -232,8 +236,13 @@ def report(
         yield env.timeout(cadence)
 
 
+def make_air(world: World) -> CityAir:
+    city = city_of(world)
+    return CityAir(city, None if city.keep_days is None else 2 * int(DAY_S // AIR_STEP_S))  # two days of minutes
+
+
 def build(world: World, fleet: Fleet) -> None:
-    air = world.shared("city/air", lambda world: CityAir(city_of(world)))
+    air = world.shared("city/air", make_air)
     for index, device_id in enumerate(fleet.device_ids()):
         district = fleet.district_of(index)
         device, rng, faults = register(world, fleet, device_id, district)

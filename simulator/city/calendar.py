@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from pydantic import Field, field_validator
 
 from simulator.fleet import StrictModel
+from simulator.recent import forget_oldest
 
 DAY_S = 86400.0
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")  # the city lives on Beijing time, however the start is written
@@ -50,8 +51,9 @@ class Day:
 class CityCalendar:
     """Days of the run, indexed from the local midnight before the scenario's start."""
 
-    def __init__(self, settings: CalendarSettings, start: datetime) -> None:
+    def __init__(self, settings: CalendarSettings, start: datetime, keep_days: int | None = None) -> None:
         self.settings = settings
+        self.keep_days = keep_days  # a live run: the days cached (simulator/recent.py); None: all
         self.first_date = start.date()
         midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         self.start_local_s = (start - midnight).total_seconds()  # local seconds at simulated time 0
@@ -69,6 +71,7 @@ class CityCalendar:
         day = self._days.get(index)
         if day is None:
             day = self._days[index] = self._make_day(self.first_date + timedelta(days=index))
+            forget_oldest(self._days, self.keep_days)  # a pure function of the date: made again if asked
         return day
 
     def hour(self, now: float) -> float:

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from simulator.city.weather import Weather
 from simulator.fleet import Duration, StrictModel
+from simulator.recent import Recent
 
 if TYPE_CHECKING:
     from simulator.telemetry import Telemetry
@@ -50,27 +51,27 @@ class DataCentreSettings(StrictModel):
 
 
 class DataCentre:
-    def __init__(self, settings: DataCentreSettings, start: datetime, weather: Weather, rng: random.Random) -> None:
+    def __init__(self, settings: DataCentreSettings, start: datetime, weather: Weather, rng: random.Random, keep_hours: int | None = None) -> None:
         self.settings = settings
         self.start = start
         self.weather = weather
         self.rng = rng
         self.hall_names = [f"H{n}" for n in range(1, settings.halls + 1)]
-        self._load: list[float] = []
+        self._load: Recent[float] = Recent(keep=keep_hours)  # hourly; a live run keeps the recent ones
         self._wander = rng.gauss(0.0, 0.05)
 
     def load(self, now: float) -> float:
         """Share of the site's server capacity in use."""
         position = now / 3600.0
         index = int(position)
-        while index + 1 >= len(self._load):
+        while index + 1 >= self._load.total:
             self._extend()
-        low = self._load[index]
-        return low + (self._load[index + 1] - low) * (position - index)
+        low = self._load.at(index)
+        return low + (self._load.at(index + 1) - low) * (position - index)
 
     def _extend(self) -> None:
         s = self.settings
-        local = self.start + timedelta(hours=len(self._load))
+        local = self.start + timedelta(hours=self._load.total)
         hour = local.hour + local.minute / 60.0
         self._wander = 0.8 * self._wander + math.sqrt(1 - 0.64) * 0.05 * self.rng.gauss(0.0, 1.0)
         load = s.load_mean + s.load_swing * math.cos(2 * math.pi * (hour - 21.0) / 24.0) + self._wander

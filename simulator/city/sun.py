@@ -15,13 +15,17 @@ from astral.sun import dawn, dusk, sunrise, sunset
 
 from simulator.city.calendar import DAY_S, CityCalendar
 from simulator.city.geography import YANGQUAN_LAT, YANGQUAN_LON
+from simulator.recent import forget_oldest
 
 Twilight = Literal["official", "civil"]
 
 
 class SunClock:
-    def __init__(self, calendar: CityCalendar, start: datetime, latitude: float = YANGQUAN_LAT, longitude: float = YANGQUAN_LON) -> None:
+    def __init__(
+        self, calendar: CityCalendar, start: datetime, latitude: float = YANGQUAN_LAT, longitude: float = YANGQUAN_LON, keep_days: int | None = None
+    ) -> None:
         self.calendar = calendar
+        self.keep_days = keep_days  # a live run: the days cached; None: all
         self.start = start
         self.observer = Observer(latitude, longitude)
         self._days: dict[tuple[int, Twilight], tuple[float, float]] = {}
@@ -37,6 +41,7 @@ class SunClock:
             up = morning(self.observer, day, tzinfo=tz)  # type: ignore[arg-type]
             down = evening(self.observer, day, tzinfo=tz)  # type: ignore[arg-type]
             times = self._days[key] = ((up - self.start).total_seconds(), (down - self.start).total_seconds())
+            forget_oldest(self._days, None if self.keep_days is None else 2 * self.keep_days)  # two twilights a day
         return times
 
     def is_dark(self, now: float, twilight: Twilight = "official") -> bool:

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from simulator.city.calendar import CityCalendar
 from simulator.fleet import StrictModel
+from simulator.recent import Recent, forget_oldest
 
 # Yangquan monthly mean air temperature, °C, January..December (approximate climate normals; check).
 YANGQUAN_MONTHLY_MEAN_C: tuple[float, ...] = (-3.6, -0.2, 6.0, 13.5, 19.5, 23.5, 24.8, 23.2, 18.5, 12.5, 4.8, -1.6)
@@ -46,18 +47,21 @@ class WeatherSettings(StrictModel):
 
 
 class Weather:
-    """Hourly weather from simulated time 0, extended on demand (so it never depends on the run length)."""
+    """Hourly weather from simulated time 0, extended on demand (so it never depends on the run length).
+    A live run keeps the last `keep_days` (at least) of hours and days; a finite run keeps all."""
 
-    def __init__(self, settings: WeatherSettings, start: datetime, calendar: CityCalendar, rng: random.Random) -> None:
+    def __init__(self, settings: WeatherSettings, start: datetime, calendar: CityCalendar, rng: random.Random, keep_days: int | None = None) -> None:
         self.settings = settings
         self.start = start
         self.calendar = calendar
         self.rng = rng
-        self.temp: list[float] = []
-        self.wind: list[float] = []
-        self.inversion_intensity: list[float] = []
-        self.dispersion_factor: list[float] = []
-        self.heating_temp: list[float] = []
+        self.keep_days = keep_days
+        hours = None if keep_days is None else keep_days * 24
+        self.temp: Recent[float] = Recent(keep=hours)
+        self.wind: Recent[float] = Recent(keep=hours)
+        self.inversion_intensity: Recent[float] = Recent(keep=hours)
+        self.dispersion_factor: Recent[float] = Recent(keep=hours)
+        self.heating_temp: Recent[float] = Recent(keep=hours)
         self._anomaly: dict[date, float] = {}
         self._inversion_night: dict[date, bool] = {}
         self._log_wind = rng.gauss(0.0, 0.45)
@@ -81,19 +85,19 @@ class Weather:
         """Outdoor temperature as the buildings feel it: averaged over the last ~12 h."""
         return self._interpolate(self.heating_temp, now)
 
-    def _interpolate(self, series: list[float], now: float) -> float:
+    def _interpolate(self, series: Recent[float], now: float) -> float:
         position = now / 3600.0
         index = int(position)
-        if index + 1 >= len(series):
+        if index + 1 >= series.total:
             self._extend(index + 2)
-        low = series[index]
-        return low + (series[index + 1] - low) * (position - index)
+        low = series.at(index)
+        return low + (series.at(index + 1) - low) * (position - index)
 
     # -- making the weather ----------------------------------------------------------------
     def _extend(self, hours: int) -> None:
         s = self.settings
-        while len(self.temp) < hours:
-            local = self.start + timedelta(hours=len(self.temp))
+        while self.temp.total < hours:
+            local = self.start + timedelta(hours=self.temp.total)
             hour = local.hour + local.minute / 60.0
             today = local.date()
             anomaly = self._day_anomaly(today)
@@ -123,6 +127,7 @@ class Weather:
                 self._anomaly[day] = self.rng.gauss(0.0, sd)
             else:
                 self._anomaly[day] = 0.7 * previous + math.sqrt(1 - 0.49) * self.rng.gauss(0.0, sd)
+            forget_oldest(self._anomaly, self.keep_days)  # only yesterday's is read again
         return self._anomaly[day]
 
     def _inversion(self, evening: date) -> bool:
@@ -131,6 +136,7 @@ class Weather:
             p = self.settings.inversion_probability_heating if heating else self.settings.inversion_probability_other
             draw = self.rng.random()  # drawn even when forced: forcing one night leaves the others as they were
             self._inversion_night[evening] = evening in self._forced or draw < p
+            forget_oldest(self._inversion_night, self.keep_days)
         return self._inversion_night[evening]
 
     @staticmethod

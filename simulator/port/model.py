@@ -48,7 +48,7 @@ DAY = 86400.0
 PORT_TIME = timezone(timedelta(hours=8), "CST")  # the timetable and the gate's hours are Yangquan time
 HISTORY_DAYS = 21  # longer than almost every import dwell (log-normal, median 4 d)
 LOOKAHEAD_DAYS = 8  # exports for trains after the run are delivered during it
-LIVE_SAMPLES = 20_000  # KPI samples a live run keeps per figure (a few days' trucks)
+LIVE_SAMPLES = 2_000  # KPI samples a live run keeps per figure (between this and twice this: days of trucks)
 
 
 @dataclass
