@@ -251,7 +251,6 @@ def run(
     stop = Stop() if scenario.until_stopped else None
     if stop is not None:
         stop_on_signals(stop)
-        say(f"{scenario.name}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
     else:
         terminate_on_sigterm()
     if dry_run:
@@ -303,6 +302,8 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
     counters = counters_client(scenario)
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
+    if stop is not None:  # said once connected, so a mistake above stays the only line
+        say(f"{scenario.name}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
     stats = PublisherStats(publisher, counters, client_id, warn=err.print)
     stats.start()
     interrupted = False

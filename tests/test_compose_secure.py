@@ -411,6 +411,7 @@ def test_the_containers_commands_log_in_and_move_readings_into_influxdb(machine:
         run_command = [machine.word("simulator", word) for word in services["simulator"]["command"]]
         run_command[1] = str(scenario)
         run_command[run_command.index("--speed") + 1] = "afap"
+        run_command[run_command.index("--duration") + 1] = "1h"  # compose's default, until-stopped, is a live run
         run = subprocess.run([*IOTSIM, *run_command], capture_output=True, text=True, timeout=120, env=machine.environment("simulator"), cwd=tmp_path)
         assert run.returncode == 0, run.stderr
         assert "generated 600, published 600, acknowledged 600" in run.stdout, run.stdout
