@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
 from simulator import stack
 from simulator.errors import BrokerError
+from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.ingest.sequences import SeqGaps
 from simulator.transport.mqtt import MAX_CLIENT_ID, MqttPublisher, bridge_client_id_problem, load_worker_client_id, run_client_id
 from simulator.transport.stats import PublisherStats
@@ -193,7 +194,7 @@ def test_two_publishers_with_one_client_id_are_told_so(pipeline: Pipeline) -> No
 def test_the_simulators_pipeline_point_counts_the_takeovers_of_its_session(pipeline: Pipeline) -> None:
     client_id = f"{pipeline.prefix}-run-taken"
     run, other = MqttPublisher(pipeline.mqtt_url, client_id, qos=1), MqttPublisher(pipeline.mqtt_url, client_id, qos=1)
-    stats = PublisherStats(run, pipeline.influx_url, pipeline.database, client_id, warn=print)
+    stats = PublisherStats(run, InfluxClient(pipeline.influx_url, pipeline.database, InfluxCredentials()), client_id, warn=print)
     run.start()
     other.start()  # takes the session: the broker closes the run's connection, which takes it back ...
     deadline = time.monotonic() + 30
