@@ -3,15 +3,16 @@ the bridge's options come from one declaration, and a full spool disk stops the 
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import IOTSIM, Pipeline, child_env, iotsim
+from filesystems import fill, tmpfs
 from simulator import stack
 from simulator.ingest.settings import BridgeSettings, flag_of
 from simulator.load.section import BridgeOptions
@@ -210,24 +211,10 @@ fleets:
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path) -> Path:
-    """A 64 KiB tmpfs filled to the last byte (we run as root; a real ENOSPC, no patching)."""
-    mount_point = tmp_path / "full"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], check=True)
-    try:
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, filled by the test once its folders exist."""
+    with tmpfs(tmp_path / "full", "size=64k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
-def fill(directory: Path) -> None:
-    with open(directory / "filler", "wb", buffering=0) as file:
-        try:
-            while True:
-                file.write(b"\0" * 4096)
-        except OSError as error:
-            assert error.errno == errno.ENOSPC
 
 
 def test_a_full_spool_disk_stops_the_bridge_in_one_line_and_the_broker_keeps_the_messages(pipeline: Pipeline, full_disk: Path) -> None:

@@ -5,31 +5,20 @@ systems are real tmpfs mounts (the tests run as root), never patched calls."""
 from __future__ import annotations
 
 import base64
-import errno
 import os
 import re
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from conftest import IOTSIM, Pipeline, child_env, iotsim
+from filesystems import fill, tmpfs
 from publishing import dead_letters, message, publish, topic
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = str(ROOT / "scenarios" / "quickstart.yaml")
-
-
-@contextmanager
-def tmpfs(mount_point: Path, options: str) -> Iterator[Path]:
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 @pytest.fixture
@@ -37,12 +26,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
     """64 KiB filled to the last byte, with an empty `dead-letters.jsonl` made before (it opens, it cannot grow)."""
     with tmpfs(tmp_path / "full", "size=64k") as mount_point:
         (mount_point / "dead-letters.jsonl").touch()
-        with open(mount_point / "filler", "wb", buffering=0) as file:
-            try:
-                while True:
-                    file.write(b"\0" * 4096)
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
+        fill(mount_point)
         yield mount_point
 
 
