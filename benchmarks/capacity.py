@@ -39,7 +39,7 @@ from rich.table import Table
 from simulator import stack
 from simulator.load.results import write_results
 from simulator.load.runner import Experiment, find_capacity, run_live
-from simulator.load.shard import Shard, ShardSink
+from simulator.shard import Shard, ShardSink
 from simulator.load.worker import build_sharded_world
 from simulator.scenario import Scenario
 

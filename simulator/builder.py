@@ -4,7 +4,7 @@ The telemetry numbers and stamps the messages; each fleet's device type register
 starts their processes, in the scenario's order; then the pipeline faults of the scenario's
 `faults:` section are injected between the telemetry and the sink. A load worker passes its shard:
 `load_probe` fleets then build only the shard's devices (the worker's sink drops the messages of
-the other devices; simulator/load/shard.py). A scenario with a `load:` section paces the
+the other devices; simulator/shard.py). A scenario with a `load:` section paces the
 `load_probe` gateways by its profile: the builder puts that pacing into the world
 (simulator/load/pacing.py), so the devices never read the section.
 """
@@ -15,7 +15,7 @@ import simpy
 
 from simulator.faults import FaultySink, StackControl, inject
 from simulator.load.pacing import PACING_KEY
-from simulator.load.shard import SHARD_KEY, Shard
+from simulator.shard import SHARD_KEY, Shard
 from simulator.scenario import Scenario
 from simulator.telemetry import Sink, Telemetry
 from simulator.world import Summary, World

@@ -22,7 +22,7 @@ from simulator.load.protocol import (
     Ready, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
 )  # fmt: skip
 from simulator.load.runner import LoadError, Worker
-from simulator.load.shard import Shard
+from simulator.shard import Shard
 from simulator.scenario import load_scenario
 from simulator.transport.mqtt import load_bridge_client_id, load_worker_client_id
 

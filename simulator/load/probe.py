@@ -32,7 +32,7 @@ from simulator.device_type import DeviceType, FleetConfig, register_device, send
 from simulator.fleet import Duration
 from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
 from simulator.load.profile import Schedule
-from simulator.load.shard import SHARD_KEY, Shard
+from simulator.shard import SHARD_KEY, Shard
 from simulator.telemetry import FLOAT, MAX_READINGS, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:

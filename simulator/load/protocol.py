@@ -31,7 +31,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from simulator.errors import IotsimError
 from simulator.fleet import StrictModel
 from simulator.ingest.settings import BridgeSettings
-from simulator.load.shard import Shard
+from simulator.shard import Shard
 from simulator.scenario import Scenario
 
 SHOWN_CHARS = 200  # of a line that cannot be read, in its error

@@ -38,7 +38,7 @@ from simulator.load.protocol import (
     WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
 )  # fmt: skip
 from simulator.load.section import LoadSection
-from simulator.load.shard import Shard
+from simulator.shard import Shard
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.scenario import Scenario
 from simulator.transport.mqtt import BrokerAddress, load_bridge_client_id, password_from_environment

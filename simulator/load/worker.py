@@ -28,7 +28,7 @@ from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
 from simulator.load.metrics import LatencyRecorder
 from simulator.load.protocol import WORKER_ORDERS, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
-from simulator.load.shard import Shard, ShardSink
+from simulator.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import MqttPublisher, load_worker_client_id

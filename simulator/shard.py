@@ -1,4 +1,7 @@
-"""Deterministic sharding of a scenario's devices over worker processes.
+"""Deterministic sharding of a scenario's devices over worker processes and hosts.
+
+A shard is `INDEX/COUNT`, INDEX 0-based (as Kubernetes' `JOB_COMPLETION_INDEX`), given by
+`--shard` or the `IOTSIM_SHARD` environment variable (`Shard.from_spec`, `shard_from_env`).
 
 A device belongs to worker `n % workers`, where n is the number in its id (`lp-0042` → 42), or a
 stable hash of the id for sources without one (event sources such as `port-gate`). Every device's
@@ -11,17 +14,43 @@ whole in every worker and filtered at the sink (correct for shared models, at so
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 
+from simulator.errors import UsageError
 from simulator.telemetry import Sink
 
 SHARD_KEY = "load.shard"
+SHARD_ENV = "IOTSIM_SHARD"
+_SPEC = re.compile(r"(\d{1,9})/(\d{1,9})")
+
+
+class InvalidShard(UsageError):
+    """A `--shard`/`IOTSIM_SHARD` value that is not INDEX/COUNT with 0 <= INDEX < COUNT."""
 
 
 @dataclass(frozen=True)
 class Shard:
     index: int = 0
     count: int = 1
+
+    @classmethod
+    def from_spec(cls, spec: str, source: str = "--shard") -> Shard:
+        """`"2/7"` → Shard(2, 7); anything else is one line naming `source` (exit 2)."""
+        match = _SPEC.fullmatch(spec.strip())
+        if match is None:
+            raise InvalidShard(f"{source}: {spec!r} is not INDEX/COUNT (e.g. 0/3: the first of three shards, INDEX from 0)")
+        index, count = int(match[1]), int(match[2])
+        if count < 1:
+            raise InvalidShard(f"{source}: {spec!r}: COUNT must be at least 1")
+        if index >= count:
+            raise InvalidShard(f"{source}: {spec!r}: INDEX must be below COUNT (0 to {count - 1})")
+        return cls(index, count)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.index}/{self.count}"
 
     def owns(self, device_id: str) -> bool:
         if self.count == 1:
@@ -49,3 +78,13 @@ class ShardSink:
         if owned:
             self.passed += 1
             self.sink(topic, payload)
+
+
+def shard_from_env(flag: str | None) -> Shard:
+    """The shard a command runs: its `--shard` flag, else `IOTSIM_SHARD`, else the whole (0/1)."""
+    if flag is not None:
+        return Shard.from_spec(flag)
+    spec = os.environ.get(SHARD_ENV)
+    if spec is not None and spec.strip():
+        return Shard.from_spec(spec, SHARD_ENV)
+    return Shard()
