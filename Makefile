@@ -10,7 +10,7 @@ STATE := .iotsim
 SCENARIO ?= scenarios/quickstart.yaml
 APT_PACKAGES := mosquitto mosquitto-clients influxdb docker-compose python3-venv
 
-.PHONY: demo test system-packages venv stack-up stack-down bench clean
+.PHONY: demo test system-packages venv stack-up stack-down bench kubernetes-files clean
 
 demo: system-packages venv
 	$(BIN)/iotsim stack up --state-dir $(STATE)
@@ -65,6 +65,11 @@ stack-down: venv
 
 bench: system-packages venv
 	$(BIN)/python benchmarks/pipeline.py
+
+# The copies of brokers/ and dashboards/ files deploy/kubernetes/base generates its ConfigMaps from
+# (kustomize reads nothing outside that folder); tests/test_kubernetes.py fails while they differ.
+kubernetes-files:
+	sh deploy/kubernetes/sync-files.sh
 
 clean: stack-down
 	rm -rf $(STATE)
