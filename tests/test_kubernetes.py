@@ -372,12 +372,14 @@ def test_grafana_reads_the_provisioning_and_the_boards_where_they_say(rendered: 
 
 
 @pytest.mark.parametrize("kustomization", sorted(KUSTOMIZATIONS))
-def test_the_images_are_composes_pins_and_every_container_has_requests_and_limits(rendered: dict[str, list[dict]], kustomization: str) -> None:
+def test_the_images_are_composes_pins_and_every_container_is_unprivileged_with_requests_and_limits(rendered: dict[str, list[dict]], kustomization: str) -> None:
     pins = set(YAML(typ="safe", pure=True).load((ROOT / "docker-compose.yml").read_text())["x-images"].values())
     assert IOTSIM_IMAGE in pins
     for workload, pod in pod_templates(rendered[kustomization]):
         for container in pod["containers"]:
             assert container["image"] in pins | {EMQX_IMAGE}, workload["metadata"]["name"]
+            if container["image"] != "influxdb:1.6.6":  # whose image runs influxd as root
+                assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, workload["metadata"]["name"]
             resources = container["resources"]
             assert set(resources) == {"requests", "limits"} and set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}, workload["metadata"]["name"]
     images = {container["image"] for _, pod in pod_templates(rendered[kustomization]) for container in pod["containers"]}
