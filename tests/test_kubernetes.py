@@ -6,6 +6,7 @@ committed; the Indexed Jobs' sizes agree with their --shard; the bridges form on
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -199,16 +200,32 @@ def option(args: list[str], flag: str) -> str:
 # --- shards and the bridge group ------------------------------------------------------------------
 
 
+def shard_count(job: dict) -> int:
+    """The N of an Indexed Job's `--shard $(JOB_COMPLETION_INDEX)/N`, which must be its completions and parallelism."""
+    spec = job["spec"]
+    match = re.fullmatch(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", option(spec["template"]["spec"]["containers"][0]["args"], "--shard"))
+    assert match, job["metadata"]["name"]
+    assert spec["completionMode"] == "Indexed", job["metadata"]["name"]
+    assert spec["completions"] == spec["parallelism"] == int(match.group(1)), job["metadata"]["name"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never", job["metadata"]["name"]  # a failed shard is a failed pod, counted per index
+    return int(match.group(1))
+
+
 @pytest.mark.parametrize("kustomization", sorted(KUSTOMIZATIONS))
 def test_the_indexed_jobs_run_every_shard_of_their_shard_count_at_once(rendered: dict[str, list[dict]], kustomization: str) -> None:
-    for name in ("simulator", "load"):
-        job = find(rendered[kustomization], "Job", name)
-        spec = job["spec"]
-        match = re.fullmatch(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", option(spec["template"]["spec"]["containers"][0]["args"], "--shard"))
-        assert match, name
-        assert spec["completionMode"] == "Indexed", name
-        assert spec["completions"] == spec["parallelism"] == int(match.group(1)), name
-        assert spec["template"]["spec"]["restartPolicy"] == "Never", name  # a failed shard is a failed pod, counted per index
+    assert shard_count(find(rendered[kustomization], "Job", "simulator")) == shard_count(find(rendered[kustomization], "Job", "load")) == 3
+
+
+def test_the_scale_out_example_overlay_changes_the_shards_and_the_bridges_together(tmp_path: Path) -> None:
+    """docs/scale-out.md's patches, in an overlay of the base: 15 shards, 12 bridges."""
+    (patches,) = re.findall(r"```yaml\n(patches:\n.*?)```", (ROOT / "docs/scale-out.md").read_text(), flags=re.DOTALL)
+    base = Path(os.path.relpath(KUSTOMIZATIONS["base"], tmp_path))  # kustomize takes no absolute path
+    (tmp_path / "kustomization.yaml").write_text(f"resources:\n  - {base.as_posix()}\n{patches}")
+    objects = render(tmp_path)
+    assert shard_count(find(objects, "Job", "simulator")) == 15
+    assert find(objects, "StatefulSet", "iotsim-bridge")["spec"]["replicas"] == 12
+    for item in objects:
+        kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
 
 
 def test_the_load_experiment_and_its_report_wait_to_be_released_and_share_the_run_id(rendered: dict[str, list[dict]]) -> None:
