@@ -110,13 +110,13 @@ def parse_iotsim(args: list[str]) -> list[str]:
     Returns the command path, e.g. ['iotsim', 'load', 'report']; raises its UsageError."""
     command: Command = typer.main.get_command(app)
     context = command.make_context("iotsim", list(args), resilient_parsing=False)
-    path = ["iotsim"]
-    while isinstance(command, TyperGroup):
-        name, command, rest = command.resolve_command(context, [*context._protected_args, *context.args])
+    while isinstance(context.command, TyperGroup):
+        name, command, rest = context.command.resolve_command(context, [*context._protected_args, *context.args])
         assert command is not None and name is not None
+        # A command may hand its arguments to a subcommand of its own (`iotsim load report`): the
+        # context it returns names the command that parsed them.
         context = command.make_context(name, rest, parent=context, resilient_parsing=False)
-        path.append(name)
-    return path
+    return context.command_path.split()
 
 
 def test_the_parser_refuses_what_iotsim_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
