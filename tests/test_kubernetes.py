@@ -334,7 +334,7 @@ def mounted_files(pod: dict, container: dict, objects: list[dict]) -> set[str]:
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     files = set()
     for mount in container["volumeMounts"]:
-        volume = volumes[mount["name"]]
+        volume = volumes.get(mount["name"], {})  # none: a StatefulSet's claim
         sources = volume.get("projected", {}).get("sources", []) or [volume]
         for source in sources:
             if "configMap" in source:
@@ -343,6 +343,29 @@ def mounted_files(pod: dict, container: dict, objects: list[dict]) -> set[str]:
             if "secret" in source:
                 files.update(f"{mount['mountPath']}/{item['path']}" for item in source["secret"]["items"])
     return files
+
+
+def test_each_mqtt_client_reads_the_password_of_the_identity_it_logs_in_as(rendered: dict[str, list[dict]]) -> None:
+    """The user a container names (--username, --mqtt-username) is an identity of the secure profile
+    (brokers/secure/make-passwords.sh, a `user` of the acl), and MQTT_PASSWORD_FILE is that user's
+    key of the Secret mqtt-passwords, mounted where the variable says."""
+    (users,) = re.findall(r'^users="([a-z -]+)\$', (ROOT / "brokers/secure/make-passwords.sh").read_text(), flags=re.MULTILINE)
+    acl_users = re.findall(r"^user (\S+)$", (ROOT / "brokers/secure/acl").read_text(), flags=re.MULTILINE)
+    for objects in rendered.values():
+        clients = 0
+        for workload, container in iotsim_containers(objects):
+            if "--mqtt" not in container["args"]:
+                continue  # the report reads InfluxDB only
+            clients += 1
+            flag = "--username" if container["args"][0] == "bridge" else "--mqtt-username"
+            user = option(container["args"], flag)
+            assert user in users.split() and user in acl_users, workload["metadata"]["name"]
+            path = environment(objects, workload, container)["MQTT_PASSWORD_FILE"]
+            pod = workload["spec"]["template"]["spec"]
+            assert path in mounted_files(pod, container, objects), workload["metadata"]["name"]
+            secrets = [volume["secret"] for volume in pod["volumes"] if "secret" in volume]
+            assert [(secret["secretName"], [item["key"] for item in secret["items"]]) for secret in secrets] == [("mqtt-passwords", [user])]
+        assert clients == 3  # the bridge, the simulator's shards, the load's shards
 
 
 def test_the_broker_finds_every_file_its_config_names(rendered: dict[str, list[dict]]) -> None:
