@@ -17,10 +17,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import typer.main
+from ruamel.yaml import YAML
 from typer._click.core import Command
 from typer._click.exceptions import UsageError  # typer 0.29 vendors click (as simulator/cli.py)
 from typer.core import TyperGroup
-from ruamel.yaml import YAML
 
 from simulator.cli import app
 from simulator.ingest.settings import check_client_id
@@ -105,8 +105,8 @@ def test_the_validation_refuses_a_wrong_field_and_an_unknown_one(rendered: dict[
 
 
 def parse_iotsim(args: list[str]) -> list[str]:
-    """Parses `iotsim ARGS` as the container would run it, with our CLI's parser (typer's click) (types,
-    choices, required arguments, unknown options), down to the subcommand, without running it.
+    """Parses `iotsim ARGS` as the container would run it, with our CLI's parser (typer's click: types,
+    choices, required arguments, unknown options) down to the subcommand, without running it.
     Returns the command path, e.g. ['iotsim', 'load', 'report']; raises its UsageError."""
     command: Command = typer.main.get_command(app)
     context = command.make_context("iotsim", list(args), resilient_parsing=False)
@@ -388,6 +388,9 @@ def test_the_broker_finds_every_file_its_config_names(rendered: dict[str, list[d
     ports = {port["port"] for port in find(objects, "Service", "mosquitto")["spec"]["ports"]}
     assert ports == {int(port) for port in re.findall(r"^listener (\d+)$", text, flags=re.MULTILINE)}
     assert generated(objects, "iotsim-endpoints")["data"]["MQTT_URL"] == "mqtt://mosquitto:1883"
+    # The test certificate brokers/secure makes is valid for the Service's name (TLS on 8883).
+    (names,) = re.findall(r"^names=\$\{SERVER_NAMES:-([a-z ]+)\}$", (ROOT / "brokers/secure/make-test-certs.sh").read_text(), flags=re.MULTILINE)
+    assert "mosquitto" in names.split()
 
 
 def test_grafana_reads_the_provisioning_and_the_boards_where_they_say(rendered: dict[str, list[dict]]) -> None:
