@@ -336,12 +336,16 @@ def mounted_files(pod: dict, container: dict, objects: list[dict]) -> set[str]:
     for mount in container["volumeMounts"]:
         volume = volumes.get(mount["name"], {})  # none: a StatefulSet's claim
         sources = volume.get("projected", {}).get("sources", []) or [volume]
+        keys: list[str] = []
         for source in sources:
             if "configMap" in source:
-                data = find(objects, "ConfigMap", source["configMap"]["name"])["data"]
-                files.update(f"{mount['mountPath']}/{key}" for key in data)
+                keys += find(objects, "ConfigMap", source["configMap"]["name"])["data"]
             if "secret" in source:
-                files.update(f"{mount['mountPath']}/{item['path']}" for item in source["secret"]["items"])
+                keys += [item["path"] for item in source["secret"]["items"]]
+        if "subPath" in mount:  # one file of the volume, at mountPath itself
+            files.update([mount["mountPath"]] if mount["subPath"] in keys else [])
+        else:
+            files.update(f"{mount['mountPath']}/{key}" for key in keys)
     return files
 
 
@@ -373,7 +377,7 @@ def test_the_broker_finds_every_file_its_config_names(rendered: dict[str, list[d
     broker = find(objects, "Deployment", "mosquitto")
     pod = broker["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    config = container["command"][container["command"].index("-c") + 1]
+    config = option(container["args"], "-c")
     files = mounted_files(pod, container, objects)
     assert config in files
     text = (ROOT / "brokers/secure/mosquitto.conf").read_text()
@@ -405,6 +409,9 @@ def test_grafana_reads_the_provisioning_and_the_boards_where_they_say(rendered: 
     assert home and home[0] in files
     for folder in ("datasources", "dashboards", "plugins", "alerting"):
         assert {f"/etc/grafana/provisioning/{folder}/{path.name}" for path in (ROOT / "dashboards/provisioning" / folder).iterdir()} <= files, folder
+    # provisioning/alerting/ holds only its files, mounted one by one (a ConfigMap volume adds `..data`).
+    alerting = [mount for mount in container["volumeMounts"] if mount["mountPath"].startswith("/etc/grafana/provisioning/alerting")]
+    assert alerting and all(mount["mountPath"] == f"/etc/grafana/provisioning/alerting/{mount.get('subPath')}" for mount in alerting)
     # The data source's URL is the InfluxDB Service, as the clients' INFLUX_URL.
     source = YAML(typ="safe", pure=True).load((ROOT / "dashboards/provisioning/datasources/influxdb.yaml").read_text())["datasources"][0]["url"]
     service = find(objects, "Service", "influxdb")
