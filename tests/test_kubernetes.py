@@ -228,6 +228,28 @@ def test_the_scale_out_example_overlay_changes_the_shards_and_the_bridges_togeth
         kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.parametrize("kustomization", sorted(KUSTOMIZATIONS))
+def test_the_shards_publish_only_once_a_bridge_of_the_group_is_subscribed(rendered: dict[str, list[dict]], kustomization: str) -> None:
+    """As compose's simulator waits for a healthy bridge: before a member has subscribed, the broker
+    keeps nothing for the group. A member is ready once subscribed (its ready file), and the
+    StatefulSet's headless Service resolves to ready members only."""
+    objects = rendered[kustomization]
+    bridge = find(objects, "StatefulSet", "iotsim-bridge")
+    (container,) = bridge["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["exec"]["command"] == ["test", "-f", option(container["args"], "--ready-file")]
+    assert find(objects, "Service", bridge["spec"]["serviceName"])["spec"]["clusterIP"] == "None"
+    for name in ("simulator", "load"):
+        (wait,) = find(objects, "Job", name)["spec"]["template"]["spec"]["initContainers"]
+        env = {variable["name"]: variable["value"] for variable in wait["env"]}
+        assert env["BRIDGE_SERVICE"] == bridge["spec"]["serviceName"], name
+    # The wait itself, run here: a name that resolves ends it at once; none within the time, one line and exit 1.
+    done = subprocess.run([sys.executable, *wait["command"][1:]], capture_output=True, text=True, timeout=30, env={**os.environ, "BRIDGE_SERVICE": "localhost", "WAIT_SECONDS": "5"})
+    assert (done.returncode, done.stderr) == (0, "")
+    given_up = subprocess.run([sys.executable, *wait["command"][1:]], capture_output=True, text=True, timeout=30, env={**os.environ, "BRIDGE_SERVICE": "localhost", "WAIT_SECONDS": "0"})
+    assert (given_up.returncode, given_up.stderr) == (1, "no member of the bridge group (localhost) is ready after 0 s\n")
+    assert wait["command"][0] == "python"
+
+
 def test_the_load_experiment_and_its_report_wait_to_be_released_and_share_the_run_id(rendered: dict[str, list[dict]]) -> None:
     objects = rendered["base"]
     load, report = find(objects, "Job", "load"), find(objects, "Job", "load-report")
@@ -426,7 +448,7 @@ def test_the_images_are_composes_pins_and_every_container_is_unprivileged_with_r
     pins = set(YAML(typ="safe", pure=True).load((ROOT / "docker-compose.yml").read_text())["x-images"].values())
     assert IOTSIM_IMAGE in pins
     for workload, pod in pod_templates(rendered[kustomization]):
-        for container in pod["containers"]:
+        for container in pod["containers"] + pod.get("initContainers", []):
             assert container["image"] in pins | {EMQX_IMAGE}, workload["metadata"]["name"]
             if container["image"] != "influxdb:1.6.6":  # whose image runs influxd as root
                 assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, workload["metadata"]["name"]
