@@ -30,6 +30,7 @@ from simulator.city.air_quality import POLLUTANTS
 from simulator.city.air_record import POLLUTANTS as NAMES
 from simulator.city.air_record import (
     FIRST_YEAR,
+    GOOD_AQI,
     LATEST_YEAR,
     SOURCES,
     STATISTICS,
@@ -38,6 +39,7 @@ from simulator.city.air_record import (
     basis_of,
     city_statistics,
     published,
+    published_good_days,
 )
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario, load_scenario
@@ -104,7 +106,31 @@ def markdown(results: list[dict], januaries: list[dict]) -> str:
         )
     lines.append("")
     lines.extend(f"{j['year']}: {j['over_75']} of {j['january_days']} January days above 75 µg/m³ PM2.5 (city daily mean)." for j in januaries)
+    lines.append("")
+    lines.extend(f"{j['year']}: {good_days_line(j)}." for j in januaries)
     return "\n".join(lines)
+
+
+def year_summary(year: int, stats: CityStatistics) -> dict:
+    """The year's January days, good days and PM2.5's highest and lowest months (1-12)."""
+    pm25 = [value or 0.0 for value in stats.monthly_means["pm25"]]
+    good = published_good_days(year)
+    return {
+        "year": year, "january_days": stats.january_days, "over_75": stats.january_days_over_75,
+        "good_days_pct": round(stats.good_days_pct, 1), "published_good_days_pct": good.value if good else None,
+        "good_days_source": f"{good.source}: {good.basis}" if good else None,
+        "pm25_peak_month": pm25.index(max(pm25)) + 1, "pm25_low_month": pm25.index(min(pm25)) + 1,
+    }  # fmt: skip
+
+
+def good_days_line(summary: dict) -> str:
+    published_part = (
+        f"published {summary['published_good_days_pct']:g} % ({summary['good_days_source']})" if summary["published_good_days_pct"] is not None else "no published figure"
+    )
+    return (
+        f"good days (daily AQI <= {GOOD_AQI}) {summary['good_days_pct']:g} %, {published_part}; "
+        f"PM2.5 highest in month {summary['pm25_peak_month']}, lowest in month {summary['pm25_low_month']}"
+    )
 
 
 def main() -> int:
@@ -130,7 +156,7 @@ def main() -> int:
         started = time.perf_counter()
         stats = run_year(year_of_stations(year, args.stations, args.cadence))
         console.print(f"{year}: simulated in {time.perf_counter() - started:.1f} s")
-        januaries.append({"year": year, "january_days": stats.january_days, "over_75": stats.january_days_over_75})
+        januaries.append(year_summary(year, stats))
         for row in rows(year, stats):
             results.append(row)
             table.add_row(
@@ -140,6 +166,7 @@ def main() -> int:
     console.print(table)
     for january in januaries:
         console.print(f"{january['year']}: {january['over_75']} of {january['january_days']} January days above 75 µg/m³ PM2.5 (no bulletin found gives Yangquan's)")
+        console.print(f"{january['year']}: {good_days_line(january)}")
     console.print("Sources: " + "; ".join(f"{s.id}: {s.publisher}, {s.published}, {s.url}" for s in SOURCES.values()))
     if args.markdown:
         print(markdown(results, januaries))

@@ -8,7 +8,7 @@ import math
 import orjson
 import pytest
 
-from simulator.city.aqi import CONCENTRATION_BREAKPOINTS, IAQI_BREAKPOINTS, category, iaqi, realtime_aqi
+from simulator.city.aqi import CONCENTRATION_BREAKPOINTS, IAQI_BREAKPOINTS, category, daily_aqi, iaqi, realtime_aqi
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario
 
@@ -70,6 +70,19 @@ def test_above_the_top_of_a_table_the_index_is_500() -> None:
 )  # fmt: skip
 def test_categories_follow_the_standard(aqi: int, level: int, name: str) -> None:
     assert category(aqi) == (level, name)
+
+
+def test_a_days_index_uses_the_24_hour_tables_and_o3s_8_hour_maximum() -> None:
+    day = {"pm25": 20.0, "pm10": 25.0, "so2": 10.0, "no2": 20.0, "co": 0.5}
+    assert daily_aqi(day, o3_8h_max=50.0, o3_1h_max=90.0) == 29  # PM2.5: 50 x 20 / 35 = 28.6, rounded up (O3 8-h: 25)
+    assert daily_aqi({**day, "pm25": 75.0}, 60.0, 90.0) == 100  # the top of "good"
+    assert daily_aqi({**day, "pm25": 75.1}, 60.0, 90.0) == 101
+    # SO2 and NO2 on their 24-hour tables (a day mean of 150 SO2 is 100; on the 1-hour table it would be 50).
+    assert daily_aqi({**day, "so2": 150.0}, 60.0, 90.0) == 100
+    assert daily_aqi({**day, "no2": 80.0}, 60.0, 90.0) == 100
+    assert daily_aqi(day, o3_8h_max=160.0, o3_1h_max=170.0) == 100  # O3: the 8-hour table, not the 1-hour
+    # Above the 8-hour table's 800 µg/m³ the standard indexes the day's 1-hour maximum.
+    assert daily_aqi(day, o3_8h_max=801.0, o3_1h_max=1000.0) == 400
 
 
 def test_the_primary_pollutant_is_named_only_above_50_and_ties_are_all_named() -> None:

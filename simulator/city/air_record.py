@@ -18,7 +18,14 @@ What was found (docs/city.md, "The air against the published record", has the ta
   (`sx-2022`, `sx-2023`; 2021 from 2022's year-on-year changes), SO2 2020, PM10 and SO2 2024.
 - Between two published years a level is interpolated linearly; before the first it holds the first,
   after the latest the latest; years before 2015 hold 2015's, years after 2024 hold 2024's.
-No bulletin found gives Yangquan's monthly means or its January days above 75 µg/m³ PM2.5.
+- Good days (daily AQI <= 100, `GOOD_DAYS`): Yangquan 72.3 % in 2023 (`yq-2023`), a figure the levels
+  were not fitted to, so a run's share of good days checks the model independently; Shanxi's 71.9 % in
+  2020 (`sx-2020`) and 74.2 % in 2024 (`sx-2024`) are printed beside, not tested.
+- The months: Yangquan's particulates peak in January and are lowest in August (2017-2019 hourly data,
+  `wang-2021`); Shanxi's 11 cities' PM2.5 2015-2019 was 95 µg/m³ in January, 34 in August, winter about
+  twice summer (`zhang-2022`).
+No bulletin found gives Yangquan's monthly means or its January days above 75 µg/m³ PM2.5 (a second
+search, issue 21, found none either: docs/city.md lists what was looked for).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from datetime import date, timedelta
 
 from pydantic import Field
 
+from simulator.city.aqi import daily_aqi
 from simulator.fleet import StrictModel
 
 FIRST_YEAR = 2015
@@ -80,6 +88,21 @@ SOURCES: dict[str, Source] = {
             "sx-2024", "2024年山西优良天数比例为74.2%,同比提升2.9个百分点", "山西发布 (Shanxi government information office)", "2025-05-22",
             "http://www.jintiankansha.me/t/jhlcrKYm8N",
         ),
+        Source(
+            "wang-2021", "王雁 et al., 太行山两侧污染物传输对横谷城市气溶胶的影响分析 (Yangquan's PM10 and PM2.5, hourly, 2017-2019), 环境科学 42(9): 4104-4115",
+            "山西省气象科学研究所 (Shanxi Institute of Meteorological Sciences)", "2021-09",
+            "http://www.hjkx.ac.cn/hjkx/ch/html/20210904.htm",
+        ),
+        Source(
+            "zhang-2022", "张可可 et al., 基于小波变换的山西省PM2.5污染特征及影响因素 (Shanxi's 11 cities, daily PM2.5 2015-2019), 环境科学 43(3): 1226-1234",
+            "华北电力大学 (North China Electric Power University)", "2022-03",
+            "https://www.hjkx.ac.cn/hjkx/ch/html/20220310.htm",
+        ),
+        Source(
+            "sx-2020", "山西省大气环境质量持续改善 (Shanxi's 2020 air: good days 71.9 %, SO2 at grade I for the first time)",
+            "太原新闻网 (Taiyuan news), from the Shanxi ecology and environment department", "2021-01-17",
+            "http://m.hlwyqxz.com/shehui/32940.html",
+        ),
     )
 }  # fmt: skip
 
@@ -125,6 +148,16 @@ RECORD: dict[str, tuple[Level, ...]] = {
 }  # fmt: skip
 
 
+# The share of days (%) whose daily AQI is at most GOOD_AQI ("优良天数比例"): Yangquan's where found, else Shanxi's.
+GOOD_DAYS: tuple[Level, ...] = (
+    Level(2020, 71.9, "sx-2020", "Shanxi"),
+    Level(2023, 72.3, "yq-2023", "Yangquan"),
+    Level(2024, 74.2, "sx-2024", "Shanxi"),
+)
+GOOD_AQI = 100  # the top of "good" (HJ 633-2012)
+PEAK_MONTH = 1  # Yangquan's particulates are highest in January (wang-2021)
+
+
 class AirSettings(StrictModel):
     year: int | None = Field(
         default=None, ge=1900, le=2200,
@@ -155,6 +188,11 @@ def published(pollutant: str, year: int) -> Level | None:
     return next((level for level in RECORD[pollutant] if level.year == year), None)
 
 
+def published_good_days(year: int) -> Level | None:
+    """The record's share of good days for exactly that year, if one was published."""
+    return next((level for level in GOOD_DAYS if level.year == year), None)
+
+
 def basis_of(pollutant: str, year: int) -> str:
     """How the record gives `year`'s level: the published entry, or interpolated/held between them."""
     levels = RECORD[pollutant]
@@ -178,6 +216,7 @@ class CityStatistics:
     monthly_means: dict[str, tuple[float | None, ...]]  # January..December (None: no readings that month)
     january_days: int
     january_days_over_75: int  # January days whose city mean PM2.5 is above 75 µg/m³ (China's grade II)
+    good_days_pct: float  # share of days whose daily AQI (HJ 633-2012) is at most GOOD_AQI
 
 
 LOCAL_OFFSET_S = 8 * 3600.0  # Beijing time: bulletins' days and months
@@ -218,6 +257,8 @@ def city_statistics(samples: list[tuple[float, dict[str, float]]]) -> CityStatis
     record = {name: sum(means[name] for means in day_means.values()) / len(day_means) for name in POLLUTANTS}
     record["co"] = percentile([means["co"] for means in day_means.values()], 0.95)
     record["o3"] = percentile([max(values) for values in o3_8h.values()], 0.90)
+    day_aqis = [daily_aqi(day_means[day], max(o3_8h[day]), max(daily[day]["o3"])) for day in day_means]
+    good_days_pct = 100.0 * sum(aqi <= GOOD_AQI for aqi in day_aqis) / len(day_aqis)
     months: dict[int, dict[str, list[float]]] = {}
     for day, means in day_means.items():
         month = _month_of(day)
@@ -227,7 +268,7 @@ def city_statistics(samples: list[tuple[float, dict[str, float]]]) -> CityStatis
         name: tuple(sum(months[m][name]) / len(months[m][name]) if m in months else None for m in range(1, 13)) for name in POLLUTANTS
     }
     january = [means["pm25"] for day, means in day_means.items() if _month_of(day) == 1]
-    return CityStatistics(record, monthly, len(january), sum(value > PM25_DAILY_LIMIT for value in january))
+    return CityStatistics(record, monthly, len(january), sum(value > PM25_DAILY_LIMIT for value in january), good_days_pct)
 
 
 def _month_of(day: int) -> int:

@@ -5,6 +5,10 @@ concentration bracket BP_Lo <= C_P <= BP_Hi, rounded up to a whole number (the s
 index up); AQI = the largest IAQI; the primary pollutant(s) are those whose IAQI equals the AQI, named
 only when AQI > 50. Breakpoints: shared/domain.md, "Air quality" (µg/m³, CO mg/m³).
 
+A day's index (the bulletins' daily AQI, `daily_aqi`) uses the 24-hour breakpoints on the day's
+means, and the daily maximum 8-hour mean for O3 (its 1-hour maximum on the 1-hour table when the 8-hour
+mean is above 800 µg/m³, the end of the 8-hour table).
+
 A station's real-time index uses the 1-hour breakpoints for SO2, NO2, CO and O3, and the 24-hour ones
 for PM2.5 and PM10 (they have no 1-hour breakpoints). SO2 above 800 µg/m³ (the end of the 1-hour
 table) is indexed with the 24-hour table, as the standard says. Concentrations above a table's top
@@ -101,6 +105,23 @@ def realtime_aqi(readings: dict[str, float]) -> tuple[int, str]:
         elif value == best:
             primary.append(name)
     return best, ",".join(primary) if best > 50 else "none"
+
+
+# Which table each day mean is indexed with (O3 apart: its daily maximum 8-hour mean).
+DAILY_TABLES: tuple[tuple[str, str], ...] = (
+    ("pm25", "pm25_24h"),
+    ("pm10", "pm10_24h"),
+    ("so2", "so2_24h"),
+    ("no2", "no2_24h"),
+    ("co", "co_24h"),
+)
+O3_8H_TOP = CONCENTRATION_BREAKPOINTS["o3_8h"][-1]
+
+
+def daily_aqi(day_means: dict[str, float], o3_8h_max: float, o3_1h_max: float) -> int:
+    """A day's AQI (HJ 633-2012): day means of PM2.5, PM10, SO2, NO2, CO and O3's daily maximum 8-h mean."""
+    o3 = iaqi("o3_1h", o3_1h_max) if o3_8h_max > O3_8H_TOP else iaqi("o3_8h", o3_8h_max)
+    return max(o3, *(iaqi(table, day_means[name]) for name, table in DAILY_TABLES))
 
 
 def _category(aqi: int) -> tuple[int, str]:

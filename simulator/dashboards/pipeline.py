@@ -171,9 +171,11 @@ def build() -> dashboard_builders.Dashboard:
     )
     health = health.with_panel(
         counter_panel(
-            "Broker disconnects", "short", "Times the simulator lost its broker connection (it reconnects with backoff and resends).",
-            increase("disconnects", SIMULATOR), "$tag_client_id", width=12,
-        )  # fmt: skip
+            "Broker disconnects, client id takeovers", "short",
+            "Times the simulator lost its broker connection (it reconnects with backoff and resends), and connections the broker "
+            "closed within 10 s of accepting them: another client using the run's client id (at 3 in 30 s the run stops).",
+            increase("disconnects", SIMULATOR), "disconnects $tag_client_id", width=12,
+        ).with_target(InfluxQL("B", select("pipeline", 'max("takeovers") AS "takeovers"', SIMULATOR, ("client_id",))).alias("takeovers $tag_client_id"))  # fmt: skip
     )
     health = health.with_row(dashboard_builders.Row("Load experiments (iotsim load)"))
     for panel in load_experiments():
