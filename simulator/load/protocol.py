@@ -221,19 +221,21 @@ def serve(main: Callable[[], None]) -> None:
 
 
 class Reporter:
-    """Says `report(k)` once per interval, aligned on the common start, until stopped."""
+    """Sends `report(k)` once per interval, aligned on the common start, until stopped: to the runner
+    (`say`), or wherever `send` puts it."""
 
-    def __init__(self, start_ms: int, interval: float, report: Callable[[int], Message]) -> None:
+    def __init__(self, start_ms: int, interval: float, report: Callable[[int], Message], send: Callable[[Message], None] = say) -> None:
         self.start_s = start_ms / 1000.0
         self.interval = interval
         self.report = report
+        self.send = send
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="load-reporter", daemon=True)
 
     def _run(self) -> None:
         k = 1
         while not self.stopping.wait(max(self.start_s + k * self.interval - time.time(), 0.0)):
-            say(self.report(k))
+            self.send(self.report(k))
             k += 1
 
     def start(self) -> None:

@@ -194,18 +194,23 @@ class Experiment:
 
     def offered_between(self, begin: float, end: float) -> float:
         """Messages the profile offers in [begin, end) seconds."""
-        if self.load.unit == "rate":
-            return self.schedule.cumulative(end) - self.schedule.cumulative(begin)
-        steps = max(int((end - begin) * 100), 1)
-        width = (end - begin) / steps
-        active = sum(min(math.ceil(self.schedule.target(begin + (n + 0.5) * width)), self.probes) for n in range(steps))
-        return active * width * self.load.device_rate
+        return offered_between(self.load, self.schedule, self.probes, begin, end)
 
     def run_scenario(self, start: datetime | None = None) -> Scenario:
         changes: dict[str, Any] = {"duration": self.schedule.duration, "speed": 1.0}
         if start is not None:
             changes["start"] = start.isoformat()
         return self.scenario.with_overrides(**changes)
+
+
+def offered_between(load: LoadSection, schedule: Schedule, probes: int, begin: float, end: float) -> float:
+    """Messages the profile offers in [begin, end) seconds (also what `iotsim load report` needs)."""
+    if load.unit == "rate":
+        return schedule.cumulative(end) - schedule.cumulative(begin)
+    steps = max(int((end - begin) * 100), 1)
+    width = (end - begin) / steps
+    active = sum(min(math.ceil(schedule.target(begin + (n + 0.5) * width)), probes) for n in range(steps))
+    return active * width * load.device_rate
 
 
 Progress = Callable[[int, dict[str, Any]], None]
@@ -237,13 +242,14 @@ def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
     return summary
 
 
-def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
-    """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts)."""
+def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False, run_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
+    """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts).
+    The run id (the `loadtest` points' tag) is the results directory's name unless given."""
     scenario, load = experiment.scenario, experiment.load
     preflight(scenario)
     servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
-    run_id = out.name
+    run_id = run_id or out.name
     influx, credentials = scenario.influx, InfluxCredentials.from_environment(scenario.influx)
     bridge_orders = BridgeOrders(
         influx_url=influx.url, database=influx.database, user=credentials.user, password=credentials.password, token=credentials.token,

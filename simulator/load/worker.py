@@ -20,6 +20,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import simpy
@@ -27,7 +28,7 @@ import simpy
 from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
 from simulator.load.metrics import LatencyRecorder
-from simulator.load.protocol import WORKER_ORDERS, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
+from simulator.load.protocol import WORKER_ORDERS, Message, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
@@ -81,12 +82,24 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
 
 
 def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
+    """A worker of the runner: Ready and its reports on stdout, the common start from stdin."""
+
+    def ready() -> int:
+        say(Ready())
+        return read_order(WORKER_ORDERS, Start).start_ms
+
+    publish_shard(scenario, shard, qos, interval, ready, say)
+
+
+def publish_shard(scenario: Scenario, shard: Shard, qos: int, interval: float, ready: Callable[[], int], report: Callable[[Message], None]) -> WorkerFinal:
+    """Connect, learn the start from `ready()` (epoch ms), simulate the shard's devices in real time
+    and `report` a WorkerInterval every interval, then the WorkerFinal (also returned). The runner's
+    workers report on stdout; `iotsim load --shard` reports to InfluxDB (simulator/load/records.py)."""
     settings = scenario.mqtt
     client_id = load_worker_client_id(settings.client_id_prefix, shard.index, os.getpid())
     publisher = InstrumentedPublisher.from_settings(settings, client_id=client_id, qos=qos)
     publisher.start()  # BrokerError: unreachable or refused
-    say(Ready())
-    start_ms = read_order(WORKER_ORDERS, Start).start_ms
+    start_ms = ready()
     start = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc)
     scenario = scenario.with_overrides(start=start.isoformat())
     sink = ShardSink(publisher, shard)
@@ -96,7 +109,7 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
     def counts() -> WorkerCounts:
         return WorkerCounts(generated=sink.passed, published=publisher.published, acknowledged=publisher.acknowledged)
 
-    reporter = Reporter(start_ms, interval, lambda k: WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take()))
+    reporter = Reporter(start_ms, interval, lambda k: WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take()), report)
     try:  # a BrokerError on the way (another client took our client id ...) ends the run as one Failure (serve)
         publisher.idle(max(start_ms / 1000 - time.time(), 0.0))
         env.sync()
@@ -107,8 +120,10 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
         drained = publisher.drain(DRAIN_TIMEOUT)
     finally:
         reporter.stop()
-    say(WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=len(world.telemetry.devices), wall_s=wall, drained=drained))
+    final = WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=len(world.telemetry.devices), wall_s=wall, drained=drained)
+    report(final)
     publisher.stop()
+    return final
 
 
 def work() -> None:

@@ -1,0 +1,207 @@
+"""A shard's records in InfluxDB: what `iotsim load --shard` writes and `iotsim load report` reads.
+
+Shards on different hosts never talk to each other; InfluxDB is where they meet. Each writes
+measurement `loadshard`, tags `run` (the run id every shard of the experiment shares), `shard`
+(INDEX/COUNT) and `phase`:
+
+    start     once, at its start: scenario, load (the load: section as JSON, thresholds included),
+              qos, probes, batch, payload_bytes, seed, duration_s, count, host, mqtt, influx
+    interval  at start + k s: k, generated, published, acknowledged (cumulative), publish_hist (the
+              second's publish latencies: HDR, compressed base64 encoding, mergeable),
+              simulator_cpu_percent, simulator_rss_mb
+    final     once, after its drain: generated, published, acknowledged, publish_hist, devices,
+              wall_s, drained
+
+A shard started again under the same run id (a retried pod) writes a new start; the reader keeps
+each shard's latest start and what followed it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator.errors import IotsimError, UsageError
+from simulator.influx import InfluxClient, WriteDeferred
+from simulator.ingest.lineprotocol import escape_key
+from simulator.load.metrics import ResourceSampler
+from simulator.load.protocol import Message, WorkerFinal, WorkerInterval
+from simulator.shard import Shard
+
+MEASUREMENT = "loadshard"
+RUN_ID_ENV = "IOTSIM_RUN_ID"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a tag value and a directory name, no quoting needed
+FLUSH_S = 5.0  # a second's records wait at most this long for InfluxDB; later ones retry them
+CLOSE_S = 60.0  # the last records wait this long before the shard gives up (exit 2)
+
+
+class InvalidRunId(UsageError):
+    """A `--run-id`/`IOTSIM_RUN_ID` that cannot be a tag value and a directory name."""
+
+
+def check_run_id(text: str, source: str = "--run-id") -> str:
+    if RUN_ID.fullmatch(text) is None:
+        raise InvalidRunId(f"{source}: {text!r} is not a run id: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return text
+
+
+def run_id_from_env(flag: str | None) -> str | None:
+    """The run id every shard of one experiment shares, found without talking to the others: the
+    flag, else IOTSIM_RUN_ID, else in a Kubernetes Indexed Job the Job's name (a pod's host name is
+    JOBNAME-INDEX, INDEX in JOB_COMPLETION_INDEX); else None."""
+    if flag is not None:
+        return check_run_id(flag)
+    env = os.environ.get(RUN_ID_ENV, "").strip()
+    if env:
+        return check_run_id(env, RUN_ID_ENV)
+    index = os.environ.get("JOB_COMPLETION_INDEX", "").strip()
+    job, _, suffix = socket.gethostname().rpartition("-")
+    if index and suffix == index and job:
+        return check_run_id(job, "the Indexed Job's host name")
+    return None
+
+
+# --- writing ---
+
+
+def string_field(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def field_set(values: dict[str, Any]) -> str:
+    """Line-protocol fields: ints as integers, floats, bools, strings quoted; None and NaN left out."""
+    parts = []
+    for name, value in values.items():
+        if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
+            continue
+        if isinstance(value, bool):
+            parts.append(f"{name}={'true' if value else 'false'}")
+        elif isinstance(value, int):
+            parts.append(f"{name}={value}i")
+        elif isinstance(value, float):
+            parts.append(f"{name}={value!r}")
+        else:
+            parts.append(f"{name}={string_field(str(value))}")
+    return ",".join(parts)
+
+
+class ShardRecorder:
+    """Writes one shard's records; `send` is the worker's report (simulator/load/worker.py)."""
+
+    def __init__(self, client: InfluxClient, run_id: str, shard: Shard) -> None:
+        self.client = client
+        self.tags = f"run={escape_key(run_id)},shard={escape_key(shard.spec)}"
+        self.pending: list[str] = []
+        self.lock = threading.Lock()
+        self.failure: IotsimError | None = None
+        self.sampler = ResourceSampler([os.getpid()])
+        self.start_ms = 0
+
+    def start(self, start_ms: int, inputs: dict[str, Any]) -> None:
+        self.start_ms = start_ms
+        self.sampler.sample()  # CPU from here on, not the start-up's
+        self.add("start", inputs, start_ms)
+        self.flush(FLUSH_S)
+
+    def send(self, message: Message) -> None:
+        match message:
+            case WorkerInterval():
+                usage = self.sampler.sample()
+                fields = {"k": message.k, **message.counts.model_dump(), "publish_hist": message.publish_hist,
+                          "simulator_cpu_percent": usage.cpu_percent, "simulator_rss_mb": round(usage.rss_mb, 1)}  # fmt: skip
+                self.add("interval", fields, self.start_ms + message.k * 1000)
+            case WorkerFinal():
+                fields = {**message.counts.model_dump(), "publish_hist": message.publish_hist, "devices": message.devices,
+                          "wall_s": message.wall_s, "drained": message.drained}  # fmt: skip
+                self.add("final", fields, int(time.time() * 1000))
+        self.flush(FLUSH_S)
+
+    def add(self, phase: str, fields: dict[str, Any], ts_ms: int) -> None:
+        with self.lock:
+            self.pending.append(f"{MEASUREMENT},{self.tags},phase={phase} {field_set(fields)} {ts_ms}")
+
+    def flush(self, within_s: float) -> bool:
+        """Write what is pending, retrying for at most `within_s`; True when nothing is left."""
+        with self.lock:
+            lines, self.pending = self.pending, []
+            if not lines:
+                return True
+            deadline = time.monotonic() + within_s
+            try:
+                refused = self.client.write(lines, give_up=lambda: time.monotonic() > deadline)
+            except WriteDeferred:
+                self.pending = lines + self.pending
+                return False
+            except IotsimError as error:  # InfluxDB refused us: the shard cannot report
+                self.failure = error
+                return False
+            if refused:
+                self.failure = IotsimError(f"InfluxDB refused a {MEASUREMENT} record: {refused[0][1]}")
+            return not refused
+
+    def close(self) -> None:
+        """Everything written, or the reason it was not (an IotsimError: the run did not report)."""
+        if not self.flush(CLOSE_S) and self.failure is None:
+            self.failure = IotsimError(f"cannot write this shard's records to InfluxDB at {self.client.url} within {CLOSE_S:.0f} s")
+        if self.failure is not None:
+            raise self.failure
+
+
+# --- reading ---
+
+
+@dataclass
+class ShardRecord:
+    shard: Shard
+    start_ms: int
+    start: dict[str, Any]
+    intervals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+
+    def counts_at(self, k: int) -> dict[str, float]:
+        """Cumulative generated/published/acknowledged at its interval k (its final ones after the last)."""
+        if k in self.intervals:
+            return self.intervals[k]
+        if self.final is not None and (not self.intervals or k > max(self.intervals)):
+            return self.final
+        earlier = [j for j in self.intervals if j < k]
+        return self.intervals[max(earlier)] if earlier else {}
+
+
+def rows_of(series: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    columns = series["columns"]
+    return [(row[0], {name: value for name, value in zip(columns[1:], row[1:]) if value is not None}) for row in series.get("values", [])]
+
+
+def read_run(client: InfluxClient, run_id: str) -> dict[str, ShardRecord]:
+    """Every shard's records of the run, by INDEX/COUNT (empty when none wrote any)."""
+    by_phase: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+    query = f'SELECT * FROM "{MEASUREMENT}" WHERE "run" = \'{check_run_id(run_id, "RUN_ID")}\' GROUP BY "shard", "phase"'
+    for series in client.query_chunked(query):
+        tags = series.get("tags", {})
+        by_phase.setdefault((tags.get("shard", ""), tags.get("phase", "")), []).extend(rows_of(series))
+    records: dict[str, ShardRecord] = {}
+    for (spec, phase), rows in sorted(by_phase.items()):
+        if phase != "start" or not rows:
+            continue
+        start_ms, start = max(rows, key=lambda row: row[0])  # a retried shard: its latest attempt
+        record = records[spec] = ShardRecord(Shard.from_spec(spec, f"{MEASUREMENT} shard tag"), start_ms, start)
+        for ts, fields in by_phase.get((spec, "interval"), []):
+            if ts > start_ms:
+                record.intervals[int(fields["k"])] = fields
+        finals = [(ts, fields) for ts, fields in by_phase.get((spec, "final"), []) if ts >= start_ms]
+        if finals:
+            record.final = max(finals, key=lambda row: row[0])[1]
+    return records
+
+
+def load_json(record: ShardRecord) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(record.start["load"])
+    return value

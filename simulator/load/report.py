@@ -1,0 +1,255 @@
+"""`iotsim load report RUN_ID`: merge what the shards of a run wrote into one results directory.
+
+The shards' records (simulator/load/records.py) give the simulator's side: generated, published,
+acknowledged, the publish-latency histograms (HDR, added up), the shards' CPU and memory. The
+bridge's side is what InfluxDB stored: the points stamped within the run (the earliest shard's
+start to the latest's end), counted per device. InfluxDB keeps one point per device and timestamp,
+so that count is the distinct messages written, and `loss` is generated minus it; what only the
+experiment's own bridge can see (received, duplicates, dead letters, end-to-end latency) is not
+measured in a sharded run, and a threshold on it fails as "not measured". Thresholds come from the
+load: section the shards recorded, or from FILE's when one is given. A shard with no records, or
+with no final record, is missing: said in one line and in summary.json, and the run is not passed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from simulator.influx import InfluxClient
+from simulator.load.metrics import Server, decode, new_histogram, summarize_ms
+from simulator.load.profile import Schedule, schedule_of
+from simulator.load.records import ShardRecord, read_run
+from simulator.load.runner import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
+from simulator.load.section import LoadSection
+from simulator.load.thresholds import FLOWS, Verdict, judge
+from simulator.transport.mqtt import BrokerAddress
+
+POLL_S = 1.0
+QUIET_POLLS = 3  # the stored count unchanged this many polls in a row: the bridge has written what it will
+
+
+class NoRecords(LoadError):
+    """No shard of the run wrote records to this database."""
+
+
+@dataclass
+class Merged:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    verdicts: list[Verdict]
+    missing: list[str]
+
+
+@dataclass
+class Stored:
+    """What InfluxDB holds of the run's devices."""
+
+    distinct: int
+    gaps: int
+    per_second: dict[int, int]  # second k (1-based, from the earliest start) -> points stamped in it
+
+
+def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | None = None, say: Callable[[str], None] = lambda line: None) -> Merged:
+    records = read_run(client, run_id)
+    if not records:
+        raise NoRecords(f"run {run_id!r}: no shard wrote records to InfluxDB at {client.url} database {client.database} (measurement loadshard)")
+    first = next(iter(records.values()))
+    for record in records.values():
+        for name in ("count", "scenario", "load"):
+            if record.start.get(name) != first.start.get(name):
+                raise LoadError(f"run {run_id!r}: shards {first.shard.spec} and {record.shard.spec} disagree on {name}; were they started from one scenario?")
+    count = int(first.start["count"])
+    load = LoadSection.model_validate_json(first.start["load"])
+    if load_override is not None:
+        load = load.model_copy(update={"thresholds": load_override.thresholds})
+    schedule = schedule_of(load.profile)
+    missing = missing_shards(records, count)
+    finished = [record for record in records.values() if record.final is not None]
+    t0 = min(record.start_ms for record in records.values())
+    t1 = max(record.start_ms for record in records.values()) + int(schedule.duration * 1000) + 1000
+    published = sum(int(record.final["published"]) for record in finished if record.final)
+    stored = wait_for_bridge(client, t0, t1, published, load.drain, say)
+    rows = merge_rows(records, load, schedule, int(first.start["probes"]), t0, stored)
+    figures = merge_figures(records, load, schedule, int(first.start["probes"]), int(first.start["batch"]), rows, stored)
+    verdicts = judge(load.thresholds, figures)
+    summary = {
+        "run": run_id,
+        "scenario": first.start["scenario"],
+        "started": datetime.fromtimestamp(t0 / 1000, tz=timezone.utc).isoformat(),
+        "inputs": {
+            "load": load.model_dump(mode="json"), "qos": first.start["qos"], "workers": count, "probes": first.start["probes"],
+            "batch": first.start["batch"], "payload_bytes": first.start["payload_bytes"], "seed": first.start["seed"],
+            "mqtt": first.start["mqtt"], "influx": first.start["influx"], "duration_s": schedule.duration,
+        },
+        "environment": environment(),
+        "servers": {name: asdict(server) for name, server in unsampled_servers(first).items()},
+        "shards": {
+            "count": count,
+            "reported": sorted((record.shard.spec for record in finished), key=lambda spec: int(spec.split("/")[0])),
+            "missing": missing,
+            "complete": not missing,
+            "hosts": {record.shard.spec: record.start.get("host") for record in records.values()},
+        },
+        "figures": {name: none_if_nan(value) for name, value in figures.items()},
+        "latency_histogram": "",
+        "publish_histogram": merged_histogram(records),
+        "drained": bool(finished) and all(bool(record.final.get("drained")) for record in finished if record.final),
+        "stale": None,
+        "thresholds": [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts],
+    }  # fmt: skip
+    summary["passed"] = not missing and all(v.passed for v in verdicts)
+    return Merged(summary, rows, verdicts, missing)
+
+
+def missing_shards(records: dict[str, ShardRecord], count: int) -> list[str]:
+    """`INDEX/COUNT (why)` of every shard that did not report its final figures."""
+    missing = []
+    for index in range(count):
+        spec = f"{index}/{count}"
+        record = records.get(spec)
+        if record is None:
+            missing.append(f"{spec} (no records)")
+        elif record.final is None:
+            missing.append(f"{spec} (started, but no final record: still running, or stopped)")
+    return missing
+
+
+def stored_points(client: InfluxClient, t0: int, t1: int) -> Stored:
+    """Points with a `seq` stamped in [t0, t1) ms, in every measurement: the devices' messages."""
+    window = f"time >= {t0}ms AND time < {t1}ms"
+    distinct = highest = 0
+    for series in client.query_chunked(f'SELECT count("seq"), max("seq") FROM /.*/ WHERE {window} GROUP BY "device_id"'):
+        for _, points, top in series.get("values", []):
+            distinct += int(points or 0)
+            highest += int(top) + 1 if top is not None else 0
+    per_second: dict[int, int] = {}
+    for series in client.query_chunked(f'SELECT count("seq") FROM /.*/ WHERE {window} GROUP BY time(1s, {t0 % 1000}ms)'):
+        for ts, points in series.get("values", []):
+            if points:
+                k = round((ts - t0) / 1000) + 1
+                per_second[k] = per_second.get(k, 0) + int(points)
+    return Stored(distinct, max(highest - distinct, 0), per_second)
+
+
+def wait_for_bridge(client: InfluxClient, t0: int, t1: int, published: int, drain: float, say: Callable[[str], None]) -> Stored:
+    """What InfluxDB holds once the bridge has caught up: every published message stored, or the count
+    unchanged for QUIET_POLLS polls, or `drain` seconds passed."""
+    deadline = time.monotonic() + drain
+    stored = stored_points(client, t0, t1)
+    quiet = 0
+    while stored.distinct < published and quiet < QUIET_POLLS and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        latest = stored_points(client, t0, t1)
+        quiet = quiet + 1 if latest.distinct == stored.distinct else 0
+        stored = latest
+    if stored.distinct < published:
+        say(f"note: InfluxDB holds {stored.distinct:,} of the {published:,} messages the shards published")
+    return stored
+
+
+def shift_of(record: ShardRecord, t0: int) -> int:
+    """Seconds between the earliest shard's start and this one's (shards start on their own)."""
+    return round((record.start_ms - t0) / 1000)
+
+
+def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, t0: int, stored: Stored) -> list[dict[str, Any]]:
+    """A timeseries row per second since the earliest start, with the columns `iotsim load` writes."""
+    last = max((shift_of(record, t0) + max(record.intervals, default=0) for record in records.values()), default=0) + 1
+    last = max(last, math.ceil(schedule.duration), max(stored.per_second, default=0))
+    previous: dict[str, float] = {}
+    written_so_far = 0
+    rows = []
+    for k in range(1, last + 1):
+        totals = {"generated": 0.0, "published": 0.0, "acknowledged": 0.0}
+        publish_hist = new_histogram()
+        cpu = rss = 0.0
+        sampled = 0
+        for record in records.values():
+            local = k - shift_of(record, t0)
+            counts = record.counts_at(local) if local >= 1 else {}
+            for name in totals:
+                totals[name] += float(counts.get(name, 0))
+            interval = record.intervals.get(local, {})
+            if interval.get("publish_hist"):
+                publish_hist.add(decode(interval["publish_hist"]))
+            if "simulator_cpu_percent" in interval:
+                cpu += float(interval["simulator_cpu_percent"])
+                rss += float(interval.get("simulator_rss_mb", 0.0))
+                sampled += 1
+        row: dict[str, Any] = {"second": k, "offered": round(offered_between(load, schedule, probes, k - 1, k), 3)}
+        for name, value in totals.items():
+            row[name] = value - previous.get(name, 0.0)
+            previous[name] = value
+        written = stored.per_second.get(k, 0)
+        written_so_far += written
+        row.update(received=None, written=float(written), distinct=float(written), duplicates=None, backlog=totals["published"] - written_so_far)
+        for name in summarize_ms(new_histogram()):
+            row[f"latency_{name}_ms"] = None  # the bridge's measurement: not in a sharded run
+        for name, value in summarize_ms(publish_hist).items():
+            row[f"publish_{name}_ms"] = none_if_nan(value)
+        for name in SAMPLED:
+            row[f"{name}_cpu_percent"] = round(cpu, 1) if name == "simulator" and sampled else None
+            row[f"{name}_rss_mb"] = round(rss, 1) if name == "simulator" and sampled else None
+        row["machine_cpu_percent"] = None  # the shards' hosts are not this one
+        rows.append(row)
+    return rows
+
+
+def merged_histogram(records: dict[str, ShardRecord]) -> str:
+    histogram = merged_publish(records)
+    return histogram.encode().decode() if histogram.get_total_count() else ""
+
+
+def merged_publish(records: dict[str, ShardRecord]) -> Any:
+    histogram = new_histogram()
+    for record in records.values():
+        for fields in [*record.intervals.values(), record.final or {}]:
+            if fields.get("publish_hist"):
+                histogram.add(decode(fields["publish_hist"]))
+    return histogram
+
+
+def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, batch: int, rows: list[dict[str, Any]], stored: Stored) -> dict[str, float]:
+    """summary.json's figures, as `iotsim load` computes them, from the shards and what was stored."""
+    duration = schedule.duration
+    finals = [record.final for record in records.values() if record.final is not None]
+    figures: dict[str, float] = {"offered": float(round(offered_between(load, schedule, probes, 0, duration)))}
+    for name in ("generated", "published", "acknowledged"):
+        figures[name] = float(sum(int(final[name]) for final in finals))
+    figures["received"] = math.nan
+    figures["written"] = float(stored.distinct)
+    within = [row for row in rows if row["second"] <= math.ceil(duration) + 1]
+    figures["offered_rate"] = offered_between(load, schedule, probes, 0, duration) / duration
+    for name in FLOWS[1:]:
+        figures[f"{name}_rate"] = math.nan if name == "received" else sum(row[name] for row in within) / duration
+    figures["written_readings_rate"] = figures["written_rate"] * batch
+    figures["loss"] = float(max(figures["generated"] - stored.distinct, 0))
+    figures["loss_ratio"] = figures["loss"] / figures["generated"] if figures["generated"] else math.nan
+    figures["duplicates"] = math.nan  # InfluxDB keeps one point per device and timestamp
+    figures["gaps"] = float(stored.gaps)
+    figures["dead_letters"] = math.nan  # the bridge's dead-letter file, on its host
+    for name in summarize_ms(new_histogram()):
+        figures[f"{name}_latency_ms"] = math.nan
+    for name, value in summarize_ms(merged_publish(records)).items():
+        figures[f"publish_{name}_ms"] = value
+    for name in CPU_FIGURES:
+        values = [row[name] for row in within[1:] if row[name] is not None] or [math.nan]
+        figures[name] = sum(values) / len(values)
+    for name in RSS_FIGURES:
+        figures[name] = max((row[name] for row in rows if row[name] is not None), default=math.nan)
+    return figures
+
+
+def unsampled_servers(first: ShardRecord) -> dict[str, Server]:
+    note = "not sampled (a sharded run: the shards sample only themselves)"
+    influx = urlsplit(str(first.start["influx"]).split(" ")[0])
+    return {
+        "broker": Server(BrokerAddress.from_url(str(first.start["mqtt"])).port, note=note),
+        "database": Server(influx.port or (443 if influx.scheme == "https" else 80), note=note),
+    }
