@@ -120,6 +120,28 @@ def test_a_missing_shard_is_reported_and_a_shard_starts_no_bridge(pipeline: Pipe
     assert summary["figures"]["loss"] == summary["figures"]["generated"]
 
 
+def test_a_local_run_gives_the_same_figures_through_its_records(pipeline: Pipeline) -> None:
+    """`iotsim load --workers 2`: its workers and its bridge also record to InfluxDB, and the report
+    merged from those records agrees with the summary the runner made from its pipes."""
+    scenario = pipeline.scenario_file(SCENARIO.replace("    - loss == 0\n", "    - loss == 0\n    - duplicates == 0\n    - p99_latency_ms < 60000\n"))
+    out = pipeline.tmp / "local"
+    run = iotsim("load", str(scenario), "--workers", "2", "--run-id", "local-1", "--out", str(out), timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    merged = report(pipeline, "local-1", pipeline.tmp / "merged")
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+
+    piped, recorded = (json.loads((folder / "summary.json").read_text()) for folder in (out, pipeline.tmp / "merged"))
+    same = ("offered", "generated", "published", "acknowledged", "received", "written", "loss", "duplicates", "gaps", "dead_letters",
+            "p50_latency_ms", "p99_latency_ms", "max_latency_ms", "publish_p50_ms", "publish_p99_ms")  # fmt: skip
+    assert {name: recorded["figures"][name] for name in same} == {name: piped["figures"][name] for name in same}
+    assert piped["figures"]["written"] == pipeline.count("load_probe") > 0
+    for histogram, total in (("latency_histogram", "written"), ("publish_histogram", "published")):
+        assert decode(recorded[histogram]).get_total_count() == decode(piped[histogram]).get_total_count() == piped["figures"][total], histogram
+    assert [(v["threshold"], v["passed"]) for v in recorded["thresholds"]] == [(v["threshold"], v["passed"]) for v in piped["thresholds"]]
+    assert len(recorded["thresholds"]) == 5 and recorded["passed"] is piped["passed"] is True
+    assert recorded["shards"]["reported"] == ["0/2", "1/2"]
+
+
 def test_a_run_nobody_recorded_is_one_line(pipeline: Pipeline) -> None:
     result = report(pipeline, "never-ran", pipeline.tmp / "none")
     assert result.returncode == 2

@@ -59,6 +59,7 @@ class WorkerOrders(Message):
     qos: Literal[0, 1] | None = Field(default=None, description="publish QoS; None in a dry run")
     dry_run: str | None = Field(default=None, description="write the shard's messages to this JSON-lines file, no broker")
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
+    run_id: str | None = Field(default=None, description="also write its reports to the scenario's InfluxDB under this run id (simulator/load/records.py)")
 
 
 class BridgeOrders(Message):
@@ -76,6 +77,7 @@ class BridgeOrders(Message):
     ca_file: str | None
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
     raw_latencies: str | None = Field(default=None, description="also append every latency (µs, int64) to this file")
+    run_id: str | None = Field(default=None, description="also write its reports to InfluxDB under this run id (simulator/load/records.py)")
 
 
 class Start(Message):

@@ -18,7 +18,6 @@ each shard's latest start and what followed it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -32,10 +31,11 @@ from simulator.errors import IotsimError, UsageError
 from simulator.influx import InfluxClient, WriteDeferred
 from simulator.ingest.lineprotocol import escape_key
 from simulator.load.metrics import ResourceSampler
-from simulator.load.protocol import Message, WorkerFinal, WorkerInterval
+from simulator.load.protocol import BridgeFinal, BridgeInterval, Message, WorkerFinal, WorkerInterval
 from simulator.shard import Shard
 
 MEASUREMENT = "loadshard"
+BRIDGE_MEASUREMENT = "loadbridge"
 RUN_ID_ENV = "IOTSIM_RUN_ID"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a tag value and a directory name, no quoting needed
 FLUSH_S = 5.0  # a second's records wait at most this long for InfluxDB; later ones retry them
@@ -92,15 +92,52 @@ def field_set(values: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
-class ShardRecorder:
-    """Writes one shard's records; `send` is the worker's report (simulator/load/worker.py)."""
+class Recorder:
+    """Lines of one measurement and tag set, written in order; a failed write is retried with the next."""
 
-    def __init__(self, client: InfluxClient, run_id: str, shard: Shard) -> None:
+    def __init__(self, client: InfluxClient, measurement: str, tags: str) -> None:
         self.client = client
-        self.tags = f"run={escape_key(run_id)},shard={escape_key(shard.spec)}"
+        self.prefix = f"{measurement},{tags}"
         self.pending: list[str] = []
         self.lock = threading.Lock()
         self.failure: IotsimError | None = None
+
+    def add(self, phase: str, fields: dict[str, Any], ts_ms: int) -> None:
+        with self.lock:
+            self.pending.append(f"{self.prefix},phase={phase} {field_set(fields)} {ts_ms}")
+
+    def flush(self, within_s: float) -> bool:
+        """Write what is pending, retrying for at most `within_s`; True when nothing is left."""
+        with self.lock:
+            lines, self.pending = self.pending, []
+            if not lines:
+                return True
+            deadline = time.monotonic() + within_s
+            try:
+                refused = self.client.write(lines, give_up=lambda: time.monotonic() > deadline)
+            except WriteDeferred:
+                self.pending = lines + self.pending
+                return False
+            except IotsimError as error:  # InfluxDB refused us: nothing can be recorded
+                self.failure = error
+                return False
+            if refused:
+                self.failure = IotsimError(f"InfluxDB refused a {self.prefix.split(',')[0]} record: {refused[0][1]}")
+            return not refused
+
+    def close(self) -> None:
+        """Everything written, or the reason it was not (an IotsimError: the run did not report)."""
+        if not self.flush(CLOSE_S) and self.failure is None:
+            self.failure = IotsimError(f"cannot write {self.prefix.split(',')[0]} records to InfluxDB at {self.client.url} within {CLOSE_S:.0f} s")
+        if self.failure is not None:
+            raise self.failure
+
+
+class ShardRecorder(Recorder):
+    """One shard's records; `send` takes the worker's reports (simulator/load/worker.py)."""
+
+    def __init__(self, client: InfluxClient, run_id: str, shard: Shard) -> None:
+        super().__init__(client, MEASUREMENT, f"run={escape_key(run_id)},shard={escape_key(shard.spec)}")
         self.sampler = ResourceSampler([os.getpid()])
         self.start_ms = 0
 
@@ -123,35 +160,22 @@ class ShardRecorder:
                 self.add("final", fields, int(time.time() * 1000))
         self.flush(FLUSH_S)
 
-    def add(self, phase: str, fields: dict[str, Any], ts_ms: int) -> None:
-        with self.lock:
-            self.pending.append(f"{MEASUREMENT},{self.tags},phase={phase} {field_set(fields)} {ts_ms}")
 
-    def flush(self, within_s: float) -> bool:
-        """Write what is pending, retrying for at most `within_s`; True when nothing is left."""
-        with self.lock:
-            lines, self.pending = self.pending, []
-            if not lines:
-                return True
-            deadline = time.monotonic() + within_s
-            try:
-                refused = self.client.write(lines, give_up=lambda: time.monotonic() > deadline)
-            except WriteDeferred:
-                self.pending = lines + self.pending
-                return False
-            except IotsimError as error:  # InfluxDB refused us: the shard cannot report
-                self.failure = error
-                return False
-            if refused:
-                self.failure = IotsimError(f"InfluxDB refused a {MEASUREMENT} record: {refused[0][1]}")
-            return not refused
+class BridgeRecorder(Recorder):
+    """The experiment's own bridge's records (`iotsim load` without --shard): measurement
+    `loadbridge`, tags `run`, `phase` (interval, final); its counters and latency histograms."""
 
-    def close(self) -> None:
-        """Everything written, or the reason it was not (an IotsimError: the run did not report)."""
-        if not self.flush(CLOSE_S) and self.failure is None:
-            self.failure = IotsimError(f"cannot write this shard's records to InfluxDB at {self.client.url} within {CLOSE_S:.0f} s")
-        if self.failure is not None:
-            raise self.failure
+    def __init__(self, client: InfluxClient, run_id: str, start_ms: int) -> None:
+        super().__init__(client, BRIDGE_MEASUREMENT, f"run={escape_key(run_id)}")
+        self.start_ms = start_ms
+
+    def send(self, message: Message) -> None:
+        match message:
+            case BridgeInterval():
+                self.add("interval", {"k": message.k, **message.counts.model_dump(), "latency_hist": message.latency_hist}, self.start_ms + message.k * 1000)
+            case BridgeFinal():
+                self.add("final", {**message.counts.model_dump(), "latency_hist": message.latency_hist, "gaps": message.gaps}, int(time.time() * 1000))
+        self.flush(FLUSH_S)
 
 
 # --- reading ---
@@ -165,14 +189,18 @@ class ShardRecord:
     intervals: dict[int, dict[str, Any]] = field(default_factory=dict)
     final: dict[str, Any] | None = None
 
-    def counts_at(self, k: int) -> dict[str, float]:
-        """Cumulative generated/published/acknowledged at its interval k (its final ones after the last)."""
-        if k in self.intervals:
-            return self.intervals[k]
-        if self.final is not None and (not self.intervals or k > max(self.intervals)):
-            return self.final
-        earlier = [j for j in self.intervals if j < k]
-        return self.intervals[max(earlier)] if earlier else {}
+    def counts_at(self, k: int) -> dict[str, Any]:
+        return counts_at(self.intervals, self.final, k)
+
+
+def counts_at(intervals: dict[int, dict[str, Any]], final: dict[str, Any] | None, k: int) -> dict[str, Any]:
+    """The cumulative counters at interval k: its record, the final ones after the last, else the latest before k."""
+    if k in intervals:
+        return intervals[k]
+    if final is not None and (not intervals or k > max(intervals)):
+        return final
+    earlier = [j for j in intervals if j < k]
+    return intervals[max(earlier)] if earlier else {}
 
 
 def rows_of(series: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
@@ -202,6 +230,26 @@ def read_run(client: InfluxClient, run_id: str) -> dict[str, ShardRecord]:
     return records
 
 
-def load_json(record: ShardRecord) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(record.start["load"])
-    return value
+@dataclass
+class BridgeRecord:
+    """The experiment's own bridge's records (a run of `iotsim load` on one machine)."""
+
+    intervals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+
+    def counts_at(self, k: int) -> dict[str, Any]:
+        return counts_at(self.intervals, self.final, k)
+
+
+def read_bridge(client: InfluxClient, run_id: str, since_ms: int) -> BridgeRecord | None:
+    """The run's bridge records from `since_ms` on (its shards' start), or None when it had no bridge of its own."""
+    record = BridgeRecord()
+    query = f'SELECT * FROM "{BRIDGE_MEASUREMENT}" WHERE "run" = \'{check_run_id(run_id, "RUN_ID")}\' AND time >= {since_ms}ms GROUP BY "phase"'
+    for series in client.query_chunked(query):
+        phase = series.get("tags", {}).get("phase")
+        for ts, fields in rows_of(series):
+            if phase == "interval":
+                record.intervals[int(fields["k"])] = fields
+            elif phase == "final":
+                record.final = fields
+    return record if record.final is not None else None

@@ -16,15 +16,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from hdrh.histogram import HdrHistogram
+
 from simulator.influx import InfluxClient
 from simulator.load.metrics import Server, decode, new_histogram, summarize_ms
 from simulator.load.profile import Schedule, schedule_of
-from simulator.load.records import ShardRecord, read_run
+from simulator.load.records import BridgeRecord, ShardRecord, read_bridge, read_run
 from simulator.load.runner import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
@@ -44,6 +46,48 @@ class Merged:
     rows: list[dict[str, Any]]
     verdicts: list[Verdict]
     missing: list[str]
+
+
+INGEST_FLOWS = ("received", "written", "distinct", "duplicates")
+
+
+@dataclass
+class Ingest:
+    """The bridge's side of a run: per second (k from 1, since the earliest shard's start) and in
+    total; a figure it could not measure is NaN in `totals` and absent from `per_second`."""
+
+    totals: dict[str, float]  # received, written, distinct, duplicates, dead_letters, gaps
+    per_second: dict[int, dict[str, float]]
+    latency_per_second: dict[int, str] = field(default_factory=dict)  # HDR, encoded
+    latency: HdrHistogram = field(default_factory=new_histogram)
+
+
+def ingest_of_bridge(bridge: BridgeRecord) -> Ingest:
+    """From the experiment's own bridge's records (`iotsim load` on one machine: its start is the shards')."""
+    assert bridge.final is not None
+    final = bridge.final
+    totals = {name: float(final[name]) for name in (*INGEST_FLOWS, "dead_letters")}
+    totals["gaps"] = float(final["gaps"])
+    per_second: dict[int, dict[str, float]] = {}
+    previous = dict.fromkeys(INGEST_FLOWS, 0.0)
+    last = max(bridge.intervals, default=0)
+    for k in range(1, last + 2):  # the second after the last interval holds what came after it
+        counts = {name: float(value) for name, value in bridge.counts_at(k).items() if name in INGEST_FLOWS} or previous
+        per_second[k] = {name: counts[name] - previous[name] for name in INGEST_FLOWS}
+        previous = counts
+    latency = new_histogram()
+    for encoded in [*(fields.get("latency_hist", "") for fields in bridge.intervals.values()), final.get("latency_hist", "")]:
+        if encoded:
+            latency.add(decode(encoded))
+    hists = {k: fields["latency_hist"] for k, fields in bridge.intervals.items() if fields.get("latency_hist")}
+    return Ingest(totals, per_second, hists, latency)
+
+
+def ingest_of_stored(stored: Stored) -> Ingest:
+    """From the points InfluxDB holds (a sharded run: the bridge is not the experiment's)."""
+    totals = {"received": math.nan, "written": float(stored.distinct), "distinct": float(stored.distinct), "duplicates": math.nan,
+              "dead_letters": math.nan, "gaps": float(stored.gaps)}  # fmt: skip
+    return Ingest(totals, {k: {"written": float(n), "distinct": float(n)} for k, n in stored.per_second.items()})
 
 
 @dataclass
@@ -74,9 +118,10 @@ def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | No
     t0 = min(record.start_ms for record in records.values())
     t1 = max(record.start_ms for record in records.values()) + int(schedule.duration * 1000) + 1000
     published = sum(int(record.final["published"]) for record in finished if record.final)
-    stored = wait_for_bridge(client, t0, t1, published, load.drain, say)
-    rows = merge_rows(records, load, schedule, int(first.start["probes"]), t0, stored)
-    figures = merge_figures(records, load, schedule, int(first.start["probes"]), int(first.start["batch"]), rows, stored)
+    bridge = read_bridge(client, run_id, t0)
+    ingest = ingest_of_bridge(bridge) if bridge is not None else ingest_of_stored(wait_for_bridge(client, t0, t1, published, load.drain, say))
+    rows = merge_rows(records, load, schedule, int(first.start["probes"]), t0, ingest)
+    figures = merge_figures(records, load, schedule, int(first.start["probes"]), int(first.start["batch"]), rows, ingest)
     verdicts = judge(load.thresholds, figures)
     summary = {
         "run": run_id,
@@ -97,7 +142,7 @@ def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | No
             "hosts": {record.shard.spec: record.start.get("host") for record in records.values()},
         },
         "figures": {name: none_if_nan(value) for name, value in figures.items()},
-        "latency_histogram": "",
+        "latency_histogram": ingest.latency.encode().decode() if ingest.latency.get_total_count() else "",
         "publish_histogram": merged_histogram(records),
         "drained": bool(finished) and all(bool(record.final.get("drained")) for record in finished if record.final),
         "stale": None,
@@ -158,12 +203,13 @@ def shift_of(record: ShardRecord, t0: int) -> int:
     return round((record.start_ms - t0) / 1000)
 
 
-def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, t0: int, stored: Stored) -> list[dict[str, Any]]:
+def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, t0: int, ingest: Ingest) -> list[dict[str, Any]]:
     """A timeseries row per second since the earliest start, with the columns `iotsim load` writes."""
     last = max((shift_of(record, t0) + max(record.intervals, default=0) for record in records.values()), default=0) + 1
-    last = max(last, math.ceil(schedule.duration), max(stored.per_second, default=0))
+    last = max(last, math.ceil(schedule.duration), max(ingest.per_second, default=0))
+    measured = {name for second in ingest.per_second.values() for name in second}
     previous: dict[str, float] = {}
-    written_so_far = 0
+    distinct_so_far = 0.0
     rows = []
     for k in range(1, last + 1):
         totals = {"generated": 0.0, "published": 0.0, "acknowledged": 0.0}
@@ -186,11 +232,13 @@ def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Sch
         for name, value in totals.items():
             row[name] = value - previous.get(name, 0.0)
             previous[name] = value
-        written = stored.per_second.get(k, 0)
-        written_so_far += written
-        row.update(received=None, written=float(written), distinct=float(written), duplicates=None, backlog=totals["published"] - written_so_far)
-        for name in summarize_ms(new_histogram()):
-            row[f"latency_{name}_ms"] = None  # the bridge's measurement: not in a sharded run
+        second = ingest.per_second.get(k, {})
+        for name in INGEST_FLOWS:
+            row[name] = second.get(name, 0.0) if name in measured else None
+        distinct_so_far += second.get("distinct", 0.0)
+        row["backlog"] = totals["published"] - distinct_so_far
+        for name, value in summarize_ms(decode(ingest.latency_per_second.get(k, ""))).items():
+            row[f"latency_{name}_ms"] = none_if_nan(value)
         for name, value in summarize_ms(publish_hist).items():
             row[f"publish_{name}_ms"] = none_if_nan(value)
         for name in SAMPLED:
@@ -215,27 +263,28 @@ def merged_publish(records: dict[str, ShardRecord]) -> Any:
     return histogram
 
 
-def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, batch: int, rows: list[dict[str, Any]], stored: Stored) -> dict[str, float]:
+def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, batch: int, rows: list[dict[str, Any]], ingest: Ingest) -> dict[str, float]:
     """summary.json's figures, as `iotsim load` computes them, from the shards and what was stored."""
     duration = schedule.duration
     finals = [record.final for record in records.values() if record.final is not None]
     figures: dict[str, float] = {"offered": float(round(offered_between(load, schedule, probes, 0, duration)))}
     for name in ("generated", "published", "acknowledged"):
         figures[name] = float(sum(int(final[name]) for final in finals))
-    figures["received"] = math.nan
-    figures["written"] = float(stored.distinct)
+    figures["received"] = ingest.totals["received"]
+    figures["written"] = ingest.totals["written"]
     within = [row for row in rows if row["second"] <= math.ceil(duration) + 1]
     figures["offered_rate"] = offered_between(load, schedule, probes, 0, duration) / duration
     for name in FLOWS[1:]:
-        figures[f"{name}_rate"] = math.nan if name == "received" else sum(row[name] for row in within) / duration
+        values = [row[name] for row in within]
+        figures[f"{name}_rate"] = math.nan if None in values else sum(values) / duration
     figures["written_readings_rate"] = figures["written_rate"] * batch
-    figures["loss"] = float(max(figures["generated"] - stored.distinct, 0))
+    figures["loss"] = float(max(figures["generated"] - ingest.totals["distinct"], 0))
     figures["loss_ratio"] = figures["loss"] / figures["generated"] if figures["generated"] else math.nan
-    figures["duplicates"] = math.nan  # InfluxDB keeps one point per device and timestamp
-    figures["gaps"] = float(stored.gaps)
-    figures["dead_letters"] = math.nan  # the bridge's dead-letter file, on its host
-    for name in summarize_ms(new_histogram()):
-        figures[f"{name}_latency_ms"] = math.nan
+    figures["duplicates"] = ingest.totals["duplicates"]  # a sharded run: NaN, InfluxDB keeps one point per device and timestamp
+    figures["gaps"] = ingest.totals["gaps"]
+    figures["dead_letters"] = ingest.totals["dead_letters"]  # a sharded run: NaN, the file is on the bridge's host
+    for name, value in summarize_ms(ingest.latency).items():
+        figures[f"{name}_latency_ms"] = value
     for name, value in summarize_ms(merged_publish(records)).items():
         figures[f"publish_{name}_ms"] = value
     for name in CPU_FIGURES:

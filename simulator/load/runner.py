@@ -37,6 +37,7 @@ from simulator.load.protocol import (
     BRIDGE_REPORTS, WORKER_REPORTS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Failure, Message, ProtocolError, Ready, Start,
     WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
 )  # fmt: skip
+from simulator.load.records import RUN_ID
 from simulator.load.section import LoadSection
 from simulator.shard import Shard
 from simulator.load.thresholds import FLOWS, Verdict, judge
@@ -196,6 +197,16 @@ class Experiment:
         """Messages the profile offers in [begin, end) seconds."""
         return offered_between(self.load, self.schedule, self.probes, begin, end)
 
+    def record_inputs(self, shard: Shard) -> dict[str, Any]:
+        """What `iotsim load report` needs to know of the experiment: a shard's start record (simulator/load/records.py)."""
+        probe = next(fleet for fleet in self.scenario.fleets if fleet.type == "load_probe")
+        return {
+            "scenario": self.scenario.name, "load": self.load.model_dump_json(), "qos": self.qos, "probes": self.probes,
+            "batch": probe.batch, "payload_bytes": probe.payload_bytes, "seed": self.scenario.seed, "duration_s": float(self.schedule.duration),
+            "count": shard.count, "host": platform.node(), "mqtt": self.scenario.mqtt.url,
+            "influx": f"{self.scenario.influx.url} database {self.scenario.influx.database}",
+        }  # fmt: skip
+
     def run_scenario(self, start: datetime | None = None) -> Scenario:
         changes: dict[str, Any] = {"duration": self.schedule.duration, "speed": 1.0}
         if start is not None:
@@ -250,6 +261,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or out.name
+    record_id = run_id if RUN_ID.fullmatch(run_id) else None  # records for `iotsim load report` need an id it can name
     influx, credentials = scenario.influx, InfluxCredentials.from_environment(scenario.influx)
     bridge_orders = BridgeOrders(
         influx_url=influx.url, database=influx.database, user=credentials.user, password=credentials.password, token=credentials.token,
@@ -259,6 +271,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         ),
         interval=1.0,
         raw_latencies=str(out / "latencies.i64") if raw_latencies else None,
+        run_id=record_id,
         **bridge_credentials(scenario),
     )  # fmt: skip
     bridge = start_bridge(bridge_orders, out)
@@ -268,7 +281,8 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         bridge.wait_ready(READY_TIMEOUT)
         timed = experiment.run_scenario()
         for index in range(experiment.workers):
-            workers.append(start_worker(index, WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0), out))
+            orders = WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0, run_id=record_id)
+            workers.append(start_worker(index, orders, out))
         for worker in workers:
             worker.wait_ready(READY_TIMEOUT)
         start_ms = int((time.time() + START_MARGIN_S) * 1000)

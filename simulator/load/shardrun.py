@@ -8,7 +8,6 @@ Kubernetes its StatefulSet), and the report counts what it stored.
 
 from __future__ import annotations
 
-import platform
 import time
 
 from simulator.errors import IotsimError, UsageError
@@ -17,26 +16,6 @@ from simulator.load.records import ShardRecorder
 from simulator.load.runner import START_MARGIN_S, Experiment, LoadError, influx_client, preflight
 from simulator.load.worker import publish_shard
 from simulator.shard import Shard
-
-
-def shard_inputs(experiment: Experiment, shard: Shard) -> dict[str, object]:
-    """What the report needs to know about the experiment: the start record's fields."""
-    scenario = experiment.scenario
-    probe = next(fleet for fleet in scenario.fleets if fleet.type == "load_probe")
-    return {
-        "scenario": scenario.name,
-        "load": experiment.load.model_dump_json(),
-        "qos": experiment.qos,
-        "probes": experiment.probes,
-        "batch": probe.batch,
-        "payload_bytes": probe.payload_bytes,
-        "seed": scenario.seed,
-        "duration_s": float(experiment.schedule.duration),
-        "count": shard.count,
-        "host": platform.node(),
-        "mqtt": scenario.mqtt.url,
-        "influx": f"{scenario.influx.url} database {scenario.influx.database}",
-    }
 
 
 def run_shard(experiment: Experiment, shard: Shard, run_id: str) -> WorkerFinal:
@@ -48,7 +27,7 @@ def run_shard(experiment: Experiment, shard: Shard, run_id: str) -> WorkerFinal:
 
     def ready() -> int:  # no common start across hosts: each shard starts once it is connected
         start_ms = int((time.time() + START_MARGIN_S) * 1000)
-        recorder.start(start_ms, shard_inputs(experiment, shard))
+        recorder.start(start_ms, experiment.record_inputs(shard))
         return start_ms
 
     try:

@@ -27,7 +27,10 @@ import simpy
 
 from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
+from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder
+from simulator.load.records import ShardRecorder
+from simulator.load.runner import Experiment
 from simulator.load.protocol import WORKER_ORDERS, Message, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.shard import Shard, ShardSink
 from simulator.scenario import Scenario
@@ -81,14 +84,30 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
     say(WorkerFinal(counts=counts, publish_hist="", devices=len(world.telemetry.devices), wall_s=wall, drained=True))  # nothing to drain
 
 
-def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
-    """A worker of the runner: Ready and its reports on stdout, the common start from stdin."""
+def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float, run_id: str | None) -> None:
+    """A worker of the runner: Ready and its reports on stdout, the common start from stdin; with a
+    run id its reports also go to InfluxDB, as a shard's of `iotsim load --shard` do."""
+    client = InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+    recorder = ShardRecorder(client, run_id, shard) if run_id else None
 
     def ready() -> int:
         say(Ready())
-        return read_order(WORKER_ORDERS, Start).start_ms
+        start_ms = read_order(WORKER_ORDERS, Start).start_ms
+        if recorder is not None:
+            recorder.start(start_ms, Experiment.of(scenario, shard.count, qos).record_inputs(shard))
+        return start_ms
 
-    publish_shard(scenario, shard, qos, interval, ready, say)
+    def report(message: Message) -> None:
+        say(message)
+        if recorder is not None:
+            recorder.send(message)
+
+    try:
+        publish_shard(scenario, shard, qos, interval, ready, report)
+        if recorder is not None:
+            recorder.close()
+    finally:
+        client.close()
 
 
 def publish_shard(scenario: Scenario, shard: Shard, qos: int, interval: float, ready: Callable[[], int], report: Callable[[Message], None]) -> WorkerFinal:
@@ -131,7 +150,7 @@ def work() -> None:
     if orders.dry_run:
         run_dry(orders.scenario, orders.shard, Path(orders.dry_run))
     else:
-        run_live(orders.scenario, orders.shard, orders.qos if orders.qos is not None else orders.scenario.mqtt.qos, orders.interval)
+        run_live(orders.scenario, orders.shard, orders.qos if orders.qos is not None else orders.scenario.mqtt.qos, orders.interval, orders.run_id)
 
 
 def main() -> None:
