@@ -144,8 +144,7 @@ class ShardRecorder(Recorder):
     def start(self, start_ms: int, inputs: dict[str, Any]) -> None:
         self.start_ms = start_ms
         self.sampler.sample()  # CPU from here on, not the start-up's
-        self.add("start", inputs, start_ms)
-        self.flush(FLUSH_S)
+        self.add("start", inputs, start_ms)  # written with the first second's record: the start is not delayed
 
     def send(self, message: Message) -> None:
         match message:

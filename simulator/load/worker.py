@@ -10,6 +10,9 @@ on stdout, one JSON line each (simulator/load/protocol.py has every message):
     stdout  WorkerFinal       after the last stage, once everything is acknowledged
     stdout  Failure           could not go on (then exit 1): any IotsimError, one line
 
+With a run id in its orders it also writes each report to InfluxDB (simulator/load/records.py), as
+`iotsim load --shard` does: that one runs `publish_shard` in its own process, reporting only there.
+
 A dry run needs no broker and no start: the world runs as fast as possible from the scenario's own
 start and writes its messages to the file, so runs can be compared byte for byte.
 """
@@ -18,9 +21,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import simpy
@@ -29,9 +32,9 @@ from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder
+from simulator.load.protocol import WORKER_ORDERS, Message, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.load.records import ShardRecorder
 from simulator.load.runner import Experiment
-from simulator.load.protocol import WORKER_ORDERS, Message, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
