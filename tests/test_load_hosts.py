@@ -152,7 +152,7 @@ def test_a_run_nobody_recorded_is_one_line(pipeline: Pipeline) -> None:
     ("args", "env", "line"),
     [
         (["--run-id", "r"], {"IOTSIM_SHARD": "a/b"}, "IOTSIM_SHARD: 'a/b' is not INDEX/COUNT (e.g. 0/3: the first of three shards, INDEX from 0)"),
-        (["--shard", "0/2"], {}, "--run-id: a sharded run needs the id all its shards share: --run-id ID or IOTSIM_RUN_ID (in a Kubernetes Indexed Job, the Job's name)"),
+        (["--shard", "0/2"], {}, "--run-id: a sharded run needs the id all its shards share: --run-id ID or IOTSIM_RUN_ID (in a Kubernetes Indexed Job, set it from the Job's name)"),
         (["--shard", "0/2"], {"IOTSIM_RUN_ID": "x/y"}, "IOTSIM_RUN_ID: 'x/y' is not a run id: 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"),
         (["--shard", "1/2", "--run-id", "r", "--workers", "2"], {}, "--workers cannot go with --shard (IOTSIM_SHARD): a shard is one process that writes its records to InfluxDB"),
     ],

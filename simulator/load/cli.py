@@ -65,7 +65,7 @@ def load(
         Optional[str],
         typer.Option("--shard", metavar="INDEX/COUNT", help=f"run only this shard (INDEX from 0), no bridge, its records to InfluxDB for `iotsim load report`; also {SHARD_ENV}"),
     ] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", metavar="ID", help="the run's id, shared by its shards (default: IOTSIM_RUN_ID; in a Kubernetes Indexed Job, the Job's name)")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", metavar="ID", help="the run's id, shared by its shards (default: IOTSIM_RUN_ID)")] = None,
 ) -> None:
     """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report.
 
@@ -76,7 +76,7 @@ def load(
     if sharded:
         check_shard_flags(workers=workers, find_capacity=find_capacity_, dry_run=dry_run, raw_latencies=raw_latencies, output=output)
         if run is None:
-            raise UsageError("--run-id: a sharded run needs the id all its shards share: --run-id ID or IOTSIM_RUN_ID (in a Kubernetes Indexed Job, the Job's name)")
+            raise UsageError("--run-id: a sharded run needs the id all its shards share: --run-id ID or IOTSIM_RUN_ID (in a Kubernetes Indexed Job, set it from the Job's name)")
     overrides = {"mqtt.url": mqtt, "influx.url": influx, "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None,
                  "load.bridge.username": bridge_username}  # fmt: skip
     scenario = scenario_with(file, overrides)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,18 +53,12 @@ def check_run_id(text: str, source: str = "--run-id") -> str:
 
 def run_id_from_env(flag: str | None) -> str | None:
     """The run id every shard of one experiment shares, found without talking to the others: the
-    flag, else IOTSIM_RUN_ID, else in a Kubernetes Indexed Job the Job's name (a pod's host name is
-    JOBNAME-INDEX, INDEX in JOB_COMPLETION_INDEX); else None."""
+    flag, else IOTSIM_RUN_ID (in a Kubernetes Indexed Job, set from the Job's name by the downward
+    API: `fieldRef: metadata.labels['job-name']`); else None."""
     if flag is not None:
         return check_run_id(flag)
     env = os.environ.get(RUN_ID_ENV, "").strip()
-    if env:
-        return check_run_id(env, RUN_ID_ENV)
-    index = os.environ.get("JOB_COMPLETION_INDEX", "").strip()
-    job, _, suffix = socket.gethostname().rpartition("-")
-    if index and suffix == index and job:
-        return check_run_id(job, "the Indexed Job's host name")
-    return None
+    return check_run_id(env, RUN_ID_ENV) if env else None
 
 
 # --- writing ---
