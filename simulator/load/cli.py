@@ -218,7 +218,9 @@ def cpu_line(summary: dict[str, Any]) -> str:
             parts.append(f"{name} {server['note']}")
         else:
             parts.append(f"{name} ({server.get('process')}) {percent(figures[f'{name}_cpu_percent'])}")
-    machine = f"whole machine {percent(figures['machine_cpu_percent'])} of {100 * (summary['environment']['cpus'] or 1)}%"
+    machine = f"whole machine {percent(figures['machine_cpu_percent'])}"
+    if figures["machine_cpu_percent"] is not None:  # a sharded run's hosts are not the report's
+        machine += f" of {100 * (summary['environment']['cpus'] or 1)}%"
     return f"CPU, % of one core, mean while loaded: {', '.join(parts)}; {machine}"
 
 

@@ -296,7 +296,7 @@ def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: 
 
 
 def unsampled_servers(first: ShardRecord) -> dict[str, Server]:
-    note = "not sampled (a sharded run: the shards sample only themselves)"
+    note = "not sampled (the shards record only their own CPU and memory)"
     influx = urlsplit(str(first.start["influx"]).split(" ")[0])
     return {
         "broker": Server(BrokerAddress.from_url(str(first.start["mqtt"])).port, note=note),
