@@ -100,7 +100,35 @@ class Stored:
 
 
 def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | None = None, say: Callable[[str], None] = lambda line: None) -> Merged:
+    """The results of run `run_id` from its records; `load_override`'s thresholds replace the recorded ones."""
     records = read_run(client, run_id)
+    first = agreed_start(records, run_id, client)
+    load = LoadSection.model_validate_json(first.start["load"])
+    if load_override is not None:
+        load = load.model_copy(update={"thresholds": load_override.thresholds})
+    schedule = schedule_of(load.profile)
+    probes, batch = int(first.start["probes"]), int(first.start["batch"])
+    missing = missing_shards(records, int(first.start["count"]))
+    t0 = min(record.start_ms for record in records.values())
+    t1 = max(record.start_ms for record in records.values()) + int(schedule.duration * 1000) + 1000
+    bridge = read_bridge(client, run_id, t0)
+    if bridge is not None:  # the run had its own bridge (`iotsim load` on one machine)
+        ingest = ingest_of_bridge(bridge)
+    else:
+        published = sum(int(record.final["published"]) for record in records.values() if record.final is not None)
+        ingest = ingest_of_stored(wait_for_bridge(client, t0, t1, published, load.drain, say))
+    rows = merge_rows(records, load, schedule, probes, t0, ingest)
+    figures = merge_figures(records, load, schedule, probes, batch, rows, ingest)
+    verdicts = judge(load.thresholds, figures)
+    summary = summary_of(run_id, first, records, load, schedule, t0, figures, ingest, missing)
+    summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
+    summary["passed"] = not missing and all(v.passed for v in verdicts)  # a partial run never passes
+    summary["stale"] = bridge.final.get("stale") if bridge is not None and bridge.final is not None else None
+    return Merged(summary, rows, verdicts, missing)
+
+
+def agreed_start(records: dict[str, ShardRecord], run_id: str, client: InfluxClient) -> ShardRecord:
+    """A shard's start record, once every shard's agrees on what was run."""
     if not records:
         raise NoRecords(f"run {run_id!r}: no shard wrote records to InfluxDB at {client.url} database {client.database} (measurement loadshard)")
     first = next(iter(records.values()))
@@ -108,34 +136,27 @@ def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | No
         for name in ("count", "scenario", "load"):
             if record.start.get(name) != first.start.get(name):
                 raise LoadError(f"run {run_id!r}: shards {first.shard.spec} and {record.shard.spec} disagree on {name}; were they started from one scenario?")
-    count = int(first.start["count"])
-    load = LoadSection.model_validate_json(first.start["load"])
-    if load_override is not None:
-        load = load.model_copy(update={"thresholds": load_override.thresholds})
-    schedule = schedule_of(load.profile)
-    missing = missing_shards(records, count)
+    return first
+
+
+def summary_of(run_id: str, first: ShardRecord, records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, t0: int,
+               figures: dict[str, float], ingest: Ingest, missing: list[str]) -> dict[str, Any]:  # fmt: skip
+    """summary.json as `iotsim load` writes it, with `shards`: which reported, which are missing."""
+    start = first.start
     finished = [record for record in records.values() if record.final is not None]
-    t0 = min(record.start_ms for record in records.values())
-    t1 = max(record.start_ms for record in records.values()) + int(schedule.duration * 1000) + 1000
-    published = sum(int(record.final["published"]) for record in finished if record.final)
-    bridge = read_bridge(client, run_id, t0)
-    ingest = ingest_of_bridge(bridge) if bridge is not None else ingest_of_stored(wait_for_bridge(client, t0, t1, published, load.drain, say))
-    rows = merge_rows(records, load, schedule, int(first.start["probes"]), t0, ingest)
-    figures = merge_figures(records, load, schedule, int(first.start["probes"]), int(first.start["batch"]), rows, ingest)
-    verdicts = judge(load.thresholds, figures)
-    summary = {
+    return {
         "run": run_id,
-        "scenario": first.start["scenario"],
+        "scenario": start["scenario"],
         "started": datetime.fromtimestamp(t0 / 1000, tz=timezone.utc).isoformat(),
         "inputs": {
-            "load": load.model_dump(mode="json"), "qos": first.start["qos"], "workers": count, "probes": first.start["probes"],
-            "batch": first.start["batch"], "payload_bytes": first.start["payload_bytes"], "seed": first.start["seed"],
-            "mqtt": first.start["mqtt"], "influx": first.start["influx"], "duration_s": schedule.duration,
+            "load": load.model_dump(mode="json"), "qos": start["qos"], "workers": start["count"], "probes": start["probes"],
+            "batch": start["batch"], "payload_bytes": start["payload_bytes"], "seed": start["seed"],
+            "mqtt": start["mqtt"], "influx": start["influx"], "duration_s": schedule.duration,
         },
         "environment": environment(),
         "servers": {name: asdict(server) for name, server in unsampled_servers(first).items()},
         "shards": {
-            "count": count,
+            "count": start["count"],
             "reported": sorted((record.shard.spec for record in finished), key=lambda spec: int(spec.split("/")[0])),
             "missing": missing,
             "complete": not missing,
@@ -144,12 +165,8 @@ def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | No
         "figures": {name: none_if_nan(value) for name, value in figures.items()},
         "latency_histogram": ingest.latency.encode().decode() if ingest.latency.get_total_count() else "",
         "publish_histogram": merged_histogram(records),
-        "drained": bool(finished) and all(bool(record.final.get("drained")) for record in finished if record.final),
-        "stale": None,
-        "thresholds": [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts],
+        "drained": bool(finished) and all(bool(record.final and record.final.get("drained")) for record in finished),
     }  # fmt: skip
-    summary["passed"] = not missing and all(v.passed for v in verdicts)
-    return Merged(summary, rows, verdicts, missing)
 
 
 def missing_shards(records: dict[str, ShardRecord], count: int) -> list[str]:
