@@ -40,7 +40,7 @@ from simulator.transport.stats import PublisherStats
 from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
 from simulator.backlog import backlog_warnings
 from simulator.verify import ExpectedMessages, Verification, reject_now, verify
-from simulator.load.cli import load as load_command
+from simulator.load.cli import LoadCommand, load as load_command
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -91,7 +91,7 @@ app = IotsimApp(add_completion=False, no_args_is_help=True, pretty_exceptions_en
 stack_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local Mosquitto + InfluxDB.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(dashboards_app, name="dashboards")
-app.command(name="load")(load_command)
+app.command(name="load", cls=LoadCommand, epilog="iotsim load report RUN_ID [FILE] [--out DIR] [--influx URL] [--db NAME]: merge the shards of a run made with --shard.")(load_command)
 
 StateDir = Annotated[Path, typer.Option("--state-dir", file_okay=False, help="where the stack keeps data, logs and PID files")]
 # InfluxDB credentials of `iotsim bridge` and `iotsim counts`: a flag wins over its environment variable.

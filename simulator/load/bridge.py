@@ -31,7 +31,8 @@ from typing import Any
 from simulator.ingest.bridge import Bridge
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
-from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Ready, Reporter, Start, read_order, say, serve
+from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Message, Ready, Reporter, Start, read_order, say, serve
+from simulator.load.records import BridgeRecorder
 from simulator.transport.mqtt import Credentials
 
 
@@ -101,7 +102,14 @@ def serve_bridge() -> None:
         return BridgeCounts(received=ingest.received, written=ingest.written, acknowledged=ingest.acknowledged,
                             dead_letters=ingest.dead_letters, distinct=distinct, duplicates=duplicates, stale=stale)  # fmt: skip
 
-    reporter = Reporter(recorder.start_ms, orders.interval, lambda k: BridgeInterval(k=k, counts=counts(), latency_hist=recorder.latency.take()))
+    records = BridgeRecorder(InfluxClient(orders.influx_url, orders.database, writer.credentials), orders.run_id, recorder.start_ms) if orders.run_id else None
+
+    def report(message: Message) -> None:
+        say(message)
+        if records is not None:
+            records.send(message)
+
+    reporter = Reporter(recorder.start_ms, orders.interval, lambda k: BridgeInterval(k=k, counts=counts(), latency_hist=recorder.latency.take()), report)
     reporter.start()
     closed = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
@@ -120,7 +128,9 @@ def serve_bridge() -> None:
         recorder.raw.close()
     if failure is not None:
         raise failure  # InfluxDB refused us, the spool is full, another client took our client id ...: an IotsimError is one Failure (serve)
-    say(BridgeFinal(counts=counts(), latency_hist=recorder.latency.take(), gaps=recorder.sequences.gaps()))
+    report(BridgeFinal(counts=counts(), latency_hist=recorder.latency.take(), gaps=recorder.sequences.gaps()))
+    if records is not None:
+        records.close()
 
 
 def main() -> None:

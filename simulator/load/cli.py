@@ -1,26 +1,37 @@
 """`iotsim load FILE`: run the scenario's load experiment, judge it, and write a results directory.
+`iotsim load FILE --shard INDEX/COUNT`: run one shard of it on this host, its records to InfluxDB;
+`iotsim load report RUN_ID`: merge the shards' records into the results directory.
 
 Exit codes: 0 every threshold held (with --find-capacity: some rate held), 1 a threshold failed
 (or no rate held), 2 the experiment could not run (bad scenario, no load: section, broker or InfluxDB
-unreachable), 130 interrupted.
+unreachable; for a report, a shard missing), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
+import typer._click as click  # typer 0.29 vendors click: its Context and Command
 from pydantic import ValidationError
+from typer.core import TyperCommand
 from rich.console import Console
 
-from simulator.errors import UsageError
+from simulator.errors import DatabaseError, UsageError
+from simulator.influx import InfluxClient, InfluxCredentials
+from simulator.load.records import check_run_id, run_id_from_env
+from simulator.load.report import merge_run
 from simulator.load.results import write_results
 from simulator.load.runner import Experiment, LoadError, find_capacity, run_dry, run_live
+from simulator.load.section import LoadSection
+from simulator.load.shardrun import run_shard
 from simulator.load.thresholds import Verdict, format_figure
-from simulator.scenario import Scenario, load_scenario
+from simulator.scenario import InfluxSettings, Scenario, load_scenario
+from simulator.shard import SHARD_ENV, Shard, shard_from_env
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -50,8 +61,22 @@ def load(
         typer.Option("--bridge-username", envvar="BRIDGE_MQTT_USERNAME", help="override load.bridge.username, the bridge's broker user; the password comes from BRIDGE_MQTT_PASSWORD or the file BRIDGE_MQTT_PASSWORD_FILE names"),
     ] = None,
     ca_file: Annotated[Optional[Path], typer.Option("--ca-file", exists=True, dir_okay=False, readable=True, help="override mqtt.ca_file: the CA certificate of an mqtts:// broker")] = None,
+    shard_spec: Annotated[
+        Optional[str],
+        typer.Option("--shard", metavar="INDEX/COUNT", help=f"run only this shard (INDEX from 0), no bridge, its records to InfluxDB for `iotsim load report`; also {SHARD_ENV}"),
+    ] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", metavar="ID", help="the run's id, shared by its shards (default: IOTSIM_RUN_ID)")] = None,
 ) -> None:
-    """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report."""
+    """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report.
+
+    `iotsim load report RUN_ID` merges the shards of a run made with --shard (see `iotsim load report --help`)."""
+    sharded = shard_spec is not None or bool(os.environ.get(SHARD_ENV, "").strip())
+    shard = shard_from_env(shard_spec)  # InvalidShard: one line, exit 2
+    run = run_id_from_env(run_id)  # InvalidRunId: one line, exit 2
+    if sharded:
+        check_shard_flags(workers=workers, find_capacity=find_capacity_, dry_run=dry_run, raw_latencies=raw_latencies, output=output)
+        if run is None:
+            raise UsageError("--run-id: a sharded run needs the id all its shards share: --run-id ID or IOTSIM_RUN_ID (in a Kubernetes Indexed Job, set it from the Job's name)")
     overrides = {"mqtt.url": mqtt, "influx.url": influx, "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None,
                  "load.bridge.username": bridge_username}  # fmt: skip
     scenario = scenario_with(file, overrides)
@@ -60,7 +85,14 @@ def load(
     except LoadError as error:
         raise LoadError(f"{file}: {error}") from None
     assert experiment.scenario.load is not None
-    folder = writable_folder(output or Path(experiment.load.results) / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if sharded:
+        assert run is not None
+        try:
+            shard_one(experiment, shard, run)
+        except KeyboardInterrupt:
+            stop("interrupted", 130)
+        return
+    folder = writable_folder(output or Path(experiment.load.results) / (run or f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     try:
         if dry_run:
             summary = run_dry(experiment, folder)
@@ -69,7 +101,7 @@ def load(
         if find_capacity_:
             capacity(experiment, folder)
             return
-        passed = run_one(experiment, folder, show=True, raw_latencies=raw_latencies)
+        passed = run_one(experiment, folder, show=True, raw_latencies=raw_latencies, run_id=run)
     except KeyboardInterrupt:
         stop("interrupted", 130)
     if not passed:
@@ -101,7 +133,32 @@ def writable_folder(folder: Path) -> Path:
     return folder
 
 
-def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False) -> bool:
+def check_shard_flags(**given: object) -> None:
+    """--shard runs one shard in this process and writes no results directory: flags that cannot go with it."""
+    flags = {"workers": "--workers", "find_capacity": "--find-capacity", "dry_run": "--dry-run", "raw_latencies": "--raw-latencies", "output": "--out"}
+    for name, value in given.items():
+        if value not in (None, False):
+            where = "; the results directory comes from `iotsim load report RUN_ID --out DIR`" if name == "output" else ""
+            raise UsageError(f"{flags[name]} cannot go with --shard ({SHARD_ENV}): a shard is one process that writes its records to InfluxDB{where}")
+
+
+def shard_one(experiment: Experiment, shard: Shard, run_id: str) -> None:
+    scenario = experiment.scenario
+    err.print(
+        f"{scenario.name}: shard {shard.spec} of run {run_id}, {experiment.load.profile.kind} profile over {experiment.schedule.duration:g} s, "
+        f"QoS {experiment.qos}, no bridge (run `iotsim bridge` beside the shards) → InfluxDB at {scenario.influx.url} database {scenario.influx.database}",
+        markup=False,
+    )
+    final = run_shard(experiment, shard, run_id)
+    counts = final.counts
+    out.print(
+        f"shard {shard.spec} of run {run_id}: {final.devices} devices, generated {counts.generated:,}, published {counts.published:,}, "
+        f"acknowledged {counts.acknowledged:,}; merge the shards with `iotsim load report {run_id}`",
+        markup=False,
+    )
+
+
+def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False, run_id: str | None = None) -> bool:
     load_ = experiment.load
     duration = experiment.schedule.duration
     if show:
@@ -120,7 +177,7 @@ def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: boo
                 markup=False,
             )
 
-    summary, rows, verdicts = run_live(experiment, folder, progress, raw_latencies)
+    summary, rows, verdicts = run_live(experiment, folder, progress, raw_latencies, run_id)
     write_results(folder, summary, rows)
     if show:
         print_summary(summary, verdicts, folder)
@@ -161,7 +218,9 @@ def cpu_line(summary: dict[str, Any]) -> str:
             parts.append(f"{name} {server['note']}")
         else:
             parts.append(f"{name} ({server.get('process')}) {percent(figures[f'{name}_cpu_percent'])}")
-    machine = f"whole machine {percent(figures['machine_cpu_percent'])} of {100 * (summary['environment']['cpus'] or 1)}%"
+    machine = f"whole machine {percent(figures['machine_cpu_percent'])}"
+    if figures["machine_cpu_percent"] is not None:  # a sharded run's hosts are not the report's
+        machine += f" of {100 * (summary['environment']['cpus'] or 1)}%"
     return f"CPU, % of one core, mean while loaded: {', '.join(parts)}; {machine}"
 
 
@@ -189,3 +248,61 @@ def capacity(experiment: Experiment, folder: Path) -> None:
         out.print(f"capacity: no rate held; the first trial at {trials[0].rate:,.0f} msg/s broke ({folder}/capacity.json)", markup=False)
         raise typer.Exit(1)
     out.print(f"capacity: {best:,.0f} msg/s held every threshold at QoS {experiment.qos} ({folder}/capacity.json)", markup=False)
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="the id the run's shards shared (--run-id, IOTSIM_RUN_ID)")],
+    file: Annotated[Optional[Path], typer.Argument(help="scenario file: its load.thresholds replace the recorded ones, its influx: is where to read")] = None,
+    output: Annotated[Optional[Path], typer.Option("--out", help="results directory (default: load.results/RUN_ID)")] = None,
+    influx: Annotated[Optional[str], typer.Option("--influx", help="InfluxDB URL (default: FILE's influx.url, else http://127.0.0.1:8086)")] = None,
+    database: Annotated[Optional[str], typer.Option("--db", help="database (default: FILE's influx.database, else yangquan)")] = None,
+) -> None:
+    """Merge what the shards of a run (`iotsim load FILE --shard INDEX/COUNT`) wrote to InfluxDB into a results directory."""
+    run_id = check_run_id(run_id, "RUN_ID")
+    settings, thresholds = report_sources(file, influx, database)
+    client = InfluxClient(settings.url, settings.database, InfluxCredentials.from_environment(settings))
+    try:
+        merged = merge_run(client, run_id, thresholds, say=lambda line: err.print(line, markup=False))
+    except DatabaseError as error:  # unreachable, refused: the report could not be made
+        raise LoadError(str(error)) from None
+    finally:
+        client.close()
+    load_ = LoadSection.model_validate(merged.summary["inputs"]["load"])
+    folder = writable_folder(output or Path(load_.results) / run_id)
+    write_results(folder, merged.summary, merged.rows)
+    print_summary(merged.summary, merged.verdicts, folder)
+    if merged.missing:
+        count = merged.summary["shards"]["count"]
+        stop(f"run {run_id}: {len(merged.missing)} of {count} shards missing: {', '.join(merged.missing)}; these results are partial (summary.json: shards.complete false)")
+    if not merged.summary["passed"]:
+        raise typer.Exit(1)
+
+
+def report_sources(file: Path | None, influx: str | None, database: str | None) -> tuple[InfluxSettings, LoadSection | None]:
+    """Where the report reads (flags, else FILE's influx:, else the defaults) and FILE's load: section."""
+    if file is None:
+        try:
+            return InfluxSettings(**{k: v for k, v in {"url": influx, "database": database}.items() if v is not None}), None
+        except ValidationError as error:
+            raise UsageError("; ".join(f"{ {'url': '--influx', 'database': '--db'}.get(str(e['loc'][-1]), e['loc'][-1])}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors())) from None
+    scenario = scenario_with(file, {"influx.url": influx, "influx.database": database})
+    if scenario.load is None:
+        raise LoadError(f"{file}: scenario {scenario.name!r} has no load: section; see docs/load.md")
+    return scenario.influx, scenario.load
+
+
+class LoadCommand(TyperCommand):
+    """`iotsim load FILE ...`, with one subcommand: a first argument `report` is `iotsim load report
+    RUN_ID ...` (a scenario file named report is ./report). A group would read FILE as a command name."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any) -> click.Context:
+        if args and args[0] == "report":
+            return report_command().make_context(f"{info_name} report", args[1:], parent=parent, **extra)
+        return super().make_context(info_name, args, parent, **extra)
+
+
+def report_command() -> click.Command:
+    reports = typer.Typer(add_completion=False)
+    reports.command("report")(report)
+    command = typer.main.get_command(reports)
+    return command

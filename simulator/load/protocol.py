@@ -59,6 +59,7 @@ class WorkerOrders(Message):
     qos: Literal[0, 1] | None = Field(default=None, description="publish QoS; None in a dry run")
     dry_run: str | None = Field(default=None, description="write the shard's messages to this JSON-lines file, no broker")
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
+    run_id: str | None = Field(default=None, description="also write its reports to the scenario's InfluxDB under this run id (simulator/load/records.py)")
 
 
 class BridgeOrders(Message):
@@ -76,6 +77,7 @@ class BridgeOrders(Message):
     ca_file: str | None
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
     raw_latencies: str | None = Field(default=None, description="also append every latency (µs, int64) to this file")
+    run_id: str | None = Field(default=None, description="also write its reports to InfluxDB under this run id (simulator/load/records.py)")
 
 
 class Start(Message):
@@ -221,19 +223,21 @@ def serve(main: Callable[[], None]) -> None:
 
 
 class Reporter:
-    """Says `report(k)` once per interval, aligned on the common start, until stopped."""
+    """Sends `report(k)` once per interval, aligned on the common start, until stopped: to the runner
+    (`say`), or wherever `send` puts it."""
 
-    def __init__(self, start_ms: int, interval: float, report: Callable[[int], Message]) -> None:
+    def __init__(self, start_ms: int, interval: float, report: Callable[[int], Message], send: Callable[[Message], None] = say) -> None:
         self.start_s = start_ms / 1000.0
         self.interval = interval
         self.report = report
+        self.send = send
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="load-reporter", daemon=True)
 
     def _run(self) -> None:
         k = 1
         while not self.stopping.wait(max(self.start_s + k * self.interval - time.time(), 0.0)):
-            say(self.report(k))
+            self.send(self.report(k))
             k += 1
 
     def start(self) -> None:

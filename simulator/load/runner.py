@@ -37,6 +37,7 @@ from simulator.load.protocol import (
     BRIDGE_REPORTS, WORKER_REPORTS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Failure, Message, ProtocolError, Ready, Start,
     WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
 )  # fmt: skip
+from simulator.load.records import RUN_ID
 from simulator.load.section import LoadSection
 from simulator.shard import Shard
 from simulator.load.thresholds import FLOWS, Verdict, judge
@@ -194,18 +195,33 @@ class Experiment:
 
     def offered_between(self, begin: float, end: float) -> float:
         """Messages the profile offers in [begin, end) seconds."""
-        if self.load.unit == "rate":
-            return self.schedule.cumulative(end) - self.schedule.cumulative(begin)
-        steps = max(int((end - begin) * 100), 1)
-        width = (end - begin) / steps
-        active = sum(min(math.ceil(self.schedule.target(begin + (n + 0.5) * width)), self.probes) for n in range(steps))
-        return active * width * self.load.device_rate
+        return offered_between(self.load, self.schedule, self.probes, begin, end)
+
+    def record_inputs(self, shard: Shard) -> dict[str, Any]:
+        """What `iotsim load report` needs to know of the experiment: a shard's start record (simulator/load/records.py)."""
+        probe = next(fleet for fleet in self.scenario.fleets if fleet.type == "load_probe")
+        return {
+            "scenario": self.scenario.name, "load": self.load.model_dump_json(), "qos": self.qos, "probes": self.probes,
+            "batch": probe.batch, "payload_bytes": probe.payload_bytes, "seed": self.scenario.seed, "duration_s": float(self.schedule.duration),
+            "count": shard.count, "host": platform.node(), "mqtt": self.scenario.mqtt.url,
+            "influx": f"{self.scenario.influx.url} database {self.scenario.influx.database}",
+        }  # fmt: skip
 
     def run_scenario(self, start: datetime | None = None) -> Scenario:
         changes: dict[str, Any] = {"duration": self.schedule.duration, "speed": 1.0}
         if start is not None:
             changes["start"] = start.isoformat()
         return self.scenario.with_overrides(**changes)
+
+
+def offered_between(load: LoadSection, schedule: Schedule, probes: int, begin: float, end: float) -> float:
+    """Messages the profile offers in [begin, end) seconds (also what `iotsim load report` needs)."""
+    if load.unit == "rate":
+        return schedule.cumulative(end) - schedule.cumulative(begin)
+    steps = max(int((end - begin) * 100), 1)
+    width = (end - begin) / steps
+    active = sum(min(math.ceil(schedule.target(begin + (n + 0.5) * width)), probes) for n in range(steps))
+    return active * width * load.device_rate
 
 
 Progress = Callable[[int, dict[str, Any]], None]
@@ -237,13 +253,15 @@ def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
     return summary
 
 
-def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
-    """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts)."""
+def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False, run_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
+    """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts).
+    The run id (the `loadtest` points' tag) is the results directory's name unless given."""
     scenario, load = experiment.scenario, experiment.load
     preflight(scenario)
     servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
-    run_id = out.name
+    run_id = run_id or out.name
+    record_id = run_id if RUN_ID.fullmatch(run_id) else None  # records for `iotsim load report` need an id it can name
     influx, credentials = scenario.influx, InfluxCredentials.from_environment(scenario.influx)
     bridge_orders = BridgeOrders(
         influx_url=influx.url, database=influx.database, user=credentials.user, password=credentials.password, token=credentials.token,
@@ -253,6 +271,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         ),
         interval=1.0,
         raw_latencies=str(out / "latencies.i64") if raw_latencies else None,
+        run_id=record_id,
         **bridge_credentials(scenario),
     )  # fmt: skip
     bridge = start_bridge(bridge_orders, out)
@@ -262,7 +281,8 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         bridge.wait_ready(READY_TIMEOUT)
         timed = experiment.run_scenario()
         for index in range(experiment.workers):
-            workers.append(start_worker(index, WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0), out))
+            orders = WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0, run_id=record_id)
+            workers.append(start_worker(index, orders, out))
         for worker in workers:
             worker.wait_ready(READY_TIMEOUT)
         start_ms = int((time.time() + START_MARGIN_S) * 1000)

@@ -10,6 +10,9 @@ on stdout, one JSON line each (simulator/load/protocol.py has every message):
     stdout  WorkerFinal       after the last stage, once everything is acknowledged
     stdout  Failure           could not go on (then exit 1): any IotsimError, one line
 
+With a run id in its orders it also writes each report to InfluxDB (simulator/load/records.py), as
+`iotsim load --shard` does: that one runs `publish_shard` in its own process, reporting only there.
+
 A dry run needs no broker and no start: the world runs as fast as possible from the scenario's own
 start and writes its messages to the file, so runs can be compared byte for byte.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,11 @@ import simpy
 
 from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
+from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder
-from simulator.load.protocol import WORKER_ORDERS, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
+from simulator.load.protocol import WORKER_ORDERS, Message, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
+from simulator.load.records import ShardRecorder
+from simulator.load.runner import Experiment
 from simulator.shard import Shard, ShardSink
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
@@ -80,13 +87,41 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
     say(WorkerFinal(counts=counts, publish_hist="", devices=len(world.telemetry.devices), wall_s=wall, drained=True))  # nothing to drain
 
 
-def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> None:
+def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float, run_id: str | None) -> None:
+    """A worker of the runner: Ready and its reports on stdout, the common start from stdin; with a
+    run id its reports also go to InfluxDB, as a shard's of `iotsim load --shard` do."""
+    client = InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
+    recorder = ShardRecorder(client, run_id, shard) if run_id else None
+
+    def ready() -> int:
+        say(Ready())
+        start_ms = read_order(WORKER_ORDERS, Start).start_ms
+        if recorder is not None:
+            recorder.start(start_ms, Experiment.of(scenario, shard.count, qos).record_inputs(shard))
+        return start_ms
+
+    def report(message: Message) -> None:
+        say(message)
+        if recorder is not None:
+            recorder.send(message)
+
+    try:
+        publish_shard(scenario, shard, qos, interval, ready, report)
+        if recorder is not None:
+            recorder.close()
+    finally:
+        client.close()
+
+
+def publish_shard(scenario: Scenario, shard: Shard, qos: int, interval: float, ready: Callable[[], int], report: Callable[[Message], None]) -> WorkerFinal:
+    """Connect, learn the start from `ready()` (epoch ms), simulate the shard's devices in real time
+    and `report` a WorkerInterval every interval, then the WorkerFinal (also returned). The runner's
+    workers report on stdout; `iotsim load --shard` reports to InfluxDB (simulator/load/records.py)."""
     settings = scenario.mqtt
     client_id = load_worker_client_id(settings.client_id_prefix, shard.index, os.getpid())
     publisher = InstrumentedPublisher.from_settings(settings, client_id=client_id, qos=qos)
     publisher.start()  # BrokerError: unreachable or refused
-    say(Ready())
-    start_ms = read_order(WORKER_ORDERS, Start).start_ms
+    start_ms = ready()
     start = datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc)
     scenario = scenario.with_overrides(start=start.isoformat())
     sink = ShardSink(publisher, shard)
@@ -96,7 +131,7 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
     def counts() -> WorkerCounts:
         return WorkerCounts(generated=sink.passed, published=publisher.published, acknowledged=publisher.acknowledged)
 
-    reporter = Reporter(start_ms, interval, lambda k: WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take()))
+    reporter = Reporter(start_ms, interval, lambda k: WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take()), report)
     try:  # a BrokerError on the way (another client took our client id ...) ends the run as one Failure (serve)
         publisher.idle(max(start_ms / 1000 - time.time(), 0.0))
         env.sync()
@@ -107,8 +142,10 @@ def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float) -> Non
         drained = publisher.drain(DRAIN_TIMEOUT)
     finally:
         reporter.stop()
-    say(WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=len(world.telemetry.devices), wall_s=wall, drained=drained))
+    final = WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=len(world.telemetry.devices), wall_s=wall, drained=drained)
+    report(final)
     publisher.stop()
+    return final
 
 
 def work() -> None:
@@ -116,7 +153,7 @@ def work() -> None:
     if orders.dry_run:
         run_dry(orders.scenario, orders.shard, Path(orders.dry_run))
     else:
-        run_live(orders.scenario, orders.shard, orders.qos if orders.qos is not None else orders.scenario.mqtt.qos, orders.interval)
+        run_live(orders.scenario, orders.shard, orders.qos if orders.qos is not None else orders.scenario.mqtt.qos, orders.interval, orders.run_id)
 
 
 def main() -> None:

@@ -1,0 +1,42 @@
+"""`iotsim load FILE --shard INDEX/COUNT`: one shard of a load experiment, on this host.
+
+The shard publishes its own devices (as a worker of `iotsim load` does) and writes its records to
+InfluxDB (simulator/load/records.py); `iotsim load report RUN_ID` merges the shards' records. A
+sharded run starts no bridge: across hosts the ingest bridge runs on its own (`iotsim bridge`, in
+Kubernetes its StatefulSet), and the report counts what it stored.
+"""
+
+from __future__ import annotations
+
+import time
+
+from simulator.errors import IotsimError, UsageError
+from simulator.load.protocol import WorkerFinal
+from simulator.load.records import ShardRecorder
+from simulator.load.runner import START_MARGIN_S, Experiment, LoadError, influx_client, preflight
+from simulator.load.worker import publish_shard
+from simulator.shard import Shard
+
+
+def run_shard(experiment: Experiment, shard: Shard, run_id: str) -> WorkerFinal:
+    """Publish the shard's devices along the profile, recording to InfluxDB; its final counters."""
+    scenario = experiment.scenario
+    preflight(scenario)  # the broker and InfluxDB are there (the database is created when missing)
+    client = influx_client(scenario)
+    recorder = ShardRecorder(client, run_id, shard)
+
+    def ready() -> int:  # no common start across hosts: each shard starts once it is connected
+        start_ms = int((time.time() + START_MARGIN_S) * 1000)
+        recorder.start(start_ms, experiment.record_inputs(shard))
+        return start_ms
+
+    try:
+        final = publish_shard(experiment.run_scenario(), shard, experiment.qos, 1.0, ready, recorder.send)
+        recorder.close()
+    except UsageError:
+        raise
+    except IotsimError as error:  # the broker refused us, InfluxDB took no records ...: the shard could not run
+        raise LoadError(f"shard {shard.spec}: {error}") from None
+    finally:
+        client.close()
+    return final
