@@ -58,15 +58,19 @@ SLUG_HASH = 6  # hex digits of the scenario name's hash when its slug alone coul
 SIMULATOR_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]+-(run-[A-Za-z0-9_-]+|load-w\d+-\d+)$")
 
 
-def run_client_id(prefix: str, scenario_name: str) -> str:
+def run_client_id(prefix: str, scenario_name: str, shard_index: int = 0, shard_count: int = 1) -> str:
     """`iotsim run`: `{prefix}-run-{slug}`, the slug being the scenario name reduced to `[A-Za-z0-9_-]`.
-    A name the slug changes or cuts short gets a hash of itself appended: two names, two ids."""
+    A name the slug changes or cuts short gets a hash of itself appended: two names, two ids. Shard
+    INDEX/COUNT of a sharded run (COUNT > 1) ends the id with `-s{INDEX}of{COUNT}`: shards running at
+    once would otherwise take each other's connection."""
     base = f"{prefix}-run-"
+    suffix = f"-s{shard_index}of{shard_count}" if shard_count > 1 else ""
+    room = MAX_CLIENT_ID - len(base) - len(suffix)
     slug = re.sub(r"[^A-Za-z0-9_-]", "_", scenario_name)
-    if slug == scenario_name and len(base) + len(slug) <= MAX_CLIENT_ID:
-        return base + slug
+    if slug == scenario_name and len(slug) <= room:
+        return base + slug + suffix
     digest = hashlib.sha256(scenario_name.encode()).hexdigest()[:SLUG_HASH]
-    return f"{base}{slug[: MAX_CLIENT_ID - len(base) - SLUG_HASH - 1]}-{digest}"
+    return f"{base}{slug[: room - SLUG_HASH - 1]}-{digest}{suffix}"
 
 
 def load_worker_client_id(prefix: str, index: int, pid: int) -> str:
