@@ -22,7 +22,9 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for it
+from typer._click.core import ParameterSource  # typer 0.29 vendors click; no public names for these
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.globals import get_current_context
 
 from simulator import readings_schema, scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
@@ -152,7 +154,8 @@ Command = TypeVar("Command", bound=Callable[..., None])
 def options_of(model: type[Model], parameter: str) -> Callable[[Command], Command]:
     """Give a command one option per field of `model` that has a flag (simulator/ingest/settings.py:
     the flag, default and help text come from the field) and call it with the validated model as
-    `parameter`. A value the model refuses is a UsageError naming the flag."""
+    `parameter`. A flag not given is left out, so the model's own default applies (or one it derives
+    from other fields: a group member's client id). A value the model refuses is a UsageError naming the flag."""
     flags = {name: flag for name, field in model.model_fields.items() if (flag := flag_of(name, field))}
 
     def option(name: str) -> inspect.Parameter:
@@ -166,6 +169,9 @@ def options_of(model: type[Model], parameter: str) -> Callable[[Command], Comman
         @functools.wraps(command)
         def with_model(**values: Any) -> None:
             chosen = {name: values.pop(name) for name in flags}
+            context = get_current_context(silent=True)
+            if context is not None:  # the flags not given: the model's defaults
+                chosen = {name: value for name, value in chosen.items() if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
             try:
                 values[parameter] = model.model_validate(chosen)
             except ValidationError as error:
@@ -444,7 +450,8 @@ def bridge(
         the_bridge.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
         if ready_file is not None:
             touch_ready_file(the_bridge, ready_file)
-        say(f"bridge: {mqtt} {prefix}/# → {influx} database {db}")
+        group = f" in group {settings.group} ({settings.topic_filter}) as {settings.client_id}" if settings.group else ""
+        say(f"bridge: {mqtt} {prefix}/#{group} → {influx} database {db}")
         the_bridge.run(exit_when_idle)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
     except KeyboardInterrupt:
         the_bridge.stop()
