@@ -63,6 +63,45 @@ def test_the_shards_of_a_dry_run_together_are_exactly_the_whole_run(name: str) -
         assert sum(map(len, owners)) == len(set().union(*owners))
 
 
+# Pipeline faults sit before the shard's filter: duplicates, garbage and held messages keep their topic,
+# so they land in their device's shard; the faults' own events (source fault-injector) in one shard.
+# (Process faults need a paced run: test_process_faults_act_in_exactly_one_shard covers who acts.)
+FAULTS = """
+name: faults
+seed: 11
+duration: 40m
+fleets:
+  - type: air_quality
+    count: 40
+    cadence: 1m
+  - type: air_quality
+    id_prefix: aqs
+    count: 10
+    cadence: 1m
+faults:
+  - {kind: partition, fleet: aq, at: 5m, duration: 8m, buffer_in_memory: 50}
+  - {kind: duplicates, rate: 0.05}
+  - {kind: malformed, rate: 0.03}
+  - {kind: clock_skew, fleet: aqs, offset: -30s}
+"""
+
+
+def test_the_shards_of_a_run_with_pipeline_faults_together_are_exactly_the_whole_run(tmp_path: Path) -> None:
+    path = tmp_path / "faults.yaml"
+    path.write_text(FAULTS)
+    scenario = load_scenario(path)
+
+    def run(shard: Shard | None) -> list[Message]:
+        out: list[Message] = []
+        run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
+        return out
+
+    whole = run(None)
+    assert len(whole) > 50 * 40 and sum("/events/fault_" in topic for topic, _ in whole) == 5
+    for count in COUNTS:
+        assert sorted(message for index in range(count) for message in run(Shard(index, count))) == sorted(whole), f"{count} shards"
+
+
 def test_process_faults_act_in_exactly_one_shard() -> None:
     for count in COUNTS:
         assert sum(Shard(index, count).owns(FAULT_SOURCE) for index in range(count)) == 1
