@@ -2,9 +2,11 @@
 
 The telemetry numbers and stamps the messages; each fleet's device type registers its devices and
 starts their processes, in the scenario's order; then the pipeline faults of the scenario's
-`faults:` section are injected between the telemetry and the sink. A load worker passes its shard:
-`load_probe` fleets then build only the shard's devices (the worker's sink drops the messages of
-the other devices; simulator/shard.py). A scenario with a `load:` section paces the
+`faults:` section are injected between the telemetry and the sink. A sharded run (`iotsim run
+--shard`, a load worker) passes its shard: `load_probe` fleets then build only the shard's devices;
+every other model is built whole, the same in every shard, and the sink drops the messages of the
+other shards' sources (simulator/shard.py). Process faults act on the stack only in the shard that
+owns their events' source (`fault-injector`), so one shard, not every one, stops the broker. A scenario with a `load:` section paces the
 `load_probe` gateways by its profile: the builder puts that pacing into the world
 (simulator/load/pacing.py), so the devices never read the section.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import simpy
 
-from simulator.faults import FaultySink, StackControl, inject
+from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, StackControl, inject
 from simulator.load.pacing import PACING_KEY
 from simulator.shard import SHARD_KEY, Shard
 from simulator.scenario import Scenario
@@ -32,6 +34,8 @@ def build_world(
     world = World(env=env, scenario=scenario, telemetry=telemetry)
     if shard is not None:
         world.shared(SHARD_KEY, lambda _: shard)
+        if not shard.owns(FAULT_SOURCE):
+            stack_control = None  # announced only: the owning shard acts
     if scenario.load is not None:
         pacing = scenario.load.pacing()
         world.shared(PACING_KEY, lambda _: pacing)

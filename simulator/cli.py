@@ -22,7 +22,9 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from typer._click.exceptions import NoArgsIsHelpError  # typer 0.29 vendors click; no public name for it
+from typer._click.core import ParameterSource  # typer 0.29 vendors click; no public names for these
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.globals import get_current_context
 
 from simulator import readings_schema, scenario_schema, stack
 from simulator.dashboards.cli import dashboards_app
@@ -34,6 +36,7 @@ from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
 from simulator.ingest.settings import BridgeSettings, flag_of
 from simulator.scenario import YANGQUAN_TZ, Scenario, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
+from simulator.shard import SHARD_ENV, Shard, shard_from_env
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import Credentials, MqttPublisher, password_from_environment, run_client_id
 from simulator.transport.stats import PublisherStats
@@ -151,7 +154,8 @@ Command = TypeVar("Command", bound=Callable[..., None])
 def options_of(model: type[Model], parameter: str) -> Callable[[Command], Command]:
     """Give a command one option per field of `model` that has a flag (simulator/ingest/settings.py:
     the flag, default and help text come from the field) and call it with the validated model as
-    `parameter`. A value the model refuses is a UsageError naming the flag."""
+    `parameter`. A flag not given is left out, so the model's own default applies (or one it derives
+    from other fields: a group member's client id). A value the model refuses is a UsageError naming the flag."""
     flags = {name: flag for name, field in model.model_fields.items() if (flag := flag_of(name, field))}
 
     def option(name: str) -> inspect.Parameter:
@@ -165,6 +169,9 @@ def options_of(model: type[Model], parameter: str) -> Callable[[Command], Comman
         @functools.wraps(command)
         def with_model(**values: Any) -> None:
             chosen = {name: values.pop(name) for name in flags}
+            context = get_current_context(silent=True)
+            if context is not None:  # the flags not given: the model's defaults
+                chosen = {name: value for name, value in chosen.items() if context.get_parameter_source(name) is not ParameterSource.DEFAULT}
             try:
                 values[parameter] = model.model_validate(chosen)
             except ValidationError as error:
@@ -234,8 +241,13 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--out", dir_okay=False, help="dry-run output, JSON lines {topic, payload}")] = None,
     drain_timeout: Annotated[float, typer.Option(callback=finite(0), help="seconds to wait for the last QoS 1 acknowledgements")] = 300.0,
     state_dir: StateDir = Path(".iotsim"),
+    shard_spec: Annotated[
+        Optional[str],
+        typer.Option("--shard", help=f"run shard INDEX/COUNT (INDEX from 0): only its devices' messages and its share of the events; default: {SHARD_ENV}, else all"),
+    ] = None,
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
+    shard = shard_from_env(shard_spec)  # InvalidShard: one line naming --shard or IOTSIM_SHARD, exit 2
     scenario = load_scenario(file)
     overrides = {"duration": duration, "speed": _speed(speed), "seed": seed, "start": _start(start), "mqtt.url": mqtt, "mqtt.qos": qos,
                  "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None, "influx.url": influx}  # fmt: skip
@@ -254,9 +266,9 @@ def run(
     else:
         terminate_on_sigterm()
     if dry_run:
-        run_dry(scenario, writable_file(output or Path(".iotsim") / f"{file.stem}.jsonl", "--out"))
+        run_dry(scenario, writable_file(output or Path(".iotsim") / f"{file.stem}.jsonl", "--out"), shard)
     else:
-        run_published(scenario, drain_timeout, StackControl(state_dir), stop)
+        run_published(scenario, drain_timeout, StackControl(state_dir), stop, shard)
 
 
 def warn_about_backlog(scenario: Scenario) -> None:
@@ -280,36 +292,42 @@ def _speed(text: str | None) -> str | float | None:
         raise UsageError(f"--speed: {text!r} is neither 'afap' nor a number") from None
 
 
-def run_dry(scenario: Scenario, output: Path) -> None:
+def shard_label(shard: Shard) -> str:
+    """How a run names its shard in its lines: ` (shard 1/3)`, or nothing for a whole run."""
+    return f" (shard {shard.spec})" if shard.count > 1 else ""
+
+
+def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
     try:
         writer = JsonlWriter(output)
     except OSError as error:
         raise cannot_write("--out", output, error) from None
     try:
         try:
-            result = run_with_progress(scenario, writer)
+            result = run_with_progress(scenario, writer, shard=shard)
         finally:
             writer.close()
     except OSError as error:  # the disk filled up, say: what was written stays, and we say where it stopped
         raise IotsimError(f"--out {output}: writing failed after {writer.written} messages ({error.strerror})") from None
-    out.print(f"dry run: {result.generated} messages in {result.wall_s:.2f} s ({result.messages_per_s:,.0f} msg/s) → {output}")
+    out.print(f"dry run{shard_label(shard)}: {result.generated} messages in {result.wall_s:.2f} s ({result.messages_per_s:,.0f} msg/s) → {output}")
     print_summaries(result)
 
 
-def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None) -> None:
+def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None, shard: Shard = Shard()) -> None:
     settings = scenario.mqtt
-    client_id = run_client_id(settings.client_id_prefix, scenario.name)  # any scenario name, a valid id with its role
+    client_id = run_client_id(settings.client_id_prefix, scenario.name, shard.index, shard.count)  # any scenario name, a valid id with its role
+    label = shard_label(shard)
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
     counters = counters_client(scenario)
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
     if stop is not None:  # said once connected, so a mistake above stays the only line
-        say(f"{scenario.name}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
-    stats = PublisherStats(publisher, counters, client_id, warn=err.print)
+        say(f"{scenario.name}{label}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
+    stats = PublisherStats(publisher, counters, client_id, warn=err.print, shard=shard.spec if shard.count > 1 else None)
     stats.start()
     interrupted = False
     result: RunResult | None = None
     try:
-        result = run_with_progress(scenario, publisher, control, wait=publisher.idle, stop=stop)
+        result = run_with_progress(scenario, publisher, control, wait=publisher.idle, stop=stop, shard=shard)
         if not publisher.drain(drain_timeout):
             err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending + publisher.buffered} acknowledgements")
     except KeyboardInterrupt:
@@ -321,7 +339,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     generated = result.generated if result else publisher.published
     acknowledged = publisher.acknowledged if settings.qos == 1 else "n/a (QoS 0)"
     out.print(
-        f"{scenario.name}: generated {generated}, published {publisher.published}, acknowledged {acknowledged}"
+        f"{scenario.name}{label}: generated {generated}, published {publisher.published}, acknowledged {acknowledged}"
         + (f" in {result.wall_s:.1f} s ({result.messages_per_s:,.0f} msg/s)" if result else "")
         + f" → {publisher.address}"
     )
@@ -330,7 +348,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     if result:
         print_summaries(result)
         if scenario.until_stopped:  # another live run from this start sends the same messages, as far as it goes
-            say(f"{scenario.name}: stopped after {format_duration(result.simulated_s)} simulated, live from --start {scenario.start.isoformat()}")
+            say(f"{scenario.name}{label}: stopped after {format_duration(result.simulated_s)} simulated, live from --start {scenario.start.isoformat()}")
     if interrupted:
         raise typer.Exit(130)
     if settings.qos == 1 and publisher.acknowledged < publisher.published:
@@ -349,7 +367,9 @@ def counters_client(scenario: Scenario) -> InfluxClient:
     return client
 
 
-def run_with_progress(scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep, stop: Stop | None = None) -> RunResult:
+def run_with_progress(
+    scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep, stop: Stop | None = None, shard: Shard | None = None
+) -> RunResult:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -377,7 +397,7 @@ def run_with_progress(scenario: Scenario, sink: object, control: StackControl | 
                 days_logged[0] = int(simulated_s // DAY_S)
                 say(f"{scenario.name}: day {days_logged[0]} simulated, {generated} messages")  # for logs: a live run has no bar's end
 
-        return run_scenario(scenario, sink, update, control, wait, stop)  # type: ignore[arg-type]
+        return run_scenario(scenario, sink, update, control, wait, stop, shard)  # type: ignore[arg-type]
 
 
 def print_summaries(result: RunResult) -> None:
@@ -430,7 +450,8 @@ def bridge(
         the_bridge.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
         if ready_file is not None:
             touch_ready_file(the_bridge, ready_file)
-        say(f"bridge: {mqtt} {prefix}/# → {influx} database {db}")
+        group = f" in group {settings.group} ({settings.topic_filter}) as {settings.client_id}" if settings.group else ""
+        say(f"bridge: {mqtt} {prefix}/#{group} → {influx} database {db}")
         the_bridge.run(exit_when_idle)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
     except KeyboardInterrupt:
         the_bridge.stop()

@@ -22,6 +22,7 @@ from simpy.core import EmptySchedule, Infinity
 from simulator.builder import build_world
 from simulator.faults import StackControl
 from simulator.scenario import Scenario
+from simulator.shard import Shard, ShardSink
 from simulator.telemetry import Sink
 from simulator.world import Summary, World
 
@@ -112,15 +113,17 @@ LIVE_PROGRESS_S = 3600.0
 
 def run_scenario(
     scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None, wait: Wait = time.sleep,
-    stop: Stop | None = None,
+    stop: Stop | None = None, shard: Shard | None = None,
 ) -> RunResult:  # fmt: skip
     """Run the scenario's world; `stack_control` lets process faults act on the local stack; a paced
     run waits for the wall clock through `wait` (pass a publisher's `idle`). A live run
-    (`until-stopped`) ends once `stop` is requested."""
+    (`until-stopped`) ends once `stop` is requested. A `shard` of more than one passes on only its
+    own sources' messages (simulator/shard.py); `generated` then counts those."""
     if scenario.until_stopped and stop is None:
         raise ValueError("a run until stopped needs a Stop to end it")
     env = make_environment(scenario, wait, stop)
-    world = build_world(scenario, env, sink, stack_control=stack_control)
+    sharded = ShardSink(sink, shard) if shard is not None and shard.count > 1 else None
+    world = build_world(scenario, env, sharded or sink, shard=sharded.shard if sharded else None, stack_control=stack_control)
     if progress is not None:
         every = LIVE_PROGRESS_S if scenario.until_stopped else max(scenario.duration / 200.0, 1.0)
         env.process(report_progress(env, world, progress, every))
@@ -132,10 +135,11 @@ def run_scenario(
         env.run(until=scenario.duration)
     wall = time.perf_counter() - started
     simulated = float(env.now) if scenario.until_stopped else scenario.duration
+    generated = sharded.passed if sharded else world.telemetry.generated
     if progress is not None:
-        progress(simulated, world.telemetry.generated)
+        progress(simulated, generated)
     return RunResult(
-        generated=world.telemetry.generated,
+        generated=generated,
         simulated_s=simulated,
         wall_s=wall,
         summaries=[make() for make in world.summaries],

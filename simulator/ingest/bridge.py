@@ -29,6 +29,10 @@ The bridge writes only topics under its own prefix; a message from a subscriptio
 in the session is dead-lettered, and that subscription is cancelled (UNSUBSCRIBE). Each device's seq
 is checked as messages arrive (simulator/ingest/sequences.py, `seq_gaps`).
 
+A bridge group (`group`): the members subscribe `$share/{group}/{prefix}/#` and the broker hands each
+message to one of them. Each member is a whole bridge (its own client id, persistent session, spool
+and ack-after-write); the seq check is off, since a member sees only a share of each device's seqs.
+
 Each field keeps one type (simulator/ingest/fieldtypes.py): a value of another type is written under
 its typed name, so one message never turns the others away. A point InfluxDB refuses is dead-lettered
 as the message it came from (topic and payload), or as `(spool)` and its line when it came from the spool.
@@ -120,11 +124,13 @@ class Bridge:
         self.spool = open_spool(settings) if settings.spooling else None
         self.session_dir = (settings.spool_dir if settings.spooling else settings.dead_letter_path.parent / "sessions") / settings.client_id
         self.session_record = SessionRecord.load(self.session_dir)  # what an earlier run left in the session
-        self.topic_filter = f"{settings.topic_prefix}/#"
+        self.topic_filter = settings.topic_filter
         self.subscribed = False  # the broker confirmed our subscription at least once in this process
         self.takeover = TakeoverWatch()
+        self.group_tag = f",group={escape_key(settings.group)}" if settings.group else ""
         self.strays_seen = False  # a message outside our prefix arrived (and was said so once)
-        self.sequences = SeqGaps(log)
+        # A group member receives a share of each device's messages, so its own seqs have gaps by design.
+        self.sequences = SeqGaps(log) if settings.group is None else None
         self.lock = threading.Condition()
         self.stopping = threading.Event()
         self.connected = threading.Event()
@@ -338,7 +344,8 @@ class Bridge:
         try:
             self._check_topic(topic)
             line, device_id, seq, ts = to_line(topic, payload, self.field_types)
-            self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
+            if self.sequences is not None:
+                self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
         except BadPayload as error:
             line, ts = None, 0
             self.dead_letters.add(topic, payload, str(error))
@@ -513,14 +520,15 @@ class Bridge:
         """One `pipeline` point with the bridge's counters, for the pipeline-health dashboard."""
         counts, stats = self.counts, self.writer.stats
         line = (
-            f"pipeline,component=bridge,client_id={escape_key(self.settings.client_id)} "
+            f"pipeline,component=bridge,client_id={escape_key(self.settings.client_id)}{self.group_tag} "
             f"received={counts.received}i,written={counts.written}i,dead_letters={counts.dead_letters}i,"
             f"acknowledged={counts.acknowledged}i,batch_size={counts.last_batch_size}i,"
             f"retries={stats.retries}i,type_conflicts={self.field_types.conflicts}i,batches={stats.batches}i,spooled={counts.spooled}i,spool_points={self.spool.points if self.spool else 0}i,"
             f"seq_gaps={counts.seq_gaps}i,sessions_lost={counts.sessions_lost}i,takeovers={counts.takeovers}i,"
             f"lag_ms={counts.last_lag_ms:.1f} {int(time.time() * 1000)}"
         )
-        self.sequences.report_suppressed()
+        if self.sequences is not None:
+            self.sequences.report_suppressed()
         self.writer.write_point(line, timeout=STATS_TIMEOUT_S)  # best effort: our own statistics never stop ingest
 
 

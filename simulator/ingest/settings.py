@@ -9,20 +9,23 @@ them with these defaults (a test compares the three).
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from simulator.fleet import Duration, StrictModel
 from simulator.ingest.fieldtypes import NOT_DECLARED, SHIPPED
-from simulator.transport.mqtt import BRIDGE_CLIENT_ID, bridge_client_id_problem
+from simulator.transport.mqtt import BRIDGE_CLIENT_ID, bridge_client_id_problem, group_bridge_client_id
 from simulator.urls import MQTT_SCHEMES, check_url
 
 # Client ids become directory names (the spool) and InfluxDB tags: letters, digits, '.', '_', '-',
 # at most 64 (what MQTT 3.1.1 brokers must accept is 23; Mosquitto takes 65535), no leading dot.
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+# A group name is one topic level of `$share/{group}/...`: no `/ + # $`, nor anything else but these.
+GROUP = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 
 
@@ -42,7 +45,11 @@ class BridgeSettings(StrictModel):
     topic_prefix: str = Field(default="yangquan", pattern=TOPIC_PREFIX_PATTERN, description="topic prefix to subscribe under ({prefix}/#)", json_schema_extra=_flag("--prefix"))
     client_id: str = Field(
         default=BRIDGE_CLIENT_ID,
-        description="MQTT client id (letters, digits, . _ -, at most 64, no leading dot); keep it fixed so the session persists",
+        description="MQTT client id (letters, digits, . _ -, at most 64, no leading dot); keep it fixed so the session persists; with --group and no --client-id: bridge-{host name}",
+    )  # fmt: skip
+    group: str | None = Field(
+        default=None,
+        description="join bridge group NAME: subscribe $share/NAME/{prefix}/#, so the broker gives each member a share of the messages (each member its own --client-id)",
     )  # fmt: skip
     batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="points per InfluxDB write")
     batch_interval: Duration = Field(default=1.0, le=3600, description="seconds a message may wait for its batch")
@@ -57,6 +64,26 @@ class BridgeSettings(StrictModel):
         f"simulator/schemas/readings.json), {NOT_DECLARED!r} (the first value seen decides), or a JSON file {{measurement: {{field: kind}}}}",
     )  # fmt: skip
     stats_interval: Duration = Field(default=5.0, le=3600, description="seconds between `pipeline` points about the bridge itself", json_schema_extra=NO_FLAG)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _member_id(cls, data: Any) -> Any:
+        """A group member given no client id takes its host's: members need distinct ids."""
+        if isinstance(data, dict) and data.get("group") is not None and data.get("client_id") is None:
+            return {**data, "client_id": group_bridge_client_id(socket.gethostname())}
+        return data
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, group: str | None) -> str | None:
+        if group is not None and not GROUP.fullmatch(group):
+            raise ValueError(f"{group!r} is not a group name: letters, digits, '.', '_' and '-', at most 64, not starting with '.' (it is a topic level: no / + # $)")
+        return group
+
+    @property
+    def topic_filter(self) -> str:
+        """What the bridge subscribes to: its prefix, or its group's share of it."""
+        return f"$share/{self.group}/{self.topic_prefix}/#" if self.group else f"{self.topic_prefix}/#"
 
     @field_validator("mqtt_url")
     @classmethod

@@ -1,7 +1,7 @@
 """The simulator's own counters, written to InfluxDB's `pipeline` measurement for the health board.
 
 A daemon thread posts one point every few seconds while a run publishes (tags `component` =
-`simulator`, `client_id`; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`,
+`simulator`, `client_id`, and `shard` = INDEX/COUNT for a sharded run; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`,
 `takeovers`: connections the broker closed soon after accepting them, another client with the run's id).
 Best effort (the InfluxDB client's `write_point`): an unreachable InfluxDB is reported once and never
 slows the run.
@@ -18,10 +18,13 @@ from simulator.transport.mqtt import MqttPublisher
 
 
 class PublisherStats:
-    def __init__(self, publisher: MqttPublisher, client: InfluxClient, client_id: str, warn: Callable[[str], None], every: float = 5.0) -> None:
+    def __init__(
+        self, publisher: MqttPublisher, client: InfluxClient, client_id: str, warn: Callable[[str], None], every: float = 5.0, shard: str | None = None
+    ) -> None:
         self.publisher = publisher
         self.client = client
         self.client_id = client_id.replace(" ", "_").replace(",", "_").replace("=", "_")
+        self.tags = f"component=simulator,client_id={self.client_id}" + (f",shard={shard}" if shard else "")  # shard: INDEX/COUNT, digits and '/'
         self.warn = warn
         self.every = every
         self.stopping = threading.Event()
@@ -43,7 +46,7 @@ class PublisherStats:
     def write(self) -> None:
         p = self.publisher
         line = (
-            f"pipeline,component=simulator,client_id={self.client_id} "
+            f"pipeline,{self.tags} "
             f"published={p.published}i,acknowledged={p.acknowledged}i,pending={p.pending}i,buffered={p.buffered}i,disconnects={p.disconnects}i,"
             f"takeovers={p.takeover.takeovers}i "
             f"{int(time.time() * 1000)}"
