@@ -28,6 +28,11 @@ class LiveResults:
     def write_row(self, row: dict[str, Any], ts_ms: int) -> None:
         self.post(f"loadtest,{self.tags},phase=interval {fields(row)} {ts_ms}")
 
+    def write_rows(self, rows: list[dict[str, Any]], start_ms: int) -> None:
+        """Every row at once, each at start + its second: the same points as write_row's, replaced."""
+        if rows:
+            self.post("\n".join(f"loadtest,{self.tags},phase=interval {fields(row)} {start_ms + int(row['second']) * 1000}" for row in rows))
+
     def write_summary(self, figures: dict[str, Any], passed: bool) -> None:
         self.post(f"loadtest,{self.tags},phase=summary {fields(figures)},passed={'true' if passed else 'false'} {int(time.time() * 1000)}")
 
