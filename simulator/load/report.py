@@ -49,7 +49,7 @@ class Merged:
 
 
 INGEST_FLOWS = ("received", "written", "distinct", "duplicates")
-NO_COUNTS = dict.fromkeys(INGEST_FLOWS, 0.0)
+NO_COUNTS = dict.fromkeys(INGEST_FLOWS, 0)
 
 
 class BridgeIngest:
@@ -62,11 +62,11 @@ class BridgeIngest:
     def __init__(self, bridge: BridgeRecord) -> None:
         self.bridge = bridge
 
-    def counts(self, k: int) -> dict[str, float]:
+    def counts(self, k: int) -> dict[str, int]:
         counts = self.bridge.counts_at(k) if k >= 1 else {}
-        return {name: float(counts[name]) for name in INGEST_FLOWS} if counts else NO_COUNTS
+        return {name: int(counts[name]) for name in INGEST_FLOWS} if counts else NO_COUNTS
 
-    def second(self, k: int) -> dict[str, float]:
+    def second(self, k: int) -> dict[str, int]:  # whole messages, as the runner's rows always had them
         now, before = self.counts(k), self.counts(k - 1)
         return {name: now[name] - before[name] for name in INGEST_FLOWS}
 
@@ -108,8 +108,8 @@ class StoredIngest:
     def __init__(self, stored: Stored) -> None:
         self.stored = stored
 
-    def second(self, k: int) -> dict[str, float]:
-        points = float(self.stored.per_second.get(k, 0))
+    def second(self, k: int) -> dict[str, int]:
+        points = self.stored.per_second.get(k, 0)
         return {"written": points, "distinct": points}
 
     def latency_hist(self, k: int) -> str:
@@ -306,7 +306,7 @@ class RowMerger:
             self.previous[name] = value
         second = ingest.second(k)
         for name in INGEST_FLOWS:
-            row[name] = second.get(name, 0.0) if name in ingest.measured else None
+            row[name] = second.get(name, 0) if name in ingest.measured else None
         self.distinct_so_far += second.get("distinct", 0.0)
         row["backlog"] = totals["published"] - self.distinct_so_far
         for name, value in summarize_ms(decode(ingest.latency_hist(k))).items():

@@ -34,7 +34,7 @@ from pydantic import TypeAdapter
 
 from simulator.errors import DatabaseError
 from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
-from simulator.load.figures import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
+from simulator.load.figures import LoadError, none_if_nan, offered_between
 from simulator.load.live import LiveResults
 from simulator.load.metrics import MachineSampler, ResourceSampler, Server, find_server
 from simulator.load.profile import Constant, Schedule, schedule_of
@@ -53,7 +53,6 @@ from simulator.transport.mqtt import BrokerAddress, load_bridge_client_id, passw
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
 COLLECT_DELAY_S = 0.3  # read interval k this long after it ends, so every process has reported it
-__all__ = ["CPU_FIGURES", "RSS_FIGURES", "SAMPLED", "LoadError", "environment", "none_if_nan", "offered_between"]  # shared with the report
 
 
 @dataclass
