@@ -121,8 +121,8 @@ def test_a_missing_shard_is_reported_and_a_shard_starts_no_bridge(pipeline: Pipe
 
 
 def test_a_local_run_gives_the_same_figures_through_its_records(pipeline: Pipeline) -> None:
-    """`iotsim load --workers 2`: its workers and its bridge also record to InfluxDB, and the report
-    merged from those records agrees with the summary the runner made from its pipes."""
+    """`iotsim load --workers 2`: its workers and its bridge record to InfluxDB, the runner makes its
+    results from those records with the report's merge, and `iotsim load report` gives the same."""
     scenario = pipeline.scenario_file(SCENARIO.replace("    - loss == 0\n", "    - loss == 0\n    - duplicates == 0\n    - p99_latency_ms < 60000\n"))
     out = pipeline.tmp / "local"
     run = iotsim("load", str(scenario), "--workers", "2", "--run-id", "local-1", "--out", str(out), timeout=120)
@@ -139,7 +139,34 @@ def test_a_local_run_gives_the_same_figures_through_its_records(pipeline: Pipeli
         assert decode(recorded[histogram]).get_total_count() == decode(piped[histogram]).get_total_count() == piped["figures"][total], histogram
     assert [(v["threshold"], v["passed"]) for v in recorded["thresholds"]] == [(v["threshold"], v["passed"]) for v in piped["thresholds"]]
     assert len(recorded["thresholds"]) == 5 and recorded["passed"] is piped["passed"] is True
-    assert recorded["shards"]["reported"] == ["0/2", "1/2"]
+    assert recorded["shards"]["reported"] == piped["shards"]["reported"] == ["0/2", "1/2"]
+
+    # One code path: the runner's timeseries is the report's, row for row, but for what only the
+    # runner samples on its machine (the bridge's, the servers' and the machine's CPU and memory).
+    runner_rows, report_rows = read_rows(out), read_rows(pipeline.tmp / "merged")
+    assert [without(row, LOCAL_ONLY) for row in runner_rows] == [without(row, LOCAL_ONLY) for row in report_rows]
+    assert all(row["machine_cpu_percent"] != "" for row in runner_rows) and all(row["machine_cpu_percent"] == "" for row in report_rows)
+
+    # The same run id again, with one worker: the runner merges only the records written since its own
+    # start, so the first run's shards (0/2, 1/2) are left out of its results.
+    again = iotsim("load", str(scenario), "--workers", "1", "--run-id", "local-1", "--out", str(pipeline.tmp / "again"), timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    second = json.loads((pipeline.tmp / "again" / "summary.json").read_text())
+    assert second["shards"]["count"] == 1 and second["shards"]["reported"] == ["0/1"]
+    assert second["figures"]["generated"] == piped["figures"]["generated"]  # one seed, one stream, however many workers
+    assert second["figures"]["written"] == pipeline.count("load_probe") - piped["figures"]["written"] == second["figures"]["generated"]
+
+
+LOCAL_ONLY = {"bridge_cpu_percent", "bridge_rss_mb", "broker_cpu_percent", "broker_rss_mb", "database_cpu_percent", "database_rss_mb", "machine_cpu_percent"}
+
+
+def read_rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "timeseries.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def without(row: dict[str, str], names: set[str]) -> dict[str, str]:
+    return {name: value for name, value in row.items() if name not in names}
 
 
 def test_a_run_nobody_recorded_is_one_line(pipeline: Pipeline) -> None:

@@ -1,5 +1,5 @@
-"""The load runner and its children speak typed messages (simulator/load/protocol.py): every kind
-survives its JSON line, a line that is no message its reader expects is one clear error naming the
+"""The load runner and its children speak typed messages (simulator/load/protocol.py), control only
+(a live child's figures go to InfluxDB, tests/test_load_hosts.py): every kind survives its JSON line, a line that is no message its reader expects is one clear error naming the
 sender and the line, and an IotsimError a worker meets mid-run (another client takes its client id)
 ends the experiment as one line, with no traceback anywhere."""
 
@@ -18,8 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from conftest import IOTSIM, Pipeline, child_env
 from simulator.ingest.settings import BridgeSettings
 from simulator.load.protocol import (
-    BRIDGE_ORDERS, BRIDGE_REPORTS, WORKER_ORDERS, WORKER_REPORTS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Failure, ProtocolError,
-    Ready, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
+    BRIDGE_ORDERS, CONTROL_REPORTS, DRY_RUN_REPORTS, WORKER_ORDERS, BridgeOrders, Failure, ProtocolError, Ready, Start, WorkerCounts, WorkerFinal,
+    WorkerOrders, decode_message, encode_message,
 )  # fmt: skip
 from simulator.load.runner import LoadError, Worker
 from simulator.shard import Shard
@@ -28,18 +28,10 @@ from simulator.transport.mqtt import load_bridge_client_id, load_worker_client_i
 
 REPO = Path(__file__).resolve().parent.parent
 
-COUNTS = BridgeCounts(received=10, written=9, acknowledged=9, dead_letters=1, distinct=8, duplicates=1, stale=0)
-WORKER_MESSAGES = [
-    Ready(),
-    WorkerInterval(k=3, counts=WorkerCounts(generated=30, published=29, acknowledged=28), publish_hist="HISTFAAAA"),
+CONTROL_MESSAGES = [Ready(), Failure(message="client id t1-load-w0-42 is in use by another client: ..."), Failure(message="InfluxDB refused the write")]
+DRY_RUN_MESSAGES = [
     WorkerFinal(counts=WorkerCounts(generated=31, published=31, acknowledged=31), publish_hist="", devices=12, wall_s=4.25, drained=True),
-    Failure(message="client id t1-load-w0-42 is in use by another client: ..."),
-]
-BRIDGE_MESSAGES = [
-    Ready(),
-    BridgeInterval(k=1, counts=COUNTS, latency_hist=""),
-    BridgeFinal(counts=COUNTS, latency_hist="HISTFAAAA", gaps=2),
-    Failure(message="InfluxDB refused the write"),
+    Failure(message="cannot write /tmp/x.jsonl"),
 ]
 
 
@@ -48,11 +40,11 @@ def test_every_message_survives_its_line() -> None:
     settings = BridgeSettings(client_id="iotsim-load-bridge", spool_dir=Path("/tmp/spool"), dead_letter_path=Path("/tmp/dead.jsonl"), batch_interval=0.2)
     bridge_orders = BridgeOrders(
         settings=settings, influx_url="http://127.0.0.1:8086", database="db", user=None, password="secret", token=None,
-        mqtt_username="bridge", mqtt_password="pw", ca_file=None, raw_latencies="/tmp/latencies.i64",
+        mqtt_username="bridge", mqtt_password="pw", ca_file=None, raw_latencies="/tmp/latencies.i64", run_id="ramp-1",
     )  # fmt: skip
-    orders = [(WORKER_ORDERS, WorkerOrders(scenario=scenario, shard=Shard(1, 3), qos=1)), (WORKER_ORDERS, Start(start_ms=1_768_000_000_123))]
+    orders = [(WORKER_ORDERS, WorkerOrders(scenario=scenario, shard=Shard(1, 3), qos=1, run_id="ramp-1")), (WORKER_ORDERS, Start(start_ms=1_768_000_000_123))]
     orders += [(BRIDGE_ORDERS, bridge_orders), (BRIDGE_ORDERS, Start(start_ms=5))]
-    reports = [(WORKER_REPORTS, message) for message in WORKER_MESSAGES] + [(BRIDGE_REPORTS, message) for message in BRIDGE_MESSAGES]
+    reports = [(CONTROL_REPORTS, message) for message in CONTROL_MESSAGES] + [(DRY_RUN_REPORTS, message) for message in DRY_RUN_MESSAGES]
     for kinds, message in orders + reports:
         line = encode_message(message)
         assert line.endswith("\n") and line.count("\n") == 1
@@ -65,15 +57,16 @@ def test_every_message_survives_its_line() -> None:
     ("line", "problem"),
     [
         ('{"ready": true}\n', "Unable to extract tag using discriminator 'kind'"),  # the protocol before kinds
-        ('{"kind": "bridge_final", "gaps": 0}\n', "does not match any of the expected tags"),  # the bridge's, not a worker's
-        ('{"kind": "worker_interval", "k": 2, "publish_hist": ""}\n', "worker_interval.counts: Field required"),
-        ('{"kind": "worker_interval", "k": 2, "counts": {"generated": 1, "published": 1, "acknowledged": 1}, "publish_hist": "", "x": 1}\n', "worker_interval.x: Extra inputs are not permitted"),
+        ('{"kind": "bridge_final", "gaps": 0}\n', "does not match any of the expected tags"),  # figures are records in InfluxDB, not lines
+        ('{"kind": "worker_interval", "k": 2, "counts": {"generated": 1, "published": 1, "acknowledged": 1}, "publish_hist": ""}\n', "does not match any of the expected tags"),
+        ('{"kind": "error"}\n', "error.message: Field required"),
+        ('{"kind": "ready", "x": 1}\n', "ready.x: Extra inputs are not permitted"),
         ("Traceback (most recent call last):\n", "line: Invalid JSON"),
     ],
 )
 def test_a_line_that_is_no_message_is_one_error_naming_the_sender_and_the_line(line: str, problem: str) -> None:
     with pytest.raises(ProtocolError) as raised:
-        decode_message(WORKER_REPORTS, line, "worker 2")
+        decode_message(CONTROL_REPORTS, line, "worker 2")
     text = str(raised.value)
     assert text.startswith("worker 2 sent a line that is no message of the load protocol (") and problem in text, text
     assert text.endswith(f": {line.rstrip()!r}") and "\n" not in text
@@ -82,7 +75,7 @@ def test_a_line_that_is_no_message_is_one_error_naming_the_sender_and_the_line(l
 def test_a_long_line_is_shown_cut() -> None:
     line = '{"kind": "nonsense", "pad": "' + "x" * 5000 + '"}'
     with pytest.raises(ProtocolError) as raised:
-        decode_message(BRIDGE_REPORTS, line, "bridge")
+        decode_message(CONTROL_REPORTS, line, "bridge")
     assert len(str(raised.value)) < 600 and f"... ({len(line)} characters)'" in str(raised.value)
 
 
@@ -91,7 +84,7 @@ def test_the_runner_stops_a_child_that_sends_a_line_it_cannot_read(tmp_path: Pat
     (tmp_path / "old_worker.py").write_text("import sys, time\nsys.stdin.readline()\nprint('{\"ready\": true}', flush=True)\ntime.sleep(60)\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     scenario = load_scenario(REPO / "scenarios" / "load-ramp.yaml")
-    worker = Worker.start("worker 0", "old_worker", WorkerOrders(scenario=scenario, shard=Shard(0, 1), qos=1), tmp_path / "w.log", WORKER_REPORTS)
+    worker = Worker.start("worker 0", "old_worker", WorkerOrders(scenario=scenario, shard=Shard(0, 1), qos=1), tmp_path / "w.log", CONTROL_REPORTS)
     started = time.monotonic()
     with pytest.raises(LoadError) as raised:
         worker.wait_ready(30)
@@ -108,7 +101,7 @@ def test_a_child_given_an_order_it_cannot_read_says_so_in_one_failure(module: st
     assert child.returncode == 1
     assert "Traceback" not in child.stderr
     [line] = child.stdout.splitlines()
-    failure = decode_message(WORKER_REPORTS, line, module)
+    failure = decode_message(CONTROL_REPORTS, line, module)
     assert isinstance(failure, Failure)
     assert failure.message.startswith("the runner sent a line that is no message of the load protocol (") and "'{\"start_ms\": 1}'" in failure.message
 
@@ -117,7 +110,7 @@ def test_a_start_where_orders_are_due_is_refused_by_name() -> None:
     line = encode_message(Start(start_ms=1))
     child = subprocess.run([sys.executable, "-m", "simulator.load.worker"], input=line, capture_output=True, text=True, timeout=60, env=child_env())
     assert child.returncode == 1 and "Traceback" not in child.stderr
-    assert decode_message(WORKER_REPORTS, child.stdout, "worker") == Failure(message="the runner sent 'start' where 'worker_orders' was due")
+    assert decode_message(CONTROL_REPORTS, child.stdout, "worker") == Failure(message="the runner sent 'start' where 'worker_orders' was due")
 
 
 LONG_RUN = """

@@ -2,16 +2,18 @@
 through an InfluxDB client (simulator/influx.py) that notes when each point was stored.
 
 Started by the runner as `python -m simulator.load.bridge`; one JSON line per message on stdin and
-stdout, like the workers (simulator/load/protocol.py has every message):
+stdout, like the workers (simulator/load/protocol.py has every message), control only:
 
     stdin   BridgeOrders      BridgeSettings (simulator/ingest/settings.py), InfluxDB, credentials, interval
     stdout  Ready             subscribed
     stdin   Start             the common start
-    stdout  BridgeInterval    once per interval: received, written, acknowledged, dead letters,
-                              distinct, duplicates, stale, and the interval's latency histogram
     (stdin closed)            write what is pending, acknowledge it, stop
-    stdout  BridgeFinal       the same counters, and the gaps
     stdout  Failure           could not go on (then exit 1): any IotsimError, one line
+
+Its figures go to InfluxDB under the run id (simulator/load/records.py, measurement `loadbridge`):
+once per interval received, written, acknowledged, dead letters, distinct, duplicates, stale and the
+interval's latency histogram; after stdin closed the same counters and the gaps (`final`), and then
+it exits 0.
 
 With `raw_latencies`: FILE, every latency is also appended to FILE as a signed 64-bit integer
 (native byte order), to check the histograms against. End-to-end latency is (the moment InfluxDB acknowledged the write holding a point) minus (the
@@ -31,7 +33,7 @@ from typing import Any
 from simulator.ingest.bridge import Bridge
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
-from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Message, Ready, Reporter, Start, read_order, say, serve
+from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Ready, Reporter, Start, read_order, say, serve
 from simulator.load.records import BridgeRecorder
 from simulator.transport.mqtt import Credentials
 
@@ -102,14 +104,8 @@ def serve_bridge() -> None:
         return BridgeCounts(received=ingest.received, written=ingest.written, acknowledged=ingest.acknowledged,
                             dead_letters=ingest.dead_letters, distinct=distinct, duplicates=duplicates, stale=stale)  # fmt: skip
 
-    records = BridgeRecorder(InfluxClient(orders.influx_url, orders.database, writer.credentials), orders.run_id, recorder.start_ms) if orders.run_id else None
-
-    def report(message: Message) -> None:
-        say(message)
-        if records is not None:
-            records.send(message)
-
-    reporter = Reporter(recorder.start_ms, orders.interval, lambda k: BridgeInterval(k=k, counts=counts(), latency_hist=recorder.latency.take()), report)
+    records = BridgeRecorder(InfluxClient(orders.influx_url, orders.database, writer.credentials), orders.run_id, recorder.start_ms)
+    reporter = Reporter(recorder.start_ms, orders.interval, lambda k: BridgeInterval(k=k, counts=counts(), latency_hist=recorder.latency.take()), records.send)
     reporter.start()
     closed = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
@@ -128,9 +124,8 @@ def serve_bridge() -> None:
         recorder.raw.close()
     if failure is not None:
         raise failure  # InfluxDB refused us, the spool is full, another client took our client id ...: an IotsimError is one Failure (serve)
-    report(BridgeFinal(counts=counts(), latency_hist=recorder.latency.take(), gaps=recorder.sequences.gaps()))
-    if records is not None:
-        records.close()
+    records.send(BridgeFinal(counts=counts(), latency_hist=recorder.latency.take(), gaps=recorder.sequences.gaps()))
+    records.close()  # an IotsimError when its records did not reach InfluxDB: a Failure, exit 1 (serve)
 
 
 def main() -> None:

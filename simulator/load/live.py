@@ -19,6 +19,9 @@ from simulator.influx import InfluxClient
 from simulator.ingest.lineprotocol import escape_key
 
 
+ROWS_PER_POST = 100  # about 100 kB: well within write_point's 2 s (a soak's half hour is 1,800 rows)
+
+
 class LiveResults:
     def __init__(self, client: InfluxClient, run_id: str, scenario: str, warn: Callable[[str], None]) -> None:
         self.client = client
@@ -27,6 +30,12 @@ class LiveResults:
 
     def write_row(self, row: dict[str, Any], ts_ms: int) -> None:
         self.post(f"loadtest,{self.tags},phase=interval {fields(row)} {ts_ms}")
+
+    def write_rows(self, rows: list[dict[str, Any]], start_ms: int) -> None:
+        """The rows, each at start + its second: the same points as write_row's, replaced (ROWS_PER_POST a request)."""
+        for first in range(0, len(rows), ROWS_PER_POST):
+            chunk = rows[first : first + ROWS_PER_POST]
+            self.post("\n".join(f"loadtest,{self.tags},phase=interval {fields(row)} {start_ms + int(row['second']) * 1000}" for row in chunk))
 
     def write_summary(self, figures: dict[str, Any], passed: bool) -> None:
         self.post(f"loadtest,{self.tags},phase=summary {fields(figures)},passed={'true' if passed else 'false'} {int(time.time() * 1000)}")

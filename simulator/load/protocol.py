@@ -7,10 +7,14 @@ that names the sender and shows the line; nobody tells messages apart by the key
 
     runner → worker   WorkerOrders                  then, unless a dry run, Start
     worker → runner   Ready                         connected to the broker (not in a dry run)
-                      WorkerInterval ...            once per interval, for the interval ending at start + k * interval
-                      WorkerFinal | Failure         the last line: its figures, or why it stopped
+                      Failure                       why it stopped (its last line); else it exits 0
+                      WorkerFinal                   a dry run's figures (a dry run has no InfluxDB)
     runner → bridge   BridgeOrders, then Start; closing stdin stops it
-    bridge → runner   Ready, BridgeInterval ..., then BridgeFinal | Failure
+    bridge → runner   Ready, then Failure or exit 0
+
+A live child's figures do not travel on the pipe: the interval and final messages (WorkerInterval,
+WorkerFinal, BridgeInterval, BridgeFinal) go to InfluxDB as its records (simulator/load/records.py),
+where the runner reads them as `iotsim load report` does; the pipe carries control only.
 
 A child turns every `IotsimError` it meets (broker refused or unreachable, another client took its
 client id, InfluxDB refused, a line it cannot read) into one `Failure` and exits 1 (`serve`); the
@@ -59,7 +63,7 @@ class WorkerOrders(Message):
     qos: Literal[0, 1] | None = Field(default=None, description="publish QoS; None in a dry run")
     dry_run: str | None = Field(default=None, description="write the shard's messages to this JSON-lines file, no broker")
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
-    run_id: str | None = Field(default=None, description="also write its reports to the scenario's InfluxDB under this run id (simulator/load/records.py)")
+    run_id: str | None = Field(default=None, description="write its reports to the scenario's InfluxDB under this run id (simulator/load/records.py); None only in a dry run")
 
 
 class BridgeOrders(Message):
@@ -77,7 +81,7 @@ class BridgeOrders(Message):
     ca_file: str | None
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
     raw_latencies: str | None = Field(default=None, description="also append every latency (µs, int64) to this file")
-    run_id: str | None = Field(default=None, description="also write its reports to InfluxDB under this run id (simulator/load/records.py)")
+    run_id: str = Field(description="write its reports to InfluxDB under this run id (simulator/load/records.py)")
 
 
 class Start(Message):
@@ -157,13 +161,14 @@ class BridgeFinal(Message):
     gaps: int = Field(ge=0, description="seqs missing below a device's highest written one")
 
 
-WorkerReport = Annotated[Union[Ready, WorkerInterval, WorkerFinal, Failure], Field(discriminator="kind")]
-BridgeReport = Annotated[Union[Ready, BridgeInterval, BridgeFinal, Failure], Field(discriminator="kind")]
 WorkerOrder = Annotated[Union[WorkerOrders, Start], Field(discriminator="kind")]
 BridgeOrder = Annotated[Union[BridgeOrders, Start], Field(discriminator="kind")]
 
-WORKER_REPORTS: TypeAdapter[WorkerReport] = TypeAdapter(WorkerReport)
-BRIDGE_REPORTS: TypeAdapter[BridgeReport] = TypeAdapter(BridgeReport)
+ControlReport = Annotated[Union[Ready, Failure], Field(discriminator="kind")]
+DryRunReport = Annotated[Union[WorkerFinal, Failure], Field(discriminator="kind")]
+
+CONTROL_REPORTS: TypeAdapter[ControlReport] = TypeAdapter(ControlReport)  # what a live child says on its pipe; its figures go to InfluxDB
+DRY_RUN_REPORTS: TypeAdapter[DryRunReport] = TypeAdapter(DryRunReport)  # a dry run has no InfluxDB: its final figures come on the pipe
 WORKER_ORDERS: TypeAdapter[WorkerOrder] = TypeAdapter(WorkerOrder)
 BRIDGE_ORDERS: TypeAdapter[BridgeOrder] = TypeAdapter(BridgeOrder)
 

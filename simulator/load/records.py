@@ -51,6 +51,15 @@ def check_run_id(text: str, source: str = "--run-id") -> str:
     return text
 
 
+def run_id_of(name: str) -> str:
+    """A valid run id for `iotsim load`'s own records, from its run's name (the results directory's,
+    which may hold any character): the name itself when it is one, else its other characters as '-'."""
+    if RUN_ID.fullmatch(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-")[:100]
+    return cleaned or "run"
+
+
 def run_id_from_env(flag: str | None) -> str | None:
     """The run id every shard of one experiment shares, found without talking to the others: the
     flag, else IOTSIM_RUN_ID (in a Kubernetes Indexed Job, set from the Job's name by the downward
@@ -200,13 +209,19 @@ def rows_of(series: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     return [(row[0], {name: value for name, value in zip(columns[1:], row[1:]) if value is not None}) for row in series.get("values", [])]
 
 
-def read_run(client: InfluxClient, run_id: str) -> dict[str, ShardRecord]:
-    """Every shard's records of the run, by INDEX/COUNT (empty when none wrote any)."""
+def read_run(client: InfluxClient, run_id: str, since_ms: int | None = None) -> dict[str, ShardRecord]:
+    """Every shard's records of the run (from `since_ms` on, when given), by INDEX/COUNT (empty when none wrote any)."""
     by_phase: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
-    query = f'SELECT * FROM "{MEASUREMENT}" WHERE "run" = \'{check_run_id(run_id, "RUN_ID")}\' GROUP BY "shard", "phase"'
+    since = f" AND time >= {since_ms}ms" if since_ms is not None else ""
+    query = f'SELECT * FROM "{MEASUREMENT}" WHERE "run" = \'{check_run_id(run_id, "RUN_ID")}\'{since} GROUP BY "shard", "phase"'
     for series in client.query_chunked(query):
         tags = series.get("tags", {})
         by_phase.setdefault((tags.get("shard", ""), tags.get("phase", "")), []).extend(rows_of(series))
+    return records_of(by_phase)
+
+
+def records_of(by_phase: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]]) -> dict[str, ShardRecord]:
+    """Shards' records from their points by (shard, phase): each shard's latest start and what followed it."""
     records: dict[str, ShardRecord] = {}
     for (spec, phase), rows in sorted(by_phase.items()):
         if phase != "start" or not rows:
@@ -245,3 +260,35 @@ def read_bridge(client: InfluxClient, run_id: str, since_ms: int) -> BridgeRecor
             elif phase == "final":
                 record.final = fields
     return record if record.final is not None else None
+
+
+WATCH_WINDOW_MS = 30_000  # a live poll re-reads this much: records arrive late (a shard retries for FLUSH_S), and in no order across shards
+
+
+class RunWatcher:
+    """A local run's records as they arrive, for `iotsim load`'s live rows and its drain: each poll
+    re-reads the last WATCH_WINDOW_MS of the run's loadshard and loadbridge points and keeps what it
+    read before, so a poll costs the same at the end of a soak as at its start. The results come
+    from one full read afterwards (simulator/load/report.py), never from this."""
+
+    def __init__(self, client: InfluxClient, run_id: str, since_ms: int) -> None:
+        self.client = client
+        self.run = check_run_id(run_id, "RUN_ID")
+        self.since_ms = since_ms
+        self.shard_points: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        self.bridge = BridgeRecord()
+
+    def poll(self, now_ms: int) -> dict[str, ShardRecord]:
+        """The shards' records read so far; `self.bridge` holds the bridge's."""
+        window = f'"run" = \'{self.run}\' AND time >= {max(self.since_ms, now_ms - WATCH_WINDOW_MS)}ms'
+        for series in self.client.query_chunked(f'SELECT * FROM "{MEASUREMENT}" WHERE {window} GROUP BY "shard", "phase"'):
+            tags = series.get("tags", {})
+            self.shard_points.setdefault((tags.get("shard", ""), tags.get("phase", "")), {}).update(rows_of(series))
+        for series in self.client.query_chunked(f'SELECT * FROM "{BRIDGE_MEASUREMENT}" WHERE {window} GROUP BY "phase"'):
+            phase = series.get("tags", {}).get("phase")
+            for _, fields in rows_of(series):
+                if phase == "interval":
+                    self.bridge.intervals[int(fields["k"])] = fields
+                elif phase == "final":
+                    self.bridge.final = fields
+        return records_of({key: list(points.items()) for key, points in self.shard_points.items()})

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Union
 from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
@@ -27,7 +27,7 @@ from simulator.influx import InfluxClient
 from simulator.load.metrics import Server, decode, new_histogram, summarize_ms
 from simulator.load.profile import Schedule, schedule_of
 from simulator.load.records import BridgeRecord, ShardRecord, read_bridge, read_run
-from simulator.load.runner import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
+from simulator.load.figures import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.transport.mqtt import BrokerAddress
@@ -49,45 +49,45 @@ class Merged:
 
 
 INGEST_FLOWS = ("received", "written", "distinct", "duplicates")
+NO_COUNTS = dict.fromkeys(INGEST_FLOWS, 0)
 
 
-@dataclass
-class Ingest:
-    """The bridge's side of a run: per second (k from 1, since the earliest shard's start) and in
-    total; a figure it could not measure is NaN in `totals` and absent from `per_second`."""
+class BridgeIngest:
+    """The bridge's side of a run from the experiment's own bridge's records (`iotsim load` on one
+    machine: its start is the shards'); per second k (from 1) as differences of its cumulative
+    counters, so a second can be read while the run goes on (the runner's live rows)."""
 
-    totals: dict[str, float]  # received, written, distinct, duplicates, dead_letters, gaps
-    per_second: dict[int, dict[str, float]]
-    latency_per_second: dict[int, str] = field(default_factory=dict)  # HDR, encoded
-    latency: HdrHistogram = field(default_factory=new_histogram)
+    measured = INGEST_FLOWS
 
+    def __init__(self, bridge: BridgeRecord) -> None:
+        self.bridge = bridge
 
-def ingest_of_bridge(bridge: BridgeRecord) -> Ingest:
-    """From the experiment's own bridge's records (`iotsim load` on one machine: its start is the shards')."""
-    assert bridge.final is not None
-    final = bridge.final
-    totals = {name: float(final[name]) for name in (*INGEST_FLOWS, "dead_letters")}
-    totals["gaps"] = float(final["gaps"])
-    per_second: dict[int, dict[str, float]] = {}
-    previous = dict.fromkeys(INGEST_FLOWS, 0.0)
-    last = max(bridge.intervals, default=0)
-    for k in range(1, last + 2):  # the second after the last interval holds what came after it
-        counts = {name: float(value) for name, value in bridge.counts_at(k).items() if name in INGEST_FLOWS} or previous
-        per_second[k] = {name: counts[name] - previous[name] for name in INGEST_FLOWS}
-        previous = counts
-    latency = new_histogram()
-    for encoded in [*(fields.get("latency_hist", "") for fields in bridge.intervals.values()), final.get("latency_hist", "")]:
-        if encoded:
-            latency.add(decode(encoded))
-    hists = {k: fields["latency_hist"] for k, fields in bridge.intervals.items() if fields.get("latency_hist")}
-    return Ingest(totals, per_second, hists, latency)
+    def counts(self, k: int) -> dict[str, int]:
+        counts = self.bridge.counts_at(k) if k >= 1 else {}
+        return {name: int(counts[name]) for name in INGEST_FLOWS} if counts else NO_COUNTS
 
+    def second(self, k: int) -> dict[str, int]:  # whole messages, as the runner's rows always had them
+        now, before = self.counts(k), self.counts(k - 1)
+        return {name: now[name] - before[name] for name in INGEST_FLOWS}
 
-def ingest_of_stored(stored: Stored) -> Ingest:
-    """From the points InfluxDB holds (a sharded run: the bridge is not the experiment's)."""
-    totals = {"received": math.nan, "written": float(stored.distinct), "distinct": float(stored.distinct), "duplicates": math.nan,
-              "dead_letters": math.nan, "gaps": float(stored.gaps)}  # fmt: skip
-    return Ingest(totals, {k: {"written": float(n), "distinct": float(n)} for k, n in stored.per_second.items()})
+    def latency_hist(self, k: int) -> str:
+        return str(self.bridge.intervals.get(k, {}).get("latency_hist", ""))
+
+    def last(self) -> int:
+        """The last second with figures: the one after the last interval holds what came after it."""
+        return max(self.bridge.intervals, default=0) + 1
+
+    def totals(self) -> dict[str, float]:
+        final = self.bridge.final
+        assert final is not None
+        return {name: float(final[name]) for name in (*INGEST_FLOWS, "dead_letters", "gaps")}
+
+    def latency(self) -> HdrHistogram:
+        histogram = new_histogram()
+        for fields in [*self.bridge.intervals.values(), self.bridge.final or {}]:
+            if fields.get("latency_hist"):
+                histogram.add(decode(fields["latency_hist"]))
+        return histogram
 
 
 @dataclass
@@ -99,9 +99,51 @@ class Stored:
     per_second: dict[int, int]  # second k (1-based, from the earliest start) -> points stamped in it
 
 
-def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | None = None, say: Callable[[str], None] = lambda line: None) -> Merged:
-    """The results of run `run_id` from its records; `load_override`'s thresholds replace the recorded ones."""
-    records = read_run(client, run_id)
+class StoredIngest:
+    """The bridge's side of a sharded run, from the points InfluxDB holds (the bridge is not the
+    experiment's): written and distinct only; the rest is NaN in the totals and None in the rows."""
+
+    measured = ("written", "distinct")
+
+    def __init__(self, stored: Stored) -> None:
+        self.stored = stored
+
+    def second(self, k: int) -> dict[str, int]:
+        points = self.stored.per_second.get(k, 0)
+        return {"written": points, "distinct": points}
+
+    def latency_hist(self, k: int) -> str:
+        return ""
+
+    def last(self) -> int:
+        return max(self.stored.per_second, default=0)
+
+    def totals(self) -> dict[str, float]:
+        distinct = float(self.stored.distinct)
+        return {"received": math.nan, "written": distinct, "distinct": distinct, "duplicates": math.nan, "dead_letters": math.nan, "gaps": float(self.stored.gaps)}
+
+    def latency(self) -> HdrHistogram:
+        return new_histogram()
+
+
+Ingest = Union[BridgeIngest, StoredIngest]
+
+
+@dataclass
+class LocalRun:
+    """What only `iotsim load` on one machine measures beside the records: the servers it found and,
+    per second k, the CPU and memory of the bridge, the broker and the database and the machine's CPU."""
+
+    servers: dict[str, Server]
+    samples: dict[int, dict[str, float | None]] = field(default_factory=dict)
+
+
+def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | None = None, say: Callable[[str], None] = lambda line: None,
+              since_ms: int | None = None, local: LocalRun | None = None) -> Merged:  # fmt: skip
+    """The results of run `run_id` from its records; `load_override`'s thresholds replace the recorded ones.
+    `iotsim load` merges its own run this way too: `since_ms` (its start) leaves out earlier runs under
+    the same id, and `local` adds what it sampled on this machine; its own bridge's records are then required."""
+    records = read_run(client, run_id, since_ms)
     first = agreed_start(records, run_id, client)
     load = LoadSection.model_validate_json(first.start["load"])
     if load_override is not None:
@@ -112,15 +154,18 @@ def merge_run(client: InfluxClient, run_id: str, load_override: LoadSection | No
     t0 = min(record.start_ms for record in records.values())
     t1 = max(record.start_ms for record in records.values()) + int(schedule.duration * 1000) + 1000
     bridge = read_bridge(client, run_id, t0)
+    ingest: Ingest
     if bridge is not None:  # the run had its own bridge (`iotsim load` on one machine)
-        ingest = ingest_of_bridge(bridge)
+        ingest = BridgeIngest(bridge)
+    elif local is not None:
+        raise LoadError(f"run {run_id!r}: the experiment's bridge left no final loadbridge record in InfluxDB at {client.url} database {client.database}")
     else:
         published = sum(int(record.final["published"]) for record in records.values() if record.final is not None)
-        ingest = ingest_of_stored(wait_for_bridge(client, t0, t1, published, load.drain, say))
-    rows = merge_rows(records, load, schedule, probes, t0, ingest)
+        ingest = StoredIngest(wait_for_bridge(client, t0, t1, published, load.drain, say))
+    rows = merge_rows(records, load, schedule, probes, t0, ingest, local)
     figures = merge_figures(records, load, schedule, probes, batch, rows, ingest)
     verdicts = judge(load.thresholds, figures)
-    summary = summary_of(run_id, first, records, load, schedule, t0, figures, ingest, missing)
+    summary = summary_of(run_id, first, records, load, schedule, t0, figures, ingest, missing, local)
     summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
     summary["passed"] = not missing and all(v.passed for v in verdicts)  # a partial run never passes
     summary["stale"] = bridge.final.get("stale") if bridge is not None and bridge.final is not None else None
@@ -140,7 +185,7 @@ def agreed_start(records: dict[str, ShardRecord], run_id: str, client: InfluxCli
 
 
 def summary_of(run_id: str, first: ShardRecord, records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, t0: int,
-               figures: dict[str, float], ingest: Ingest, missing: list[str]) -> dict[str, Any]:  # fmt: skip
+               figures: dict[str, float], ingest: Ingest, missing: list[str], local: LocalRun | None = None) -> dict[str, Any]:  # fmt: skip
     """summary.json as `iotsim load` writes it, with `shards`: which reported, which are missing."""
     start = first.start
     finished = [record for record in records.values() if record.final is not None]
@@ -154,7 +199,7 @@ def summary_of(run_id: str, first: ShardRecord, records: dict[str, ShardRecord],
             "mqtt": start["mqtt"], "influx": start["influx"], "duration_s": schedule.duration,
         },
         "environment": environment(),
-        "servers": {name: asdict(server) for name, server in unsampled_servers(first).items()},
+        "servers": {name: asdict(server) for name, server in (local.servers if local is not None else unsampled_servers(first)).items()},
         "shards": {
             "count": start["count"],
             "reported": sorted((record.shard.spec for record in finished), key=lambda spec: int(spec.split("/")[0])),
@@ -163,7 +208,7 @@ def summary_of(run_id: str, first: ShardRecord, records: dict[str, ShardRecord],
             "hosts": {record.shard.spec: record.start.get("host") for record in records.values()},
         },
         "figures": {name: none_if_nan(value) for name, value in figures.items()},
-        "latency_histogram": ingest.latency.encode().decode() if ingest.latency.get_total_count() else "",
+        "latency_histogram": encoded(ingest.latency()),
         "publish_histogram": merged_histogram(records),
         "drained": bool(finished) and all(bool(record.final and record.final.get("drained")) for record in finished),
     }  # fmt: skip
@@ -220,21 +265,31 @@ def shift_of(record: ShardRecord, t0: int) -> int:
     return round((record.start_ms - t0) / 1000)
 
 
-def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, t0: int, ingest: Ingest) -> list[dict[str, Any]]:
+def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, t0: int, ingest: Ingest,
+               local: LocalRun | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """A timeseries row per second since the earliest start, with the columns `iotsim load` writes."""
     last = max((shift_of(record, t0) + max(record.intervals, default=0) for record in records.values()), default=0) + 1
-    last = max(last, math.ceil(schedule.duration), max(ingest.per_second, default=0))
-    measured = {name for second in ingest.per_second.values() for name in second}
-    previous: dict[str, float] = {}
-    distinct_so_far = 0.0
-    rows = []
-    for k in range(1, last + 1):
+    last = max(last, math.ceil(schedule.duration), ingest.last())
+    rows = RowMerger(load, schedule, probes, t0, local)
+    return [rows.row(k, records, ingest) for k in range(1, last + 1)]
+
+
+class RowMerger:
+    """Timeseries rows, one second after the other (k = 1, 2, ...), from the records read so far: the
+    whole run's for a results directory, or what has arrived for `iotsim load`'s live row."""
+
+    def __init__(self, load: LoadSection, schedule: Schedule, probes: int, t0: int, local: LocalRun | None = None) -> None:
+        self.load, self.schedule, self.probes, self.t0, self.local = load, schedule, probes, t0, local
+        self.previous: dict[str, float] = {}  # the cumulative counters at the last row
+        self.distinct_so_far = 0.0
+
+    def row(self, k: int, records: dict[str, ShardRecord], ingest: Ingest) -> dict[str, Any]:
         totals = {"generated": 0.0, "published": 0.0, "acknowledged": 0.0}
         publish_hist = new_histogram()
         cpu = rss = 0.0
         sampled = 0
         for record in records.values():
-            local = k - shift_of(record, t0)
+            local = k - shift_of(record, self.t0)
             counts = record.counts_at(local) if local >= 1 else {}
             for name in totals:
                 totals[name] += float(counts.get(name, 0))
@@ -245,25 +300,30 @@ def merge_rows(records: dict[str, ShardRecord], load: LoadSection, schedule: Sch
                 cpu += float(interval["simulator_cpu_percent"])
                 rss += float(interval.get("simulator_rss_mb", 0.0))
                 sampled += 1
-        row: dict[str, Any] = {"second": k, "offered": round(offered_between(load, schedule, probes, k - 1, k), 3)}
+        row: dict[str, Any] = {"second": k, "offered": round(offered_between(self.load, self.schedule, self.probes, k - 1, k), 3)}
         for name, value in totals.items():
-            row[name] = value - previous.get(name, 0.0)
-            previous[name] = value
-        second = ingest.per_second.get(k, {})
+            row[name] = value - self.previous.get(name, 0.0)
+            self.previous[name] = value
+        second = ingest.second(k)
         for name in INGEST_FLOWS:
-            row[name] = second.get(name, 0.0) if name in measured else None
-        distinct_so_far += second.get("distinct", 0.0)
-        row["backlog"] = totals["published"] - distinct_so_far
-        for name, value in summarize_ms(decode(ingest.latency_per_second.get(k, ""))).items():
+            row[name] = second.get(name, 0) if name in ingest.measured else None
+        self.distinct_so_far += second.get("distinct", 0.0)
+        row["backlog"] = totals["published"] - self.distinct_so_far
+        for name, value in summarize_ms(decode(ingest.latency_hist(k))).items():
             row[f"latency_{name}_ms"] = none_if_nan(value)
         for name, value in summarize_ms(publish_hist).items():
             row[f"publish_{name}_ms"] = none_if_nan(value)
+        samples = self.local.samples.get(k, {}) if self.local is not None else {}  # a sharded run: the shards' hosts are not this one
         for name in SAMPLED:
-            row[f"{name}_cpu_percent"] = round(cpu, 1) if name == "simulator" and sampled else None
-            row[f"{name}_rss_mb"] = round(rss, 1) if name == "simulator" and sampled else None
-        row["machine_cpu_percent"] = None  # the shards' hosts are not this one
-        rows.append(row)
-    return rows
+            own = name == "simulator"  # the shards sample themselves; the rest only `iotsim load` on one machine
+            row[f"{name}_cpu_percent"] = (round(cpu, 1) if sampled else None) if own else samples.get(f"{name}_cpu_percent")
+            row[f"{name}_rss_mb"] = (round(rss, 1) if sampled else None) if own else samples.get(f"{name}_rss_mb")
+        row["machine_cpu_percent"] = samples.get("machine_cpu_percent")
+        return row
+
+
+def encoded(histogram: HdrHistogram) -> str:
+    return histogram.encode().decode() if histogram.get_total_count() else ""
 
 
 def merged_histogram(records: dict[str, ShardRecord]) -> str:
@@ -287,20 +347,21 @@ def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: 
     figures: dict[str, float] = {"offered": float(round(offered_between(load, schedule, probes, 0, duration)))}
     for name in ("generated", "published", "acknowledged"):
         figures[name] = float(sum(int(final[name]) for final in finals))
-    figures["received"] = ingest.totals["received"]
-    figures["written"] = ingest.totals["written"]
+    totals = ingest.totals()
+    figures["received"] = totals["received"]
+    figures["written"] = totals["written"]
     within = [row for row in rows if row["second"] <= math.ceil(duration) + 1]
     figures["offered_rate"] = offered_between(load, schedule, probes, 0, duration) / duration
     for name in FLOWS[1:]:
         values = [row[name] for row in within]
         figures[f"{name}_rate"] = math.nan if None in values else sum(values) / duration
     figures["written_readings_rate"] = figures["written_rate"] * batch
-    figures["loss"] = float(max(figures["generated"] - ingest.totals["distinct"], 0))
+    figures["loss"] = float(max(figures["generated"] - totals["distinct"], 0))
     figures["loss_ratio"] = figures["loss"] / figures["generated"] if figures["generated"] else math.nan
-    figures["duplicates"] = ingest.totals["duplicates"]  # a sharded run: NaN, InfluxDB keeps one point per device and timestamp
-    figures["gaps"] = ingest.totals["gaps"]
-    figures["dead_letters"] = ingest.totals["dead_letters"]  # a sharded run: NaN, the file is on the bridge's host
-    for name, value in summarize_ms(ingest.latency).items():
+    figures["duplicates"] = totals["duplicates"]  # a sharded run: NaN, InfluxDB keeps one point per device and timestamp
+    figures["gaps"] = totals["gaps"]
+    figures["dead_letters"] = totals["dead_letters"]  # a sharded run: NaN, the file is on the bridge's host
+    for name, value in summarize_ms(ingest.latency()).items():
         figures[f"{name}_latency_ms"] = value
     for name, value in summarize_ms(merged_publish(records)).items():
         figures[f"publish_{name}_ms"] = value

@@ -2,10 +2,14 @@
 
 The runner starts the instrumented bridge (simulator/load/bridge.py) and `workers` simulator
 processes (simulator/load/worker.py), each owning a deterministic shard of the devices; once all are
-connected it gives them a common start, a little in the future. Every second it collects their
-counters and interval histograms, samples their CPU and memory (and the broker's, the database's and
-the whole machine's), and writes a `loadtest` point to InfluxDB. After the last stage it waits (at
-most `load.drain`) for the pipeline to catch up, stops the bridge, and judges the thresholds.
+connected it gives them a common start, a little in the future. The children write their counters
+and interval histograms to InfluxDB as the shards of `iotsim load --shard` do (simulator/load/records.py);
+the pipes carry only control: orders, ready, start, stop (the bridge's stdin closed) and a child's
+fatal error. Every second the runner reads the records that arrived (the live row), samples the
+bridge's, the broker's, the database's and the whole machine's CPU and memory, and writes a `loadtest`
+point. After the last stage it waits (at most `load.drain`) for the pipeline to catch up, stops the
+bridge, and makes its results from the run's records with the merge of `iotsim load report`
+(simulator/load/report.py), its own samples added.
 """
 
 from __future__ import annotations
@@ -20,64 +24,53 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import TypeAdapter
 
-from simulator.errors import IotsimError
+from simulator.errors import DatabaseError
 from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
+from simulator.load.figures import LoadError, none_if_nan, offered_between
 from simulator.load.live import LiveResults
-from simulator.load.metrics import MachineSampler, ResourceSampler, Server, decode, find_server, new_histogram, summarize_ms
+from simulator.load.metrics import MachineSampler, ResourceSampler, Server, find_server
 from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.protocol import (
-    BRIDGE_REPORTS, WORKER_REPORTS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Failure, Message, ProtocolError, Ready, Start,
-    WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, decode_message, encode_message,
+    CONTROL_REPORTS, DRY_RUN_REPORTS, BridgeOrders, Failure, Message, ProtocolError, Ready, Start, WorkerFinal, WorkerOrders, decode_message,
+    encode_message,
 )  # fmt: skip
-from simulator.load.records import RUN_ID
+from simulator.load.records import RunWatcher, ShardRecord, run_id_of
+from simulator.load.report import BridgeIngest, LocalRun, RowMerger, merge_run
 from simulator.load.section import LoadSection
 from simulator.shard import Shard
-from simulator.load.thresholds import FLOWS, Verdict, judge
+from simulator.load.thresholds import Verdict
 from simulator.scenario import Scenario
 from simulator.transport.mqtt import BrokerAddress, load_bridge_client_id, password_from_environment
 
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5
 COLLECT_DELAY_S = 0.3  # read interval k this long after it ends, so every process has reported it
-SAMPLED = ("simulator", "bridge", "broker", "database")  # whose CPU and memory each second holds
-CPU_FIGURES = (*(f"{name}_cpu_percent" for name in SAMPLED), "machine_cpu_percent")
-RSS_FIGURES = tuple(f"{name}_rss_mb" for name in SAMPLED)
-
-
-class LoadError(IotsimError):
-    """An experiment that cannot run (wrong scenario, unreachable broker ...); one printable line."""
-
-    exit_code = 2  # `iotsim load`'s contract: 1 is a threshold that failed, 2 an experiment that could not run
-
-
-IntervalT = TypeVar("IntervalT", WorkerInterval, BridgeInterval)
-FinalT = TypeVar("FinalT", WorkerFinal, BridgeFinal)
 
 
 @dataclass
-class Child(Generic[IntervalT, FinalT]):
-    """A worker or the bridge: its process, its log, and what it reported (simulator/load/protocol.py)."""
+class Child:
+    """A worker or the bridge: its process, its log, and what it said on its pipe (simulator/load/protocol.py):
+    ready, or its fatal error; a dry-run worker also its final figures (a dry run has no InfluxDB)."""
 
     name: str
     process: subprocess.Popen[str]
     log: Path
     reports: TypeAdapter[Any]  # the messages it may send
-    records: dict[int, IntervalT] = field(default_factory=dict)
-    final: FinalT | None = None
+    final: WorkerFinal | None = None
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, name: str, module: str, orders: Message, log: Path, reports: TypeAdapter[Any]) -> Child[IntervalT, FinalT]:
+    def start(cls, name: str, module: str, orders: Message, log: Path, reports: TypeAdapter[Any]) -> Child:
         with open(log, "w") as stderr:
             process = subprocess.Popen(
                 [sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env()
@@ -99,15 +92,13 @@ class Child(Generic[IntervalT, FinalT]):
             self.done.set()
             self.ready.set()  # wakes a waiter if the process died before it was ready
 
-    def _take(self, message: Ready | Failure | IntervalT | FinalT) -> None:
+    def _take(self, message: Ready | Failure | WorkerFinal) -> None:
         match message:
             case Failure():
                 self.error = f"{self.name}: {message.message}"
             case Ready():
                 self.ready.set()
-            case WorkerInterval() | BridgeInterval():
-                self.records[message.k] = message
-            case WorkerFinal() | BridgeFinal():
+            case WorkerFinal():
                 self.final = message
 
     def send(self, message: Message) -> None:
@@ -122,19 +113,16 @@ class Child(Generic[IntervalT, FinalT]):
             except BrokenPipeError:
                 pass
 
-    def latest(self, k: int) -> IntervalT | None:
-        """The last record at or before interval k (counters are cumulative)."""
-        for index in range(k, 0, -1):
-            if index in self.records:
-                return self.records[index]
-        return None
-
     def stopped_early(self) -> bool:
-        """It ended (its Failure, a crash, a line it should not have sent) without its final figures."""
-        return self.done.is_set() and self.final is None
+        """It ended badly: its Failure, a line it should not have sent, or an exit other than 0 (a crash, killed)."""
+        return self.error is not None or (self.done.is_set() and self.process.poll() not in (None, 0))
+
+    def finished(self) -> bool:
+        """It exited 0: a live child has written its final record to InfluxDB (else it fails, exit 1)."""
+        return self.done.is_set() and self.process.poll() == 0 and self.error is None
 
     def stopped_error(self) -> LoadError:
-        return LoadError(self.error or f"the {self.name} stopped without its final figures; see {self.log}")
+        return LoadError(self.error or f"the {self.name} stopped (exit {self.process.poll()}) before the end of the run; see {self.log}")
 
     def wait_ready(self, timeout: float) -> None:
         if not self.ready.wait(timeout) or self.error or self.done.is_set():
@@ -147,18 +135,17 @@ class Child(Generic[IntervalT, FinalT]):
             self.process.wait()
 
 
-Worker = Child[WorkerInterval, WorkerFinal]
-BridgeChild = Child[BridgeInterval, BridgeFinal]
-NO_WORKER_COUNTS = WorkerCounts(generated=0, published=0, acknowledged=0)
-NO_BRIDGE_COUNTS = BridgeCounts(received=0, written=0, acknowledged=0, dead_letters=0, distinct=0, duplicates=0, stale=0)
+Worker = Child
+BridgeChild = Child
 
 
 def start_worker(index: int, orders: WorkerOrders, out: Path) -> Worker:
-    return Worker.start(f"worker {index}", "simulator.load.worker", orders, out / f"worker-{index}.log", WORKER_REPORTS)
+    reports = DRY_RUN_REPORTS if orders.dry_run else CONTROL_REPORTS
+    return Worker.start(f"worker {index}", "simulator.load.worker", orders, out / f"worker-{index}.log", reports)
 
 
 def start_bridge(orders: BridgeOrders, out: Path) -> BridgeChild:
-    return BridgeChild.start("bridge", "simulator.load.bridge", orders, out / "bridge.log", BRIDGE_REPORTS)
+    return BridgeChild.start("bridge", "simulator.load.bridge", orders, out / "bridge.log", CONTROL_REPORTS)
 
 
 def child_env() -> dict[str, str]:
@@ -214,16 +201,6 @@ class Experiment:
         return self.scenario.with_overrides(**changes)
 
 
-def offered_between(load: LoadSection, schedule: Schedule, probes: int, begin: float, end: float) -> float:
-    """Messages the profile offers in [begin, end) seconds (also what `iotsim load report` needs)."""
-    if load.unit == "rate":
-        return schedule.cumulative(end) - schedule.cumulative(begin)
-    steps = max(int((end - begin) * 100), 1)
-    width = (end - begin) / steps
-    active = sum(min(math.ceil(schedule.target(begin + (n + 0.5) * width)), probes) for n in range(steps))
-    return active * width * load.device_rate
-
-
 Progress = Callable[[int, dict[str, Any]], None]
 """Called with (second, that second's timeseries row)."""
 
@@ -255,13 +232,14 @@ def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
 
 def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False, run_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
     """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts).
-    The run id (the `loadtest` points' tag) is the results directory's name unless given."""
+    The run id (the `loadtest` points' tag) is the results directory's name unless given; the
+    children's records go under it too (made a valid run id, simulator/load/records.py)."""
     scenario, load = experiment.scenario, experiment.load
     preflight(scenario)
     servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or out.name
-    record_id = run_id if RUN_ID.fullmatch(run_id) else None  # records for `iotsim load report` need an id it can name
+    record_id = run_id_of(run_id)
     influx, credentials = scenario.influx, InfluxCredentials.from_environment(scenario.influx)
     bridge_orders = BridgeOrders(
         influx_url=influx.url, database=influx.database, user=credentials.user, password=credentials.password, token=credentials.token,
@@ -274,9 +252,11 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         run_id=record_id,
         **bridge_credentials(scenario),
     )  # fmt: skip
+    live = LiveResults(influx_client(scenario), run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr))
     bridge = start_bridge(bridge_orders, out)
     workers: list[Worker] = []
     collected = False
+    client = influx_client(scenario)
     try:
         bridge.wait_ready(READY_TIMEOUT)
         timed = experiment.run_scenario()
@@ -288,23 +268,32 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         start_ms = int((time.time() + START_MARGIN_S) * 1000)
         for child in (bridge, *workers):
             child.send(Start(start_ms=start_ms))
-        rows = collect(experiment, bridge, workers, servers, start_ms, LiveResults(influx_client(scenario), run_id, scenario.name, warn=lambda line: print(line, file=sys.stderr)), progress)
+        local = LocalRun(servers)
+        sampling = Sampling(start_ms, bridge, servers, local.samples)
+        collect(experiment, bridge, workers, RunWatcher(client, record_id, start_ms), sampling, RowMerger(load, experiment.schedule, experiment.probes, start_ms, local), live, progress)
         collected = True
     finally:
-        bridge.close()  # it writes what is pending, acknowledges it and stops
+        bridge.close()  # it writes what is pending, records its final figures and stops
         for child in (bridge, *workers):
             if collected or child is bridge:  # a run cut short does not wait for the workers' last stages
                 child.done.wait(60)
             child.kill()
-    for child in (bridge, *workers):
-        if child.final is None:
-            raise child.stopped_error()
-    summary = summarize(experiment, bridge, workers, servers, rows, start_ms, run_id)
-    verdicts = judge(load.thresholds, summary["figures"])
-    summary["thresholds"] = [{"threshold": v.threshold, "passed": v.passed, "measured": none_if_nan(v.actual), "limit": none_if_nan(v.limit)} for v in verdicts]
-    summary["passed"] = all(v.passed for v in verdicts)
-    LiveResults(influx_client(scenario), run_id, scenario.name, warn=lambda line: None).write_summary(summary["figures"], summary["passed"])
-    return summary, rows, verdicts
+    try:
+        for child in (bridge, *workers):
+            if not child.finished():
+                raise child.stopped_error()
+        sampling.until(math.floor(time.time() - start_ms / 1000) + 1)  # the bridge's last second too (its final counters)
+        merged = merge_run(client, record_id, since_ms=start_ms, local=local)
+    except DatabaseError as error:  # InfluxDB went away after the run
+        raise LoadError(f"cannot read the run's records: {error}") from None
+    finally:
+        client.close()
+    if merged.missing:
+        raise LoadError(f"run {record_id}: records missing in InfluxDB for {', '.join(merged.missing)}; see the workers' logs in {out}")
+    summary = {**merged.summary, "run": run_id}
+    live.write_rows(merged.rows, start_ms)  # the live points, replaced by the merged rows: they agree with timeseries.csv
+    live.write_summary(summary["figures"], summary["passed"])
+    return summary, merged.rows, merged.verdicts
 
 
 def bridge_credentials(scenario: Scenario) -> dict[str, str | None]:
@@ -349,176 +338,74 @@ def local_servers(scenario: Scenario) -> dict[str, Server]:
     return {"broker": find_server(broker.host, broker.port), "database": find_server(influx.hostname or "", influx_port)}
 
 
-def collect(experiment: Experiment, bridge: BridgeChild, workers: list[Worker], servers: dict[str, Server], start_ms: int, live: LiveResults, progress: Progress | None) -> list[dict[str, Any]]:
-    """A timeseries row per second, until the pipeline has caught up (or `drain` has passed)."""
-    start_s = start_ms / 1000
-    samplers = {
-        "simulator": ResourceSampler([worker.process.pid for worker in workers]),
-        "bridge": ResourceSampler([bridge.process.pid]),
-        "broker": ResourceSampler(servers["broker"].pids()),
-        "database": ResourceSampler(servers["database"].pids()),
-    }
-    machine = MachineSampler()
+class Sampling:
+    """Once per second of the run (k from 1, read COLLECT_DELAY_S after it ends): CPU and memory of the
+    bridge, the broker and the database, and the machine's CPU, into `samples` (the workers sample
+    themselves, in their records)."""
+
+    def __init__(self, start_ms: int, bridge: BridgeChild, servers: dict[str, Server], samples: dict[int, dict[str, float | None]]) -> None:
+        self.start_s = start_ms / 1000
+        self.samplers = {
+            "bridge": ResourceSampler([bridge.process.pid]),
+            "broker": ResourceSampler(servers["broker"].pids()),
+            "database": ResourceSampler(servers["database"].pids()),
+        }
+        self.machine = MachineSampler()
+        self.samples = samples
+        self.k = 0
+
+    def next(self) -> int:
+        """Wait for the next second to end, sample it; its k."""
+        self.k += 1
+        time.sleep(max(self.start_s + self.k + COLLECT_DELAY_S - time.time(), 0.0))
+        sample: dict[str, float | None] = {}
+        for name, sampler in self.samplers.items():  # a server not found on this machine has no process: None, not 0
+            usage = sampler.sample()
+            sample[f"{name}_cpu_percent"] = none_if_nan(usage.cpu_percent)
+            sample[f"{name}_rss_mb"] = none_if_nan(round(usage.rss_mb, 1))
+        sample["machine_cpu_percent"] = self.machine.sample()
+        self.samples[self.k] = sample
+        return self.k
+
+    def until(self, k: int) -> None:
+        while self.k < k:
+            self.next()
+
+
+def collect(experiment: Experiment, bridge: BridgeChild, workers: list[Worker], watcher: RunWatcher, sampling: Sampling, rows: RowMerger,
+            live: LiveResults, progress: Progress | None) -> None:  # fmt: skip
+    """A live row per second from the records read so far, until the pipeline has caught up (or `drain` has passed)."""
     duration = experiment.schedule.duration
     drain_until = duration + experiment.load.drain + 120.0  # workers have 120 s to be acknowledged, then drain
-    rows: list[dict[str, Any]] = []
-    previous: dict[str, float] = {}
     caught_up_since = None
-    k = 0
+    records: dict[str, ShardRecord] = {}
     while True:
-        k += 1
-        time.sleep(max(start_s + k + COLLECT_DELAY_S - time.time(), 0.0))
-        row = make_row(experiment, k, bridge, workers, previous, samplers, machine)
-        rows.append(row)
-        live.write_row(row, int(start_ms + k * 1000))
+        k = sampling.next()
+        try:
+            records = watcher.poll(int(time.time() * 1000))
+        except DatabaseError:
+            pass  # a live row only: the results are read again at the end, and a bridge that cannot write fails by itself
+        row = rows.row(k, records, BridgeIngest(watcher.bridge))
+        live.write_row(row, int(rows.t0 + k * 1000))
         if progress is not None:
             progress(k, row)
         for child in (bridge, *workers):
             if child.stopped_early():  # its Failure (e.g. another client took its client id) ends the experiment
                 raise child.stopped_error()
-        if not all(worker.done.is_set() for worker in workers):
+        finals = [record.final for record in records.values() if record.final is not None]
+        if not all(worker.finished() for worker in workers) or len(finals) < len(workers):
             if k > drain_until:
                 break
             continue
-        finished = sum(w.final.counts.published for w in workers if w.final)
+        finished = sum(int(final["published"]) for final in finals)
         if caught_up_since is None:
             caught_up_since = k
-        latest = bridge.latest(k)
-        ingest = latest.counts if latest is not None else NO_BRIDGE_COUNTS
-        received, acknowledged = ingest.received, ingest.acknowledged
+        ingest = watcher.bridge.counts_at(k)
+        received, acknowledged = int(ingest.get("received", 0)), int(ingest.get("acknowledged", 0))
         if received >= finished and acknowledged >= received:
             break
         if k - caught_up_since >= experiment.load.drain or (experiment.qos == 0 and k - caught_up_since >= 3 and row["received"] == 0 and acknowledged >= received):
             break
-    return rows
-
-
-def worker_counts(worker: Worker, k: int) -> WorkerCounts:
-    """A worker's counters at interval k: its final ones once it has no record of k."""
-    if worker.final is not None and k not in worker.records:
-        return worker.final.counts
-    latest = worker.latest(k)
-    return latest.counts if latest is not None else NO_WORKER_COUNTS
-
-
-def make_row(experiment: Experiment, k: int, bridge: BridgeChild, workers: list[Worker], previous: dict[str, float], samplers: dict[str, ResourceSampler], machine: MachineSampler) -> dict[str, Any]:
-    totals = {name: 0.0 for name in ("generated", "published", "acknowledged")}
-    publish_hist = new_histogram()
-    for worker in workers:
-        counts = worker_counts(worker, k)
-        totals["generated"] += counts.generated
-        totals["published"] += counts.published
-        totals["acknowledged"] += counts.acknowledged
-        if k in worker.records and worker.records[k].publish_hist:
-            publish_hist.add(decode(worker.records[k].publish_hist))
-    latest = bridge.latest(k)
-    ingest = latest.counts if latest is not None else NO_BRIDGE_COUNTS
-    totals.update(received=ingest.received, written=ingest.written, distinct=ingest.distinct, duplicates=ingest.duplicates)
-    latency = decode(bridge.records[k].latency_hist) if k in bridge.records else new_histogram()
-    row: dict[str, Any] = {"second": k, "offered": round(experiment.offered_between(k - 1, k), 3)}
-    for name, value in totals.items():
-        row[name] = value - previous.get(name, 0)
-        previous[name] = value
-    row["backlog"] = totals["published"] - totals["distinct"]
-    for name, value in summarize_ms(latency).items():
-        row[f"latency_{name}_ms"] = none_if_nan(value)
-    for name, value in summarize_ms(publish_hist).items():
-        row[f"publish_{name}_ms"] = none_if_nan(value)
-    for name in SAMPLED:  # a server not found on this machine has no process: None, not 0
-        usage = samplers[name].sample()
-        row[f"{name}_cpu_percent"] = none_if_nan(usage.cpu_percent)
-        row[f"{name}_rss_mb"] = none_if_nan(round(usage.rss_mb, 1))
-    row["machine_cpu_percent"] = machine.sample()
-    return row
-
-
-def summarize(experiment: Experiment, bridge: BridgeChild, workers: list[Worker], servers: dict[str, Server], rows: list[dict[str, Any]], start_ms: int, run_id: str) -> dict[str, Any]:
-    """The results of a run every child finished (each has its final figures)."""
-    finals = [worker.final for worker in workers if worker.final is not None]
-    assert bridge.final is not None and len(finals) == len(workers)
-    ingest = bridge.final
-    latency, publish = new_histogram(), new_histogram()
-    for latency_hist in [*(record.latency_hist for record in bridge.records.values()), ingest.latency_hist]:
-        if latency_hist:
-            latency.add(decode(latency_hist))
-    for worker, final in zip(workers, finals):
-        for publish_hist in [*(record.publish_hist for record in worker.records.values()), final.publish_hist]:
-            if publish_hist:
-                publish.add(decode(publish_hist))
-    duration = experiment.schedule.duration
-    counts = {
-        "offered": round(experiment.offered_between(0, duration)),
-        "generated": sum(final.counts.generated for final in finals),
-        "published": sum(final.counts.published for final in finals),
-        "acknowledged": sum(final.counts.acknowledged for final in finals),
-        "received": ingest.counts.received,
-        "written": ingest.counts.written,
-    }
-    # Rates: what each stage reached by the end of the last stage (plus one second for the last
-    # batch), over the load's duration; what only arrived while draining does not count as sustained.
-    within = [row for row in rows if row["second"] <= math.ceil(duration) + 1]
-    figures: dict[str, float] = {name: float(value) for name, value in counts.items()}
-    figures["offered_rate"] = experiment.offered_between(0, duration) / duration
-    for name in FLOWS[1:]:
-        figures[f"{name}_rate"] = sum(row[name] for row in within) / duration
-    batch = next(fleet.batch for fleet in experiment.scenario.fleets if fleet.type == "load_probe")
-    figures["written_readings_rate"] = figures["written_rate"] * batch
-    figures["loss"] = float(max(counts["generated"] - ingest.counts.distinct, 0))
-    figures["loss_ratio"] = figures["loss"] / counts["generated"] if counts["generated"] else math.nan
-    figures["duplicates"] = float(ingest.counts.duplicates)
-    figures["gaps"] = float(ingest.gaps)
-    figures["dead_letters"] = float(ingest.counts.dead_letters)
-    for name, value in summarize_ms(latency).items():
-        figures[f"{name}_latency_ms"] = value
-    for name, value in summarize_ms(publish).items():
-        figures[f"publish_{name}_ms"] = value
-    for name in CPU_FIGURES:  # mean while loaded (the first second warms up)
-        values = [row[name] for row in within[1:] if row[name] is not None] or [math.nan]
-        figures[name] = sum(values) / len(values)
-    for name in RSS_FIGURES:
-        figures[name] = max((row[name] for row in rows if row[name] is not None), default=math.nan)
-    scenario = experiment.scenario
-    return {
-        "run": run_id,
-        "scenario": scenario.name,
-        "started": datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc).isoformat(),
-        "inputs": {
-            "load": experiment.load.model_dump(mode="json"),
-            "qos": experiment.qos,
-            "workers": experiment.workers,
-            "probes": experiment.probes,
-            "batch": batch,
-            "payload_bytes": next(fleet.payload_bytes for fleet in scenario.fleets if fleet.type == "load_probe"),
-            "seed": scenario.seed,
-            "mqtt": scenario.mqtt.url,
-            "influx": f"{scenario.influx.url} database {scenario.influx.database}",
-            "duration_s": duration,
-        },
-        "environment": environment(),
-        "servers": {name: asdict(server) for name, server in servers.items()},
-        "figures": {name: none_if_nan(value) for name, value in figures.items()},
-        "latency_histogram": latency.encode().decode() if latency.get_total_count() else "",
-        "publish_histogram": publish.encode().decode() if publish.get_total_count() else "",
-        "drained": all(final.drained for final in finals),
-        "stale": ingest.counts.stale,
-    }
-
-
-def environment() -> dict[str, Any]:
-    import psutil
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "host": platform.node(),
-    }
-
-
-def none_if_nan(value: float) -> float | None:
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 @dataclass

@@ -32,7 +32,7 @@ from simulator.builder import build_world
 from simulator.engine import PacedEnvironment
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.metrics import LatencyRecorder
-from simulator.load.protocol import WORKER_ORDERS, Message, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
+from simulator.load.protocol import WORKER_ORDERS, Message, ProtocolError, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.load.records import ShardRecorder
 from simulator.load.runner import Experiment
 from simulator.shard import Shard, ShardSink
@@ -88,27 +88,22 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
 
 
 def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float, run_id: str | None) -> None:
-    """A worker of the runner: Ready and its reports on stdout, the common start from stdin; with a
-    run id its reports also go to InfluxDB, as a shard's of `iotsim load --shard` do."""
+    """A worker of the runner: Ready on stdout, the common start from stdin, and its reports to
+    InfluxDB under the run id, as a shard's of `iotsim load --shard` (the runner reads them there)."""
+    if run_id is None:
+        raise ProtocolError("the runner sent worker_orders without a run_id: a live worker's figures go to InfluxDB under it")
     client = InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
-    recorder = ShardRecorder(client, run_id, shard) if run_id else None
+    recorder = ShardRecorder(client, run_id, shard)
 
     def ready() -> int:
         say(Ready())
         start_ms = read_order(WORKER_ORDERS, Start).start_ms
-        if recorder is not None:
-            recorder.start(start_ms, Experiment.of(scenario, shard.count, qos).record_inputs(shard))
+        recorder.start(start_ms, Experiment.of(scenario, shard.count, qos).record_inputs(shard))
         return start_ms
 
-    def report(message: Message) -> None:
-        say(message)
-        if recorder is not None:
-            recorder.send(message)
-
     try:
-        publish_shard(scenario, shard, qos, interval, ready, report)
-        if recorder is not None:
-            recorder.close()
+        publish_shard(scenario, shard, qos, interval, ready, recorder.send)
+        recorder.close()  # an IotsimError when its records did not reach InfluxDB: a Failure, exit 1 (serve)
     finally:
         client.close()
 
