@@ -93,6 +93,12 @@ Fault = Annotated[
 PROCESS_FAULTS = ("broker_outage", "influx_outage", "bridge_crash")
 
 
+def draw_per_message(faults: list[Fault]) -> bool:
+    """Duplicates and malformed payloads draw from one random stream, message after message of the
+    whole world: only a world that generates every message draws as the unsharded run does."""
+    return any(isinstance(fault, (Malformed, Duplicates)) for fault in faults)
+
+
 class FaultySink:
     """Sits between the telemetry and the real sink and applies the in-stream faults."""
 

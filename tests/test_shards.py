@@ -12,11 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import simpy
 
 from conftest import IOTSIM, child_env
+from simulator.builder import build_world
 from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
-from simulator.scenario import load_scenario
+from simulator.scenario import Scenario, load_scenario
 from simulator.shard import SHARD_ENV, Shard
 from simulator.transport.mqtt import MAX_CLIENT_ID, run_client_id
 
@@ -63,8 +65,39 @@ def test_the_shards_of_a_dry_run_together_are_exactly_the_whole_run(name: str) -
         assert sum(map(len, owners)) == len(set().union(*owners))
 
 
+# What a shard costs: it builds only its own devices of every fleet, about 1/COUNT of each (the ids are
+# numbered, so each shard has the floor or the ceiling of count / COUNT), except the reefer monitors,
+# built whole in every shard (simulator/shard.py: their alarm state travels with the boxes).
+BUILT_WHOLE = {"reefer"}
+
+
+def registered(scenario: Scenario, shard: Shard | None) -> set[str]:
+    """The devices a (sharded) world registers, and so runs: each device type's build starts one process per device it registers."""
+    world = build_world(scenario, simpy.Environment(), lambda topic, payload: None, shard=shard)
+    return set(world.telemetry.devices)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_shard_builds_only_its_share_of_every_fleet(name: str) -> None:
+    scenario = load_scenario(ROOT / "scenarios" / name)
+    assert registered(scenario, None) == {device for fleet in scenario.fleets for device in fleet.device_ids()}
+    for count in COUNTS:
+        shards = [registered(scenario, Shard(index, count)) for index in range(count)]
+        for fleet in scenario.fleets:
+            ids = set(fleet.device_ids())
+            built = [shard & ids for shard in shards]
+            if fleet.type in BUILT_WHOLE:
+                assert all(mine == ids for mine in built), fleet.prefix
+                continue
+            assert sum(map(len, built)) == len(ids) and set().union(*built) == ids, f"{fleet.prefix}, {count} shards"
+            assert {len(mine) for mine in built} <= {len(ids) // count, -(-len(ids) // count)}, f"{fleet.prefix}: {[len(mine) for mine in built]}"
+            assert all(all(Shard(index, count).owns(device) for device in mine) for index, mine in enumerate(built))
+
+
 # Pipeline faults sit before the shard's filter: duplicates, garbage and held messages keep their topic,
 # so they land in their device's shard; the faults' own events (source fault-injector) in one shard.
+# Duplicates and malformed payloads draw from one stream over every message: with them each shard builds
+# the whole world; with only partitions and clock skews it builds its own devices, and counts their faults.
 # (Process faults need a paced run: test_process_faults_act_in_exactly_one_shard covers who acts.)
 FAULTS = """
 name: faults
@@ -80,26 +113,37 @@ fleets:
     cadence: 1m
 faults:
   - {kind: partition, fleet: aq, at: 5m, duration: 8m, buffer_in_memory: 50}
+  - {kind: clock_skew, fleet: aqs, offset: -30s}
+"""
+DRAWN_PER_MESSAGE = """
   - {kind: duplicates, rate: 0.05}
   - {kind: malformed, rate: 0.03}
-  - {kind: clock_skew, fleet: aqs, offset: -30s}
 """
 
 
-def test_the_shards_of_a_run_with_pipeline_faults_together_are_exactly_the_whole_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("drawn", [False, True], ids=["own-devices", "whole-world"])
+def test_the_shards_of_a_run_with_pipeline_faults_together_are_exactly_the_whole_run(tmp_path: Path, drawn: bool) -> None:
     path = tmp_path / "faults.yaml"
-    path.write_text(FAULTS)
+    path.write_text(FAULTS + (DRAWN_PER_MESSAGE if drawn else ""))
     scenario = load_scenario(path)
 
-    def run(shard: Shard | None) -> list[Message]:
+    def run(shard: Shard | None) -> tuple[list[Message], dict[str, dict[str, str]]]:
         out: list[Message] = []
-        run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
-        return out
+        result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
+        return out, {summary.title: summary.figures for summary in result.summaries}
 
-    whole = run(None)
-    assert len(whole) > 50 * 40 and sum("/events/fault_" in topic for topic, _ in whole) == 5
+    whole, summaries = run(None)
+    held = int(summaries["faults injected"]["held"])
+    assert len(whole) > 50 * 40 and sum("/events/fault_" in topic for topic, _ in whole) == 5 and held == 8 * 40
     for count in COUNTS:
-        assert sorted(message for index in range(count) for message in run(Shard(index, count))) == sorted(whole), f"{count} shards"
+        shards = [run(Shard(index, count)) for index in range(count)]
+        assert sorted(message for messages, _ in shards for message in messages) == sorted(whole), f"{count} shards"
+        if drawn:  # every shard generates, and counts, the whole world's faults
+            title = "faults injected (shard {}/%d: the whole world, generated in every shard)" % count
+            assert all(figures[title.format(index)] == summaries["faults injected"] for index, (_, figures) in enumerate(shards))
+        else:  # each shard counts its own devices' held messages
+            title = "faults injected (shard {}/%d: its devices)" % count
+            assert sum(int(figures[title.format(index)]["held"]) for index, (_, figures) in enumerate(shards)) == held
 
 
 def test_process_faults_act_in_exactly_one_shard() -> None:
