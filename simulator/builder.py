@@ -6,8 +6,8 @@ starts their processes, in the scenario's order; then the pipeline faults of the
 --shard`, a load worker) passes its shard: each fleet then builds only the shard's devices
 (`owned_devices`, simulator/device_type.py); the shared models (weather, roads, the port) are built
 whole, the same in every shard, and the sink drops the messages of the other shards' sources
-(simulator/shard.py). A scenario with `duplicates` or `malformed` faults builds every device in
-every shard: those faults draw from one stream over all the world's messages. Process faults act on
+(simulator/shard.py). A scenario with `duplicates`, `malformed` or `partition` faults builds every
+device in every shard: those faults act on all the world's messages (`need_every_message`). Process faults act on
 the stack only in the shard that owns their events' source (`fault-injector`), so one shard, not
 every one, stops the broker. A scenario with a `load:` section paces the `load_probe` gateways by
 its profile: the builder puts that pacing into the world (simulator/load/pacing.py), so the devices
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import simpy
 
-from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, StackControl, draw_per_message, inject
+from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, StackControl, need_every_message, inject
 from simulator.load.pacing import PACING_KEY
 from simulator.shard import SHARD_KEY, Shard
 from simulator.scenario import Scenario
@@ -35,7 +35,7 @@ def build_world(
     start_ms = round(scenario.start.timestamp() * 1000)
     telemetry = Telemetry(env=env, start_ms=start_ms, prefix=scenario.mqtt.topic_prefix, sink=faulty or sink)
     world = World(env=env, scenario=scenario, telemetry=telemetry)
-    builds_share = shard is not None and not draw_per_message(scenario.faults)
+    builds_share = shard is not None and not need_every_message(scenario.faults)
     if shard is not None:
         if builds_share:
             world.shared(SHARD_KEY, lambda _: shard)
