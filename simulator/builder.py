@@ -3,19 +3,22 @@
 The telemetry numbers and stamps the messages; each fleet's device type registers its devices and
 starts their processes, in the scenario's order; then the pipeline faults of the scenario's
 `faults:` section are injected between the telemetry and the sink. A sharded run (`iotsim run
---shard`, a load worker) passes its shard: `load_probe` fleets then build only the shard's devices;
-every other model is built whole, the same in every shard, and the sink drops the messages of the
-other shards' sources (simulator/shard.py). Process faults act on the stack only in the shard that
-owns their events' source (`fault-injector`), so one shard, not every one, stops the broker. A scenario with a `load:` section paces the
-`load_probe` gateways by its profile: the builder puts that pacing into the world
-(simulator/load/pacing.py), so the devices never read the section.
+--shard`, a load worker) passes its shard: each fleet then builds only the shard's devices
+(`owned_devices`, simulator/device_type.py); the shared models (weather, roads, the port) are built
+whole, the same in every shard, and the sink drops the messages of the other shards' sources
+(simulator/shard.py). A scenario with `duplicates`, `malformed` or `partition` faults builds every
+device in every shard: those faults act on all the world's messages (`need_every_message`). Process faults act on
+the stack only in the shard that owns their events' source (`fault-injector`), so one shard, not
+every one, stops the broker. A scenario with a `load:` section paces the `load_probe` gateways by
+its profile: the builder puts that pacing into the world (simulator/load/pacing.py), so the devices
+never read the section.
 """
 
 from __future__ import annotations
 
 import simpy
 
-from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, StackControl, inject
+from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, StackControl, need_every_message, inject
 from simulator.load.pacing import PACING_KEY
 from simulator.shard import SHARD_KEY, Shard
 from simulator.scenario import Scenario
@@ -32,8 +35,10 @@ def build_world(
     start_ms = round(scenario.start.timestamp() * 1000)
     telemetry = Telemetry(env=env, start_ms=start_ms, prefix=scenario.mqtt.topic_prefix, sink=faulty or sink)
     world = World(env=env, scenario=scenario, telemetry=telemetry)
+    builds_share = shard is not None and not need_every_message(scenario.faults)
     if shard is not None:
-        world.shared(SHARD_KEY, lambda _: shard)
+        if builds_share:
+            world.shared(SHARD_KEY, lambda _: shard)
         if not shard.owns(FAULT_SOURCE):
             stack_control = None  # announced only: the owning shard acts
     if scenario.load is not None:
@@ -43,5 +48,13 @@ def build_world(
         fleet.device_type.build(world, fleet)
     if faulty is not None:
         inject(world, scenario.faults, faulty, stack_control)
-        world.add_summary(lambda: Summary("faults injected", {name: str(count) for name, count in faulty.injected.items()}))
+        title = faults_title(shard, builds_share)
+        world.add_summary(lambda: Summary(title, {name: str(count) for name, count in faulty.injected.items()}))
     return world
+
+
+def faults_title(shard: Shard | None, builds_share: bool) -> str:
+    """What the counts of injected faults cover: the run, the shard's devices, or the whole world a shard generated."""
+    if shard is None or shard.count == 1:
+        return "faults injected"
+    return f"faults injected (shard {shard.spec}: its devices)" if builds_share else f"faults injected (shard {shard.spec}: the whole world, generated in every shard)"

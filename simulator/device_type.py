@@ -20,13 +20,16 @@ itself and the name is written nowhere else.
 Every fleet has the common options (`count`, `id_prefix`, `districts`) and `faults:` (device faults,
 simulator/device_faults.py), checked against the fleet's device ids and the type's readings (a drift
 or spikes fault changes a number: the reading it names must be a float).
+
+A `build` walks `owned_devices(world, fleet)`, not `fleet.device_ids()`: a shard of a sharded run
+(`iotsim run --shard`) then builds and runs only its own devices, so its CPU is its share.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
@@ -34,6 +37,7 @@ from pydantic import Field, create_model, model_validator
 
 from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
 from simulator.fleet import DISTRICTS, District, StrictModel
+from simulator.shard import SHARD_KEY, Shard
 from simulator.telemetry import FLOAT, KINDS, Device, Kind, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -136,6 +140,20 @@ class DeviceType(Generic[F]):
     def sends(self) -> dict[str, Kind]:
         """Every reading a device of this type may send, and its kind: its part of the message contract."""
         return {**self.readings, **self.also_sends}
+
+
+def whole(world: World) -> Shard:
+    return Shard()
+
+
+def owned_devices(world: World, fleet: FleetConfig) -> Iterator[tuple[int, str]]:
+    """(index, device id) of the fleet's devices this world builds: every one, or in a sharded world
+    those of its shard (simulator/shard.py). The index is the device's place in the whole fleet, so
+    its district, site, road and anything else derived from it are those of the unsharded run."""
+    shard = world.shared(SHARD_KEY, whole)
+    for index, device_id in enumerate(fleet.device_ids()):
+        if shard.owns(device_id):
+            yield index, device_id
 
 
 def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict[str, str]) -> tuple[Device, FaultyReadings | None]:

@@ -93,6 +93,13 @@ Fault = Annotated[
 PROCESS_FAULTS = ("broker_outage", "influx_outage", "bridge_crash")
 
 
+def need_every_message(faults: list[Fault]) -> bool:
+    """Whether these faults act on the whole world's messages: duplicates and malformed payloads draw
+    from one random stream, message after message, and a partition's end event counts every message
+    it held. Only a world that generates every message does that as the unsharded run does."""
+    return any(isinstance(fault, (Malformed, Duplicates, Partition)) for fault in faults)
+
+
 class FaultySink:
     """Sits between the telemetry and the real sink and applies the in-stream faults."""
 

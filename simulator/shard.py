@@ -5,9 +5,21 @@ A shard is `INDEX/COUNT`, INDEX 0-based (as Kubernetes' `JOB_COMPLETION_INDEX`),
 
 A device belongs to worker `n % workers`, where n is the number in its id (`lp-0042` → 42), or a
 stable hash of the id for sources without one (event sources such as `port-gate`). Every device's
-messages depend only on the seed and its own id, so the union of the workers' streams is exactly the
-single-process stream. `load_probe` fleets build only their own devices; other device types are built
-whole in every worker and filtered at the sink (correct for shared models, at some CPU cost).
+messages depend only on the seed, its own id and the shared models, so the union of the workers'
+streams is exactly the single-process stream.
+
+What a shard builds (simulator/builder.py): of every fleet only its own devices (`owned_devices` in
+simulator/device_type.py, each at its index in the whole fleet), so its CPU is its share; the shared
+models (the city's weather, calendar, roads, data centre and air, the port and its processes, the
+scenario's incidents, leaks and fault schedule) whole, the same in every shard, and `ShardSink`
+drops the messages of the sources it does not own (the models' events, the whole-built devices'
+messages). A device only reads the shared models; the models that cache what they computed (the
+weather's hours, the air's minutes) compute the same values whoever asks first. Built whole:
+- `reefer` monitors: a monitor keeps its alarm state on the box's unit, and a box back from customs
+  lands on another plug point, read by another monitor (maybe of another shard);
+- every device of a scenario with `duplicates`, `malformed` or `partition` faults
+  (`faults.need_every_message`): they act on the whole world's message stream;
+- a device type whose `build` walks `fleet.device_ids()` itself (a plug-in's): correct, at its whole cost.
 `simulator/load/worker.py` builds a shard's world.
 """
 

@@ -20,7 +20,7 @@ from simulator.builder import build_world
 from simulator.city import mine_gas
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, register_device, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, register_device, send
 from simulator.engine import run_scenario
 from simulator.fleet import Duration
 from simulator.scenario import Scenario, ScenarioError, load_scenario
@@ -49,7 +49,7 @@ def measure(
 
 def build_thermometers(world: World, fleet: ThermometerFleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         device, faults = register_device(world, fleet, device_id, {"district": fleet.district_of(index)})
         rng = world.rng(device_id)
         world.env.process(measure(world.env, device, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))

@@ -3,7 +3,8 @@
 For every shipped scenario and COUNT in {2, 3, 7}, the messages of the COUNT shards' dry runs,
 sorted, equal the unsharded dry run's, sorted: each message in exactly one shard, events included
 (they go with their source). The runs are in-process through the engine, as `iotsim run --dry-run`
-does; the CLI is checked once for the flag, the environment and bad specs."""
+does; the CLI is checked once for the flag, the environment and bad specs. What a shard costs: it
+registers, and runs, only its own share of every fleet's devices."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import simpy
 
 from conftest import IOTSIM, child_env
+from simulator.builder import build_world
 from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
-from simulator.scenario import load_scenario
+from simulator.scenario import Scenario, load_scenario
 from simulator.shard import SHARD_ENV, Shard
 from simulator.transport.mqtt import MAX_CLIENT_ID, run_client_id
 
@@ -63,8 +66,40 @@ def test_the_shards_of_a_dry_run_together_are_exactly_the_whole_run(name: str) -
         assert sum(map(len, owners)) == len(set().union(*owners))
 
 
+# What a shard costs: it builds only its own devices of every fleet, about 1/COUNT of each (the ids are
+# numbered, so each of 7 shards has the floor or the ceiling of count / 7), except the reefer monitors,
+# built whole in every shard (simulator/shard.py: their alarm state travels with the boxes).
+BUILT_WHOLE = {"reefer"}
+
+
+def registered(scenario: Scenario, shard: Shard | None) -> set[str]:
+    """The devices a (sharded) world registers, and so runs: each device type's build starts one process per device it registers."""
+    world = build_world(scenario, simpy.Environment(), lambda topic, payload: None, shard=shard)
+    return set(world.telemetry.devices)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_shard_builds_only_its_share_of_every_fleet(name: str) -> None:
+    scenario = load_scenario(ROOT / "scenarios" / name)
+    assert registered(scenario, None) == {device for fleet in scenario.fleets for device in fleet.device_ids()}
+    count = 7  # the messages test above shows COUNT 2 and 3 right too
+    shards = [registered(scenario, Shard(index, count)) for index in range(count)]
+    for fleet in scenario.fleets:
+        ids = set(fleet.device_ids())
+        built = [shard & ids for shard in shards]
+        if fleet.type in BUILT_WHOLE:
+            assert all(mine == ids for mine in built), fleet.prefix
+            continue
+        assert sum(map(len, built)) == len(ids) and set().union(*built) == ids, fleet.prefix
+        assert {len(mine) for mine in built} <= {len(ids) // count, -(-len(ids) // count)}, f"{fleet.prefix}: {[len(mine) for mine in built]}"
+        assert all(all(Shard(index, count).owns(device) for device in mine) for index, mine in enumerate(built))
+
+
 # Pipeline faults sit before the shard's filter: duplicates, garbage and held messages keep their topic,
 # so they land in their device's shard; the faults' own events (source fault-injector) in one shard.
+# Duplicates and malformed payloads draw from one stream over every message, and a partition's end event
+# counts every message it held: with them each shard builds the whole world (and counts its faults);
+# with only clock skews it builds its own devices.
 # (Process faults need a paced run: test_process_faults_act_in_exactly_one_shard covers who acts.)
 FAULTS = """
 name: faults
@@ -79,27 +114,36 @@ fleets:
     count: 10
     cadence: 1m
 faults:
+  - {kind: clock_skew, fleet: aqs, offset: -30s}
+"""
+EVERY_MESSAGE = """
   - {kind: partition, fleet: aq, at: 5m, duration: 8m, buffer_in_memory: 50}
   - {kind: duplicates, rate: 0.05}
   - {kind: malformed, rate: 0.03}
-  - {kind: clock_skew, fleet: aqs, offset: -30s}
 """
 
 
-def test_the_shards_of_a_run_with_pipeline_faults_together_are_exactly_the_whole_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("every", [False, True], ids=["own-devices", "whole-world"])
+def test_the_shards_of_a_run_with_pipeline_faults_together_are_exactly_the_whole_run(tmp_path: Path, every: bool) -> None:
     path = tmp_path / "faults.yaml"
-    path.write_text(FAULTS)
+    path.write_text(FAULTS + (EVERY_MESSAGE if every else ""))
     scenario = load_scenario(path)
 
-    def run(shard: Shard | None) -> list[Message]:
+    def run(shard: Shard | None) -> tuple[list[Message], dict[str, dict[str, str]]]:
         out: list[Message] = []
-        run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
-        return out
+        result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
+        return out, {summary.title: summary.figures for summary in result.summaries}
 
-    whole = run(None)
-    assert len(whole) > 50 * 40 and sum("/events/fault_" in topic for topic, _ in whole) == 5
+    whole, summaries = run(None)
+    assert len(whole) > 50 * 40 and sum("/events/fault_" in topic for topic, _ in whole) == (5 if every else 1)
+    assert int(summaries["faults injected"]["held"]) == (8 * 40 if every else 0)
     for count in COUNTS:
-        assert sorted(message for index in range(count) for message in run(Shard(index, count))) == sorted(whole), f"{count} shards"
+        shards = [run(Shard(index, count)) for index in range(count)]
+        assert sorted(message for messages, _ in shards for message in messages) == sorted(whole), f"{count} shards"
+        whose = "the whole world, generated in every shard" if every else "its devices"
+        assert all(f"faults injected (shard {index}/{count}: {whose})" in figures for index, (_, figures) in enumerate(shards))
+        if every:  # every shard generates, and counts, the whole world's faults
+            assert all(figures[f"faults injected (shard {index}/{count}: {whose})"] == summaries["faults injected"] for index, (_, figures) in enumerate(shards))
 
 
 def test_process_faults_act_in_exactly_one_shard() -> None:

@@ -46,7 +46,7 @@ from simulator.city.calendar import DAY_S
 from simulator.city.common import DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.recent import forget_oldest
 from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
@@ -243,7 +243,7 @@ def make_air(world: World) -> CityAir:
 
 def build(world: World, fleet: Fleet) -> None:
     air = world.shared("city/air", make_air)
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         district = fleet.district_of(index)
         device, rng, faults = register(world, fleet, device_id, district)
         station = AirQualityStation(device, fleet, rng, air, district)

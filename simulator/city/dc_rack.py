@@ -26,7 +26,7 @@ from simulator.city.common import AR1, DOMAIN, near, register
 from simulator.city.data_centre import DataCentre
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import District, Duration
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
@@ -86,7 +86,7 @@ def run_rack(
 
 def build(world: World, fleet: Fleet) -> None:
     centre = city_of(world).data_centre
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         hall = centre.hall_names[index % len(centre.hall_names)]
         site = near(*SITE, world.rng(f"{device_id}/site"), radius_deg=0.001)
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), site, hall=hall)

@@ -24,7 +24,7 @@ from pydantic import Field
 from simulator.city.common import AR1, DOMAIN, hourly, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
@@ -84,7 +84,7 @@ def meter(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         kind = fleet.kinds[index % len(fleet.kinds)]
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), kind=kind)
         world.env.process(meter(world.env, device, kind, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))

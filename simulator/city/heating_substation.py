@@ -29,7 +29,7 @@ from pydantic import Field
 from simulator.city.common import AR1, DOMAIN, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
@@ -98,7 +98,7 @@ def supply_heat(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
         world.env.process(supply_heat(world.env, device, fleet, city, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
 

@@ -28,7 +28,7 @@ from simulator.city.common import AR1, DOMAIN, register
 from simulator.city.mine import ALARM_PCT, CO_LIMIT_PPM, POWER_CUT_PCT, RESTORE_PCT, GasEvent, outburst_pct, shift_activity
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import District, Duration
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
@@ -126,8 +126,7 @@ def monitor(
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     mine = city.settings.mine
-    ids = fleet.device_ids()
-    for index, device_id in enumerate(ids):
+    for index, device_id in owned_devices(world, fleet):
         face_name = f"F{index + 1:02d}"
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), face=face_name)
         events = [event for event in mine.gas_events if event.device == device_id]

@@ -28,7 +28,7 @@ from simulator.city.common import AR1, DOMAIN, near, register
 from simulator.city.model import city_of
 from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import Complete, DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import Complete, DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
@@ -86,7 +86,7 @@ def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     network = city.roads
     names = fleet.roads or list(network.roads)  # checked against the network by CitySettings.check_fleets
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         road = network.roads[names[index % len(names)]]
         zone = fleet.zone_classes[index % len(fleet.zone_classes)]
         site = near(road.settings.lat, road.settings.lon, world.rng(f"{device_id}/site"))

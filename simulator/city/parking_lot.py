@@ -26,7 +26,7 @@ from simulator.city.calendar import CityCalendar
 from simulator.city.common import DOMAIN, binomial, hourly, poisson, register
 from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
@@ -124,7 +124,7 @@ def count_cars(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         kind = fleet.kinds[index % len(fleet.kinds)]
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index), kind=kind)
         spaces = max(5, round(fleet.spaces * math.exp(rng.gauss(0.0, 0.5))))

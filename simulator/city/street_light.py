@@ -25,7 +25,7 @@ from simulator.city.common import DOMAIN, register
 from simulator.city.model import city_of
 from simulator.city.sun import SunClock, Twilight
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
@@ -71,7 +71,7 @@ def switch(
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
         world.env.process(switch(world.env, device, fleet, city.sun, city.calendar, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
 

@@ -25,7 +25,7 @@ from simulator.city.common import DOMAIN, near, poisson, register
 from simulator.city.model import city_of
 from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
@@ -64,7 +64,7 @@ def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     network = city.roads
     names = fleet.roads or list(network.roads)  # checked against the network by CitySettings.check_fleets
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         road = network.roads[names[index % len(names)]]
         site = near(road.settings.lat, road.settings.lon, world.rng(f"{device_id}/site"))
         device, rng, faults = register(world, fleet, device_id, road.settings.district, site, road=road.name)

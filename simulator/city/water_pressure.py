@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from simulator.city.common import AR1, DOMAIN, hourly, register
 from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration, StrictModel
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
@@ -99,7 +99,7 @@ def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
     for leak in fleet.leaks:
         world.env.process(burst(world.env, leak, world.telemetry))
-    for index, device_id in enumerate(fleet.device_ids()):
+    for index, device_id in owned_devices(world, fleet):
         device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
         world.env.process(deliver_water(world.env, device, fleet, city, world.telemetry, rng, faults, first_delay(rng, fleet.cadence)))
 

@@ -28,11 +28,10 @@ import simpy
 from pydantic import Field, model_validator
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, register_device, send
+from simulator.device_type import DeviceType, FleetConfig, owned_devices, register_device, send
 from simulator.fleet import Duration
 from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
 from simulator.load.profile import Schedule
-from simulator.shard import SHARD_KEY, Shard
 from simulator.telemetry import FLOAT, MAX_READINGS, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -142,11 +141,8 @@ def no_pacing(world: World) -> Pacing | None:
 
 
 def build(world: World, fleet: Fleet) -> None:
-    shard: Shard = world.shared(SHARD_KEY, lambda _: Shard())
     pacing = world.shared(PACING_KEY, no_pacing)
-    for index, device_id in enumerate(fleet.device_ids()):
-        if not shard.owns(device_id):
-            continue
+    for index, device_id in owned_devices(world, fleet):
         device, faults = register_device(world, fleet, device_id, {"group": f"g{index % 10}"})
         rng = world.rng(device_id)
         phase = rng.random()

@@ -14,7 +14,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device, send
+from simulator.device_type import DeviceType, first_delay, owned_devices, register_device, send
 from simulator.fleet import Duration
 from simulator.port.gate import Gate, Lane
 from simulator.port.model import DOMAIN, port_of
@@ -52,7 +52,9 @@ def report(
 def build(world: World, fleet: Fleet) -> None:
     port = port_of(world)
     lanes = [(port.gate_in, lane) for lane in port.gate_in.lanes] + [(port.gate_out, lane) for lane in port.gate_out.lanes]
-    for device_id, (gate, lane) in zip(fleet.device_ids(), port.instrument(fleet.type, fleet.count, lanes)):
+    instrumented = port.instrument(fleet.type, fleet.count, lanes)  # the whole fleet's, in every shard
+    for index, device_id in owned_devices(world, fleet):
+        gate, lane = instrumented[index]
         device, faults = register_device(world, fleet, device_id, {"lane": lane.name, "direction": lane.direction})
         delay = first_delay(world.rng(device_id), fleet.cadence)
         world.env.process(report(world.env, gate, lane, device, world.telemetry, faults, fleet.cadence, delay))

@@ -13,7 +13,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device, send
+from simulator.device_type import DeviceType, first_delay, owned_devices, register_device, send
 from simulator.fleet import Duration
 from simulator.port.cranes import Crane
 from simulator.port.model import DOMAIN, port_of
@@ -52,7 +52,9 @@ def report(
 def build(world: World, fleet: Fleet) -> None:
     port = port_of(world)
     machines = port.rmgs.machines + port.reach_stackers.machines
-    for device_id, crane in zip(fleet.device_ids(), port.instrument(fleet.type, fleet.count, machines)):
+    cranes = port.instrument(fleet.type, fleet.count, machines)  # the whole fleet's, in every shard
+    for index, device_id in owned_devices(world, fleet):
+        crane = cranes[index]
         device, faults = register_device(world, fleet, device_id, {"crane": crane.name, "kind": crane.kind})
         delay = first_delay(world.rng(device_id), fleet.cadence)
         world.env.process(report(world.env, crane, device, world.telemetry, faults, fleet.cadence, delay))

@@ -91,6 +91,8 @@ def report(
 
 def build(world: World, fleet: Fleet) -> None:
     port = port_of(world)
+    # Built whole in every shard (the sink keeps the shard's): a monitor keeps its alarm state on the
+    # box's unit, and a box back from customs lands on another plug, read by another monitor.
     for device_id, plug in zip(fleet.device_ids(), port.instrument(fleet.type, fleet.count, port.reefers.plugs)):
         device, faults = register_device(world, fleet, device_id, {"plug": plug.name})
         rng = world.rng(device_id)

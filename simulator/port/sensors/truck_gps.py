@@ -15,7 +15,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device, send
+from simulator.device_type import DeviceType, first_delay, owned_devices, register_device, send
 from simulator.fleet import Duration
 from simulator.port.corridor import HaulTruck, position
 from simulator.port.model import DOMAIN, port_of
@@ -56,7 +56,9 @@ def report(
 
 def build(world: World, fleet: Fleet) -> None:
     port = port_of(world)
-    for device_id, truck in zip(fleet.device_ids(), port.instrument(fleet.type, fleet.count, port.haul_trucks)):
+    trucks = port.instrument(fleet.type, fleet.count, port.haul_trucks)  # the whole fleet's, in every shard
+    for index, device_id in owned_devices(world, fleet):
+        truck = trucks[index]
         device, faults = register_device(world, fleet, device_id, {"truck": truck.name})
         rng = world.rng(device_id)
         delay = first_delay(rng, fleet.cadence)

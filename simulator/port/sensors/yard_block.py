@@ -13,7 +13,7 @@ import simpy
 from pydantic import Field
 
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, first_delay, register_device, send
+from simulator.device_type import DeviceType, first_delay, owned_devices, register_device, send
 from simulator.fleet import Duration
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
@@ -51,7 +51,9 @@ def report(
 
 def build(world: World, fleet: Fleet) -> None:
     port = port_of(world)
-    for device_id, block in zip(fleet.device_ids(), port.instrument(fleet.type, fleet.count, port.yard.blocks)):
+    blocks = port.instrument(fleet.type, fleet.count, port.yard.blocks)  # the whole fleet's, in every shard
+    for index, device_id in owned_devices(world, fleet):
+        block = blocks[index]
         device, faults = register_device(world, fleet, device_id, {"block": block.name, "kind": block.kind})
         delay = first_delay(world.rng(device_id), fleet.cadence)
         world.env.process(report(world.env, block, device, world.telemetry, faults, fleet.cadence, delay))
