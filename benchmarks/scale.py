@@ -1,0 +1,205 @@
+"""How the simulator's cost grows with the fleet: build time, memory per device, generation rate.
+
+For each size, a world of air-quality stations (`cadence: 5m`, 10 simulated minutes unless
+`--minutes` says otherwise, a dry run to
+/dev/null through the dry run's own JSON-lines writer) runs in a fresh Python process, so no size
+inherits another's heap. Per size: the build time (devices registered and their processes started),
+the run's wall and CPU time, messages/s and readings/s (10 readings a message: six pollutants and
+the AQI's four), the child's peak RSS (`ru_maxrss`, from `os.wait4`) and the RSS per device: the
+peak minus that of the same child with no devices (same imports, same scenario, no fleet built),
+divided by the size.
+
+    .venv/bin/python benchmarks/scale.py [--sizes 1000,10000,100000] [--minutes 10] [--json FILE] [--plot PNG]
+
+Run it with `nice` on a shared machine; a million stations take about 3 minutes and 6 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from simulator.builder import build_world
+from simulator.engine import make_environment
+from simulator.scenario import Scenario
+from simulator.transport.jsonl import JsonlWriter
+
+READINGS_PER_MESSAGE = 10  # pm25 pm10 so2 no2 co o3 aqi aqi_level aqi_category primary_pollutant
+DEFAULT_MINUTES = 10.0
+DEFAULT_SIZES = "1000,10000,100000"
+CHILD_FLAG = "--child"
+console = Console(width=160)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one child process measured of its own world (printed as one JSON line)."""
+
+    devices: int
+    build_s: float
+    run_wall_s: float
+    run_cpu_s: float
+    messages: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """One size's figures, as `--json` writes them."""
+
+    devices: int
+    build_s: float
+    run_wall_s: float
+    run_cpu_s: float
+    messages: int
+    messages_per_s: float
+    readings_per_s: float
+    messages_per_cpu_s: float
+    peak_rss_bytes: int
+    rss_per_device_bytes: float | None  # None for the empty baseline
+
+
+def stations(count: int, simulated_s: float) -> Scenario:
+    return Scenario.model_validate(
+        {"name": "scale", "duration": simulated_s, "fleets": [{"type": "air_quality", "count": max(count, 1), "cadence": "5m"}]}
+    )
+
+
+def measure(count: int, simulated_s: float) -> Measured:
+    """Build and run `count` stations in this process (count 0: the same, with no fleet built)."""
+    scenario = stations(count, simulated_s)
+    if count == 0:
+        scenario = scenario.model_copy(update={"fleets": []})  # the baseline: everything but the devices
+    writer = JsonlWriter(Path(os.devnull))
+    env = make_environment(scenario)
+    started = time.perf_counter()
+    build_world(scenario, env, writer)
+    built = time.perf_counter()
+    cpu = time.process_time()
+    env.run(until=scenario.duration)
+    run_cpu = time.process_time() - cpu
+    run_wall = time.perf_counter() - built
+    writer.close()
+    return Measured(count, built - started, run_wall, run_cpu, writer.written)
+
+
+def in_fresh_process(count: int, simulated_s: float) -> tuple[Measured, int]:
+    """`measure(count, simulated_s)` in a child process; what it measured and its peak RSS in bytes."""
+    child = subprocess.Popen([sys.executable, __file__, CHILD_FLAG, str(count), str(simulated_s)], stdout=subprocess.PIPE, env=os.environ.copy())
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"the child with {count} devices failed (exit {child.returncode})")
+    return Measured(**json.loads(output)), usage.ru_maxrss * 1024  # Linux: kilobytes
+
+
+def row_of(measured: Measured, peak_rss: int, baseline_rss: int) -> Row:
+    per_device = (peak_rss - baseline_rss) / measured.devices if measured.devices else None
+    wall, cpu = measured.run_wall_s, measured.run_cpu_s
+    return Row(
+        devices=measured.devices,
+        build_s=round(measured.build_s, 3),
+        run_wall_s=round(wall, 3),
+        run_cpu_s=round(cpu, 3),
+        messages=measured.messages,
+        messages_per_s=round(measured.messages / wall, 1) if wall else 0.0,
+        readings_per_s=round(measured.messages * READINGS_PER_MESSAGE / wall, 1) if wall else 0.0,
+        messages_per_cpu_s=round(measured.messages / cpu, 1) if cpu else 0.0,
+        peak_rss_bytes=peak_rss,
+        rss_per_device_bytes=None if per_device is None else round(per_device, 1),
+    )
+
+
+def table(rows: list[Row], simulated_s: float) -> Table:
+    view = Table(title=f"air-quality stations, cadence 5m, {simulated_s / 60:g} simulated minutes, dry run to /dev/null")
+    for name in ("devices", "build s", "run s (wall)", "messages", "msg/s", "readings/s", "msg/CPU s", "peak RSS MB", "RSS/device"):
+        view.add_column(name, justify="right")
+    for row in rows:
+        view.add_row(
+            f"{row.devices:,}", f"{row.build_s:.2f}", f"{row.run_wall_s:.2f}", f"{row.messages:,}", f"{row.messages_per_s:,.0f}",
+            f"{row.readings_per_s:,.0f}", f"{row.messages_per_cpu_s:,.0f}", f"{row.peak_rss_bytes / 1e6:,.0f}",
+            "-" if row.rss_per_device_bytes is None else f"{row.rss_per_device_bytes:,.0f} B",
+        )  # fmt: skip
+    return view
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Three panels against the fleet size (log x): build time, RSS per device, messages/s and readings/s."""
+    # Imported here: only a run with --plot pays for matplotlib, and never a child.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    sized = [row for row in rows if row.devices]
+    sizes = [row.devices for row in sized]
+    fig, (build, memory, rate) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    build.plot(sizes, [row.build_s for row in sized], marker="o")
+    build.set(xscale="log", yscale="log", title="build time", xlabel="devices", ylabel="seconds")
+    memory.plot(sizes, [row.rss_per_device_bytes for row in sized], marker="o", label="measured")
+    memory.axhline(1024, color="grey", linestyle="--", label="target 1 KB")
+    memory.set(xscale="log", title="peak RSS per device", xlabel="devices", ylabel="bytes")
+    memory.set_ylim(bottom=0)
+    memory.legend(fontsize="small")
+    rate.plot(sizes, [row.messages_per_s for row in sized], marker="o", label="messages/s")
+    rate.plot(sizes, [row.readings_per_s for row in sized], marker="s", label="readings/s")
+    rate.set(xscale="log", yscale="log", title="generation rate (wall)", xlabel="devices", ylabel="per second")
+    rate.legend(fontsize="small")
+    for axes in (build, memory, rate):
+        axes.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sizes_of(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--sizes: {text!r} is not a comma-separated list of device counts") from None
+    if not sizes or any(size < 1 or size > 1_000_000 for size in sizes):
+        raise SystemExit(f"--sizes: {text!r}: each size from 1 to 1,000,000")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"device counts, comma-separated (default {DEFAULT_SIZES})")
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"simulated minutes (default {DEFAULT_MINUTES:g})")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of the rows here")
+    args = parser.parse_args(argv)
+    sizes = sizes_of(args.sizes)
+    if not 0 < args.minutes <= 7 * 24 * 60:
+        raise SystemExit(f"--minutes: {args.minutes:g} is not from 0 to a week")
+    simulated_s = args.minutes * 60.0
+    baseline, baseline_rss = in_fresh_process(0, simulated_s)
+    rows = [row_of(baseline, baseline_rss, baseline_rss)]
+    for size in sizes:
+        measured, rss = in_fresh_process(size, simulated_s)
+        rows.append(row_of(measured, rss, baseline_rss))
+        console.print(f"{size:,} devices: built in {measured.build_s:.2f} s, ran in {measured.run_wall_s:.2f} s, peak RSS {rss / 1e6:,.0f} MB")
+    console.print(table(rows, simulated_s))
+    if args.json:
+        document: dict[str, Any] = {"simulated_s": simulated_s, "cadence_s": 300.0, "readings_per_message": READINGS_PER_MESSAGE, "rows": [asdict(row) for row in rows]}
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == CHILD_FLAG:
+        print(json.dumps(asdict(measure(int(sys.argv[2]), float(sys.argv[3])))))
+    else:
+        main()
