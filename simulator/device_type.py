@@ -141,6 +141,8 @@ class DeviceType(Generic[F]):
 def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict[str, str]) -> tuple[Device, FaultyReadings | None]:
     """Register one device of `fleet` with the world's telemetry; its faults (None: a healthy device)."""
     device = world.telemetry.register(device_id, fleet.type, fleet.device_type.domain, tags)
+    if world.registered is not None:
+        world.registered()
     faults = faults_for(world.env, world.telemetry, device, fleet.faults, world.seed) if fleet.faults else None
     return device, faults
 
