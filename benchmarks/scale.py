@@ -7,9 +7,12 @@ inherits another's heap. Per size: the build time (devices registered and their 
 the run's wall and CPU time, messages/s and readings/s (10 readings a message: six pollutants and
 the AQI's four), the child's peak RSS (`ru_maxrss`, from `os.wait4`) and the RSS per device: the
 peak minus that of the same child with no devices (same imports, same scenario, no fleet built),
-divided by the size.
+divided by the size; and how long the child took to exit once it had measured (freeing the world).
+`--scenario FILE` measures that scenario's world the same way instead (its own duration unless
+`--minutes` is given; readings/s is then not counted).
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000,10000,100000] [--minutes 10] [--json FILE] [--plot PNG]
+    .venv/bin/python benchmarks/scale.py --scenario scenarios/yangquan-full.yaml --minutes 10 [--json FILE]
 
 Run it with `nice` on a shared machine; a million stations take about 3 minutes and 6 GB.
 """
@@ -31,7 +34,7 @@ from rich.table import Table
 
 from simulator.builder import build_world
 from simulator.engine import make_environment
-from simulator.scenario import Scenario
+from simulator.scenario import Scenario, load_scenario
 from simulator.transport.jsonl import JsonlWriter
 
 READINGS_PER_MESSAGE = 10  # pm25 pm10 so2 no2 co o3 aqi aqi_level aqi_category primary_pollutant
@@ -47,6 +50,7 @@ class Measured:
 
     devices: int
     build_s: float
+    build_cpu_s: float
     run_wall_s: float
     run_cpu_s: float
     messages: int
@@ -58,14 +62,16 @@ class Row:
 
     devices: int
     build_s: float
+    build_cpu_s: float
     run_wall_s: float
     run_cpu_s: float
     messages: int
     messages_per_s: float
-    readings_per_s: float
+    readings_per_s: float | None  # None for a scenario file's world (its messages carry different readings)
     messages_per_cpu_s: float
     peak_rss_bytes: int
     rss_per_device_bytes: float | None  # None for the empty baseline
+    exit_s: float  # from the child's figures to its exit: freeing the world
 
 
 def stations(count: int, simulated_s: float) -> Scenario:
@@ -74,62 +80,79 @@ def stations(count: int, simulated_s: float) -> Scenario:
     )
 
 
-def measure(count: int, simulated_s: float) -> Measured:
-    """Build and run `count` stations in this process (count 0: the same, with no fleet built)."""
-    scenario = stations(count, simulated_s)
+def world_of(count: int, simulated_s: float, scenario_file: str) -> Scenario:
+    """The stations' scenario, or the file's (`count` 0: the same with no fleet, the baseline)."""
+    if scenario_file:
+        scenario = load_scenario(scenario_file)
+        scenario = scenario.with_overrides(duration=simulated_s) if simulated_s else scenario
+    else:
+        scenario = stations(count, simulated_s)
     if count == 0:
         scenario = scenario.model_copy(update={"fleets": []})  # the baseline: everything but the devices
+    return scenario
+
+
+def measure(count: int, simulated_s: float, scenario_file: str = "") -> Measured:
+    """Build and run the world in this process."""
+    scenario = world_of(count, simulated_s, scenario_file)
     writer = JsonlWriter(Path(os.devnull))
     env = make_environment(scenario)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     build_world(scenario, env, writer)
-    built = time.perf_counter()
-    cpu = time.process_time()
+    built, built_cpu = time.perf_counter(), time.process_time()
     env.run(until=scenario.duration)
-    run_cpu = time.process_time() - cpu
+    run_cpu = time.process_time() - built_cpu
     run_wall = time.perf_counter() - built
     writer.close()
-    return Measured(count, built - started, run_wall, run_cpu, writer.written)
+    devices = sum(fleet.count for fleet in scenario.fleets)
+    return Measured(devices, built - started, built_cpu - cpu, run_wall, run_cpu, writer.written)
 
 
-def in_fresh_process(count: int, simulated_s: float) -> tuple[Measured, int]:
-    """`measure(count, simulated_s)` in a child process; what it measured and its peak RSS in bytes."""
-    child = subprocess.Popen([sys.executable, __file__, CHILD_FLAG, str(count), str(simulated_s)], stdout=subprocess.PIPE, env=os.environ.copy())
+def in_fresh_process(count: int, simulated_s: float, scenario_file: str = "") -> tuple[Measured, int, float]:
+    """`measure(...)` in a child process: what it measured, its peak RSS in bytes, and the seconds it
+    took to exit after printing its figures."""
+    command = [sys.executable, __file__, CHILD_FLAG, str(count), str(simulated_s), scenario_file]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, env=os.environ.copy())
     assert child.stdout is not None
-    output = child.stdout.read()
+    line = child.stdout.readline()
+    measured_at = time.perf_counter()
+    child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
+    exit_s = time.perf_counter() - measured_at
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"the child with {count} devices failed (exit {child.returncode})")
-    return Measured(**json.loads(output)), usage.ru_maxrss * 1024  # Linux: kilobytes
+    return Measured(**json.loads(line)), usage.ru_maxrss * 1024, exit_s  # ru_maxrss: kilobytes on Linux
 
 
-def row_of(measured: Measured, peak_rss: int, baseline_rss: int) -> Row:
+def row_of(measured: Measured, peak_rss: int, baseline_rss: int, exit_s: float, readings_per_message: int | None) -> Row:
     per_device = (peak_rss - baseline_rss) / measured.devices if measured.devices else None
     wall, cpu = measured.run_wall_s, measured.run_cpu_s
     return Row(
         devices=measured.devices,
         build_s=round(measured.build_s, 3),
+        build_cpu_s=round(measured.build_cpu_s, 3),
         run_wall_s=round(wall, 3),
         run_cpu_s=round(cpu, 3),
         messages=measured.messages,
         messages_per_s=round(measured.messages / wall, 1) if wall else 0.0,
-        readings_per_s=round(measured.messages * READINGS_PER_MESSAGE / wall, 1) if wall else 0.0,
+        readings_per_s=None if readings_per_message is None else round(measured.messages * readings_per_message / wall, 1) if wall else 0.0,
         messages_per_cpu_s=round(measured.messages / cpu, 1) if cpu else 0.0,
         peak_rss_bytes=peak_rss,
         rss_per_device_bytes=None if per_device is None else round(per_device, 1),
+        exit_s=round(exit_s, 3),
     )
 
 
-def table(rows: list[Row], simulated_s: float) -> Table:
-    view = Table(title=f"air-quality stations, cadence 5m, {simulated_s / 60:g} simulated minutes, dry run to /dev/null")
-    for name in ("devices", "build s", "run s (wall)", "messages", "msg/s", "readings/s", "msg/CPU s", "peak RSS MB", "RSS/device"):
+def table(rows: list[Row], title: str) -> Table:
+    view = Table(title=title)
+    for name in ("devices", "build s", "build CPU s", "run s", "run CPU s", "messages", "msg/s", "readings/s", "msg/CPU s", "peak RSS MB", "RSS/device", "exit s"):
         view.add_column(name, justify="right")
     for row in rows:
         view.add_row(
-            f"{row.devices:,}", f"{row.build_s:.2f}", f"{row.run_wall_s:.2f}", f"{row.messages:,}", f"{row.messages_per_s:,.0f}",
-            f"{row.readings_per_s:,.0f}", f"{row.messages_per_cpu_s:,.0f}", f"{row.peak_rss_bytes / 1e6:,.0f}",
-            "-" if row.rss_per_device_bytes is None else f"{row.rss_per_device_bytes:,.0f} B",
+            f"{row.devices:,}", f"{row.build_s:.2f}", f"{row.build_cpu_s:.2f}", f"{row.run_wall_s:.2f}", f"{row.run_cpu_s:.2f}", f"{row.messages:,}",
+            f"{row.messages_per_s:,.0f}", "-" if row.readings_per_s is None else f"{row.readings_per_s:,.0f}", f"{row.messages_per_cpu_s:,.0f}",
+            f"{row.peak_rss_bytes / 1e6:,.0f}", "-" if row.rss_per_device_bytes is None else f"{row.rss_per_device_bytes:,.0f} B", f"{row.exit_s:.2f}",
         )  # fmt: skip
     return view
 
@@ -176,30 +199,41 @@ def sizes_of(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"device counts, comma-separated (default {DEFAULT_SIZES})")
-    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"simulated minutes (default {DEFAULT_MINUTES:g})")
+    parser.add_argument("--minutes", type=float, help=f"simulated minutes (default {DEFAULT_MINUTES:g}; a --scenario's own duration)")
+    parser.add_argument("--scenario", type=Path, help="measure this scenario file's world instead of air-quality stations")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the rows here")
     args = parser.parse_args(argv)
-    sizes = sizes_of(args.sizes)
-    if not 0 < args.minutes <= 7 * 24 * 60:
-        raise SystemExit(f"--minutes: {args.minutes:g} is not from 0 to a week")
-    simulated_s = args.minutes * 60.0
-    baseline, baseline_rss = in_fresh_process(0, simulated_s)
-    rows = [row_of(baseline, baseline_rss, baseline_rss)]
+    minutes = args.minutes if args.minutes is not None else (None if args.scenario else DEFAULT_MINUTES)
+    if minutes is not None and not 0 < minutes <= 7 * 24 * 60:
+        raise SystemExit(f"--minutes: {minutes:g} is not from 0 to a week")
+    simulated_s = minutes * 60.0 if minutes is not None else 0.0  # 0: the scenario's own duration
+    scenario_file = str(args.scenario) if args.scenario else ""
+    if scenario_file:
+        load_scenario(scenario_file)  # a bad file is its one line here, not a child's traceback
+    sizes = [1] if scenario_file else sizes_of(args.sizes)  # a scenario: one world, its own size
+    readings = None if scenario_file else READINGS_PER_MESSAGE
+    baseline, baseline_rss, baseline_exit = in_fresh_process(0, simulated_s, scenario_file)
+    rows = [row_of(baseline, baseline_rss, baseline_rss, baseline_exit, readings)]
     for size in sizes:
-        measured, rss = in_fresh_process(size, simulated_s)
-        rows.append(row_of(measured, rss, baseline_rss))
-        console.print(f"{size:,} devices: built in {measured.build_s:.2f} s, ran in {measured.run_wall_s:.2f} s, peak RSS {rss / 1e6:,.0f} MB")
-    console.print(table(rows, simulated_s))
+        measured, rss, exit_s = in_fresh_process(size, simulated_s, scenario_file)
+        rows.append(row_of(measured, rss, baseline_rss, exit_s, readings))
+        console.print(f"{measured.devices:,} devices: built in {measured.build_s:.2f} s, ran in {measured.run_wall_s:.2f} s, peak RSS {rss / 1e6:,.0f} MB, exit {exit_s:.1f} s")
+    what = scenario_file or "air-quality stations, cadence 5m"
+    span = f"{simulated_s / 60:g} simulated minutes" if simulated_s else "its duration"
+    console.print(table(rows, f"{what}, {span}, dry run to /dev/null"))
     if args.json:
-        document: dict[str, Any] = {"simulated_s": simulated_s, "cadence_s": 300.0, "readings_per_message": READINGS_PER_MESSAGE, "rows": [asdict(row) for row in rows]}
+        document: dict[str, Any] = {
+            "scenario": scenario_file or None, "simulated_s": simulated_s or None, "cadence_s": None if scenario_file else 300.0,
+            "readings_per_message": readings, "rows": [asdict(row) for row in rows],
+        }  # fmt: skip
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    if args.plot:
+    if args.plot and not scenario_file:
         plot(rows, args.plot)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == CHILD_FLAG:
-        print(json.dumps(asdict(measure(int(sys.argv[2]), float(sys.argv[3])))))
+    if len(sys.argv) == 5 and sys.argv[1] == CHILD_FLAG:
+        print(json.dumps(asdict(measure(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]))), flush=True)
     else:
         main()

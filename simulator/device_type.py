@@ -80,6 +80,8 @@ class FleetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _faults_name_this_fleet(self) -> FleetConfig:
+        if not self.faults:
+            return self  # a city's fleet of 100,000 meters need not spell its ids to have no faults
         ids = set(self.device_ids())
         readings = self.device_type.readings
         for index, fault in enumerate(self.faults):
