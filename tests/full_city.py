@@ -1,4 +1,4 @@
-"""The whole city (scenarios/yangquan-full.yaml, ~551,000 devices) costs minutes and gigabytes to build
+"""The whole city (scenarios/yangquan-full.yaml, ~1,030,000 devices) costs minutes and gigabytes to build
 today (docs/scale.md), too much for every test run. The tests that run every shipped scenario run it
 scaled down instead: the same fleets, options, city and port, each fleet's count divided by SCALE
 (at least one device), so each of its fleets is built and sends."""

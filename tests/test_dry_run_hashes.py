@@ -28,10 +28,10 @@ RECORDED: dict[str, tuple[str, int, str]] = {
     "quickstart.yaml": ("2h", 1200, "9685b016c1d5e799699a7ba5ca6dc37328f263d79dec750f75d6db44086ccfab"),
     "yangquan.yaml": ("2h", 59616, "1970bd869f25ebf160a7f2875d142e7b7d1f5f8398b56d39da0f2ba0445a1f51"),
 }
-# The whole city (~551,000 devices) takes minutes and GBs to build: recorded scaled down 1:1000
+# The whole city (~1,030,000 devices) takes minutes and GBs to build: recorded scaled down 1:1000
 # (tests/full_city.py), which still builds and runs each of its fleets with its options.
 RECORDED_SCALED: dict[str, tuple[str, int, str]] = {
-    FULL_CITY: ("2h", 6544, "4c157c52fa39bdf39736c5367877f28b9f8a25fab5a1b7cc1ce5220d5c02d0eb"),
+    FULL_CITY: ("2h", 7502, "8c8771d2580d63d342ce4349b77e3cfad46f5143e62a00e8cfd476f146383d0a"),
 }
 
 
