@@ -13,6 +13,7 @@ divided by the size; and how long the child took to exit once it had measured (f
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000,10000,100000] [--minutes 10] [--json FILE] [--plot PNG]
     .venv/bin/python benchmarks/scale.py --scenario scenarios/yangquan-full.yaml --minutes 10 [--json FILE]
+    .venv/bin/python benchmarks/scale.py --from-json FILE --plot PNG     # a saved run, again
 
 Run it with `nice` on a shared machine; a million stations take about 3 minutes and 6 GB.
 """
@@ -177,7 +178,8 @@ def plot(rows: list[Row], path: Path) -> None:
     memory.legend(fontsize="small")
     rate.plot(sizes, [row.messages_per_s for row in sized], marker="o", label="messages/s")
     rate.plot(sizes, [row.readings_per_s for row in sized], marker="s", label="readings/s")
-    rate.set(xscale="log", yscale="log", title="generation rate (wall)", xlabel="devices", ylabel="per second")
+    rate.plot(sizes, [row.messages_per_cpu_s for row in sized], marker="^", linestyle="--", label="messages/CPU s")
+    rate.set(xscale="log", yscale="log", title="generation rate", xlabel="devices", ylabel="per second (wall, or CPU)")
     rate.legend(fontsize="small")
     for axes in (build, memory, rate):
         axes.grid(alpha=0.3, which="both")
@@ -203,7 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenario", type=Path, help="measure this scenario file's world instead of air-quality stations")
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the rows here")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: print and plot the rows a --json run wrote")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
+        rows = [Row(**row) for row in saved["rows"]]
+        console.print(table(rows, f"{args.from_json}"))
+        if args.plot:
+            plot(rows, args.plot)
+        return
     minutes = args.minutes if args.minutes is not None else (None if args.scenario else DEFAULT_MINUTES)
     if minutes is not None and not 0 < minutes <= 7 * 24 * 60:
         raise SystemExit(f"--minutes: {minutes:g} is not from 0 to a week")
