@@ -169,7 +169,9 @@ def plot(rows: list[Row], path: Path) -> None:
     sized = [row for row in rows if row.devices]
     sizes = [row.devices for row in sized]
     fig, (build, memory, rate) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
-    build.plot(sizes, [row.build_s for row in sized], marker="o")
+    build.plot(sizes, [row.build_s for row in sized], marker="o", label="wall")
+    build.plot(sizes, [row.build_cpu_s for row in sized], marker="^", linestyle="--", label="CPU")
+    build.legend(fontsize="small")
     build.set(xscale="log", yscale="log", title="build time", xlabel="devices", ylabel="seconds")
     memory.plot(sizes, [row.rss_per_device_bytes for row in sized], marker="o", label="measured")
     memory.axhline(1024, color="grey", linestyle="--", label="target 1 KB")
