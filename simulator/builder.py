@@ -24,8 +24,9 @@ from simulator.telemetry import Sink, Telemetry
 from simulator.world import Summary, World
 
 BuildProgress = Callable[[int, int], None]
-"""Called while a world is built with (devices built, devices the fleets count): at the start, every
-PROGRESS_EVERY devices and at the end."""
+"""Called while a world is built with (devices built, devices the fleets count): at the start and
+every PROGRESS_EVERY devices; at the end with (devices built, devices built), as a world that builds
+only some of its fleets' devices (a shard's) is then complete."""
 PROGRESS_EVERY = 1000  # a call per device would cost the build more than the display is worth
 
 
@@ -66,7 +67,7 @@ def build_world(
         fleet.device_type.build(world, fleet)
     if count is not None:
         world.registered = None
-        count.progress(count.built, count.total)
+        count.progress(count.built, count.built)
     if faulty is not None:
         inject(world, scenario.faults, faulty, stack_control)
         world.add_summary(lambda: Summary("faults injected", {name: str(count) for name, count in faulty.injected.items()}))
