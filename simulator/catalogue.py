@@ -19,6 +19,7 @@ from simulator.city import (
     parking_lot,
     street_light,
     traffic_loop,
+    water_meter,
     water_pressure,
 )
 from simulator.device_type import DeviceType
@@ -36,6 +37,7 @@ DEVICE_TYPES: tuple[DeviceType[Any], ...] = (
     electricity_meter.DEVICE,
     mine_gas.DEVICE,
     dc_rack.DEVICE,
+    water_meter.DEVICE,
     port_crane.DEVICE,
     yard_block.DEVICE,
     gate_lane.DEVICE,

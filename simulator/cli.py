@@ -378,7 +378,9 @@ def run_with_progress(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, disable=not err.is_terminal, transient=False) as progress:
-        task = progress.add_task(scenario.name, total=None if scenario.until_stopped else scenario.duration, simulated="", rate="")
+        building = BuildBar(progress, scenario.name)
+        # Shown from the run's first report, so a long build shows only its own bar.
+        task = progress.add_task(scenario.name, total=None if scenario.until_stopped else scenario.duration, simulated="", rate="", visible=False)
         started = [0.0]
         days_logged = [0]
 
@@ -389,6 +391,7 @@ def run_with_progress(
             elapsed = max(now - started[0], 1e-9)
             progress.update(
                 task,
+                visible=True,
                 completed=simulated_s,
                 simulated=f"{format_duration(round(simulated_s))} simulated",
                 rate=f"{generated / elapsed:,.0f} msg/s",
@@ -397,7 +400,29 @@ def run_with_progress(
                 days_logged[0] = int(simulated_s // DAY_S)
                 say(f"{scenario.name}: day {days_logged[0]} simulated, {generated} messages")  # for logs: a live run has no bar's end
 
-        return run_scenario(scenario, sink, update, control, wait, stop, shard)  # type: ignore[arg-type]
+        return run_scenario(scenario, sink, update, control, wait, stop, shard, building)  # type: ignore[arg-type]
+
+
+# A build shorter than this shows no bar: most worlds are built before a bar could be read.
+BUILD_BAR_AFTER_S = 1.0
+
+
+class BuildBar:
+    """How far building the world has got, devices built of the fleets' total, as a bar on the run's
+    progress display (a terminal's stderr only), shown once the build has taken BUILD_BAR_AFTER_S."""
+
+    def __init__(self, progress: Progress, name: str, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.progress = progress
+        self.clock = clock
+        self.started = clock()
+        self.shown = False
+        self.task = progress.add_task(f"{name}: building", total=None, visible=False, simulated="", rate="")
+
+    def __call__(self, built: int, total: int) -> None:
+        elapsed = self.clock() - self.started
+        self.shown = self.shown or elapsed >= BUILD_BAR_AFTER_S
+        rate = f"{built / elapsed:,.0f} devices/s" if elapsed > 0 else ""
+        self.progress.update(self.task, visible=self.shown, completed=built, total=total, simulated=f"{built:,}/{total:,} devices", rate=rate)
 
 
 def print_summaries(result: RunResult) -> None:

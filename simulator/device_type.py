@@ -84,6 +84,8 @@ class FleetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _faults_name_this_fleet(self) -> FleetConfig:
+        if not self.faults:
+            return self  # a city's fleet of 100,000 meters need not spell its ids to have no faults
         ids = set(self.device_ids())
         readings = self.device_type.readings
         for index, fault in enumerate(self.faults):
@@ -159,6 +161,8 @@ def owned_devices(world: World, fleet: FleetConfig) -> Iterator[tuple[int, str]]
 def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict[str, str]) -> tuple[Device, FaultyReadings | None]:
     """Register one device of `fleet` with the world's telemetry; its faults (None: a healthy device)."""
     device = world.telemetry.register(device_id, fleet.type, fleet.device_type.domain, tags)
+    if world.registered is not None:
+        world.registered()
     faults = faults_for(world.env, world.telemetry, device, fleet.faults, world.seed) if fleet.faults else None
     return device, faults
 

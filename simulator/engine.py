@@ -19,7 +19,7 @@ import simpy
 import simpy.rt
 from simpy.core import EmptySchedule, Infinity
 
-from simulator.builder import build_world
+from simulator.builder import BuildProgress, build_world
 from simulator.faults import StackControl
 from simulator.scenario import Scenario
 from simulator.shard import Shard, ShardSink
@@ -113,17 +113,20 @@ LIVE_PROGRESS_S = 3600.0
 
 def run_scenario(
     scenario: Scenario, sink: Sink, progress: Progress | None = None, stack_control: StackControl | None = None, wait: Wait = time.sleep,
-    stop: Stop | None = None, shard: Shard | None = None,
+    stop: Stop | None = None, shard: Shard | None = None, build_progress: BuildProgress | None = None,
 ) -> RunResult:  # fmt: skip
     """Run the scenario's world; `stack_control` lets process faults act on the local stack; a paced
     run waits for the wall clock through `wait` (pass a publisher's `idle`). A live run
     (`until-stopped`) ends once `stop` is requested. A `shard` of more than one passes on only its
-    own sources' messages (simulator/shard.py); `generated` then counts those."""
+    own sources' messages (simulator/shard.py); `generated` then counts those. `build_progress` hears
+    how far building the world has got (simulator/builder.py)."""
     if scenario.until_stopped and stop is None:
         raise ValueError("a run until stopped needs a Stop to end it")
     env = make_environment(scenario, wait, stop)
     sharded = ShardSink(sink, shard) if shard is not None and shard.count > 1 else None
-    world = build_world(scenario, env, sharded or sink, shard=sharded.shard if sharded else None, stack_control=stack_control)
+    world = build_world(
+        scenario, env, sharded or sink, shard=sharded.shard if sharded else None, stack_control=stack_control, progress=build_progress
+    )
     if progress is not None:
         every = LIVE_PROGRESS_S if scenario.until_stopped else max(scenario.duration / 200.0, 1.0)
         env.process(report_progress(env, world, progress, every))

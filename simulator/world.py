@@ -38,6 +38,8 @@ class World:
     scenario: Scenario
     telemetry: Telemetry
     summaries: list[Callable[[], Summary]] = field(default_factory=list)
+    # Called as each device registers, while the world is built (the builder's progress count).
+    registered: Callable[[], None] | None = None
     _shared: dict[str, Any] = field(default_factory=dict)
 
     @property

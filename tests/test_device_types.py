@@ -199,7 +199,7 @@ def test_a_drift_or_spikes_fault_on_a_reading_that_is_no_number_is_one_line(tmp_
 
 def test_every_shipped_type_is_declared_once() -> None:
     names = catalogue.type_names()
-    assert len(names) == len(set(names)) == 16
+    assert len(names) == len(set(names)) == 17
     prefixes = [kind.id_prefix for kind in catalogue.DEVICE_TYPES]
     assert len(prefixes) == len(set(prefixes))
     for kind in catalogue.DEVICE_TYPES:

@@ -16,6 +16,7 @@ import pytest
 import simpy
 
 from conftest import IOTSIM, child_env
+from full_city import FULL_CITY, scaled_down
 from simulator.builder import build_world
 from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
@@ -37,8 +38,14 @@ WITH_EVENTS = {"city-day.yaml", "city-heating-season.yaml", "city-incident.yaml"
 Message = tuple[str, bytes]
 
 
-def messages(name: str, shard: Shard | None = None) -> list[Message]:
+def shipped(name: str) -> Scenario:
+    """A shipped scenario; the whole city scaled down (tests/full_city.py: a million devices take minutes)."""
     scenario = load_scenario(ROOT / "scenarios" / name)
+    return scaled_down(scenario) if name == FULL_CITY else scenario
+
+
+def messages(name: str, shard: Shard | None = None) -> list[Message]:
+    scenario = shipped(name)
     scenario = scenario.with_overrides(duration=SPAN_LOAD if scenario.load else SPAN.get(name, SPAN_DEFAULT))
     out: list[Message] = []
     result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
@@ -47,7 +54,7 @@ def messages(name: str, shard: Shard | None = None) -> list[Message]:
 
 
 def test_every_shipped_scenario_is_covered() -> None:
-    assert len(SCENARIOS) == 10 and WITH_EVENTS <= set(SCENARIOS)
+    assert len(SCENARIOS) == 11 and WITH_EVENTS <= set(SCENARIOS)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -80,7 +87,7 @@ def registered(scenario: Scenario, shard: Shard | None) -> set[str]:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_a_shard_builds_only_its_share_of_every_fleet(name: str) -> None:
-    scenario = load_scenario(ROOT / "scenarios" / name)
+    scenario = shipped(name)
     assert registered(scenario, None) == {device for fleet in scenario.fleets for device in fleet.device_ids()}
     count = 7  # the messages test above shows COUNT 2 and 3 right too
     shards = [registered(scenario, Shard(index, count)) for index in range(count)]
