@@ -30,8 +30,12 @@ demo: system-packages venv
 	@# missing or extra); ends with "verified: N of N stored".
 	$(BIN)/iotsim verify $(SCENARIO) --json $(STATE)/verify.json
 
+# The tests mostly wait (servers starting, bridges idling): 3 workers keep 2 cores busy. A file stays
+# on one worker (its module fixtures, e.g. a secured InfluxDB or compiled wheels, start once).
+TEST_WORKERS ?= 3
+
 test: system-packages venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Debian packages for the servers; installed when running as root, otherwise the command is shown.
 system-packages:

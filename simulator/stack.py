@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import re
 import shutil
 import signal
@@ -68,10 +69,34 @@ class Service:
         self.pid_file.unlink(missing_ok=True)
 
 
+# Free ports come from below the kernel's ephemeral range (the source ports of outgoing connections):
+# a port the kernel picked from that range can be taken by any client's connect() between the pick and
+# the server's bind, which many parallel test processes make likely.
+LOWEST_PORT = 10000
+_choose = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port on 127.0.0.1 that nothing holds now, outside the ephemeral range when there is room."""
+    ephemeral_low = ephemeral_ports()[0]
+    for _ in range(100):
+        port = _choose.randrange(LOWEST_PORT, ephemeral_low) if ephemeral_low > LOWEST_PORT + 1000 else 0
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: draw another
+            return probe.getsockname()[1]
+    raise StackError(f"no free port on 127.0.0.1 between {LOWEST_PORT} and {ephemeral_low} after 100 draws")
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "conf.d", timeout: float = 15.0) -> Service:

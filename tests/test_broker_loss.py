@@ -10,7 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import Pipeline, RUN_IDLE, iotsim
+from conftest import Pipeline, QUEUED_IDLE, iotsim
 from simulator import stack
 from simulator.backlog import DEV_CONF, backlog_warnings, max_queued_messages
 from simulator.scenario import load_scenario
@@ -136,7 +136,7 @@ def test_messages_queued_for_the_away_bridge_survive_a_broker_kill_9_once_autosa
         while stack.alive(own.broker.pid):
             time.sleep(0.01)
         own = dataclasses.replace(own, broker=stack.start_mosquitto(state, own.broker.port))
-        bridge = own.start_bridge("--exit-when-idle", RUN_IDLE)
+        bridge = own.start_bridge("--exit-when-idle", QUEUED_IDLE)
         bridge.communicate(timeout=60)
         verified = iotsim("verify", str(own.scenario_file(STATIONS)))
         assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Pipeline, iotsim
+from conftest import Pipeline, RUN_IDLE, iotsim
 from publishing import message, publish, topic
 from simulator import stack
 from simulator.dashboards.build import JSON_DIR
@@ -92,7 +92,7 @@ def loaded(broker: stack.Service, influxdb: stack.Service, tmp_path_factory: pyt
     tmp = tmp_path_factory.mktemp("dashboards")
     pipeline = Pipeline(broker, influxdb, DATABASE, "dash", f"bridge-dash-{time.monotonic_ns()}", tmp)
     began = int(time.time() * 1000)
-    bridge = pipeline.start_bridge("--exit-when-idle", "3")
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     strings = [message(seq, {"pm25": "high"}, device_id="aq-9999", ts=began + seq) for seq in range(CONFLICTS)]
     publish(pipeline, [(topic(pipeline, "aq-9999"), payload) for payload in strings])
     scenario = pipeline.scenario_file(PIPELINE_RUN.format(start=datetime.now(timezone.utc).isoformat(timespec="seconds")))

@@ -10,12 +10,12 @@ import time
 import orjson
 import requests
 
-from conftest import Pipeline, RUN_IDLE
+from conftest import Pipeline, QUEUED_IDLE
 from publishing import TS, dead_letters, message, publish, topic
 
 
 def test_a_reading_named_time_is_dead_lettered_not_dropped(pipeline: Pipeline) -> None:
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     sent = [message(0, {"time": 5, "pm25": 1.0}), message(1, {"pm25": 2.0}, tags={"time": "noon"}), message(2, {"pm25": 3.0})]
     publish(pipeline, [(topic(pipeline), payload) for payload in sent])
     out, err = bridge.communicate(timeout=60)
@@ -29,7 +29,7 @@ def test_a_reading_named_time_is_dead_lettered_not_dropped(pipeline: Pipeline) -
 
 def test_a_point_influxdb_refuses_is_dead_lettered_as_the_message_it_came_from(pipeline: Pipeline) -> None:
     stack_query(pipeline, f'ALTER RETENTION POLICY "autogen" ON "{pipeline.database}" DURATION 1h SHARD DURATION 1h')
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     now = int(time.time() * 1000)
     sent = [message(0, {"pm25": 1.0}, ts=now), message(1, {"pm25": 2.0}, ts=TS), message(2, {"pm25": 3.0}, ts=now + 1000)]  # TS: beyond the 1 h
     publish(pipeline, [(topic(pipeline), payload) for payload in sent])
@@ -57,7 +57,7 @@ def test_a_spooled_point_influxdb_refuses_is_recorded_as_spool_with_its_line(pip
         f'air_quality,device_id=aq-0001 note="a\u2028b\x1cc",seq=2i {TS + 2000}',  # one point, not three
     ]
     (spool / f"000000000000-{len(lines)}.lp").write_text("\n".join(lines), encoding="utf-8")
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     out, err = bridge.communicate(timeout=60)
     assert bridge.returncode == 0, err
     assert pipeline.count("air_quality") == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from conftest import IOTSIM, Pipeline, child_env, iotsim
+from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
 from simulator import stack
 
 STATIONS, SKEWED, MINUTES = 40, 10, 40
@@ -52,7 +52,7 @@ def test_every_fault_survived_with_nothing_lost_or_doubled(pipeline: Pipeline, t
     pipeline.broker, pipeline.influxdb = broker, influx  # this test's own servers: they get stopped
     scenario = pipeline.scenario_file(FAULTS)
     try:
-        bridge = pipeline.start_bridge("--exit-when-idle", "4", "--pid-file", str(state / "bridge.pid"))
+        bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE, "--pid-file", str(state / "bridge.pid"))
         run = iotsim("run", str(scenario), "--state-dir", str(state), timeout=240)
         assert run.returncode == 0, run.stderr
         malformed, duplicates = injected(run.stdout, "malformed"), injected(run.stdout, "duplicates")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Pipeline, RUN_IDLE
+from conftest import Pipeline, QUEUED_IDLE, RUN_IDLE
 from publishing import TS, dead_letters, message, publish, topic
 from simulator.ingest.bridge import Bridge, BridgeSettings, stored_field_types
 from simulator.errors import UsageError
@@ -36,7 +36,7 @@ def write_directly(pipeline: Pipeline, line: str) -> None:
 
 
 def test_undeclared_field_first_seen_as_a_string_keeps_every_later_number(pipeline: Pipeline) -> None:
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     publish(pipeline, first_a_string_then_numbers(pipeline))
     out, err = bridge.communicate(timeout=120)
     assert bridge.returncode == 0, err
@@ -88,7 +88,7 @@ def test_a_string_first_cannot_take_a_declared_reading_from_its_device_type(
     (or a file declaring pm25 a float) it goes to pm25_string and the readings keep pm25; without any,
     the first value decides, as before."""
     (pipeline.tmp / "types.json").write_text('{"air_quality": {"pm25": "float"}}')
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE, *(flag.replace("{tmp}", str(pipeline.tmp)) for flag in flags))
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE, *(flag.replace("{tmp}", str(pipeline.tmp)) for flag in flags))
     attack = [(topic(pipeline), message(0, {"pm25": "high"}))]
     publish(pipeline, attack + [(topic(pipeline), message(seq, {"pm25": 20.0 + seq / 10})) for seq in range(1, ATTACKED + 1)])
     out, err = bridge.communicate(timeout=120)
@@ -103,7 +103,7 @@ def test_a_string_first_cannot_take_a_declared_reading_from_its_device_type(
 
 def test_the_type_influxdb_already_holds_wins_over_the_first_value_of_a_new_run(pipeline: Pipeline) -> None:
     write_directly(pipeline, f'air_quality,device_id=aq-0000 x="from an earlier run" {TS - 1000}')
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     publish(pipeline, [(topic(pipeline), message(seq, {"x": float(seq)})) for seq in range(5)])
     out, err = bridge.communicate(timeout=60)
     assert bridge.returncode == 0, err

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import Pipeline, RUN_IDLE, child_env, iotsim
+from conftest import Pipeline, QUEUED_IDLE, child_env, iotsim
 from publishing import message, publish, topic
 from simulator import stack
 
@@ -74,7 +74,7 @@ def test_bridge_refuses_bad_settings_in_one_line_and_acknowledges_nothing(pipeli
         result = iotsim(*pipeline.bridge_command(*args)[3:], "--exit-when-idle", "1")
         assert usage_line(result).startswith(line), (args, result.stderr)
         assert result.stdout == ""
-    good = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    good = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     out, err = good.communicate(timeout=60)
     assert good.returncode == 0, err
     assert "received 25, written 25, dead letters 0" in out
@@ -161,7 +161,7 @@ def test_a_bridge_that_never_reached_influxdb_says_so_on_sigterm_and_leaves_its_
     assert 0 < received <= 40
     assert err.splitlines()[-1] == f"bridge: never reached InfluxDB at {url}; {received} messages left unacknowledged at the broker"
     assert "Traceback" not in err
-    good = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    good = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     out, err = good.communicate(timeout=60)
     assert good.returncode == 0, err
     assert "received 40, written 40, dead letters 0" in out

@@ -7,14 +7,14 @@ import base64
 
 import orjson
 
-from conftest import Pipeline, RUN_IDLE
+from conftest import Pipeline, QUEUED_IDLE
 from publishing import dead_letters, message, publish, topic
 
 REPRODUCE = b'{"device_id":"aq-0001","type":"air_quality","ts":1768341600000,"seq":0,"tags":{"t\\n":"evil"},"readings":{"pm25":1}}'
 
 
 def test_a_newline_after_a_tag_key_is_dead_lettered_and_stores_nothing(pipeline: Pipeline) -> None:
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     attempts = [
         REPRODUCE,
         orjson.dumps(message(1, {"pm25\n": 1, "pm10": 2})),

@@ -10,7 +10,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
+from conftest import IOTSIM, Pipeline, QUEUED_IDLE, RUN_IDLE, child_env, iotsim
 
 STATIONS = """
 name: e2e
@@ -68,7 +68,7 @@ def test_a_burst_is_written_when_it_ends_not_when_its_batch_interval_runs_out(pi
 
 
 def test_bad_payloads_go_to_dead_letters_and_good_ones_are_stored(pipeline: Pipeline) -> None:
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     good = {"device_id": "aq-0001", "type": "air_quality", "ts": 1768320000000, "seq": 0, "tags": {}, "readings": {"pm25": 80.5}}
     topic = f"{pipeline.prefix}/city/air_quality/aq-0001"
     bad = [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IOTSIM, Pipeline, child_env
+from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env
 from simulator import stack
 
 STATIONS, MINUTES = 200, 60
@@ -53,7 +53,7 @@ def test_broker_restart_mid_run_loses_nothing(pipeline: Pipeline, tmp_path: Path
     broker = stack.start_mosquitto(broker_dir, port)
     pipeline.broker = broker  # this test's own broker: it gets stopped
     try:
-        bridge = pipeline.start_bridge("--exit-when-idle", "4")
+        bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
         run = run_in_background(pipeline)
         wait_for(lambda: pipeline.count("air_quality") > EXPECTED // 4, 60, "a quarter of the points")
         broker.stop()  # SIGTERM: Mosquitto saves its sessions and queued messages
@@ -79,7 +79,7 @@ def test_publisher_holds_a_long_outage_on_disk_and_sends_it_in_order(pipeline: P
     broker = stack.start_mosquitto(broker_dir, port)
     pipeline.broker = broker
     try:
-        bridge = pipeline.start_bridge("--exit-when-idle", "4")
+        bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
         # 100 held messages in memory, the rest in the outbox's file; the simulation keeps going.
         run = run_in_background(pipeline, mqtt="buffer_in_memory: 100")
         wait_for(lambda: pipeline.count("air_quality") > EXPECTED // 4, 60, "a quarter of the points")
@@ -106,7 +106,7 @@ def test_influxdb_outage_mid_run_loses_nothing(pipeline: Pipeline, tmp_path: Pat
     influx = stack.start_influxdb(influx_dir, port, database=pipeline.database)
     pipeline.influxdb = influx  # this test's own database server: it gets stopped
     try:
-        bridge = pipeline.start_bridge("--exit-when-idle", "4")
+        bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
         run = run_in_background(pipeline)
         wait_for(lambda: pipeline.count("air_quality") > EXPECTED // 4, 60, "a quarter of the points")
         influx.stop()

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
+from conftest import IOTSIM, Pipeline, QUEUED_IDLE, RUN_IDLE, child_env, iotsim
 from simulator import stack
 from simulator.errors import BrokerError
 from simulator.influx import InfluxClient, InfluxCredentials
@@ -308,7 +308,7 @@ def test_a_bridge_restarted_with_another_prefix_stores_only_the_new_one(pipeline
 
 def test_seq_gaps_are_counted_and_said_as_they_appear(pipeline: Pipeline) -> None:
     prefix = pipeline.prefix
-    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
     messages = [reading(prefix, "aq-0001", seq) for seq in (0, 1, 2, 5)]  # 3 and 4 lost: 2
     messages += [reading(prefix, "aq-0002", seq) for seq in (0, 1, 2, 3, 3)]  # a duplicate: no gap
     messages += [reading(prefix, "aq-0003", seq) for seq in (0, 1, 2, 0, 1)]  # a new run of the device: no gap

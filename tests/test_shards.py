@@ -33,7 +33,7 @@ COUNTS = (2, 3, 7)
 SPAN = {"city-heating-season.yaml": "70m", "city-incident.yaml": "65m"}
 SPAN_DEFAULT = "20m"
 SPAN_LOAD = "15s"  # a load profile generates about 500 messages a second
-WITH_EVENTS = {"city-day.yaml", "city-heating-season.yaml", "city-incident.yaml", "port-day.yaml", "port-peak-week.yaml", "yangquan.yaml"}
+WITH_EVENTS = {"city-day.yaml", "city-heating-season.yaml", "city-incident.yaml", "port-day.yaml", "port-peak-week.yaml", "yangquan.yaml", "yangquan-full.yaml"}
 
 Message = tuple[str, bytes]
 
