@@ -279,8 +279,8 @@ class Bridge:
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.connected.clear()
         self.loop.disconnected()
-        if self.stopping.is_set():
-            return
+        if self.stopping.is_set() or (self.refused and not self.subscribed):
+            return  # a first CONNACK refused is followed by the broker closing: start() reports the refusal alone
         fighting = self.takeover.closed_by_broker()
         self.counts.takeovers = self.takeover.takeovers
         if fighting:
