@@ -1,11 +1,11 @@
 """Pipeline throughput, each figure beside two baselines measured in the same run.
 
-C clients: Mosquitto's own `mosquitto_pub -l` (QoS 1) into `mosquitto_sub` (QoS 1), with the same
+C clients (median of 3 passes): Mosquitto's own `mosquitto_pub -l` (QoS 1) into `mosquitto_sub` (QoS 1), with the same
 payloads the simulator generates, at an in-flight window as large as our publisher's (`-M N`; the
 figure at mosquitto_pub's default window of 20 is printed beside it, labelled): what the broker and
 the loopback can carry. Floor (benchmarks/floor.py): the rate if the simulator and the bridge cost
 nothing, cores / (Mosquitto's CPU per message under the C clients + InfluxDB's CPU per point for the
-same messages' line protocol POSTed directly in 5,000-point gzip batches).
+same messages' line protocol POSTed directly in 5,000-point gzip batches, median of 3 passes).
 Measured: dry-run generation (SimPy world → JSON lines file), publishing (simulator → broker at
 QoS 1, until every PUBACK), and end to end (simulator → broker → bridge → InfluxDB, until every
 point is stored, checked for zero loss by exact counts and per-device seq), with the CPU each of the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from simulator.transport.mqtt import MqttPublisher
 
 READINGS_PER_MESSAGE = 10  # pm25 pm10 so2 no2 co o3 aqi aqi_level aqi_category primary_pollutant
 IOTSIM = [sys.executable, "-m", "simulator.cli"]
+C_PASSES = 3  # each C-client figure is the median of this many passes: one varies by a quarter on a shared machine
 PROCESS_KEYS = {"simulator (this process)": "simulator", "bridge": "bridge", "mosquitto": "mosquitto", "influxd": "influxd"}
 console = Console(width=160)
 
@@ -212,18 +214,19 @@ def main() -> None:
             generated, dry_s = dry_run(spec, dataset)
             payloads = work / "payloads.txt"
             count = write_payloads(dataset, payloads)
-            base_n, base_s, broker_cpu = c_client_baseline(broker, payloads, count, window)
-            default_n, default_s, _ = c_client_baseline(broker, payloads, count, None)
+            passes = [c_client_baseline(broker, payloads, count, window) for _ in range(C_PASSES)]
+            default_passes = [c_client_baseline(broker, payloads, count, None) for _ in range(C_PASSES)]
             pub_n, pub_s = publish(spec.with_overrides(**{"mqtt.topic_prefix": "benchpub"}))
             e2e_spec = spec.with_overrides(**{"mqtt.topic_prefix": "e2e"})
             stored, e2e_s, gaps, cpu = end_to_end(e2e_spec, broker, influx, "bench", generated, dataset, work)
             # After the end-to-end pass, so that these points' compaction cannot land in its figures.
-            bottom = floor.measure_floor(broker_cpu, base_n, influx, dataset_messages(dataset))
+            bottom = floor.measure_floor(sum(c for _, _, c in passes), sum(n for n, _, _ in passes), influx, dataset_messages(dataset))
         finally:
             broker.stop()
             influx.stop()
 
-    baseline = base_n / base_s
+    rates, default_rates = [n / s for n, s, _ in passes], [n / s for n, s, _ in default_passes]
+    baseline, default_rate = statistics.median(rates), statistics.median(default_rates)
     table = Table(title=f"pipeline throughput: {args.stations} stations x {args.hours:g} h = {generated:,} messages")
     for column in ("stage", "messages", "seconds", "messages/s", "readings/s", "x C clients", "x floor"):
         table.add_column(column, justify="right" if column != "stage" else "left")
@@ -232,17 +235,22 @@ def main() -> None:
         rate = messages / seconds
         table.add_row(stage, f"{messages:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate * READINGS_PER_MESSAGE:,.0f}", f"{rate / baseline:.2f}", f"{rate / bottom.msgs_per_s:.2f}")
 
+    def c_row(stage: str, messages: int, rate: float) -> None:  # the median of C_PASSES passes
+        table.add_row(stage, f"{messages:,}", f"{messages / rate:.2f}", f"{rate:,.0f}", f"{rate * READINGS_PER_MESSAGE:,.0f}", f"{rate / baseline:.2f}", f"{rate / bottom.msgs_per_s:.2f}")
+
     table.add_row(f"floor: {bottom.cores} cores / (Mosquitto {bottom.broker_us_per_msg:.1f} µs + InfluxDB {bottom.influxd_us_per_point:.1f} µs)",
                   "", "", f"{bottom.msgs_per_s:,.0f}", f"{bottom.msgs_per_s * READINGS_PER_MESSAGE:,.0f}", f"{bottom.msgs_per_s / baseline:.2f}", "1.00")  # fmt: skip
-    row(f"baseline: {floor.window_label(window)} → mosquitto_sub, QoS 1", base_n, base_s)
-    row(f"baseline: {floor.window_label(None)} → mosquitto_sub, QoS 1", default_n, default_s)
+    c_row(f"baseline: {floor.window_label(window)} → mosquitto_sub, QoS 1", count, baseline)
+    c_row(f"baseline: {floor.window_label(None)} → mosquitto_sub, QoS 1", count, default_rate)
     row("dry-run generation (1 core)", generated, dry_s)
     row("publish, QoS 1, all acknowledged", pub_n, pub_s)
     row("end to end into InfluxDB, QoS 1", stored, e2e_s)
     console.print(table)
     console.print(
         f"floor: Mosquitto's CPU per message under the C clients (-M {window}), InfluxDB's per point for the same {count:,} messages' "
-        f"line protocol POSTed directly in {floor.FLOOR_BATCH:,}-point gzip batches ({bottom.influxd_points_per_s:,.0f} points/s from one client)"
+        f"line protocol POSTed directly in {floor.FLOOR_BATCH:,}-point gzip batches ({bottom.influxd_points_per_s:,.0f} points/s from one client); "
+        f"InfluxDB µs per point, median of {floor.FLOOR_PASSES} passes ({' / '.join(f'{us:.1f}' for us in bottom.influxd_us_per_point_passes)}); "
+        f"C clients: median of {C_PASSES} passes each, -M {window}: {' / '.join(f'{r:,.0f}' for r in rates)}, default window: {' / '.join(f'{r:,.0f}' for r in default_rates)}"
     )
     usage = Table(title=f"where the CPU went end to end ({bottom.cores} cores; 100% = one core busy)")
     for column in ("process", "CPU seconds", "% of one core", "CPU µs per message", "floor µs"):
@@ -264,8 +272,9 @@ def main() -> None:
             "stations": args.stations, "hours": args.hours, "readings_per_message": READINGS_PER_MESSAGE, "publisher_window": window,
             "generated": generated, "stored": stored, "lost": loss, "seq_gap_devices": gaps,
             "e2e_msgs_per_s": e2e, "e2e_seconds": e2e_s,
-            "c_clients_msgs_per_s": baseline, "c_clients_window": window,
-            "c_clients_default_window_msgs_per_s": default_n / default_s, "c_clients_default_window": floor.DEFAULT_WINDOW,
+            "c_clients_msgs_per_s": baseline, "c_clients_window": window, "c_clients_passes_msgs_per_s": rates,
+            "c_clients_default_window_msgs_per_s": default_rate, "c_clients_default_window": floor.DEFAULT_WINDOW,
+            "c_clients_default_window_passes_msgs_per_s": default_rates,
             "dry_run_msgs_per_s": generated / dry_s, "publish_msgs_per_s": pub_n / pub_s,
             **bottom.as_json(),
             "e2e_over_floor": e2e / bottom.msgs_per_s, "e2e_over_c_clients": e2e / baseline,
