@@ -1,9 +1,9 @@
 """Pipeline throughput, each figure beside two baselines measured in the same run.
 
-C clients (median of 3 passes): Mosquitto's own `mosquitto_pub -l` (QoS 1) into `mosquitto_sub` (QoS 1), with the same
-payloads the simulator generates, at an in-flight window as large as our publisher's (`-M N`; the
-figure at mosquitto_pub's default window of 20 is printed beside it, labelled): what the broker and
-the loopback can carry. Floor (benchmarks/floor.py): the rate if the simulator and the bridge cost
+C clients (median of 3 passes): Mosquitto's own `mosquitto_pub -l` (QoS 1) into `mosquitto_sub`
+(QoS 1), with the same payloads the simulator generates, at an in-flight window as large as our
+publisher's (`-M N`; the figure at mosquitto_pub's default window of 20 is printed beside it,
+labelled): what the broker and the loopback can carry. Floor (benchmarks/floor.py): the rate if the simulator and the bridge cost
 nothing, cores / (Mosquitto's CPU per message under the C clients + InfluxDB's CPU per point for the
 same messages' line protocol POSTed directly in 5,000-point gzip batches, median of 3 passes).
 Measured: dry-run generation (SimPy world → JSON lines file), publishing (simulator → broker at
