@@ -1,24 +1,32 @@
-"""Pipeline throughput, each figure beside a baseline measured in the same run.
+"""Pipeline throughput, each figure beside two baselines measured in the same run.
 
-Baseline: Mosquitto's own C clients, `mosquitto_pub -l` (QoS 1) into `mosquitto_sub` (QoS 1), with
-the same payloads the simulator generates: what the broker and the loopback can carry.
+C clients (median of 3 passes): Mosquitto's own `mosquitto_pub -l` (QoS 1) into `mosquitto_sub`
+(QoS 1), with the same payloads the simulator generates, at an in-flight window as large as our
+publisher's (`-M N`; the figure at mosquitto_pub's default window of 20 is printed beside it,
+labelled): what the broker and the loopback can carry. Floor (benchmarks/floor.py): the rate if the simulator and the bridge cost
+nothing, cores / (Mosquitto's CPU per message under the C clients + InfluxDB's CPU per point for the
+same messages' line protocol POSTed directly in 5,000-point gzip batches, median of 3 passes).
 Measured: dry-run generation (SimPy world → JSON lines file), publishing (simulator → broker at
 QoS 1, until every PUBACK), and end to end (simulator → broker → bridge → InfluxDB, until every
 point is stored, checked for zero loss by exact counts and per-device seq), with the CPU each of the
 four processes spent on it: the CPU cost per message, and the rate all cores could carry at that cost.
 A reading is one value; an air-quality message carries 10 (six pollutants and the AQI's four).
+`--json FILE` writes every figure (e2e_msgs_per_s, floor_msgs_per_s, e2e_over_floor,
+c_clients_msgs_per_s, cpu_us_per_msg per process, ...).
 
-    .venv/bin/python benchmarks/pipeline.py [--stations 5000] [--hours 1]
+    .venv/bin/python benchmarks/pipeline.py [--stations 5000] [--hours 1] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -26,6 +34,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+import floor  # benchmarks/floor.py, beside this script
 from simulator import stack
 from simulator.influx import InfluxClient
 from simulator.engine import run_scenario
@@ -35,6 +44,8 @@ from simulator.transport.mqtt import MqttPublisher
 
 READINGS_PER_MESSAGE = 10  # pm25 pm10 so2 no2 co o3 aqi aqi_level aqi_category primary_pollutant
 IOTSIM = [sys.executable, "-m", "simulator.cli"]
+C_PASSES = 3  # each C-client figure is the median of this many passes: one varies by a quarter on a shared machine
+PROCESS_KEYS = {"simulator (this process)": "simulator", "bridge": "bridge", "mosquitto": "mosquitto", "influxd": "influxd"}
 console = Console(width=160)
 
 
@@ -58,24 +69,39 @@ def dry_run(spec: Scenario, path: Path) -> tuple[int, float]:
     return result.generated, elapsed
 
 
-def c_client_baseline(broker: stack.Service, dataset: Path, work: Path) -> tuple[int, float]:
-    """mosquitto_pub -l → mosquitto_sub, QoS 1, the simulator's own payloads (one per line)."""
-    payloads = work / "payloads.txt"
+def write_payloads(dataset: Path, payloads: Path) -> int:
+    """The dry run's payloads, one per line, for `mosquitto_pub -l`; returns how many."""
+    count = 0
     with open(dataset, "rb") as source, open(payloads, "wb") as target:
         for line in source:
             target.write(orjson.dumps(orjson.loads(line)["payload"]) + b"\n")
-    count = sum(1 for _ in open(payloads, "rb"))
+            count += 1
+    return count
+
+
+def dataset_messages(dataset: Path) -> Iterator[tuple[str, bytes]]:
+    """(topic, payload) of every message of the dry run, as the bridge would receive them."""
+    with open(dataset, "rb") as source:
+        for line in source:
+            record = orjson.loads(line)
+            yield record["topic"], orjson.dumps(record["payload"])
+
+
+def c_client_baseline(broker: stack.Service, payloads: Path, count: int, window: int | None) -> tuple[int, float, float]:
+    """mosquitto_pub -l → mosquitto_sub, QoS 1, the simulator's own payloads (one per line), with
+    mosquitto_pub's in-flight `window` (None: its default). Returns (messages, seconds, Mosquitto's CPU seconds)."""
     host, port = "127.0.0.1", str(broker.port)
+    client_id = f"bench-sub-{window or 'default'}"
     subscriber = subprocess.Popen(
-        ["mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-t", "baseline/#", "-C", str(count), "-i", "bench-sub"],
+        ["mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-t", "baseline/#", "-C", str(count), "-i", client_id],
         stdout=subprocess.DEVNULL,
     )
     time.sleep(0.5)  # mosquitto_sub has no readiness signal; its subscription must exist before publishing
+    broker_cpu = floor.cpu_seconds(broker.pid)
     started = time.perf_counter()
-    with open(payloads, "rb") as lines:
-        subprocess.run(["mosquitto_pub", "-h", host, "-p", port, "-q", "1", "-t", "baseline/air_quality", "-l"], stdin=lines, check=True, timeout=600)
+    floor.run_c_pass(floor.mosquitto_pub(broker.port, 1, "baseline/air_quality", window), payloads)
     subscriber.wait(timeout=600)
-    return count, time.perf_counter() - started
+    return count, time.perf_counter() - started, floor.cpu_seconds(broker.pid) - broker_cpu
 
 
 def publish(spec: Scenario) -> tuple[int, float]:
@@ -174,6 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stations", type=int, default=5000, help="air-quality stations (default 5000)")
     parser.add_argument("--hours", type=float, default=1.0, help="simulated hours (default 1)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every figure to FILE as JSON")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="iotsim-bench-") as tmp:
@@ -182,43 +209,80 @@ def main() -> None:
         influx = stack.start_influxdb(work / "influx", stack.free_port(), database="bench")
         try:
             spec = scenario(args.stations, args.hours, broker.url, "bench")
+            window = floor.publisher_window(spec.mqtt)
             dataset = work / "dry.jsonl"
             generated, dry_s = dry_run(spec, dataset)
-            base_n, base_s = c_client_baseline(broker, dataset, work)
+            payloads = work / "payloads.txt"
+            count = write_payloads(dataset, payloads)
+            passes = [c_client_baseline(broker, payloads, count, window) for _ in range(C_PASSES)]
+            default_passes = [c_client_baseline(broker, payloads, count, None) for _ in range(C_PASSES)]
             pub_n, pub_s = publish(spec.with_overrides(**{"mqtt.topic_prefix": "benchpub"}))
             e2e_spec = spec.with_overrides(**{"mqtt.topic_prefix": "e2e"})
             stored, e2e_s, gaps, cpu = end_to_end(e2e_spec, broker, influx, "bench", generated, dataset, work)
+            # After the end-to-end pass, so that these points' compaction cannot land in its figures.
+            bottom = floor.measure_floor(sum(c for _, _, c in passes), sum(n for n, _, _ in passes), influx, dataset_messages(dataset))
         finally:
             broker.stop()
             influx.stop()
 
-    baseline = base_n * READINGS_PER_MESSAGE / base_s
+    rates, default_rates = [n / s for n, s, _ in passes], [n / s for n, s, _ in default_passes]
+    baseline, default_rate = statistics.median(rates), statistics.median(default_rates)
     table = Table(title=f"pipeline throughput: {args.stations} stations x {args.hours:g} h = {generated:,} messages")
-    for column in ("stage", "messages", "seconds", "messages/s", "readings/s", "x C-client baseline"):
+    for column in ("stage", "messages", "seconds", "messages/s", "readings/s", "x C clients", "x floor"):
         table.add_column(column, justify="right" if column != "stage" else "left")
 
     def row(stage: str, messages: int, seconds: float) -> None:
-        rate = messages * READINGS_PER_MESSAGE / seconds
-        table.add_row(stage, f"{messages:,}", f"{seconds:.2f}", f"{messages / seconds:,.0f}", f"{rate:,.0f}", f"{rate / baseline:.2f}")
+        rate = messages / seconds
+        table.add_row(stage, f"{messages:,}", f"{seconds:.2f}", f"{rate:,.0f}", f"{rate * READINGS_PER_MESSAGE:,.0f}", f"{rate / baseline:.2f}", f"{rate / bottom.msgs_per_s:.2f}")
 
-    row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 1", base_n, base_s)
+    def c_row(stage: str, messages: int, rate: float) -> None:  # the median of C_PASSES passes
+        table.add_row(stage, f"{messages:,}", f"{messages / rate:.2f}", f"{rate:,.0f}", f"{rate * READINGS_PER_MESSAGE:,.0f}", f"{rate / baseline:.2f}", f"{rate / bottom.msgs_per_s:.2f}")
+
+    table.add_row(f"floor: {bottom.cores} cores / (Mosquitto {bottom.broker_us_per_msg:.1f} µs + InfluxDB {bottom.influxd_us_per_point:.1f} µs)",
+                  "", "", f"{bottom.msgs_per_s:,.0f}", f"{bottom.msgs_per_s * READINGS_PER_MESSAGE:,.0f}", f"{bottom.msgs_per_s / baseline:.2f}", "1.00")  # fmt: skip
+    c_row(f"baseline: {floor.window_label(window)} → mosquitto_sub, QoS 1", count, baseline)
+    c_row(f"baseline: {floor.window_label(None)} → mosquitto_sub, QoS 1", count, default_rate)
     row("dry-run generation (1 core)", generated, dry_s)
     row("publish, QoS 1, all acknowledged", pub_n, pub_s)
     row("end to end into InfluxDB, QoS 1", stored, e2e_s)
     console.print(table)
-    usage = Table(title=f"where the CPU went end to end ({os.cpu_count()} cores; 100% = one core busy)")
-    for column in ("process", "CPU seconds", "% of one core", "CPU µs per message"):
-        usage.add_column(column, justify="right" if column != "process" else "left")
-    for name, seconds in [*cpu.items(), ("all four", sum(cpu.values()))]:
-        usage.add_row(name, f"{seconds:.2f}", f"{100 * seconds / e2e_s:.0f}", f"{1e6 * seconds / stored:.0f}")
-    console.print(usage)
-    ceiling = (os.cpu_count() or 1) * stored / sum(cpu.values())
     console.print(
-        f"at that CPU cost per message, {os.cpu_count()} fully busy cores would carry ~{ceiling:,.0f} messages/s end to end "
-        f"= {ceiling * READINGS_PER_MESSAGE / baseline:.2f} x the C-client baseline"
+        f"floor: Mosquitto's CPU per message under the C clients (-M {window}), InfluxDB's per point for the same {count:,} messages' "
+        f"line protocol POSTed directly in {floor.FLOOR_BATCH:,}-point gzip batches ({bottom.influxd_points_per_s:,.0f} points/s from one client); "
+        f"InfluxDB µs per point, median of {floor.FLOOR_PASSES} passes ({' / '.join(f'{us:.1f}' for us in bottom.influxd_us_per_point_passes)}); "
+        f"C clients: median of {C_PASSES} passes each, -M {window}: {' / '.join(f'{r:,.0f}' for r in rates)}, default window: {' / '.join(f'{r:,.0f}' for r in default_rates)}"
+    )
+    usage = Table(title=f"where the CPU went end to end ({bottom.cores} cores; 100% = one core busy)")
+    for column in ("process", "CPU seconds", "% of one core", "CPU µs per message", "floor µs"):
+        usage.add_column(column, justify="right" if column != "process" else "left")
+    floor_us = {"mosquitto": bottom.broker_us_per_msg, "influxd": bottom.influxd_us_per_point}
+    for name, seconds in [*cpu.items(), ("all four", sum(cpu.values()))]:
+        usage.add_row(name, f"{seconds:.2f}", f"{100 * seconds / e2e_s:.0f}", f"{1e6 * seconds / stored:.1f}", f"{floor_us[name]:.1f}" if name in floor_us else "")
+    console.print(usage)
+    ceiling = bottom.cores * stored / sum(cpu.values())
+    console.print(
+        f"at that CPU cost per message, {bottom.cores} fully busy cores would carry ~{ceiling:,.0f} messages/s end to end "
+        f"= {ceiling / baseline:.2f} x the C clients = {ceiling / bottom.msgs_per_s:.2f} x the floor"
     )
     loss = generated - stored
     console.print(f"end to end: generated {generated:,}, stored {stored:,}, lost {loss:,}, devices with seq gaps {gaps}")
+    if args.json:
+        e2e = stored / e2e_s
+        figures = {
+            "stations": args.stations, "hours": args.hours, "readings_per_message": READINGS_PER_MESSAGE, "publisher_window": window,
+            "generated": generated, "stored": stored, "lost": loss, "seq_gap_devices": gaps,
+            "e2e_msgs_per_s": e2e, "e2e_seconds": e2e_s,
+            "c_clients_msgs_per_s": baseline, "c_clients_window": window, "c_clients_passes_msgs_per_s": rates,
+            "c_clients_default_window_msgs_per_s": default_rate, "c_clients_default_window": floor.DEFAULT_WINDOW,
+            "c_clients_default_window_passes_msgs_per_s": default_rates,
+            "dry_run_msgs_per_s": generated / dry_s, "publish_msgs_per_s": pub_n / pub_s,
+            **bottom.as_json(),
+            "e2e_over_floor": e2e / bottom.msgs_per_s, "e2e_over_c_clients": e2e / baseline,
+            "publish_over_floor": pub_n / pub_s / bottom.msgs_per_s, "publish_over_c_clients": pub_n / pub_s / baseline,
+            "cpu_us_per_msg": {PROCESS_KEYS[name]: 1e6 * seconds / stored for name, seconds in cpu.items()},
+            "cpu_ceiling_msgs_per_s": ceiling, "cpu_ceiling_over_floor": ceiling / bottom.msgs_per_s,
+        }  # fmt: skip
+        args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
     if loss or gaps:
         sys.exit(1)
 
