@@ -247,18 +247,22 @@ class BridgeRecord:
     def counts_at(self, k: int) -> dict[str, Any]:
         return counts_at(self.intervals, self.final, k)
 
+    def add(self, series: dict[str, Any]) -> None:
+        """The points of one `loadbridge` series (grouped by phase)."""
+        phase = series.get("tags", {}).get("phase")
+        for _, fields in rows_of(series):
+            if phase == "interval":
+                self.intervals[int(fields["k"])] = fields
+            elif phase == "final":
+                self.final = fields
+
 
 def read_bridge(client: InfluxClient, run_id: str, since_ms: int) -> BridgeRecord | None:
     """The run's bridge records from `since_ms` on (its shards' start), or None when it had no bridge of its own."""
     record = BridgeRecord()
     query = f'SELECT * FROM "{BRIDGE_MEASUREMENT}" WHERE "run" = \'{check_run_id(run_id, "RUN_ID")}\' AND time >= {since_ms}ms GROUP BY "phase"'
     for series in client.query_chunked(query):
-        phase = series.get("tags", {}).get("phase")
-        for ts, fields in rows_of(series):
-            if phase == "interval":
-                record.intervals[int(fields["k"])] = fields
-            elif phase == "final":
-                record.final = fields
+        record.add(series)
     return record if record.final is not None else None
 
 
@@ -285,10 +289,5 @@ class RunWatcher:
             tags = series.get("tags", {})
             self.shard_points.setdefault((tags.get("shard", ""), tags.get("phase", "")), {}).update(rows_of(series))
         for series in self.client.query_chunked(f'SELECT * FROM "{BRIDGE_MEASUREMENT}" WHERE {window} GROUP BY "phase"'):
-            phase = series.get("tags", {}).get("phase")
-            for _, fields in rows_of(series):
-                if phase == "interval":
-                    self.bridge.intervals[int(fields["k"])] = fields
-                elif phase == "final":
-                    self.bridge.final = fields
+            self.bridge.add(series)
         return records_of({key: list(points.items()) for key, points in self.shard_points.items()})
