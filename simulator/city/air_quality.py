@@ -32,7 +32,6 @@ Tags: district, lat, lon.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -48,6 +47,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings, Offset
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.recent import forget_oldest
 from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
 
@@ -149,7 +149,7 @@ class Fleet(FleetConfig):
 class AirQualityStation:
     """One station: its noise state per pollutant, advanced at each report."""
 
-    def __init__(self, device: Device, fleet: Fleet, rng: random.Random, air: CityAir, district: str) -> None:
+    def __init__(self, device: Device, fleet: Fleet, rng: Stream, air: CityAir, district: str) -> None:
         self.device = device
         self.fleet = fleet
         self.rng = rng

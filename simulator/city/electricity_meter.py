@@ -14,7 +14,6 @@ the interval, kW), energy_kwh (register, kWh), voltage_v (V). Tags: district, la
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Literal
 
@@ -26,6 +25,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class Fleet(FleetConfig):
 
 def meter(
     env: simpy.Environment, device: Device, kind: str, city: City, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, cadence: float, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The meter integrates the customer's demand and reports its power, register and voltage."""
     yield env.timeout(first_delay)

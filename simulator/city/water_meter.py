@@ -15,7 +15,6 @@ household's flow at the report, taken as the interval's mean for the register) a
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Fleet(FleetConfig):
 
 def meter_water(
     env: simpy.Environment, device: Device, city: City, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, cadence: float, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The meter integrates the household's flow and reports it with its register."""
     yield env.timeout(first_delay)
