@@ -57,7 +57,7 @@ def one_station(env: Any, telemetry: Any, devices: int) -> list[tuple[str, int]]
     tags = device.tags
     unique_tag_values = [value for key, value in tags.items() if key in ("lat", "lon")]  # the district: a shared string
     return [
-        ("random.Random: its Mersenne Twister state + __dict__ (gauss_next)", size(station.rng, station.rng.__dict__)),
+        ("random Stream (slots: key, counter, gauss_next)", size(station.rng, station.rng.key, station.rng.counter)),
         ("pending Timeout + its __dict__ + callbacks list + bound method", size(timeout, timeout.__dict__, timeout.callbacks, resume)),
         ("its heap entry (tuple, time float, event id int, list slot)", size((when, priority, eid, timeout), when, eid) + 8),
         ("SimPy Process + its __dict__ + callbacks list", size(process, process.__dict__, process.callbacks)),
