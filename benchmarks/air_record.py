@@ -40,6 +40,7 @@ from simulator.city.air_record import (
     city_statistics,
     published,
     published_good_days,
+    published_january_days,
 )
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario, load_scenario
@@ -105,7 +106,7 @@ def markdown(results: list[dict], januaries: list[dict]) -> str:
             f"| {row['january_mean']:g} / {row['july_mean']:g} | {row['source']} |"
         )
     lines.append("")
-    lines.extend(f"{j['year']}: {j['over_75']} of {j['january_days']} January days above 75 µg/m³ PM2.5 (city daily mean)." for j in januaries)
+    lines.extend(f"{j['year']}: {january_line(j)}." for j in januaries)
     lines.append("")
     lines.extend(f"{j['year']}: {good_days_line(j)}." for j in januaries)
     return "\n".join(lines)
@@ -115,12 +116,21 @@ def year_summary(year: int, stats: CityStatistics) -> dict:
     """The year's January days, good days and PM2.5's highest and lowest months (1-12)."""
     pm25 = [value or 0.0 for value in stats.monthly_means["pm25"]]
     good = published_good_days(year)
+    january = published_january_days(year)
     return {
         "year": year, "january_days": stats.january_days, "over_75": stats.january_days_over_75,
+        "published_over_75": january.value if january else None, "over_75_source": f"{january.source}: {january.basis}" if january else None,
         "good_days_pct": round(stats.good_days_pct, 1), "published_good_days_pct": good.value if good else None,
         "good_days_source": f"{good.source}: {good.basis}" if good else None,
         "pm25_peak_month": pm25.index(max(pm25)) + 1, "pm25_low_month": pm25.index(min(pm25)) + 1,
     }  # fmt: skip
+
+
+def january_line(summary: dict) -> str:
+    found = (
+        f"in the record {summary['published_over_75']:g} ({summary['over_75_source']})" if summary["published_over_75"] is not None else "no published figure"
+    )
+    return f"{summary['over_75']} of {summary['january_days']} January days above 75 µg/m³ PM2.5 (city daily mean), {found}"
 
 
 def good_days_line(summary: dict) -> str:
@@ -165,7 +175,7 @@ def main() -> int:
             )  # fmt: skip
     console.print(table)
     for january in januaries:
-        console.print(f"{january['year']}: {january['over_75']} of {january['january_days']} January days above 75 µg/m³ PM2.5 (no bulletin found gives Yangquan's)")
+        console.print(f"{january['year']}: {january_line(january)}")
         console.print(f"{january['year']}: {good_days_line(january)}")
     console.print("Sources: " + "; ".join(f"{s.id}: {s.publisher}, {s.published}, {s.url}" for s in SOURCES.values()))
     if args.markdown:

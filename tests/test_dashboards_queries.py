@@ -1,6 +1,7 @@
 """Every query on the boards, run against a real InfluxDB holding what the simulator and the bridge write.
 
-City and port data: the real scenarios (city-day, city-incident, port-day) simulated in dry run and
+City and port data: the real scenarios (city-day, city-incident, port-day; household water meters
+from a small inline scenario, as only yangquan-full has them) simulated in dry run and
 turned into line protocol by the bridge's own converter. Pipeline data: a real run through the test
 Mosquitto with the real bridge, which write their `pipeline` counters. Each panel query, each
 annotation and each template variable query is then executed with the variables expanded the way
@@ -26,13 +27,19 @@ from simulator import stack
 from simulator.dashboards.build import JSON_DIR
 from simulator.engine import run_scenario
 from simulator.ingest.lineprotocol import to_line
-from simulator.scenario import load_scenario
+from simulator.scenario import Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "dashboards"
 # (scenario, duration override): a winter day's first six hours of every city type, the incident
 # morning (traffic incident, gas alarm, cooling fault), and a whole port day (trains, reefer alarms).
 SCENARIOS = [("city-day.yaml", "6h"), ("city-incident.yaml", None), ("port-day.yaml", None)]
+# The household water meters (in no shipped scenario but yangquan-full, whose 1 million devices are
+# too many here): city-day's six hours, 50 meters over the five districts, hourly as by default.
+WATER_METERS = {
+    "name": "dashboards-water", "seed": 20260114, "start": "2026-01-14T00:00:00+08:00", "duration": "6h",
+    "fleets": [{"type": "water_meter", "count": 50}],
+}  # fmt: skip
 INTERVAL = "5m"  # what Grafana's $__interval is for ~36 h on a 1,000-pixel-wide panel
 CONFLICTS = 3  # pm25 strings sent through the bridge: stored as pm25_string, counted as type conflicts
 
@@ -63,14 +70,20 @@ class Loaded:
         return result.get("series", [])
 
 
+def board_scenarios() -> list[Scenario]:
+    """The shipped scenarios (durations overridden where given), then the water meters."""
+    scenarios = []
+    for name, duration in SCENARIOS:
+        scenario = load_scenario(ROOT / "scenarios" / name)
+        scenarios.append(scenario if duration is None else scenario.with_overrides(duration=duration))
+    return [*scenarios, Scenario.model_validate(WATER_METERS)]
+
+
 def simulate_scenarios() -> tuple[Window, list[str]]:
     """Each scenario's time span and its messages as line protocol, converted by the bridge's own code."""
     lines: list[str] = []
     starts, ends = [], []
-    for name, duration in SCENARIOS:
-        scenario = load_scenario(ROOT / "scenarios" / name)
-        if duration is not None:
-            scenario = scenario.with_overrides(duration=duration)
+    for scenario in board_scenarios():
         run_scenario(scenario, lambda topic, payload: lines.append(to_line(topic, payload)[0]))
         starts.append(int(scenario.start.timestamp() * 1000))
         ends.append(starts[-1] + int(scenario.duration * 1000))
@@ -179,7 +192,7 @@ def window_for(board_name: str, loaded: Loaded) -> Window:
 def every_district(loaded: Loaded) -> str:
     """A district every city device type has (a real value of the District variable)."""
     sets = []
-    for measurement in ("air_quality", "traffic_loop", "mine_gas", "heating_substation", "noise_monitor", "street_light"):
+    for measurement in ("air_quality", "traffic_loop", "mine_gas", "heating_substation", "noise_monitor", "street_light", "water_meter"):
         sets.append({row[1] for series in loaded.query(f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "district"') for row in series["values"]})
     common = sorted(set.intersection(*sets))
     assert common, sets

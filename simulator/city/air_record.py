@@ -13,6 +13,10 @@ What was found (docs/city.md, "The air against the published record", has the ta
   PM10 97, PM2.5 52, CO 2.1, O3 173) and says SO2, PM10 and PM2.5 fell year on year; no single year
   of the seed's era was found, so the five-year mean stands at the period's middle year, 2018.
 - Yangquan (`yq-2023`): PM2.5 38 in 2023, 7.3 % below 2022 (so 2022: 41), a sixth fall in a row.
+- Yangquan (`cnemc-2015`): PM2.5 54 in 2015, the mean of the year's 365 daily city values of the national
+  network (CNEMC, as published in the R package SpTe2M's `pm25_dat`), computed here: no bulletin for 2015
+  was found. The same data give January 2015's days above 75 µg/m³ (13 of 31, `JANUARY_DAYS_OVER_75`).
+  Its 2016 values are not used: 74 days are 0 and most are not the one-decimal daily means of 2014-2015.
 - Shanxi, the 11 cities' mean, where Yangquan's figure was not found: PM2.5 2016-2017 (`sx-2017`),
   2020 (`sx-2023`, from "19.6 % below 2020"), 2024 (`sx-2024`); PM10, SO2, NO2, CO, O3 2021-2023
   (`sx-2022`, `sx-2023`; 2021 from 2022's year-on-year changes), SO2 2020, PM10 and SO2 2024.
@@ -24,8 +28,10 @@ What was found (docs/city.md, "The air against the published record", has the ta
 - The months: Yangquan's particulates peak in January and are lowest in August (2017-2019 hourly data,
   `wang-2021`); Shanxi's 11 cities' PM2.5 2015-2019 was 95 µg/m³ in January, 34 in August, winter about
   twice summer (`zhang-2022`).
-No bulletin found gives Yangquan's monthly means or its January days above 75 µg/m³ PM2.5 (a second
-search, issue 21, found none either: docs/city.md lists what was looked for).
+No bulletin found gives Yangquan's monthly means or its January days above 75 µg/m³ PM2.5 (searches for
+issue 21 found none either: docs/city.md lists what was looked for); January 2015's count comes from the
+daily data (`cnemc-2015`), and is printed beside the model's, not tested: the model's January is more
+peaked than 2015's (docs/city.md).
 """
 
 from __future__ import annotations
@@ -99,6 +105,11 @@ SOURCES: dict[str, Source] = {
             "https://www.hjkx.ac.cn/hjkx/ch/html/20220310.htm",
         ),
         Source(
+            "cnemc-2015", "pm25_dat: daily PM2.5 of 183 Chinese cities 2014-2016, collected by the China National Environmental Monitoring Centre (CNEMC); R package SpTe2M 1.0.3",
+            "Kai Yang, Peihua Qiu (CRAN), the data CNEMC's", "2023-09-29",
+            "https://CRAN.R-project.org/package=SpTe2M",
+        ),
+        Source(
             "sx-2020", "山西省大气环境质量持续改善 (Shanxi's 2020 air: good days 71.9 %, SO2 at grade I for the first time)",
             "太原新闻网 (Taiyuan news), from the Shanxi ecology and environment department", "2021-01-17",
             "http://m.hlwyqxz.com/shehui/32940.html",
@@ -127,6 +138,7 @@ _SX_2023 = _levels("sx-2023", "Shanxi", pm10=(2023, 74), so2=(2023, 12), no2=(20
 # Per pollutant, the published years in order.
 RECORD: dict[str, tuple[Level, ...]] = {
     "pm25": (
+        Level(2015, 54, "cnemc-2015", "Yangquan, mean of the 2015 daily city values (53.9), computed here"),
         Level(2016, 60, "sx-2017", "Shanxi, from 2017's -1.7 % on 2016"),
         Level(2017, 59, "sx-2017", "Shanxi"),
         _YQ_MEAN["pm25"],
@@ -155,6 +167,10 @@ GOOD_DAYS: tuple[Level, ...] = (
     Level(2024, 74.2, "sx-2024", "Shanxi"),
 )
 GOOD_AQI = 100  # the top of "good" (HJ 633-2012)
+# January days whose city daily mean PM2.5 is above 75 µg/m³ (PM25_DAILY_LIMIT), of 31: where a source gives them.
+JANUARY_DAYS_OVER_75: tuple[Level, ...] = (
+    Level(2015, 13, "cnemc-2015", "Yangquan, counted here in the daily city values (January mean 70.5 µg/m³)"),
+)
 PEAK_MONTH = 1  # Yangquan's particulates are highest in January (wang-2021)
 
 
@@ -191,6 +207,11 @@ def published(pollutant: str, year: int) -> Level | None:
 def published_good_days(year: int) -> Level | None:
     """The record's share of good days for exactly that year, if one was published."""
     return next((level for level in GOOD_DAYS if level.year == year), None)
+
+
+def published_january_days(year: int) -> Level | None:
+    """The record's count of January days above 75 µg/m³ PM2.5 for exactly that year, if one was found."""
+    return next((level for level in JANUARY_DAYS_OVER_75 if level.year == year), None)
 
 
 def basis_of(pollutant: str, year: int) -> str:

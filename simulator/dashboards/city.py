@@ -18,7 +18,7 @@ UID = "yangquan-city"
 YANGQUAN = (37.86, 113.58)  # map centre (shared/domain.md)
 CITY_TYPES = [
     "air_quality", "traffic_loop", "street_light", "heating_substation", "water_pressure",
-    "parking_lot", "noise_monitor", "electricity_meter", "mine_gas", "dc_rack",
+    "parking_lot", "noise_monitor", "electricity_meter", "water_meter", "mine_gas", "dc_rack",
 ]  # fmt: skip
 IN_DISTRICT = (matches("district", "district"),)
 
@@ -75,7 +75,11 @@ SERVICES = [
           "Mean metered demand per district.", by="district", width=8),
     Trend("Electricity voltage", "electricity_meter", ("voltage_v",), "volt",
           "Mean supply voltage per district (nominal 220 V).", by="district", width=8),
+    Trend("Household water use", "water_meter", ("flow_lph",), "suffix: L/h",
+          "Mean flow per household water meter by district: peaks at 07:00 and 19-21:00, almost none at night, more on hot days.",
+          by="district"),
 ]  # fmt: skip
+METER_PERIOD = "1h"  # the household water meters' default cadence: each meter reports once per bucket
 DATA_CENTRE = [
     Trend("Data centre: rack inlet temperature", "dc_rack", ("inlet_temp_c",), "celsius",
           f"Hottest rack inlet per hall. ASHRAE recommends at most {ASHRAE_RECOMMENDED_MAX_C:g} °C (allowable 32 °C); a cooling fault (annotation) raises it.",
@@ -126,11 +130,28 @@ def heating() -> timeseries.Panel:
     )
 
 
+def city_water_use() -> timeseries.Panel:
+    """The registers' rise, summed: each meter's m³/h between buckets (at least its cadence long, so
+    every bucket holds one report of each meter), added over the district's meters."""
+    per_meter = select("water_meter", 'non_negative_derivative(last("volume_m3"), 1h) AS "m3h"', IN_DISTRICT, ("device_id", "district"))
+    query = f'SELECT sum("m3h") AS "m3h" FROM ({per_meter}) WHERE $timeFilter GROUP BY time($__interval), "district" fill(none)'
+    return (
+        timeseries_panel(
+            "City water use by district",
+            "suffix: m³/h",
+            "Water the district's households use, from the rise of their meters' registers (volume_m3) summed over the meters; "
+            "buckets of at least an hour, the meters' cadence (the latest bucket fills as the meters report).",
+        )
+        .interval(METER_PERIOD)
+        .with_target(InfluxQL("A", query).alias("$tag_district"))
+    )
+
+
 def build() -> dashboard_builders.Dashboard:
     city = board(
         UID,
         "Yangquan City",
-        "Yangquan's city sensors: air quality, traffic, heat, mine gas, the cloud data centre and city services.",
+        "Yangquan's city sensors: air quality, traffic, heat, mine gas, the cloud data centre and city services (water, parking, noise, lights, household meters).",
         ["city"],
     )
     city = city.with_variable(
@@ -152,5 +173,6 @@ def build() -> dashboard_builders.Dashboard:
     city = city.with_row(dashboard_builders.Row("City services"))
     for trend in SERVICES:
         city = city.with_panel(trend.panel(IN_DISTRICT))
+    city = city.with_panel(city_water_use())
     city = city.with_row(dashboard_builders.Row("Device explorer")).with_panel(device_explorer((matches("district", "district"),)))
     return city
