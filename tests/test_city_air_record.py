@@ -84,7 +84,7 @@ def test_january_is_above_july_for_pm25_and_so2(year: tuple[int, CityStatistics]
 
 def test_january_is_the_month_of_highest_pm25_as_in_yangquans_hourly_record() -> None:
     # wang-2021: Yangquan's particulates 2017-2019 were highest in January (and lowest in August, which the
-    # model's flat summer does not reproduce: its lowest month is May, docs/city.md). One simulated year's
+    # model's flat summer does not reproduce: its lowest month is May or October, docs/city.md). One simulated year's
     # weather is one draw (a cold February or December can top January, as in real years), so the model's
     # seasonal shape is read from the mean of several years: the same 2018 city under seeds 1..6.
     years = [city_statistics(readings(shipped_stations("2018-01-01T00:00:00+08:00", "365d").model_copy(update={"seed": seed}))) for seed in range(1, 7)]
