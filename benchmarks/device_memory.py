@@ -47,7 +47,7 @@ def one_station(env: Any, telemetry: Any, devices: int) -> list[tuple[str, int]]
     frame = process._generator.gi_frame
     schedule = size(frame.f_locals["starts"], frame.f_locals["times"], wire.devices)
     return [
-        ("random stream: world.rng(device id) (+ its __dict__, if any)", size(station.rng, *([station.rng.__dict__] if hasattr(station.rng, "__dict__") else []))),
+        ("random Stream (slots: key, counter, gauss_next)", size(station.rng, station.rng.key, station.rng.counter)),
         ("AirQualityStation (slots) + its noise array + scale and last time floats", size(station, station.noise, station.scale)),
         ("device_id string", size(station.device_id)),
         ("encoded tags (orjson.Fragment + its str)", size(station.tags, orjson.dumps(station.tags).decode())),  # dumps(fragment): its text

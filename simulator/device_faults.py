@@ -18,7 +18,6 @@ start/end and `fault`) so dashboards can mark it.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
@@ -26,7 +25,7 @@ import simpy
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel
-from simulator.randomness import stream
+from simulator.randomness import Stream, stream
 from simulator.telemetry import Reading
 from simulator.units import format_duration, parse_duration
 
@@ -112,7 +111,7 @@ def _is_number(value: Reading) -> bool:
 class FaultyReadings:
     """One device's active faults, applied to each set of readings it measures."""
 
-    def __init__(self, faults: list[DeviceFault], rng: random.Random) -> None:
+    def __init__(self, faults: list[DeviceFault], rng: Stream) -> None:
         self.faults = faults
         self.rng = rng
         self.stuck_values: dict[int, Readings] = {}

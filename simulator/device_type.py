@@ -27,7 +27,6 @@ A `build` walks `owned_devices(world, fleet)`, not `fleet.device_ids()`: a shard
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pydantic import Field, create_model, model_validator
 
 from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
 from simulator.fleet import DISTRICTS, District, StrictModel
+from simulator.randomness import Stream
 from simulator.shard import SHARD_KEY, Shard
 from simulator.telemetry import FLOAT, KINDS, Device, Kind, Reading, Telemetry
 
@@ -167,7 +167,7 @@ def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict
     return device, faults
 
 
-def first_delay(rng: random.Random, cadence: float) -> float:
+def first_delay(rng: Stream, cadence: float) -> float:
     """A whole-millisecond phase within the first cadence: each device sends exactly duration / cadence messages."""
     return rng.randrange(max(round(cadence * 1000), 1)) / 1000.0
 

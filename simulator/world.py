@@ -7,7 +7,6 @@ created once through `World.shared`. This module knows no device type and no mod
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import simpy
 
-from simulator.randomness import stream
+from simulator.randomness import Stream, stream
 from simulator.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ class World:
     def start(self) -> datetime:
         return self.scenario.start
 
-    def rng(self, name: str) -> random.Random:
+    def rng(self, name: str) -> Stream:
         """A random stream owned by `name` (a device id, or a shared model's name)."""
         return stream(self.scenario.seed, name)
 

@@ -38,8 +38,9 @@ FLEETS = [
 CADENCE_S = {"15m": 900, "30m": 1800, "1h": 3600, "2m": 120}
 
 # Documented ranges (module docstrings, docs/city.md): (low, high), inclusive.
+# SO2 after 2020 is ~12 µg/m³ a year (air_record.py); a clean autumn day with its lognormal noise reads below 1.
 RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    "air_quality": {"pm25": (1, 1000), "pm10": (1, 1500), "so2": (1, 800), "no2": (1, 400), "co": (0.05, 15), "o3": (1, 400), "aqi": (0, 500), "aqi_level": (1, 6)},
+    "air_quality": {"pm25": (1, 1000), "pm10": (1, 1500), "so2": (0.1, 800), "no2": (1, 400), "co": (0.05, 15), "o3": (1, 400), "aqi": (0, 500), "aqi_level": (1, 6)},
     "traffic_loop": {"volume": (0, 2500), "flow_vph": (0, 9000), "occupancy_pct": (0, 95), "speed_kmh": (0, 120)},
     "street_light": {"dim_pct": (0, 100), "power_w": (0, 24 * 150 * 1.05 + 3), "energy_kwh": (0, 1e6)},
     "heating_substation": {

@@ -17,21 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 # sha256 over "topic\npayload\n" of every message, and the count, at a fixed simulated span:
 # 2 h for the world scenarios, 2 min for the load ones (their profile generates ~10^5 messages a minute).
 RECORDED: dict[str, tuple[str, int, str]] = {
-    "city-day.yaml": ("2h", 50104, "5532ce0ee0ca201479b8be08c520874d86dcb1aeb549904f35709118e74cec48"),
-    "city-heating-season.yaml": ("2h", 2724, "9cb84d2fe7daf5183fd82fae4596eaa5de830e6c2967e41e2f963f5083a44145"),
-    "city-incident.yaml": ("2h", 39850, "45d244d806cb598dabe4f1e6fad5febdecb787efff42dde992f139b6d006448c"),
-    "load-capacity.yaml": ("2m", 157500, "92603c2fbf561513030655fe19711b9dc41a2bab9c4309be23fc0eef1082f8fe"),
-    "load-ramp.yaml": ("2m", 183000, "46d94e2ea38ac8ada0cd457a13d1573c17b54dbe886d313bbb6a41ae5e522bce"),
-    "load-soak.yaml": ("2m", 45041, "07157fb706572e758fde6246cd736c5561f8ffde07c80a0006198e20fe970cf6"),
-    "port-day.yaml": ("2h", 9528, "a8eea1f2df91453c40362eddf0b9e3714a75dca9f802690c6d424b14ad79179e"),
-    "port-peak-week.yaml": ("2h", 7614, "64409547eaca474077b1e81618886fab21d1128a21067170806aac79d73d0468"),
-    "quickstart.yaml": ("2h", 1200, "9685b016c1d5e799699a7ba5ca6dc37328f263d79dec750f75d6db44086ccfab"),
-    "yangquan.yaml": ("2h", 59616, "1970bd869f25ebf160a7f2875d142e7b7d1f5f8398b56d39da0f2ba0445a1f51"),
+    "city-day.yaml": ("2h", 50091, "5e5c4a17dd7a6b8a823967af6097c8e37d52d3bc836b4f7321544de1bddf5439"),
+    "city-heating-season.yaml": ("2h", 2720, "d0e0a378e44b31d6bb7aa67d528a978ccddf43c8cb7a90fd68704135acfa50c9"),
+    "city-incident.yaml": ("2h", 39842, "570beaacdfd1b7a1728690454944ac24688e7652ff224ccfbed128a247c07cd2"),
+    "load-capacity.yaml": ("2m", 157500, "a63751909ec45fcd6116255d8cff892d8de34eb919280d521a9f9a683fbbcfb7"),
+    "load-ramp.yaml": ("2m", 183000, "470b5a44c071f333a1a635ac252804d68962990d74e80035b6fa9bf0a612a769"),
+    "load-soak.yaml": ("2m", 45064, "53279ea4af0aaaff2e3d0943a67ddc0fa066cb8bd32caf57841af1b05fb2fcf1"),
+    "port-day.yaml": ("2h", 9521, "9f63c24f0033a696775978748cf5341806e8a7001bb8039044e1ff7fd8f9cd45"),
+    "port-peak-week.yaml": ("2h", 7599, "18e872d1033cad0610d1ea5ba492b820888c6eba581c74bc195eda4853af7cb3"),
+    "quickstart.yaml": ("2h", 1200, "45ee4032af368091f04af385b957c2b69637536cc9eb561b4c52b91d9704f6d7"),
+    "yangquan.yaml": ("2h", 59612, "c29621fef9d858e8893a05dee5c44ba0be66225dbd3f10002bacab18077230cd"),
 }
 # The whole city (~1,030,000 devices) takes minutes and GBs to build: recorded scaled down 1:1000
 # (tests/full_city.py), which still builds and runs each of its fleets with its options.
 RECORDED_SCALED: dict[str, tuple[str, int, str]] = {
-    FULL_CITY: ("2h", 7502, "8c8771d2580d63d342ce4349b77e3cfad46f5143e62a00e8cfd476f146383d0a"),
+    FULL_CITY: ("2h", 7495, "3a89cc70742ce48b9e1f9cd571b14459ec2f9cac7e15d3929288a4ccf7305a3a"),
 }
 
 

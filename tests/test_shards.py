@@ -29,8 +29,9 @@ SCENARIOS = sorted(path.name for path in (ROOT / "scenarios").glob("*.yaml"))
 COUNTS = (2, 3, 7)
 # Simulated spans short enough to run 13 times each (the whole file in about a minute), long enough to
 # hold each scenario's first events: device faults at the start (city-incident's after an hour), the
-# port gate's OCR events after 16 minutes, heating-season's first AQI category change after 67.
-SPAN = {"city-heating-season.yaml": "70m", "city-incident.yaml": "65m"}
+# port gate's first OCR event after 30 minutes (port-day and the whole city; port-peak-week's after 3),
+# heating-season's first AQI category change after 132.
+SPAN = {"city-heating-season.yaml": "135m", "city-incident.yaml": "65m", "port-day.yaml": "32m", "yangquan-full.yaml": "32m"}
 SPAN_DEFAULT = "20m"
 SPAN_LOAD = "15s"  # a load profile generates about 500 messages a second
 WITH_EVENTS = {"city-day.yaml", "city-heating-season.yaml", "city-incident.yaml", "port-day.yaml", "port-peak-week.yaml", "yangquan.yaml", "yangquan-full.yaml"}

@@ -35,7 +35,6 @@ The fleet's stations report together (simulator/cohort.py): a station is its sta
 from __future__ import annotations
 
 import math
-import random
 from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -52,6 +51,7 @@ from simulator.cohort import Cohort, Member, send_member
 from simulator.device_faults import FaultyReadings, Offset
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.recent import forget_oldest
 from simulator.telemetry import FLOAT, STRING, Reading, Telemetry
 
@@ -156,7 +156,7 @@ class AirQualityStation(Member):
 
     __slots__ = ("rng", "district", "noise", "scale", "last_time", "level", "previous_level", "candidate")
 
-    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: random.Random, fleet: Fleet, district: str) -> None:
+    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: Stream, fleet: Fleet, district: str) -> None:
         super().__init__(device_id, tags, faults)
         self.rng = rng
         self.district = district

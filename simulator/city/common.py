@@ -4,12 +4,12 @@ sensors use."""
 from __future__ import annotations
 
 import math
-import random
 from typing import TYPE_CHECKING
 
 from simulator.city.geography import location_tags, site_in
 from simulator.cohort import Cohort
 from simulator.device_type import FleetConfig, register_device
+from simulator.randomness import Stream
 
 if TYPE_CHECKING:
     import orjson
@@ -23,7 +23,7 @@ DOMAIN = "city"
 
 def register(
     world: World, fleet: FleetConfig, device_id: str, district: str, site: tuple[float, float] | None = None, **tags: str
-) -> tuple[Device, random.Random, FaultyReadings | None]:
+) -> tuple[Device, Stream, FaultyReadings | None]:
     """Register a device at `site` (default: a site drawn in its district); its random stream and faults."""
     lat, lon = site if site is not None else site_in(district, world.rng(f"{device_id}/site"))
     device, faults = register_device(world, fleet, device_id, {**location_tags(district, lat, lon), **tags})
@@ -32,7 +32,7 @@ def register(
 
 def enlist(
     world: World, cohort: Cohort, device_id: str, district: str, **tags: str
-) -> tuple[orjson.Fragment, random.Random, FaultyReadings | None]:
+) -> tuple[orjson.Fragment, Stream, FaultyReadings | None]:
     """`register` for a device of a cohort (simulator/cohort.py): a site drawn in its district; its
     encoded tags, random stream and faults."""
     lat, lon = site_in(district, world.rng(f"{device_id}/site"))
@@ -40,7 +40,7 @@ def enlist(
     return encoded, world.rng(device_id), faults
 
 
-def near(lat: float, lon: float, rng: random.Random, radius_deg: float = 0.004) -> tuple[float, float]:
+def near(lat: float, lon: float, rng: Stream, radius_deg: float = 0.004) -> tuple[float, float]:
     """A site within `radius_deg` of a point (a detector along a road, a monitor beside it)."""
     return lat + rng.uniform(-radius_deg, radius_deg), lon + rng.uniform(-radius_deg, radius_deg)
 
@@ -50,19 +50,19 @@ class AR1:
 
     __slots__ = ("sd", "tau", "value", "last")
 
-    def __init__(self, rng: random.Random, sd: float, tau: float) -> None:
+    def __init__(self, rng: Stream, sd: float, tau: float) -> None:
         self.sd = sd
         self.tau = tau
         self.value = rng.gauss(0.0, sd)  # start in the stationary distribution
         self.last: float | None = None
 
-    def step(self, rng: random.Random, now: float) -> float:
+    def step(self, rng: Stream, now: float) -> float:
         self.value = ar1_step(rng, self.value, self.last, now, self.sd, self.tau)
         self.last = now
         return self.value
 
 
-def ar1_step(rng: random.Random, value: float, last: float | None, now: float, sd: float, tau: float) -> float:
+def ar1_step(rng: Stream, value: float, last: float | None, now: float, sd: float, tau: float) -> float:
     """An AR(1) value last sampled at `last` (None: never), sampled again at `now`; for state kept
     without an `AR1` object (a cohort's meter)."""
     if last is not None and now > last:
@@ -78,7 +78,7 @@ def hourly(profile: tuple[float, ...], hour: float) -> float:
     return low + (profile[(index + 1) % 24] - low) * (hour - index)
 
 
-def poisson(rng: random.Random, mean: float) -> int:
+def poisson(rng: Stream, mean: float) -> int:
     """A Poisson count: exact (Knuth) for small means, the normal approximation for large ones."""
     if mean <= 0.0:
         return 0
@@ -91,7 +91,7 @@ def poisson(rng: random.Random, mean: float) -> int:
     return count
 
 
-def binomial(rng: random.Random, n: int, p: float) -> int:
+def binomial(rng: Stream, n: int, p: float) -> int:
     """A binomial count: exact for small n, the normal approximation for large ones."""
     if n <= 0 or p <= 0.0:
         return 0

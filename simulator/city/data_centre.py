@@ -15,7 +15,6 @@ load, its cooling and the site PUE.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from pydantic import Field
 
 from simulator.city.weather import Weather
 from simulator.fleet import Duration, StrictModel
+from simulator.randomness import Stream
 from simulator.recent import Recent
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class DataCentreSettings(StrictModel):
 
 
 class DataCentre:
-    def __init__(self, settings: DataCentreSettings, start: datetime, weather: Weather, rng: random.Random, keep_hours: int | None = None) -> None:
+    def __init__(self, settings: DataCentreSettings, start: datetime, weather: Weather, rng: Stream, keep_hours: int | None = None) -> None:
         self.settings = settings
         self.start = start
         self.weather = weather

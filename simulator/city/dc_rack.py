@@ -15,7 +15,6 @@ utilisation_pct (0-100 %), site_pue (the site's PUE now, 1.1-1.3). Tags: distric
 
 from __future__ import annotations
 
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import District, Duration
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Fleet(FleetConfig):
 
 def run_rack(
     env: simpy.Environment, device: Device, hall: str, centre: DataCentre, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, cadence: float, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The rack's sensors report its air temperatures and power as its servers work."""
     yield env.timeout(first_delay)

@@ -17,7 +17,6 @@ the interval, kW), energy_kwh (register, kWh), voltage_v (V). Tags: district, la
 from __future__ import annotations
 
 import math
-import random
 from typing import TYPE_CHECKING, Literal
 
 import orjson
@@ -29,6 +28,7 @@ from simulator.cohort import Cohort, Member, send_member
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Reading
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Meter(Member):
 
     __slots__ = ("rng", "kind", "mean_kw", "wander", "wander_last", "register_kwh")
 
-    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: random.Random, kind: str) -> None:
+    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: Stream, kind: str) -> None:
         super().__init__(device_id, tags, faults)
         self.rng = rng
         self.kind = kind

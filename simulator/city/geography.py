@@ -10,8 +10,9 @@ centre, and goes on the wire as the `lat`/`lon` tags (static, one value per devi
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
+
+from simulator.randomness import Stream
 
 YANGQUAN_LAT = 37.86
 YANGQUAN_LON = 113.58
@@ -33,7 +34,7 @@ DISTRICT_AREAS: dict[str, DistrictArea] = {
 }
 
 
-def site_in(district: str, rng: random.Random) -> tuple[float, float]:
+def site_in(district: str, rng: Stream) -> tuple[float, float]:
     """A point in the district: uniform over a disc round its centre."""
     area = DISTRICT_AREAS[district]
     radius = area.radius_deg * math.sqrt(rng.random())

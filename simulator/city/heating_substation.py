@@ -19,7 +19,6 @@ supply_pressure_mpa, return_pressure_mpa (secondary, MPa), flow_m3h (secondary, 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Fleet(FleetConfig):
 
 def supply_heat(
     env: simpy.Environment, device: Device, fleet: Fleet, city: City, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The station follows its heating curve and reports its temperatures, pressures, flow and load."""
     yield env.timeout(first_delay)

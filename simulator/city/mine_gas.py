@@ -16,7 +16,6 @@ Tags: district, lat, lon, face.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, ClassVar
 
@@ -30,6 +29,7 @@ from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import District, Duration
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class Fleet(FleetConfig):
 class Face:
     """One working face: its gas, its monitor's alarm state and its power."""
 
-    def __init__(self, device_id: str, fleet: Fleet, outbursts_per_day: float, events: list[GasEvent], rng: random.Random, calendar: CityCalendar) -> None:
+    def __init__(self, device_id: str, fleet: Fleet, outbursts_per_day: float, events: list[GasEvent], rng: Stream, calendar: CityCalendar) -> None:
         self.device_id = device_id
         self.rng = rng
         self.background = fleet.background_pct * math.exp(rng.gauss(0.0, 0.2))
@@ -85,7 +85,7 @@ class Face:
 
 
 def monitor(
-    env: simpy.Environment, device: Device, face: Face, telemetry: Telemetry, rng: random.Random,
+    env: simpy.Environment, device: Device, face: Face, telemetry: Telemetry, rng: Stream,
     faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The monitor samples the face's air and applies the safety thresholds to what it reads."""

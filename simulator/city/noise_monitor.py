@@ -16,7 +16,6 @@ road, zone_class.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +29,7 @@ from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import Complete, DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Fleet(FleetConfig):
 
 def listen(
     env: simpy.Environment, device: Device, road: Road, zone: str, network: RoadNetwork, calendar: CityCalendar,
-    telemetry: Telemetry, rng: random.Random, faults: FaultyReadings | None, cadence: float, first_delay: float,
+    telemetry: Telemetry, rng: Stream, faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The monitor integrates the sound of its road over each interval."""
     yield env.timeout(first_delay)

@@ -15,7 +15,6 @@ full (bool), arrivals and refused (cars in the interval). Tags: district, lat, l
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Literal
 
@@ -28,6 +27,7 @@ from simulator.city.model import city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Lot:
         profile = workday if self.calendar.day(now).workday else rest_day
         return self.spaces * self.peak_fill * hourly(profile, self.calendar.hour(now))
 
-    def advance(self, rng: random.Random, start: float, end: float) -> tuple[int, int]:
+    def advance(self, rng: Stream, start: float, end: float) -> tuple[int, int]:
         """Cars leaving and arriving over [start, end): (arrivals, refused)."""
         span = end - start
         leaving = binomial(rng, self.occupied, 1.0 - math.exp(-span / self.stay_s))
@@ -95,7 +95,7 @@ class Lot:
 
 
 def count_cars(
-    env: simpy.Environment, device: Device, lot: Lot, telemetry: Telemetry, rng: random.Random,
+    env: simpy.Environment, device: Device, lot: Lot, telemetry: Telemetry, rng: Stream,
     faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The lot's entry and exit counters keep the number of cars inside and report it."""

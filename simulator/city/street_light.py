@@ -13,7 +13,6 @@ Readings every `cadence` (default 5 min): on (bool), dim_pct (0-100 %), power_w 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from simulator.city.sun import SunClock, Twilight
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Fleet(FleetConfig):
 
 def switch(
     env: simpy.Environment, device: Device, fleet: Fleet, sun: SunClock, calendar: CityCalendar, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The controller keeps its circuit lit while it is dark and reports its state and energy."""
     yield env.timeout(first_delay)

@@ -14,7 +14,6 @@ Tags: district (the road's), lat, lon, road.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from simulator.city.roads import Road, RoadNetwork
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class Fleet(FleetConfig):
 
 def measure(
     env: simpy.Environment, device: Device, road: Road, network: RoadNetwork, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, cadence: float, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The loop counts the vehicles passing over it and reports each interval."""
     yield env.timeout(first_delay)

@@ -18,7 +18,6 @@ household's flow at the report, taken as the interval's mean for the register) a
 from __future__ import annotations
 
 import math
-import random
 from typing import TYPE_CHECKING
 
 import orjson
@@ -30,6 +29,7 @@ from simulator.cohort import Cohort, Member, send_member
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices
 from simulator.fleet import Duration
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Reading
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class WaterMeter(Member):
 
     __slots__ = ("rng", "mean_lph", "wander", "wander_last", "register_m3")
 
-    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: random.Random) -> None:
+    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: Stream) -> None:
         super().__init__(device_id, tags, faults)
         self.rng = rng
         self.mean_lph = MEAN_LPH * math.exp(rng.gauss(0.0, 0.4))

@@ -15,7 +15,6 @@ meter). Tags: district, lat, lon.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from simulator.city.model import City, city_of
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
 from simulator.fleet import Duration, StrictModel
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Fleet(FleetConfig):
 
 def deliver_water(
     env: simpy.Environment, device: Device, fleet: Fleet, city: City, telemetry: Telemetry,
-    rng: random.Random, faults: FaultyReadings | None, first_delay: float,
+    rng: Stream, faults: FaultyReadings | None, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The node's meter and pressure sensor report as the city draws water through the mains."""
     yield env.timeout(first_delay)

@@ -20,13 +20,13 @@ hour: (2.2 m/s / wind)^0.6 x (1 + 1.2 x inversion intensity); > 1 means poor dis
 from __future__ import annotations
 
 import math
-import random
 from datetime import date, datetime, timedelta
 
 from pydantic import Field
 
 from simulator.city.calendar import CityCalendar
 from simulator.fleet import StrictModel
+from simulator.randomness import Stream
 from simulator.recent import Recent, forget_oldest
 
 # Yangquan monthly mean air temperature, °C, January..December (approximate climate normals; check).
@@ -50,7 +50,7 @@ class Weather:
     """Hourly weather from simulated time 0, extended on demand (so it never depends on the run length).
     A live run keeps the last `keep_days` (at least) of hours and days; a finite run keeps all."""
 
-    def __init__(self, settings: WeatherSettings, start: datetime, calendar: CityCalendar, rng: random.Random, keep_days: int | None = None) -> None:
+    def __init__(self, settings: WeatherSettings, start: datetime, calendar: CityCalendar, rng: Stream, keep_days: int | None = None) -> None:
         self.settings = settings
         self.start = start
         self.calendar = calendar

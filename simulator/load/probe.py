@@ -19,7 +19,6 @@ Without a pacing (a scenario with no `load:` section), a gateway sends every `in
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, ClassVar
 
@@ -32,6 +31,7 @@ from simulator.device_type import DeviceType, FleetConfig, owned_devices, regist
 from simulator.fleet import Duration
 from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
 from simulator.load.profile import Schedule
+from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, MAX_READINGS, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Fleet(FleetConfig):
 class Gateway:
     """The sensors behind one gateway: an AR(1) vibration level each (mm/s RMS)."""
 
-    def __init__(self, device: Device, fleet: Fleet, rng: random.Random, faults: FaultyReadings | None) -> None:
+    def __init__(self, device: Device, fleet: Fleet, rng: Stream, faults: FaultyReadings | None) -> None:
         self.device = device
         self.rng = rng
         self.faults = faults

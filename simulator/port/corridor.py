@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import random
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from pydantic import Field
 from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
 from simulator.port.trucks import call_at_port, plate
+from simulator.randomness import Stream
 
 if TYPE_CHECKING:
     from simulator.port.model import Port
@@ -101,7 +101,7 @@ class HaulTruck:
         self.since = now
 
 
-def drive(env: simpy.Environment, truck: HaulTruck, to_km: float, settings: CorridorSettings, rng: random.Random) -> Generator[simpy.Event, None, None]:
+def drive(env: simpy.Environment, truck: HaulTruck, to_km: float, settings: CorridorSettings, rng: Stream) -> Generator[simpy.Event, None, None]:
     """Drive to `to_km` at a cruise speed for the trip, resting after every `rest_after` of driving."""
     truck.speed_kmh = max(30.0, rng.gauss(settings.cruise_kmh, settings.cruise_sd_kmh))
     truck.heading = 1 if to_km > truck.km0 else -1
@@ -115,7 +115,7 @@ def drive(env: simpy.Environment, truck: HaulTruck, to_km: float, settings: Corr
             yield env.timeout(settings.rest_time)
 
 
-def haul(env: simpy.Environment, port: Port, truck: HaulTruck, rng: random.Random) -> Generator[simpy.Event, None, None]:
+def haul(env: simpy.Environment, port: Port, truck: HaulTruck, rng: Stream) -> Generator[simpy.Event, None, None]:
     """Shuttle between Tianjin Port and the dry port, starting at a random point of the cycle."""
     settings = port.settings.corridor
     road = settings.road_km
@@ -139,5 +139,5 @@ def haul(env: simpy.Environment, port: Port, truck: HaulTruck, rng: random.Rando
             truck.heading = 1
 
 
-def build_trucks(settings: CorridorSettings, rng: random.Random) -> list[HaulTruck]:
+def build_trucks(settings: CorridorSettings, rng: Stream) -> list[HaulTruck]:
     return [HaulTruck(f"H{n:03d}", plate(rng, "津")) for n in range(1, settings.trucks + 1)]

@@ -14,7 +14,6 @@ The `port_crane` sensor on each machine is in sensors/port_crane.py.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +23,7 @@ from pydantic import Field
 
 from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
+from simulator.randomness import Stream
 
 CraneKind = Literal["rmg", "reach_stacker"]
 
@@ -79,7 +79,7 @@ class Crane:
 class Cranes:
     """A pool of machines of one kind."""
 
-    def __init__(self, env: simpy.Environment, machines: list[Crane], mean_move_s: float, cv: float, rng: random.Random) -> None:
+    def __init__(self, env: simpy.Environment, machines: list[Crane], mean_move_s: float, cv: float, rng: Stream) -> None:
         self.env = env
         self.machines = machines
         self.free = simpy.Store(env, capacity=len(machines))
@@ -101,7 +101,7 @@ class Cranes:
         return crane
 
 
-def build_pools(env: simpy.Environment, settings: CraneSettings, rng_for: Callable[[str], random.Random]) -> tuple[Cranes, Cranes]:
+def build_pools(env: simpy.Environment, settings: CraneSettings, rng_for: Callable[[str], Stream]) -> tuple[Cranes, Cranes]:
     rmgs = [Crane(f"RMG{n}", "rmg", settings.gantry_idle_kw, settings.gantry_move_kw) for n in range(1, settings.gantry_cranes + 1)]
     stackers = [
         Crane(f"RS{n}", "reach_stacker", settings.reach_stacker_idle_kw, settings.reach_stacker_move_kw)

@@ -14,7 +14,6 @@ The `gate_lane` sensor on each lane is in sensors/gate_lane.py.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,6 +22,7 @@ import simpy
 from pydantic import Field
 
 from simulator.fleet import Duration, StrictModel
+from simulator.randomness import Stream
 from simulator.recent import Recent
 
 GateDirection = Literal["in", "out"]
@@ -56,7 +56,7 @@ class Gate:
     lanes: list[Lane]
     mean_service_s: float
     cv: float
-    rng: random.Random
+    rng: Stream
     free: simpy.Store = field(init=False)
     waiting: int = 0
     queue_area: float = 0.0  # ∫ waiting dt
@@ -102,7 +102,7 @@ class Gate:
 
 
 def build_gates(
-    env: simpy.Environment, settings: GateSettings, rng_for: Callable[[str], random.Random], keep: int | None = None
+    env: simpy.Environment, settings: GateSettings, rng_for: Callable[[str], Stream], keep: int | None = None
 ) -> tuple[Gate, Gate]:
     lanes_in = [Lane(f"G{n}", "in") for n in range(1, settings.in_lanes + 1)]
     lanes_out = [Lane(f"G{n}", "out") for n in range(settings.in_lanes + 1, settings.in_lanes + settings.out_lanes + 1)]

@@ -18,7 +18,6 @@ yard blocks + on the way between a train or truck and the yard (`in_handling`) +
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -37,6 +36,7 @@ from simulator.port.settings import PortSettings
 from simulator.port.trains import Service, call, clock_seconds, load_wagons
 from simulator.port.trucks import Appointments, Job, plate, visit
 from simulator.port.yard import Block, Yard
+from simulator.randomness import Stream
 from simulator.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -55,18 +55,18 @@ LIVE_SAMPLES = 2_000  # KPI samples a live run keeps per figure (between this an
 class PortRngs:
     """One random stream per process family, so changing one (e.g. gate service) leaves the others."""
 
-    plan: random.Random
-    trains: random.Random
-    customs: random.Random
-    trucks: random.Random
-    ocr: random.Random
-    corridor: random.Random
+    plan: Stream
+    trains: Stream
+    customs: Stream
+    trucks: Stream
+    ocr: Stream
+    corridor: Stream
 
 
 class Port:
     def __init__(
         self, env: simpy.Environment, settings: PortSettings, start: datetime, duration: float,
-        telemetry: Telemetry, rng_for: Callable[[str], random.Random],
+        telemetry: Telemetry, rng_for: Callable[[str], Stream],
     ) -> None:  # fmt: skip
         self.env = env
         self.settings = settings
@@ -97,7 +97,7 @@ class Port:
         self.begin(self.plan())
 
     # -- the plan -----------------------------------------------------------------------------
-    def new_box(self, teu: int, direction: str, service: int, rng: random.Random, reefer_powered_at: float) -> Box:
+    def new_box(self, teu: int, direction: str, service: int, rng: Stream, reefer_powered_at: float) -> Box:
         s = self.settings.trains
         is_reefer = rng.random() < s.reefer_share
         coal = not is_reefer and direction == "export" and rng.random() < s.coal_share

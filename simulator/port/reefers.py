@@ -15,7 +15,6 @@ reads it and raises the alarm events is the `reefer` sensor, in sensors/reefer.p
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ from pydantic import Field
 
 from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
+from simulator.randomness import Stream
 
 # Yangquan monthly mean air temperature, °C, January..December (approximate climate normals; check).
 YANGQUAN_MONTHLY_MEAN_C: tuple[float, ...] = (-3.6, -0.2, 6.0, 13.5, 19.5, 23.5, 24.8, 23.2, 18.5, 12.5, 4.8, -1.6)
@@ -115,7 +115,7 @@ class ReeferRack:
     env: simpy.Environment
     settings: ReeferSettings
     ambient: Ambient
-    rng: random.Random
+    rng: Stream
     plugs: list[PlugPoint] = field(init=False)
     free: simpy.Store = field(init=False)
 
@@ -124,7 +124,7 @@ class ReeferRack:
         self.free = simpy.Store(self.env, capacity=len(self.plugs))
         self.free.items.extend(self.plugs)
 
-    def new_unit(self, rng: random.Random, now: float, powered: bool) -> ReeferUnit:
+    def new_unit(self, rng: Stream, now: float, powered: bool) -> ReeferUnit:
         s = self.settings
         setpoint = rng.choice(s.frozen_setpoints_c) if rng.random() < s.frozen_share else rng.choice(s.chilled_setpoints_c)
         return ReeferUnit(setpoint, setpoint + rng.gauss(0.0, 0.3), now, powered, s.drift_time_constant, s.pulldown_time_constant)

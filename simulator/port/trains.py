@@ -15,7 +15,6 @@ Events (source `port-rail`): `train_arrival`, `train_unloading` (unloading done)
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pydantic import Field, field_validator
 
 from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
+from simulator.randomness import Stream
 
 if TYPE_CHECKING:
     from simulator.port.model import Port
@@ -77,7 +77,7 @@ class Service:
     exports: list[Box] = field(default_factory=list)  # booked on it
 
 
-def load_wagons(settings: TrainSettings, rng: random.Random, load_factor: float) -> list[int]:
+def load_wagons(settings: TrainSettings, rng: Stream, load_factor: float) -> list[int]:
     """Box sizes (TEU) on a train's wagons."""
     sizes: list[int] = []
     for _ in range(settings.wagons):
@@ -86,7 +86,7 @@ def load_wagons(settings: TrainSettings, rng: random.Random, load_factor: float)
     return sizes
 
 
-def delay(settings: TrainSettings, rng: random.Random) -> float:
+def delay(settings: TrainSettings, rng: Stream) -> float:
     sigma = settings.delay_sigma
     mu = math.log(settings.delay_mean) - sigma * sigma / 2.0  # so that the mean is delay_mean
     return rng.lognormvariate(mu, sigma)

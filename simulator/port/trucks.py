@@ -16,7 +16,6 @@ Events (source `port-gate`): `gate_ocr`, one per truck per gate passage.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from pydantic import Field, field_validator
 
 from simulator.fleet import Duration, StrictModel
 from simulator.port.containers import Box
+from simulator.randomness import Stream
 
 if TYPE_CHECKING:
     from simulator.port.gate import Gate
@@ -67,18 +67,18 @@ class Appointments:
     settings: TruckSettings
     start_local_s: float  # seconds since local midnight at simulated time 0
 
-    def on_day_of(self, when: float, rng: random.Random) -> float:
+    def on_day_of(self, when: float, rng: Stream) -> float:
         """A time on the local day containing `when`, at an hour drawn from the profile."""
         day = math.floor((self.start_local_s + when) / DAY)
         hour = rng.choices(range(24), weights=self.settings.hourly_profile)[0]
         return day * DAY - self.start_local_s + (hour + rng.random()) * 3600.0
 
-    def import_pickup(self, landed: float, rng: random.Random) -> float:
+    def import_pickup(self, landed: float, rng: Stream) -> float:
         s = self.settings
         dwell = rng.lognormvariate(math.log(s.import_dwell_median), s.import_dwell_sigma)
         return max(self.on_day_of(landed + dwell, rng), landed + s.release_time)
 
-    def export_delivery(self, planned_departure: float, rng: random.Random) -> float:
+    def export_delivery(self, planned_departure: float, rng: Stream) -> float:
         s = self.settings
         lead = max(rng.lognormvariate(math.log(s.export_lead_median), s.export_lead_sigma), s.export_cutoff)
         at = self.on_day_of(planned_departure - lead, rng)
@@ -87,7 +87,7 @@ class Appointments:
         return at
 
 
-def plate(rng: random.Random, province: str = "晋C") -> str:
+def plate(rng: Stream, province: str = "晋C") -> str:
     """A Chinese plate: 晋C is Yangquan, 津 Tianjin."""
     return province + "".join(rng.choice(PLATE_LETTERS) for _ in range(5))
 

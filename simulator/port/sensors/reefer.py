@@ -11,7 +11,6 @@ change what the monitor sends, not the alarm evaluation.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from simulator.fleet import Duration
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.reefers import PlugPoint, ReeferRack
 from simulator.port.settings import PortFleet, PortSettings
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, STRING, Device, Kind, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Fleet(PortFleet):
 
 
 def report(
-    env: simpy.Environment, plug: PlugPoint, rack: ReeferRack, device: Device, telemetry: Telemetry, rng: random.Random,
+    env: simpy.Environment, plug: PlugPoint, rack: ReeferRack, device: Device, telemetry: Telemetry, rng: Stream,
     faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The monitor on a plug point reads the unit of the box on it and raises its alarms."""

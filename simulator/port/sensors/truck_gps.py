@@ -7,7 +7,6 @@ One per truck (H001..), every `cadence` (GPS every 10-60 s, shared/domain.md), w
 
 from __future__ import annotations
 
-import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from simulator.fleet import Duration
 from simulator.port.corridor import HaulTruck, position
 from simulator.port.model import DOMAIN, port_of
 from simulator.port.settings import PortFleet, PortSettings
+from simulator.randomness import Stream
 from simulator.telemetry import BOOLEAN, FLOAT, STRING, Device, Reading, Telemetry
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Fleet(PortFleet):
 
 
 def report(
-    env: simpy.Environment, truck: HaulTruck, road_km: float, device: Device, telemetry: Telemetry, rng: random.Random,
+    env: simpy.Environment, truck: HaulTruck, road_km: float, device: Device, telemetry: Telemetry, rng: Stream,
     faults: FaultyReadings | None, cadence: float, first_delay: float,
 ) -> Generator[simpy.Event, None, None]:  # fmt: skip
     """The tracker reports the truck's position and speed."""
