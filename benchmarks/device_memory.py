@@ -4,10 +4,9 @@ Builds `--stations` stations (`cadence: 5m`, as benchmarks/scale.py) and runs th
 (default 10), so each station waits as it does in a long run: its process suspended at a timeout.
 Then it prints two views, per device:
 
-- the objects of one station, walked from the SimPy queue (its Timeout and the heap entry, its
-  Process, the generator and its frame, the AQI closure, the station and its noise state, its
-  random.Random, its telemetry Device, tags and topic, its slot in the telemetry's device table),
-  each with `sys.getsizeof`;
+- the objects of one station of the fleet's cohort (simulator/cohort.py): its state (slots), its
+  noise array, its random stream, its id and encoded tags, and its share of what the fleet holds
+  once (the sorted device list, the phase groups' starts and times), each with `sys.getsizeof`;
 - what tracemalloc saw allocated and still alive after the run, by source line, divided by the
   number of stations (the lines that hold at least `--floor` bytes per device).
 
@@ -20,10 +19,10 @@ import argparse
 import os
 import sys
 import tracemalloc
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -39,35 +38,21 @@ def size(*objects: Any) -> int:
     return sum(sys.getsizeof(item) for item in objects)
 
 
-def strings(values: Iterable[Any]) -> list[str]:
-    return [value for value in values if isinstance(value, str)]
-
-
 def one_station(env: Any, telemetry: Any, devices: int) -> list[tuple[str, int]]:
-    """The objects a waiting station holds, named, with their sizes (the first station in the queue)."""
-    when, priority, eid, timeout = next(entry for entry in env._queue if entry[3].callbacks)
-    resume = timeout.callbacks[0]
-    process = resume.__self__
-    generator = process._generator
-    frame = generator.gi_frame
-    station = frame.f_locals["station"]
-    add_aqi = frame.f_locals["add_aqi"]
-    readings = frame.f_locals.get("readings")
-    device = station.device
-    tags = device.tags
-    unique_tag_values = [value for key, value in tags.items() if key in ("lat", "lon")]  # the district: a shared string
+    """The objects a waiting station holds, named, with their sizes (a station of the fleet's cohort,
+    simulator/cohort.py), and its share of what the fleet holds once (its process and schedule)."""
+    wire = telemetry.wires[0]
+    station = wire.devices[len(wire.devices) // 2]
+    process = next(entry[3].callbacks[0].__self__ for entry in env._queue if entry[3].callbacks)
+    frame = process._generator.gi_frame
+    schedule = size(frame.f_locals["starts"], frame.f_locals["times"], wire.devices)
     return [
         ("random Stream (slots: key, counter, gauss_next)", size(station.rng, station.rng.key, station.rng.counter)),
-        ("pending Timeout + its __dict__ + callbacks list + bound method", size(timeout, timeout.__dict__, timeout.callbacks, resume)),
-        ("its heap entry (tuple, time float, event id int, list slot)", size((when, priority, eid, timeout), when, eid) + 8),
-        ("SimPy Process + its __dict__ + callbacks list", size(process, process.__dict__, process.callbacks)),
-        ("generator with its frame (locals of `report`)", size(generator)),
-        ("the last readings dict and its floats, a local of the waiting frame", size(readings, *(v for v in readings.values() if isinstance(v, float))) if readings else 0),
-        ("add_aqi closure (function + cells)", size(add_aqi, *(add_aqi.__closure__ or ()))),
-        ("AirQualityStation + __dict__ + noise list + its floats", size(station, station.__dict__, station.noise, *station.noise, station.site_factor, station.scale)),
-        ("Device (slots) + device_id + topic strings", size(device, device.device_id, device.topic)),
-        ("tags dict + lat/lon strings", size(tags, *unique_tag_values)),
-        ("telemetry.devices: its share of the dict", round(sys.getsizeof(telemetry.devices) / devices)),
+        ("AirQualityStation (slots) + its noise array + scale and last time floats", size(station, station.noise, station.scale)),
+        ("device_id string", size(station.device_id)),
+        ("encoded tags (orjson.Fragment + its str)", size(station.tags, orjson.dumps(station.tags).decode())),  # dumps(fragment): its text
+        ("seq int (shared below 257)", size(station.seq) if station.seq > 256 else 0),
+        ("its share of the fleet's schedule (device list, group starts and times)", round(schedule / devices)),
         ("faults (None: a healthy station)", 0),
     ]
 

@@ -30,7 +30,7 @@ from simulator.telemetry import Reading
 from simulator.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
-    from simulator.telemetry import Device, Telemetry
+    from simulator.telemetry import Telemetry
 
 Readings = dict[str, Reading]
 
@@ -144,23 +144,26 @@ class FaultyReadings:
 
 
 def faults_for(
-    env: simpy.Environment, telemetry: Telemetry, device: Device, faults: list[DeviceFault], seed: int
+    env: simpy.Environment, telemetry: Telemetry, device_id: str, device_type: str, domain: str, faults: list[DeviceFault], seed: int
 ) -> FaultyReadings | None:
-    """The faults of `device` among its fleet's (None: a healthy device), announced as events."""
-    mine = [fault for index, fault in enumerate(faults) if fault.applies_to(seed, device.device_id, index)]
+    """The faults of the device `device_id` (of `device_type`, in `domain`) among its fleet's (None: a
+    healthy device), announced as events."""
+    mine = [fault for index, fault in enumerate(faults) if fault.applies_to(seed, device_id, index)]
     if not mine:
         return None
     for fault in mine:
-        env.process(announce(env, fault, device, telemetry))
-    return FaultyReadings(mine, stream(seed, f"{device.device_id}/faults"))
+        env.process(announce(env, fault, device_id, device_type, domain, telemetry))
+    return FaultyReadings(mine, stream(seed, f"{device_id}/faults"))
 
 
-def announce(env: simpy.Environment, fault: DeviceFault, device: Device, telemetry: Telemetry) -> Generator[simpy.Event, None, None]:
+def announce(
+    env: simpy.Environment, fault: DeviceFault, device_id: str, device_type: str, domain: str, telemetry: Telemetry
+) -> Generator[simpy.Event, None, None]:
     """Publish a `device_fault` event when the fault begins and, if it ends, when it ends."""
-    tags = {"phase": "start", "fault": fault.kind, "device_type": device.type}
+    tags = {"phase": "start", "fault": fault.kind, "device_type": device_type}
     yield env.timeout(fault.at)
-    telemetry.event(device.device_id, device.domain, "device_fault", "warning", f"{device.device_id}: {fault.kind.replace('_', ' ')}", tags=tags)
+    telemetry.event(device_id, domain, "device_fault", "warning", f"{device_id}: {fault.kind.replace('_', ' ')}", tags=tags)
     end = fault.end()
     if end != float("inf"):
         yield env.timeout(end - fault.at)
-        telemetry.event(device.device_id, device.domain, "device_fault", "info", f"{device.device_id}: {fault.kind.replace('_', ' ')} over", tags={**tags, "phase": "end"})
+        telemetry.event(device_id, domain, "device_fault", "info", f"{device_id}: {fault.kind.replace('_', ' ')} over", tags={**tags, "phase": "end"})

@@ -163,7 +163,7 @@ def register_device(world: World, fleet: FleetConfig, device_id: str, tags: dict
     device = world.telemetry.register(device_id, fleet.type, fleet.device_type.domain, tags)
     if world.registered is not None:
         world.registered()
-    faults = faults_for(world.env, world.telemetry, device, fleet.faults, world.seed) if fleet.faults else None
+    faults = faults_for(world.env, world.telemetry, device_id, fleet.type, device.domain, fleet.faults, world.seed) if fleet.faults else None
     return device, faults
 
 

@@ -81,9 +81,10 @@ BUILT_WHOLE = {"reefer"}
 
 
 def registered(scenario: Scenario, shard: Shard | None) -> set[str]:
-    """The devices a (sharded) world registers, and so runs: each device type's build starts one process per device it registers."""
+    """The devices a (sharded) world registers, and so runs: each device type's build runs every device it registers
+    (its own process, or its fleet's: simulator/cohort.py)."""
     world = build_world(scenario, simpy.Environment(), lambda topic, payload: None, shard=shard)
-    return set(world.telemetry.devices)
+    return set(world.telemetry.device_ids())
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -27,29 +27,33 @@ The AQI is the station's real-time index of the values it sends (simulator/city/
 network's reporting interval: a reading flapping across a boundary is not news) is an
 `aqi_category` event from the station.
 Tags: district, lat, lon.
+
+The fleet's stations report together (simulator/cohort.py): a station is its state between reports
+(`AirQualityStation`), `concentrations` what it measures, `add_aqi` what it computes from what it sends.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import simpy
+import orjson
 from pydantic import Field
 
 from simulator.city.air_record import annual_level
 from simulator.city.aqi import category, realtime_aqi
 from simulator.city.calendar import DAY_S
-from simulator.city.common import DOMAIN, register
+from simulator.city.common import DOMAIN, enlist
 from simulator.city.model import City, city_of
+from simulator.cohort import Cohort, Member, send_member
 from simulator.device_faults import FaultyReadings, Offset
-from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices
 from simulator.fleet import Duration
 from simulator.randomness import Stream
 from simulator.recent import forget_oldest
-from simulator.telemetry import FLOAT, STRING, Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, STRING, Reading, Telemetry
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -146,94 +150,83 @@ class Fleet(FleetConfig):
     category_hold: Offset = Field(default=3600.0, description="a new category is announced once it has held this long (0: at once)")
 
 
-class AirQualityStation:
-    """One station: its noise state per pollutant, advanced at each report."""
+class AirQualityStation(Member):
+    """One station between reports: its noise state per pollutant, its site's scale, when it last
+    measured, and its AQI category (announced, and a new one waiting to hold)."""
 
-    def __init__(self, device: Device, fleet: Fleet, rng: Stream, air: CityAir, district: str) -> None:
-        self.device = device
-        self.fleet = fleet
+    __slots__ = ("rng", "district", "noise", "scale", "last_time", "level", "previous_level", "candidate")
+
+    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: Stream, fleet: Fleet, district: str) -> None:
+        super().__init__(device_id, tags, faults)
         self.rng = rng
-        self.air = air
         self.district = district
         # Stationary start: draw the initial noise from the AR(1) process's own distribution.
-        self.noise = [rng.gauss(0.0, fleet.noise) for _ in POLLUTANTS]
-        self.site_factor = math.exp(rng.gauss(0.0, 0.15))
-        self.scale = fleet.level * self.site_factor
+        self.noise = array("d", [rng.gauss(0.0, fleet.noise) for _ in POLLUTANTS])
+        self.scale = fleet.level * math.exp(rng.gauss(0.0, 0.15))  # the fleet's level x the site's factor
         self.last_time: float | None = None
         self.level: int | None = None  # the AQI category the station last announced (or started in)
         self.previous_level: int | None = None
         self.candidate: tuple[int, float] | None = None  # a new category and when it was first read
 
-    def category_changed(self, now: float, level: int) -> bool:
-        """True once a new category has held for `category_hold` (readings near a boundary flap)."""
+    def category_changed(self, now: float, level: int, hold: float) -> bool:
+        """True once a new category has held for `hold` seconds (readings near a boundary flap)."""
         if self.level is None or level == self.level:
             self.level = self.level if self.level is not None else level
             self.candidate = None
             return False
         if self.candidate is None or self.candidate[0] != level:
             self.candidate = (level, now)
-        if now - self.candidate[1] < self.fleet.category_hold:
+        if now - self.candidate[1] < hold:
             return False
         self.previous_level, self.level, self.candidate = self.level, level, None
         return True
 
-    def concentrations(self, now: float) -> dict[str, float]:
-        last = self.last_time
-        self.last_time = now
-        noise = self.noise
-        if last is not None:
-            phi = math.exp(-(now - last) / self.fleet.correlation_time)
-            innovation = self.fleet.noise * math.sqrt(1.0 - phi * phi)
-            uniform = self.rng.random
-            # Box-Muller: two standard normals from each pair of uniforms (6 pollutants, 3 pairs).
-            for index in (0, 2, 4):
-                angle = TWO_PI * uniform()
-                radius = math.sqrt(-2.0 * math.log(1.0 - uniform()))
-                noise[index] = phi * noise[index] + innovation * radius * math.cos(angle)
-                noise[index + 1] = phi * noise[index + 1] + innovation * radius * math.sin(angle)
-        exp = math.exp
-        factors = self.air.factors(now)
-        scale = self.scale
-        values: dict[str, float] = {}
-        for index in (0, 1, 2, 3, 4, 5):
-            values[NAMES[index]] = round(scale * factors[index] * exp(noise[index]), DECIMALS[index])
-        if self.air.no2_excess:
-            values["no2"] = round(values["no2"] + self.air.roads.district_no2_excess(self.district), 1)
-        # Coarse particles include the fine ones.
-        if values["pm10"] < values["pm25"]:
-            values["pm10"] = values["pm25"]
-        return values
+
+def concentrations(station: AirQualityStation, air: CityAir, fleet: Fleet, now: float) -> dict[str, float]:
+    """What the station measures at `now`: the city's air at its site, with its own noise."""
+    last = station.last_time
+    station.last_time = now
+    noise = station.noise
+    if last is not None:
+        phi = math.exp(-(now - last) / fleet.correlation_time)
+        innovation = fleet.noise * math.sqrt(1.0 - phi * phi)
+        uniform = station.rng.random
+        # Box-Muller: two standard normals from each pair of uniforms (6 pollutants, 3 pairs).
+        for index in (0, 2, 4):
+            angle = TWO_PI * uniform()
+            radius = math.sqrt(-2.0 * math.log(1.0 - uniform()))
+            noise[index] = phi * noise[index] + innovation * radius * math.cos(angle)
+            noise[index + 1] = phi * noise[index + 1] + innovation * radius * math.sin(angle)
+    exp = math.exp
+    factors = air.factors(now)
+    scale = station.scale
+    values: dict[str, float] = {}
+    for index in (0, 1, 2, 3, 4, 5):
+        values[NAMES[index]] = round(scale * factors[index] * exp(noise[index]), DECIMALS[index])
+    if air.no2_excess:
+        values["no2"] = round(values["no2"] + air.roads.district_no2_excess(station.district), 1)
+    # Coarse particles include the fine ones.
+    if values["pm10"] < values["pm25"]:
+        values["pm10"] = values["pm25"]
+    return values
 
 
-def report(
-    env: simpy.Environment, station: AirQualityStation, telemetry: Telemetry, faults: FaultyReadings | None, first_delay: float
-) -> Generator[simpy.Event, None, None]:
-    """A station measures every `cadence` seconds, starting at its own phase, and sends its readings with their AQI."""
-    yield env.timeout(first_delay)
-    device = station.device
-    cadence = station.fleet.cadence
-    category_events = station.fleet.category_events
-
-    def add_aqi(readings: dict[str, Reading]) -> None:
-        """The AQI of the concentrations sent (faulty ones included), and its category once it changed."""
-        aqi, primary = realtime_aqi(readings)  # type: ignore[arg-type]
-        level, name = category(aqi)
-        readings["aqi"] = aqi
-        readings["aqi_level"] = level
-        readings["aqi_category"] = name
-        readings["primary_pollutant"] = primary
-        if category_events and station.category_changed(env.now, level):
-            severity = "info" if level <= 2 else "warning" if level <= 4 else "alarm"
-            telemetry.event(
-                device.device_id, "city", "aqi_category", severity,
-                f"{device.device_id}: AQI {aqi}, {name.replace('_', ' ')} (primary: {primary})",
-                tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.previous_level,
-            )  # fmt: skip
-
-    while True:
-        readings: dict = station.concentrations(env.now)  # floats, and the AQI's values to come
-        send(telemetry, device, faults, env.now, readings, add_aqi)
-        yield env.timeout(cadence)
+def add_aqi(telemetry: Telemetry, station: AirQualityStation, now: float, readings: dict[str, Reading], events_hold: float | None) -> None:
+    """The AQI of the concentrations sent (faulty ones included), and its category's event once it
+    changed (`events_hold` None: the fleet announces no categories)."""
+    aqi, primary = realtime_aqi(readings)  # type: ignore[arg-type]
+    level, name = category(aqi)
+    readings["aqi"] = aqi
+    readings["aqi_level"] = level
+    readings["aqi_category"] = name
+    readings["primary_pollutant"] = primary
+    if events_hold is not None and station.category_changed(now, level, events_hold):
+        severity = "info" if level <= 2 else "warning" if level <= 4 else "alarm"
+        telemetry.event(
+            station.device_id, "city", "aqi_category", severity,
+            f"{station.device_id}: AQI {aqi}, {name.replace('_', ' ')} (primary: {primary})",
+            tags={"district": station.district}, aqi=aqi, aqi_level=level, previous_level=station.previous_level,
+        )  # fmt: skip
 
 
 def make_air(world: World) -> CityAir:
@@ -243,11 +236,24 @@ def make_air(world: World) -> CityAir:
 
 def build(world: World, fleet: Fleet) -> None:
     air = world.shared("city/air", make_air)
+    cohort: Cohort[AirQualityStation] = Cohort(world, fleet, fleet.cadence)
     for index, device_id in owned_devices(world, fleet):
         district = fleet.district_of(index)
-        device, rng, faults = register(world, fleet, device_id, district)
-        station = AirQualityStation(device, fleet, rng, air, district)
-        world.env.process(report(world.env, station, world.telemetry, faults, first_delay(rng, fleet.cadence)))
+        tags, rng, faults = enlist(world, cohort, device_id, district)
+        station = AirQualityStation(device_id, tags, faults, rng, fleet, district)
+        cohort.add(station, first_delay(rng, fleet.cadence))  # drawn after the station's state, as ever
+    telemetry, wire = world.telemetry, cohort.wire
+    events_hold = fleet.category_hold if fleet.category_events else None
+
+    def complete(station: AirQualityStation, now: float, readings: dict[str, Reading]) -> None:
+        add_aqi(telemetry, station, now, readings, events_hold)
+
+    def report(station: AirQualityStation, now: float) -> None:
+        """A station measures and sends its readings with their AQI."""
+        readings: dict = concentrations(station, air, fleet, now)  # floats, and the AQI's values to come
+        send_member(telemetry, wire, station, now, readings, complete)
+
+    cohort.start(report)
 
 
 DEVICE = DeviceType(

@@ -7,10 +7,13 @@ import math
 from typing import TYPE_CHECKING
 
 from simulator.city.geography import location_tags, site_in
+from simulator.cohort import Cohort
 from simulator.device_type import FleetConfig, register_device
 from simulator.randomness import Stream
 
 if TYPE_CHECKING:
+    import orjson
+
     from simulator.device_faults import FaultyReadings
     from simulator.telemetry import Device
     from simulator.world import World
@@ -25,6 +28,16 @@ def register(
     lat, lon = site if site is not None else site_in(district, world.rng(f"{device_id}/site"))
     device, faults = register_device(world, fleet, device_id, {**location_tags(district, lat, lon), **tags})
     return device, world.rng(device_id), faults
+
+
+def enlist(
+    world: World, cohort: Cohort, device_id: str, district: str, **tags: str
+) -> tuple[orjson.Fragment, Stream, FaultyReadings | None]:
+    """`register` for a device of a cohort (simulator/cohort.py): a site drawn in its district; its
+    encoded tags, random stream and faults."""
+    lat, lon = site_in(district, world.rng(f"{device_id}/site"))
+    encoded, faults = cohort.enlist(device_id, {**location_tags(district, lat, lon), **tags})
+    return encoded, world.rng(device_id), faults
 
 
 def near(lat: float, lon: float, rng: Stream, radius_deg: float = 0.004) -> tuple[float, float]:
@@ -44,11 +57,18 @@ class AR1:
         self.last: float | None = None
 
     def step(self, rng: Stream, now: float) -> float:
-        if self.last is not None and now > self.last:
-            phi = math.exp(-(now - self.last) / self.tau)
-            self.value = phi * self.value + self.sd * math.sqrt(1.0 - phi * phi) * rng.gauss(0.0, 1.0)
+        self.value = ar1_step(rng, self.value, self.last, now, self.sd, self.tau)
         self.last = now
         return self.value
+
+
+def ar1_step(rng: Stream, value: float, last: float | None, now: float, sd: float, tau: float) -> float:
+    """An AR(1) value last sampled at `last` (None: never), sampled again at `now`; for state kept
+    without an `AR1` object (a cohort's meter)."""
+    if last is not None and now > last:
+        phi = math.exp(-(now - last) / tau)
+        return phi * value + sd * math.sqrt(1.0 - phi * phi) * rng.gauss(0.0, 1.0)
+    return value
 
 
 def hourly(profile: tuple[float, ...], hour: float) -> float:

@@ -7,6 +7,9 @@ urban domestic use is ~120-180 L a person a day; check), each household's mean l
 and wandering (AR(1), log-sd 0.3, 2 h: showers and washing machines). The register adds each
 interval's volume.
 
+The fleet's meters report together (simulator/cohort.py): a meter is its state between reports
+(`WaterMeter`), and `reading` is one report.
+
 Readings every `cadence` (default 1 h; NB-IoT meters report hourly or daily): flow_lph (L/h, the
 household's flow at the report, taken as the interval's mean for the register) and volume_m3
 (register, m³, 3 decimals). Tags: district, lat, lon.
@@ -15,19 +18,19 @@ household's flow at the report, taken as the interval's mean for the register) a
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
 from typing import TYPE_CHECKING
 
-import simpy
+import orjson
 from pydantic import Field
 
-from simulator.city.common import AR1, DOMAIN, hourly, register
+from simulator.city.common import DOMAIN, ar1_step, enlist, hourly
 from simulator.city.model import City, city_of
+from simulator.cohort import Cohort, Member, send_member
 from simulator.device_faults import FaultyReadings
-from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices, send
+from simulator.device_type import DeviceType, FleetConfig, first_delay, owned_devices
 from simulator.fleet import Duration
 from simulator.randomness import Stream
-from simulator.telemetry import FLOAT, Device, Reading, Telemetry
+from simulator.telemetry import FLOAT, Reading
 
 if TYPE_CHECKING:
     from simulator.world import World
@@ -44,37 +47,54 @@ REST_DAY_USE: tuple[float, ...] = (
 MEAN_LPH = 2.5 * 130.0 / 24.0  # persons x litres a person a day, per hour
 HOT_DAY_GAIN = 0.02  # share more per °C above HOT_FROM_C
 HOT_FROM_C = 20.0
+WANDER_SD = 0.3  # log-sd of a household's wandering use
+WANDER_TAU_S = 7200.0
 
 
 class Fleet(FleetConfig):
     cadence: Duration = Field(default=3600.0, description="reporting interval (NB-IoT meters: hourly or daily)")
 
 
-def meter_water(
-    env: simpy.Environment, device: Device, city: City, telemetry: Telemetry,
-    rng: Stream, faults: FaultyReadings | None, cadence: float, first_delay: float,
-) -> Generator[simpy.Event, None, None]:  # fmt: skip
-    """The meter integrates the household's flow and reports it with its register."""
-    yield env.timeout(first_delay)
-    mean_lph = MEAN_LPH * math.exp(rng.gauss(0.0, 0.4))
-    wander = AR1(rng, 0.3, 7200.0)
-    register_m3 = round(rng.uniform(50.0, 2_000.0), 3)
-    while True:
-        now = env.now
-        profile = WORKDAY_USE if city.calendar.day(now).workday else REST_DAY_USE
-        hot = 1.0 + HOT_DAY_GAIN * max(0.0, city.weather.temp_c(now) - HOT_FROM_C)
-        flow_lph = mean_lph * hourly(profile, city.calendar.hour(now)) * hot * math.exp(wander.step(rng, now))
-        register_m3 += flow_lph * cadence / 3600.0 / 1000.0
-        readings: dict[str, Reading] = {"flow_lph": round(flow_lph, 1), "volume_m3": round(register_m3, 3)}
-        send(telemetry, device, faults, now, readings)
-        yield env.timeout(cadence)
+class WaterMeter(Member):
+    """One water meter between reports: its household's mean flow, the wander of its use (AR(1) value
+    and when it was last stepped), its register."""
+
+    __slots__ = ("rng", "mean_lph", "wander", "wander_last", "register_m3")
+
+    def __init__(self, device_id: str, tags: orjson.Fragment, faults: FaultyReadings | None, rng: Stream) -> None:
+        super().__init__(device_id, tags, faults)
+        self.rng = rng
+        self.mean_lph = MEAN_LPH * math.exp(rng.gauss(0.0, 0.4))
+        self.wander = rng.gauss(0.0, WANDER_SD)  # AR(1), started in its stationary distribution
+        self.wander_last: float | None = None
+        self.register_m3 = round(rng.uniform(50.0, 2_000.0), 3)
+
+
+def reading(meter: WaterMeter, city: City, cadence: float, now: float) -> dict[str, Reading]:
+    """The meter integrates the household's flow and reads it with its register."""
+    profile = WORKDAY_USE if city.calendar.day(now).workday else REST_DAY_USE
+    hot = 1.0 + HOT_DAY_GAIN * max(0.0, city.weather.temp_c(now) - HOT_FROM_C)
+    meter.wander = ar1_step(meter.rng, meter.wander, meter.wander_last, now, WANDER_SD, WANDER_TAU_S)
+    meter.wander_last = now
+    flow_lph = meter.mean_lph * hourly(profile, city.calendar.hour(now)) * hot * math.exp(meter.wander)
+    meter.register_m3 += flow_lph * cadence / 3600.0 / 1000.0
+    return {"flow_lph": round(flow_lph, 1), "volume_m3": round(meter.register_m3, 3)}
 
 
 def build(world: World, fleet: Fleet) -> None:
     city = city_of(world)
+    cadence = fleet.cadence
+    cohort: Cohort[WaterMeter] = Cohort(world, fleet, cadence)
     for index, device_id in owned_devices(world, fleet):
-        device, rng, faults = register(world, fleet, device_id, fleet.district_of(index))
-        world.env.process(meter_water(world.env, device, city, world.telemetry, rng, faults, fleet.cadence, first_delay(rng, fleet.cadence)))
+        tags, rng, faults = enlist(world, cohort, device_id, fleet.district_of(index))
+        phase = first_delay(rng, cadence)  # drawn before the meter's state, as ever
+        cohort.add(WaterMeter(device_id, tags, faults, rng), phase)
+    telemetry, wire = world.telemetry, cohort.wire
+
+    def report(meter: WaterMeter, now: float) -> None:
+        send_member(telemetry, wire, meter, now, reading(meter, city, cadence, now))
+
+    cohort.start(report)
 
 
 DEVICE = DeviceType("water_meter", DOMAIN, "wmeter", Fleet, build, readings={"flow_lph": FLOAT, "volume_m3": FLOAT})

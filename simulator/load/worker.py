@@ -84,7 +84,7 @@ def run_dry(scenario: Scenario, shard: Shard, output: Path) -> None:
     wall = time.perf_counter() - started
     writer.close()
     counts = WorkerCounts(generated=sink.passed, published=0, acknowledged=0)
-    say(WorkerFinal(counts=counts, publish_hist="", devices=len(world.telemetry.devices), wall_s=wall, drained=True))  # nothing to drain
+    say(WorkerFinal(counts=counts, publish_hist="", devices=world.telemetry.device_count(), wall_s=wall, drained=True))  # nothing to drain
 
 
 def run_live(scenario: Scenario, shard: Shard, qos: int, interval: float, run_id: str | None) -> None:
@@ -137,7 +137,7 @@ def publish_shard(scenario: Scenario, shard: Shard, qos: int, interval: float, r
         drained = publisher.drain(DRAIN_TIMEOUT)
     finally:
         reporter.stop()
-    final = WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=len(world.telemetry.devices), wall_s=wall, drained=drained)
+    final = WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=world.telemetry.device_count(), wall_s=wall, drained=drained)
     report(final)
     publisher.stop()
     return final
