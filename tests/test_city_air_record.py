@@ -10,8 +10,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import iotsim
+
 from simulator.city.air_record import (
     FIRST_YEAR,
     GOOD_DAYS,
@@ -25,6 +25,7 @@ from simulator.city.air_record import (
     city_statistics,
     published,
     published_good_days,
+    published_january_days,
 )
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario, load_scenario
@@ -91,6 +92,22 @@ def test_january_is_the_month_of_highest_pm25_as_in_yangquans_hourly_record() ->
     pm25 = [sum(year.monthly_means["pm25"][month] or 0.0 for year in years) / len(years) for month in range(12)]
     assert all(year.monthly_means["pm25"][month] is not None for year in years for month in range(12))
     assert max(range(12), key=lambda month: pm25[month]) + 1 == PEAK_MONTH, pm25
+
+
+def test_januarys_days_above_75_in_the_record_lie_within_the_models_weather_spread() -> None:
+    # No bulletin gives a January count; the one found is January 2015's from Yangquan's daily CNEMC data
+    # (13 of 31). One simulated January is one draw of the weather (an inversion week more or less moves the
+    # count by several days), so the model is held to covering the record: over six draws (seeds 1..6, as the
+    # peak-month test) the fewest and the most days above 75 µg/m³ bracket it. Measured at the tests' cadence:
+    # 11-22 days, the shipped seed 16, the model's January mean 83-121 µg/m³ against the data's 70.5
+    # (docs/city.md: the model's January is more peaked than 2015's).
+    level = published_january_days(2015)
+    assert level is not None and level.source == "cnemc-2015", level
+    january = shipped_stations("2015-01-01T00:00:00+08:00", "31d")
+    draws = [city_statistics(readings(january.model_copy(update={"seed": seed}))) for seed in range(1, 7)]
+    assert all(draw.january_days == 31 for draw in draws), [draw.january_days for draw in draws]
+    counts = [draw.january_days_over_75 for draw in draws]
+    assert min(counts) <= level.value <= max(counts), counts
 
 
 def test_2023s_share_of_good_days_is_within_5_points_of_yangquans_bulletin() -> None:
