@@ -9,7 +9,8 @@ import subprocess
 
 import orjson
 import requests
-from conftest import QUEUED_IDLE, Pipeline
+
+from conftest import Pipeline, QUEUED_IDLE
 from publishing import TS, dead_letters, message, publish, topic
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import RUN_IDLE, Pipeline, iotsim
 
+from conftest import Pipeline, RUN_IDLE, iotsim
 from simulator.engine import run_scenario
 from simulator.scenario import load_scenario
 from simulator.verify import ExpectedMessages
