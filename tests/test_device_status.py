@@ -110,3 +110,15 @@ def mosquitto_pub(pipeline: Pipeline, where: str, payload: bytes, *extra: str) -
     body = ["-n"] if not payload else ["-s"]
     command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(pipeline.broker.port), "-q", "1", "-t", where, *body, *extra]
     subprocess.run(command, input=payload, check=True, timeout=30)
+
+
+def test_a_will_with_its_births_ts_leaves_one_point_offline(pipeline: Pipeline) -> None:
+    """A will's ts is its connection's start (fixed at CONNECT): birth and will are one point, offline."""
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
+    sent = [status("em-0005", True, TS), status("em-0005", False, TS), status("em-0005", True, TS + 60_000)]  # then it reconnects
+    publish(pipeline, [(status_topic(pipeline, "em-0005"), payload) for payload in sent[:2]])
+    publish(pipeline, [(status_topic(pipeline, "em-0005"), sent[2])])
+    out, err = bridge.communicate(timeout=60)
+    assert bridge.returncode == 0, err
+    assert stored_status(pipeline) == [("em-0005", TS, False), ("em-0005", TS + 60_000, True)]
+    assert dead_letters(pipeline) == []

@@ -155,7 +155,8 @@ def devices_offline() -> table.Panel:
     return events_table(
         "Devices offline",
         "Devices with their own MQTT connection whose latest status, at the end of the time range, is offline: their last will "
-        "(the broker published it when the device vanished without a DISCONNECT) came after their last birth. Time: the status's ts. "
+        "(the broker published it when the device vanished without a DISCONNECT) came after their last birth. "
+        "Time: the status's ts (a will's is when that connection began: MQTT fixes it at CONNECT). "
         "Every district (a status carries no district).",
         query,
         width=24,
