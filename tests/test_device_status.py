@@ -122,3 +122,17 @@ def test_a_will_with_its_births_ts_leaves_one_point_offline(pipeline: Pipeline) 
     assert bridge.returncode == 0, err
     assert stored_status(pipeline) == [("em-0005", TS, False), ("em-0005", TS + 60_000, True)]
     assert dead_letters(pipeline) == []
+
+
+def test_a_status_influxdb_refuses_for_its_field_type_is_dead_lettered_not_lost(pipeline: Pipeline) -> None:
+    # Another client wrote `online` as a float first: a boolean status cannot go under it.
+    response = requests.post(f"{pipeline.influx_url}/write", params={"db": pipeline.database, "precision": "ms"}, data=f"device_status,device_id=x-0001 online=1.0 {TS}", timeout=30)
+    assert response.status_code == 204, response.text
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
+    publish(pipeline, [(status_topic(pipeline, "em-0006"), status("em-0006", False, TS)), (topic(pipeline), message(0, {"pm25": 3.0}))])
+    out, err = bridge.communicate(timeout=60)
+    assert bridge.returncode == 0, err
+    assert pipeline.count("air_quality") == 1
+    letters = dead_letters(pipeline)
+    assert [letter["topic"] for letter in letters] == [status_topic(pipeline, "em-0006")]
+    assert letters[0]["reason"].startswith("InfluxDB refused the point: ") and "field type conflict" in letters[0]["reason"], letters[0]["reason"]
