@@ -15,7 +15,8 @@ by its heap's history; a cohort by phase and index, which never depends on histo
 
 A device type keeps its model: its module has a state class deriving from `Member` (slots: only
 what the device needs between reports) and computes its readings there; `send_member` passes them
-through the device's faults to the telemetry, as `device_type.send` does for a device of its own.
+through the device's faults (`device_type.after_faults`, as `device_type.send` does for a device of
+its own) to the telemetry.
 A device with device faults stays in the cohort (its faults are a slot, None for a healthy device);
 the announcements of its faults are processes of their own, as for every device.
 """
@@ -31,7 +32,7 @@ import orjson
 import simpy
 
 from simulator.device_faults import FaultyReadings, faults_for
-from simulator.device_type import FleetConfig
+from simulator.device_type import FleetConfig, after_faults
 from simulator.telemetry import Compact, Reading, Telemetry, Wire, encode_tags
 
 if TYPE_CHECKING:
@@ -131,12 +132,9 @@ def send_member(
 ) -> None:
     """`device_type.send` for a cohort's device: its faults (if any) change or silence what it
     measured; what is left, with what `complete` adds from it, is published."""
-    faults = device.faults
-    if faults is not None:
-        faulty = faults.apply(now, readings)
-        if faulty is None:
-            return  # silent: no message, so no seq is spent
-        readings = faulty
+    sent = after_faults(device.faults, now, readings)
+    if sent is None:
+        return  # silenced by a fault
     if complete is not None:
-        complete(device, now, readings)
-    telemetry.publish_compact(wire, device, readings)
+        complete(device, now, sent)
+    telemetry.publish_compact(wire, device, sent)

@@ -172,17 +172,23 @@ def first_delay(rng: Stream, cadence: float) -> float:
     return rng.randrange(max(round(cadence * 1000), 1)) / 1000.0
 
 
+def after_faults(faults: FaultyReadings | None, now: float, readings: dict[str, Reading]) -> dict[str, Reading] | None:
+    """What a device sends of what it measured at `now`: as its faults (None: a healthy device)
+    change it; None when they silence it (no message, so no seq is spent)."""
+    if faults is None:
+        return readings
+    return faults.apply(now, readings)
+
+
 def send(
     telemetry: Telemetry, device: Device, faults: FaultyReadings | None, now: float, readings: dict[str, Reading], complete: Complete | None = None
 ) -> None:
     """What every device does with what it measured at `now`: its faults (if any) change it or silence
     it; what is left, with what `complete` adds from it (an AQI, an alarm state), is published. The
     device logic in `complete` sees the faulty values, as a real device's would."""
-    if faults is not None:
-        faulty = faults.apply(now, readings)
-        if faulty is None:
-            return  # silent: no message, so no seq is spent
-        readings = faulty
+    sent = after_faults(faults, now, readings)
+    if sent is None:
+        return  # silenced by a fault
     if complete is not None:
-        complete(readings)
-    telemetry.publish(device, readings)
+        complete(sent)
+    telemetry.publish(device, sent)

@@ -57,7 +57,10 @@ class Stream:
         return z ^ (z >> 31)
 
     def random(self) -> float:
-        """The next draw as a float in [0, 1), 53 random bits (bits64 written out: this is the hot path)."""
+        """The next draw as a float in [0, 1), 53 random bits."""
+        # bits64 written out, not shared with it: this is the hot path, and a shared helper costs a call
+        # a draw, 2.5-4.5 %, past the noise (timeit, 10^6 draws, CPU s, 3 runs each, 2026-12-03): inline
+        # 0.433-0.441, over a mix64() function 0.449-0.452, over self.bits64() 0.452-0.463.
         n = self.counter
         self.counter = n + 1
         z = self.key ^ ((n * GOLDEN_GAMMA) & MASK64)

@@ -134,33 +134,28 @@ class Telemetry:
     def now_ms(self) -> int:
         return self.start_ms + round(self.env.now * 1000)
 
-    def publish(self, device: Device, readings: dict[str, Reading]) -> None:
-        payload = orjson.dumps(
+    def payload(self, device_id: str, type: str, seq: int, tags: dict[str, str] | orjson.Fragment, readings: dict[str, Reading]) -> bytes:
+        """A message's payload now (the contract above): the one place its JSON is built."""
+        return orjson.dumps(
             {
-                "device_id": device.device_id,
-                "type": device.type,
-                "ts": self.start_ms + round(self.env.now * 1000),
-                "seq": device.seq,
-                "tags": device.tags,
+                "device_id": device_id,
+                "type": type,
+                "ts": self.start_ms + round(self.env.now * 1000),  # now_ms() written out: a call less a message
+                "seq": seq,
+                "tags": tags,
                 "readings": readings,
             }
         )
+
+    def publish(self, device: Device, readings: dict[str, Reading]) -> None:
+        payload = self.payload(device.device_id, device.type, device.seq, device.tags, readings)
         device.seq += 1
         self.generated += 1
         self.sink(device.topic, payload)
 
     def publish_compact(self, wire: Wire, device: Compact, readings: dict[str, Reading]) -> None:
         """`publish` for a compact device: the same payload bytes."""
-        payload = orjson.dumps(
-            {
-                "device_id": device.device_id,
-                "type": wire.type,
-                "ts": self.start_ms + round(self.env.now * 1000),
-                "seq": device.seq,
-                "tags": device.tags,
-                "readings": readings,
-            }
-        )
+        payload = self.payload(device.device_id, wire.type, device.seq, device.tags, readings)
         device.seq += 1
         self.generated += 1
         self.sink(wire.topic_base + device.device_id, payload)
@@ -181,16 +176,7 @@ class Telemetry:
             stream = self.event_sources[source] = Device(source, "events", domain, {}, "")
         readings: dict[str, Reading] = {"text": text, **values}
         event_tags = {"kind": kind, "severity": severity, "domain": domain, **(tags or {})}
-        payload = orjson.dumps(
-            {
-                "device_id": source,
-                "type": "events",
-                "ts": self.start_ms + round(self.env.now * 1000),
-                "seq": stream.seq,
-                "tags": event_tags,
-                "readings": readings,
-            }
-        )
+        payload = self.payload(source, "events", stream.seq, event_tags, readings)
         stream.seq += 1
         self.generated += 1
         self.sink(f"{self.prefix}/events/{kind}/{source}", payload)
