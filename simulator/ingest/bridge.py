@@ -7,10 +7,12 @@ Acknowledgements go out in the order the messages arrived, as MQTT 3.1.1 require
 message is the same point (same measurement, tags and time), so writing it twice stores it once.
 
 Threads: the network thread turns paho's loop (simulator/transport/loop.py), converts each message
-and appends it to the open batch; the writer thread closes a batch when it is full, old enough
-(`batch_interval`), or when no message has come for `batch_quiet` (the burst of a city tick is
-written when it ends, not a second later), writes it, and hands its acknowledgements back to the
-network thread, which sends them.
+and appends it to the open batch; the writer thread closes a batch when it is full (`batch_size`), old
+enough (`batch_interval`, 10 ms), or when no message has come for `batch_quiet`, writes it, and hands
+its acknowledgements back to the network thread, which sends them. One write is in flight at a
+time, and meanwhile the next batch fills: the busier the bridge, the longer its writes and the larger
+its batches, so InfluxDB's cost per point falls towards that of large batches under load, while at a
+low rate a message waits about `batch_interval` for its write (Nagle's algorithm, for batches).
 
 While InfluxDB is down, the writer retries its batch and new messages wait in memory. Once
 `max_pending` messages wait, the bridge moves what it holds to its disk spool (simulator/ingest/
@@ -408,7 +410,7 @@ class Bridge:
                     wait = self.settings.batch_interval
                 else:
                     wait = min(pending.opened + self.settings.batch_interval, self.last_message + self.settings.batch_quiet) - now
-                self.lock.wait(max(wait, 0.005))
+                self.lock.wait(max(wait, 0.001))
 
     def _store(self, batch: Pending) -> None:
         try:
