@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
-
 import floor  # benchmarks/floor.py, beside this script
+import orjson
 import pipeline  # benchmarks/pipeline.py: the same scenario and publisher
+
 from simulator import stack
 from simulator.influx import InfluxClient
 from simulator.ingest.bridge import Bridge

@@ -29,15 +29,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import floor  # benchmarks/floor.py, beside this script
 import orjson
 import psutil
 from rich.console import Console
 from rich.table import Table
 
-import floor  # benchmarks/floor.py, beside this script
 from simulator import stack
-from simulator.influx import InfluxClient
 from simulator.engine import run_scenario
+from simulator.influx import InfluxClient
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import MqttPublisher

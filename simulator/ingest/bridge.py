@@ -62,7 +62,7 @@ from simulator.ingest.sequences import SeqGaps
 from simulator.ingest.session import SessionRecord
 from simulator.ingest.settings import BridgeSettings
 from simulator.ingest.spool import Spool
-from simulator.transport.client import Client
+from simulator.transport.client import Client, Received
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, TakeoverWatch, refusal
 
@@ -127,6 +127,7 @@ class Bridge:
         self.session_dir = (settings.spool_dir if settings.spooling else settings.dead_letter_path.parent / "sessions") / settings.client_id
         self.session_record = SessionRecord.load(self.session_dir)  # what an earlier run left in the session
         self.topic_filter = settings.topic_filter
+        self.own_topics = settings.topic_prefix + "/"  # a topic starting so is ours (_check_topic decides the rest)
         self.subscribed = False  # the broker confirmed our subscription at least once in this process
         self.takeover = TakeoverWatch()
         self.group_tag = f",group={escape_key(settings.group)}" if settings.group else ""
@@ -145,6 +146,7 @@ class Bridge:
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.manual_ack_set(True)
+        self.client.light_messages = True  # on_message gets a Received: no MQTTMessage (and its Condition) per message
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -341,10 +343,11 @@ class Bridge:
             self.log(f"bridge: {topic} is outside {prefix}/, left by an earlier subscription of this session; such messages go to the dead-letter file")
         raise BadPayload(f"topic outside this bridge's prefix {prefix}/ (an earlier subscription of client id {self.settings.client_id}'s session): not written to this database")
 
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: Received) -> None:
         topic, payload = message.topic, message.payload
         try:
-            self._check_topic(topic)
+            if not topic.startswith(self.own_topics):
+                self._check_topic(topic)
             line, device_id, seq, ts = to_line(topic, payload, self.field_types)
             if self.sequences is not None:
                 self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
@@ -353,8 +356,9 @@ class Bridge:
             self.dead_letters.add(topic, payload, str(error))
             self.counts.dead_letters += 1
         self.last_message = time.monotonic()
+        settings = self.settings
         with self.lock:
-            while len(self.pending.acks) >= self.settings.max_pending and not self.stopping.is_set():
+            while len(self.pending.acks) >= settings.max_pending and not self.stopping.is_set():
                 self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
             pending = self.pending
             if not pending.acks:
@@ -363,10 +367,11 @@ class Bridge:
             if line is not None:
                 pending.lines.append(line)
                 pending.sources.append((topic, payload))
-                pending.newest_ts = max(pending.newest_ts, ts)
+                if ts > pending.newest_ts:
+                    pending.newest_ts = ts
             pending.acks.append((message.mid, message.qos))
             self.counts.received += 1
-            if len(pending.lines) >= self.settings.batch_size:
+            if len(pending.lines) >= settings.batch_size:
                 self.lock.notify_all()
 
     # --- the writer thread ---

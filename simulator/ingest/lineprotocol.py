@@ -17,6 +17,7 @@ import orjson
 
 from simulator.ingest.fieldtypes import FieldTypes
 from simulator.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS, MAX_TEXT
+
 # 2000-01-01 .. 2100-01-01 in epoch ms: anything else is a unit mistake (seconds, µs).
 TS_RANGE = (946_684_800_000, 4_102_444_800_000)
 # Measurement, tag and field names; always fullmatch (`$` would also match before a final newline).
@@ -124,7 +125,7 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
         raise BadPayload(f"topic names {named} but the payload says {kind!r}")
     parts = [kind, ",device_id=", escape_key(device_id)]
     for key in sorted(tags) if len(tags) > 1 else tags:
-        if key in RESERVED_TAGS or not is_name(key):
+        if key in RESERVED_TAGS or (key not in _names and not is_name(key)):
             raise BadPayload(f"tag name {key!r} is not allowed")
         if value := tags[key]:  # InfluxDB rejects empty tag values
             parts += (",", key, "=", escape_key(value))
@@ -132,8 +133,9 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
     known = types.of(kind) if types is not None else None
     first_seen: list[tuple[str, str]] | None = None  # (name, kind) recorded once the message is accepted
     conflicts: list[tuple[str, str, str]] | None = None  # (name, stored kind, value kind)
+    names = _names
     for name, value in readings.items():
-        if not is_name(name) or name in RESERVED_READINGS or name in tags:
+        if (name not in names and not is_name(name)) or name in RESERVED_READINGS or name in tags:
             raise BadPayload(f"reading name {name!r} is not allowed")
         if type(value) is float:  # most readings: the common case without a call
             value_kind, text = "float", repr(value)
