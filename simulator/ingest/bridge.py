@@ -42,6 +42,7 @@ as the message it came from (topic and payload), or as `(spool)` and its line wh
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import threading
@@ -69,6 +70,7 @@ from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachab
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
 FIELD_LOOKUP_TIMEOUT_S = 2.0  # the network thread waits this long, at most, for InfluxDB's field types
+FIRST_MESSAGE_TIMEOUT_S = 300.0  # with exit_when_idle: how long a bridge that has had no work yet waits for some
 STATS_TIMEOUT_S = 5.0  # the bridge's own `pipeline` point: skipped when InfluxDB is slower
 RETYPE_ROUNDS = 3  # a point refused for a field type conflict is converted again this often, at most
 # InfluxDB 1.x's reason (its JSON quotes may still be escaped); names are NAMEs, so no quote is in them.
@@ -138,6 +140,7 @@ class Bridge:
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.last_message = time.monotonic()
+        self.spool_written: float | None = None  # when the writer last wrote out a spool segment
         self.writing = False
         self.failure: Exception | None = None
         self.refused: str | None = None
@@ -182,9 +185,11 @@ class Bridge:
         if not reachable:  # said once subscribed: scripts wait for the first line as the sign of that
             self.log(f"bridge: cannot reach InfluxDB at {self.writer.url} yet; messages wait at the broker until it answers")
 
-    def run(self, exit_when_idle: float | None = None) -> None:
-        """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle that long."""
-        last_stats = time.monotonic()
+    def run(self, exit_when_idle: float | None = None, first_message_timeout: float = FIRST_MESSAGE_TIMEOUT_S) -> None:
+        """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle `exit_when_idle`
+        seconds after its last work (a message, or spooled points written out); a bridge that has had
+        no work waits `first_message_timeout` seconds from now for some."""
+        last_stats = started = time.monotonic()
         try:
             while not self.stopping.is_set():
                 if self.failure is not None:
@@ -194,10 +199,16 @@ class Bridge:
                 if now - last_stats >= self.settings.stats_interval:
                     self.write_own_stats()
                     last_stats = now
-                if exit_when_idle is not None and now - self.last_message >= exit_when_idle and self.idle():
+                if exit_when_idle is not None and self._idle_long_enough(now, started, exit_when_idle, first_message_timeout):
                     break
         finally:
             self.stop()
+
+    def _idle_long_enough(self, now: float, started: float, exit_when_idle: float, first_message_timeout: float) -> bool:
+        last_work = max(self.last_message if self.counts.received else -math.inf, self.spool_written or -math.inf)
+        if last_work == -math.inf:
+            return now - started >= first_message_timeout and self.idle()
+        return now - last_work >= exit_when_idle and self.idle()
 
     def idle(self) -> bool:
         if not self.connected.is_set():
@@ -505,6 +516,7 @@ class Bridge:
             except OSError as error:  # written, but it would be written again: harmless, yet the spool cannot shrink
                 raise self._spool_broken(error) from None
             self.counts.written += len(lines) - len(refused)
+            self.spool_written = time.monotonic()
 
     def _spool_broken(self, error: OSError) -> BridgeError:
         assert self.spool is not None
