@@ -29,21 +29,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import floor  # benchmarks/floor.py, beside this script
 import orjson
 import psutil
 from rich.console import Console
 from rich.table import Table
 
-import floor  # benchmarks/floor.py, beside this script
 from simulator import stack
-from simulator.influx import InfluxClient
 from simulator.engine import run_scenario
+from simulator.influx import InfluxClient
 from simulator.scenario import Scenario
 from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import MqttPublisher
 
 READINGS_PER_MESSAGE = 10  # pm25 pm10 so2 no2 co o3 aqi aqi_level aqi_category primary_pollutant
 IOTSIM = [sys.executable, "-m", "simulator.cli"]
+LOW_RATE = 2000  # msg/s of the latency pass: a steady load far below capacity, where only batching makes latency
+LOW_RATE_S = 15  # its length; the load's gateways: 200 of 10 readings, as scenarios/load-ramp.yaml
 C_PASSES = 3  # each C-client figure is the median of this many passes: one varies by a quarter on a shared machine
 PROCESS_KEYS = {"simulator (this process)": "simulator", "bridge": "bridge", "mosquitto": "mosquitto", "influxd": "influxd"}
 console = Console(width=160)
@@ -153,6 +155,25 @@ def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, dat
     return stored, elapsed, seq_gaps(influx, database), cpu
 
 
+def low_rate_latency(broker: stack.Service, influx: stack.Service, work: Path) -> dict[str, float]:
+    """End-to-end latency at LOW_RATE msg/s (device timestamp → InfluxDB acknowledged the write), as
+    `iotsim load` measures it, with the bridge's default batching; its summary's figures."""
+    experiment = {
+        "name": "bench-latency", "seed": 1, "duration": LOW_RATE_S,
+        "mqtt": {"url": broker.url, "qos": 1, "topic_prefix": "latency"}, "influx": {"url": influx.url, "database": "latency"},
+        "fleets": [{"type": "load_probe", "count": 200, "batch": 10}],
+        "load": {"unit": "rate", "profile": {"kind": "constant", "target": LOW_RATE, "duration": f"{LOW_RATE_S}s"}, "qos": 1, "workers": 1,
+                 "drain": "30s", "thresholds": ["loss == 0"]},
+    }  # fmt: skip
+    path, out = work / "latency.json", work / "latency-results"
+    path.write_bytes(orjson.dumps(experiment))
+    run = subprocess.run([*IOTSIM, "load", str(path), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+        console.print(f"[red]the latency pass failed (exit {run.returncode})[/]:\n{run.stdout}{run.stderr}")
+        sys.exit(1)
+    return orjson.loads((out / "summary.json").read_bytes())["figures"]
+
+
 def last_payload(dataset: Path) -> dict:
     """The run's last message (the dry run made the same messages in the same order)."""
     with open(dataset, "rb") as lines:
@@ -219,6 +240,7 @@ def main() -> None:
             pub_n, pub_s = publish(spec.with_overrides(**{"mqtt.topic_prefix": "benchpub"}))
             e2e_spec = spec.with_overrides(**{"mqtt.topic_prefix": "e2e"})
             stored, e2e_s, gaps, cpu = end_to_end(e2e_spec, broker, influx, "bench", generated, dataset, work)
+            latency = low_rate_latency(broker, influx, work)
             # After the end-to-end pass, so that these points' compaction cannot land in its figures.
             bottom = floor.measure_floor(sum(c for _, _, c in passes), sum(n for n, _, _ in passes), influx, dataset_messages(dataset))
         finally:
@@ -264,6 +286,12 @@ def main() -> None:
         f"at that CPU cost per message, {bottom.cores} fully busy cores would carry ~{ceiling:,.0f} messages/s end to end "
         f"= {ceiling / baseline:.2f} x the C clients = {ceiling / bottom.msgs_per_s:.2f} x the floor"
     )
+    floor_ratio = 1e6 * cpu["influxd"] / stored / bottom.influxd_us_per_point
+    console.print(
+        f"batching: under full load InfluxDB spent {1e6 * cpu['influxd'] / stored:.1f} µs per point = {floor_ratio:.2f} x its floor "
+        f"({bottom.influxd_us_per_point:.1f}); at a steady {LOW_RATE:,} msg/s (`iotsim load`, {LOW_RATE_S} s) end-to-end latency "
+        f"p50 {latency['p50_latency_ms']:.1f} ms, p99 {latency['p99_latency_ms']:.1f} ms, max {latency['max_latency_ms']:.1f} ms"
+    )
     loss = generated - stored
     console.print(f"end to end: generated {generated:,}, stored {stored:,}, lost {loss:,}, devices with seq gaps {gaps}")
     if args.json:
@@ -280,6 +308,9 @@ def main() -> None:
             "e2e_over_floor": e2e / bottom.msgs_per_s, "e2e_over_c_clients": e2e / baseline,
             "publish_over_floor": pub_n / pub_s / bottom.msgs_per_s, "publish_over_c_clients": pub_n / pub_s / baseline,
             "cpu_us_per_msg": {PROCESS_KEYS[name]: 1e6 * seconds / stored for name, seconds in cpu.items()},
+            "influxd_over_floor": floor_ratio, "low_rate_msgs_per_s": LOW_RATE, "low_rate_seconds": LOW_RATE_S,
+            "low_rate_p50_latency_ms": latency["p50_latency_ms"], "low_rate_p99_latency_ms": latency["p99_latency_ms"],
+            "low_rate_max_latency_ms": latency["max_latency_ms"], "low_rate_loss": latency["loss"],
             "cpu_ceiling_msgs_per_s": ceiling, "cpu_ceiling_over_floor": ceiling / bottom.msgs_per_s,
         }  # fmt: skip
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")

@@ -27,13 +27,16 @@ from typer._click.exceptions import NoArgsIsHelpError
 from typer._click.globals import get_current_context
 
 from simulator import readings_schema, scenario_schema, stack
+from simulator.backlog import backlog_warnings
 from simulator.dashboards.cli import dashboards_app
 from simulator.engine import RunResult, Stop, Wait, run_scenario
 from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
 from simulator.faults import StackControl
-from simulator.ingest.bridge import Bridge
 from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
+from simulator.ingest.bridge import FIRST_MESSAGE_TIMEOUT_S, Bridge
 from simulator.ingest.settings import BridgeSettings, flag_of
+from simulator.load.cli import LoadCommand
+from simulator.load.cli import load as load_command
 from simulator.scenario import YANGQUAN_TZ, Scenario, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.shard import SHARD_ENV, Shard, shard_from_env
@@ -41,9 +44,7 @@ from simulator.transport.jsonl import JsonlWriter
 from simulator.transport.mqtt import Credentials, MqttPublisher, password_from_environment, run_client_id
 from simulator.transport.stats import PublisherStats
 from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
-from simulator.backlog import backlog_warnings
 from simulator.verify import ExpectedMessages, Verification, reject_now, verify
-from simulator.load.cli import LoadCommand, load as load_command
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -448,7 +449,12 @@ def bridge(
     settings: BridgeSettings,
     influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL (1.x API or v1 compatibility)")] = "http://127.0.0.1:8086",
     db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
-    exit_when_idle: Annotated[Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without messages")] = None,
+    exit_when_idle: Annotated[
+        Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without work (messages, spooled points), counted from the last work")
+    ] = None,
+    first_message_timeout: Annotated[
+        float, typer.Option(callback=finite(0), help="with --exit-when-idle: exit after this many seconds from the start if no work has come")
+    ] = FIRST_MESSAGE_TIMEOUT_S,
     ready_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="touch this file once subscribed, remove it at start and exit (for scripts and healthchecks)")] = None,
     pid_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
     user: InfluxUser = None,
@@ -486,7 +492,7 @@ def bridge(
             touch_ready_file(the_bridge, ready_file)
         group = f" in group {settings.group} ({settings.topic_filter}) as {settings.client_id}" if settings.group else ""
         say(f"bridge: {mqtt} {prefix}/#{group} → {influx} database {db}")
-        the_bridge.run(exit_when_idle)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
+        the_bridge.run(exit_when_idle, first_message_timeout)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
     except KeyboardInterrupt:
         the_bridge.stop()
     finally:

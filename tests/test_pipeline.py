@@ -8,9 +8,8 @@ import time
 
 import orjson
 import paho.mqtt.client as mqtt
+from conftest import IOTSIM, QUEUED_IDLE, RUN_IDLE, Pipeline, child_env, iotsim
 from paho.mqtt.enums import CallbackAPIVersion
-
-from conftest import IOTSIM, Pipeline, QUEUED_IDLE, RUN_IDLE, child_env, iotsim
 
 STATIONS = """
 name: e2e
@@ -65,6 +64,25 @@ def test_a_burst_is_written_when_it_ends_not_when_its_batch_interval_runs_out(pi
     finally:
         bridge.send_signal(signal.SIGTERM)
         bridge.communicate(timeout=30)
+
+
+def test_idleness_counts_from_the_first_message_and_the_start_up_bound_ends_a_bridge_without_any(pipeline: Pipeline) -> None:
+    # Messages 4 s after the start, past --exit-when-idle 1: within --first-message-timeout, so they are stored.
+    bridge = pipeline.start_bridge("--exit-when-idle", "1", "--first-message-timeout", "60")
+    time.sleep(4)
+    run = iotsim("run", str(pipeline.scenario_file(STATIONS)))
+    assert run.returncode == 0, run.stderr
+    out, err = bridge.communicate(timeout=60)
+    assert bridge.returncode == 0, err
+    assert pipeline.count("air_quality") == 480 and "received 480, written 480" in out
+    # No message at all: the start-up bound ends it (exit 0), not --exit-when-idle counted from the start.
+    quiet = subprocess.Popen(pipeline.bridge_command("--client-id", f"{pipeline.bridge_id}-quiet", "--prefix", f"{pipeline.prefix}quiet",
+                                                     "--exit-when-idle", "1", "--first-message-timeout", "5"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())  # fmt: skip
+    started = time.monotonic()
+    out, err = quiet.communicate(timeout=60)
+    assert quiet.returncode == 0, err
+    assert 5 <= time.monotonic() - started < 30 and "received 0, written 0" in out
 
 
 def test_bad_payloads_go_to_dead_letters_and_good_ones_are_stored(pipeline: Pipeline) -> None:

@@ -98,8 +98,9 @@ def start_bridge_keeping_its_output(pipeline: Pipeline) -> subprocess.Popen[str]
 
 
 def run_bridge(pipeline: Pipeline) -> subprocess.CompletedProcess[str]:
-    """The bridge until idle for 2 s, all its output."""
-    return subprocess.run(pipeline.bridge_command("--exit-when-idle", "2"), capture_output=True, text=True, timeout=60, env=child_env())
+    """The bridge until idle for 2 s (2 s from its start when no message comes), all its output."""
+    command = pipeline.bridge_command("--exit-when-idle", "2", "--first-message-timeout", "2")
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=child_env())
 
 
 def reading(prefix: str, device_id: str, seq: int) -> tuple[str, bytes]:

@@ -227,3 +227,38 @@ def test_acknowledgements_written_just_before_disconnecting_reach_the_broker(bro
     assert received == []  # nothing delivered again: every acknowledgement arrived
     again_loop.disconnect()
     pub_loop.disconnect()
+
+
+def test_light_messages_carry_what_paho_s_messages_carry(broker: stack.Service) -> None:
+    """The same QoS 0 and 1 messages (a retained one among them) through a light and a stock subscriber."""
+    publisher, pub_loop = connected(broker)
+    publisher.publish("client-test/light/retained", b"kept", qos=1, retain=True)
+    turn_until(pub_loop, lambda: not publisher.want_write())
+    seen: dict[bool, list[tuple[str, bytes, int, bool, bool, int]]] = {True: [], False: []}
+    loops = []
+    for light in (True, False):
+        subscribed_now: list[bool] = []
+        subscriber, loop = connected(broker, on_subscribe=lambda *args, done=subscribed_now: done.append(True),
+                                     on_message=lambda c, u, m, light=light: seen[light].append((m.topic, m.payload, m.qos, m.retain, m.dup, m.mid)))  # fmt: skip
+        subscriber.light_messages = light
+        subscriber.subscribe("client-test/light/#", qos=1)
+        turn_until(loop, lambda done=subscribed_now: bool(done))
+        loops.append(loop)
+    payloads = [(f"client-test/light/d{i % 7}/ü", random.Random(i).randbytes(i % 300), i % 2) for i in range(600)]
+    for topic, payload, qos in payloads:
+        publisher.publish(topic, payload, qos=qos)
+    deadline = time.monotonic() + 30
+    while (len(seen[True]) < 601 or len(seen[False]) < 601) and time.monotonic() < deadline:
+        pub_loop.turn(0.0)
+        for loop in loops:
+            loop.turn(0.01)
+    light, stock = seen[True], seen[False]
+    assert [(t, p, q, r, d) for t, p, q, r, d, _ in light] == [(t, p, q, r, d) for t, p, q, r, d, _ in stock]
+    assert light[0][:4] == ("client-test/light/retained", b"kept", 1, True)
+    assert [(t, p, q) for t, p, q, r, _, _ in light[1:]] == payloads and not any(r for _, _, _, r, _, _ in light[1:])
+    assert all((mid > 0) == (qos == 1) for _, _, qos, _, _, mid in light)
+    assert all(type(payload) is bytes for _, payload, _, _, _, _ in light)
+    publisher.publish("client-test/light/retained", b"", qos=1, retain=True)  # clear it for other tests
+    turn_until(pub_loop, lambda: not publisher.want_write())
+    for loop in (pub_loop, *loops):
+        loop.disconnect()

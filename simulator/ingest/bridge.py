@@ -7,10 +7,12 @@ Acknowledgements go out in the order the messages arrived, as MQTT 3.1.1 require
 message is the same point (same measurement, tags and time), so writing it twice stores it once.
 
 Threads: the network thread turns paho's loop (simulator/transport/loop.py), converts each message
-and appends it to the open batch; the writer thread closes a batch when it is full, old enough
-(`batch_interval`), or when no message has come for `batch_quiet` (the burst of a city tick is
-written when it ends, not a second later), writes it, and hands its acknowledgements back to the
-network thread, which sends them.
+and appends it to the open batch; the writer thread closes a batch when it is full (`batch_size`), old
+enough (`batch_interval`, 10 ms), or when no message has come for `batch_quiet`, writes it, and hands
+its acknowledgements back to the network thread, which sends them. One write is in flight at a
+time, and meanwhile the next batch fills: the busier the bridge, the longer its writes and the larger
+its batches, so InfluxDB's cost per point falls towards that of large batches under load, while at a
+low rate a message waits about `batch_interval` for its write (Nagle's algorithm, for batches).
 
 While InfluxDB is down, the writer retries its batch and new messages wait in memory. Once
 `max_pending` messages wait, the bridge moves what it holds to its disk spool (simulator/ingest/
@@ -40,6 +42,7 @@ as the message it came from (topic and payload), or as `(spool)` and its line wh
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import threading
@@ -61,13 +64,14 @@ from simulator.ingest.session import SessionRecord
 from simulator.ingest.settings import BridgeSettings
 from simulator.ingest.spool import Spool
 from simulator.ingest.status import to_point
-from simulator.transport.client import Client
+from simulator.transport.client import Client, Received
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, TakeoverWatch, refusal
 
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
 FIELD_LOOKUP_TIMEOUT_S = 2.0  # the network thread waits this long, at most, for InfluxDB's field types
+FIRST_MESSAGE_TIMEOUT_S = 300.0  # with exit_when_idle: how long a bridge that has had no work yet waits for some
 STATS_TIMEOUT_S = 5.0  # the bridge's own `pipeline` point: skipped when InfluxDB is slower
 RETYPE_ROUNDS = 3  # a point refused for a field type conflict is converted again this often, at most
 # InfluxDB 1.x's reason (its JSON quotes may still be escaped); names are NAMEs, so no quote is in them.
@@ -126,6 +130,7 @@ class Bridge:
         self.session_dir = (settings.spool_dir if settings.spooling else settings.dead_letter_path.parent / "sessions") / settings.client_id
         self.session_record = SessionRecord.load(self.session_dir)  # what an earlier run left in the session
         self.topic_filter = settings.topic_filter
+        self.own_topics = settings.topic_prefix + "/"  # a topic starting so is ours (_check_topic decides the rest)
         self.subscribed = False  # the broker confirmed our subscription at least once in this process
         self.takeover = TakeoverWatch()
         self.group_tag = f",group={escape_key(settings.group)}" if settings.group else ""
@@ -136,6 +141,7 @@ class Bridge:
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.last_message = time.monotonic()
+        self.spool_written: float | None = None  # when the writer last wrote out a spool segment
         self.writing = False
         self.failure: Exception | None = None
         self.refused: str | None = None
@@ -144,6 +150,7 @@ class Bridge:
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.manual_ack_set(True)
+        self.client.light_messages = True  # on_message gets a Received: no MQTTMessage (and its Condition) per message
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -179,9 +186,11 @@ class Bridge:
         if not reachable:  # said once subscribed: scripts wait for the first line as the sign of that
             self.log(f"bridge: cannot reach InfluxDB at {self.writer.url} yet; messages wait at the broker until it answers")
 
-    def run(self, exit_when_idle: float | None = None) -> None:
-        """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle that long."""
-        last_stats = time.monotonic()
+    def run(self, exit_when_idle: float | None = None, first_message_timeout: float = FIRST_MESSAGE_TIMEOUT_S) -> None:
+        """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle `exit_when_idle`
+        seconds after its last work (a message, or spooled points written out); a bridge that has had
+        no work waits `first_message_timeout` seconds from now for some."""
+        last_stats = started = time.monotonic()
         try:
             while not self.stopping.is_set():
                 if self.failure is not None:
@@ -191,10 +200,16 @@ class Bridge:
                 if now - last_stats >= self.settings.stats_interval:
                     self.write_own_stats()
                     last_stats = now
-                if exit_when_idle is not None and now - self.last_message >= exit_when_idle and self.idle():
+                if exit_when_idle is not None and self._idle_long_enough(now, started, exit_when_idle, first_message_timeout):
                     break
         finally:
             self.stop()
+
+    def _idle_long_enough(self, now: float, started: float, exit_when_idle: float, first_message_timeout: float) -> bool:
+        last_work = max(self.last_message if self.counts.received else -math.inf, self.spool_written or -math.inf)
+        if last_work == -math.inf:
+            return now - started >= first_message_timeout and self.idle()
+        return now - last_work >= exit_when_idle and self.idle()
 
     def idle(self) -> bool:
         if not self.connected.is_set():
@@ -340,10 +355,11 @@ class Bridge:
             self.log(f"bridge: {topic} is outside {prefix}/, left by an earlier subscription of this session; such messages go to the dead-letter file")
         raise BadPayload(f"topic outside this bridge's prefix {prefix}/ (an earlier subscription of client id {self.settings.client_id}'s session): not written to this database")
 
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object, message: Received) -> None:
         topic, payload = message.topic, message.payload
         try:
-            self._check_topic(topic)
+            if not topic.startswith(self.own_topics):
+                self._check_topic(topic)
             line, device_id, seq, ts = to_point(topic, payload, self.settings.topic_prefix, self.field_types)
             if self.sequences is not None and seq is not None:  # a device's status has no seq
                 self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
@@ -352,8 +368,9 @@ class Bridge:
             self.dead_letters.add(topic, payload, str(error))
             self.counts.dead_letters += 1
         self.last_message = time.monotonic()
+        settings = self.settings
         with self.lock:
-            while len(self.pending.acks) >= self.settings.max_pending and not self.stopping.is_set():
+            while len(self.pending.acks) >= settings.max_pending and not self.stopping.is_set():
                 self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
             pending = self.pending
             if not pending.acks:
@@ -362,10 +379,11 @@ class Bridge:
             if line is not None:
                 pending.lines.append(line)
                 pending.sources.append((topic, payload))
-                pending.newest_ts = max(pending.newest_ts, ts)
+                if ts > pending.newest_ts:
+                    pending.newest_ts = ts
             pending.acks.append((message.mid, message.qos))
             self.counts.received += 1
-            if len(pending.lines) >= self.settings.batch_size:
+            if len(pending.lines) >= settings.batch_size:
                 self.lock.notify_all()
 
     # --- the writer thread ---
@@ -409,7 +427,7 @@ class Bridge:
                     wait = self.settings.batch_interval
                 else:
                     wait = min(pending.opened + self.settings.batch_interval, self.last_message + self.settings.batch_quiet) - now
-                self.lock.wait(max(wait, 0.005))
+                self.lock.wait(max(wait, 0.001))
 
     def _store(self, batch: Pending) -> None:
         try:
@@ -499,6 +517,7 @@ class Bridge:
             except OSError as error:  # written, but it would be written again: harmless, yet the spool cannot shrink
                 raise self._spool_broken(error) from None
             self.counts.written += len(lines) - len(refused)
+            self.spool_written = time.monotonic()
 
     def _spool_broken(self, error: OSError) -> BridgeError:
         assert self.spool is not None

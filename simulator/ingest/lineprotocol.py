@@ -17,6 +17,7 @@ import orjson
 
 from simulator.ingest.fieldtypes import FieldTypes
 from simulator.telemetry import MAX_PAYLOAD_BYTES, MAX_READINGS, MAX_TEXT
+
 # 2000-01-01 .. 2100-01-01 in epoch ms: anything else is a unit mistake (seconds, µs).
 TS_RANGE = (946_684_800_000, 4_102_444_800_000)
 # Measurement, tag and field names; always fullmatch (`$` would also match before a final newline).
@@ -35,21 +36,46 @@ class BadPayload(ValueError):
     """A payload the bridge cannot store; the message is the dead-letter reason."""
 
 
+# What escape_key must look at: the unsafe characters, and the three it escapes. A tag without any
+# (nearly every device id and tag value) is its own escaped form, found with one search.
+NEEDS_CARE_IN_TAG = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\, =]")
+# Names that matched NAME, remembered: a fleet repeats the same few hundred names in every message.
+# Bounded, so that payloads full of random names cannot grow it; past the bound names are matched again.
+NAME_CACHE_LIMIT = 4096
+_names: set[str] = set()
+
+
 def escape_key(text: str) -> str:
     """Tag keys and values: backslash-escape commas, spaces and '='; refuse what cannot be escaped."""
+    if NEEDS_CARE_IN_TAG.search(text) is None:
+        return text
     if UNSAFE_IN_TAG.search(text):
         raise BadPayload(f"newline, control character or backslash in tag {text[:40]!r}")
     return text.replace(",", "\\,").replace(" ", "\\ ").replace("=", "\\=")
 
 
+def is_name(text: str) -> bool:
+    """`text` matches NAME in full."""
+    if text in _names:
+        return True
+    if NAME.fullmatch(text) is None:
+        return False
+    if len(_names) < NAME_CACHE_LIMIT:
+        _names.add(text)
+    return True
+
+
 def field_value(name: str, value: object) -> tuple[str, str]:
     """(kind, line-protocol value) of a reading: kind is float, string or boolean."""
+    kind = type(value)  # orjson makes exactly these types; a subclass (from elsewhere) takes the checks below
+    if kind is float:
+        return "float", repr(value)  # orjson never yields inf or nan
     if value is True:
         return "boolean", "true"
     if value is False:
         return "boolean", "false"
     if isinstance(value, float):
-        return "float", repr(value)  # orjson never yields inf or nan
+        return "float", repr(value)
     if isinstance(value, int):
         return "float", f"{value}.0" if abs(value) < 2**53 else repr(float(value))
     if isinstance(value, str):
@@ -65,6 +91,7 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
 
     With `types`, each reading is written under the name that holds its type (see FieldTypes), and
     the types of an accepted message's new fields are recorded; a refused message records nothing.
+    The checks run in a fixed order, so a payload with several faults is always refused for the same one.
     """
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise BadPayload(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
@@ -72,25 +99,21 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise BadPayload(f"not JSON: {error}") from None
-    if not isinstance(payload, dict):
+    if type(payload) is not dict:
         raise BadPayload("payload is not a JSON object")
-    device_id = payload.get("device_id")
-    kind = payload.get("type")
-    ts = payload.get("ts")
-    seq = payload.get("seq")
-    tags = payload.get("tags", {})
-    readings = payload.get("readings")
-    if not isinstance(device_id, str) or not 0 < len(device_id) <= 128:
+    get = payload.get
+    device_id, kind, ts, seq, tags, readings = get("device_id"), get("type"), get("ts"), get("seq"), get("tags", {}), get("readings")
+    if type(device_id) is not str or not 0 < len(device_id) <= 128:
         raise BadPayload("device_id is missing or not a string of 1-128 characters")
-    if not isinstance(kind, str) or not NAME.fullmatch(kind) or kind in RESERVED_MEASUREMENTS:
+    if type(kind) is not str or not is_name(kind) or kind in RESERVED_MEASUREMENTS:
         raise BadPayload("type is missing or not a name like 'air_quality'")
-    if not isinstance(ts, int) or isinstance(ts, bool) or not TS_RANGE[0] <= ts < TS_RANGE[1]:
+    if type(ts) is not int or not TS_RANGE[0] <= ts < TS_RANGE[1]:  # type(): a bool is an int
         raise BadPayload("ts is missing or not an epoch time in integer milliseconds")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+    if type(seq) is not int or seq < 0:
         raise BadPayload("seq is missing or not a non-negative integer")
-    if not isinstance(tags, dict) or not all(isinstance(value, str) for value in tags.values()):
+    if type(tags) is not dict or not all(type(value) is str for value in tags.values()):
         raise BadPayload("tags is not an object of strings")
-    if not isinstance(readings, dict) or not readings:
+    if type(readings) is not dict or not readings:
         raise BadPayload("readings is missing or empty")
     if len(readings) > MAX_READINGS or len(tags) > MAX_READINGS:
         raise BadPayload(f"more than {MAX_READINGS} readings or tags")
@@ -98,37 +121,42 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
     if segments[-1] != device_id:
         raise BadPayload(f"topic names device {segments[-1]!r} but the payload says {device_id!r}")
     if kind != "events" and (len(segments) < 3 or segments[-2] != kind):
-        raise BadPayload(f"topic names type {segments[-2]!r} but the payload says {kind!r}")
-    tag_part = f"device_id={escape_key(device_id)}"
-    for key in sorted(tags):
-        if key in RESERVED_TAGS or not NAME.fullmatch(key):
+        named = f"type {segments[-2]!r}" if len(segments) > 1 else "no type"  # one level: before issue 17 an IndexError stopped the bridge
+        raise BadPayload(f"topic names {named} but the payload says {kind!r}")
+    parts = [kind, ",device_id=", escape_key(device_id)]
+    for key in sorted(tags) if len(tags) > 1 else tags:
+        if key in RESERVED_TAGS or (key not in _names and not is_name(key)):
             raise BadPayload(f"tag name {key!r} is not allowed")
-        if tags[key]:  # InfluxDB rejects empty tag values
-            tag_part += f",{key}={escape_key(tags[key])}"
+        if value := tags[key]:  # InfluxDB rejects empty tag values
+            parts += (",", key, "=", escape_key(value))
+    parts.append(" ")
     known = types.of(kind) if types is not None else None
-    first_seen: list[tuple[str, str]] = []  # (name, kind) recorded once the message is accepted
-    conflicts: list[tuple[str, str, str]] = []  # (name, stored kind, value kind)
-    fields = []
+    first_seen: list[tuple[str, str]] | None = None  # (name, kind) recorded once the message is accepted
+    conflicts: list[tuple[str, str, str]] | None = None  # (name, stored kind, value kind)
+    names = _names
     for name, value in readings.items():
-        if not NAME.fullmatch(name) or name in RESERVED_READINGS or name in tags:
+        if (name not in names and not is_name(name)) or name in RESERVED_READINGS or name in tags:
             raise BadPayload(f"reading name {name!r} is not allowed")
-        value_kind, text = field_value(name, value)
+        if type(value) is float:  # most readings: the common case without a call
+            value_kind, text = "float", repr(value)
+        else:
+            value_kind, text = field_value(name, value)
         if known is not None and (stored := known.get(name)) != value_kind:
             if stored is None:
-                first_seen.append((name, value_kind))
+                first_seen = (first_seen or []) + [(name, value_kind)]
             else:
-                conflicts.append((name, stored, value_kind))
+                conflicts = (conflicts or []) + [(name, stored, value_kind)]
                 name = typed_name(kind, name, stored, value_kind, known, readings, tags)
                 if name not in known:
-                    first_seen.append((name, value_kind))
-        fields.append(f"{name}={text}")
-    fields.append(f"seq={seq}i")
-    if types is not None and (first_seen or conflicts):  # the message is accepted: only now may it teach a type
-        for name, value_kind in first_seen:
-            known.setdefault(name, value_kind)  # type: ignore[union-attr]  # known is set with types
-        for name, stored, value_kind in conflicts:
-            types.conflict(kind, name, stored, value_kind)
-    return f"{kind},{tag_part} {','.join(fields)} {ts}", device_id, seq, ts
+                    first_seen = (first_seen or []) + [(name, value_kind)]
+        parts += (name, "=", text, ",")
+    parts += ("seq=", str(seq), "i ", str(ts))
+    if first_seen or conflicts:  # the message is accepted: only now may it teach a type (known is set: types was given)
+        for name, value_kind in first_seen or ():
+            known.setdefault(name, value_kind)  # type: ignore[union-attr]
+        for name, stored, value_kind in conflicts or ():
+            types.conflict(kind, name, stored, value_kind)  # type: ignore[union-attr]
+    return "".join(parts), device_id, seq, ts
 
 
 def typed_name(measurement: str, name: str, stored: str, kind: str, known: dict[str, str], readings: dict, tags: dict) -> str:

@@ -52,7 +52,7 @@ class BridgeSettings(StrictModel):
         description="join bridge group NAME: subscribe $share/NAME/{prefix}/#, so the broker gives each member a share of the messages (each member its own --client-id)",
     )  # fmt: skip
     batch_size: int = Field(default=5000, ge=1, le=1_000_000, description="points per InfluxDB write")
-    batch_interval: Duration = Field(default=1.0, le=3600, description="seconds a message may wait for its batch")
+    batch_interval: Duration = Field(default=0.01, le=3600, description="seconds a message may wait for its batch while no write is in flight (while one is, the next batch grows until it ends)")
     batch_quiet: Duration = Field(default=0.05, le=60, description="write the batch once no message has come for this many seconds (a burst goes out when it ends)")
     max_pending: int = Field(default=100_000, ge=1, le=100_000_000, description="messages held unacknowledged in memory (InfluxDB slow or down) before spooling")
     spool_dir: Path = Field(default=Path(".iotsim/spool"), description="disk spool past --max-pending, one subdirectory per client id")

@@ -29,11 +29,7 @@ class BridgeOptions(StrictModel):
     simulator/ingest/settings.py (same limits and descriptions), plus the identity it logs in as."""
 
     batch_size: int = bridge_field("batch_size")
-    # An experiment measures end-to-end latency: at steady rates messages keep coming, so
-    # batch_quiet never fires and a batch goes when it is full or when its oldest point has waited
-    # batch_interval. `iotsim bridge`'s 1 s would then sit in every latency percentile; 0.2 s keeps
-    # it well under the 250 ms p99 thresholds the shipped experiments judge, at the same write sizes.
-    batch_interval: float = bridge_field("batch_interval", default=0.2)  # a Duration: the declaration carries its parsing
+    batch_interval: float = bridge_field("batch_interval")  # a Duration: the declaration carries its parsing
     batch_quiet: float = bridge_field("batch_quiet")
     username: str | None = Field(
         default=None, min_length=1,

@@ -17,6 +17,11 @@ the end-to-end figures):
   when the owner of the loop calls `flush_output()` (or once 64 KiB are waiting; while that much
   finds no room on the socket, paho keeps further packets itself, as it would have). `want_write()`
   is also true while collected bytes wait for room.
+- For every PUBLISH received, paho builds an MQTTMessage with a threading.Condition of its own, decodes
+  the topic twice, formats a debug line and looks for per-topic callbacks: 8 of the bridge's 40 µs
+  per message (benchmarks/bridge_cpu.py). A client with `light_messages` on takes MQTT 3.1.1
+  PUBLISH packets at QoS 0 and 1 apart itself and hands `on_message` a `Received` (topic, payload,
+  mid, qos, dup, retain) instead; it has no per-topic callbacks (`message_callback_add`).
 - Closing the connection (after DISCONNECT, say) first sends what is collected, then ends our side
   and waits (at most a second) for the broker to end its own.
 
@@ -61,12 +66,22 @@ def _paho_internals_as_expected() -> bool:
             and _parameters(mqtt.Client._sock_recv) == ["self", "bufsize"]
             and _parameters(mqtt.Client._sock_send) == ["self", "buf"]
             and _parameters(mqtt.Client._sock_close) == ["self"]
+            and _parameters(mqtt.Client._handle_publish) == ["self"]
         )
     except (AttributeError, TypeError, ValueError):
         return False
 
 
 FAST_PATHS = _paho_internals_as_expected()
+
+
+class Received:
+    """A PUBLISH received on the light path: what a subscriber reads of paho's MQTTMessage."""
+
+    __slots__ = ("topic", "payload", "mid", "qos", "dup", "retain")
+
+    def __init__(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool, retain: bool) -> None:
+        self.topic, self.payload, self.mid, self.qos, self.dup, self.retain = topic, payload, mid, qos, dup, retain
 
 
 class Client(mqtt.Client):
@@ -81,6 +96,27 @@ class Client(mqtt.Client):
         self._output: list[bytes | bytearray] = []
         self._output_size = 0
         self._output_socket: object = None  # likewise for `_output`
+        self.light_messages = False  # on: on_message gets a Received, and per-topic callbacks are not looked for
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if not (FAST_PATHS and self.light_messages) or self._protocol == MQTTProtocolVersion.MQTTv5 or qos > 1 or len(packet) < 2:
+            return super()._handle_publish()  # MQTT 5, QoS 2, or too short: paho's own way (and its error)
+        length = (packet[0] << 8) | packet[1]
+        end = 2 + length
+        if length == 0 or len(packet) < end + (2 if qos else 0):
+            return super()._handle_publish()  # malformed: paho says so
+        mid = (packet[end] << 8) | packet[end + 1] if qos else 0
+        # Invalid UTF-8 in a topic becomes U+FFFD, a topic no subscriber's prefix matches (paho would raise in the callback).
+        message = Received(packet[2:end].decode("utf-8", "replace"), bytes(packet[end + 2 if qos else end :]), mid, qos, bool(header & 0x08), bool(header & 0x01))
+        on_message = self.on_message
+        if on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def has_buffered_input(self) -> bool:
         """Bytes of this connection already read from the socket and not yet handled by paho."""
