@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from simulator.engine import RunResult, Stop, Wait
-    from simulator.faults import StackControl
+    from simulator.stack import StackControl
     from simulator.influx import InfluxClient
     from simulator.ingest.bridge import Bridge
     from simulator.scenario import Scenario
@@ -252,7 +252,7 @@ def run(
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
     from simulator.engine import Stop
-    from simulator.faults import StackControl
+    from simulator.stack import StackControl
     from simulator.scenario import load_scenario
 
     shard = shard_from_env(shard_spec)  # InvalidShard: one line naming --shard or IOTSIM_SHARD, exit 2
@@ -328,7 +328,8 @@ def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
 
 
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None, shard: Shard = Shard()) -> None:
-    from simulator.transport.mqtt import MqttPublisher, run_client_id
+    from simulator.transport.client_ids import run_client_id
+    from simulator.transport.mqtt import MqttPublisher
     from simulator.transport.stats import PublisherStats
 
     settings = scenario.mqtt

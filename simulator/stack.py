@@ -9,6 +9,7 @@ the same `brokers/conf.d/` settings as the compose stack.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import random
 import re
@@ -20,9 +21,14 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simulator.errors import DatabaseError, IotsimError
-from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused, InfluxUnreachable
+
+# InfluxDB's client (and requests) is imported by the functions that talk to InfluxDB: the paths here,
+# Mosquitto and the PID files need none of it (`iotsim validate` reads the broker's config, simulator/backlog.py).
+if TYPE_CHECKING:
+    from simulator.influx import InfluxCredentials
 
 BROKERS_DIR = Path(__file__).resolve().parent.parent / "brokers"
 
@@ -206,9 +212,7 @@ def start_influxdb(
     service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping")
-    credentials = InfluxCredentials()
-    if admin:
-        credentials = create_admin(url, *admin)
+    credentials = create_admin(url, *admin) if admin else None
     if database:
         create_database(url, database, credentials)
     return service
@@ -247,13 +251,18 @@ def accepts_tcp(port: int) -> bool:
 
 
 def influx_ready(url: str) -> bool:
+    from simulator.influx import InfluxClient
+
     with closing(InfluxClient(url, "_internal")) as client:  # /ping names no database
         return client.ping()
 
 
-def create_database(url: str, database: str, credentials: InfluxCredentials = InfluxCredentials()) -> None:
+def create_database(url: str, database: str, credentials: InfluxCredentials | None = None) -> None:
+    """Create `database` (as `credentials`, else anonymously)."""
+    from simulator.influx import InfluxClient, InfluxCredentials
+
     try:
-        with closing(InfluxClient(url, database, credentials)) as client:
+        with closing(InfluxClient(url, database, credentials if credentials is not None else InfluxCredentials())) as client:
             client.create_database()
     except DatabaseError as error:
         raise StackError(str(error)) from None
@@ -264,6 +273,8 @@ ADMIN_NAME = re.compile(r"[A-Za-z0-9_-]+")  # user and password go into InfluxQL
 
 def create_admin(url: str, user: str, password: str) -> InfluxCredentials:
     """The first user of an InfluxDB with authentication on, with all privileges; its credentials."""
+    from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused, InfluxUnreachable
+
     if not (ADMIN_NAME.fullmatch(user) and ADMIN_NAME.fullmatch(password)):
         raise StackError("the admin user and password may hold letters, digits, _ and - only")
     try:
@@ -384,3 +395,40 @@ def stack_status(state_dir: Path) -> tuple[list[str], bool]:
         else:
             lines.append(f"{name}: up (pid {existing.pid}, port {existing.port})")
     return lines, all_up
+
+
+class StackControl:
+    """Stops and starts the local stack's processes, found by their PID files in the state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def stop(self, name: str) -> int:
+        record = recorded(self.state_dir, name)
+        if record is None or not record.running:
+            raise StackError(f"fault injection: {name} is not running under {self.state_dir} (iotsim stack up)")
+        stop_pid(record.pid)
+        return record.port
+
+    def start(self, name: str, port: int) -> None:
+        if name == "mosquitto":
+            start_mosquitto(self.state_dir, port)
+        else:
+            start_influxdb(self.state_dir, port, database=None)
+
+    def crash_bridge(self) -> list[str]:
+        """kill -9 the bridge recorded in bridge.pid; return its command line to start it again."""
+        pid_file = self.state_dir / "bridge.pid"
+        try:
+            record = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            raise StackError(f"fault injection: no bridge.pid in {self.state_dir}; start the bridge with --pid-file") from None
+        if alive(record["pid"]):
+            os.kill(record["pid"], signal.SIGKILL)
+            while alive(record["pid"]):
+                time.sleep(0.01)
+        return record["argv"]
+
+    def restart_bridge(self, argv: list[str]) -> None:
+        with open(self.state_dir / "bridge.log", "ab") as log:
+            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

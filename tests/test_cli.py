@@ -16,7 +16,7 @@ from filesystems import fill, tmpfs
 from simulator import stack
 from simulator.ingest.settings import BridgeSettings, flag_of
 from simulator.load.section import BridgeOptions
-from simulator.transport.mqtt import run_client_id
+from simulator.transport.client_ids import run_client_id
 from simulator.units import format_duration
 
 ROOT = Path(__file__).resolve().parent.parent

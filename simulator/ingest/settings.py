@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from simulator.fleet import Duration, StrictModel
 from simulator.ingest.fieldtypes import NOT_DECLARED, SHIPPED
-from simulator.transport.mqtt import BRIDGE_CLIENT_ID, bridge_client_id_problem, group_bridge_client_id
+from simulator.transport.client_ids import BRIDGE_CLIENT_ID, bridge_client_id_problem, group_bridge_client_id
 from simulator.urls import MQTT_SCHEMES, check_url
 
 # Client ids become directory names (the spool) and InfluxDB tags: letters, digits, '.', '_', '-',
