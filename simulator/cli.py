@@ -41,10 +41,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from simulator.engine import RunResult, Stop, Wait
-    from simulator.stack import StackControl
     from simulator.influx import InfluxClient
     from simulator.ingest.bridge import Bridge
     from simulator.scenario import Scenario
+    from simulator.stack import StackControl
     from simulator.verify import Verification
 
 out = Console(soft_wrap=True)
@@ -252,8 +252,8 @@ def run(
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
     from simulator.engine import Stop
-    from simulator.stack import StackControl
     from simulator.scenario import load_scenario
+    from simulator.stack import StackControl
 
     shard = shard_from_env(shard_spec)  # InvalidShard: one line naming --shard or IOTSIM_SHARD, exit 2
     scenario = load_scenario(file)

@@ -107,23 +107,7 @@ def ephemeral_ports() -> tuple[int, int]:
 
 def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "conf.d", timeout: float = 15.0) -> Service:
     """Start Mosquitto on 127.0.0.1:`port` with the shared broker settings and persistence in `state_dir`."""
-    binary = MOSQUITTO.path()
-    data_dir = state_dir / "mosquitto"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = state_dir / "mosquitto.conf"
-    config.write_text(
-        "# Written by iotsim stack; the shared settings are in the included folder.\n"
-        f"listener {port} 127.0.0.1\n"
-        f"persistence_location {data_dir}/\n"
-        # Mosquitto started as root drops to user `mosquitto`, which could not write our state dir.
-        f"user {getpass.getuser()}\n"
-        "log_dest stderr\n"
-        f"include_dir {conf_dir.resolve()}\n"
-    )
-    log_file = state_dir / "mosquitto.log"
-    service = launch("mosquitto", [binary, "-c", str(config)], port, state_dir, log_file)
-    wait_until(lambda: accepts_tcp(port), service, timeout, f"Mosquitto to accept connections on port {port}")
-    return service
+    return run_mosquitto(state_dir, (port,), conf_dir, timeout, "; the shared settings are in the included folder.", f"listener {port} 127.0.0.1\n")
 
 
 SECURE_DIR = BROKERS_DIR / "secure"
@@ -145,7 +129,7 @@ def start_secure_mosquitto(
     `secrets_dir` holds what brokers/secure/make-test-certs.sh and make-passwords.sh wrote.
     The returned service's port is the plain one.
     """
-    binary = MOSQUITTO.path()
+    MOSQUITTO.path()  # a Mosquitto not installed is said first
     secrets = {name: (secrets_dir / name).resolve() for name in SECRET_FILES}
     for name, path in secrets.items():
         if not path.is_file():
@@ -153,11 +137,7 @@ def start_secure_mosquitto(
             raise StackError(f"{path} is missing; generate it with brokers/secure/{script} {secrets_dir}")
     if accepts_tcp(tls_port):
         raise StackError(f"port {tls_port} on 127.0.0.1 is already in use; choose another TLS port")
-    data_dir = state_dir / "mosquitto"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = state_dir / "mosquitto.conf"
-    config.write_text(
-        "# Written by iotsim stack: the secure profile (docs/security.md, brokers/secure/).\n"
+    listeners = (
         f"listener {port} 127.0.0.1\n"
         f"listener {tls_port} 127.0.0.1\n"
         # TLS options belong to the listener above them.
@@ -165,18 +145,34 @@ def start_secure_mosquitto(
         f"certfile {secrets['server.crt']}\n"
         f"keyfile {secrets['server.key']}\n"
         "tls_version tlsv1.2\n"
-        f"persistence_location {data_dir}/\n"
+    )
+    # After the shared settings, so it overrides their `allow_anonymous true` (the last one wins).
+    access = f"allow_anonymous false\npassword_file {secrets['passwd']}\nacl_file {acl_file.resolve()}\n"
+    return run_mosquitto(state_dir, (port, tls_port), conf_dir, timeout, ": the secure profile (docs/security.md, brokers/secure/).", listeners, access)
+
+
+def run_mosquitto(state_dir: Path, ports: tuple[int, ...], conf_dir: Path, timeout: float, heading: str, listeners: str, after_shared: str = "") -> Service:
+    """The one way Mosquitto starts: write `state_dir`/mosquitto.conf (its `listeners`, persistence in
+    `state_dir`, the shared settings of `conf_dir`, then `after_shared`), start it as this user and
+    wait until each of `ports` accepts connections; the service's port is the first."""
+    binary = MOSQUITTO.path()
+    data_dir = state_dir / "mosquitto"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "mosquitto.conf"
+    config.write_text(
+        f"# Written by iotsim stack{heading}\n"
+        + listeners
+        + f"persistence_location {data_dir}/\n"
+        # Mosquitto started as root drops to user `mosquitto`, which could not write our state dir.
         f"user {getpass.getuser()}\n"
         "log_dest stderr\n"
         f"include_dir {conf_dir.resolve()}\n"
-        # After the shared settings, so it overrides their `allow_anonymous true` (the last one wins).
-        "allow_anonymous false\n"
-        f"password_file {secrets['passwd']}\n"
-        f"acl_file {acl_file.resolve()}\n"
+        + after_shared
     )
     log_file = state_dir / "mosquitto.log"
-    service = launch("mosquitto", [binary, "-c", str(config)], port, state_dir, log_file)
-    wait_until(lambda: accepts_tcp(port) and accepts_tcp(tls_port), service, timeout, f"Mosquitto to accept connections on ports {port} and {tls_port}")
+    service = launch("mosquitto", [binary, "-c", str(config)], ports[0], state_dir, log_file)
+    what = f"port {ports[0]}" if len(ports) == 1 else f"ports {' and '.join(map(str, ports))}"
+    wait_until(lambda: all(accepts_tcp(port) for port in ports), service, timeout, f"Mosquitto to accept connections on {what}")
     return service
 
 
