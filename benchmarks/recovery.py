@@ -33,7 +33,6 @@ from pipeline import count_points, query  # benchmarks/pipeline.py, beside this 
 from simulator import stack
 from simulator.engine import run_scenario
 from simulator.errors import DatabaseError
-from simulator.faults import StackControl
 from simulator.scenario import Scenario
 from simulator.transport.mqtt import MqttPublisher
 from simulator.units import parse_duration
@@ -105,7 +104,7 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object
     try:
         publisher.start()
         watcher.start()
-        run_scenario(spec, clock, stack_control=StackControl(state), wait=publisher.idle)
+        run_scenario(spec, clock, stack_control=stack.StackControl(state), wait=publisher.idle)
         publisher.drain(300)
         generated = clock.readings
         stored = wait_for_points(influx, generated, timeout=300)

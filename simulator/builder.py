@@ -18,15 +18,19 @@ build: `progress`, if given, hears how many devices are built (`BuildProgress`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import simpy
 
-from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, StackControl, need_every_message, inject
+from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, need_every_message, inject
 from simulator.load.pacing import PACING_KEY
 from simulator.shard import SHARD_KEY, Shard
 from simulator.scenario import Scenario
 from simulator.telemetry import Sink, Telemetry
 from simulator.world import Summary, World
+
+if TYPE_CHECKING:
+    from simulator.stack import StackControl
 
 BuildProgress = Callable[[int, int], None]
 """Called while a world is built with (devices built, devices the fleets count): at the start and

@@ -15,36 +15,37 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from typer._click.core import ParameterSource  # typer 0.29 vendors click; no public names for these
 from typer._click.exceptions import NoArgsIsHelpError
 from typer._click.globals import get_current_context
 
-from simulator import readings_schema, scenario_schema, stack
-from simulator.backlog import backlog_warnings
+from simulator import readings_schema, scenario_schema
 from simulator.dashboards.cli import dashboards_app
-from simulator.engine import RunResult, Stop, Wait, run_scenario
 from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, IotsimError, UsageError
-from simulator.faults import StackControl
-from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
-from simulator.ingest.bridge import FIRST_MESSAGE_TIMEOUT_S, Bridge
-from simulator.ingest.settings import BridgeSettings, flag_of
+from simulator.ingest.settings import FIRST_MESSAGE_TIMEOUT_S, BridgeSettings, flag_of
 from simulator.load.cli import LoadCommand
 from simulator.load.cli import load as load_command
-from simulator.scenario import YANGQUAN_TZ, Scenario, load_scenario
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.shard import SHARD_ENV, Shard, shard_from_env
-from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import Credentials, MqttPublisher, password_from_environment, run_client_id
-from simulator.transport.stats import PublisherStats
 from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
-from simulator.verify import ExpectedMessages, Verification, reject_now, verify
+
+# Here only what every command needs: each `iotsim` process builds all the commands' options (typer),
+# whichever it runs. What a command runs with (the scenario and its device types, the engine, paho,
+# InfluxDB, the bridge) it imports in its own function (docs/architecture.md, Start-up).
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from simulator.engine import RunResult, Stop, Wait
+    from simulator.influx import InfluxClient
+    from simulator.ingest.bridge import Bridge
+    from simulator.scenario import Scenario
+    from simulator.stack import StackControl
+    from simulator.verify import Verification
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -210,6 +211,8 @@ def stop_on_signals(stop: Stop) -> None:
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
     """Check a scenario file: exit 0, or exit 2 with one `FILE:LINE: field: problem` line per problem."""
+    from simulator.scenario import load_scenario
+
     scenario = load_scenario(file)
     warn_about_backlog(scenario)
     devices = sum(fleet.count for fleet in scenario.fleets)
@@ -220,6 +223,8 @@ def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -
 def devices(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
     """Print the scenario's device ids, one a line, fleet by fleet: e.g. the users of the secure profile's
     per-device logins (`iotsim devices FILE | DEVICES_FROM=- brokers/secure/make-passwords.sh`, docs/security.md)."""
+    from simulator.scenario import load_scenario
+
     scenario = load_scenario(file)
     for fleet in scenario.fleets:
         sys.stdout.write("".join(f"{device_id}\n" for device_id in fleet.device_ids()))
@@ -257,6 +262,10 @@ def run(
     ] = None,
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
+    from simulator.engine import Stop
+    from simulator.scenario import load_scenario
+    from simulator.stack import StackControl
+
     shard = shard_from_env(shard_spec)  # InvalidShard: one line naming --shard or IOTSIM_SHARD, exit 2
     scenario = load_scenario(file)
     overrides = {"duration": duration, "speed": _speed(speed), "seed": seed, "start": _start(start), "mqtt.url": mqtt, "mqtt.qos": qos,
@@ -283,12 +292,16 @@ def run(
 
 def warn_about_backlog(scenario: Scenario) -> None:
     """More messages queued at the broker than it keeps while the bridge is away: say so before running."""
+    from simulator.backlog import backlog_warnings
+
     for line in backlog_warnings(scenario):
         err.print(line, markup=False, highlight=False)
 
 
 def _start(text: str | None) -> str | None:
     if text == "now":
+        from simulator.scenario import YANGQUAN_TZ
+
         return datetime.now(YANGQUAN_TZ).replace(microsecond=0).isoformat()
     return text
 
@@ -308,6 +321,8 @@ def shard_label(shard: Shard) -> str:
 
 
 def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
+    from simulator.transport.jsonl import JsonlWriter
+
     try:
         writer = JsonlWriter(output)
     except OSError as error:
@@ -324,6 +339,10 @@ def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
 
 
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None, shard: Shard = Shard()) -> None:
+    from simulator.transport.client_ids import run_client_id
+    from simulator.transport.mqtt import MqttPublisher
+    from simulator.transport.stats import PublisherStats
+
     settings = scenario.mqtt
     client_id = run_client_id(settings.client_id_prefix, scenario.name, shard.index, shard.count)  # any scenario name, a valid id with its role
     label = shard_label(shard)
@@ -368,6 +387,8 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
 def counters_client(scenario: Scenario) -> InfluxClient:
     """Where the run's `pipeline` counters go. Refused credentials stop the run before it publishes
     (they are a mistake to fix); an InfluxDB away is noted once by the counters, and the run goes on."""
+    from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
+
     client = InfluxClient(scenario.influx.url, scenario.influx.database, InfluxCredentials.from_environment(scenario.influx))
     try:
         client.check_access(timeout=2.0)
@@ -380,6 +401,10 @@ def counters_client(scenario: Scenario) -> InfluxClient:
 def run_with_progress(
     scenario: Scenario, sink: object, control: StackControl | None = None, wait: Wait = time.sleep, stop: Stop | None = None, shard: Shard | None = None
 ) -> RunResult:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from simulator.engine import run_scenario
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -436,6 +461,8 @@ class BuildBar:
 
 
 def print_summaries(result: RunResult) -> None:
+    from rich.table import Table
+
     for summary in result.summaries:
         table = Table(title=summary.title, show_header=False)
         for name, value in summary.figures.items():
@@ -468,6 +495,10 @@ def bridge(
     ca_file: CaFile = None,
 ) -> None:
     """Subscribe to the telemetry at QoS 1 and write it to InfluxDB, acknowledging only what is stored."""
+    from simulator.influx import InfluxClient, InfluxCredentials
+    from simulator.ingest.bridge import Bridge
+    from simulator.transport.mqtt import Credentials, password_from_environment
+
     mqtt, prefix, dead_letters = settings.mqtt_url, settings.topic_prefix, settings.dead_letter_path
     if username == "":
         raise UsageError("--username: give a user name, or none for an anonymous broker")
@@ -547,6 +578,10 @@ def counts(
     token: InfluxToken = None,
 ) -> None:
     """Print the number of points per measurement stored in InfluxDB."""
+    from rich.table import Table
+
+    from simulator.influx import InfluxClient, InfluxCredentials
+
     client = InfluxClient(influx, db, InfluxCredentials(user, password, token))  # InvalidInfluxSetting: --influx or --db, exit 2
     table = points_per_measurement(client)  # DatabaseError: unreachable, refused, no such database (exit 1)
     view = Table(title=f"points in {client.url} database {db}")
@@ -575,6 +610,8 @@ def stack_up(
     db: Annotated[str, typer.Option("--db", help="database to create (letters, digits, _ and -)")] = "yangquan",
 ) -> None:
     """Start Mosquitto and InfluxDB (whatever is not already running) on loopback."""
+    from simulator import stack
+
     if not DATABASE_NAME.fullmatch(db):
         raise UsageError(f"--db: {db!r} is not a database name (letters, digits, _ and -)")
     writable_dir(state_dir)
@@ -595,6 +632,8 @@ def writable_dir(state_dir: Path) -> None:
 @stack_app.command("down")
 def stack_down(state_dir: StateDir = Path(".iotsim")) -> None:
     """Stop the servers `stack up` started (by their PID files)."""
+    from simulator import stack
+
     for line in stack.stack_down(state_dir):
         out.print(line, markup=False, highlight=False)
 
@@ -602,6 +641,8 @@ def stack_down(state_dir: StateDir = Path(".iotsim")) -> None:
 @stack_app.command("status")
 def stack_status(state_dir: StateDir = Path(".iotsim")) -> None:
     """Show whether the servers are up; exit 1 if any is down."""
+    from simulator import stack
+
     lines, all_up = stack.stack_status(state_dir)
     for line in lines:
         out.print(line, markup=False, highlight=False)
@@ -656,6 +697,10 @@ def verify_command(
     """Regenerate the scenario's messages (as a dry run does) and compare them with InfluxDB per device:
     exit 0 when every expected point is stored exactly once, 1 when anything is missing or extra, 2 when it cannot
     verify (bad input, an InfluxDB it cannot query)."""
+    from simulator.influx import InfluxClient, InfluxCredentials
+    from simulator.scenario import load_scenario
+    from simulator.verify import ExpectedMessages, reject_now, verify
+
     scenario = load_scenario(file)  # ScenarioError: the app prints its lines, exit 2
     overrides = {"duration": duration, "seed": seed, "start": start, "influx.url": influx, "influx.database": db}
     if scenario.until_stopped and duration is None:
@@ -686,6 +731,8 @@ def verify_command(
 
 
 def print_verification(report: Verification, show: int) -> None:
+    from rich.table import Table
+
     view = Table(title=f"{report.scenario}: expected vs stored in {report.influx} database {report.database}")
     rows = report.by_measurement()
     view.add_column("measurement", no_wrap=True, min_width=max(map(len, rows), default=11))

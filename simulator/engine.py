@@ -14,17 +14,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import simpy
 import simpy.rt
 from simpy.core import EmptySchedule, Infinity
 
 from simulator.builder import BuildProgress, build_world
-from simulator.faults import StackControl
 from simulator.scenario import Scenario
 from simulator.shard import Shard, ShardSink
 from simulator.telemetry import Sink
 from simulator.world import Summary, World
+
+if TYPE_CHECKING:
+    from simulator.stack import StackControl
 
 Progress = Callable[[float, int], None]
 """Called with (simulated seconds done, messages generated so far)."""

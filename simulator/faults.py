@@ -4,7 +4,8 @@ In-stream faults change what reaches the broker: a fleet's network `partition` (
 measuring; their messages wait in an outbox, on disk past a memory bound, and go out in order when
 the partition ends), `malformed` payloads at a rate, `duplicates` at a rate, and `clock_skew` on a
 fleet. Process faults act on the local stack (`iotsim stack up`, by its PID files): a
-`broker_outage`, an `influx_outage` and a `bridge_crash` (kill -9, then the same command again).
+`broker_outage`, an `influx_outage` and a `bridge_crash` (kill -9, then the same command again), through
+the run's `StackControl` (simulator/stack.py).
 Every fault is announced as an event on `{prefix}/events/fault_{kind}/fault-injector` when it
 starts and ends, so dashboards can show when it happened. A dry run publishes the events and the
 in-stream faults but touches no process. Device faults (dropout, stuck-at, drift ...) belong to
@@ -13,25 +14,21 @@ each fleet's own section.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Generator
-from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import orjson
 import simpy
 from pydantic import BeforeValidator, Field, WithJsonSchema
 
-from simulator import stack
 from simulator.fleet import SIGNED_DURATION_JSON_SCHEMA, Duration, StrictModel
 from simulator.telemetry import Sink
 from simulator.transport.outbox import Outbox
 from simulator.units import parse_duration
 from simulator.world import World
+
+if TYPE_CHECKING:  # the stack (and InfluxDB's client) only when a run injects process faults: `iotsim validate` needs neither
+    from simulator.stack import StackControl
 
 SOURCE = "fault-injector"
 
@@ -163,43 +160,6 @@ def garbage(variant: int, payload: bytes) -> bytes:
     else:
         del message["readings"]
     return orjson.dumps(message)
-
-
-class StackControl:
-    """Stops and starts the local stack's processes, found by their PID files in the state dir."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-
-    def stop(self, name: str) -> int:
-        record = stack.recorded(self.state_dir, name)
-        if record is None or not record.running:
-            raise stack.StackError(f"fault injection: {name} is not running under {self.state_dir} (iotsim stack up)")
-        stack.stop_pid(record.pid)
-        return record.port
-
-    def start(self, name: str, port: int) -> None:
-        if name == "mosquitto":
-            stack.start_mosquitto(self.state_dir, port)
-        else:
-            stack.start_influxdb(self.state_dir, port, database=None)
-
-    def crash_bridge(self) -> list[str]:
-        """kill -9 the bridge recorded in bridge.pid; return its command line to start it again."""
-        pid_file = self.state_dir / "bridge.pid"
-        try:
-            record = json.loads(pid_file.read_text())
-        except (OSError, ValueError):
-            raise stack.StackError(f"fault injection: no bridge.pid in {self.state_dir}; start the bridge with --pid-file") from None
-        if stack.alive(record["pid"]):
-            os.kill(record["pid"], signal.SIGKILL)
-            while stack.alive(record["pid"]):
-                time.sleep(0.01)
-        return record["argv"]
-
-    def restart_bridge(self, argv: list[str]) -> None:
-        with open(self.state_dir / "bridge.log", "ab") as log:
-            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
 
 def inject(world: World, faults: list[Fault], faulty: FaultySink, control: StackControl | None) -> None:

@@ -12,19 +12,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from simulator.catalogue import DEVICE_TYPES
-from simulator.device_type import DeviceType
 from simulator.ingest.fieldtypes import SHIPPED_PATH
 from simulator.telemetry import EVENT_READINGS, Kind
+
+if TYPE_CHECKING:
+    from simulator.device_type import DeviceType
 
 READINGS_PATH = SHIPPED_PATH
 REGENERATE = "iotsim schema --readings --out simulator/schemas/readings.json"
 
 
-def declared_readings(device_types: Iterable[DeviceType[Any]] = DEVICE_TYPES) -> dict[str, dict[str, Kind]]:
-    """Measurement → reading → kind, in the catalogue's order, `events` last."""
+def declared_readings(device_types: Iterable[DeviceType[Any]] | None = None) -> dict[str, dict[str, Kind]]:
+    """Measurement → reading → kind, in the catalogue's order (or of `device_types`), `events` last."""
+    if device_types is None:
+        from simulator.catalogue import DEVICE_TYPES  # every device module: imported when asked, not by `iotsim` at start-up
+
+        device_types = DEVICE_TYPES
     declared = {device_type.name: device_type.sends for device_type in device_types}
     return {**declared, "events": dict(EVENT_READINGS)}
 

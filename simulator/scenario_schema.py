@@ -17,8 +17,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simulator.scenario import Scenario
-
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "scenario.schema.json"
 SCHEMA_ID = "https://github.com/yangquan-iot-testbed/schemas/scenario.schema.json"
 REGENERATE = "iotsim schema --out simulator/schemas/scenario.schema.json"
@@ -33,6 +31,8 @@ HEADER: dict[str, Any] = {
 
 def scenario_schema() -> dict[str, Any]:
     """The schema as a dict: pydantic's, with readable names for the device types' fleet sections."""
+    from simulator.scenario import Scenario  # the models of every device type: imported when asked, not by `iotsim` at start-up
+
     schema = json.loads(json.dumps(Scenario.model_json_schema(mode="validation")))  # a deep copy we may edit
     schema.pop("title", None)
     name_union_members(schema)

@@ -9,6 +9,7 @@ the same `brokers/conf.d/` settings as the compose stack.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import random
 import re
@@ -20,9 +21,14 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simulator.errors import DatabaseError, IotsimError
-from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused, InfluxUnreachable
+
+# InfluxDB's client (and requests) is imported by the functions that talk to InfluxDB: the paths here,
+# Mosquitto and the PID files need none of it (`iotsim validate` reads the broker's config, simulator/backlog.py).
+if TYPE_CHECKING:
+    from simulator.influx import InfluxCredentials
 
 BROKERS_DIR = Path(__file__).resolve().parent.parent / "brokers"
 
@@ -101,23 +107,7 @@ def ephemeral_ports() -> tuple[int, int]:
 
 def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "conf.d", timeout: float = 15.0) -> Service:
     """Start Mosquitto on 127.0.0.1:`port` with the shared broker settings and persistence in `state_dir`."""
-    binary = MOSQUITTO.path()
-    data_dir = state_dir / "mosquitto"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = state_dir / "mosquitto.conf"
-    config.write_text(
-        "# Written by iotsim stack; the shared settings are in the included folder.\n"
-        f"listener {port} 127.0.0.1\n"
-        f"persistence_location {data_dir}/\n"
-        # Mosquitto started as root drops to user `mosquitto`, which could not write our state dir.
-        f"user {getpass.getuser()}\n"
-        "log_dest stderr\n"
-        f"include_dir {conf_dir.resolve()}\n"
-    )
-    log_file = state_dir / "mosquitto.log"
-    service = launch("mosquitto", [binary, "-c", str(config)], port, state_dir, log_file)
-    wait_until(lambda: accepts_tcp(port), service, timeout, f"Mosquitto to accept connections on port {port}")
-    return service
+    return run_mosquitto(state_dir, (port,), conf_dir, timeout, "; the shared settings are in the included folder.", f"listener {port} 127.0.0.1\n")
 
 
 SECURE_DIR = BROKERS_DIR / "secure"
@@ -139,7 +129,7 @@ def start_secure_mosquitto(
     `secrets_dir` holds what brokers/secure/make-test-certs.sh and make-passwords.sh wrote.
     The returned service's port is the plain one.
     """
-    binary = MOSQUITTO.path()
+    MOSQUITTO.path()  # a Mosquitto not installed is said first
     secrets = {name: (secrets_dir / name).resolve() for name in SECRET_FILES}
     for name, path in secrets.items():
         if not path.is_file():
@@ -147,11 +137,7 @@ def start_secure_mosquitto(
             raise StackError(f"{path} is missing; generate it with brokers/secure/{script} {secrets_dir}")
     if accepts_tcp(tls_port):
         raise StackError(f"port {tls_port} on 127.0.0.1 is already in use; choose another TLS port")
-    data_dir = state_dir / "mosquitto"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = state_dir / "mosquitto.conf"
-    config.write_text(
-        "# Written by iotsim stack: the secure profile (docs/security.md, brokers/secure/).\n"
+    listeners = (
         f"listener {port} 127.0.0.1\n"
         f"listener {tls_port} 127.0.0.1\n"
         # TLS options belong to the listener above them.
@@ -159,18 +145,34 @@ def start_secure_mosquitto(
         f"certfile {secrets['server.crt']}\n"
         f"keyfile {secrets['server.key']}\n"
         "tls_version tlsv1.2\n"
-        f"persistence_location {data_dir}/\n"
+    )
+    # After the shared settings, so it overrides their `allow_anonymous true` (the last one wins).
+    access = f"allow_anonymous false\npassword_file {secrets['passwd']}\nacl_file {acl_file.resolve()}\n"
+    return run_mosquitto(state_dir, (port, tls_port), conf_dir, timeout, ": the secure profile (docs/security.md, brokers/secure/).", listeners, access)
+
+
+def run_mosquitto(state_dir: Path, ports: tuple[int, ...], conf_dir: Path, timeout: float, heading: str, listeners: str, after_shared: str = "") -> Service:
+    """The one way Mosquitto starts: write `state_dir`/mosquitto.conf (its `listeners`, persistence in
+    `state_dir`, the shared settings of `conf_dir`, then `after_shared`), start it as this user and
+    wait until each of `ports` accepts connections; the service's port is the first."""
+    binary = MOSQUITTO.path()
+    data_dir = state_dir / "mosquitto"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = state_dir / "mosquitto.conf"
+    config.write_text(
+        f"# Written by iotsim stack{heading}\n"
+        + listeners
+        + f"persistence_location {data_dir}/\n"
+        # Mosquitto started as root drops to user `mosquitto`, which could not write our state dir.
         f"user {getpass.getuser()}\n"
         "log_dest stderr\n"
         f"include_dir {conf_dir.resolve()}\n"
-        # After the shared settings, so it overrides their `allow_anonymous true` (the last one wins).
-        "allow_anonymous false\n"
-        f"password_file {secrets['passwd']}\n"
-        f"acl_file {acl_file.resolve()}\n"
+        + after_shared
     )
     log_file = state_dir / "mosquitto.log"
-    service = launch("mosquitto", [binary, "-c", str(config)], port, state_dir, log_file)
-    wait_until(lambda: accepts_tcp(port) and accepts_tcp(tls_port), service, timeout, f"Mosquitto to accept connections on ports {port} and {tls_port}")
+    service = launch("mosquitto", [binary, "-c", str(config)], ports[0], state_dir, log_file)
+    what = f"port {ports[0]}" if len(ports) == 1 else f"ports {' and '.join(map(str, ports))}"
+    wait_until(lambda: all(accepts_tcp(port) for port in ports), service, timeout, f"Mosquitto to accept connections on {what}")
     return service
 
 
@@ -206,9 +208,7 @@ def start_influxdb(
     service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping")
-    credentials = InfluxCredentials()
-    if admin:
-        credentials = create_admin(url, *admin)
+    credentials = create_admin(url, *admin) if admin else None
     if database:
         create_database(url, database, credentials)
     return service
@@ -247,13 +247,18 @@ def accepts_tcp(port: int) -> bool:
 
 
 def influx_ready(url: str) -> bool:
+    from simulator.influx import InfluxClient
+
     with closing(InfluxClient(url, "_internal")) as client:  # /ping names no database
         return client.ping()
 
 
-def create_database(url: str, database: str, credentials: InfluxCredentials = InfluxCredentials()) -> None:
+def create_database(url: str, database: str, credentials: InfluxCredentials | None = None) -> None:
+    """Create `database` (as `credentials`, else anonymously)."""
+    from simulator.influx import InfluxClient, InfluxCredentials
+
     try:
-        with closing(InfluxClient(url, database, credentials)) as client:
+        with closing(InfluxClient(url, database, credentials if credentials is not None else InfluxCredentials())) as client:
             client.create_database()
     except DatabaseError as error:
         raise StackError(str(error)) from None
@@ -264,6 +269,8 @@ ADMIN_NAME = re.compile(r"[A-Za-z0-9_-]+")  # user and password go into InfluxQL
 
 def create_admin(url: str, user: str, password: str) -> InfluxCredentials:
     """The first user of an InfluxDB with authentication on, with all privileges; its credentials."""
+    from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused, InfluxUnreachable
+
     if not (ADMIN_NAME.fullmatch(user) and ADMIN_NAME.fullmatch(password)):
         raise StackError("the admin user and password may hold letters, digits, _ and - only")
     try:
@@ -384,3 +391,40 @@ def stack_status(state_dir: Path) -> tuple[list[str], bool]:
         else:
             lines.append(f"{name}: up (pid {existing.pid}, port {existing.port})")
     return lines, all_up
+
+
+class StackControl:
+    """Stops and starts the local stack's processes, found by their PID files in the state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def stop(self, name: str) -> int:
+        record = recorded(self.state_dir, name)
+        if record is None or not record.running:
+            raise StackError(f"fault injection: {name} is not running under {self.state_dir} (iotsim stack up)")
+        stop_pid(record.pid)
+        return record.port
+
+    def start(self, name: str, port: int) -> None:
+        if name == "mosquitto":
+            start_mosquitto(self.state_dir, port)
+        else:
+            start_influxdb(self.state_dir, port, database=None)
+
+    def crash_bridge(self) -> list[str]:
+        """kill -9 the bridge recorded in bridge.pid; return its command line to start it again."""
+        pid_file = self.state_dir / "bridge.pid"
+        try:
+            record = json.loads(pid_file.read_text())
+        except (OSError, ValueError):
+            raise StackError(f"fault injection: no bridge.pid in {self.state_dir}; start the bridge with --pid-file") from None
+        if alive(record["pid"]):
+            os.kill(record["pid"], signal.SIGKILL)
+            while alive(record["pid"]):
+                time.sleep(0.01)
+        return record["argv"]
+
+    def restart_bridge(self, argv: list[str]) -> None:
+        with open(self.state_dir / "bridge.log", "ab") as log:
+            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
-import simpy
+
+if TYPE_CHECKING:  # an annotation only: the telemetry's contract (and `iotsim`'s start-up) need no SimPy
+    import simpy
 
 Reading = float | int | str | bool
 # The contract's limits, which the bridge enforces (a message past one is a dead letter): a payload's

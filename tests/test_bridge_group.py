@@ -19,7 +19,7 @@ import pytest
 from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
 from simulator.engine import run_scenario
 from simulator.scenario import load_scenario
-from simulator.transport.mqtt import group_bridge_client_id
+from simulator.transport.client_ids import group_bridge_client_id
 
 SCENARIO = """
 name: group

@@ -19,7 +19,7 @@ from simulator.builder import build_world
 from simulator.ingest.settings import BridgeSettings, flag_of
 from simulator.load.section import BridgeOptions
 from simulator.scenario import load_scenario
-from simulator.transport.mqtt import run_client_id
+from simulator.transport.client_ids import run_client_id
 from simulator.units import format_duration
 
 ROOT = Path(__file__).resolve().parent.parent

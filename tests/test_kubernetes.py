@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from simulator.cli import app
 from simulator.ingest.settings import check_client_id
-from simulator.transport.mqtt import bridge_client_id_problem
+from simulator.transport.client_ids import bridge_client_id_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"

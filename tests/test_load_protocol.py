@@ -24,7 +24,7 @@ from simulator.load.protocol import (
 from simulator.load.runner import LoadError, Worker
 from simulator.shard import Shard
 from simulator.scenario import load_scenario
-from simulator.transport.mqtt import load_bridge_client_id, load_worker_client_id
+from simulator.transport.client_ids import load_bridge_client_id, load_worker_client_id
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,8 @@ from simulator import stack
 from simulator.errors import BrokerError
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.ingest.sequences import SeqGaps
-from simulator.transport.mqtt import MAX_CLIENT_ID, MqttPublisher, bridge_client_id_problem, load_worker_client_id, run_client_id
+from simulator.transport.client_ids import MAX_CLIENT_ID, bridge_client_id_problem, load_worker_client_id, run_client_id
+from simulator.transport.mqtt import MqttPublisher
 from simulator.transport.stats import PublisherStats
 
 STATIONS = """

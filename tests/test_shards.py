@@ -22,7 +22,7 @@ from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
 from simulator.scenario import Scenario, load_scenario
 from simulator.shard import SHARD_ENV, Shard
-from simulator.transport.mqtt import MAX_CLIENT_ID, run_client_id
+from simulator.transport.client_ids import MAX_CLIENT_ID, run_client_id
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted(path.name for path in (ROOT / "scenarios").glob("*.yaml"))

@@ -14,10 +14,8 @@ from pathlib import Path
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from simulator.dashboards import city, pipeline, port
+from simulator.dashboards import JSON_DIR, city, pipeline, port
 
-DASHBOARDS_DIR = Path(__file__).resolve().parent.parent.parent / "dashboards"
-JSON_DIR = DASHBOARDS_DIR / "json"
 BOARDS: dict[str, Callable[[], Dashboard]] = {
     "city.json": city.build,
     "port.json": port.build,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from simulator.dashboards.build import JSON_DIR, stale, write
+from simulator.dashboards import JSON_DIR
 
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards as code (simulator/dashboards/ → dashboards/json/).")
 
@@ -23,6 +23,7 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="directory of the dashboard JSON files")] = JSON_DIR,
 ) -> None:
     """Write dashboards/json/*.json from the generator (or, with --check, compare them)."""
+    from simulator.dashboards.build import stale, write  # the SDK and the boards: only this command needs them
     if check:
         problems = stale(out)
         for problem in problems:

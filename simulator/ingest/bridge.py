@@ -61,7 +61,7 @@ from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, declared_types
 from simulator.ingest.lineprotocol import BadPayload, escape_key
 from simulator.ingest.sequences import SeqGaps
 from simulator.ingest.session import SessionRecord
-from simulator.ingest.settings import BridgeSettings
+from simulator.ingest.settings import FIRST_MESSAGE_TIMEOUT_S, BridgeSettings
 from simulator.ingest.spool import Spool
 from simulator.ingest.status import to_point
 from simulator.transport.client import Client, Received
@@ -71,7 +71,6 @@ from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachab
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
 FIELD_LOOKUP_TIMEOUT_S = 2.0  # the network thread waits this long, at most, for InfluxDB's field types
-FIRST_MESSAGE_TIMEOUT_S = 300.0  # with exit_when_idle: how long a bridge that has had no work yet waits for some
 STATS_TIMEOUT_S = 5.0  # the bridge's own `pipeline` point: skipped when InfluxDB is slower
 RETYPE_ROUNDS = 3  # a point refused for a field type conflict is converted again this often, at most
 # InfluxDB 1.x's reason (its JSON quotes may still be escaped); names are NAMEs, so no quote is in them.

@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from simulator.fleet import Duration, StrictModel
 from simulator.ingest.fieldtypes import NOT_DECLARED, SHIPPED
-from simulator.transport.mqtt import BRIDGE_CLIENT_ID, bridge_client_id_problem, group_bridge_client_id
+from simulator.transport.client_ids import BRIDGE_CLIENT_ID, bridge_client_id_problem, group_bridge_client_id
 from simulator.urls import MQTT_SCHEMES, check_url
 
 # Client ids become directory names (the spool) and InfluxDB tags: letters, digits, '.', '_', '-',
@@ -33,6 +33,9 @@ def _flag(name: str) -> dict[str, Any]:
     return {"flag": name}
 
 
+# With exit_when_idle: how long a bridge that has had no work yet waits for some (here, not in bridge.py:
+# the CLI reads it for its default without importing the bridge).
+FIRST_MESSAGE_TIMEOUT_S = 300.0  # with exit_when_idle: how long a bridge that has had no work yet waits for some
 NO_FLAG: dict[str, Any] = {"flag": None}  # a setting for code and tests, not offered on the command line
 
 

@@ -13,25 +13,24 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 import typer._click as click  # typer 0.29 vendors click: its Context and Command
 from pydantic import ValidationError
-from typer.core import TyperCommand
 from rich.console import Console
+from typer.core import TyperCommand
 
 from simulator.errors import DatabaseError, UsageError
-from simulator.influx import InfluxClient, InfluxCredentials
-from simulator.load.records import check_run_id, run_id_from_env
-from simulator.load.report import merge_run
-from simulator.load.results import write_results
-from simulator.load.runner import Experiment, LoadError, find_capacity, run_dry, run_live
-from simulator.load.section import LoadSection
-from simulator.load.shardrun import run_shard
-from simulator.load.thresholds import Verdict, format_figure
-from simulator.scenario import InfluxSettings, Scenario, load_scenario
 from simulator.shard import SHARD_ENV, Shard, shard_from_env
+
+# The runner, the scenario and InfluxDB are imported by the functions that use them: every `iotsim`
+# command builds this one's options, and only `iotsim load` needs them (docs/architecture.md, Start-up).
+if TYPE_CHECKING:
+    from simulator.load.runner import Experiment
+    from simulator.load.section import LoadSection
+    from simulator.load.thresholds import Verdict
+    from simulator.scenario import InfluxSettings, Scenario
 
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -70,6 +69,9 @@ def load(
     """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report.
 
     `iotsim load report RUN_ID` merges the shards of a run made with --shard (see `iotsim load report --help`)."""
+    from simulator.load.records import run_id_from_env
+    from simulator.load.runner import Experiment, LoadError, run_dry
+
     sharded = shard_spec is not None or bool(os.environ.get(SHARD_ENV, "").strip())
     shard = shard_from_env(shard_spec)  # InvalidShard: one line, exit 2
     run = run_id_from_env(run_id)  # InvalidRunId: one line, exit 2
@@ -113,6 +115,8 @@ FLAGS = {"mqtt.url": "--mqtt", "influx.url": "--influx", "mqtt.username": "--mqt
 
 
 def scenario_with(file: Path, overrides: dict[str, str | None]) -> Scenario:
+    from simulator.scenario import load_scenario
+
     scenario = load_scenario(file)  # ScenarioError: one line per problem, exit 2
     if scenario.load is None:
         overrides = {key: value for key, value in overrides.items() if not key.startswith("load.")}  # Experiment.of says what is missing
@@ -143,6 +147,8 @@ def check_shard_flags(**given: object) -> None:
 
 
 def shard_one(experiment: Experiment, shard: Shard, run_id: str) -> None:
+    from simulator.load.shardrun import run_shard
+
     scenario = experiment.scenario
     err.print(
         f"{scenario.name}: shard {shard.spec} of run {run_id}, {experiment.load.profile.kind} profile over {experiment.schedule.duration:g} s, "
@@ -159,6 +165,9 @@ def shard_one(experiment: Experiment, shard: Shard, run_id: str) -> None:
 
 
 def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False, run_id: str | None = None) -> bool:
+    from simulator.load.results import write_results
+    from simulator.load.runner import run_live
+
     load_ = experiment.load
     duration = experiment.schedule.duration
     if show:
@@ -185,6 +194,8 @@ def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: boo
 
 
 def print_summary(summary: dict[str, Any], verdicts: list[Verdict], folder: Path) -> None:
+    from simulator.load.thresholds import format_figure
+
     f = {name: (float("nan") if value is None else value) for name, value in summary["figures"].items()}
     out.print(
         f"{summary['scenario']}: offered {format_figure(f['offered'])}, generated {format_figure(f['generated'])}, "
@@ -229,6 +240,9 @@ def percent(value: float | None) -> str:
 
 
 def capacity(experiment: Experiment, folder: Path) -> None:
+    from simulator.load.results import write_results
+    from simulator.load.runner import find_capacity, run_live
+
     def run(attempt: Experiment, trial_folder: Path) -> tuple[dict[str, Any], list[Verdict]]:
         summary, rows, verdicts = run_live(attempt, trial_folder)
         write_results(trial_folder, summary, rows)
@@ -258,6 +272,13 @@ def report(
     database: Annotated[Optional[str], typer.Option("--db", help="database (default: FILE's influx.database, else yangquan)")] = None,
 ) -> None:
     """Merge what the shards of a run (`iotsim load FILE --shard INDEX/COUNT`) wrote to InfluxDB into a results directory."""
+    from simulator.influx import InfluxClient, InfluxCredentials
+    from simulator.load.records import check_run_id
+    from simulator.load.report import merge_run
+    from simulator.load.results import write_results
+    from simulator.load.runner import LoadError
+    from simulator.load.section import LoadSection
+
     run_id = check_run_id(run_id, "RUN_ID")
     settings, thresholds = report_sources(file, influx, database)
     client = InfluxClient(settings.url, settings.database, InfluxCredentials.from_environment(settings))
@@ -280,6 +301,9 @@ def report(
 
 def report_sources(file: Path | None, influx: str | None, database: str | None) -> tuple[InfluxSettings, LoadSection | None]:
     """Where the report reads (flags, else FILE's influx:, else the defaults) and FILE's load: section."""
+    from simulator.load.runner import LoadError
+    from simulator.scenario import InfluxSettings
+
     if file is None:
         try:
             return InfluxSettings(**{k: v for k, v in {"url": influx, "database": database}.items() if v is not None}), None

@@ -48,7 +48,8 @@ from simulator.load.section import LoadSection
 from simulator.shard import Shard
 from simulator.load.thresholds import Verdict
 from simulator.scenario import Scenario
-from simulator.transport.mqtt import BrokerAddress, load_bridge_client_id, password_from_environment
+from simulator.transport.client_ids import load_bridge_client_id
+from simulator.transport.mqtt import BrokerAddress, password_from_environment
 
 READY_TIMEOUT = 30.0
 START_MARGIN_S = 0.5

@@ -37,8 +37,9 @@ from simulator.load.records import ShardRecorder
 from simulator.load.runner import Experiment
 from simulator.shard import Shard, ShardSink
 from simulator.scenario import Scenario
+from simulator.transport.client_ids import load_worker_client_id
 from simulator.transport.jsonl import JsonlWriter
-from simulator.transport.mqtt import MqttPublisher, load_worker_client_id
+from simulator.transport.mqtt import MqttPublisher
 from simulator.world import World
 
 DRAIN_TIMEOUT = 120.0
