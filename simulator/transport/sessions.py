@@ -126,9 +126,10 @@ class SessionStats:
     connect_failures: int = 0  # TCP connects that failed (broker down) and CONNACKs that refused
     disconnects: int = 0  # connections lost (broker gone, keepalive missed, killed)
     queued: int = 0  # messages put into outboxes
-    sent: int = 0  # messages handed to paho (births included)
-    acknowledged: int = 0  # PUBACKs (births included)
+    sent: int = 0  # messages handed to paho
+    acknowledged: int = 0  # their PUBACKs
     overflowed: int = 0  # messages dropped from full outboxes, oldest first
+    statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
     latency_ms: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, LATENCY_MAX_MS, 3))  # CONNECT → CONNACK
 
 
@@ -150,6 +151,7 @@ class Session:
         "outbox",
         "overflowed",
         "rng",
+        "status_mids",
         "status_topic",
     )  # fmt: skip
 
@@ -160,7 +162,8 @@ class Session:
         self.rng = rng
         self.status_topic = status_topic
         self.outbox: deque[tuple[str, bytes]] = deque(maxlen=outbox_limit)
-        self.inflight = 0  # handed to paho, PUBACK not yet read
+        self.inflight = 0  # messages handed to paho, PUBACK not yet read
+        self.status_mids: tuple[int, ...] = ()  # births (and the death of a clean close) not yet acknowledged
         self.connected = False
         self.ever_connected = False
         self.attempt = 0  # failed connects since the last success
@@ -238,6 +241,7 @@ class DeviceSessions:
         if len(self.by_id) != len(self.sessions):
             raise ValueError("device ids must be unique: each is a client id")
         self._timers: list[tuple[float, int, int, int]] = []  # (due, tie, kind, session index)
+        self._killed = 0
         self._ties = 0
         self._next_misc = 0.0
 
@@ -325,7 +329,13 @@ class DeviceSessions:
         return True
 
     def all_connected(self) -> bool:
-        return self.stats.connected == sum(1 for session in self.sessions if not session.killed)
+        """Every device that is not dead is connected."""
+        return self.stats.connected == len(self.sessions) - self._killed
+
+    def has_room(self, device_id: str) -> bool:
+        """The device's outbox can take a message without dropping one."""
+        outbox = self.by_id[device_id].outbox
+        return len(outbox) < (outbox.maxlen or 0)
 
     def drained(self) -> bool:
         """Every queued message acknowledged (or dropped from a full outbox, counted)."""
@@ -340,7 +350,10 @@ class DeviceSessions:
         for two keepalives, read by nobody; the broker fires its will after 1.5 keepalives. No retries
         until `revive()`."""
         session = self.by_id[device_id]
+        if session.killed:
+            return
         session.killed = True
+        self._killed += 1
         sock = session.client.socket()
         if not isinstance(sock, socket.socket):
             return  # not connected now: it just stops trying
@@ -356,6 +369,7 @@ class DeviceSessions:
         if not session.killed:
             return
         session.killed = False
+        self._killed -= 1
         self._release(session)
         session.attempt = 0
         self._schedule(time.monotonic(), _CONNECT, session)
@@ -368,8 +382,8 @@ class DeviceSessions:
             session.closing = True
             self._release(session)
             if session.connected:
-                session.client.publish(session.status_topic, status_payload(session.device_id, False, now_ms), qos=1, retain=True)
-        self.run_until(lambda: all(s.inflight == 0 or not s.connected for s in self.sessions), timeout)
+                self._publish_status(session, False, now_ms)
+        self.run_until(lambda: all(not s.connected or (s.inflight == 0 and not s.status_mids) for s in self.sessions), timeout)
         for session in self.sessions:
             if session.client.socket() is not None:
                 session.client.disconnect()
@@ -428,10 +442,14 @@ class DeviceSessions:
         session.connected = True
         session.attempt = 0
         stats.connected += 1
-        client.publish(session.status_topic, status_payload(session.device_id, True, self.clock_ms()), qos=1, retain=True)
-        session.inflight += 1
-        stats.sent += 1
+        self._publish_status(session, True, self.clock_ms())
         self._send_outbox(session)
+
+    def _publish_status(self, session: Session, online: bool, ts: int) -> None:
+        """The birth (online) or a clean close's death, retained, beside the device's own messages."""
+        info = session.client.publish(session.status_topic, status_payload(session.device_id, online, ts), qos=1, retain=True)
+        session.status_mids += (info.mid,)
+        self.stats.statuses += 1
 
     def _on_disconnect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
         if session.connected:
@@ -442,6 +460,9 @@ class DeviceSessions:
             self._retry(session)
 
     def _on_publish(self, client: mqtt.Client, session: Session, mid: int, reason: Any, properties: Any) -> None:
+        if mid in session.status_mids:
+            session.status_mids = tuple(m for m in session.status_mids if m != mid)
+            return
         session.inflight -= 1
         self.stats.acknowledged += 1
         if session.outbox and session.connected:
@@ -482,3 +503,52 @@ class DeviceSessions:
             self.selector.unregister(sock)
         except (KeyError, ValueError):
             pass
+
+
+# A turn of the device loop (PUBACKs read, connects due) after this many messages through the sink.
+TURN_EVERY = 64
+# The longest the device loop waits at once while the run's shared connection waits too.
+SHARED_SLICE_S = 0.02
+
+
+class SessionSink:
+    """`iotsim run`'s sink when fleets own their connections: a message of such a fleet's device goes
+    through its connection (its own, or its gateway's: `route` maps device id → connection id), any
+    other message through the run's shared connection (`shared`, served meanwhile by `shared_idle`).
+    The topics and payloads are the same as through the shared connection. A full outbox pauses the
+    simulation, turning the loop until it has room, rather than dropping a message."""
+
+    def __init__(self, shared: Callable[[str, bytes], None], shared_idle: Callable[[float], None], sessions: DeviceSessions, route: dict[str, str]) -> None:
+        self.shared = shared
+        self.shared_idle = shared_idle
+        self.sessions = sessions
+        self.route = route
+        self._unturned = 0
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        connection = self.route.get(topic[topic.rfind("/") + 1 :])  # a device's topic ends with its id
+        if connection is None:
+            self.shared(topic, payload)
+            return
+        sessions = self.sessions
+        self._unturned += 1
+        if self._unturned >= TURN_EVERY:
+            self._unturned = 0
+            sessions.turn(0.0)
+        while not sessions.has_room(connection):
+            self.idle(SHARED_SLICE_S)
+        sessions.publish(connection, topic, payload)
+
+    def idle(self, seconds: float) -> None:
+        """Let `seconds` pass serving both loops: the paced simulation waits through here."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.shared_idle(0.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sessions.turn(min(remaining, SHARED_SLICE_S))
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every device message is acknowledged; False if `timeout` passed first."""
+        return self.sessions.run_until(self.sessions.drained, timeout)
