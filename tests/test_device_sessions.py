@@ -16,9 +16,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import iotsim
 
 from simulator import stack
 from simulator.randomness import stream
+from simulator.scenario import load_scenario
 from simulator.transport.sessions import (
     PORTS_PER_ADDRESS,
     DeviceSessions,
@@ -291,3 +293,51 @@ def test_too_many_connections_for_the_open_files_limit_is_one_line() -> None:
     message = str(raised.value)
     assert "\n" not in message and f"{hard} device connections need {hard + 64} open files" in message and "ulimit -Hn" in message
     assert raised.value.exit_code == 2
+
+
+CONNECTIONS = """
+name: connections
+duration: 1h
+{mqtt}
+fleets:
+  - type: air_quality
+    count: 10
+{fleet}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "fleet", "problem"),
+    [
+        ("", "    connection: pigeon", "8: fleets.0.connection: Input should be 'shared', 'device' or 'gateway'"),
+        ("", "    connection: gateway", "6: fleets.0.gateway_size: connection gateway needs gateway_size: N (devices behind each gateway)"),
+        ("", "    gateway_size: 3", "8: fleets.0.gateway_size: only for connection: gateway (this fleet's connection is shared)"),
+        ("", "    connection: device\n    reconnect: {min: 2m, max: 1m}", "9: fleets.0.reconnect: min (2m) is longer than max (1m)"),
+        ("", "    reconnect: {jitter: half}", "8: fleets.0.reconnect.jitter: Input should be 'full' or 'none'"),
+        ("mqtt:\n  protocol: 4", "", "5: mqtt.protocol: Input should be '3.1.1' or '5'"),
+        ("mqtt:\n  keepalive: 0", "", "5: mqtt.keepalive: Input should be greater than or equal to 2"),
+        ("mqtt:\n  connect_window: soon", "", "5: mqtt.connect_window: "),
+        ("mqtt:\n  qos: 0", "    connection: device", "9: fleets.0.connection: a fleet's own connections publish at QoS 1"),
+    ],
+)
+def test_bad_connection_keys_are_one_line_each(tmp_path: Path, mqtt: str, fleet: str, problem: str) -> None:
+    path = tmp_path / "connections.yaml"
+    path.write_text(CONNECTIONS.format(mqtt=mqtt, fleet=fleet))
+    result = iotsim("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"{path}:{problem}"), result.stderr
+
+
+def test_connection_keys_and_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "connections.yaml"
+    path.write_text(CONNECTIONS.format(mqtt="mqtt:\n  protocol: 5\n  connect_window: 30s", fleet="    connection: gateway\n    gateway_size: 4\n    reconnect: {policy: fixed, min: 5s, jitter: none}"))
+    scenario = load_scenario(path)
+    fleet = scenario.fleets[0]
+    assert (scenario.mqtt.protocol, scenario.mqtt.connect_window, scenario.mqtt.keepalive) == ("5", 30.0, 60)
+    assert fleet.gateway_ids() == ["aq-gw-0001", "aq-gw-0002", "aq-gw-0003"]
+    assert [fleet.connection_of(index, device_id) for index, device_id in enumerate(fleet.device_ids())] == ["aq-gw-0001"] * 4 + ["aq-gw-0002"] * 4 + ["aq-gw-0003"] * 2
+    assert (fleet.reconnect.policy, fleet.reconnect.min, fleet.reconnect.max, fleet.reconnect.jitter) == ("fixed", 5.0, 60.0, "none")
+    path.write_text(CONNECTIONS.format(mqtt="", fleet=""))
+    shared = load_scenario(path)
+    assert (shared.fleets[0].connection, shared.mqtt.protocol, shared.mqtt.connect_window) == ("shared", "3.1.1", 0.0)
+    assert shared.fleets[0].connection_of(0, "aq-0001") is None
