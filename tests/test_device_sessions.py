@@ -19,16 +19,17 @@ import pytest
 from conftest import iotsim
 
 from simulator import stack
+from simulator.fleet import ReconnectPolicy
 from simulator.randomness import stream
 from simulator.scenario import load_scenario
 from simulator.transport.sessions import (
     PORTS_PER_ADDRESS,
     DeviceSessions,
     OpenFilesLimit,
-    Reconnect,
     SessionSettings,
     connect_offset,
     raise_open_files,
+    reconnect_delay,
     source_addresses,
 )
 
@@ -186,7 +187,7 @@ def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Servic
 def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: stack.Service, tmp_path: Path) -> None:
     count, during_outage = 2_000, 3
     ids = device_ids(count)
-    policy = Reconnect(policy="exponential", min=0.25, max=2.0, jitter="full")
+    policy = ReconnectPolicy(policy="exponential", min=0.25, max=2.0, jitter="full")
     sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tout", reconnect=policy, seed=5, connect_window=0.5))
     watcher = Watcher(sys_broker.port, ["tout/data/#"], client_id="tout-watcher")
     broker = sys_broker
@@ -273,9 +274,10 @@ def test_connect_offsets_are_each_devices_own_and_spread_over_the_window() -> No
 
 def test_reconnect_delays_follow_the_policy() -> None:
     rng = stream(1, "policy")
-    assert [Reconnect("exponential", 1.0, 60.0, "none").delay(n, rng) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert [Reconnect("fixed", 5.0, 60.0, "none").delay(n, rng) for n in range(3)] == [5, 5, 5]
-    jittered = [Reconnect("exponential", 1.0, 60.0, "full").delay(10, rng) for _ in range(1_000)]
+    doubling, fixed = ReconnectPolicy(jitter="none"), ReconnectPolicy(policy="fixed", min=5.0, jitter="none")
+    assert [reconnect_delay(doubling, n, rng) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert [reconnect_delay(fixed, n, rng) for n in range(3)] == [5, 5, 5]
+    jittered = [reconnect_delay(ReconnectPolicy(), 10, rng) for _ in range(1_000)]
     assert all(0.0 <= delay <= 60.0 for delay in jittered) and 25 < statistics.mean(jittered) < 35
 
 
@@ -341,3 +343,66 @@ def test_connection_keys_and_their_defaults(tmp_path: Path) -> None:
     shared = load_scenario(path)
     assert (shared.fleets[0].connection, shared.mqtt.protocol, shared.mqtt.connect_window) == ("shared", "3.1.1", 0.0)
     assert shared.fleets[0].connection_of(0, "aq-0001") is None
+
+
+OWN_CONNECTIONS = """
+name: own-connections
+seed: 4
+duration: 2h
+fleets:
+  - type: air_quality
+    count: 30
+    cadence: 5m
+{air}
+  - type: water_pressure
+    count: 10
+{water}
+  - type: noise_monitor
+    count: 5
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  topic_prefix: {prefix}
+  connect_window: 1s
+influx:
+  url: http://127.0.0.1:{influx_port}
+"""
+OWN = {"air": "    connection: device", "water": "    connection: gateway\n    gateway_size: 4"}
+
+
+def own_connections(tmp_path: Path, name: str, port: int, prefix: str, air: str = "", water: str = "") -> Path:
+    path = tmp_path / name
+    path.write_text(OWN_CONNECTIONS.format(air=air, water=water, port=port, prefix=prefix, influx_port=stack.free_port()))  # no InfluxDB: the run notes it and goes on
+    return path
+
+
+def test_own_connections_do_not_change_a_dry_run(tmp_path: Path) -> None:
+    shared, own = tmp_path / "shared.jsonl", tmp_path / "own.jsonl"
+    for scenario, out in ((own_connections(tmp_path, "shared.yaml", 1883, "dry"), shared), (own_connections(tmp_path, "own.yaml", 1883, "dry", **OWN), own)):
+        result = iotsim("run", str(scenario), "--dry-run", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+    assert own.read_bytes() == shared.read_bytes() and len(own.read_bytes().splitlines()) == 30 * 24 + 10 * 24 + 5 * 120
+
+
+def test_iotsim_run_publishes_a_device_fleets_messages_through_its_own_connections(sys_broker: stack.Service, tmp_path: Path) -> None:
+    scenario = own_connections(tmp_path, "own.yaml", sys_broker.port, "town", **OWN)
+    dry = tmp_path / "dry.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in map(orjson.loads, dry.read_bytes().splitlines()))
+    watcher = Watcher(sys_broker.port, ["town/#"])
+    try:
+        run = iotsim("run", str(scenario), timeout=120)
+        assert run.returncode == 0, run.stderr
+        total = len(expected)
+        assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
+        # 30 devices of their own, 3 gateways for 10 water-pressure sensors; the noise monitors share the run's connection.
+        assert "device connections: 33 own connections (40 devices, 3 gateways), connects 33, reconnects 0, failed attempts 0" in run.stdout
+        messages = watcher.wait(lambda m: sum(1 for t, *_ in m if not t.startswith("town/status/")) >= total and sum(1 for t, *_ in m if t.startswith("town/status/")) >= 66, timeout=20)
+    finally:
+        watcher.stop()
+    data = sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("town/") and not topic.startswith("town/status/"))
+    assert data == expected  # the same topics and payloads as the dry run, each once
+    statuses = Counter((topic.rsplit("/", 1)[1], orjson.loads(payload)["online"]) for topic, payload, _ in messages if topic.startswith("town/status/"))
+    connections = [f"aq-{n:04d}" for n in range(1, 31)] + ["water-gw-0001", "water-gw-0002", "water-gw-0003"]
+    assert statuses == Counter({(connection, online): 1 for connection in connections for online in (True, False)})  # a birth, then a clean close's death
+    log = sys_broker.log_file.read_text()
+    assert all(f" as {connection} (p2, c1, k60)" in log for connection in connections)  # each its own client id, MQTT 3.1.1, keepalive 60

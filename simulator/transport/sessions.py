@@ -14,8 +14,8 @@ A device's session:
   (`ts` is when that connection was made: the broker sends the will later, unchanged), and on every
   CONNACK the same topic retained with `"online": true` (birth and death, as Sparkplug does);
 - its first connect at an offset in [0, `connect_window`) s drawn from its own random stream, so a
-  run's connect order is the same every time; after losing the broker it waits by its `Reconnect`
-  policy (exponential or fixed, full jitter or none) before trying again;
+  run's connect order is the same every time; after losing the broker it waits by its reconnect
+  policy (`ReconnectPolicy`, a fleet's `reconnect:`) (exponential or fixed, full jitter or none) before trying again;
 - a bounded QoS 1 outbox: messages wait there while the device is disconnected (a broker outage loses
   nothing) and go to paho `max_inflight` at a time; paho itself sends again, after reconnecting, what
   it had in flight. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
@@ -50,6 +50,7 @@ from hdrh.histogram import HdrHistogram
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.errors import UsageError
+from simulator.fleet import ReconnectPolicy
 from simulator.randomness import Stream, stream_key
 
 KEEPALIVE_S = 60
@@ -78,21 +79,11 @@ class OpenFilesLimit(UsageError):
     """The process may not open a file per device connection (exit 2: the line says how to get them)."""
 
 
-@dataclass(frozen=True)
-class Reconnect:
-    """When a device tries again after losing the broker: `exponential` doubles from `min` up to `max`
-    s with each failed attempt, `fixed` waits `min` s every time; `full` jitter draws the wait
-    uniformly from [0, that] (so a fleet's retries spread out), `none` waits exactly that (a storm)."""
-
-    policy: Literal["exponential", "fixed"] = "exponential"
-    min: float = 1.0
-    max: float = 60.0
-    jitter: Literal["full", "none"] = "full"
-
-    def delay(self, attempt: int, rng: Stream) -> float:
-        """Seconds to wait before retry number `attempt` (0 for the first after a loss)."""
-        base = self.min if self.policy == "fixed" else min(self.max, self.min * 2.0 ** min(attempt, 60))
-        return rng.uniform(0.0, base) if self.jitter == "full" else base
+def reconnect_delay(policy: ReconnectPolicy, attempt: int, rng: Stream) -> float:
+    """Seconds to wait before retry number `attempt` (0: the first after a loss): `exponential` doubles
+    from `min` up to `max`, `fixed` waits `min`; `full` jitter draws from [0, that], `none` waits that."""
+    base = policy.min if policy.policy == "fixed" else min(policy.max, policy.min * 2.0 ** min(attempt, 60))
+    return rng.uniform(0.0, base) if policy.jitter == "full" else base
 
 
 @dataclass(frozen=True)
@@ -105,7 +96,7 @@ class SessionSettings:
     keepalive: int = KEEPALIVE_S
     connect_window: float = 0.0
     protocol: Protocol = "3.1.1"
-    reconnect: Reconnect = Reconnect()
+    reconnect: ReconnectPolicy = ReconnectPolicy()
     seed: int = 0
     # Source addresses to spread connections over; None: as many of 127.0.0.1, .2, ... as the fleet
     # needs when the broker is on loopback (each has PORTS_PER_ADDRESS ports), else the kernel's choice.
@@ -150,16 +141,18 @@ class Session:
         "killed",
         "outbox",
         "overflowed",
+        "reconnect",
         "rng",
         "status_mids",
         "status_topic",
     )  # fmt: skip
 
-    def __init__(self, index: int, device_id: str, client: mqtt.Client, rng: Stream, status_topic: str, outbox_limit: int) -> None:
+    def __init__(self, index: int, device_id: str, client: mqtt.Client, rng: Stream, reconnect: ReconnectPolicy, status_topic: str, outbox_limit: int) -> None:
         self.index = index
         self.device_id = device_id
         self.client = client
         self.rng = rng
+        self.reconnect = reconnect
         self.status_topic = status_topic
         self.outbox: deque[tuple[str, bytes]] = deque(maxlen=outbox_limit)
         self.inflight = 0  # messages handed to paho, PUBACK not yet read
@@ -228,7 +221,10 @@ class DeviceSessions:
     `start()` schedules the first connects; `publish()` queues a device's message; `turn()` runs the
     loop once (call it often, or `run_until()`); `close()` says goodbye for every device."""
 
-    def __init__(self, device_ids: Sequence[str], settings: SessionSettings, clock_ms: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self, device_ids: Sequence[str], settings: SessionSettings, clock_ms: Callable[[], int] = wall_ms, policies: Sequence[ReconnectPolicy] | None = None
+    ) -> None:
+        """`policies`: each device's reconnect policy (its fleet's), else `settings.reconnect` for all."""
         raise_open_files(len(device_ids))
         self.settings = settings
         self.clock_ms = clock_ms
@@ -236,7 +232,8 @@ class DeviceSessions:
         self.selector = selectors.EpollSelector()
         addresses = settings.source_addresses
         self.addresses = addresses if addresses is not None else source_addresses(len(device_ids), settings.host)
-        self.sessions = [self._session(index, device_id) for index, device_id in enumerate(device_ids)]
+        policies = policies if policies is not None else [settings.reconnect] * len(device_ids)
+        self.sessions = [self._session(index, device_id, policy) for index, (device_id, policy) in enumerate(zip(device_ids, policies, strict=True))]
         self.by_id = {session.device_id: session for session in self.sessions}
         if len(self.by_id) != len(self.sessions):
             raise ValueError("device ids must be unique: each is a client id")
@@ -247,7 +244,7 @@ class DeviceSessions:
 
     # --- building ---
 
-    def _session(self, index: int, device_id: str) -> Session:
+    def _session(self, index: int, device_id: str, policy: ReconnectPolicy) -> Session:
         settings = self.settings
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -265,7 +262,7 @@ class DeviceSessions:
         else:
             client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind)
         rng = Stream(stream_key(settings.seed, f"{device_id}/reconnect"))  # not the stream of its readings
-        session = Session(index, device_id, client, rng, f"{settings.prefix}/status/{device_id}", settings.outbox_limit)
+        session = Session(index, device_id, client, rng, policy, f"{settings.prefix}/status/{device_id}", settings.outbox_limit)
         client.user_data_set(session)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -418,7 +415,7 @@ class DeviceSessions:
             self._retry(session)
 
     def _retry(self, session: Session) -> None:
-        delay = self.settings.reconnect.delay(session.attempt, session.rng)
+        delay = reconnect_delay(session.reconnect, session.attempt, session.rng)
         session.attempt += 1
         self._schedule(time.monotonic() + delay, _CONNECT, session)
 
