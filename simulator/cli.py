@@ -219,6 +219,15 @@ def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -
     out.print(f"{file}: ok ({scenario.name}: {devices} devices, {format_run_duration(scenario.duration)}, speed {scenario.speed})")
 
 
+@app.command()
+def devices(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
+    """Print the scenario's device ids, one a line, fleet by fleet: e.g. the users of the secure profile's
+    per-device logins (`iotsim devices FILE | DEVICES_FROM=- brokers/secure/make-passwords.sh`, docs/security.md)."""
+    scenario = load_scenario(file)
+    for fleet in scenario.fleets:
+        sys.stdout.write("".join(f"{device_id}\n" for device_id in fleet.device_ids()))
+
+
 # The scenario key each `iotsim run` override sets, and its flag (for error messages).
 RUN_OVERRIDES = {"duration": "--duration", "speed": "--speed", "seed": "--seed", "start": "--start", "mqtt.url": "--mqtt", "mqtt.qos": "--qos",
                  "mqtt.username": "--mqtt-username", "mqtt.ca_file": "--ca-file", "influx.url": "--influx"}  # fmt: skip

@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import simpy
 
 from conftest import IOTSIM, Pipeline, child_env, iotsim
 from filesystems import fill, tmpfs
 from simulator import stack
+from simulator.builder import build_world
 from simulator.ingest.settings import BridgeSettings, flag_of
 from simulator.load.section import BridgeOptions
+from simulator.scenario import load_scenario
 from simulator.transport.mqtt import run_client_id
 from simulator.units import format_duration
 
@@ -254,3 +257,14 @@ def test_a_run_whose_scenario_name_is_no_client_id_publishes_under_a_valid_one(p
     # The role, the name with " ", ":" and "." made "_", and a hash of the name (two names, two ids).
     assert re.fullmatch(rf"{pipeline.prefix}-run-a_run__x_y-[0-9a-f]{{6}}", client_id), client_id
     assert client_id == run_client_id(pipeline.prefix, "a run: x.y")
+
+
+def test_devices_lists_every_device_id_the_scenario_builds_one_a_line(tmp_path: Path) -> None:
+    path = ROOT / "scenarios" / "port-day.yaml"
+    listed = iotsim("devices", str(path))
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    world = build_world(load_scenario(path), simpy.Environment(), lambda topic, payload: None)
+    assert listed.stdout.splitlines() == list(world.telemetry.device_ids())
+    assert len(listed.stdout.splitlines()) == world.telemetry.device_count() > 100
+    missing = iotsim("devices", str(tmp_path / "nope.yaml"))
+    assert (missing.returncode, missing.stdout, missing.stderr.count("\n")) == (2, "", 1)

@@ -97,7 +97,8 @@ def test_every_panel_has_a_title_description_datasource_and_unit(name: str) -> N
         assert panel["targets"], where
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == influxql.DATASOURCE_UID and target["rawQuery"], where
-            assert "$timeFilter" in target["query"], f"{where}: query ignores the time range"
+            # `${__to}`: a state as of the range's end (Devices offline: a will before the range still counts).
+            assert "$timeFilter" in target["query"] or "${__to}" in target["query"], f"{where}: query ignores the time range"
         for override in panel["fieldConfig"].get("overrides", []):
             for item in override["properties"]:
                 if item["id"] == "unit":
@@ -137,15 +138,16 @@ def test_city_and_port_filter_by_district_type_and_device_and_annotate_events() 
             assert 'FROM "events"' in target["query"] and "$timeFilter" in target["query"] and target["textColumn"] == "text"
     city = boards()["city.json"]
     filtered = [panel["title"] for panel in panels(city) if not all("$district" in target["query"] for target in panel["targets"])]
-    assert all(title.startswith("Data centre") for title in filtered), filtered  # one campus, in one district
+    # The data centre is one campus, in one district; a device's status carries no district.
+    assert all(title.startswith("Data centre") or title == "Devices offline" for title in filtered), filtered
 
 
 def test_the_boards_show_what_the_issue_asks_for() -> None:
     types = {name: {panel["type"] for panel in panels(board)} for name, board in boards().items()}
-    assert {"geomap", "timeseries"} <= types["city.json"]
+    assert {"geomap", "timeseries", "table"} <= types["city.json"]
     assert {"state-timeline", "timeseries", "table", "geomap"} <= types["port.json"]
     titles = {name: " | ".join(panel["title"] for panel in panels(board)) for name, board in boards().items()}
-    for needed in ("AQI by station", "PM2.5", "Traffic flow", "Traffic speed", "Heat load vs outdoor temperature", "CH4", "rack inlet"):
+    for needed in ("AQI by station", "PM2.5", "Traffic flow", "Traffic speed", "Heat load vs outdoor temperature", "CH4", "rack inlet", "Devices offline"):
         assert needed in titles["city.json"], needed
     for needed in ("Yard occupancy", "Crane utilisation", "Crane moves per hour", "Gate queue per lane", "Train timeline", "Reefer alarms"):
         assert needed in titles["port.json"], needed

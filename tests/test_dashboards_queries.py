@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 
@@ -27,6 +28,7 @@ from simulator import stack
 from simulator.dashboards.build import JSON_DIR
 from simulator.engine import run_scenario
 from simulator.ingest.lineprotocol import to_line
+from simulator.ingest.status import to_point
 from simulator.scenario import Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +42,11 @@ WATER_METERS = {
     "name": "dashboards-water", "seed": 20260114, "start": "2026-01-14T00:00:00+08:00", "duration": "6h",
     "fleets": [{"type": "water_meter", "count": 50}],
 }  # fmt: skip
+# Device statuses in the simulated window (minutes from its start, device, online): em-0002's will
+# came last, em-0001 came back after its will, em-0003 has a birth only. The City board's "Devices
+# offline" lists em-0002 alone.
+STATUSES = [(0, "em-0001", True), (0, "em-0002", True), (0, "em-0003", True), (30, "em-0001", False), (45, "em-0002", False), (60, "em-0001", True)]
+OFFLINE = ["em-0002"]
 INTERVAL = "5m"  # what Grafana's $__interval is for ~36 h on a 1,000-pixel-wide panel
 CONFLICTS = 3  # pm25 strings sent through the bridge: stored as pm25_string, counted as type conflicts
 
@@ -87,6 +94,9 @@ def simulate_scenarios() -> tuple[Window, list[str]]:
         run_scenario(scenario, lambda topic, payload: lines.append(to_line(topic, payload)[0]))
         starts.append(int(scenario.start.timestamp() * 1000))
         ends.append(starts[-1] + int(scenario.duration * 1000))
+    for minute, device_id, online in STATUSES:  # births and wills, converted as the bridge does
+        payload = orjson.dumps({"device_id": device_id, "online": online, "ts": min(starts) + minute * 60_000})
+        lines.append(to_point(f"yangquan/status/{device_id}", payload, "yangquan")[0])
     return Window(min(starts), max(ends)), lines
 
 
@@ -157,10 +167,10 @@ def regex_value(value: str) -> str:
 
 
 def expand(query: str, variables: dict[str, str], window: Window, interval: str) -> str:
-    text = query.replace("$timeFilter", window.filter()).replace("$__interval", interval)
+    text = query.replace("$timeFilter", window.filter()).replace("$__interval", interval).replace("${__to}", str(window.end_ms))
     for name in sorted(variables, key=len, reverse=True):
         text = text.replace(f"${name}", variables[name])
-    unexpanded = re.findall(r"\$(?!tag_|col\b)\w+", text)
+    unexpanded = re.findall(r"\$(?!tag_|col\b)(?:\w+|\{\w+\})", text)
     assert not unexpanded, f"unexpanded variables {unexpanded} in {text}"
     return text
 
@@ -251,6 +261,17 @@ def test_device_explorer_shows_each_device_type_of_the_board(loaded: Loaded) -> 
             q = expand(explorer["targets"][0]["query"], chosen, loaded.simulated, INTERVAL)
             assert has_values(loaded.query(q)), f"{name}: no readings for {device_type}: {q}"
 
+
+
+def test_devices_offline_lists_the_devices_whose_latest_status_is_offline(loaded: Loaded) -> None:
+    panel = next(panel for panel in boards()["city"]["panels"] if panel["title"] == "Devices offline")
+    q = expand(panel["targets"][0]["query"], {}, loaded.simulated, INTERVAL)
+    rows = [row for series in loaded.query(q) for row in series["values"]]
+    assert [(device_id, online) for _, device_id, online in rows] == [(device_id, False) for device_id in OFFLINE]
+    assert rows[0][0] == loaded.simulated.start_ms + 45 * 60_000  # the time of its will
+    # As of a time range ending before its will, em-0001 (offline from minute 30 to 60) is listed instead.
+    earlier = expand(panel["targets"][0]["query"], {}, Window(loaded.simulated.start_ms, loaded.simulated.start_ms + 40 * 60_000), INTERVAL)
+    assert [row[1] for series in loaded.query(earlier) for row in series["values"]] == ["em-0001"]
 
 
 def test_dead_letters_stat_counts_what_the_bridge_set_aside(loaded: Loaded) -> None:

@@ -31,6 +31,9 @@ from simulator import stack
 
 SCRIPTS = stack.SECURE_DIR
 DEVICES = ("aq-0007", "aq-0008")  # per-device users, besides the profile's shared identities
+# A scenario's fleet whose every device logs in as itself: its users come from `iotsim devices`.
+METERS = "name: secure-meters\nduration: 1h\nfleets:\n  - {type: electricity_meter, count: 3}\n"
+METER_IDS = ("meter-0001", "meter-0002", "meter-0003")
 NOT_AUTHORIZED = 0x87
 ACCEPTED = (0x00, 0x10)  # MQTT 5 PUBACK: success, or success with "no matching subscribers"
 WAIT = 5.0  # seconds for any one broker answer on loopback
@@ -54,16 +57,28 @@ class SecureBroker:
         return (self.secrets / "passwords" / user).read_text().strip()
 
 
-def make_secrets(folder: Path, *devices: str) -> None:
+def make_secrets(folder: Path, *devices: str, devices_from: str | None = None) -> None:
+    """The test CA and the passwords; `devices_from`: more device users, one a line (DEVICES_FROM=-)."""
     for command in (["sh", str(SCRIPTS / "make-test-certs.sh"), str(folder)], ["sh", str(SCRIPTS / "make-passwords.sh"), str(folder), *devices]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        env = {**child_env(), "DEVICES_FROM": "-"} if devices_from is not None and "make-passwords.sh" in command[1] else None
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, input=devices_from, env=env)
         assert done.returncode == 0, done.stderr
+
+
+def scenario_device_ids(folder: Path) -> str:
+    """`iotsim devices` of the METERS scenario: what feeds make-passwords.sh."""
+    scenario = folder / "meters.yaml"
+    scenario.write_text(METERS)
+    listed = subprocess.run([*IOTSIM, "devices", str(scenario)], capture_output=True, text=True, timeout=60, env=child_env())
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert listed.stdout == "".join(f"{device_id}\n" for device_id in METER_IDS)
+    return listed.stdout
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     secrets = tmp_path_factory.mktemp("secrets")
-    make_secrets(secrets, *DEVICES)
+    make_secrets(secrets, *DEVICES, devices_from=scenario_device_ids(tmp_path_factory.mktemp("scenario")))
     tls_port = stack.free_port()
     service = stack.start_secure_mosquitto(tmp_path_factory.mktemp("secure-broker"), stack.free_port(), tls_port, secrets)
     yield SecureBroker(service, tls_port, secrets)
@@ -73,8 +88,10 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
 class Client:
     """A paho-mqtt 2.x client that records what the broker answers: CONNACK, PUBACKs, SUBACKs, messages."""
 
-    def __init__(self, user: str | None = None, password: str | None = None, *, protocol: MQTTProtocolVersion = mqtt.MQTTv311, ca_file: Path | None = None) -> None:
-        self.paho = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    def __init__(
+        self, user: str | None = None, password: str | None = None, *, protocol: MQTTProtocolVersion = mqtt.MQTTv311, ca_file: Path | None = None, client_id: str = ""
+    ) -> None:
+        self.paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         if user is not None:
             self.paho.username_pw_set(user, password)
         if ca_file is not None:
@@ -142,8 +159,11 @@ class Client:
             return self.answers.pop(mid)
 
 
-def connected(secure: SecureBroker, user: str, *, protocol: MQTTProtocolVersion = mqtt.MQTTv311, tls: bool = False) -> Client:
-    client = Client(user, secure.password(user), protocol=protocol, ca_file=secure.ca_file if tls else None)
+def connected(secure: SecureBroker, user: str, *, protocol: MQTTProtocolVersion = mqtt.MQTTv311, tls: bool = False, will: str | None = None) -> Client:
+    """`user` logged in; `will`: as a device with its own connection, client id = user and a last will on that topic."""
+    client = Client(user, secure.password(user), protocol=protocol, ca_file=secure.ca_file if tls else None, client_id=user if will else "")
+    if will is not None:
+        client.paho.will_set(will, b"offline", qos=1)
     reason = client.connect(secure.tls_port if tls else secure.port)
     assert reason is not None and not reason.is_failure, f"{user} refused: {reason}"
     return client
@@ -209,13 +229,71 @@ def test_a_device_is_told_not_authorized_with_mqtt5(secure: SecureBroker) -> Non
     device.stop()
 
 
+# --- a scenario's devices, each logged in as itself (issue 15): readings and status, own topics only ---
+
+
+def test_a_scenario_device_logs_in_as_itself_and_publishes_only_on_its_own_topics_mqtt311(secure: SecureBroker, bridge_subscriber: Client) -> None:
+    device = connected(secure, "meter-0001", will="yangquan/status/meter-0001")
+    device.publish("yangquan/city/electricity_meter/meter-0002", b"forged reading")  # 3.1.1: PUBACKed, then dropped
+    device.publish("yangquan/status/meter-0002", b"forged status")
+    device.publish("yangquan/status/meter-0001", b"own birth")
+    device.publish("yangquan/city/electricity_meter/meter-0001", b"own reading")
+    device.publish("yangquan/status/meter-0001", b"sentinel")
+    device.stop()
+    assert bridge_subscriber.received_until(b"sentinel") == [
+        ("yangquan/status/meter-0001", b"own birth"),
+        ("yangquan/city/electricity_meter/meter-0001", b"own reading"),
+        ("yangquan/status/meter-0001", b"sentinel"),
+    ]
+
+
+def test_a_scenario_device_is_told_not_authorized_on_another_devices_topics_with_mqtt5(secure: SecureBroker) -> None:
+    device = connected(secure, "meter-0002", protocol=mqtt.MQTTv5, will="yangquan/status/meter-0002")
+    assert device.publish("yangquan/status/meter-0002") in ACCEPTED
+    assert device.publish("yangquan/city/electricity_meter/meter-0002") in ACCEPTED
+    assert device.publish("yangquan/status/meter-0003") == NOT_AUTHORIZED
+    assert device.publish("yangquan/city/electricity_meter/meter-0003") == NOT_AUTHORIZED
+    assert device.publish("yangquan/status/meter-0002/extra") == NOT_AUTHORIZED
+    assert device.publish("yangquan/status") == NOT_AUTHORIZED
+    device.stop()
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["mqtt311", "mqtt5"])
+def test_a_scenario_device_with_a_wrong_password_is_refused(secure: SecureBroker, protocol: MQTTProtocolVersion) -> None:
+    for password in (secure.password("meter-0002"), secure.password("aq-0007"), ""):
+        reason = Client("meter-0001", password, protocol=protocol, client_id="meter-0001").connect(secure.port)
+        assert reason is not None and reason.value == NOT_AUTHORIZED, reason
+    connected(secure, "meter-0001", protocol=protocol, will="yangquan/status/meter-0001").stop()  # its own password works
+
+
+def test_the_will_of_a_device_that_vanishes_arrives_on_its_status_topic(secure: SecureBroker, bridge_subscriber: Client) -> None:
+    device = connected(secure, "meter-0003", will="yangquan/status/meter-0003")
+    device.paho.loop_stop()
+    device.paho.socket().close()  # no DISCONNECT: a battery dying
+    assert bridge_subscriber.messages.get(timeout=WAIT) == ("yangquan/status/meter-0003", b"offline")
+
+
+def test_a_will_on_another_devices_status_topic_is_never_published(secure: SecureBroker, bridge_subscriber: Client) -> None:
+    # Mosquitto accepts the CONNECT and checks the will against its user's ACL when it would publish it.
+    device = connected(secure, "meter-0001", will="yangquan/status/meter-0002")
+    device.paho.loop_stop()
+    device.paho.socket().close()
+    # The broker sees that socket close before this new connection's publish.
+    simulator = connected(secure, "simulator")
+    simulator.publish("yangquan/status/meter-0002", b"sentinel")
+    simulator.stop()
+    assert bridge_subscriber.received_until(b"sentinel") == [("yangquan/status/meter-0002", b"sentinel")]
+
+
 def test_the_bridge_reads_everything_and_can_publish_nothing(secure: SecureBroker, bridge_subscriber: Client) -> None:
     bridge = connected(secure, "bridge", protocol=mqtt.MQTTv5)
     for topic in (
         "yangquan/city/air_quality/aq-0007",
         "yangquan/port/gate_lane/gate-01",
         "yangquan/events/gas_alarm/mg-0001",
-        "yangquan/city/air_quality/bridge",  # the device pattern under its own name: denied too
+        "yangquan/city/air_quality/bridge",  # the device patterns under its own name: denied too
+        "yangquan/status/bridge",
+        "yangquan/status/aq-0007",
         "elsewhere/anything",
     ):
         assert bridge.publish(topic, b"from the bridge") == NOT_AUTHORIZED, topic
@@ -229,10 +307,13 @@ def test_the_bridge_reads_everything_and_can_publish_nothing(secure: SecureBroke
 @pytest.mark.parametrize(
     ("user", "allowed", "refused"),
     [
-        ("simulator", ["yangquan/city/air_quality/aq-0001", "yangquan/port/crane/rmg-01", "yangquan/events/train/t-1"], ["elsewhere/x", "yangquan/other/x/y", "yangquan/city/x/simulator"]),
-        ("city-devices", ["yangquan/city/air_quality/aq-0001", "yangquan/events/gas_alarm/mg-0001"], ["yangquan/port/crane/rmg-01", "yangquan/port/crane/city-devices"]),
-        ("port-devices", ["yangquan/port/crane/rmg-01", "yangquan/events/train/t-1"], ["yangquan/city/air_quality/aq-0001", "yangquan/city/x/port-devices"]),
-        ("healthcheck", [], ["yangquan/city/air_quality/aq-0001", "yangquan/events/train/healthcheck", "yangquan/city/x/healthcheck"]),
+        ("simulator", ["yangquan/city/air_quality/aq-0001", "yangquan/port/crane/rmg-01", "yangquan/events/train/t-1", "yangquan/status/meter-0001"],
+         ["elsewhere/x", "yangquan/other/x/y", "yangquan/city/x/simulator", "yangquan/status/simulator"]),
+        ("city-devices", ["yangquan/city/air_quality/aq-0001", "yangquan/events/gas_alarm/mg-0001"],
+         ["yangquan/port/crane/rmg-01", "yangquan/port/crane/city-devices", "yangquan/status/city-devices", "yangquan/status/aq-0001"]),
+        ("port-devices", ["yangquan/port/crane/rmg-01", "yangquan/events/train/t-1"],
+         ["yangquan/city/air_quality/aq-0001", "yangquan/city/x/port-devices", "yangquan/status/port-devices", "yangquan/status/rmg-01"]),
+        ("healthcheck", [], ["yangquan/city/air_quality/aq-0001", "yangquan/events/train/healthcheck", "yangquan/city/x/healthcheck", "yangquan/status/healthcheck"]),
     ],
 )  # fmt: skip
 def test_shared_identities_publish_only_in_their_subtrees(secure: SecureBroker, user: str, allowed: list[str], refused: list[str]) -> None:
@@ -331,6 +412,55 @@ def test_the_compose_config_enforces_the_same_rules(secure: SecureBroker, tmp_pa
         client.stop()
     finally:
         service.stop()
+
+
+# --- make-passwords.sh with a whole fleet ---
+
+
+def make_passwords(folder: Path, devices: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = ["sh", str(SCRIPTS / "make-passwords.sh"), str(folder), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, input=devices, env={**child_env(), "DEVICES_FROM": "-"})
+
+
+def test_make_passwords_takes_15000_devices_in_one_hashing_run_and_keeps_them(tmp_path: Path) -> None:
+    ids = [f"meter-{n:05d}" for n in range(1, 15_001)]
+    done = make_passwords(tmp_path, "".join(f"{device_id}\n" for device_id in ids) + "\nmeter-00001\n", "aq-0007")  # blank and repeated lines count once
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"make-passwords: wrote {tmp_path}/passwd for 15006 users: simulator city-devices port-devices bridge healthcheck ... (passwords in {tmp_path}/passwords/)\n"
+    users = [line.split(":", 1)[0] for line in (tmp_path / "passwd").read_text().splitlines()]
+    assert users == ["simulator", "city-devices", "port-devices", "bridge", "healthcheck", "aq-0007", *ids]
+    passwords = {device_id: (tmp_path / "passwords" / device_id).read_text() for device_id in ids}
+    assert all(re.fullmatch(r"[0-9a-f]{32}\n", password) for password in passwords.values())
+    assert len(set(passwords.values())) == len(ids)
+    first_hashes = (tmp_path / "passwd").read_text()
+    again = make_passwords(tmp_path, "meter-00002\nmeter-20000\n")  # only these devices now, one of them new
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "passwords" / "meter-00002").read_text() == passwords["meter-00002"]  # kept
+    assert [line.split(":", 1)[0] for line in (tmp_path / "passwd").read_text().splitlines()][-2:] == ["meter-00002", "meter-20000"]
+    assert (tmp_path / "passwd").read_text() != first_hashes
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("meter 0001", "is not a valid user name (letters, digits, _ and - only)"),
+        ("aq/0007", "is not a valid user name (letters, digits, _ and - only)"),
+        ("+", "is not a valid user name (letters, digits, _ and - only)"),
+        ("meter-0001\r", "ends in a CR (a list with CRLF line endings?); give the names with LF"),
+    ],
+)
+def test_make_passwords_refuses_a_bad_device_id_in_one_line_writing_nothing(tmp_path: Path, bad: str, reason: str) -> None:
+    done = make_passwords(tmp_path, f"meter-0001\n{bad}\n")
+    assert done.returncode == 2
+    assert done.stderr == f"make-passwords: '{bad.strip()}' {reason}\n"
+    assert not (tmp_path / "passwd").exists() and list((tmp_path / "passwords").iterdir()) == []
+
+
+def test_make_passwords_names_a_devices_file_it_cannot_read(tmp_path: Path) -> None:
+    command = ["sh", str(SCRIPTS / "make-passwords.sh"), str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**child_env(), "DEVICES_FROM": str(tmp_path / "ids.txt")})
+    assert (done.returncode, done.stderr) == (2, f"make-passwords: DEVICES_FROM={tmp_path}/ids.txt is not a readable file\n")
+    assert not (tmp_path / "passwd").exists()
 
 
 def test_no_secret_of_the_profile_can_be_committed() -> None:

@@ -80,6 +80,17 @@ def test_a_run_through_the_bridge_verifies_exactly_with_duplicates_and_malformed
     assert {device["device_id"] for device in report["devices"] if device["measurement"] == "air_quality"} == {f"aq-{n:04d}" for n in range(1, 9)}
 
 
+def test_device_status_points_are_listed_not_checked_and_do_not_break_verification(pipeline: Pipeline) -> None:
+    scenario = run_through_pipeline(pipeline)
+    some_time = times_by_seq(pipeline, "aq-0001")[0]
+    write_line(pipeline, "\n".join(f"device_status,device_id=aq-000{n} online={'false' if n == 2 else 'true'} {some_time + n}" for n in (1, 2, 3)))
+    code, stdout, report = verify(pipeline, scenario)
+    assert code == 0, stdout
+    assert report["not_checked"]["device_status"] == 3
+    assert "device_status 3 points" in stdout
+    assert report["missing"] == report["unexpected"] == 0
+
+
 def test_deleted_points_are_reported_as_the_missing_seq_ranges(pipeline: Pipeline) -> None:
     scenario = run_through_pipeline(pipeline)
     times = times_by_seq(pipeline, "aq-0003")

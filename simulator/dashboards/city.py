@@ -5,14 +5,14 @@ and the city's other services. Measurement and field names are those of simulato
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
-from grafana_foundation_sdk.builders import geomap, timeseries
+from grafana_foundation_sdk.builders import geomap, table, timeseries
 from grafana_foundation_sdk.models import dashboard
 
 from simulator.city.dc_rack import ASHRAE_RECOMMENDED_MAX_C
 from simulator.city.mine import ALARM_PCT, CO_LIMIT_PPM, POWER_CUT_PCT
 from simulator.dashboards.common import board, device_explorer, device_type_variable, device_variable, events, query_variable
 from simulator.dashboards.influxql import InfluxQL
-from simulator.dashboards.panels import Step, Trend, matches, select, station_map, timeseries_panel
+from simulator.dashboards.panels import Step, Trend, events_table, matches, select, station_map, timeseries_panel
 
 UID = "yangquan-city"
 YANGQUAN = (37.86, 113.58)  # map centre (shared/domain.md)
@@ -147,6 +147,22 @@ def city_water_use() -> timeseries.Panel:
     )
 
 
+def devices_offline() -> table.Panel:
+    """Devices whose latest status (birth or last will, docs/message-contract.md) is offline, as of the
+    end of the time range: InfluxQL cannot filter on an aggregate, so the latest per device is a subquery."""
+    latest = 'SELECT last("online") AS "online" FROM "device_status" WHERE time <= ${__to}ms GROUP BY "device_id"'
+    query = f'SELECT "device_id", "online" FROM ({latest}) WHERE "online" = false'
+    return events_table(
+        "Devices offline",
+        "Devices with their own MQTT connection whose latest status, at the end of the time range, is offline: their last will "
+        "(the broker published it when the device vanished without a DISCONNECT) came after their last birth. "
+        "Time: the status's ts (a will's is when that connection began: MQTT fixes it at CONNECT). "
+        "Every district (a status carries no district).",
+        query,
+        width=24,
+    ).with_transformation(dashboard.DataTransformerConfig(id_val="filterFieldsByName", options={"include": {"names": ["Time", "device_id"]}}))
+
+
 def build() -> dashboard_builders.Dashboard:
     city = board(
         UID,
@@ -174,5 +190,6 @@ def build() -> dashboard_builders.Dashboard:
     for trend in SERVICES:
         city = city.with_panel(trend.panel(IN_DISTRICT))
     city = city.with_panel(city_water_use())
+    city = city.with_row(dashboard_builders.Row("Device connections")).with_panel(devices_offline())
     city = city.with_row(dashboard_builders.Row("Device explorer")).with_panel(device_explorer((matches("district", "district"),)))
     return city

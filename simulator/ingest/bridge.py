@@ -55,11 +55,12 @@ from simulator.errors import BridgeError, BrokerRefused, UsageError
 from simulator.influx import InfluxClient, InfluxDatabaseMissing, InfluxRefused, InfluxUnreachable, WriteDeferred
 from simulator.ingest.deadletter import DeadLetters
 from simulator.ingest.fieldtypes import FieldTypes, LookupFailed, declared_types
-from simulator.ingest.lineprotocol import BadPayload, escape_key, to_line
+from simulator.ingest.lineprotocol import BadPayload, escape_key
 from simulator.ingest.sequences import SeqGaps
 from simulator.ingest.session import SessionRecord
 from simulator.ingest.settings import BridgeSettings
 from simulator.ingest.spool import Spool
+from simulator.ingest.status import to_point
 from simulator.transport.client import Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, TakeoverWatch, refusal
@@ -343,8 +344,8 @@ class Bridge:
         topic, payload = message.topic, message.payload
         try:
             self._check_topic(topic)
-            line, device_id, seq, ts = to_line(topic, payload, self.field_types)
-            if self.sequences is not None:
+            line, device_id, seq, ts = to_point(topic, payload, self.settings.topic_prefix, self.field_types)
+            if self.sequences is not None and seq is not None:  # a device's status has no seq
                 self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
         except BadPayload as error:
             line, ts = None, 0
@@ -446,7 +447,7 @@ class Bridge:
                     continue
                 self.field_types.holds(conflict["measurement"], conflict["field"], conflict["kind"])
                 try:
-                    retry.append((source, to_line(*source, self.field_types)[0]))
+                    retry.append((source, to_point(*source, self.settings.topic_prefix, self.field_types)[0]))
                 except BadPayload as error:
                     kept.append((source, f"{reason}; converted again: {error}"))
             if not retry:
