@@ -343,7 +343,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         sessions.start()
     if stop is not None:  # said once connected, so a mistake above stays the only line
         say(f"{scenario.name}{label}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
-    stats = PublisherStats(publisher, counters, client_id, warn=err.print, shard=shard.spec if shard.count > 1 else None)
+    stats = PublisherStats(publisher, counters, client_id, warn=err.print, shard=shard.spec if shard.count > 1 else None, sessions=sessions)
     stats.start()
     interrupted = False
     result: RunResult | None = None
