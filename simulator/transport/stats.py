@@ -1,6 +1,6 @@
 """The simulator's own counters, written to InfluxDB's `pipeline` measurement for the health board.
 
-A daemon thread posts one point every few seconds while a run publishes (tags `component` =
+A daemon thread posts one point as a run starts and every few seconds while it publishes (tags `component` =
 `simulator`, `client_id`, and `shard` = INDEX/COUNT for a sharded run; integer fields `published`, `acknowledged`, `pending`, `buffered`, `disconnects`,
 `takeovers`: connections the broker closed soon after accepting them, another client with the run's id).
 A run whose fleets own their connections (issue 15) adds its device sessions' figures (`DEVICE_FIELDS`):
@@ -56,6 +56,7 @@ class PublisherStats:
         self.client.close()
 
     def _report(self) -> None:
+        self.write()  # the run's start: the board sees every counter's increase from 0 (the first connects' burst)
         while not self.stopping.wait(self.every):
             self.write()
 
