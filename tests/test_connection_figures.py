@@ -4,7 +4,6 @@ InfluxDB beside its publisher's, against the real Mosquitto and InfluxDB."""
 from __future__ import annotations
 
 from conftest import Pipeline, iotsim
-
 from simulator.transport.stats import DEVICE_FIELDS
 
 STATIONS = """

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 import pytest
 import requests
-from conftest import RUN_IDLE, Pipeline, iotsim
-from publishing import message, publish, topic
 
+from conftest import Pipeline, RUN_IDLE, iotsim
+from publishing import message, publish, topic
 from simulator import stack
 from simulator.dashboards.build import JSON_DIR
 from simulator.engine import run_scenario

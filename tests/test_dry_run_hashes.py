@@ -7,8 +7,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from full_city import FULL_CITY, scaled_down
 
+from full_city import FULL_CITY, scaled_down
 from simulator.engine import run_scenario
 from simulator.scenario import Scenario, load_scenario
 

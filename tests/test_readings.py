@@ -8,20 +8,22 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+import orjson
 import pytest
-from conftest import iotsim
-from full_city import FULL_CITY, scaled_down
 from pydantic import ValidationError
 
+from conftest import iotsim
+from full_city import FULL_CITY, scaled_down
 from simulator import catalogue, telemetry
 from simulator.engine import run_scenario
 from simulator.ingest import fieldtypes
 from simulator.ingest.fieldtypes import read_declared
 from simulator.ingest.lineprotocol import field_value
+from simulator.engine import run_scenario
+from simulator.telemetry import MAX_READINGS
 from simulator.load.probe import MAX_BATCH, MAX_PAYLOAD_BYTES, PADS, SENSORS
 from simulator.readings_schema import READINGS_PATH, declared_readings, render
 from simulator.scenario import Scenario, load_scenario
-from simulator.telemetry import MAX_READINGS
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "scenarios").glob("*.yaml"))

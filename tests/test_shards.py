@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import simpy
+
 from conftest import IOTSIM, child_env
 from full_city import FULL_CITY, scaled_down
-
 from simulator.builder import build_world
 from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
