@@ -17,6 +17,7 @@ import simpy
 
 from conftest import IOTSIM, child_env
 from full_city import FULL_CITY, scaled_down
+from test_dry_run_hashes import unpaced
 from simulator.builder import build_world
 from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
@@ -47,9 +48,9 @@ def shipped(name: str) -> Scenario:
 
 def messages(name: str, shard: Shard | None = None) -> list[Message]:
     scenario = shipped(name)
-    scenario = scenario.with_overrides(duration=SPAN_LOAD if scenario.load else SPAN.get(name, SPAN_DEFAULT))
+    scenario = unpaced(scenario.with_overrides(duration=SPAN_LOAD if scenario.load else SPAN.get(name, SPAN_DEFAULT)))
     out: list[Message] = []
-    result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard, wait=lambda seconds: None)  # unpaced: the same messages
+    result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
     assert result.generated == len(out)  # a shard's summary counts its own messages
     return out
 
@@ -140,7 +141,7 @@ def test_the_shards_of_a_run_with_pipeline_faults_together_are_exactly_the_whole
 
     def run(shard: Shard | None) -> tuple[list[Message], dict[str, dict[str, str]]]:
         out: list[Message] = []
-        result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard, wait=lambda seconds: None)  # unpaced: the same messages
+        result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
         return out, {summary.title: summary.figures for summary in result.summaries}
 
     whole, summaries = run(None)
