@@ -40,11 +40,14 @@ from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from simulator.connections import ConnectionPlan
     from simulator.engine import RunResult, Stop, Wait
     from simulator.influx import InfluxClient
     from simulator.ingest.bridge import Bridge
     from simulator.scenario import Scenario
     from simulator.stack import StackControl
+    from simulator.telemetry import Sink
+    from simulator.transport.sessions import DeviceSessions
     from simulator.verify import Verification
 
 out = Console(soft_wrap=True)
@@ -339,39 +342,59 @@ def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
 
 
 def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None, shard: Shard = Shard()) -> None:
+    from simulator.connections import connection_plan
     from simulator.transport.client_ids import run_client_id
-    from simulator.transport.mqtt import MqttPublisher
+    from simulator.transport.mqtt import MqttPublisher, password_from_environment
+    from simulator.transport.sessions import SessionSink, SessionStats
     from simulator.transport.stats import PublisherStats
 
     settings = scenario.mqtt
     client_id = run_client_id(settings.client_id_prefix, scenario.name, shard.index, shard.count)  # any scenario name, a valid id with its role
     label = shard_label(shard)
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
+    plan = connection_plan(scenario, shard, password_from_environment())  # UsageError: a gateway fleet in a shard
+    sessions = plan.sessions() if plan else None  # OpenFilesLimit: one line, how many files and how to get them
     counters = counters_client(scenario)
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
+    sink: Sink = publisher
+    wait: Wait = publisher.idle
+    if plan and sessions:
+        routed = SessionSink(publisher, publisher.idle, sessions, plan.route)
+        sink, wait = routed, routed.idle
+        sessions.start()
     if stop is not None:  # said once connected, so a mistake above stays the only line
         say(f"{scenario.name}{label}: live from {scenario.start.isoformat()} at {scenario.speed:g} x real time until stopped (SIGTERM or Ctrl-C)")
-    stats = PublisherStats(publisher, counters, client_id, warn=err.print, shard=shard.spec if shard.count > 1 else None)
+    stats = PublisherStats(publisher, counters, client_id, warn=err.print, shard=shard.spec if shard.count > 1 else None, sessions=sessions)
     stats.start()
     interrupted = False
     result: RunResult | None = None
     try:
-        result = run_with_progress(scenario, publisher, control, wait=publisher.idle, stop=stop, shard=shard)
+        result = run_with_progress(scenario, sink, control, wait=wait, stop=stop, shard=shard)
         if not publisher.drain(drain_timeout):
             err.print(f"gave up after {drain_timeout:.0f} s waiting for {publisher.pending + publisher.buffered} acknowledgements")
+        if sessions and not sessions.run_until(sessions.drained, drain_timeout):
+            err.print(f"gave up after {drain_timeout:.0f} s waiting for {sessions.outbox_depth()} acknowledgements on the devices' own connections")
     except KeyboardInterrupt:
         interrupted = True
         publisher.drain(5.0)
+        if sessions:
+            sessions.run_until(sessions.drained, 5.0)
     finally:
         stats.stop()
         publisher.stop()
-    generated = result.generated if result else publisher.published
-    acknowledged = publisher.acknowledged if settings.qos == 1 else "n/a (QoS 0)"
+        if sessions:
+            sessions.close()
+    own = sessions.stats if sessions else SessionStats()
+    published, acknowledged_count = publisher.published + own.sent, publisher.acknowledged + own.acknowledged
+    generated = result.generated if result else published
+    acknowledged = acknowledged_count if settings.qos == 1 else "n/a (QoS 0)"
     out.print(
-        f"{scenario.name}{label}: generated {generated}, published {publisher.published}, acknowledged {acknowledged}"
+        f"{scenario.name}{label}: generated {generated}, published {published}, acknowledged {acknowledged}"
         + (f" in {result.wall_s:.1f} s ({result.messages_per_s:,.0f} msg/s)" if result else "")
         + f" → {publisher.address}"
     )
+    if plan and sessions:
+        out.print(describe_sessions(plan, sessions), markup=False, highlight=False)
     for outage in publisher.outages:
         out.print(outage.describe(), markup=False, highlight=False)
     if result:
@@ -380,8 +403,19 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
             say(f"{scenario.name}{label}: stopped after {format_duration(result.simulated_s)} simulated, live from --start {scenario.start.isoformat()}")
     if interrupted:
         raise typer.Exit(130)
-    if settings.qos == 1 and publisher.acknowledged < publisher.published:
+    if settings.qos == 1 and (acknowledged_count < published or own.overflowed):
         raise typer.Exit(1)
+
+
+def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:
+    """The run's own connections in one line: how many, connects, reconnects, connect latency, anything dropped."""
+    stats = sessions.stats
+    latency = stats.latency_ms
+    line = (
+        f"device connections: {plan.describe()}, connects {stats.connects}, reconnects {stats.reconnects}, "
+        f"failed attempts {stats.connect_failures}, CONNECT→CONNACK p50 {latency.get_value_at_percentile(50)} ms, p99 {latency.get_value_at_percentile(99)} ms"
+    )
+    return line + (f"; {stats.overflowed} messages dropped from full outboxes" if stats.overflowed else "")
 
 
 def counters_client(scenario: Scenario) -> InfluxClient:

@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from simulator.device_faults import DeviceFault, FaultyReadings, faults_for
-from simulator.fleet import DISTRICTS, District, StrictModel
+from simulator.fleet import DISTRICTS, District, ReconnectPolicy, StrictModel
 from simulator.randomness import Stream
 from simulator.shard import SHARD_KEY, Shard
 from simulator.telemetry import FLOAT, KINDS, Device, Kind, Reading, Telemetry
@@ -69,6 +69,13 @@ class FleetConfig(StrictModel):
         description="devices are spread round-robin over these districts",
     )
     faults: list[DeviceFault] = Field(default_factory=list, description="device faults (simulator/device_faults.py)")
+    connection: Literal["shared", "device", "gateway"] = Field(
+        default="shared",
+        description="shared: the run's one MQTT connection; device: every device its own (client id = device id, a last will on "
+        "{prefix}/status/{device_id}); gateway: every gateway_size consecutive devices behind one gateway connection ('{id_prefix}-gw-NNNN')",
+    )
+    gateway_size: int | None = Field(default=None, validate_default=True, ge=1, le=1_000_000, description="devices behind each gateway (connection: gateway)")
+    reconnect: ReconnectPolicy = Field(default_factory=ReconnectPolicy, description="how the fleet's own connections retry after losing the broker")
 
     @property
     def prefix(self) -> str:
@@ -81,6 +88,30 @@ class FleetConfig(StrictModel):
 
     def district_of(self, index: int) -> str:
         return self.districts[index % len(self.districts)]
+
+    def gateway_ids(self) -> list[str]:
+        """The ids of the fleet's gateways (connection: gateway): `{prefix}-gw-0001` for its first
+        `gateway_size` devices, and so on."""
+        size = self.gateway_size or 1
+        return [f"{self.prefix}-gw-{n:04d}" for n in range(1, (self.count + size - 1) // size + 1)]
+
+    def connection_of(self, index: int, device_id: str) -> str | None:
+        """The client id that carries the device's messages (its own, or its gateway's); None: the run's shared connection."""
+        if self.connection == "device":
+            return device_id
+        if self.connection == "gateway":
+            return f"{self.prefix}-gw-{index // (self.gateway_size or 1) + 1:04d}"
+        return None
+
+    @field_validator("gateway_size")
+    @classmethod
+    def _gateway_size_for_gateways(cls, size: int | None, info: ValidationInfo) -> int | None:
+        connection = info.data.get("connection")
+        if connection == "gateway" and size is None:
+            raise ValueError("connection gateway needs gateway_size: N (devices behind each gateway)")
+        if connection not in (None, "gateway") and size is not None:
+            raise ValueError(f"only for connection: gateway (this fleet's connection is {connection})")
+        return size
 
     @model_validator(mode="after")
     def _faults_name_this_fleet(self) -> FleetConfig:

@@ -26,7 +26,7 @@ from simulator.city.settings import CitySettings
 from simulator.device_type import DeviceType
 from simulator.errors import UsageError
 from simulator.faults import PROCESS_FAULTS, Fault
-from simulator.fleet import RunDuration, StrictModel
+from simulator.fleet import DurationOrZero, RunDuration, StrictModel
 from simulator.load.section import LoadSection
 from simulator.port.settings import PortSettings
 from simulator.units import UNTIL_STOPPED
@@ -70,6 +70,10 @@ class MqttSettings(StrictModel):
     buffer_dir: str | None = Field(default=None, description="where held messages spill to disk; default: the system's temporary directory")
     username: str | None = Field(default=None, min_length=1, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
     ca_file: str | None = Field(default=None, description="CA certificate for an mqtts:// broker; default: the system's CAs")
+    # The fleets' own connections (a fleet's `connection: device` or `gateway`; simulator/transport/sessions.py).
+    keepalive: int = Field(default=60, ge=2, le=65535, description="seconds between a device connection's packets at the least (PINGREQ); the broker fires a silent device's will after 1.5 x this")
+    connect_window: DurationOrZero = Field(default=0.0, description="device connections first connect spread over this window, each at a time from its own random stream")
+    protocol: Annotated[Literal["3.1.1", "5"], BeforeValidator(str)] = Field(default="3.1.1", description="MQTT version of the device connections: '3.1.1' or '5'")
 
     @field_validator("url")
     @classmethod
@@ -153,6 +157,19 @@ class Scenario(StrictModel):
                     f"fleets {seen[prefix]} and {index} both name devices '{prefix}-NNNN'; give one an id_prefix"
                 )
             seen[prefix] = index
+        return fleets
+
+    @field_validator("fleets")
+    @classmethod
+    def _own_connections_fit_the_broker(cls, fleets: list[Any], info: ValidationInfo) -> list[Any]:
+        mqtt = info.data.get("mqtt")
+        for index, fleet in enumerate(fleets):
+            if fleet.connection == "shared" or mqtt is None:
+                continue
+            if mqtt.qos != 1:
+                raise ValueError(f"fleets.{index}.connection: a fleet's own connections publish at QoS 1 (each device's outbox keeps what an outage would lose); set mqtt.qos: 1")
+            if mqtt.url.startswith("mqtts://"):
+                raise ValueError(f"fleets.{index}.connection: a fleet's own connections do not speak TLS yet; use connection: shared with an mqtts:// broker")
         return fleets
 
     @field_validator("port")

@@ -30,6 +30,7 @@ from simulator.engine import run_scenario
 from simulator.ingest.lineprotocol import to_line
 from simulator.ingest.status import to_point
 from simulator.scenario import Scenario, load_scenario
+from simulator.transport.sessions import DeviceSessions, SessionSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "dashboards"
@@ -49,6 +50,12 @@ STATUSES = [(0, "em-0001", True), (0, "em-0002", True), (0, "em-0003", True), (3
 OFFLINE = ["em-0002"]
 INTERVAL = "5m"  # what Grafana's $__interval is for ~36 h on a 1,000-pixel-wide panel
 CONFLICTS = 3  # pm25 strings sent through the bridge: stored as pm25_string, counted as type conflicts
+RUN_DEVICES = 50  # the pipeline run's air-quality stations, each its own connection
+# Two devices of their own beside the run: one dies (its will fires), one closes cleanly (its death).
+WILL_DEVICES = ("em-dash-1", "em-dash-2")
+# Statuses with online = false in the wall-clock window: the run's devices' deaths when it ends, the
+# will, the clean close.
+OFFLINE_STATUSES = RUN_DEVICES + 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Loaded:
     simulated: Window
     wall_clock: Window
     dead_letters: int
+    connects: int  # the run's device connections' accepted CONNACKs
 
     def query(self, q: str) -> list[dict]:
         response = requests.get(f"{self.url}/query", params={"db": DATABASE, "q": q, "epoch": "ms"}, timeout=60)
@@ -118,17 +126,32 @@ def loaded(broker: stack.Service, influxdb: stack.Service, tmp_path_factory: pyt
     bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
     strings = [message(seq, {"pm25": "high"}, device_id="aq-9999", ts=began + seq) for seq in range(CONFLICTS)]
     publish(pipeline, [(topic(pipeline, "aq-9999"), payload) for payload in strings])
+    fire_a_will(pipeline)
     scenario = pipeline.scenario_file(PIPELINE_RUN.format(start=datetime.now(timezone.utc).isoformat(timespec="seconds")))
     run = iotsim("run", str(scenario), timeout=120)
     assert run.returncode == 0, run.stderr
     _, bridge_err = bridge.communicate(timeout=120)
     assert bridge.returncode == 0, bridge_err
     dead_letters = len((tmp / "dead-letters.jsonl").read_text().splitlines())
+    connects = int(re.search(r"device connections: .*?, connects (\d+),", run.stdout).group(1))  # type: ignore[union-attr]
     # A short load experiment: its per-second and summary `loadtest` points.
     load = iotsim("load", str(pipeline.scenario_file(LOAD_RUN, "load.yaml")), "--out", str(tmp / "load-results"), timeout=180)
     assert load.returncode == 0, load.stdout + load.stderr
     # The run's device data and fault events are stamped start + simulated time: up to 2 h from now.
-    yield Loaded(influxdb.url, simulated, Window(began - 60_000, int(time.time() * 1000) + 2 * 3600_000), dead_letters)
+    yield Loaded(influxdb.url, simulated, Window(began - 60_000, int(time.time() * 1000) + 2 * 3600_000), dead_letters, connects)
+
+
+def fire_a_will(pipeline: Pipeline) -> None:
+    """Two devices connect with a 1 s keepalive; one's battery dies (the broker fires its will after
+    1.5 s of silence), the other closes cleanly (its death)."""
+    sessions = DeviceSessions(list(WILL_DEVICES), SessionSettings(port=pipeline.broker.port, prefix=pipeline.prefix, keepalive=1))
+    sessions.start()
+    try:
+        assert sessions.run_until(sessions.all_connected, 10)
+        sessions.kill(WILL_DEVICES[0])
+        sessions.run_until(lambda: False, 2.5)  # past 1.5 keepalives: the will is out
+    finally:
+        sessions.close()
 
 
 PIPELINE_RUN = """
@@ -137,7 +160,7 @@ start: {start}
 duration: 2h
 speed: 600
 fleets:
-  - {{type: air_quality, count: 50, cadence: 5m}}
+  - {{type: air_quality, count: 50, cadence: 5m, connection: device}}
 faults:
   - {{kind: malformed, rate: 0.03}}
 """
@@ -291,3 +314,35 @@ def test_type_conflicts_panel_counts_the_readings_stored_under_a_typed_name(load
     assert max(values) == CONFLICTS
     stored = loaded.query('SELECT count("pm25_string") FROM "air_quality" WHERE "device_id" = \'aq-9999\'')
     assert stored[0]["values"][0][1] == CONFLICTS
+
+
+def pipeline_panel(title: str) -> dict:
+    return next(panel for panel in boards()["pipeline"]["panels"] if panel["title"] == title)
+
+
+def panel_values(loaded: Loaded, panel: dict, ref: str = "A") -> list[float]:
+    target = next(target for target in panel["targets"] if target["refId"] == ref)
+    q = expand(target["query"], {"simulator": ".*", "bridge": ".*"}, loaded.wall_clock, panel.get("interval") or INTERVAL)
+    return [row[1] for series in loaded.query(q) for row in series["values"] if row[1] is not None]
+
+
+def test_connected_devices_shows_every_device_of_the_run_connected(loaded: Loaded) -> None:
+    values = panel_values(loaded, pipeline_panel("Connected devices"))
+    assert max(values) == RUN_DEVICES and min(values) >= 0
+
+
+def test_connects_per_second_adds_up_to_the_runs_connects(loaded: Loaded) -> None:
+    panel = pipeline_panel("Connects per second")
+    per_second = panel_values(loaded, panel)
+    # non_negative_derivative of 5 s buckets: a rate times 5 s is at most its bucket's increase (a bucket
+    # without a point makes the step longer), and the run's first point, at its start, precedes the connects.
+    assert max(per_second) > 0 and min(per_second) >= 0
+    assert sum(rate * 5 for rate in per_second) <= loaded.connects == RUN_DEVICES
+    assert panel_values(loaded, panel, "B") == [0] * len(panel_values(loaded, panel, "B"))  # no failed attempts
+
+
+def test_wills_fired_counts_the_offline_statuses_the_bridge_stored(loaded: Loaded) -> None:
+    assert sum(panel_values(loaded, pipeline_panel("Wills fired"))) == OFFLINE_STATUSES
+    # Each of the two devices has one offline status: the dead one's will, the other's clean death.
+    stored = loaded.query('SELECT count("online") FROM "device_status" WHERE "device_id" =~ /^em-dash-/ AND "online" = false GROUP BY "device_id"')
+    assert {series["tags"]["device_id"]: series["values"][0][1] for series in stored} == {device_id: 1 for device_id in WILL_DEVICES}

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECORDED: dict[str, tuple[str, int, str]] = {
     "city-day.yaml": ("2h", 50091, "37b29795879308d9a526049f967f7c2432167a0f719d813c12cd60ee3ce89975"),
     "city-heating-season.yaml": ("2h", 2720, "d0e0a378e44b31d6bb7aa67d528a978ccddf43c8cb7a90fd68704135acfa50c9"),
+    "city-connections.yaml": ("2h", 120000, "0c2766ec663ed031d1aea4f72a3eae494a7a22d9fb53037ec4cff6494dc75eba"),
     "city-incident.yaml": ("2h", 39842, "570beaacdfd1b7a1728690454944ac24688e7652ff224ccfbed128a247c07cd2"),
     "load-capacity.yaml": ("2m", 157500, "a63751909ec45fcd6116255d8cff892d8de34eb919280d521a9f9a683fbbcfb7"),
     "load-ramp.yaml": ("2m", 183000, "470b5a44c071f333a1a635ac252804d68962990d74e80035b6fa9bf0a612a769"),
@@ -48,8 +49,14 @@ def digest_of(scenario: Scenario) -> tuple[str, int]:
         hasher.update(topic.encode() + b"\n" + payload + b"\n")
         count += 1
 
-    run_scenario(scenario, sink)
+    run_scenario(unpaced(scenario), sink)
     return hasher.hexdigest(), count
+
+
+def unpaced(scenario: Scenario) -> Scenario:
+    """A paced scenario (city-connections: its broker outage takes wall time) at a million times real
+    time: the messages do not depend on the wall clock, and a dry run needs no pacing."""
+    return scenario if scenario.speed == "afap" else scenario.with_overrides(speed=1_000_000)
 
 
 def test_every_shipped_scenario_is_recorded() -> None:

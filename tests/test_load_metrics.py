@@ -16,6 +16,7 @@ import pytest
 
 from simulator.ingest.lineprotocol import to_line
 from simulator.load import metrics
+from simulator.load.bridge import WriteRecorder
 from simulator.load.cli import cpu_line
 from simulator.load.metrics import LatencyRecorder, SeqTracker, decode, find_server, new_histogram, point_identity, summarize_ms
 from simulator.load.results import write_results
@@ -142,3 +143,10 @@ def test_a_database_that_was_not_sampled_is_null_and_the_report_says_why(tmp_pat
         "CPU, % of one core, mean while loaded: simulator 80%, bridge 40%, broker (mosquitto) 10%, "
         f"database {note}; whole machine 150% of 200%"
     )
+
+
+def test_the_load_bridges_recorder_counts_readings_and_passes_over_device_statuses() -> None:
+    recorder = WriteRecorder()
+    lines = ["device_status,device_id=em-0001 online=false 1768341600000", "load_probe,device_id=p-0001 value=1,seq=0i 1768341600000"]
+    recorder.observe(lines, [])
+    assert (recorder.sequences.distinct, recorder.sequences.duplicates, recorder.stale) == (1, 0, 0)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from conftest import iotsim
 from full_city import FULL_CITY, scaled_down
+from test_dry_run_hashes import unpaced
 from simulator import catalogue, telemetry
 from simulator.engine import run_scenario
 from simulator.ingest import fieldtypes
@@ -37,7 +38,7 @@ def readings_seen(scenario: Scenario, seen: Seen) -> None:
         for name, value in message["readings"].items():
             seen[message["type"]][name].add(field_value(name, value)[0])  # the bridge's own kind of the value
 
-    run_scenario(scenario, sink)
+    run_scenario(unpaced(scenario), sink)
 
 
 @pytest.fixture(scope="module")

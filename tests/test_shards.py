@@ -17,6 +17,7 @@ import simpy
 
 from conftest import IOTSIM, child_env
 from full_city import FULL_CITY, scaled_down
+from test_dry_run_hashes import unpaced
 from simulator.builder import build_world
 from simulator.engine import run_scenario
 from simulator.faults import SOURCE as FAULT_SOURCE
@@ -47,7 +48,7 @@ def shipped(name: str) -> Scenario:
 
 def messages(name: str, shard: Shard | None = None) -> list[Message]:
     scenario = shipped(name)
-    scenario = scenario.with_overrides(duration=SPAN_LOAD if scenario.load else SPAN.get(name, SPAN_DEFAULT))
+    scenario = unpaced(scenario.with_overrides(duration=SPAN_LOAD if scenario.load else SPAN.get(name, SPAN_DEFAULT)))
     out: list[Message] = []
     result = run_scenario(scenario, lambda topic, payload: out.append((topic, payload)), shard=shard)
     assert result.generated == len(out)  # a shard's summary counts its own messages
@@ -55,7 +56,7 @@ def messages(name: str, shard: Shard | None = None) -> list[Message]:
 
 
 def test_every_shipped_scenario_is_covered() -> None:
-    assert len(SCENARIOS) == 11 and WITH_EVENTS <= set(SCENARIOS)
+    assert len(SCENARIOS) == 12 and WITH_EVENTS <= set(SCENARIOS)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

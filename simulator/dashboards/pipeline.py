@@ -1,5 +1,7 @@
 """The Pipeline health board: the simulator's and the bridge's own counters (`pipeline`
-measurement) and load experiments (`loadtest`, written by simulator/load/live.py). Field names: docs/stack.md, "The pipeline measurement".
+measurement), the devices' own connections (the run's device fields of `pipeline`, the bridge's
+`device_status`) and load experiments (`loadtest`, written by simulator/load/live.py). Field names:
+docs/stack.md, "The pipeline measurement".
 """
 
 from __future__ import annotations
@@ -177,10 +179,42 @@ def build() -> dashboard_builders.Dashboard:
             increase("disconnects", SIMULATOR), "disconnects $tag_client_id", width=12,
         ).with_target(InfluxQL("B", select("pipeline", 'max("takeovers") AS "takeovers"', SIMULATOR, ("client_id",))).alias("takeovers $tag_client_id"))  # fmt: skip
     )
+    health = health.with_row(dashboard_builders.Row("Device connections"))
+    for panel in device_connections():
+        health = health.with_panel(panel)
     health = health.with_row(dashboard_builders.Row("Load experiments (iotsim load)"))
     for panel in load_experiments():
         health = health.with_panel(panel)
     return health
+
+
+def device_connections() -> list[timeseries.Panel]:
+    """Fleets with their own connections (`connection: device | gateway`): the run's session figures
+    and the statuses the bridge stored."""
+    # A status point with online = false: a will the broker fired (stamped with the start of the
+    # connection that died: MQTT fixes a will at CONNECT) or a device's death on a clean close.
+    wills = 'SELECT count("online") AS "offline" FROM "device_status" WHERE "online" = false AND $timeFilter GROUP BY time($__interval) fill(none)'
+    return [
+        counter_panel(
+            "Connected devices", "short",
+            "Devices (or gateways) of the run's fleets that hold their own MQTT connection and are connected now: "
+            "it drops to 0 in a broker outage and climbs back as they reconnect by their fleet's reconnect policy.",
+            select("pipeline", 'max("connected") AS "connected"', SIMULATOR, ("client_id",)), "connected $tag_client_id",
+        ),
+        counter_panel(
+            "Connects per second", "suffix: /s",
+            "Accepted CONNACKs per second of the devices' own connections, first connects and reconnects (a reconnect storm after "
+            "an outage), and failed attempts per second (the broker down or refusing).",
+            rate("connects", SIMULATOR), "connects $tag_client_id",
+        ).with_target(InfluxQL("B", rate("connect_failures", SIMULATOR)).alias("failed $tag_client_id")),  # fmt: skip
+        counter_panel(
+            "Wills fired", "short",
+            "device_status points with online = false per interval, from the bridge: last wills the broker fired for devices "
+            "that went silent (plotted at the start of the connection that died, the will's ts) and the deaths devices "
+            "publish when a run closes them cleanly.",
+            wills, "offline statuses",
+        ),
+    ]
 
 
 LOAD_RUN = ('"phase" = \'interval\'', matches("run", "run"))

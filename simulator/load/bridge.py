@@ -30,12 +30,15 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from simulator.ingest.bridge import Bridge
 from simulator.influx import InfluxClient, InfluxCredentials
+from simulator.ingest.bridge import Bridge
+from simulator.ingest.status import MEASUREMENT as STATUS_MEASUREMENT
 from simulator.load.metrics import LatencyRecorder, SeqTracker, point_identity
 from simulator.load.protocol import BRIDGE_ORDERS, BridgeCounts, BridgeFinal, BridgeInterval, BridgeOrders, Ready, Reporter, Start, read_order, say, serve
 from simulator.load.records import BridgeRecorder
 from simulator.transport.mqtt import Credentials
+
+STATUS_PREFIX = f"{STATUS_MEASUREMENT},"  # a device_status point's line
 
 
 class WriteRecorder:
@@ -55,8 +58,8 @@ class WriteRecorder:
         latencies = []
         with self.lock:
             for line in lines:
-                if line in bad:
-                    continue
+                if line in bad or line.startswith(STATUS_PREFIX):
+                    continue  # a device's birth or will (retained, say, from an earlier run): not one of the load's messages
                 device_id, seq, ts_ms = point_identity(line)
                 if ts_ms < self.start_ms:
                     self.stale += 1

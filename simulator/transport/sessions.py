@@ -1,0 +1,551 @@
+"""Every device its own MQTT connection (issue 15): thousands of paho clients on one epoll loop.
+
+A real meter or station holds its own session: its client id, keepalive and last will. `DeviceSessions`
+drives one paho client per device from one `selectors.EpollSelector`, through paho's documented
+external-loop API (`socket()`, `loop_read()`, `loop_write()`, `loop_misc()` and the on_socket_*
+callbacks): no thread per device, no select() limit of 1,024 sockets. Measured side by side by an
+earlier attempt, paho clients on one external epoll loop cost ~8 KB a connection against 24-28 KB for
+gmqtt / aiomqtt on uvloop, held 19,000 connections on one Mosquitto and used the least CPU at a 60 s
+cadence.
+
+A device's session:
+- client id = the device id; keepalive `keepalive` s (PINGREQs keep an idle device's session);
+- a last will on `{prefix}/status/{device_id}`, retained, QoS 1, `{"device_id", "online": false, "ts"}`
+  (`ts` is when that connection was made: the broker sends the will later, unchanged), and on every
+  CONNACK the same topic retained with `"online": true` (birth and death, as Sparkplug does);
+- its first connect at an offset in [0, `connect_window`) s drawn from its own random stream, so a
+  run's connect order is the same every time; after losing the broker it waits by its reconnect
+  policy (`ReconnectPolicy`, a fleet's `reconnect:`) (exponential or fixed, full jitter or none) before trying again;
+- a bounded QoS 1 outbox: messages wait there while the device is disconnected (a broker outage loses
+  nothing) and go to paho `max_inflight` at a time; paho itself sends again, after reconnecting, what
+  it had in flight. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
+
+`kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
+by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
+device; `revive()` connects it again.
+
+Past ~28,000 connections one source address runs out of ephemeral ports, so connections to a loopback
+broker spread over 127.0.0.1, 127.0.0.2, ... (`source_addresses`). Each connection is one open file:
+the limit is raised to the hard limit at start, and a fleet the process cannot hold is one line saying
+how many files it needs and how to get them (`OpenFilesLimit`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import math
+import resource
+import selectors
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import paho.mqtt.client as mqtt
+from hdrh.histogram import HdrHistogram
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator.errors import UsageError
+from simulator.fleet import ReconnectPolicy
+from simulator.randomness import Stream, stream_key
+
+KEEPALIVE_S = 60
+# Ephemeral source ports of one address (Linux's default range 32768-60999, less a margin for others).
+PORTS_PER_ADDRESS = 28_000
+# Files the process holds besides its device sockets (the epoll descriptor, logs, the run's own
+# connection, InfluxDB's): asked for on top of one per device.
+FILES_MARGIN = 64
+OUTBOX_LIMIT = 1_000  # messages a device holds while disconnected: 10 days of 15-minute readings
+MAX_INFLIGHT = 20  # messages a device hands to paho before waiting for PUBACKs (paho's own default)
+# paho's keepalive bookkeeping (PINGREQ when due, a missing PINGRESP noticed) runs for every connected
+# device once a second: ~2 µs each, so 19,000 devices cost ~4 % of a core.
+MISC_INTERVAL_S = 1.0
+# Connect attempts made in one turn before the loop reads again: a blocking TCP connect on loopback
+# returns at once unless the broker's accept queue is full, and reading in between lets it catch up.
+CONNECTS_PER_TURN = 64
+CONNECT_TIMEOUT_S = 5.0
+LATENCY_MAX_MS = 3_600_000  # the connect-latency histogram's range: 1 ms to an hour, 3 digits
+_CONNECT, _RELEASE = 0, 1  # what a timer does: try to connect, or close a dead device's held socket
+
+Protocol = Literal["3.1.1", "5"]
+PROTOCOLS: dict[str, int] = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+
+class OpenFilesLimit(UsageError):
+    """The process may not open a file per device connection (exit 2: the line says how to get them)."""
+
+
+def reconnect_delay(policy: ReconnectPolicy, attempt: int, rng: Stream) -> float:
+    """Seconds to wait before retry number `attempt` (0: the first after a loss): `exponential` doubles
+    from `min` up to `max`, `fixed` waits `min`; `full` jitter draws from [0, that], `none` waits that."""
+    base = policy.min if policy.policy == "fixed" else min(policy.max, policy.min * 2.0 ** min(attempt, 60))
+    return rng.uniform(0.0, base) if policy.jitter == "full" else base
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How the devices connect; one value for every device of a `DeviceSessions`."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "yangquan"
+    keepalive: int = KEEPALIVE_S
+    connect_window: float = 0.0
+    protocol: Protocol = "3.1.1"
+    reconnect: ReconnectPolicy = ReconnectPolicy()
+    seed: int = 0
+    # Source addresses to spread connections over; None: as many of 127.0.0.1, .2, ... as the fleet
+    # needs when the broker is on loopback (each has PORTS_PER_ADDRESS ports), else the kernel's choice.
+    source_addresses: tuple[str, ...] | None = None
+    outbox_limit: int = OUTBOX_LIMIT
+    max_inflight: int = MAX_INFLIGHT
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class SessionStats:
+    """The sessions' counters, all since the start; `connected` is now."""
+
+    connected: int = 0
+    connects: int = 0  # CONNACKs accepted, first connects and reconnects
+    reconnects: int = 0  # accepted CONNACKs of devices that had been connected before
+    connect_failures: int = 0  # TCP connects that failed (broker down) and CONNACKs that refused
+    disconnects: int = 0  # connections lost (broker gone, keepalive missed, killed)
+    queued: int = 0  # messages put into outboxes
+    sent: int = 0  # messages handed to paho
+    acknowledged: int = 0  # their PUBACKs
+    overflowed: int = 0  # messages dropped from full outboxes, oldest first
+    statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
+    latency_ms: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, LATENCY_MAX_MS, 3))  # CONNECT → CONNACK
+
+
+class Session:
+    """One device's connection and what it holds."""
+
+    __slots__ = (
+        "attempt",
+        "client",
+        "closing",
+        "connect_started",
+        "connected",
+        "device_id",
+        "ever_connected",
+        "held",
+        "index",
+        "inflight",
+        "killed",
+        "outbox",
+        "overflowed",
+        "reconnect",
+        "rng",
+        "status_mids",
+        "status_topic",
+    )  # fmt: skip
+
+    def __init__(self, index: int, device_id: str, client: mqtt.Client, rng: Stream, reconnect: ReconnectPolicy, status_topic: str, outbox_limit: int) -> None:
+        self.index = index
+        self.device_id = device_id
+        self.client = client
+        self.rng = rng
+        self.reconnect = reconnect
+        self.status_topic = status_topic
+        self.outbox: deque[tuple[str, bytes]] = deque(maxlen=outbox_limit)
+        self.inflight = 0  # messages handed to paho, PUBACK not yet read
+        self.status_mids: tuple[int, ...] = ()  # births (and the death of a clean close) not yet acknowledged
+        self.connected = False
+        self.ever_connected = False
+        self.attempt = 0  # failed connects since the last success
+        self.connect_started = 0.0
+        self.killed = False
+        self.closing = False
+        self.held: socket.socket | None = None  # a killed device's silent socket
+        self.overflowed = 0
+
+
+def status_payload(device_id: str, online: bool, ts: int) -> bytes:
+    return orjson.dumps({"device_id": device_id, "online": online, "ts": ts})
+
+
+def connect_offset(seed: int, device_id: str, window: float) -> float:
+    """When, within the connect window, the device first connects: from its own stream, the same every run."""
+    return Stream(stream_key(seed, f"{device_id}/connect")).uniform(0.0, window) if window > 0 else 0.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def source_addresses(count: int, host: str) -> tuple[str, ...]:
+    """Loopback source addresses enough for `count` connections to `host`; () when one address does
+    (or the broker is not on loopback, where 127.0.0.x could not reach it): the kernel then chooses."""
+    needed = math.ceil(count / PORTS_PER_ADDRESS)
+    if needed <= 1 or not _loopback(host):
+        return ()
+    return tuple(f"127.0.0.{n}" for n in range(1, needed + 1))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def raise_open_files(connections: int) -> int:
+    """Raise the soft open-files limit to the hard one; the limit now. `OpenFilesLimit` if it is still
+    too low for `connections` sockets besides the files the process needs anyway."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    needed = connections + FILES_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise OpenFilesLimit(
+            f"{connections} device connections need {needed} open files, but this process may open {soft} (ulimit -Hn): "
+            f"raise the hard limit (as root: `ulimit -Hn {needed}` before starting, or LimitNOFILE={needed} for a service) "
+            "or spread the fleet over more processes (--workers)"
+        )
+    return soft
+
+
+class DeviceSessions:
+    """Many devices' own MQTT connections, turned by one epoll loop in the caller's thread.
+
+    `start()` schedules the first connects; `publish()` queues a device's message; `turn()` runs the
+    loop once (call it often, or `run_until()`); `close()` says goodbye for every device."""
+
+    def __init__(
+        self, device_ids: Sequence[str], settings: SessionSettings, clock_ms: Callable[[], int] = wall_ms, policies: Sequence[ReconnectPolicy] | None = None
+    ) -> None:
+        """`policies`: each device's reconnect policy (its fleet's), else `settings.reconnect` for all."""
+        raise_open_files(len(device_ids))
+        self.settings = settings
+        self.clock_ms = clock_ms
+        self.stats = SessionStats()
+        self.selector = selectors.EpollSelector()
+        addresses = settings.source_addresses
+        self.addresses = addresses if addresses is not None else source_addresses(len(device_ids), settings.host)
+        policies = policies if policies is not None else [settings.reconnect] * len(device_ids)
+        self.sessions = [self._session(index, device_id, policy) for index, (device_id, policy) in enumerate(zip(device_ids, policies, strict=True))]
+        self.by_id = {session.device_id: session for session in self.sessions}
+        if len(self.by_id) != len(self.sessions):
+            raise ValueError("device ids must be unique: each is a client id")
+        self._timers: list[tuple[float, int, int, int]] = []  # (due, tie, kind, session index)
+        self._killed = 0
+        self._ties = 0
+        self._next_misc = 0.0
+
+    # --- building ---
+
+    def _session(self, index: int, device_id: str, policy: ReconnectPolicy) -> Session:
+        settings = self.settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=device_id,
+            protocol=PROTOCOLS[settings.protocol],
+            clean_session=True if settings.protocol == "3.1.1" else None,
+        )
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        client.max_inflight_messages_set(settings.max_inflight)
+        bind = self.addresses[index % len(self.addresses)] if self.addresses else ""
+        if settings.protocol == "5":
+            client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind, clean_start=True)
+        else:
+            client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind)
+        rng = Stream(stream_key(settings.seed, f"{device_id}/reconnect"))  # not the stream of its readings
+        session = Session(index, device_id, client, rng, policy, f"{settings.prefix}/status/{device_id}", settings.outbox_limit)
+        client.user_data_set(session)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return session
+
+    # --- what the caller does ---
+
+    def start(self) -> None:
+        """Schedule every device's first connect, at its own offset within the connect window."""
+        now = time.monotonic()
+        settings = self.settings
+        for session in self.sessions:
+            self._schedule(now + connect_offset(settings.seed, session.device_id, settings.connect_window), _CONNECT, session)
+
+    def publish(self, device_id: str, topic: str, payload: bytes) -> bool:
+        """Queue one of the device's messages (QoS 1); sent now if the device is connected. False when
+        its outbox was full and dropped its oldest message to take this one (counted)."""
+        session = self.by_id[device_id]
+        outbox = session.outbox
+        full = len(outbox) == outbox.maxlen
+        if full:
+            session.overflowed += 1
+            self.stats.overflowed += 1
+        outbox.append((topic, payload))
+        self.stats.queued += 1
+        if session.connected:
+            self._send_outbox(session)
+        return not full
+
+    def turn(self, timeout: float = 0.05) -> None:
+        """One pass of the loop: connects that are due, up to `timeout` s waiting for the sockets,
+        their reads and writes, and keepalives when due."""
+        now = time.monotonic()
+        self._run_timers(now)
+        wait = max(0.0, min(timeout, self._next_misc - now, (self._timers[0][0] - now) if self._timers else timeout))
+        for key, mask in self.selector.select(wait):
+            client = key.data.client
+            if mask & selectors.EVENT_READ:
+                client.loop_read()
+            if mask & selectors.EVENT_WRITE and client.socket() is not None:
+                client.loop_write()
+        now = time.monotonic()
+        if now >= self._next_misc:
+            self._next_misc = now + MISC_INTERVAL_S
+            for session in self.sessions:
+                if session.client.socket() is not None and session.held is None:
+                    session.client.loop_misc()
+
+    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Turn the loop until `done()` or `timeout` s have passed; whether done."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            self.turn(min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
+
+    def all_connected(self) -> bool:
+        """Every device that is not dead is connected."""
+        return self.stats.connected == len(self.sessions) - self._killed
+
+    def has_room(self, device_id: str) -> bool:
+        """The device's outbox can take a message without dropping one."""
+        outbox = self.by_id[device_id].outbox
+        return len(outbox) < (outbox.maxlen or 0)
+
+    def drained(self) -> bool:
+        """Every queued message acknowledged (or dropped from a full outbox, counted)."""
+        return all(not session.outbox and session.inflight == 0 for session in self.sessions if not session.killed)
+
+    def outbox_depth(self) -> int:
+        """Messages waiting in outboxes or in flight, all devices."""
+        return sum(len(session.outbox) + session.inflight for session in self.sessions)
+
+    def kill(self, device_id: str) -> None:
+        """The device dies (battery, dropout): its socket goes silent, without DISCONNECT, and stays open
+        for two keepalives, read by nobody; the broker fires its will after 1.5 keepalives. No retries
+        until `revive()`."""
+        session = self.by_id[device_id]
+        if session.killed:
+            return
+        session.killed = True
+        self._killed += 1
+        sock = session.client.socket()
+        if not isinstance(sock, socket.socket):
+            return  # not connected now: it just stops trying
+        self._unregister(sock)
+        session.held = sock.dup()  # this descriptor keeps the TCP connection open after paho closes its own
+        sock.close()
+        session.client.loop_read()  # paho's read fails on its closed socket: the connection is lost to it
+        self._schedule(time.monotonic() + 2 * self.settings.keepalive, _RELEASE, session)
+
+    def revive(self, device_id: str) -> None:
+        """The device comes back: it connects again now (a new session, its birth published again)."""
+        session = self.by_id[device_id]
+        if not session.killed:
+            return
+        session.killed = False
+        self._killed -= 1
+        self._release(session)
+        session.attempt = 0
+        self._schedule(time.monotonic(), _CONNECT, session)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Every connected device publishes its death (retained, `online: false`) and DISCONNECTs, so
+        the broker discards its will; turns the loop until all are closed or `timeout` s passed."""
+        now_ms = self.clock_ms()
+        for session in self.sessions:
+            session.closing = True
+            self._release(session)
+            if session.connected:
+                self._publish_status(session, False, now_ms)
+        self.run_until(lambda: all(not s.connected or (s.inflight == 0 and not s.status_mids) for s in self.sessions), timeout)
+        for session in self.sessions:
+            if session.client.socket() is not None:
+                session.client.disconnect()
+        self.run_until(lambda: not self.selector.get_map(), timeout)
+        self.selector.close()
+
+    # --- timers ---
+
+    def _schedule(self, due: float, kind: int, session: Session) -> None:
+        self._ties += 1
+        heapq.heappush(self._timers, (due, self._ties, kind, session.index))
+
+    def _run_timers(self, now: float) -> None:
+        connects = 0
+        while self._timers and self._timers[0][0] <= now and connects < CONNECTS_PER_TURN:
+            _, _, kind, index = heapq.heappop(self._timers)
+            session = self.sessions[index]
+            if kind == _RELEASE:
+                self._release(session)
+            elif not session.killed and not session.closing and session.client.socket() is None:
+                self._connect(session)
+                connects += 1
+
+    def _connect(self, session: Session) -> None:
+        client = session.client
+        client.will_set(session.status_topic, status_payload(session.device_id, False, self.clock_ms()), qos=1, retain=True)
+        session.connect_started = time.monotonic()
+        try:
+            client.reconnect()  # TCP connect (loopback: at once), then CONNECT; the CONNACK comes to loop_read
+        except OSError:
+            self.stats.connect_failures += 1
+            self._retry(session)
+
+    def _retry(self, session: Session) -> None:
+        delay = reconnect_delay(session.reconnect, session.attempt, session.rng)
+        session.attempt += 1
+        self._schedule(time.monotonic() + delay, _CONNECT, session)
+
+    def _release(self, session: Session) -> None:
+        if session.held is not None:
+            session.held.close()
+            session.held = None
+
+    # --- paho's callbacks (userdata: the session) ---
+
+    def _on_connect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self.stats.connect_failures += 1
+            return  # the broker closes the connection: _on_disconnect schedules the retry
+        stats = self.stats
+        stats.latency_ms.record_value(max(1, min(LATENCY_MAX_MS, round((time.monotonic() - session.connect_started) * 1000))))
+        stats.connects += 1
+        if session.ever_connected:
+            stats.reconnects += 1
+        session.ever_connected = True
+        session.connected = True
+        session.attempt = 0
+        stats.connected += 1
+        self._publish_status(session, True, self.clock_ms())
+        self._send_outbox(session)
+
+    def _publish_status(self, session: Session, online: bool, ts: int) -> None:
+        """The birth (online) or a clean close's death, retained, beside the device's own messages."""
+        info = session.client.publish(session.status_topic, status_payload(session.device_id, online, ts), qos=1, retain=True)
+        session.status_mids += (info.mid,)
+        self.stats.statuses += 1
+
+    def _on_disconnect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        if session.connected:
+            session.connected = False
+            self.stats.connected -= 1
+            self.stats.disconnects += 1
+        if not session.killed and not session.closing:
+            self._retry(session)
+
+    def _on_publish(self, client: mqtt.Client, session: Session, mid: int, reason: Any, properties: Any) -> None:
+        if mid in session.status_mids:
+            session.status_mids = tuple(m for m in session.status_mids if m != mid)
+            return
+        session.inflight -= 1
+        self.stats.acknowledged += 1
+        if session.outbox and session.connected:
+            self._send_outbox(session)
+
+    def _send_outbox(self, session: Session) -> None:
+        outbox, client, limit = session.outbox, session.client, self.settings.max_inflight
+        while outbox and session.inflight < limit:
+            topic, payload = outbox.popleft()
+            client.publish(topic, payload, qos=1)  # paho keeps it until PUBACK, and sends it again after a reconnect
+            session.inflight += 1
+            self.stats.sent += 1
+
+    def _on_socket_open(self, client: mqtt.Client, session: Session, sock: Any) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a device's packets are few and small
+        except OSError:
+            pass  # already gone: paho notices on its next read
+        self.selector.register(sock, selectors.EVENT_READ, session)
+
+    def _on_socket_close(self, client: mqtt.Client, session: Session, sock: Any) -> None:
+        self._unregister(sock)
+
+    def _on_socket_register_write(self, client: mqtt.Client, session: Session, sock: Any) -> None:
+        self._modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, session)
+
+    def _on_socket_unregister_write(self, client: mqtt.Client, session: Session, sock: Any) -> None:
+        self._modify(sock, selectors.EVENT_READ, session)
+
+    def _modify(self, sock: Any, events: int, session: Session) -> None:
+        try:
+            self.selector.modify(sock, events, session)
+        except (KeyError, ValueError):
+            pass  # unregistered already (a killed device's) or closed
+
+    def _unregister(self, sock: Any) -> None:
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+
+# A turn of the device loop (PUBACKs read, connects due) after this many messages through the sink.
+TURN_EVERY = 64
+# The longest the device loop waits at once while the run's shared connection waits too.
+SHARED_SLICE_S = 0.02
+
+
+class SessionSink:
+    """`iotsim run`'s sink when fleets own their connections: a message of such a fleet's device goes
+    through its connection (its own, or its gateway's: `route` maps device id → connection id), any
+    other message through the run's shared connection (`shared`, served meanwhile by `shared_idle`).
+    The topics and payloads are the same as through the shared connection. A full outbox pauses the
+    simulation, turning the loop until it has room, rather than dropping a message."""
+
+    def __init__(self, shared: Callable[[str, bytes], None], shared_idle: Callable[[float], None], sessions: DeviceSessions, route: dict[str, str]) -> None:
+        self.shared = shared
+        self.shared_idle = shared_idle
+        self.sessions = sessions
+        self.route = route
+        self._unturned = 0
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        connection = self.route.get(topic[topic.rfind("/") + 1 :])  # a device's topic ends with its id
+        if connection is None:
+            self.shared(topic, payload)
+            return
+        sessions = self.sessions
+        self._unturned += 1
+        if self._unturned >= TURN_EVERY:
+            self._unturned = 0
+            sessions.turn(0.0)
+        while not sessions.has_room(connection):
+            self.idle(SHARED_SLICE_S)
+        sessions.publish(connection, topic, payload)
+
+    def idle(self, seconds: float) -> None:
+        """Let `seconds` pass serving both loops: the paced simulation waits through here."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.shared_idle(0.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sessions.turn(min(remaining, SHARED_SLICE_S))
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every device message is acknowledged; False if `timeout` passed first."""
+        return self.sessions.run_until(self.sessions.drained, timeout)

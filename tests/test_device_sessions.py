@@ -1,0 +1,408 @@
+"""Every device its own MQTT connection (issue 15) against the real Mosquitto: thousands of sessions on
+one epoll loop, births retained, exactly the dead device's will, and a broker restart that loses
+nothing at QoS 1."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import iotsim
+
+from simulator import stack
+from simulator.fleet import ReconnectPolicy
+from simulator.randomness import stream
+from simulator.scenario import load_scenario
+from simulator.transport.sessions import (
+    PORTS_PER_ADDRESS,
+    DeviceSessions,
+    OpenFilesLimit,
+    SessionSettings,
+    connect_offset,
+    raise_open_files,
+    reconnect_delay,
+    source_addresses,
+)
+
+READY_TOPIC = "$SYS/broker/version"
+SYS_INTERVAL_S = 1  # the test broker publishes $SYS every second (Mosquitto's default: 10 s)
+
+
+@pytest.fixture
+def sys_broker(tmp_path: Path) -> Iterator[stack.Service]:
+    """A broker of our own (this test restarts or loads it), with the shared settings and $SYS every second."""
+    raise_open_files(2_500)  # Mosquitto inherits our open-files limit: one file per device connection
+    conf_dir = tmp_path / "conf.d"
+    conf_dir.mkdir()
+    for conf in (stack.BROKERS_DIR / "conf.d").glob("*.conf"):
+        shutil.copy(conf, conf_dir / conf.name)
+    (conf_dir / "90-test-sys.conf").write_text(f"sys_interval {SYS_INTERVAL_S}\n")
+    service = stack.start_mosquitto(tmp_path / "state", stack.free_port(), conf_dir=conf_dir)
+    yield service
+    service.stop()
+
+
+class Watcher:
+    """A subscriber in its own process (mosquitto_sub: paho's own loop would select() on a descriptor
+    past 1,024 in this one) that keeps every message it receives: (topic, payload, retained)."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str | None = None) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-F", "%r %t %p"]
+        if client_id is not None:
+            command += ["-i", client_id, "-c"]  # a persistent session: the broker keeps what comes while it is away
+        for topic in [READY_TOPIC, *topics]:
+            command += ["-t", topic]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        # $SYS topics are retained: the first one says the subscription is in place.
+        assert self.wait(lambda messages: any(topic == READY_TOPIC for topic, *_ in messages), timeout=10), "mosquitto_sub did not subscribe"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            retained, topic, payload = line.rstrip(b"\n").split(b" ", 2)
+            with self.lock:
+                self.messages.append((topic.decode(), payload, retained == b"1"))
+
+    def taken(self) -> list[tuple[str, bytes, bool]]:
+        with self.lock:
+            return list(self.messages)
+
+    def wait(self, done: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float) -> list[tuple[str, bytes, bool]]:
+        deadline = time.monotonic() + timeout
+        while not done(messages := self.taken()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return messages
+
+    def stop(self) -> None:
+        stack.stop_pid(self.process.pid)
+        self.process.wait(timeout=10)
+        self.reader.join(timeout=10)
+
+
+def device_ids(count: int) -> list[str]:
+    return [f"em-{n:05d}" for n in range(count)]
+
+
+def last_connected(messages: list[tuple[str, bytes, bool]]) -> int | None:
+    values = [int(payload) for topic, payload, _ in messages if topic == "$SYS/broker/clients/connected"]
+    return values[-1] if values else None
+
+
+def test_two_thousand_devices_each_connected_with_a_retained_birth(sys_broker: stack.Service) -> None:
+    ids = device_ids(2_000)
+    settings = SessionSettings(port=sys_broker.port, prefix="t2k", connect_window=2.0, seed=7, source_addresses=("127.0.0.1", "127.0.0.2"))
+    sessions = DeviceSessions(ids, settings)
+    started = time.monotonic()
+    sessions.start()
+    try:
+        assert sessions.run_until(sessions.all_connected, timeout=30), f"{sessions.stats.connected} of 2000 connected"
+        took = time.monotonic() - started
+        assert took >= 1.5, f"2,000 connects spread over a 2 s window took only {took:.2f} s"
+        assert sessions.stats.connects == 2_000 and sessions.stats.reconnects == 0 and sessions.stats.connect_failures == 0
+        assert sessions.stats.latency_ms.get_total_count() == 2_000
+        sources = Counter(session.client.socket().getsockname()[0] for session in sessions.sessions)
+        assert sources == {"127.0.0.1": 1_000, "127.0.0.2": 1_000}
+
+        watcher = Watcher(sys_broker.port, ["$SYS/broker/clients/connected", "t2k/status/#"])
+        try:
+            # Births are retained: a subscriber that comes later gets each device's, online.
+            def counted(messages: list) -> bool:
+                sessions.turn(0.0)  # the devices answer the broker's traffic meanwhile
+                return last_connected(messages) == 2_001 and sum(1 for topic, *_ in messages if topic.startswith("t2k/")) >= 2_000
+
+            messages = watcher.wait(counted, timeout=3 * SYS_INTERVAL_S + 10)
+            assert last_connected(messages) == 2_001, "the broker's count of connected clients (the devices and this watcher)"
+            births = {topic: (orjson.loads(payload), retain) for topic, payload, retain in messages if topic.startswith("t2k/")}
+            assert set(births) == {f"t2k/status/{device_id}" for device_id in ids}
+            for topic, (payload, retain) in births.items():
+                assert retain and payload["online"] is True and payload["device_id"] == topic.rsplit("/", 1)[1]
+                assert abs(payload["ts"] - time.time() * 1000) < 120_000
+        finally:
+            watcher.stop()
+    finally:
+        sessions.close()
+    # A clean close says goodbye: each device's retained status is now offline, and none is connected.
+    watcher = Watcher(sys_broker.port, ["$SYS/broker/clients/connected", "t2k/status/#"])
+    try:
+        messages = watcher.wait(lambda m: last_connected(m) == 1 and sum(1 for t, *_ in m if t.startswith("t2k/")) >= 2_000, timeout=15)
+        statuses = {topic: orjson.loads(payload)["online"] for topic, payload, _ in messages if topic.startswith("t2k/")}
+        assert len(statuses) == 2_000 and not any(statuses.values())
+        assert last_connected(messages) == 1
+    finally:
+        watcher.stop()
+
+
+def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Service) -> None:
+    ids = device_ids(20)
+    keepalive = 2  # the broker gives up on a silent device after 1.5 keepalives: 3 s
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="twill", keepalive=keepalive, seed=3))
+    sessions.start()
+    watcher = Watcher(sys_broker.port, ["twill/status/#"])
+    try:
+        assert sessions.run_until(sessions.all_connected, timeout=15)
+
+        def births(messages: list) -> bool:
+            sessions.turn(0.0)
+            return len({topic for topic, *_ in messages if topic.startswith("twill/")}) == 20
+
+        assert births(watcher.wait(births, timeout=10))
+        seen = len(watcher.taken())
+        killed_at = time.monotonic()
+        sessions.kill("em-00007")
+        # Silent, not closed: for one keepalive the broker has no reason to give up on it.
+        sessions.run_until(lambda: time.monotonic() - killed_at > keepalive, timeout=keepalive + 1)
+        assert not [topic for topic, *_ in watcher.taken()[seen:] if topic.startswith("twill/")]
+        # Five keepalives: the dead device's will comes after ~1.5 of them; the live devices, idle
+        # all along, keep their sessions with PINGREQs and send no will.
+        sessions.run_until(lambda: time.monotonic() - killed_at > 5 * keepalive, timeout=5 * keepalive + 1)
+        wills = [(topic, orjson.loads(payload), retain) for topic, payload, retain in watcher.taken()[seen:] if topic.startswith("twill/")]
+        assert [(topic, payload["device_id"], payload["online"]) for topic, payload, _ in wills] == [("twill/status/em-00007", "em-00007", False)]
+        assert sessions.stats.connected == 19 and sessions.stats.disconnects == 1 and sessions.stats.reconnects == 0
+
+        # It comes back: a new session, its birth again.
+        seen = len(watcher.taken())
+        sessions.revive("em-00007")
+        assert sessions.run_until(sessions.all_connected, timeout=10)
+        back = watcher.wait(lambda m: sessions.turn(0.0) or len(m) > seen, timeout=10)[seen:]
+        assert [(topic, orjson.loads(payload)["online"]) for topic, payload, _ in back] == [("twill/status/em-00007", True)]
+        assert sessions.stats.reconnects == 1
+    finally:
+        watcher.stop()
+        sessions.close()
+
+
+def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: stack.Service, tmp_path: Path) -> None:
+    count, during_outage = 2_000, 3
+    ids = device_ids(count)
+    policy = ReconnectPolicy(policy="exponential", min=0.25, max=2.0, jitter="full")
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tout", reconnect=policy, seed=5, connect_window=0.5))
+    watcher = Watcher(sys_broker.port, ["tout/data/#"], client_id="tout-watcher")
+    broker = sys_broker
+    seq = dict.fromkeys(ids, 0)
+
+    def publish_all() -> None:
+        for device_id in ids:
+            payload = orjson.dumps({"device_id": device_id, "seq": seq[device_id]})
+            sessions.publish(device_id, f"tout/data/{device_id}", payload)
+            seq[device_id] += 1
+
+    try:
+        sessions.start()
+        assert sessions.run_until(sessions.all_connected, timeout=20)
+        publish_all()
+        assert sessions.run_until(sessions.drained, timeout=20)
+
+        broker.stop()  # SIGTERM: Mosquitto saves its persistence (the watcher's session) and exits
+        assert sessions.run_until(lambda: sessions.stats.connected == 0, timeout=10)
+        for _ in range(during_outage):
+            publish_all()  # into the devices' outboxes
+        sessions.run_until(lambda: False, timeout=1.0)  # attempts against the stopped broker fail and back off
+        assert sessions.outbox_depth() == count * during_outage and sessions.stats.connect_failures > 0
+
+        restarted = time.monotonic()
+        broker = stack.start_mosquitto(tmp_path / "state", sys_broker.port, conf_dir=tmp_path / "conf.d")
+        assert sessions.run_until(sessions.all_connected, timeout=20), f"{sessions.stats.connected} of {count} back"
+        storm_s = time.monotonic() - restarted
+        assert sessions.stats.reconnects == count
+        assert sessions.run_until(sessions.drained, timeout=20)
+        print(f"\nreconnect storm: {count} devices all back {storm_s:.2f} s after the broker restarted ({count / storm_s:.0f} connects/s)")
+
+        expected = count * (1 + during_outage)
+        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("tout/")) >= expected, timeout=20)
+        messages = [payload for topic, payload, _ in messages if topic.startswith("tout/")]
+        received = Counter((orjson.loads(payload)["device_id"], orjson.loads(payload)["seq"]) for payload in messages)
+        assert len(messages) == expected, f"{len(messages)} messages of {expected}"
+        assert received == Counter({(device_id, n): 1 for device_id in ids for n in range(1 + during_outage)})
+        assert sessions.stats.overflowed == 0
+    finally:
+        watcher.stop()
+        sessions.close()
+        if broker is not sys_broker:
+            broker.stop()
+
+
+def test_mqtt_5_sessions_with_their_births(sys_broker: stack.Service) -> None:
+    ids = device_ids(50)
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tv5", protocol="5", keepalive=45))
+    sessions.start()
+    try:
+        assert sessions.run_until(sessions.all_connected, timeout=15)
+        watcher = Watcher(sys_broker.port, ["tv5/status/#"])
+        try:
+            messages = watcher.wait(lambda m: sessions.turn(0.0) or sum(1 for t, *_ in m if t.startswith("tv5/")) >= 50, timeout=10)
+        finally:
+            watcher.stop()
+        assert {topic for topic, _, retain in messages if topic.startswith("tv5/") and retain} == {f"tv5/status/{device_id}" for device_id in ids}
+    finally:
+        sessions.close()
+    log = sys_broker.log_file.read_text()
+    assert sum(f" as {device_id} (p5, c1, k45" in log for device_id in ids) == 50  # the broker's word: MQTT 5, clean start, keepalive 45 s
+
+
+def test_a_full_outbox_drops_its_oldest_and_counts_it() -> None:
+    sessions = DeviceSessions(["em-00001"], SessionSettings(port=1, outbox_limit=3))  # never started: nothing connects
+    accepted = [sessions.publish("em-00001", "t/data/em-00001", str(n).encode()) for n in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert [payload for _, payload in sessions.sessions[0].outbox] == [b"2", b"3", b"4"]
+    assert sessions.stats.overflowed == 2 and sessions.outbox_depth() == 3
+    sessions.close()
+
+
+def test_connect_offsets_are_each_devices_own_and_spread_over_the_window() -> None:
+    ids = device_ids(2_000)
+    offsets = [connect_offset(42, device_id, 60.0) for device_id in ids]
+    assert offsets == [connect_offset(42, device_id, 60.0) for device_id in ids]  # the same every run
+    assert offsets != [connect_offset(43, device_id, 60.0) for device_id in ids]  # another seed, other times
+    assert all(0.0 <= offset < 60.0 for offset in offsets)
+    assert 27.0 < statistics.mean(offsets) < 33.0
+    assert Counter(int(offset // 6) for offset in offsets).most_common()[-1][1] > 150  # every tenth of the window used
+    assert connect_offset(42, "em-00000", 0.0) == 0.0
+
+
+def test_reconnect_delays_follow_the_policy() -> None:
+    rng = stream(1, "policy")
+    doubling, fixed = ReconnectPolicy(jitter="none"), ReconnectPolicy(policy="fixed", min=5.0, jitter="none")
+    assert [reconnect_delay(doubling, n, rng) for n in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert [reconnect_delay(fixed, n, rng) for n in range(3)] == [5, 5, 5]
+    jittered = [reconnect_delay(ReconnectPolicy(), 10, rng) for _ in range(1_000)]
+    assert all(0.0 <= delay <= 60.0 for delay in jittered) and 25 < statistics.mean(jittered) < 35
+
+
+def test_source_addresses_spread_past_one_addresss_ports() -> None:
+    assert source_addresses(19_000, "127.0.0.1") == ()
+    assert source_addresses(50_000, "127.0.0.1") == ("127.0.0.1", "127.0.0.2")
+    assert source_addresses(3 * PORTS_PER_ADDRESS + 1, "localhost") == ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+    assert source_addresses(50_000, "broker.example") == ()  # 127.0.0.x could not reach it
+
+
+def test_too_many_connections_for_the_open_files_limit_is_one_line() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # 20,000 on our machines
+    with pytest.raises(OpenFilesLimit) as raised:
+        DeviceSessions(device_ids(hard), SessionSettings())
+    message = str(raised.value)
+    assert "\n" not in message and f"{hard} device connections need {hard + 64} open files" in message and "ulimit -Hn" in message
+    assert raised.value.exit_code == 2
+
+
+CONNECTIONS = """
+name: connections
+duration: 1h
+{mqtt}
+fleets:
+  - type: air_quality
+    count: 10
+{fleet}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "fleet", "problem"),
+    [
+        ("", "    connection: pigeon", "8: fleets.0.connection: Input should be 'shared', 'device' or 'gateway'"),
+        ("", "    connection: gateway", "6: fleets.0.gateway_size: connection gateway needs gateway_size: N (devices behind each gateway)"),
+        ("", "    gateway_size: 3", "8: fleets.0.gateway_size: only for connection: gateway (this fleet's connection is shared)"),
+        ("", "    connection: device\n    reconnect: {min: 2m, max: 1m}", "9: fleets.0.reconnect: min (2m) is longer than max (1m)"),
+        ("", "    reconnect: {jitter: half}", "8: fleets.0.reconnect.jitter: Input should be 'full' or 'none'"),
+        ("mqtt:\n  protocol: 4", "", "5: mqtt.protocol: Input should be '3.1.1' or '5'"),
+        ("mqtt:\n  keepalive: 0", "", "5: mqtt.keepalive: Input should be greater than or equal to 2"),
+        ("mqtt:\n  connect_window: soon", "", "5: mqtt.connect_window: "),
+        ("mqtt:\n  qos: 0", "    connection: device", "9: fleets.0.connection: a fleet's own connections publish at QoS 1"),
+    ],
+)
+def test_bad_connection_keys_are_one_line_each(tmp_path: Path, mqtt: str, fleet: str, problem: str) -> None:
+    path = tmp_path / "connections.yaml"
+    path.write_text(CONNECTIONS.format(mqtt=mqtt, fleet=fleet))
+    result = iotsim("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"{path}:{problem}"), result.stderr
+
+
+def test_connection_keys_and_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "connections.yaml"
+    path.write_text(CONNECTIONS.format(mqtt="mqtt:\n  protocol: 5\n  connect_window: 30s", fleet="    connection: gateway\n    gateway_size: 4\n    reconnect: {policy: fixed, min: 5s, jitter: none}"))
+    scenario = load_scenario(path)
+    fleet = scenario.fleets[0]
+    assert (scenario.mqtt.protocol, scenario.mqtt.connect_window, scenario.mqtt.keepalive) == ("5", 30.0, 60)
+    assert fleet.gateway_ids() == ["aq-gw-0001", "aq-gw-0002", "aq-gw-0003"]
+    assert [fleet.connection_of(index, device_id) for index, device_id in enumerate(fleet.device_ids())] == ["aq-gw-0001"] * 4 + ["aq-gw-0002"] * 4 + ["aq-gw-0003"] * 2
+    assert (fleet.reconnect.policy, fleet.reconnect.min, fleet.reconnect.max, fleet.reconnect.jitter) == ("fixed", 5.0, 60.0, "none")
+    path.write_text(CONNECTIONS.format(mqtt="", fleet=""))
+    shared = load_scenario(path)
+    assert (shared.fleets[0].connection, shared.mqtt.protocol, shared.mqtt.connect_window) == ("shared", "3.1.1", 0.0)
+    assert shared.fleets[0].connection_of(0, "aq-0001") is None
+
+
+OWN_CONNECTIONS = """
+name: own-connections
+seed: 4
+duration: 2h
+fleets:
+  - type: air_quality
+    count: 30
+    cadence: 5m
+{air}
+  - type: water_pressure
+    count: 10
+{water}
+  - type: noise_monitor
+    count: 5
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  topic_prefix: {prefix}
+  connect_window: 1s
+influx:
+  url: http://127.0.0.1:{influx_port}
+"""
+OWN = {"air": "    connection: device", "water": "    connection: gateway\n    gateway_size: 4"}
+
+
+def own_connections(tmp_path: Path, name: str, port: int, prefix: str, air: str = "", water: str = "") -> Path:
+    path = tmp_path / name
+    path.write_text(OWN_CONNECTIONS.format(air=air, water=water, port=port, prefix=prefix, influx_port=stack.free_port()))  # no InfluxDB: the run notes it and goes on
+    return path
+
+
+def test_own_connections_do_not_change_a_dry_run(tmp_path: Path) -> None:
+    shared, own = tmp_path / "shared.jsonl", tmp_path / "own.jsonl"
+    for scenario, out in ((own_connections(tmp_path, "shared.yaml", 1883, "dry"), shared), (own_connections(tmp_path, "own.yaml", 1883, "dry", **OWN), own)):
+        result = iotsim("run", str(scenario), "--dry-run", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+    assert own.read_bytes() == shared.read_bytes() and len(own.read_bytes().splitlines()) == 30 * 24 + 10 * 24 + 5 * 120
+
+
+def test_iotsim_run_publishes_a_device_fleets_messages_through_its_own_connections(sys_broker: stack.Service, tmp_path: Path) -> None:
+    scenario = own_connections(tmp_path, "own.yaml", sys_broker.port, "town", **OWN)
+    dry = tmp_path / "dry.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in map(orjson.loads, dry.read_bytes().splitlines()))
+    watcher = Watcher(sys_broker.port, ["town/#"])
+    try:
+        run = iotsim("run", str(scenario), timeout=120)
+        assert run.returncode == 0, run.stderr
+        total = len(expected)
+        assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
+        # 30 devices of their own, 3 gateways for 10 water-pressure sensors; the noise monitors share the run's connection.
+        assert "device connections: 33 own connections (40 devices, 3 gateways), connects 33, reconnects 0, failed attempts 0" in run.stdout
+        messages = watcher.wait(lambda m: sum(1 for t, *_ in m if not t.startswith("town/status/")) >= total and sum(1 for t, *_ in m if t.startswith("town/status/")) >= 66, timeout=20)
+    finally:
+        watcher.stop()
+    data = sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("town/") and not topic.startswith("town/status/"))
+    assert data == expected  # the same topics and payloads as the dry run, each once
+    statuses = Counter((topic.rsplit("/", 1)[1], orjson.loads(payload)["online"]) for topic, payload, _ in messages if topic.startswith("town/status/"))
+    connections = [f"aq-{n:04d}" for n in range(1, 31)] + ["water-gw-0001", "water-gw-0002", "water-gw-0003"]
+    assert statuses == Counter({(connection, online): 1 for connection in connections for online in (True, False)})  # a birth, then a clean close's death
+    log = sys_broker.log_file.read_text()
+    assert all(f" as {connection} (p2, c1, k60)" in log for connection in connections)  # each its own client id, MQTT 3.1.1, keepalive 60
