@@ -210,7 +210,7 @@ def raise_open_files(connections: int) -> int:
         raise OpenFilesLimit(
             f"{connections} device connections need {needed} open files, but this process may open {soft} (ulimit -Hn): "
             f"raise the hard limit (as root: `ulimit -Hn {needed}` before starting, or LimitNOFILE={needed} for a service) "
-            "or spread the fleet over more processes (--workers)"
+            "or spread the fleet over more processes (iotsim run --shard, iotsim load --workers)"
         )
     return soft
 
