@@ -281,9 +281,9 @@ def test_reconnect_delays_follow_the_policy() -> None:
     assert all(0.0 <= delay <= 60.0 for delay in jittered) and 25 < statistics.mean(jittered) < 35
 
 
-def test_source_addresses_spread_past_one_addresss_ports() -> None:
-    assert source_addresses(19_000, "127.0.0.1") == ()
-    assert source_addresses(50_000, "127.0.0.1") == ("127.0.0.1", "127.0.0.2")
+def test_source_addresses_spread_the_connections() -> None:
+    assert source_addresses(PORTS_PER_ADDRESS, "127.0.0.1") == ()  # one address: the kernel's choice
+    assert source_addresses(19_000, "127.0.0.1") == ("127.0.0.1", "127.0.0.2")
     assert source_addresses(3 * PORTS_PER_ADDRESS + 1, "localhost") == ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
     assert source_addresses(50_000, "broker.example") == ()  # 127.0.0.x could not reach it
 
