@@ -355,7 +355,7 @@ class DeviceSessions:
                 client.loop_write()
         now = time.monotonic()
         if now >= self._next_misc:
-            self._next_misc = now + MISC_INTERVAL_S
+            self._next_misc = now + min(MISC_INTERVAL_S, self.settings.keepalive / 4)  # a PINGREQ well before 1.5 keepalives
             for session in self.sessions:
                 if session.client.socket() is not None and session.held is None:
                     session.client.loop_misc()
