@@ -19,9 +19,12 @@ import pytest
 from conftest import iotsim
 
 from simulator import stack
+from simulator.connections import connection_plan
+from simulator.errors import UsageError
 from simulator.fleet import ReconnectPolicy
 from simulator.randomness import stream
 from simulator.scenario import load_scenario
+from simulator.shard import Shard
 from simulator.transport.sessions import (
     PORTS_PER_ADDRESS,
     DeviceSessions,
@@ -406,3 +409,14 @@ def test_iotsim_run_publishes_a_device_fleets_messages_through_its_own_connectio
     assert statuses == Counter({(connection, online): 1 for connection in connections for online in (True, False)})  # a birth, then a clean close's death
     log = sys_broker.log_file.read_text()
     assert all(f" as {connection} (p2, c1, k60)" in log for connection in connections)  # each its own client id, MQTT 3.1.1, keepalive 60
+
+
+def test_a_shard_connects_only_its_own_devices_and_gateways_do_not_shard(tmp_path: Path) -> None:
+    scenario = load_scenario(own_connections(tmp_path, "own.yaml", 1883, "tshard", air="    connection: device"))
+    plan = connection_plan(scenario, Shard(1, 3))
+    assert plan is not None and plan.ids == [f"aq-{n:04d}" for n in range(1, 31) if n % 3 == 1] and plan.route == {i: i for i in plan.ids}
+    assert connection_plan(load_scenario(own_connections(tmp_path, "shared.yaml", 1883, "tshard"))) is None  # every fleet shared: today's run
+    gateways = load_scenario(own_connections(tmp_path, "gw.yaml", 1883, "tshard", **OWN))
+    with pytest.raises(UsageError, match=r"^--shard: fleets.1 has connection: gateway"):
+        connection_plan(gateways, Shard(0, 2))
+    assert connection_plan(gateways).describe() == "33 own connections (40 devices, 3 gateways)"
