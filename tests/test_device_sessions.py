@@ -420,3 +420,60 @@ def test_a_shard_connects_only_its_own_devices_and_gateways_do_not_shard(tmp_pat
     with pytest.raises(UsageError, match=r"^--shard: fleets.1 has connection: gateway"):
         connection_plan(gateways, Shard(0, 2))
     assert connection_plan(gateways).describe() == "33 own connections (40 devices, 3 gateways)"
+
+
+FAULTY = """
+name: faulty-connections
+seed: 5
+duration: 2m
+speed: 6
+fleets:
+  - type: air_quality
+    count: 4
+    cadence: 30s
+    connection: device
+    faults: [{{kind: dropout, devices: [aq-0002], at: 30s, duration: 60s}}]
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  topic_prefix: {prefix}
+  keepalive: 2
+influx:
+  url: http://127.0.0.1:{influx_port}
+"""
+
+
+def test_a_dropout_closes_that_devices_connection_without_disconnect_and_it_comes_back(sys_broker: stack.Service, tmp_path: Path) -> None:
+    # 20 s of wall time: readings every 5 s, longer than the broker waits for a silent device (1.5 x 2 s),
+    # so the idle devices keep their sessions only by PINGREQs; aq-0002 is silent from 5 s to 15 s.
+    scenario = tmp_path / "faulty.yaml"
+    scenario.write_text(FAULTY.format(port=sys_broker.port, prefix="tfault", influx_port=stack.free_port()))
+    dry = tmp_path / "dry.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    records = [orjson.loads(line) for line in dry.read_bytes().splitlines()]
+    expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in records)
+    readings = Counter(record["payload"]["device_id"] for record in records if "/events/" not in record["topic"])
+    assert readings == {"aq-0001": 4, "aq-0002": 2, "aq-0003": 4, "aq-0004": 4}  # the dropout drops aq-0002's readings at 30 s and 60 s
+    watcher = Watcher(sys_broker.port, ["tfault/#"])
+    try:
+        run = iotsim("run", str(scenario), timeout=120)
+        assert run.returncode == 0, run.stderr
+        total = len(expected)
+        assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
+        assert "device connections: 4 own connections (4 devices), connects 5, reconnects 1, failed attempts 0" in run.stdout
+        messages = watcher.wait(lambda m: sum(1 for t, *_ in m if not t.startswith("tfault/status/")) >= total and sum(1 for t, *_ in m if t.startswith("tfault/status/")) >= 10, timeout=20)
+    finally:
+        watcher.stop()
+    data = sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("tfault/") and not topic.startswith("tfault/status/"))
+    assert data == expected  # every message of the dry run once: nothing lost or sent twice over the reconnect
+    statuses: dict[str, list[bool]] = {}
+    for topic, payload, _ in messages:
+        if topic.startswith("tfault/status/"):
+            statuses.setdefault(topic.rsplit("/", 1)[1], []).append(orjson.loads(payload)["online"])
+    # A birth and the clean close's death for each; aq-0002 also its will while silent and its birth when back.
+    assert statuses == {"aq-0001": [True, False], "aq-0002": [True, False, True, False], "aq-0003": [True, False], "aq-0004": [True, False]}
+    topics = [topic for topic, *_ in messages]
+    will = topics.index("tfault/status/aq-0002", topics.index("tfault/status/aq-0002") + 1)
+    assert topics.index("tfault/events/device_fault/aq-0002") < will < topics.index("tfault/events/device_fault/aq-0002", will)  # during the dropout
+    log = sys_broker.log_file.read_text()
+    timeouts = [line for line in log.splitlines() if "exceeded timeout" in line]
+    assert len(timeouts) == 1 and "aq-0002" in timeouts[0], timeouts  # the broker gave up on the silent device only

@@ -22,7 +22,8 @@ A device's session:
 
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
-device; `revive()` connects it again.
+device; `revive()` connects it again. In `iotsim run` a device's `dropout` or `battery_death` fault
+does that (`SessionSink.fault`); an idle device keeps its session with PINGREQs.
 
 One source address has ~28,000 ephemeral ports, and finding a free one slows long before they run
 out, so connections to a loopback broker spread over 127.0.0.1, 127.0.0.2, ..., 10,000 each
@@ -74,6 +75,10 @@ MISC_INTERVAL_S = 1.0
 CONNECTS_PER_TURN = 64
 MAX_CONNECTING = 64
 CONNECT_TIMEOUT_S = 5.0
+# A killed device's silent socket stays open this long past two keepalives: Mosquitto notices a
+# missed keepalive up to a couple of seconds late, and a socket closed before then would be a close
+# (its will at once), not a silence.
+HOLD_MARGIN_S = 10.0
 LATENCY_MAX_MS = 3_600_000  # the connect-latency histogram's range: 1 ms to an hour, 3 digits
 _CONNECT, _RELEASE = 0, 1  # what a timer does: try to connect, or close a dead device's held socket
 
@@ -382,13 +387,18 @@ class DeviceSessions:
         """Every queued message acknowledged (or dropped from a full outbox, counted)."""
         return all(not session.outbox and session.inflight == 0 for session in self.sessions if not session.killed)
 
+    def settled(self, device_id: str) -> bool:
+        """The device has nothing waiting or unacknowledged, or is not connected (it keeps what it holds)."""
+        session = self.by_id[device_id]
+        return not session.connected or (not session.outbox and session.inflight == 0 and not session.status_mids)
+
     def outbox_depth(self) -> int:
         """Messages waiting in outboxes or in flight, all devices."""
         return sum(len(session.outbox) + session.inflight for session in self.sessions)
 
     def kill(self, device_id: str) -> None:
         """The device dies (battery, dropout): its socket goes silent, without DISCONNECT, and stays open
-        for two keepalives, read by nobody; the broker fires its will after 1.5 keepalives. No retries
+        for two keepalives and HOLD_MARGIN_S, read by nobody; the broker fires its will after 1.5 keepalives. No retries
         until `revive()`."""
         session = self.by_id[device_id]
         if session.killed:
@@ -402,7 +412,7 @@ class DeviceSessions:
         session.held = sock.dup()  # this descriptor keeps the TCP connection open after paho closes its own
         sock.close()
         session.client.loop_read()  # paho's read fails on its closed socket: the connection is lost to it
-        self._schedule(time.monotonic() + 2 * self.settings.keepalive, _RELEASE, session)
+        self._schedule(time.monotonic() + 2 * self.settings.keepalive + HOLD_MARGIN_S, _RELEASE, session)
 
     def revive(self, device_id: str) -> None:
         """The device comes back: it connects again now (a new session, its birth published again)."""
@@ -556,6 +566,10 @@ class DeviceSessions:
             pass
 
 
+# A device fault's event (simulator/device_faults.py): `{prefix}/events/device_fault/{device_id}`.
+FAULT_EVENTS = "/events/device_fault/"
+SILENCING_FAULTS = ("dropout", "battery_death")  # the faults in which a device sends nothing
+SETTLE_TIMEOUT_S = 1.0  # how long a dying device's last messages may take to be acknowledged (loopback: ms)
 # A turn of the device loop (PUBACKs read, connects due) after this many messages through the sink.
 TURN_EVERY = 64
 # The longest the device loop waits at once while the run's shared connection waits too.
@@ -567,7 +581,8 @@ class SessionSink:
     through its connection (its own, or its gateway's: `route` maps device id → connection id), any
     other message through the run's shared connection (`shared`, served meanwhile by `shared_idle`).
     The topics and payloads are the same as through the shared connection. A full outbox pauses the
-    simulation, turning the loop until it has room, rather than dropping a message."""
+    simulation, turning the loop until it has room, rather than dropping a message. A device that a
+    fault silences closes its connection without DISCONNECT and reconnects when it comes back (`fault`)."""
 
     def __init__(self, shared: Callable[[str, bytes], None], shared_idle: Callable[[float], None], sessions: DeviceSessions, route: dict[str, str]) -> None:
         self.shared = shared
@@ -577,9 +592,13 @@ class SessionSink:
         self._unturned = 0
 
     def __call__(self, topic: str, payload: bytes) -> None:
-        connection = self.route.get(topic[topic.rfind("/") + 1 :])  # a device's topic ends with its id
+        device_id = topic[topic.rfind("/") + 1 :]  # a device's topic ends with its id
+        connection = self.route.get(device_id)
         if connection is None:
             self.shared(topic, payload)
+            return
+        if FAULT_EVENTS in topic:
+            self.fault(topic, payload, device_id, connection)
             return
         sessions = self.sessions
         self._unturned += 1
@@ -589,6 +608,25 @@ class SessionSink:
         while not sessions.has_room(connection):
             self.idle(SHARED_SLICE_S)
         sessions.publish(connection, topic, payload)
+
+    def fault(self, topic: str, payload: bytes, device_id: str, connection: str) -> None:
+        """A device fault's event, the simulator's note for the dashboards (a silent device could not
+        send it), goes through the shared connection. A fault that silences a device with its own
+        connection (`dropout`, `battery_death`) kills that connection as it begins, once what the
+        device sent before is acknowledged (nothing sent twice after the reconnect), and a dropout's
+        end revives it; a gateway stays connected for its other devices."""
+        self.shared(topic, payload)
+        if connection != device_id:
+            return
+        tags = orjson.loads(payload)["tags"]
+        if tags.get("fault") not in SILENCING_FAULTS:
+            return
+        sessions = self.sessions
+        if tags.get("phase") == "start":
+            sessions.run_until(lambda: sessions.settled(device_id), SETTLE_TIMEOUT_S)
+            sessions.kill(device_id)
+        else:
+            sessions.revive(device_id)
 
     def idle(self, seconds: float) -> None:
         """Let `seconds` pass serving both loops: the paced simulation waits through here."""
