@@ -432,7 +432,7 @@ fleets:
     count: 4
     cadence: 30s
     connection: device
-    faults: [{{kind: dropout, devices: [aq-0002], at: 30s, duration: 60s}}]
+    faults: [{{kind: dropout, devices: [aq-0002], at: 30s, duration: 60s}}, {{kind: battery_death, devices: [aq-0004], at: 60s}}]
 mqtt:
   url: mqtt://127.0.0.1:{port}
   topic_prefix: {prefix}
@@ -442,9 +442,9 @@ influx:
 """
 
 
-def test_a_dropout_closes_that_devices_connection_without_disconnect_and_it_comes_back(sys_broker: stack.Service, tmp_path: Path) -> None:
+def test_a_dropout_or_a_dead_battery_closes_that_devices_connection_without_disconnect_and_a_dropout_comes_back(sys_broker: stack.Service, tmp_path: Path) -> None:
     # 20 s of wall time: readings every 5 s, longer than the broker waits for a silent device (1.5 x 2 s),
-    # so the idle devices keep their sessions only by PINGREQs; aq-0002 is silent from 5 s to 15 s.
+    # so the idle devices keep their sessions only by PINGREQs; aq-0002 is silent from 5 s to 15 s, aq-0004 from 10 s on.
     scenario = tmp_path / "faulty.yaml"
     scenario.write_text(FAULTY.format(port=sys_broker.port, prefix="tfault", influx_port=stack.free_port()))
     dry = tmp_path / "dry.jsonl"
@@ -452,7 +452,7 @@ def test_a_dropout_closes_that_devices_connection_without_disconnect_and_it_come
     records = [orjson.loads(line) for line in dry.read_bytes().splitlines()]
     expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in records)
     readings = Counter(record["payload"]["device_id"] for record in records if "/events/" not in record["topic"])
-    assert readings == {"aq-0001": 4, "aq-0002": 2, "aq-0003": 4, "aq-0004": 4}  # the dropout drops aq-0002's readings at 30 s and 60 s
+    assert readings == {"aq-0001": 4, "aq-0002": 2, "aq-0003": 4, "aq-0004": 2}  # the dropout drops aq-0002's readings at 30 s and 60 s, the battery aq-0004's from 60 s
     watcher = Watcher(sys_broker.port, ["tfault/#"])
     try:
         run = iotsim("run", str(scenario), timeout=120)
@@ -469,11 +469,19 @@ def test_a_dropout_closes_that_devices_connection_without_disconnect_and_it_come
     for topic, payload, _ in messages:
         if topic.startswith("tfault/status/"):
             statuses.setdefault(topic.rsplit("/", 1)[1], []).append(orjson.loads(payload)["online"])
-    # A birth and the clean close's death for each; aq-0002 also its will while silent and its birth when back.
+    # A birth and the clean close's death for each; aq-0002 also its will while silent and its birth when
+    # back; dead aq-0004 only its will, and no goodbye at the end.
     assert statuses == {"aq-0001": [True, False], "aq-0002": [True, False, True, False], "aq-0003": [True, False], "aq-0004": [True, False]}
+    assert topics_before_close(messages, "aq-0004") == ["tfault/events/device_fault/aq-0004", "tfault/status/aq-0004"]
     topics = [topic for topic, *_ in messages]
     will = topics.index("tfault/status/aq-0002", topics.index("tfault/status/aq-0002") + 1)
     assert topics.index("tfault/events/device_fault/aq-0002") < will < topics.index("tfault/events/device_fault/aq-0002", will)  # during the dropout
     log = sys_broker.log_file.read_text()
     timeouts = [line for line in log.splitlines() if "exceeded timeout" in line]
-    assert len(timeouts) == 1 and "aq-0002" in timeouts[0], timeouts  # the broker gave up on the silent device only
+    assert len(timeouts) == 2 and "aq-0002" in timeouts[0] and "aq-0004" in timeouts[1], timeouts  # the broker gave up on the silent devices only
+
+
+def topics_before_close(messages: list[tuple[str, bytes, bool]], device_id: str) -> list[str]:
+    """The device's event and status topics after its birth, in the order they came."""
+    topics = [topic for topic, *_ in messages if topic.endswith(f"/{device_id}") and ("/status/" in topic or "/device_fault/" in topic)]
+    return topics[1:]
