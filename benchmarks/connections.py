@@ -182,8 +182,14 @@ def plan(devices: int, brokers: int, processes: int) -> list[tuple[list[str], in
         per_broker[number % brokers] += len(share)
     most_worker, most_broker = max(len(share) for share in shares), max(per_broker.values())
     if hard != resource.RLIM_INFINITY and max(most_worker, most_broker + 1) + FILES_MARGIN > hard:
-        sys.exit(f"--sizes {devices}: {most_worker:,} connections a worker and {most_broker:,} a broker, but a process may open {hard:,} files: give more --processes and --brokers")
+        usage_error(f"--sizes {devices}: {most_worker:,} connections a worker and {most_broker:,} a broker, but a process may open {hard:,} files: give more --processes and --brokers")
     return [(share, number % brokers) for number, share in enumerate(shares)]
+
+
+def usage_error(line: str) -> None:
+    """Bad flags: one line, exit 2."""
+    print(line, file=sys.stderr)
+    sys.exit(2)
 
 
 def source_addresses(shares: list[int]) -> list[tuple[str, ...]]:
@@ -192,7 +198,7 @@ def source_addresses(shares: list[int]) -> list[tuple[str, ...]]:
     for count in shares:
         needed = max(1, math.ceil(count / PORTS_PER_ADDRESS))
         if next_host + needed > 255:
-            sys.exit(f"--processes: {len(shares)} workers need more than 254 source addresses in 127.0.0.x")
+            usage_error(f"--processes: {len(shares)} workers need more than 254 source addresses in 127.0.0.x")
         addresses.append(tuple(f"127.0.0.{host}" for host in range(next_host, next_host + needed)))
         next_host += needed
     return addresses
@@ -328,6 +334,8 @@ def main() -> None:
         parser.error("--brokers must be at least 1 and --processes at least --brokers (each worker connects to one broker)")
     sizes = [int(size) for size in args.sizes.split(",")]
     raise_open_files(0)  # the hard limit for us and the brokers, which inherit it
+    for devices in sizes:
+        plan(devices, args.brokers, args.processes)  # a size too big for the limit: one line before anything runs
     results = []
     for devices in sizes:
         with tempfile.TemporaryDirectory(prefix="iotsim-connections-") as tmp:
