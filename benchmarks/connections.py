@@ -1,24 +1,28 @@
-"""Device connections held on one Mosquitto: every device its own MQTT session (issue 15).
+"""Device connections held on Mosquitto: every device its own MQTT session (issue 15).
 
-For each size in `--sizes`, a fresh broker (a real process, a temporary directory, persistence on)
-and `DeviceSessions` (simulator/transport/sessions.py) with that many devices, first connects spread
-over `--window` s. Every device then publishes a small QoS 1 message every `--cadence` s (each at its
-own phase) for `--minutes`; midway the broker is restarted (SIGTERM, started again on the same port),
-and the devices reconnect by exponential backoff with full jitter (`--min` to `--max` s) while their
-outboxes keep what they publish meanwhile. A subscriber in its own process (mosquitto_sub, persistent
-session) receives everything. Figures per size:
+For each size in `--sizes`, `--brokers` fresh brokers (real processes, temporary directories,
+persistence on) and `--processes` worker processes, each with its own `DeviceSessions`
+(simulator/transport/sessions.py) for its share of the devices, connected to broker (worker number
+mod brokers); first connects spread over `--window` s. Every device then publishes a small QoS 1
+message every `--cadence` s (each at its own phase) for `--minutes`; midway every broker is
+restarted (SIGTERM, started again on its port), and the devices reconnect by exponential backoff with
+full jitter (`--min` to `--max` s) while their outboxes keep what they publish meanwhile. A subscriber
+per broker in its own process (mosquitto_sub, persistent session) receives everything. Figures per size:
 
-- connected: devices connected at once (the broker's own count, `$SYS/broker/clients/connected`,
-  less the subscriber), connect time and rate, CONNECT→CONNACK p50 / p99;
-- memory: our RSS and Mosquitto's per connection (RSS after all connected less before, / devices);
-- the storm: seconds from the restarted broker accepting connections until every device was back,
+- connected: devices connected at once (the brokers' own counts, `$SYS/broker/clients/connected`,
+  less the subscribers), connect time and rate, CONNECT→CONNACK p50 / p99;
+- memory: our RSS and Mosquitto's per connection (RSS after all connected less before, summed over
+  the processes, / devices);
+- the storm: seconds from the restarted brokers accepting connections until every device was back,
   and its connects/s;
 - loss: messages published, received, missing and duplicated (per device and seq).
 
-    .venv/bin/python benchmarks/connections.py [--sizes 1000,5000,19000] [--cadence 60] [--minutes 2] [--window 0] [--json FILE]
+    .venv/bin/python benchmarks/connections.py [--sizes 1000,5000,19000] [--brokers 1] [--processes 1] [--cadence 60] [--minutes 2] [--window 0] [--json FILE]
+    .venv/bin/python benchmarks/connections.py --sizes 50000 --brokers 3 --processes 3
 
-One process holds at most ~19,900 sockets here (20,000 open files, hard limit), Mosquitto too: 19,000
-is the most one broker takes on this machine.
+A process holds at most ~19,900 sockets here (20,000 open files, hard limit), each Mosquitto too: 19,000
+is the most one broker (or one worker) takes on this machine, and a size that would put more on one is
+refused in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import argparse
 import gc
 import heapq
 import json
+import math
+import multiprocessing
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,25 +42,31 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
+from hdrh.histogram import HdrHistogram
 from rich.console import Console
 from rich.table import Table
 
 from simulator import stack
 from simulator.fleet import ReconnectPolicy
 from simulator.randomness import Stream, stream_key
-from simulator.transport.sessions import DeviceSessions, SessionSettings, raise_open_files
+from simulator.transport.sessions import FILES_MARGIN, LATENCY_MAX_MS, PORTS_PER_ADDRESS, DeviceSessions, SessionSettings, raise_open_files
 
 console = Console(width=170)
 PREFIX = "bench"
+WORKER_TIMEOUT_S = 600  # the longest the parent waits for a worker's answer (building and connecting 19,000 takes ~30 s)
 
 
 @dataclass
 class Figures:
     devices: int
+    brokers: int
+    processes: int
     connected: int
     broker_counted: int | None
     connect_s: float
@@ -72,11 +85,25 @@ class Figures:
     cpu_s: float
 
 
+@dataclass(frozen=True)
+class Work:
+    """What one worker process runs: its devices, its broker, its loopback source addresses."""
+
+    number: int
+    ids: list[str]
+    port: int
+    addresses: tuple[str, ...]
+    cadence: float
+    window: float
+    min: float
+    max: float
+
+
 class Subscriber:
     """mosquitto_sub in its own process, persistent session: every message it gets, as (topic, payload)."""
 
-    def __init__(self, port: int) -> None:
-        command = ["mosquitto_sub", "-p", str(port), "-q", "1", "-i", "bench-sub", "-c", "-F", "%t %p", "-t", f"{PREFIX}/data/#", "-t", "$SYS/broker/clients/connected"]
+    def __init__(self, port: int, number: int) -> None:
+        command = ["mosquitto_sub", "-p", str(port), "-q", "1", "-i", f"bench-sub-{number}", "-c", "-F", "%t %p", "-t", f"{PREFIX}/data/#", "-t", "$SYS/broker/clients/connected"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.lines: list[bytes] = []
         self.connected: int | None = None
@@ -97,67 +124,154 @@ class Subscriber:
         self.reader.join(timeout=10)
 
 
-def start_broker(state: Path, port: int, conf_dir: Path) -> stack.Service:
-    return stack.start_mosquitto(state, port, conf_dir=conf_dir)
+def message(device: str, seq: int) -> bytes:
+    return orjson.dumps({"device_id": device, "seq": seq, "ts": time.time_ns() // 1_000_000})
 
 
-def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
+def worker(work: Work, pipe: Connection) -> None:
+    """One process's devices: connect when told, publish until the end it is told, answer with its figures."""
+    raise_open_files(len(work.ids))
+    me = psutil.Process()
+    gc.collect()
+    rss_before, cpu_before = me.memory_info().rss, sum(me.cpu_times()[:2])
+    settings = SessionSettings(port=work.port, prefix=PREFIX, connect_window=work.window, seed=1, reconnect=ReconnectPolicy(min=work.min, max=work.max), source_addresses=work.addresses)
+    sessions = DeviceSessions(work.ids, settings)
+    pipe.send("built")
+    pipe.recv()  # go
+    started = time.monotonic()
+    sessions.start()
+    sessions.run_until(sessions.all_connected, timeout=work.window + 300)
+    connected_at = time.monotonic()
+    gc.collect()
+    pipe.send({"started": started, "connected_at": connected_at, "connected": sessions.stats.connected, "rss": me.memory_info().rss - rss_before})
+    end = pipe.recv()  # the monotonic time publishing ends (CLOCK_MONOTONIC is one clock for all processes)
+    seq = dict.fromkeys(work.ids, 0)
+    due = [(time.monotonic() + Stream(stream_key(1, f"{device}/phase")).uniform(0, work.cadence), device) for device in work.ids]
+    heapq.heapify(due)
+    back_at: float | None = None
+    while time.monotonic() < end:
+        now = time.monotonic()
+        while due and due[0][0] <= now:
+            _, device = heapq.heappop(due)
+            sessions.publish(device, f"{PREFIX}/data/{device}", message(device, seq[device]))
+            seq[device] += 1
+            heapq.heappush(due, (now + work.cadence, device))
+        if back_at is None and sessions.stats.disconnects and sessions.all_connected():
+            back_at = time.monotonic()  # every device back after the brokers' restart
+        sessions.turn(min(0.05, max(0.0, due[0][0] - time.monotonic())) if due else 0.05)
+    drained = sessions.run_until(sessions.drained, timeout=60)
+    stats = sessions.stats
+    pipe.send(
+        {
+            "seq": seq, "back_at": back_at, "drained": drained, "overflowed": stats.overflowed, "latency": stats.latency_ms.encode(),
+            "cpu": sum(me.cpu_times()[:2]) - cpu_before, "connected": stats.connected,
+        }
+    )  # fmt: skip
+    sessions.close()
+    pipe.send("closed")
+
+
+def plan(devices: int, brokers: int, processes: int) -> list[tuple[list[str], int]]:
+    """Each worker's device ids (contiguous shares) and its broker's number; exit 2 in one line if a
+    worker or a broker would hold more sockets than the open-files hard limit lets it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    ids = [f"em-{n:05d}" for n in range(devices)]
+    shares = [ids[devices * w // processes : devices * (w + 1) // processes] for w in range(processes)]
+    per_broker = Counter()
+    for number, share in enumerate(shares):
+        per_broker[number % brokers] += len(share)
+    most_worker, most_broker = max(len(share) for share in shares), max(per_broker.values())
+    if hard != resource.RLIM_INFINITY and max(most_worker, most_broker + 1) + FILES_MARGIN > hard:
+        usage_error(f"--sizes {devices}: {most_worker:,} connections a worker and {most_broker:,} a broker, but a process may open {hard:,} files: give more --processes and --brokers")
+    return [(share, number % brokers) for number, share in enumerate(shares)]
+
+
+def usage_error(line: str) -> None:
+    """Bad flags: one line, exit 2."""
+    print(line, file=sys.stderr)
+    sys.exit(2)
+
+
+def source_addresses(shares: list[int]) -> list[tuple[str, ...]]:
+    """Each worker's own loopback source addresses, PORTS_PER_ADDRESS connections each: 127.0.0.1, .2, ..."""
+    addresses, next_host = [], 1
+    for count in shares:
+        needed = max(1, math.ceil(count / PORTS_PER_ADDRESS))
+        if next_host + needed > 255:
+            usage_error(f"--processes: {len(shares)} workers need more than 254 source addresses in 127.0.0.x")
+        addresses.append(tuple(f"127.0.0.{host}" for host in range(next_host, next_host + needed)))
+        next_host += needed
+    return addresses
+
+
+def bench_conf(work: Path) -> Path:
     conf_dir = work / "conf.d"
     conf_dir.mkdir(parents=True)
     for conf in (stack.BROKERS_DIR / "conf.d").glob("*.conf"):
         shutil.copy(conf, conf_dir / conf.name)
     (conf_dir / "90-bench.conf").write_text("sys_interval 1\nconnection_messages false\n")
-    broker = start_broker(work / "state", stack.free_port(), conf_dir)
-    subscriber = Subscriber(broker.port)
-    me, broker_process = psutil.Process(), psutil.Process(broker.pid)
-    try:
-        time.sleep(1.0)  # the subscriber's session in place before any device publishes
-        gc.collect()
-        our_before, broker_before = me.memory_info().rss, broker_process.memory_info().rss
-        cpu_before = sum(me.cpu_times()[:2])
-        ids = [f"em-{n:05d}" for n in range(devices)]
-        policy = ReconnectPolicy(min=args.min, max=args.max)
-        settings = SessionSettings(port=broker.port, prefix=PREFIX, connect_window=args.window, seed=1, reconnect=policy)
-        sessions = DeviceSessions(ids, settings)
-        started = time.monotonic()
-        sessions.start()
-        if not sessions.run_until(sessions.all_connected, timeout=args.window + 120):
-            console.print(f"{devices}: only {sessions.stats.connected} connected")
-        connect_s = time.monotonic() - started
-        gc.collect()
-        our_bytes = (me.memory_info().rss - our_before) // devices
-        broker_bytes = (broker_process.memory_info().rss - broker_before) // devices
-        counted = wait_for_count(subscriber, sessions, devices + 1, timeout=5)
+    return conf_dir
 
-        # Publishing: each device every cadence s at its own phase; the broker restarted midway.
-        seq = dict.fromkeys(ids, 0)
-        due = [(time.monotonic() + Stream(stream_key(1, f"{device}/phase")).uniform(0, args.cadence), device) for device in ids]
-        heapq.heapify(due)
-        end = time.monotonic() + args.minutes * 60
-        restart_at = time.monotonic() + args.minutes * 30
-        storm_s: float | None = None
-        while time.monotonic() < end:
-            now = time.monotonic()
-            while due and due[0][0] <= now:
-                _, device = heapq.heappop(due)
-                sessions.publish(device, f"{PREFIX}/data/{device}", orjson.dumps({"device_id": device, "seq": seq[device], "ts": time.time_ns() // 1_000_000}))
-                seq[device] += 1
-                heapq.heappush(due, (now + args.cadence, device))
-            if storm_s is None and now >= restart_at:
-                storm_s, broker, broker_process = restart(broker, work, conf_dir, sessions, seq)
-            sessions.turn(min(0.05, max(0.0, due[0][0] - time.monotonic())) if due else 0.05)
-        sessions.run_until(sessions.drained, timeout=60)
-        time.sleep(2.0)  # the subscriber's last messages
-        cpu_s = sum(me.cpu_times()[:2]) - cpu_before
+
+def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
+    conf_dir = bench_conf(work)
+    layout = plan(devices, args.brokers, args.processes)
+    brokers = [stack.start_mosquitto(work / f"state-{n}", stack.free_port(), conf_dir=conf_dir) for n in range(args.brokers)]
+    subscribers = [Subscriber(broker.port, n) for n, broker in enumerate(brokers)]
+    context = multiprocessing.get_context("spawn")
+    pipes: list[Connection] = []
+    workers: list[Any] = []
+    try:
+        time.sleep(1.0)  # the subscribers' sessions in place before any device publishes
+        broker_before = sum(psutil.Process(broker.pid).memory_info().rss for broker in brokers)
+        addresses = source_addresses([len(share) for share, _ in layout])
+        for number, ((share, broker), own) in enumerate(zip(layout, addresses, strict=True)):
+            parent, child = context.Pipe()
+            work_item = Work(number, share, brokers[broker].port, own, args.cadence, args.window, args.min, args.max)
+            process = context.Process(target=worker, args=(work_item, child), daemon=True)
+            process.start()
+            pipes.append(parent)
+            workers.append(process)
+        answers = [receive(pipe) for pipe in pipes]  # every worker built its clients
+        for pipe in pipes:
+            pipe.send("go")
+        connected = [receive(pipe) for pipe in pipes]
+        connect_s = max(answer["connected_at"] for answer in connected) - min(answer["started"] for answer in connected)
+        if sum(answer["connected"] for answer in connected) < devices:
+            console.print(f"{devices}: only {sum(answer['connected'] for answer in connected)} connected")
+        counted = wait_for_counts(subscribers, [sum(len(share) for share, b in layout if b == n) + 1 for n in range(args.brokers)], timeout=5)
+        broker_bytes = (sum(psutil.Process(broker.pid).memory_info().rss for broker in brokers) - broker_before) // devices
+        our_bytes = sum(answer["rss"] for answer in connected) // devices
+
+        # Publishing for --minutes; midway every broker is restarted.
+        start = time.monotonic()
+        end = start + args.minutes * 60
+        for pipe in pipes:
+            pipe.send(end)
+        time.sleep(max(0.0, start + args.minutes * 30 - time.monotonic()))
+        for broker in brokers:
+            broker.stop()
+        brokers = [stack.start_mosquitto(work / f"state-{n}", broker.port, conf_dir=conf_dir) for n, broker in enumerate(brokers)]
+        restarted = time.monotonic()
+        results = [receive(pipe) for pipe in pipes]
+        time.sleep(2.0)  # the subscribers' last messages
         received = Counter()
-        for line in subscriber.lines:
-            payload = orjson.loads(line.split(b" ", 1)[1])
-            received[(payload["device_id"], payload["seq"])] += 1
-        expected = {(device, n) for device in ids for n in range(seq[device])}
-        latency = sessions.stats.latency_ms
+        for subscriber in subscribers:
+            for line in subscriber.lines:
+                payload = orjson.loads(line.split(b" ", 1)[1])
+                received[(payload["device_id"], payload["seq"])] += 1
+        seq = {device: count for result in results for device, count in result["seq"].items()}
+        expected = {(device, n) for device, count in seq.items() for n in range(count)}
+        latency = HdrHistogram(1, LATENCY_MAX_MS, 3)
+        for result in results:
+            latency.add(HdrHistogram.decode(result["latency"]))
+        backs = [result["back_at"] for result in results]
+        storm_s = max(backs) - restarted if all(back is not None for back in backs) else None
         figures = Figures(
             devices=devices,
-            connected=sessions.stats.connected,
+            brokers=args.brokers,
+            processes=args.processes,
+            connected=sum(answer["connected"] for answer in connected),
             broker_counted=counted,
             connect_s=round(connect_s, 2),
             connects_per_s=round(devices / connect_s, 1),
@@ -171,60 +285,68 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
             received=sum(received.values()),
             missing=len(expected - set(received)),
             duplicates=sum(count - 1 for count in received.values() if count > 1),
-            overflowed=sessions.stats.overflowed,
-            cpu_s=round(cpu_s, 1),
+            overflowed=sum(result["overflowed"] for result in results),
+            cpu_s=round(sum(result["cpu"] for result in results), 1),
         )
-        sessions.close()
+        for pipe in pipes:
+            receive(pipe, timeout=60)  # closed
+        del answers
         return figures
     finally:
-        subscriber.stop()
-        broker.stop()
+        for process in workers:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+        for subscriber in subscribers:
+            subscriber.stop()
+        for broker in brokers:
+            broker.stop()
 
 
-def wait_for_count(subscriber: Subscriber, sessions: DeviceSessions, expected: int, timeout: float) -> int | None:
+def receive(pipe: Connection, timeout: float = WORKER_TIMEOUT_S) -> Any:
+    if not pipe.poll(timeout):
+        raise SystemExit(f"a worker gave no answer in {timeout:.0f} s")
+    return pipe.recv()
+
+
+def wait_for_counts(subscribers: list[Subscriber], expected: list[int], timeout: float) -> int | None:
+    """The devices the brokers count connected (less the subscribers), once every count is as expected or `timeout` passed."""
     deadline = time.monotonic() + timeout
-    while subscriber.connected != expected and time.monotonic() < deadline:
-        sessions.turn(0.05)
-    return subscriber.connected - 1 if subscriber.connected is not None else None  # less the subscriber
-
-
-def restart(broker: stack.Service, work: Path, conf_dir: Path, sessions: DeviceSessions, seq: dict[str, int]) -> tuple[float, stack.Service, psutil.Process]:
-    """Stop the broker (SIGTERM: it saves the subscriber's session), start it again on its port; seconds until every device is back."""
-    port = broker.port
-    broker.stop()
-    sessions.run_until(lambda: sessions.stats.connected == 0, timeout=30)
-    for device in seq:  # one message each while the broker is away: into the devices' outboxes
-        sessions.publish(device, f"{PREFIX}/data/{device}", orjson.dumps({"device_id": device, "seq": seq[device], "ts": time.time_ns() // 1_000_000}))
-        seq[device] += 1
-    broker = start_broker(work / "state", port, conf_dir)
-    restarted = time.monotonic()
-    sessions.run_until(sessions.all_connected, timeout=300)
-    return time.monotonic() - restarted, broker, psutil.Process(broker.pid)
+    while [s.connected for s in subscribers] != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    counts = [s.connected for s in subscribers]
+    return sum(count - 1 for count in counts if count is not None) if all(count is not None for count in counts) else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000,19000", help="device counts, comma-separated")
+    parser.add_argument("--brokers", type=int, default=1, help="Mosquitto processes; worker n connects to broker n mod this")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes, each its own DeviceSessions for an equal share of the devices")
     parser.add_argument("--cadence", type=float, default=60.0, help="seconds between one device's messages")
-    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of publishing per size (the broker restarts midway)")
+    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of publishing per size (the brokers restart midway)")
     parser.add_argument("--window", type=float, default=0.0, help="seconds the first connects are spread over (0: all at once, the connect rate)")
     parser.add_argument("--min", type=float, default=1.0, help="reconnect backoff: first wait, s")
     parser.add_argument("--max", type=float, default=30.0, help="reconnect backoff: longest wait, s")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    if args.brokers < 1 or args.processes < args.brokers:
+        parser.error("--brokers must be at least 1 and --processes at least --brokers (each worker connects to one broker)")
     sizes = [int(size) for size in args.sizes.split(",")]
-    raise_open_files(max(sizes))  # Mosquitto inherits the raised limit
+    raise_open_files(0)  # the hard limit for us and the brokers, which inherit it
+    for devices in sizes:
+        plan(devices, args.brokers, args.processes)  # a size too big for the limit: one line before anything runs
     results = []
     for devices in sizes:
         with tempfile.TemporaryDirectory(prefix="iotsim-connections-") as tmp:
             results.append(measure(devices, args, Path(tmp)))
         console.print(results[-1])
-    table = Table(title=f"device connections on one Mosquitto, QoS 1 every {args.cadence:g} s, broker restarted midway")
-    for column in ("devices", "connected ($SYS)", "connects/s", "p50/p99 ms", "our B/conn", "broker B/conn", "storm s", "storm conn/s", "published", "missing", "dup", "CPU s"):
+    table = Table(title=f"device connections, QoS 1 every {args.cadence:g} s, brokers restarted midway")
+    for column in ("devices", "brokers", "processes", "connected ($SYS)", "connects/s", "p50/p99 ms", "our B/conn", "broker B/conn", "storm s", "storm conn/s", "published", "missing", "dup", "CPU s"):
         table.add_column(column, justify="right")
     for f in results:
         table.add_row(
-            f"{f.devices:,}", f"{f.connected:,} ({f.broker_counted})", f"{f.connects_per_s:,.0f}", f"{f.connect_p50_ms}/{f.connect_p99_ms}",
+            f"{f.devices:,}", f"{f.brokers}", f"{f.processes}", f"{f.connected:,} ({f.broker_counted})", f"{f.connects_per_s:,.0f}", f"{f.connect_p50_ms}/{f.connect_p99_ms}",
             f"{f.our_bytes_per_connection:,}", f"{f.broker_bytes_per_connection:,}", f"{f.storm_s}", f"{f.storm_connects_per_s}",
             f"{f.published:,}", f"{f.missing}", f"{f.duplicates}", f"{f.cpu_s}",
         )  # fmt: skip

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 import simpy
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel
+from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel, parse_duration_or_zero
 from simulator.randomness import Stream, stream
 from simulator.telemetry import Reading
-from simulator.units import format_duration, parse_duration
+from simulator.units import format_duration
 
 if TYPE_CHECKING:
     from simulator.telemetry import Telemetry
@@ -35,14 +35,9 @@ if TYPE_CHECKING:
 Readings = dict[str, Reading]
 
 
-def parse_offset(value: object) -> float:
-    """A duration that may be zero: the fault is there from the start."""
-    return 0.0 if value in (0, "0", "0s") else parse_duration(value)
-
-
 Offset = Annotated[
     float,
-    BeforeValidator(parse_offset),
+    BeforeValidator(parse_duration_or_zero),  # 0: the fault is there from the start
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema(DURATION_OR_ZERO_JSON_SCHEMA, mode="validation"),
     Field(description="seconds after the start; '0s', '90s', '5m', '1h', '2d'"),

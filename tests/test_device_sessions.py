@@ -19,9 +19,12 @@ import pytest
 from conftest import iotsim
 
 from simulator import stack
+from simulator.connections import connection_plan
+from simulator.errors import UsageError
 from simulator.fleet import ReconnectPolicy
 from simulator.randomness import stream
 from simulator.scenario import load_scenario
+from simulator.shard import Shard
 from simulator.transport.sessions import (
     PORTS_PER_ADDRESS,
     DeviceSessions,
@@ -147,7 +150,7 @@ def test_two_thousand_devices_each_connected_with_a_retained_birth(sys_broker: s
 
 def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Service) -> None:
     ids = device_ids(20)
-    keepalive = 2  # the broker gives up on a silent device after 1.5 keepalives: 3 s
+    keepalive = 3  # the broker gives up on a silent device after 1.5 keepalives: 4.5 s
     sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="twill", keepalive=keepalive, seed=3))
     sessions.start()
     watcher = Watcher(sys_broker.port, ["twill/status/#"])
@@ -165,9 +168,9 @@ def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Servic
         # Silent, not closed: for one keepalive the broker has no reason to give up on it.
         sessions.run_until(lambda: time.monotonic() - killed_at > keepalive, timeout=keepalive + 1)
         assert not [topic for topic, *_ in watcher.taken()[seen:] if topic.startswith("twill/")]
-        # Five keepalives: the dead device's will comes after ~1.5 of them; the live devices, idle
+        # Four keepalives: the dead device's will comes after ~1.5 of them; the live devices, idle
         # all along, keep their sessions with PINGREQs and send no will.
-        sessions.run_until(lambda: time.monotonic() - killed_at > 5 * keepalive, timeout=5 * keepalive + 1)
+        sessions.run_until(lambda: time.monotonic() - killed_at > 4 * keepalive, timeout=4 * keepalive + 1)
         wills = [(topic, orjson.loads(payload), retain) for topic, payload, retain in watcher.taken()[seen:] if topic.startswith("twill/")]
         assert [(topic, payload["device_id"], payload["online"]) for topic, payload, _ in wills] == [("twill/status/em-00007", "em-00007", False)]
         assert sessions.stats.connected == 19 and sessions.stats.disconnects == 1 and sessions.stats.reconnects == 0
@@ -281,9 +284,9 @@ def test_reconnect_delays_follow_the_policy() -> None:
     assert all(0.0 <= delay <= 60.0 for delay in jittered) and 25 < statistics.mean(jittered) < 35
 
 
-def test_source_addresses_spread_past_one_addresss_ports() -> None:
-    assert source_addresses(19_000, "127.0.0.1") == ()
-    assert source_addresses(50_000, "127.0.0.1") == ("127.0.0.1", "127.0.0.2")
+def test_source_addresses_spread_the_connections() -> None:
+    assert source_addresses(PORTS_PER_ADDRESS, "127.0.0.1") == ()  # one address: the kernel's choice
+    assert source_addresses(19_000, "127.0.0.1") == ("127.0.0.1", "127.0.0.2")
     assert source_addresses(3 * PORTS_PER_ADDRESS + 1, "localhost") == ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
     assert source_addresses(50_000, "broker.example") == ()  # 127.0.0.x could not reach it
 
@@ -406,3 +409,79 @@ def test_iotsim_run_publishes_a_device_fleets_messages_through_its_own_connectio
     assert statuses == Counter({(connection, online): 1 for connection in connections for online in (True, False)})  # a birth, then a clean close's death
     log = sys_broker.log_file.read_text()
     assert all(f" as {connection} (p2, c1, k60)" in log for connection in connections)  # each its own client id, MQTT 3.1.1, keepalive 60
+
+
+def test_a_shard_connects_only_its_own_devices_and_gateways_do_not_shard(tmp_path: Path) -> None:
+    scenario = load_scenario(own_connections(tmp_path, "own.yaml", 1883, "tshard", air="    connection: device"))
+    plan = connection_plan(scenario, Shard(1, 3))
+    assert plan is not None and plan.ids == [f"aq-{n:04d}" for n in range(1, 31) if n % 3 == 1] and plan.route == {i: i for i in plan.ids}
+    assert connection_plan(load_scenario(own_connections(tmp_path, "shared.yaml", 1883, "tshard"))) is None  # every fleet shared: today's run
+    gateways = load_scenario(own_connections(tmp_path, "gw.yaml", 1883, "tshard", **OWN))
+    with pytest.raises(UsageError, match=r"^--shard: fleets.1 has connection: gateway"):
+        connection_plan(gateways, Shard(0, 2))
+    assert connection_plan(gateways).describe() == "33 own connections (40 devices, 3 gateways)"
+
+
+FAULTY = """
+name: faulty-connections
+seed: 5
+duration: 2m
+speed: 6
+fleets:
+  - type: air_quality
+    count: 4
+    cadence: 30s
+    connection: device
+    faults: [{{kind: dropout, devices: [aq-0002], at: 30s, duration: 60s}}, {{kind: battery_death, devices: [aq-0004], at: 60s}}]
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  topic_prefix: {prefix}
+  keepalive: 2
+influx:
+  url: http://127.0.0.1:{influx_port}
+"""
+
+
+def test_a_dropout_or_a_dead_battery_closes_that_devices_connection_without_disconnect_and_a_dropout_comes_back(sys_broker: stack.Service, tmp_path: Path) -> None:
+    # 20 s of wall time: readings every 5 s, longer than the broker waits for a silent device (1.5 x 2 s),
+    # so the idle devices keep their sessions only by PINGREQs; aq-0002 is silent from 5 s to 15 s, aq-0004 from 10 s on.
+    scenario = tmp_path / "faulty.yaml"
+    scenario.write_text(FAULTY.format(port=sys_broker.port, prefix="tfault", influx_port=stack.free_port()))
+    dry = tmp_path / "dry.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    records = [orjson.loads(line) for line in dry.read_bytes().splitlines()]
+    expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in records)
+    readings = Counter(record["payload"]["device_id"] for record in records if "/events/" not in record["topic"])
+    assert readings == {"aq-0001": 4, "aq-0002": 2, "aq-0003": 4, "aq-0004": 2}  # the dropout drops aq-0002's readings at 30 s and 60 s, the battery aq-0004's from 60 s
+    watcher = Watcher(sys_broker.port, ["tfault/#"])
+    try:
+        run = iotsim("run", str(scenario), timeout=120)
+        assert run.returncode == 0, run.stderr
+        total = len(expected)
+        assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
+        assert "device connections: 4 own connections (4 devices), connects 5, reconnects 1, failed attempts 0" in run.stdout
+        messages = watcher.wait(lambda m: sum(1 for t, *_ in m if not t.startswith("tfault/status/")) >= total and sum(1 for t, *_ in m if t.startswith("tfault/status/")) >= 10, timeout=20)
+    finally:
+        watcher.stop()
+    data = sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("tfault/") and not topic.startswith("tfault/status/"))
+    assert data == expected  # every message of the dry run once: nothing lost or sent twice over the reconnect
+    statuses: dict[str, list[bool]] = {}
+    for topic, payload, _ in messages:
+        if topic.startswith("tfault/status/"):
+            statuses.setdefault(topic.rsplit("/", 1)[1], []).append(orjson.loads(payload)["online"])
+    # A birth and the clean close's death for each; aq-0002 also its will while silent and its birth when
+    # back; dead aq-0004 only its will, and no goodbye at the end.
+    assert statuses == {"aq-0001": [True, False], "aq-0002": [True, False, True, False], "aq-0003": [True, False], "aq-0004": [True, False]}
+    assert topics_before_close(messages, "aq-0004") == ["tfault/events/device_fault/aq-0004", "tfault/status/aq-0004"]
+    topics = [topic for topic, *_ in messages]
+    will = topics.index("tfault/status/aq-0002", topics.index("tfault/status/aq-0002") + 1)
+    assert topics.index("tfault/events/device_fault/aq-0002") < will < topics.index("tfault/events/device_fault/aq-0002", will)  # during the dropout
+    log = sys_broker.log_file.read_text()
+    timeouts = [line for line in log.splitlines() if "exceeded timeout" in line]
+    assert len(timeouts) == 2 and "aq-0002" in timeouts[0] and "aq-0004" in timeouts[1], timeouts  # the broker gave up on the silent devices only
+
+
+def topics_before_close(messages: list[tuple[str, bytes, bool]], device_id: str) -> list[str]:
+    """The device's event and status topics after its birth, in the order they came."""
+    topics = [topic for topic, *_ in messages if topic.endswith(f"/{device_id}") and ("/status/" in topic or "/device_fault/" in topic)]
+    return topics[1:]

@@ -16,16 +16,12 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
-from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel
-from simulator.units import format_duration, parse_duration
-
-def parse_pause(value: object) -> float:
-    """Like a duration, but 0 (or "0s") is allowed: no such phase."""
-    return 0.0 if value in (0, 0.0, "0", "0s") else parse_duration(value)
-
+from simulator.fleet import DURATION_OR_ZERO_JSON_SCHEMA, Duration, StrictModel, parse_duration_or_zero
+from simulator.units import format_duration
 
 Pause = Annotated[
-    float, BeforeValidator(parse_pause), PlainSerializer(format_duration, return_type=str), WithJsonSchema(DURATION_OR_ZERO_JSON_SCHEMA, mode="validation")
+    float, BeforeValidator(parse_duration_or_zero),  # 0: no such phase
+    PlainSerializer(format_duration, return_type=str), WithJsonSchema(DURATION_OR_ZERO_JSON_SCHEMA, mode="validation")
 ]
 Target = Annotated[float, Field(ge=0, le=10_000_000, description="messages/s (unit: rate) or active devices (unit: devices)")]
 

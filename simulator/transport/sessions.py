@@ -22,10 +22,12 @@ A device's session:
 
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
-device; `revive()` connects it again.
+device; `revive()` connects it again. In `iotsim run` a device's `dropout` or `battery_death` fault
+does that (`SessionSink.fault`); an idle device keeps its session with PINGREQs.
 
-Past ~28,000 connections one source address runs out of ephemeral ports, so connections to a loopback
-broker spread over 127.0.0.1, 127.0.0.2, ... (`source_addresses`). Each connection is one open file:
+One source address has ~28,000 ephemeral ports, and finding a free one slows long before they run
+out, so connections to a loopback broker spread over 127.0.0.1, 127.0.0.2, ..., 10,000 each
+(`source_addresses`). Each connection is one open file:
 the limit is raised to the hard limit at start, and a fleet the process cannot hold is one line saying
 how many files it needs and how to get them (`OpenFilesLimit`).
 """
@@ -54,8 +56,10 @@ from simulator.fleet import ReconnectPolicy
 from simulator.randomness import Stream, stream_key
 
 KEEPALIVE_S = 60
-# Ephemeral source ports of one address (Linux's default range 32768-60999, less a margin for others).
-PORTS_PER_ADDRESS = 28_000
+# Connections to one broker per loopback source address. One address has ~28,000 ephemeral ports
+# (32768-60999), but the kernel's search for a free one slows as they fill (connect() takes even ports
+# first): connecting 19,000 devices took 36 s from one address, 19 s spread over two.
+PORTS_PER_ADDRESS = 10_000
 # Files the process holds besides its device sockets (the epoll descriptor, logs, the run's own
 # connection, InfluxDB's): asked for on top of one per device.
 FILES_MARGIN = 64
@@ -64,15 +68,55 @@ MAX_INFLIGHT = 20  # messages a device hands to paho before waiting for PUBACKs 
 # paho's keepalive bookkeeping (PINGREQ when due, a missing PINGRESP noticed) runs for every connected
 # device once a second: ~2 µs each, so 19,000 devices cost ~4 % of a core.
 MISC_INTERVAL_S = 1.0
-# Connect attempts made in one turn before the loop reads again: a blocking TCP connect on loopback
-# returns at once unless the broker's accept queue is full, and reading in between lets it catch up.
+# Connect attempts made in one turn before the loop reads again, and connections at most waiting for
+# their CONNACK: a blocking TCP connect on loopback returns at once unless the broker's accept queue is
+# full (Mosquitto listens with a backlog of 100), when the kernel drops the SYN and connect() waits a
+# second for its retry, the whole loop with it. Bounding the handshakes keeps that queue short.
 CONNECTS_PER_TURN = 64
+MAX_CONNECTING = 64
 CONNECT_TIMEOUT_S = 5.0
+# A killed device's silent socket stays open this long past two keepalives: Mosquitto notices a
+# missed keepalive up to a couple of seconds late, and a socket closed before then would be a close
+# (its will at once), not a silence.
+HOLD_MARGIN_S = 10.0
 LATENCY_MAX_MS = 3_600_000  # the connect-latency histogram's range: 1 ms to an hour, 3 digits
 _CONNECT, _RELEASE = 0, 1  # what a timer does: try to connect, or close a dead device's held socket
 
 Protocol = Literal["3.1.1", "5"]
 PROTOCOLS: dict[str, int] = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
+
+
+# Linux's IP_BIND_ADDRESS_NO_PORT (Python names it from 3.12 on): a bind() that leaves the port to connect().
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+class DeviceClient(mqtt.Client):
+    """paho's client, connecting without first binding to a port of its own.
+
+    paho's connect binds to `(bind_address, 0)` even without a bind address: the kernel then looks for
+    a port free for any destination, which grows with the connections held. Connecting 19,000 devices
+    took 55.6 s here, 27.7 s of it in bind() (1.5 ms each). connect() alone picks a port free for its
+    own destination; with a source address, IP_BIND_ADDRESS_NO_PORT leaves the port to connect() as
+    well. paho has no public way to change how it opens the socket: this overrides its
+    `_create_socket_connection` (no proxies, which device sessions do not use)."""
+
+    def __init__(self, *args: Any, source_address: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.source_address = source_address
+
+    def _create_socket_connection(self) -> socket.socket:
+        family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            if self.source_address:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.source_address, 0))
+            sock.settimeout(self.connect_timeout)
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
 
 class OpenFilesLimit(UsageError):
@@ -99,7 +143,7 @@ class SessionSettings:
     reconnect: ReconnectPolicy = ReconnectPolicy()
     seed: int = 0
     # Source addresses to spread connections over; None: as many of 127.0.0.1, .2, ... as the fleet
-    # needs when the broker is on loopback (each has PORTS_PER_ADDRESS ports), else the kernel's choice.
+    # needs when the broker is on loopback (PORTS_PER_ADDRESS connections each), else the kernel's choice.
     source_addresses: tuple[str, ...] | None = None
     outbox_limit: int = OUTBOX_LIMIT
     max_inflight: int = MAX_INFLIGHT
@@ -133,6 +177,7 @@ class Session:
         "closing",
         "connect_started",
         "connected",
+        "connecting",
         "device_id",
         "ever_connected",
         "held",
@@ -158,6 +203,7 @@ class Session:
         self.inflight = 0  # messages handed to paho, PUBACK not yet read
         self.status_mids: tuple[int, ...] = ()  # births (and the death of a clean close) not yet acknowledged
         self.connected = False
+        self.connecting = False  # CONNECT sent, CONNACK not yet read
         self.ever_connected = False
         self.attempt = 0  # failed connects since the last success
         self.connect_started = 0.0
@@ -210,7 +256,7 @@ def raise_open_files(connections: int) -> int:
         raise OpenFilesLimit(
             f"{connections} device connections need {needed} open files, but this process may open {soft} (ulimit -Hn): "
             f"raise the hard limit (as root: `ulimit -Hn {needed}` before starting, or LimitNOFILE={needed} for a service) "
-            "or spread the fleet over more processes (--workers)"
+            "or spread the fleet over more processes (iotsim run --shard, iotsim load --workers)"
         )
     return soft
 
@@ -239,6 +285,7 @@ class DeviceSessions:
             raise ValueError("device ids must be unique: each is a client id")
         self._timers: list[tuple[float, int, int, int]] = []  # (due, tie, kind, session index)
         self._killed = 0
+        self._connecting = 0
         self._ties = 0
         self._next_misc = 0.0
 
@@ -246,21 +293,21 @@ class DeviceSessions:
 
     def _session(self, index: int, device_id: str, policy: ReconnectPolicy) -> Session:
         settings = self.settings
-        client = mqtt.Client(
+        client = DeviceClient(
             CallbackAPIVersion.VERSION2,
             client_id=device_id,
             protocol=PROTOCOLS[settings.protocol],
             clean_session=True if settings.protocol == "3.1.1" else None,
+            source_address=self.addresses[index % len(self.addresses)] if self.addresses else "",
         )
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(settings.max_inflight)
-        bind = self.addresses[index % len(self.addresses)] if self.addresses else ""
         if settings.protocol == "5":
-            client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind, clean_start=True)
+            client.connect_async(settings.host, settings.port, settings.keepalive, clean_start=True)
         else:
-            client.connect_async(settings.host, settings.port, settings.keepalive, bind_address=bind)
+            client.connect_async(settings.host, settings.port, settings.keepalive)
         rng = Stream(stream_key(settings.seed, f"{device_id}/reconnect"))  # not the stream of its readings
         session = Session(index, device_id, client, rng, policy, f"{settings.prefix}/status/{device_id}", settings.outbox_limit)
         client.user_data_set(session)
@@ -302,7 +349,9 @@ class DeviceSessions:
         their reads and writes, and keepalives when due."""
         now = time.monotonic()
         self._run_timers(now)
-        wait = max(0.0, min(timeout, self._next_misc - now, (self._timers[0][0] - now) if self._timers else timeout))
+        # A connect due but held back (MAX_CONNECTING) waits for a CONNACK, not a spin that takes the broker's CPU.
+        next_connect = self._timers[0][0] - now if self._timers and self._connecting < MAX_CONNECTING else timeout
+        wait = max(0.0, min(timeout, self._next_misc - now, next_connect))
         for key, mask in self.selector.select(wait):
             client = key.data.client
             if mask & selectors.EVENT_READ:
@@ -311,7 +360,7 @@ class DeviceSessions:
                 client.loop_write()
         now = time.monotonic()
         if now >= self._next_misc:
-            self._next_misc = now + MISC_INTERVAL_S
+            self._next_misc = now + min(MISC_INTERVAL_S, self.settings.keepalive / 4)  # a PINGREQ well before 1.5 keepalives
             for session in self.sessions:
                 if session.client.socket() is not None and session.held is None:
                     session.client.loop_misc()
@@ -338,13 +387,18 @@ class DeviceSessions:
         """Every queued message acknowledged (or dropped from a full outbox, counted)."""
         return all(not session.outbox and session.inflight == 0 for session in self.sessions if not session.killed)
 
+    def settled(self, device_id: str) -> bool:
+        """The device has nothing waiting or unacknowledged, or is not connected (it keeps what it holds)."""
+        session = self.by_id[device_id]
+        return not session.connected or (not session.outbox and session.inflight == 0 and not session.status_mids)
+
     def outbox_depth(self) -> int:
         """Messages waiting in outboxes or in flight, all devices."""
         return sum(len(session.outbox) + session.inflight for session in self.sessions)
 
     def kill(self, device_id: str) -> None:
         """The device dies (battery, dropout): its socket goes silent, without DISCONNECT, and stays open
-        for two keepalives, read by nobody; the broker fires its will after 1.5 keepalives. No retries
+        for two keepalives and HOLD_MARGIN_S, read by nobody; the broker fires its will after 1.5 keepalives. No retries
         until `revive()`."""
         session = self.by_id[device_id]
         if session.killed:
@@ -358,7 +412,7 @@ class DeviceSessions:
         session.held = sock.dup()  # this descriptor keeps the TCP connection open after paho closes its own
         sock.close()
         session.client.loop_read()  # paho's read fails on its closed socket: the connection is lost to it
-        self._schedule(time.monotonic() + 2 * self.settings.keepalive, _RELEASE, session)
+        self._schedule(time.monotonic() + 2 * self.settings.keepalive + HOLD_MARGIN_S, _RELEASE, session)
 
     def revive(self, device_id: str) -> None:
         """The device comes back: it connects again now (a new session, its birth published again)."""
@@ -395,7 +449,7 @@ class DeviceSessions:
 
     def _run_timers(self, now: float) -> None:
         connects = 0
-        while self._timers and self._timers[0][0] <= now and connects < CONNECTS_PER_TURN:
+        while self._timers and self._timers[0][0] <= now and connects < CONNECTS_PER_TURN and self._connecting < MAX_CONNECTING:
             _, _, kind, index = heapq.heappop(self._timers)
             session = self.sessions[index]
             if kind == _RELEASE:
@@ -413,6 +467,14 @@ class DeviceSessions:
         except OSError:
             self.stats.connect_failures += 1
             self._retry(session)
+            return
+        session.connecting = True
+        self._connecting += 1
+
+    def _handshake_over(self, session: Session) -> None:
+        if session.connecting:
+            session.connecting = False
+            self._connecting -= 1
 
     def _retry(self, session: Session) -> None:
         delay = reconnect_delay(session.reconnect, session.attempt, session.rng)
@@ -427,6 +489,7 @@ class DeviceSessions:
     # --- paho's callbacks (userdata: the session) ---
 
     def _on_connect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        self._handshake_over(session)
         if reason.is_failure:
             self.stats.connect_failures += 1
             return  # the broker closes the connection: _on_disconnect schedules the retry
@@ -449,6 +512,7 @@ class DeviceSessions:
         self.stats.statuses += 1
 
     def _on_disconnect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        self._handshake_over(session)
         if session.connected:
             session.connected = False
             self.stats.connected -= 1
@@ -502,6 +566,10 @@ class DeviceSessions:
             pass
 
 
+# A device fault's event (simulator/device_faults.py): `{prefix}/events/device_fault/{device_id}`.
+FAULT_EVENTS = "/events/device_fault/"
+SILENCING_FAULTS = ("dropout", "battery_death")  # the faults in which a device sends nothing
+SETTLE_TIMEOUT_S = 1.0  # how long a dying device's last messages may take to be acknowledged (loopback: ms)
 # A turn of the device loop (PUBACKs read, connects due) after this many messages through the sink.
 TURN_EVERY = 64
 # The longest the device loop waits at once while the run's shared connection waits too.
@@ -513,7 +581,8 @@ class SessionSink:
     through its connection (its own, or its gateway's: `route` maps device id → connection id), any
     other message through the run's shared connection (`shared`, served meanwhile by `shared_idle`).
     The topics and payloads are the same as through the shared connection. A full outbox pauses the
-    simulation, turning the loop until it has room, rather than dropping a message."""
+    simulation, turning the loop until it has room, rather than dropping a message. A device that a
+    fault silences closes its connection without DISCONNECT and reconnects when it comes back (`fault`)."""
 
     def __init__(self, shared: Callable[[str, bytes], None], shared_idle: Callable[[float], None], sessions: DeviceSessions, route: dict[str, str]) -> None:
         self.shared = shared
@@ -523,9 +592,13 @@ class SessionSink:
         self._unturned = 0
 
     def __call__(self, topic: str, payload: bytes) -> None:
-        connection = self.route.get(topic[topic.rfind("/") + 1 :])  # a device's topic ends with its id
+        device_id = topic[topic.rfind("/") + 1 :]  # a device's topic ends with its id
+        connection = self.route.get(device_id)
         if connection is None:
             self.shared(topic, payload)
+            return
+        if FAULT_EVENTS in topic:
+            self.fault(topic, payload, device_id, connection)
             return
         sessions = self.sessions
         self._unturned += 1
@@ -535,6 +608,25 @@ class SessionSink:
         while not sessions.has_room(connection):
             self.idle(SHARED_SLICE_S)
         sessions.publish(connection, topic, payload)
+
+    def fault(self, topic: str, payload: bytes, device_id: str, connection: str) -> None:
+        """A device fault's event, the simulator's note for the dashboards (a silent device could not
+        send it), goes through the shared connection. A fault that silences a device with its own
+        connection (`dropout`, `battery_death`) kills that connection as it begins, once what the
+        device sent before is acknowledged (nothing sent twice after the reconnect), and a dropout's
+        end revives it; a gateway stays connected for its other devices."""
+        self.shared(topic, payload)
+        if connection != device_id:
+            return
+        tags = orjson.loads(payload)["tags"]
+        if tags.get("fault") not in SILENCING_FAULTS:
+            return
+        sessions = self.sessions
+        if tags.get("phase") == "start":
+            sessions.run_until(lambda: sessions.settled(device_id), SETTLE_TIMEOUT_S)
+            sessions.kill(device_id)
+        else:
+            sessions.revive(device_id)
 
     def idle(self, seconds: float) -> None:
         """Let `seconds` pass serving both loops: the paced simulation waits through here."""
