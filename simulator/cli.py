@@ -415,7 +415,11 @@ def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:
         f"device connections: {plan.describe()}, connects {stats.connects}, reconnects {stats.reconnects}, "
         f"failed attempts {stats.connect_failures}, CONNECT→CONNACK p50 {latency.get_value_at_percentile(50)} ms, p99 {latency.get_value_at_percentile(99)} ms"
     )
-    return line + (f"; {stats.overflowed} messages dropped from full outboxes" if stats.overflowed else "")
+    if stats.overflowed:
+        line += f"; {stats.overflowed} messages dropped from full outboxes"
+    if stats.abandoned:
+        line += f"; {stats.abandoned} messages never sent: their devices were dead at the end (battery, dropout)"
+    return line
 
 
 def counters_client(scenario: Scenario) -> InfluxClient:

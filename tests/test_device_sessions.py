@@ -162,6 +162,7 @@ def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Servic
             return len({topic for topic, *_ in messages if topic.startswith("twill/")}) == 20
 
         assert births(watcher.wait(births, timeout=10))
+        (birth_ts,) = [orjson.loads(payload)["ts"] for topic, payload, _ in watcher.taken() if topic == "twill/status/em-00007"]
         seen = len(watcher.taken())
         killed_at = time.monotonic()
         sessions.kill("em-00007")
@@ -173,6 +174,7 @@ def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Servic
         sessions.run_until(lambda: time.monotonic() - killed_at > 4 * keepalive, timeout=4 * keepalive + 1)
         wills = [(topic, orjson.loads(payload), retain) for topic, payload, retain in watcher.taken()[seen:] if topic.startswith("twill/")]
         assert [(topic, payload["device_id"], payload["online"]) for topic, payload, _ in wills] == [("twill/status/em-00007", "em-00007", False)]
+        assert wills[0][1]["ts"] == birth_ts  # one connection, one status point: the bridge stores its will over its birth
         assert sessions.stats.connected == 19 and sessions.stats.disconnects == 1 and sessions.stats.reconnects == 0
 
         # It comes back: a new session, its birth again.
@@ -262,6 +264,16 @@ def test_a_full_outbox_drops_its_oldest_and_counts_it() -> None:
     assert [payload for _, payload in sessions.sessions[0].outbox] == [b"2", b"3", b"4"]
     assert sessions.stats.overflowed == 2 and sessions.outbox_depth() == 3
     sessions.close()
+
+
+def test_what_a_dead_device_still_holds_at_the_end_is_counted_as_abandoned() -> None:
+    sessions = DeviceSessions(["em-00001", "em-00002"], SessionSettings(port=1))  # never started: the outboxes keep all
+    for n in range(3):
+        sessions.publish("em-00001", "t/data/em-00001", str(n).encode())
+        sessions.publish("em-00002", "t/data/em-00002", str(n).encode())
+    sessions.kill("em-00002")  # its battery dies with three messages in its outbox
+    sessions.close(timeout=0.1)
+    assert sessions.stats.abandoned == 3 and sessions.stats.overflowed == 0
 
 
 def test_connect_offsets_are_each_devices_own_and_spread_over_the_window() -> None:

@@ -164,6 +164,7 @@ class SessionStats:
     sent: int = 0  # messages handed to paho
     acknowledged: int = 0  # their PUBACKs
     overflowed: int = 0  # messages dropped from full outboxes, oldest first
+    abandoned: int = 0  # messages a device that was dead at close() still held, unsent or unacknowledged (counted then)
     statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
     latency_ms: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, LATENCY_MAX_MS, 3))  # CONNECT → CONNACK
 
@@ -176,6 +177,7 @@ class Session:
         "client",
         "closing",
         "connect_started",
+        "connect_ts",
         "connected",
         "connecting",
         "device_id",
@@ -207,6 +209,7 @@ class Session:
         self.ever_connected = False
         self.attempt = 0  # failed connects since the last success
         self.connect_started = 0.0
+        self.connect_ts = 0  # the wall-clock ms of the connection's will and birth: one status point for both
         self.killed = False
         self.closing = False
         self.held: socket.socket | None = None  # a killed device's silent socket
@@ -427,8 +430,10 @@ class DeviceSessions:
 
     def close(self, timeout: float = 10.0) -> None:
         """Every connected device publishes its death (retained, `online: false`) and DISCONNECTs, so
-        the broker discards its will; turns the loop until all are closed or `timeout` s passed."""
+        the broker discards its will; turns the loop until all are closed or `timeout` s passed. What a
+        dead device still holds is never sent: counted in `stats.abandoned`."""
         now_ms = self.clock_ms()
+        self.stats.abandoned += sum(len(session.outbox) + session.inflight for session in self.sessions if session.killed)
         for session in self.sessions:
             session.closing = True
             self._release(session)
@@ -460,7 +465,10 @@ class DeviceSessions:
 
     def _connect(self, session: Session) -> None:
         client = session.client
-        client.will_set(session.status_topic, status_payload(session.device_id, False, self.clock_ms()), qos=1, retain=True)
+        # The will is fixed at CONNECT; the birth takes the same ts, so the bridge stores one point per
+        # connection (online, or offline once its will came: docs/message-contract.md, "Device status").
+        session.connect_ts = self.clock_ms()
+        client.will_set(session.status_topic, status_payload(session.device_id, False, session.connect_ts), qos=1, retain=True)
         session.connect_started = time.monotonic()
         try:
             client.reconnect()  # TCP connect (loopback: at once), then CONNECT; the CONNACK comes to loop_read
@@ -502,7 +510,7 @@ class DeviceSessions:
         session.connected = True
         session.attempt = 0
         stats.connected += 1
-        self._publish_status(session, True, self.clock_ms())
+        self._publish_status(session, True, session.connect_ts)
         self._send_outbox(session)
 
     def _publish_status(self, session: Session, online: bool, ts: int) -> None:
