@@ -250,6 +250,10 @@ class MqttPublisher:
 
     def _publish(self, topic: str, payload: bytes) -> int:
         """Hand one message to paho, which writes it to the socket at once; every message goes out through here."""
+        if self.qos == 1:
+            mid = self.client.publish_qos1(topic, payload)  # paho's publish() without its per-message objects
+            self.published += 1
+            return mid
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1
         if self.qos == 0:
