@@ -329,3 +329,23 @@ def test_fast_qos1_messages_lost_with_the_connection_are_sent_again_after_reconn
     assert sorted(received) == sorted(payloads) and not publisher._out_messages
     loop.disconnect()
     subscriber_loop.disconnect()
+
+
+def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    acknowledged: list[tuple[int, int, object]] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append((mid, reason.value, properties)))
+    one_by_one = [0]
+    original = Client._handle_pubackcomp
+
+    def counting(self: Client, cmd: object) -> object:
+        one_by_one[0] += self is publisher
+        return original(self, cmd)
+
+    monkeypatch.setattr(Client, "_handle_pubackcomp", counting)
+    mids = [publisher.publish_qos1(f"client-test/fast-ack/{i}", b"x") for i in range(3000)]
+    turn_until(loop, lambda: len(acknowledged) >= len(mids))
+    loop.turn(0.2)  # nothing more may come
+    assert sorted(mid for mid, _, _ in acknowledged) == sorted(mids) and not publisher._out_messages and publisher._inflight_messages == 0
+    assert {reason for _, reason, _ in acknowledged} == {0} and all(properties is NO_PROPERTIES for _, _, properties in acknowledged)
+    assert one_by_one[0] < len(mids) / 10  # paho framed only PUBACKs cut by the end of a read
+    loop.disconnect()

@@ -47,7 +47,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -74,6 +74,7 @@ def _paho_internals_as_expected() -> bool:
             and _parameters(mqtt.Client._sock_close) == ["self"]
             and _parameters(mqtt.Client._handle_publish) == ["self"]
             and _parameters(mqtt.Client._mid_generate) == ["self"]
+            and _parameters(mqtt.Client._packet_read) == ["self"]
         )
     except (AttributeError, TypeError, ValueError):
         return False
@@ -157,7 +158,8 @@ class Client(mqtt.Client):
         remaining = 4 + len(topic_bytes) + len(payload)
         if len(topic_bytes) > 65535 or remaining > MAX_REMAINING_LENGTH:
             return super().publish(topic, payload, 1).mid  # paho raises ValueError
-        mid = self._mid_generate()
+        with self._mid_generate_mutex:  # paho's _mid_generate(), without the call
+            mid = self._last_mid = self._last_mid % 65535 + 1
         with self._out_message_mutex:
             if mid in self._out_messages:  # 65,535 in flight: paho would refuse; let it
                 return super().publish(topic, payload, 1).mid
@@ -221,6 +223,53 @@ class Client(mqtt.Client):
         chunk = self._input[self._input_at : self._input_at + bufsize]
         self._input_at += len(chunk)
         return chunk
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's `loop_read()`, after taking the whole 3.1.1 PUBACKs at the front of the read buffer
+        (or of one read into it) at once: paho frames each packet with three reads and dispatches it
+        through four calls, 3 µs a message. Whatever else comes, and a PUBACK cut by the buffer's end,
+        paho's own reading takes."""
+        if FAST_PATHS and self.fast_publish:
+            self._take_pubacks()
+        return super().loop_read(max_packets)
+
+    def _take_pubacks(self) -> None:
+        if (
+            self._sock is None
+            or not self._out_messages  # nothing waits for a PUBACK (a subscriber's reads, say)
+            or self._in_packet["command"] != 0
+            or self._protocol == MQTTProtocolVersion.MQTTv5
+            or self._max_inflight_messages != 0
+            or self._callback_api_version != CallbackAPIVersion.VERSION2
+        ):
+            return  # paho is within a packet, keeps bounds of its own, or calls on_publish another way
+        if not self.has_buffered_input():
+            try:
+                data = super()._sock_recv(READ_BUFFER)
+            except OSError:  # BlockingIOError: nothing waits; any other error paho's own read meets again
+                return
+            self._input, self._input_at, self._input_socket = data, 0, self._sock  # b"" (closed): paho's read sees it again
+        buffer, at, end = self._input, self._input_at, len(self._input)
+        if end - at < 4 or buffer[at] != 0x40 or buffer[at + 1] != 0x02:
+            return
+        out_messages, on_publish = self._out_messages, self.on_publish
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()  # paho's keepalive hears the broker, as its own read would note
+        with self._out_message_mutex, self._in_callback_mutex:
+            try:
+                while end - at >= 4 and buffer[at] == 0x40 and buffer[at + 1] == 0x02:  # PUBACK, remaining length 2
+                    mid = (buffer[at + 2] << 8) | buffer[at + 3]
+                    at += 4
+                    message = out_messages.get(mid)
+                    if message is None:
+                        continue  # only the first PUBACK for a message counts
+                    if on_publish is not None:
+                        on_publish(self, self._userdata, mid, PUBACK_SUCCESS, NO_PROPERTIES)
+                    del out_messages[mid]  # as paho's _do_on_publish: after on_publish
+                    message.info._set_as_published()
+                    self._inflight_messages -= 1
+            finally:
+                self._input_at = at
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]
