@@ -39,7 +39,7 @@ INCLUSIVE = {
     "publisher (__call__)": "__call__",
     "  publish (hand one message to paho)": "_publish",
     "    paho's publish()": "publish",
-    "    fast QoS 1 PUBLISH": "publish_qos1",
+    "    publish_qos1 (with --stock-publish, paho's publish() inside)": "publish_qos1",
     "  network turns (_run_network)": "_run_network",
     "    paho reading (loop_read)": "loop_read",
     "      PUBACK handling": "_handle_pubackcomp",
@@ -48,13 +48,18 @@ INCLUSIVE = {
     "    sending (flush_output)": "flush_output",
     "    keepalive (loop_misc)": "loop_misc",
     "  acknowledged (_on_publish)": "_on_publish",
-    "JSON encoding (telemetry)": "encode",
+    "the payload's JSON (Telemetry.payload)": "payload",
 }
 
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def system_seconds() -> float:
+    """The kernel's part (socket calls, mostly), of the CPU above."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 def discard(topic: str, payload: bytes) -> None:
@@ -68,8 +73,8 @@ def model_pass(spec: pipeline.Scenario) -> tuple[int, float, float]:
     return result.generated, time.perf_counter() - started, cpu_seconds() - before
 
 
-def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path | None, py_spy: str | None) -> tuple[int, float, float]:
-    """(messages acknowledged, seconds, CPU seconds) of the world published at QoS 1 until every PUBACK."""
+def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path | None, py_spy: str | None) -> tuple[int, float, float, float]:
+    """(messages acknowledged, seconds, CPU seconds, of them system) of the world published at QoS 1 until every PUBACK."""
     publisher = MqttPublisher.from_settings(spec.mqtt, f"bench-pub-cpu-{run}", qos=1)
     publisher.client.fast_publish = not stock
     publisher.start()
@@ -78,10 +83,10 @@ def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path |
         sampler = subprocess.Popen([py_spy or "py-spy", "record", "--pid", str(os.getpid()), "--nonblocking", "--rate", "250",
                                     "--format", "raw", "--output", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(1.0)  # py-spy attaches
-    before, started = cpu_seconds(), time.perf_counter()
+    before, system_before, started = cpu_seconds(), system_seconds(), time.perf_counter()
     result = run_scenario(spec, publisher)
     drained = publisher.drain(DRAIN_TIMEOUT_S)
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - before
+    elapsed, cpu, system = time.perf_counter() - started, cpu_seconds() - before, system_seconds() - system_before
     if sampler is not None:
         sampler.send_signal(2)  # SIGINT: py-spy writes its file
         sampler.wait(timeout=60)
@@ -89,7 +94,7 @@ def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path |
     assert drained and publisher.acknowledged == publisher.published == result.generated, (
         f"acknowledged {publisher.acknowledged} of {publisher.published} published, {result.generated} generated"
     )
-    return publisher.acknowledged, elapsed, cpu
+    return publisher.acknowledged, elapsed, cpu, system
 
 
 def split(profile: Path) -> tuple[int, dict[str, int], collections.Counter[str]]:
@@ -123,6 +128,7 @@ def main() -> None:
     models: list[float] = []
     publishes: list[float] = []
     rates: list[float] = []
+    systems: list[float] = []
     with tempfile.TemporaryDirectory(prefix="iotsim-publisher-cpu-") as tmp:
         broker = stack.start_mosquitto(Path(tmp) / "broker", stack.free_port())
         try:
@@ -130,19 +136,20 @@ def main() -> None:
             for run in range(args.runs):
                 generated, _, model_cpu = model_pass(spec)
                 profile = args.profile if run == args.runs - 1 else None
-                messages, elapsed, publish_cpu = publish_pass(spec, run, args.stock_publish, profile, args.py_spy)
+                messages, elapsed, publish_cpu, system_cpu = publish_pass(spec, run, args.stock_publish, profile, args.py_spy)
                 assert messages == generated, f"published {messages}, the model pass made {generated}"
                 models.append(1e6 * model_cpu / generated)
                 publishes.append(1e6 * publish_cpu / messages)
                 rates.append(messages / elapsed)
+                systems.append(1e6 * system_cpu / messages)
                 print(f"run {run + 1}: {messages:,} messages; model + encode {models[-1]:.1f} µs/msg, published end to end "
-                      f"{publishes[-1]:.1f} µs/msg (publish path {publishes[-1] - models[-1]:.1f}), {rates[-1]:,.0f} msg/s", flush=True)  # fmt: skip
+                      f"{publishes[-1]:.1f} µs/msg (publish path {publishes[-1] - models[-1]:.1f}; system {systems[-1]:.1f}), {rates[-1]:,.0f} msg/s", flush=True)  # fmt: skip
         finally:
             broker.stop()
     path = "paho's publish()" if args.stock_publish else "fast QoS 1 path"
     model, total = statistics.median(models), statistics.median(publishes)
     print(f"median of {args.runs} ({path}; load average {os.getloadavg()[0]:.2f}): simulator {total:.1f} µs of CPU per message end to end, "
-          f"model + encode {model:.1f}, publish path {total - model:.1f}")  # fmt: skip
+          f"model + encode {model:.1f}, publish path {total - model:.1f}; system (kernel) {statistics.median(systems):.1f}")  # fmt: skip
     if args.profile is not None:
         samples, inclusive, innermost = split(args.profile)
         print(f"py-spy, the last publish pass: {samples:,} samples")
@@ -153,7 +160,7 @@ def main() -> None:
             print(f"  {100 * count / max(samples, 1):5.1f} %  {frame}")
     if args.json:
         figures = {"messages": messages, "runs": args.runs, "publish_path": "stock" if args.stock_publish else "fast",
-                   "model_encode_us_per_msg": models, "published_us_per_msg": publishes, "msgs_per_s": rates,
+                   "model_encode_us_per_msg": models, "published_us_per_msg": publishes, "published_system_us_per_msg": systems, "msgs_per_s": rates,
                    "median_published_us_per_msg": total, "median_model_encode_us_per_msg": model, "median_publish_path_us_per_msg": total - model}  # fmt: skip
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")
 
