@@ -237,6 +237,11 @@ class MqttPublisher:
         self._unread += 1
         if self._unread >= READ_EVERY:
             self._run_network(0.0)
+        if self.online and not self.outbox and self.published - self.acknowledged - self.dropped < self.window:
+            self._publish(topic, payload)  # the common case, in as few calls as it takes
+            if self._unwritten:
+                self._count_written()
+            return
         if self.outbox or not self.online:
             self._send_held()
             if self.outbox or not self.online:
