@@ -75,6 +75,7 @@ def socket_calls(monkeypatch: pytest.MonkeyPatch, method: str, client: mqtt.Clie
 def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
     # False would mean paho's private methods changed: the stock (slower) ones would be running.
     assert transport_client.FAST_PATHS
+    assert Client(CallbackAPIVersion.VERSION2).fast_publish  # the private attributes publish_qos1() uses are there
 
 
 def test_every_puback_reaches_on_publish_once_without_new_properties(broker: stack.Service) -> None:
@@ -310,7 +311,7 @@ def test_fast_qos1_publish_puts_paho_s_bytes_on_the_wire(broker: stack.Service, 
 
 
 def test_fast_qos1_messages_lost_with_the_connection_are_sent_again_after_reconnecting(broker: stack.Service) -> None:
-    subscriber, subscriber_loop, received = subscribed(broker, "client-test/again/#")
+    _, subscriber_loop, received = subscribed(broker, "client-test/again/#")
     acknowledged: list[int] = []
     publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
     payloads = [f"message {i}".encode() for i in range(200)]

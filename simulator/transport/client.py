@@ -28,6 +28,9 @@ the end-to-end figures):
   bytes (tests/test_transport_client.py compares them with paho's) and collects them with the other
   writes, and enters the message in paho's table of messages in flight as an `Outgoing`, which paho
   sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it).
+- paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
+  `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
+  both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
 - Closing the connection (after DISCONNECT, say) first sends what is collected, then ends our side
   and waits (at most a second) for the broker to end its own.
 
@@ -80,6 +83,14 @@ def _paho_internals_as_expected() -> bool:
         return False
 
 
+# paho's private attributes the fast QoS 1 path reads and sets; a client without them all publishes paho's way.
+FAST_PUBLISH_ATTRIBUTES = (
+    "_out_messages", "_out_message_mutex", "_inflight_messages", "_max_inflight_messages", "_max_queued_messages", "_last_mid",
+    "_mid_generate_mutex", "_out_packet", "_thread", "_on_socket_register_write", "_in_packet", "_in_callback_mutex",
+    "_msgtime_mutex", "_last_bytes_received", "_callback_api_version", "_userdata",
+)  # fmt: skip
+
+
 FAST_PATHS = _paho_internals_as_expected()
 
 
@@ -98,7 +109,7 @@ class Outgoing:
     as MQTTMessage's property gives it), and `info` for the PUBACK, without MQTTMessage's
     MQTTMessageInfo and the threading.Condition each of those holds. paho only ever sets `timestamp`."""
 
-    __slots__ = ("mid", "topic", "payload", "qos", "retain", "dup", "state", "timestamp", "properties")
+    __slots__ = ("dup", "mid", "payload", "properties", "qos", "retain", "state", "timestamp", "topic")
 
     def __init__(self, mid: int, topic: str, payload: bytes) -> None:
         self.mid, self.topic, self.payload = mid, topic, payload
@@ -131,8 +142,8 @@ def _fixed_header(remaining: int) -> bytes:
 
 
 class Client(mqtt.Client):
-    """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, and
-    writes collected until `flush_output()`."""
+    """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, writes
+    collected until `flush_output()`, a light PUBLISH path for subscribers, and a fast QoS 1 publish."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -143,7 +154,8 @@ class Client(mqtt.Client):
         self._output_size = 0
         self._output_socket: object = None  # likewise for `_output`
         self.light_messages = False  # on: on_message gets a Received, and per-topic callbacks are not looked for
-        self.fast_publish = True  # off: publish_qos1() always takes paho's publish() (benchmarks/publisher_cpu.py compares)
+        # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
+        self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
 
     def publish_qos1(self, topic: str, payload: bytes) -> int:
         """Publish at QoS 1 and return the message id: paho's `publish(topic, payload, 1)`, and the same
@@ -157,7 +169,7 @@ class Client(mqtt.Client):
         topic_bytes = topic.encode("utf-8")
         remaining = 4 + len(topic_bytes) + len(payload)
         if len(topic_bytes) > 65535 or remaining > MAX_REMAINING_LENGTH:
-            return super().publish(topic, payload, 1).mid  # paho raises ValueError
+            return super().publish(topic, payload, 1).mid  # too long: paho's way, and its error
         with self._mid_generate_mutex:  # paho's _mid_generate(), without the call
             mid = self._last_mid = self._last_mid % 65535 + 1
         with self._out_message_mutex:
