@@ -75,6 +75,7 @@ def socket_calls(monkeypatch: pytest.MonkeyPatch, method: str, client: mqtt.Clie
 def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
     # False would mean paho's private methods changed: the stock (slower) ones would be running.
     assert transport_client.FAST_PATHS
+    assert Client(CallbackAPIVersion.VERSION2).fast_publish  # the private attributes publish_qos1() uses are there
 
 
 def test_every_puback_reaches_on_publish_once_without_new_properties(broker: stack.Service) -> None:
@@ -262,3 +263,90 @@ def test_light_messages_carry_what_paho_s_messages_carry(broker: stack.Service) 
     turn_until(pub_loop, lambda: not publisher.want_write())
     for loop in (pub_loop, *loops):
         loop.disconnect()
+
+
+def wire_recorder(monkeypatch: pytest.MonkeyPatch) -> dict[int, bytearray]:
+    """What each client hands to paho's own `_sock_send` and the socket takes: the bytes on the wire, by id(client)."""
+    sent: dict[int, bytearray] = {}
+    original = mqtt.Client._sock_send
+
+    def recording(self: mqtt.Client, buf: bytes | bytearray) -> int:
+        count = original(self, buf)
+        sent.setdefault(id(self), bytearray()).extend(bytes(buf[:count]))
+        return count
+
+    monkeypatch.setattr(mqtt.Client, "_sock_send", recording)
+    return sent
+
+
+def test_fast_qos1_publish_puts_paho_s_bytes_on_the_wire(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(17)
+    # Payload lengths across the remaining length's 1-, 2- and 3-byte encodings (and an empty one); a topic beyond ASCII.
+    sizes = [0, 1, 100, 121, 122, 123, 300, 16_370, 16_384, 70_000] + [rng.randrange(0, 2_000) for _ in range(300)]
+    messages = [(f"client-test/wire/{i}" if i % 7 else f"client-test/wire/站点-{i}", rng.randbytes(size)) for i, size in enumerate(sizes)]
+    sent = wire_recorder(monkeypatch)
+    stock = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"client-test-{next(_ids)}", protocol=mqtt.MQTTv311)
+    stock.max_inflight_messages_set(0)
+    stock_ready: list[bool] = []
+    stock.on_connect = lambda *args: stock_ready.append(True)
+    stock.connect("127.0.0.1", broker.port)
+    deadline = time.monotonic() + 20
+    while not stock_ready and time.monotonic() < deadline:
+        stock.loop(0.05)
+    ours, loop = connected(broker)
+    sent.clear()  # the CONNECTs differ by client id
+    stock_mids = [stock.publish(topic, payload, qos=1).mid for topic, payload in messages]
+    our_mids = [ours.publish_qos1(topic, payload) for topic, payload in messages]
+    fast = sum(isinstance(message, transport_client.Outgoing) for message in ours._out_messages.values())
+    assert fast >= len(messages) - 2  # the fast path ran (paho's, only while the socket had no room for 64 KiB collected)
+    loop.flush()
+    while stock.want_write():
+        stock.loop_write()
+    assert our_mids == stock_mids == list(range(1, len(messages) + 1))
+    assert len(sent[id(ours)]) > sum(sizes)
+    assert sent[id(ours)] == sent[id(stock)]
+    turn_until(loop, lambda: not ours._out_messages)  # every PUBACK came back and took its message out of paho's table
+    stock.disconnect()
+    loop.disconnect()
+
+
+def test_fast_qos1_messages_lost_with_the_connection_are_sent_again_after_reconnecting(broker: stack.Service) -> None:
+    _, subscriber_loop, received = subscribed(broker, "client-test/again/#")
+    acknowledged: list[int] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
+    payloads = [f"message {i}".encode() for i in range(200)]
+    mids = [publisher.publish_qos1(f"client-test/again/{i}", payload) for i, payload in enumerate(payloads)]
+    sock = publisher.socket()
+    assert sock is not None
+    sock.shutdown(2)  # SHUT_RDWR before a byte of them went out: the collected packets are lost with the connection
+    deadline = time.monotonic() + 20
+    while publisher.socket() is sock and time.monotonic() < deadline:
+        loop.turn(0.05)  # paho notices the lost connection
+    assert publisher.socket() is not sock
+    publisher.reconnect()  # after CONNACK paho sends its table of messages in flight again, with dup set
+    turn_until(loop, lambda: sorted(acknowledged) == sorted(mids))
+    turn_until(subscriber_loop, lambda: len(received) >= len(payloads))
+    subscriber_loop.turn(0.2)
+    assert sorted(received) == sorted(payloads) and not publisher._out_messages
+    loop.disconnect()
+    subscriber_loop.disconnect()
+
+
+def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    acknowledged: list[tuple[int, int, object]] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append((mid, reason.value, properties)))
+    one_by_one = [0]
+    original = Client._handle_pubackcomp
+
+    def counting(self: Client, cmd: object) -> object:
+        one_by_one[0] += self is publisher
+        return original(self, cmd)
+
+    monkeypatch.setattr(Client, "_handle_pubackcomp", counting)
+    mids = [publisher.publish_qos1(f"client-test/fast-ack/{i}", b"x") for i in range(3000)]
+    turn_until(loop, lambda: len(acknowledged) >= len(mids))
+    loop.turn(0.2)  # nothing more may come
+    assert sorted(mid for mid, _, _ in acknowledged) == sorted(mids) and not publisher._out_messages and publisher._inflight_messages == 0
+    assert {reason for _, reason, _ in acknowledged} == {0} and all(properties is NO_PROPERTIES for _, _, properties in acknowledged)
+    assert one_by_one[0] < len(mids) / 10  # paho framed only PUBACKs cut by the end of a read
+    loop.disconnect()

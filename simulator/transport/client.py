@@ -22,6 +22,15 @@ the end-to-end figures):
   per message (benchmarks/bridge_cpu.py). A client with `light_messages` on takes MQTT 3.1.1
   PUBLISH packets at QoS 0 and 1 apart itself and hands `on_message` a `Received` (topic, payload,
   mid, qos, dup, retain) instead; it has no per-topic callbacks (`message_callback_add`).
+- paho's `publish()` at QoS 1 validates, builds an MQTTMessage with an MQTTMessageInfo and its
+  threading.Condition, formats a debug line, queues the packet as a dict and writes it through
+  `loop_write()`: 25 µs of the simulator's 42 per message. `publish_qos1()` builds the same PUBLISH
+  bytes (tests/test_transport_client.py compares them with paho's) and collects them with the other
+  writes, and enters the message in paho's table of messages in flight as an `Outgoing`, which paho
+  sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it).
+- paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
+  `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
+  both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
 - Closing the connection (after DISCONNECT, say) first sends what is collected, then ends our side
   and waits (at most a second) for the broker to end its own.
 
@@ -41,7 +50,7 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -67,9 +76,19 @@ def _paho_internals_as_expected() -> bool:
             and _parameters(mqtt.Client._sock_send) == ["self", "buf"]
             and _parameters(mqtt.Client._sock_close) == ["self"]
             and _parameters(mqtt.Client._handle_publish) == ["self"]
+            and _parameters(mqtt.Client._mid_generate) == ["self"]
+            and _parameters(mqtt.Client._packet_read) == ["self"]
         )
     except (AttributeError, TypeError, ValueError):
         return False
+
+
+# paho's private attributes the fast QoS 1 path reads and sets; a client without them all publishes paho's way.
+FAST_PUBLISH_ATTRIBUTES = (
+    "_out_messages", "_out_message_mutex", "_inflight_messages", "_max_inflight_messages", "_max_queued_messages", "_last_mid",
+    "_mid_generate_mutex", "_out_packet", "_thread", "_on_socket_register_write", "_in_packet", "_in_callback_mutex",
+    "_msgtime_mutex", "_last_bytes_received", "_callback_api_version", "_userdata",
+)  # fmt: skip
 
 
 FAST_PATHS = _paho_internals_as_expected()
@@ -84,9 +103,47 @@ class Received:
         self.topic, self.payload, self.mid, self.qos, self.dup, self.retain = topic, payload, mid, qos, dup, retain
 
 
+class Outgoing:
+    """A QoS 1 message of `publish_qos1()` in paho's `_out_messages`, in place of an MQTTMessage: the
+    attributes paho reads and sets when it sends the message again after reconnecting (`topic` a str,
+    as MQTTMessage's property gives it), and `info` for the PUBACK, without MQTTMessage's
+    MQTTMessageInfo and the threading.Condition each of those holds. paho only ever sets `timestamp`."""
+
+    __slots__ = ("dup", "mid", "payload", "properties", "qos", "retain", "state", "timestamp", "topic")
+
+    def __init__(self, mid: int, topic: str, payload: bytes) -> None:
+        self.mid, self.topic, self.payload = mid, topic, payload
+        self.qos, self.retain, self.dup, self.state, self.timestamp, self.properties = 1, False, False, mqtt.mqtt_ms_wait_for_puback, 0.0, None
+
+    @property
+    def info(self) -> Outgoing:
+        return self  # paho's PUBACK handling calls `msg.info._set_as_published()`
+
+    def _set_as_published(self) -> None:
+        """Nobody waits on this message's info: the publisher counts its PUBACKs in on_publish."""
+
+
+QOS1_PUBLISH = 0x32  # PUBLISH, QoS 1, neither dup nor retain
+MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body
+_fixed_headers: dict[int, bytes] = {}  # remaining length → a QoS 1 PUBLISH's fixed header; payloads come in few lengths
+
+
+def _fixed_header(remaining: int) -> bytes:
+    header = _fixed_headers.get(remaining)
+    if header is None:
+        encoded, rest = bytearray([QOS1_PUBLISH]), remaining
+        while True:  # MQTT's variable-length integer, 7 bits a byte, least significant first
+            byte, rest = rest & 0x7F, rest >> 7
+            encoded.append(byte | 0x80 if rest else byte)
+            if not rest:
+                break
+        header = _fixed_headers.setdefault(remaining, bytes(encoded)) if len(_fixed_headers) < 4096 else bytes(encoded)
+    return header
+
+
 class Client(mqtt.Client):
-    """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, and
-    writes collected until `flush_output()`."""
+    """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, writes
+    collected until `flush_output()`, a light PUBLISH path for subscribers, and a fast QoS 1 publish."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,6 +154,49 @@ class Client(mqtt.Client):
         self._output_size = 0
         self._output_socket: object = None  # likewise for `_output`
         self.light_messages = False  # on: on_message gets a Received, and per-topic callbacks are not looked for
+        # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
+        self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
+
+    def publish_qos1(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 and return the message id: paho's `publish(topic, payload, 1)`, and the same
+        bytes on the wire, without its per-message objects. Whenever the fast way does not fit (MQTT 5,
+        not connected, paho still holding packets, a full write buffer, paho's own bounds, a topic or
+        payload paho would refuse or convert), paho's own `publish()` does it."""
+        if self._output_size >= WRITE_BUFFER:
+            self.flush_output()  # as _sock_send would before collecting more
+        if not (FAST_PATHS and self.fast_publish and self._fast_publish_fits() and type(payload) is bytes and topic and "+" not in topic and "#" not in topic):
+            return super().publish(topic, payload, 1).mid
+        topic_bytes = topic.encode("utf-8")
+        remaining = 4 + len(topic_bytes) + len(payload)
+        if len(topic_bytes) > 65535 or remaining > MAX_REMAINING_LENGTH:
+            return super().publish(topic, payload, 1).mid  # too long: paho's way, and its error
+        with self._mid_generate_mutex:  # paho's _mid_generate(), without the call
+            mid = self._last_mid = self._last_mid % 65535 + 1
+        with self._out_message_mutex:
+            if mid in self._out_messages:  # 65,535 in flight: paho would refuse; let it
+                return super().publish(topic, payload, 1).mid
+            self._out_messages[mid] = Outgoing(mid, topic, payload)
+            self._inflight_messages += 1
+        packet = b"".join((_fixed_header(remaining), struct.pack("!H", len(topic_bytes)), topic_bytes, struct.pack("!H", mid), payload))
+        self._output.append(packet)
+        self._output_size += len(packet)
+        return mid
+
+    def _fast_publish_fits(self) -> bool:
+        """The packet can join the collected writes: connected with MQTT 3.1.1 (or 3.1), nothing that
+        paho still keeps to write first (order), room in the buffer, no bounds of paho's to keep, and no
+        thread or external loop of paho's to wake."""
+        return (
+            self._sock is not None
+            and self._output_socket is self._sock
+            and self._output_size < WRITE_BUFFER
+            and not self._out_packet
+            and self._protocol != MQTTProtocolVersion.MQTTv5
+            and self._max_inflight_messages == 0
+            and self._max_queued_messages == 0
+            and self._thread is None
+            and self._on_socket_register_write is None
+        )
 
     def _handle_publish(self) -> MQTTErrorCode:
         header, packet = self._in_packet["command"], self._in_packet["packet"]
@@ -135,6 +235,53 @@ class Client(mqtt.Client):
         chunk = self._input[self._input_at : self._input_at + bufsize]
         self._input_at += len(chunk)
         return chunk
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's `loop_read()`, after taking the whole 3.1.1 PUBACKs at the front of the read buffer
+        (or of one read into it) at once: paho frames each packet with three reads and dispatches it
+        through four calls, 3 µs a message. Whatever else comes, and a PUBACK cut by the buffer's end,
+        paho's own reading takes."""
+        if FAST_PATHS and self.fast_publish:
+            self._take_pubacks()
+        return super().loop_read(max_packets)
+
+    def _take_pubacks(self) -> None:
+        if (
+            self._sock is None
+            or not self._out_messages  # nothing waits for a PUBACK (a subscriber's reads, say)
+            or self._in_packet["command"] != 0
+            or self._protocol == MQTTProtocolVersion.MQTTv5
+            or self._max_inflight_messages != 0
+            or self._callback_api_version != CallbackAPIVersion.VERSION2
+        ):
+            return  # paho is within a packet, keeps bounds of its own, or calls on_publish another way
+        if not self.has_buffered_input():
+            try:
+                data = super()._sock_recv(READ_BUFFER)
+            except OSError:  # BlockingIOError: nothing waits; any other error paho's own read meets again
+                return
+            self._input, self._input_at, self._input_socket = data, 0, self._sock  # b"" (closed): paho's read sees it again
+        buffer, at, end = self._input, self._input_at, len(self._input)
+        if end - at < 4 or buffer[at] != 0x40 or buffer[at + 1] != 0x02:
+            return
+        out_messages, on_publish = self._out_messages, self.on_publish
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()  # paho's keepalive hears the broker, as its own read would note
+        with self._out_message_mutex, self._in_callback_mutex:
+            try:
+                while end - at >= 4 and buffer[at] == 0x40 and buffer[at + 1] == 0x02:  # PUBACK, remaining length 2
+                    mid = (buffer[at + 2] << 8) | buffer[at + 3]
+                    at += 4
+                    message = out_messages.get(mid)
+                    if message is None:
+                        continue  # only the first PUBACK for a message counts
+                    if on_publish is not None:
+                        on_publish(self, self._userdata, mid, PUBACK_SUCCESS, NO_PROPERTIES)
+                    del out_messages[mid]  # as paho's _do_on_publish: after on_publish
+                    message.info._set_as_published()
+                    self._inflight_messages -= 1
+            finally:
+                self._input_at = at
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet = self._in_packet["packet"]

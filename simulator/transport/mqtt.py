@@ -237,6 +237,11 @@ class MqttPublisher:
         self._unread += 1
         if self._unread >= READ_EVERY:
             self._run_network(0.0)
+        if self.online and not self.outbox and self.published - self.acknowledged - self.dropped < self.window:
+            self._publish(topic, payload)  # the common case, in as few calls as it takes
+            if self._unwritten:
+                self._count_written()
+            return
         if self.outbox or not self.online:
             self._send_held()
             if self.outbox or not self.online:
@@ -250,6 +255,10 @@ class MqttPublisher:
 
     def _publish(self, topic: str, payload: bytes) -> int:
         """Hand one message to paho, which writes it to the socket at once; every message goes out through here."""
+        if self.qos == 1:
+            mid = self.client.publish_qos1(topic, payload)  # paho's publish() without its per-message objects
+            self.published += 1
+            return mid
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1
         if self.qos == 0:
