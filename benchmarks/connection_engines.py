@@ -89,7 +89,8 @@ class Work:
 
 
 def phase(device: str, cadence: float) -> float:
-    """The device's offset within a cadence: its own stream, the same for every engine."""
+    """The device's offset within a cadence: its own stream, the same for every engine. A device sends
+    a message at each phase + k × cadence before the publishing phase's end."""
     return Stream(stream_key(1, f"{device}/phase")).uniform(0, cadence)
 
 
@@ -138,16 +139,20 @@ def run_paho(work: Work, meter: Meter) -> dict[str, Any]:
     meter.mark("publish")
     end = time.monotonic() + work.publish_s
     seq = dict.fromkeys(work.ids, 0)
-    due = [(time.monotonic() + phase(device, work.cadence), device) for device in work.ids]
+    start = end - work.publish_s
+    due = [(start + phase(device, work.cadence), device) for device in work.ids if phase(device, work.cadence) < work.publish_s]
     heapq.heapify(due)
-    while time.monotonic() < end:
+    while due:
         now = time.monotonic()
-        while due and due[0][0] <= now and due[0][0] < end:
-            _, device = heapq.heappop(due)
+        while due and due[0][0] <= now:
+            at, device = heapq.heappop(due)
             sessions.publish(device, data_topic(device), connections.message(device, seq[device]))
             seq[device] += 1
-            heapq.heappush(due, (now + work.cadence, device))
-        sessions.turn(min(0.05, max(0.0, min(due[0][0], end) - time.monotonic())))
+            if at + work.cadence < end:
+                heapq.heappush(due, (at + work.cadence, device))  # on its schedule, however late this one was: a fixed count
+        if due:
+            sessions.turn(min(0.05, max(0.0, due[0][0] - time.monotonic())))
+    sessions.run_until(lambda: time.monotonic() >= end, timeout=work.publish_s)
     sessions.run_until(sessions.drained, timeout=DRAIN_S)
     meter.mark("end")
     connected = sessions.stats.connected
@@ -189,7 +194,7 @@ class Fleet:
             self.seq[device] += 1
             if asyncio.iscoroutine(result):
                 await result
-            due = max(due + self.work.cadence, loop.time())  # never two messages at once after a late wake
+            due += self.work.cadence  # on its schedule, however late this one was: every engine sends the same count
         await self.done.wait()
 
     async def conduct(self, tasks: list[asyncio.Task[None]]) -> dict[str, Any]:
