@@ -3,10 +3,10 @@
 A real meter or station holds its own session: its client id, keepalive and last will. `DeviceSessions`
 drives one paho client per device from one `selectors.EpollSelector`, through paho's documented
 external-loop API (`socket()`, `loop_read()`, `loop_write()`, `loop_misc()` and the on_socket_*
-callbacks): no thread per device, no select() limit of 1,024 sockets. Measured side by side by an
-earlier attempt, paho clients on one external epoll loop cost ~8 KB a connection against 24-28 KB for
-gmqtt / aiomqtt on uvloop, held 19,000 connections on one Mosquitto and used the least CPU at a 60 s
-cadence.
+callbacks): no thread per device, no select() limit of 1,024 sockets. Measured side by side
+(benchmarks/connection_engines.py, docs/scale.md), paho clients on one external epoll loop cost
+~10.7 KB a connection against ~20-25 KB for aiomqtt / gmqtt on uvloop and connected 19,000 fastest;
+gmqtt spends less CPU (idle a third of ours, per message a little less), aiomqtt more.
 
 A device's session:
 - client id = the device id; keepalive `keepalive` s (PINGREQs keep an idle device's session);
