@@ -32,6 +32,7 @@ import gc
 import heapq
 import importlib.util
 import json
+import math
 import multiprocessing
 import resource
 import sys
@@ -348,12 +349,13 @@ def parse_args() -> argparse.Namespace:
     unknown = [engine for engine in args.engines if engine not in ENGINES]
     if unknown:
         usage_error(f"--engines: unknown {', '.join(unknown)} (known: {', '.join(ENGINES)})")
-    for engine in args.engines:
+    finite = all(math.isfinite(value) for value in (args.cadence, args.minutes, args.idle))
+    if not finite or args.runs < 1 or args.cadence <= 0 or args.minutes <= 0 or args.idle < 0:
+        usage_error("--runs must be at least 1, --cadence and --minutes above 0, --idle 0 or more (finite numbers)")
+    for engine in args.engines:  # after the flags: a bad flag is its own line wherever the bench extra is missing
         missing = [module for module in LIBRARIES[engine] if importlib.util.find_spec(module) is None]
         if missing:
             usage_error(f"--engines {engine}: {', '.join(missing)} not installed (pip install -e '.[bench]')")
-    if args.runs < 1 or args.cadence <= 0 or args.minutes <= 0 or args.idle < 0:
-        usage_error("--runs must be at least 1, --cadence and --minutes above 0, --idle 0 or more")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and max(args.sizes) + FILES_MARGIN > hard:
         usage_error(f"--sizes {max(args.sizes)}: needs {max(args.sizes) + FILES_MARGIN} open files, but a process may open {hard} (ulimit -Hn)")
