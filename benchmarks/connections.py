@@ -332,7 +332,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.brokers < 1 or args.processes < args.brokers:
         parser.error("--brokers must be at least 1 and --processes at least --brokers (each worker connects to one broker)")
-    sizes = [int(size) for size in args.sizes.split(",")]
+    timings = (args.cadence, args.minutes, args.window, args.min, args.max)
+    if not all(math.isfinite(value) for value in timings) or args.cadence <= 0 or args.minutes <= 0 or args.window < 0 or not 0 < args.min <= args.max:
+        usage_error("--cadence and --minutes above 0, --window 0 or more, 0 < --min <= --max (finite seconds)")
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        usage_error(f"--sizes {args.sizes!r}: give device counts separated by commas, e.g. 1000,5000")
+    if any(size < 1 for size in sizes):
+        usage_error(f"--sizes {args.sizes!r}: each at least 1")
     raise_open_files(0)  # the hard limit for us and the brokers, which inherit it
     for devices in sizes:
         plan(devices, args.brokers, args.processes)  # a size too big for the limit: one line before anything runs
