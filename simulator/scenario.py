@@ -157,6 +157,9 @@ class Scenario(StrictModel):
                     f"fleets {seen[prefix]} and {index} both name devices '{prefix}-NNNN'; give one an id_prefix"
                 )
             seen[prefix] = index
+        for index, fleet in enumerate(fleets):  # a gateway '{prefix}-gw-NNNN' is also a name of the devices '{prefix}-gw-NNNN'
+            if fleet.connection == "gateway" and (other := seen.get(f"{fleet.prefix}-gw")) is not None:
+                raise ValueError(f"fleets {index} and {other}: fleet {index}'s gateways '{fleet.prefix}-gw-NNNN' have the ids of fleet {other}'s devices; give one another id_prefix")
         return fleets
 
     @field_validator("fleets")
@@ -168,7 +171,7 @@ class Scenario(StrictModel):
                 continue
             if mqtt.qos != 1:
                 raise ValueError(f"fleets.{index}.connection: a fleet's own connections publish at QoS 1 (each device's outbox keeps what an outage would lose); set mqtt.qos: 1")
-            if mqtt.url.startswith("mqtts://"):
+            if mqtt.url.strip().lower().startswith("mqtts://"):  # as the URL's parser reads it: MQTTS:// is TLS too
                 raise ValueError(f"fleets.{index}.connection: a fleet's own connections do not speak TLS yet; use connection: shared with an mqtts:// broker")
         return fleets
 
