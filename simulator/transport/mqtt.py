@@ -290,7 +290,9 @@ class MqttPublisher:
         A short wait (the pace of thousands of messages a second) is one turn and a sleep: waking
         for every acknowledgement as it arrives would cost a turn each."""
         deadline = time.monotonic() + seconds
-        if seconds < SHORT_IDLE_S and self.online:
+        if seconds <= 0 or (seconds < SHORT_IDLE_S and self.online):
+            # One turn even for no time and offline: a caller that serves other loops too (the device
+            # sessions' SessionSink) idles us for 0 s, and only a turn reconnects after an outage.
             self._run_network(0.0)
             time.sleep(max(deadline - time.monotonic(), 0.0))
             return
