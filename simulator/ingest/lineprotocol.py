@@ -86,13 +86,8 @@ def field_value(name: str, value: object) -> tuple[str, str]:
     raise BadPayload(f"reading {name!r} is a {type(value).__name__}; expected a number, string or boolean")
 
 
-def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[str, str, int, int]:
-    """(line, device_id, seq, ts_ms) for a valid payload on `topic`; raises BadPayload otherwise.
-
-    With `types`, each reading is written under the name that holds its type (see FieldTypes), and
-    the types of an accepted message's new fields are recorded; a refused message records nothing.
-    The checks run in a fixed order, so a payload with several faults is always refused for the same one.
-    """
+def json_object(raw: bytes) -> dict:
+    """The payload as a JSON object, within MAX_PAYLOAD_BYTES; BadPayload otherwise (readings and statuses alike)."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise BadPayload(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
@@ -101,6 +96,17 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
         raise BadPayload(f"not JSON: {error}") from None
     if type(payload) is not dict:
         raise BadPayload("payload is not a JSON object")
+    return payload
+
+
+def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[str, str, int, int]:
+    """(line, device_id, seq, ts_ms) for a valid payload on `topic`; raises BadPayload otherwise.
+
+    With `types`, each reading is written under the name that holds its type (see FieldTypes), and
+    the types of an accepted message's new fields are recorded; a refused message records nothing.
+    The checks run in a fixed order, so a payload with several faults is always refused for the same one.
+    """
+    payload = json_object(raw)
     get = payload.get
     device_id, kind, ts, seq, tags, readings = get("device_id"), get("type"), get("ts"), get("seq"), get("tags", {}), get("readings")
     if type(device_id) is not str or not 0 < len(device_id) <= 128:

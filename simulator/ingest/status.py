@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import re
 
-import orjson
-
 from simulator.ingest.fieldtypes import FieldTypes
-from simulator.ingest.lineprotocol import TS_RANGE, BadPayload, to_line
-from simulator.telemetry import MAX_PAYLOAD_BYTES
+from simulator.ingest.lineprotocol import TS_RANGE, BadPayload, json_object, to_line
 
 MEASUREMENT = "device_status"
 KEYS = frozenset({"device_id", "online", "ts"})
@@ -36,14 +33,7 @@ def status_line(device_id: str, raw: bytes) -> tuple[str, int]:
         raise BadPayload(f"status topic names {device_id[:40]!r}, not a device id")
     if not raw:
         raise BadPayload("empty status payload (a retained status cleared): nothing to store")
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise BadPayload(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise BadPayload(f"not JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise BadPayload("payload is not a JSON object")
+    payload = json_object(raw)
     if payload.keys() != KEYS:
         raise BadPayload(f"a status holds exactly device_id, online and ts; this one has {', '.join(sorted(payload)) or 'nothing'}")
     online, ts = payload["online"], payload["ts"]
