@@ -30,6 +30,7 @@ from simulator.errors import BrokerRefused, BrokerUnreachable, DatabaseError, Io
 from simulator.ingest.settings import FIRST_MESSAGE_TIMEOUT_S, BridgeSettings, flag_of
 from simulator.load.cli import LoadCommand
 from simulator.load.cli import load as load_command
+from simulator.run_workers import MAX_WORKERS, write_summary
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.shard import SHARD_ENV, Shard, shard_from_env
 from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
@@ -263,12 +264,22 @@ def run(
         Optional[str],
         typer.Option("--shard", help=f"run shard INDEX/COUNT (INDEX from 0): only its devices' messages and its share of the events; default: {SHARD_ENV}, else all"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=MAX_WORKERS,
+            help=f"run as N child processes on this host, `--shard i/N` each, and print their total (1 to {MAX_WORKERS}; 1: this process alone)",
+        ),
+    ] = 1,
 ) -> None:
     """Simulate a scenario and publish its telemetry over MQTT (or write it to a file with --dry-run)."""
     from simulator.engine import Stop
     from simulator.scenario import load_scenario
     from simulator.stack import StackControl
 
+    refuse_workers_with_shard(shard_spec)
     shard = shard_from_env(shard_spec)  # InvalidShard: one line naming --shard or IOTSIM_SHARD, exit 2
     scenario = load_scenario(file)
     overrides = {"duration": duration, "speed": _speed(speed), "seed": seed, "start": _start(start), "mqtt.url": mqtt, "mqtt.qos": qos,
@@ -281,6 +292,15 @@ def run(
         raise flag_errors(error, RUN_OVERRIDES) from None
     if scenario.until_stopped and dry_run:
         raise UsageError(f"--dry-run: {file} runs {UNTIL_STOPPED}, a file without end; give --duration D (e.g. 1d)")
+    if workers > 1:
+        given = {"--duration": duration, "--speed": speed, "--seed": seed, "--mqtt": mqtt, "--qos": qos, "--mqtt-username": mqtt_username, "--ca-file": ca_file, "--influx": influx}
+        if start is not None or scenario.until_stopped:  # 'now' once for every child: the shards of one run share its start
+            given["--start"] = scenario.start.isoformat()
+        options = [str(item) for flag, value in given.items() if value is not None for item in (flag, value)]
+        options += ["--drain-timeout", repr(drain_timeout), "--state-dir", str(state_dir)]
+        output = writable_file(output or Path(".iotsim") / f"{file.stem}.jsonl", "--out") if dry_run else None
+        run_workers(scenario, file, options, workers, output)
+        return
     warn_about_backlog(scenario)
     stop = Stop() if scenario.until_stopped else None
     if stop is not None:
@@ -318,6 +338,72 @@ def _speed(text: str | None) -> str | float | None:
         raise UsageError(f"--speed: {text!r} is neither 'afap' nor a number") from None
 
 
+def refuse_workers_with_shard(shard_spec: str | None) -> None:
+    """`--workers` makes the shards itself: a shard given too (flag or environment) is one line."""
+    context = get_current_context(silent=True)
+    if context is None or context.get_parameter_source("workers") is ParameterSource.DEFAULT:
+        return
+    if shard_spec is not None:
+        raise UsageError("--workers: not with --shard (--workers N runs the shards 0/N to N-1/N itself); give one of them")
+    if os.environ.get(SHARD_ENV, "").strip():
+        raise UsageError(f"--workers: not with {SHARD_ENV} set (--workers N runs the shards 0/N to N-1/N itself); unset it or drop --workers")
+
+
+def run_workers(scenario: Scenario, file: Path, options: list[str], count: int, output: Path | None) -> None:
+    """`iotsim run --workers N`: N children, `iotsim run FILE --shard i/N` with the same `options` each
+    (simulator/run_workers.py), their lines relayed, then one total line and the worst exit code."""
+    import tempfile
+
+    from simulator.run_workers import Workers, shard_output
+
+    shards = [Shard(index, count) for index in range(count)]
+    if output is None:
+        from simulator.connections import refuse_split_gateways
+
+        refuse_split_gateways(scenario, count, "--workers")  # once, here, before any child connects
+    outputs = {shard: shard_output(output, shard) for shard in shards} if output else {}
+    commands = []
+    for shard in shards:
+        extra = ["--dry-run", "--out", str(outputs[shard])] if output else []
+        commands.append((shard, [sys.executable, "-m", "simulator.cli", "run", str(file), *options, *extra, "--shard", shard.spec]))
+    say(f"{scenario.name}: {count} workers, `iotsim run {file} --shard INDEX/{count}` each")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="iotsim-workers-") as folder:
+        children = Workers(Path(folder))
+        children.start(commands)
+        children.wait(scenario.until_stopped)
+        wall_s = time.perf_counter() - started
+        summaries = {worker.shard: worker.summary() for worker in children.children}
+    print_workers_total(scenario, summaries, count, wall_s, [outputs[shard] for shard in shards] if output else None)
+    code = children.exit_code()
+    failed = children.failed()
+    if failed and code != 130:
+        worst = failed[0]
+        more = f" (and {len(failed) - 1} more shards failed)" if len(failed) > 1 else ""
+        say(f"{scenario.name}: shard {worst.shard.spec} failed with exit code {worst.code}{more}: {worst.last_error or 'no error line'}")
+    if code:
+        raise typer.Exit(code)
+
+
+def print_workers_total(scenario: Scenario, summaries: dict[Shard, dict[str, Any] | None], count: int, wall_s: float, outputs: list[Path] | None) -> None:
+    """The children's figures summed in one line; a child that gave none is named."""
+    given = [summary for summary in summaries.values() if summary is not None]
+    missing = [shard.spec for shard, summary in summaries.items() if summary is None]
+    if not given:
+        return
+    generated = sum(summary["generated"] for summary in given)
+    rate = f"in {wall_s:.1f} s ({generated / max(wall_s, 1e-9):,.0f} msg/s)"
+    if outputs is not None:
+        line = f"dry run ({count} workers): {generated} messages {rate} → {', '.join(map(str, outputs))}"
+    else:
+        published = sum(summary["published"] for summary in given)
+        acknowledged = sum(summary["acknowledged"] for summary in given) if scenario.mqtt.qos == 1 else "n/a (QoS 0)"
+        line = f"{scenario.name} ({count} workers): generated {generated}, published {published}, acknowledged {acknowledged} {rate} → {given[0]['address']}"
+    if missing:
+        line += f"; no figures from shard{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    out.print(line, markup=False, highlight=False)
+
+
 def shard_label(shard: Shard) -> str:
     """How a run names its shard in its lines: ` (shard 1/3)`, or nothing for a whole run."""
     return f" (shard {shard.spec})" if shard.count > 1 else ""
@@ -338,6 +424,7 @@ def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
     except OSError as error:  # the disk filled up, say: what was written stays, and we say where it stopped
         raise IotsimError(f"--out {output}: writing failed after {writer.written} messages ({error.strerror})") from None
     out.print(f"dry run{shard_label(shard)}: {result.generated} messages in {result.wall_s:.2f} s ({result.messages_per_s:,.0f} msg/s) → {output}")
+    write_summary({"generated": result.generated, "output": str(output)})
     print_summaries(result)
 
 
@@ -393,6 +480,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         + (f" in {result.wall_s:.1f} s ({result.messages_per_s:,.0f} msg/s)" if result else "")
         + f" → {publisher.address}"
     )
+    write_summary({"generated": generated, "published": published, "acknowledged": acknowledged_count, "address": str(publisher.address), "interrupted": interrupted})
     if plan and sessions:
         out.print(describe_sessions(plan, sessions), markup=False, highlight=False)
     for outage in publisher.outages:

@@ -38,15 +38,24 @@ class ConnectionPlan:
         return f"{len(self.ids)} own connections ({len(self.route)} devices" + (f", {gateways} gateways)" if gateways else ")")
 
 
+def refuse_split_gateways(scenario: Scenario, count: int, flag: str = "--shard") -> None:
+    """A gateway fleet in a run of `count` shards is one line naming `flag` (`--shard`, or `iotsim run
+    --workers`, which checks before any child connects)."""
+    if count < 2:
+        return
+    for number, fleet in enumerate(scenario.fleets):
+        if fleet.connection == "gateway":
+            raise UsageError(f"{flag}: fleets.{number} has connection: gateway, whose devices shards would split between them; run it unsharded or give it connection: device")
+
+
 def connection_plan(scenario: Scenario, shard: Shard = Shard(), password: str | None = None) -> ConnectionPlan | None:
     """The own connections of the scenario's fleets that the shard runs; None when every fleet shares the run's connection."""
+    refuse_split_gateways(scenario, shard.count)
     ids: dict[str, ReconnectPolicy] = {}
     route: dict[str, str] = {}
-    for number, fleet in enumerate(scenario.fleets):
+    for fleet in scenario.fleets:
         if fleet.connection == "shared":
             continue
-        if fleet.connection == "gateway" and shard.count > 1:
-            raise UsageError(f"--shard: fleets.{number} has connection: gateway, whose devices shards would split between them; run it unsharded or give it connection: device")
         for index, device_id in enumerate(fleet.device_ids()):
             if not shard.owns(device_id):
                 continue

@@ -1,0 +1,144 @@
+"""`iotsim run FILE --workers N` (issue 15): one run spread over N child processes on this host.
+
+Each child is exactly `iotsim run FILE --shard i/N` with the parent's other options (the shard path of
+simulator/shard.py: no second way to run), so a fleet larger than one process's open-files limit can
+connect. The parent starts them together, each in its own process group (a Ctrl-C at the terminal
+reaches the parent only, which forwards it once: a second one would interrupt a live run at once),
+forwards SIGTERM and SIGINT, relays their lines, and sums the figures each child writes as one JSON
+object to the file `IOTSIM_RUN_SUMMARY` names (`write_summary`; set by the parent, for its children only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from simulator.shard import SHARD_ENV, Shard
+
+SUMMARY_ENV = "IOTSIM_RUN_SUMMARY"
+MAX_WORKERS = 64  # two cores here; beyond this a host wants --shard across hosts, not more processes
+POLL_S = 0.1
+RELAY_JOIN_S = 5.0  # a grandchild holding a pipe open must not keep the parent waiting
+
+
+def write_summary(figures: dict[str, Any]) -> None:
+    """In a child of `iotsim run --workers`, its figures for the parent's total line; elsewhere nothing."""
+    path = os.environ.get(SUMMARY_ENV)
+    if path:
+        Path(path).write_text(json.dumps(figures))
+
+
+def shard_output(output: Path, shard: Shard) -> Path:
+    """A dry run's file for one shard: `city.jsonl` → `city-s0of2.jsonl` (as the shard's client id ends)."""
+    return output.with_name(f"{output.stem}-s{shard.index}of{shard.count}{output.suffix}")
+
+
+@dataclass
+class Worker:
+    """One child: its shard, its process, the file of its figures, and its last stderr line."""
+
+    shard: Shard
+    process: subprocess.Popen[bytes]
+    summary_file: Path
+    last_error: str = ""
+    relays: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"(shard {self.shard.spec})"
+
+    @property
+    def code(self) -> int:
+        """The exit code as a shell reports it: a child killed by signal S is 128 + S."""
+        code = self.process.returncode
+        assert code is not None
+        return 128 - code if code < 0 else code
+
+    def summary(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.summary_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+class Workers:
+    """The children of one `iotsim run --workers` and the signals the parent forwarded to them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.children: list[Worker] = []
+        self.signals = 0
+        self.lock = threading.Lock()  # one relayed line at a time
+
+    def forward(self, signum: int, frame: object) -> None:
+        self.signals += 1
+        for worker in self.children:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signum)
+
+    def start(self, commands: list[tuple[Shard, list[str]]]) -> None:
+        """Start every child; a signal while starting them starts no more (those started have it)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.forward)
+        for shard, command in commands:
+            if self.signals:
+                break
+            summary_file = self.folder / f"shard-{shard.index}.json"
+            env = {key: value for key, value in os.environ.items() if key != SHARD_ENV} | {SUMMARY_ENV: str(summary_file)}
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, process_group=0)
+            worker = Worker(shard, process, summary_file)
+            self.children.append(worker)
+            assert process.stdout is not None and process.stderr is not None
+            worker.relays = [self._relay(worker, process.stdout, sys.stdout, False), self._relay(worker, process.stderr, sys.stderr, True)]
+
+    def _relay(self, worker: Worker, source: IO[bytes], target: TextIO, errors: bool) -> threading.Thread:
+        def copy() -> None:
+            for raw in source:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if errors and line.strip():
+                    worker.last_error = line.strip()
+                # The child's own lines that name their shard stay as they are; the others get its label.
+                text = line if not line or worker.label in line else f"{worker.label} {line}"
+                with self.lock:
+                    target.write(text + "\n")
+                    target.flush()
+
+        thread = threading.Thread(target=copy, daemon=True)
+        thread.start()
+        return thread
+
+    def wait(self, live: bool) -> None:
+        """Until every child has ended. In a live run a child that fails stops the others (a live run
+        would go on without its devices); a finite run's others finish their share."""
+        stopped = False
+        while any(worker.process.poll() is None for worker in self.children):
+            if live and not stopped and not self.signals and any(worker.process.returncode not in (None, 0) for worker in self.children):
+                stopped = True
+                for worker in self.children:
+                    if worker.process.poll() is None:
+                        worker.process.send_signal(signal.SIGTERM)
+            time.sleep(POLL_S)
+        for worker in self.children:
+            for relay in worker.relays:
+                relay.join(RELAY_JOIN_S)
+
+    def exit_code(self) -> int:
+        """0 if every child ended 0 (a live run stopped by a signal too); 130 if interrupted; else the worst child's code."""
+        codes = [worker.code for worker in self.children]
+        if self.children and not any(codes):
+            return 0
+        if self.signals:
+            return 130
+        return max(codes, default=1)
+
+    def failed(self) -> list[Worker]:
+        """The children that failed, the worst first."""
+        return sorted((worker for worker in self.children if worker.code), key=lambda worker: -worker.code)
