@@ -379,7 +379,7 @@ def run_workers(scenario: Scenario, file: Path, options: list[str], count: int, 
     failed = children.failed()
     if failed and code != 130:
         worst = failed[0]
-        more = f" (and {len(failed) - 1} more shards failed)" if len(failed) > 1 else ""
+        more = f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else ""
         say(f"{scenario.name}: shard {worst.shard.spec} failed with exit code {worst.code}{more}: {worst.last_error or 'no error line'}")
     if code:
         raise typer.Exit(code)

@@ -1,0 +1,225 @@
+"""`iotsim run FILE --workers N` (issue 15): N children, each `iotsim run FILE --shard i/N`, against the
+real Mosquitto. Together they publish exactly the unsharded run's messages, every device connects
+once, the total line sums the children's figures exactly; SIGTERM stops every child; bad combinations
+are one line and exit 2."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import psutil
+from conftest import IOTSIM, child_env, iotsim
+from test_device_sessions import Watcher, sys_broker  # noqa: F401 (a fixture)
+
+from simulator import stack
+from simulator.shard import SHARD_ENV
+
+METERS = 200
+READINGS = METERS * 4  # an hour at 15 min
+AIR = 10 * 12  # 10 air-quality monitors on the run's shared connection, every 5 min
+
+SCENARIO = """
+name: {name}
+seed: 15
+start: 2026-01-16T00:00:00+08:00
+duration: {duration}
+speed: {speed}
+fleets:
+  - type: electricity_meter
+    count: {meters}
+    cadence: 15m
+    connection: device
+  - type: air_quality
+    count: 10
+    cadence: 5m
+{extra}
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  qos: 1
+  topic_prefix: {prefix}
+  client_id_prefix: {prefix}
+  connect_window: 1s
+influx:
+  url: http://127.0.0.1:{influx_port}
+"""
+
+
+def scenario_file(tmp_path: Path, port: int, prefix: str, duration: str = "1h", speed: str = "afap", meters: int = METERS, extra: str = "") -> Path:
+    path = tmp_path / f"{prefix}.yaml"
+    path.write_text(SCENARIO.format(name="workers", duration=duration, speed=speed, meters=meters, extra=extra, port=port, prefix=prefix, influx_port=stack.free_port()))
+    return path  # no InfluxDB: the run notes it once and goes on
+
+
+def telemetry(messages: list[tuple[str, bytes, bool]], prefix: str) -> Counter[tuple[str, bytes]]:
+    """The run's messages (not the births and deaths on status/), topic without its prefix, payload normalised."""
+    return Counter(
+        (topic.removeprefix(prefix), orjson.dumps(orjson.loads(payload)))
+        for topic, payload, _ in messages
+        if topic.startswith(f"{prefix}/") and not topic.startswith(f"{prefix}/status/")
+    )
+
+
+def published(watcher: Watcher, prefix: str, total: int) -> Counter[tuple[str, bytes]]:
+    return telemetry(watcher.wait(lambda messages: sum(telemetry(messages, prefix).values()) >= total, timeout=20), prefix)
+
+
+def test_two_workers_publish_exactly_the_unsharded_run_each_device_connected_once(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    total = READINGS + AIR
+    whole = scenario_file(tmp_path, sys_broker.port, "rwa")
+    watcher = Watcher(sys_broker.port, ["rwa/#"])
+    try:
+        run = iotsim("run", str(whole), timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert f"workers: generated {total}, published {total}, acknowledged {total}" in run.stdout
+        expected = published(watcher, "rwa", total)
+    finally:
+        watcher.stop()
+    assert sum(expected.values()) == total and max(expected.values()) == 1
+
+    sharded = scenario_file(tmp_path, sys_broker.port, "rwb")
+    log_start = sys_broker.log_file.stat().st_size
+    watcher = Watcher(sys_broker.port, ["rwb/#"])
+    try:
+        run = iotsim("run", str(sharded), "--workers", "2", timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        got = published(watcher, "rwb", total)
+        time.sleep(0.5)  # nothing more comes: no duplicates
+        got = telemetry(watcher.taken(), "rwb")
+    finally:
+        watcher.stop()
+    assert got == expected  # the same messages, each once: the union of the shards is the unsharded run
+    # The parent's total is the children's sum, exact; each child's own lines carry its shard.
+    assert re.search(rf"^workers \(2 workers\): generated {total}, published {total}, acknowledged {total} in [\d.]+ s", run.stdout, re.MULTILINE), run.stdout
+    shards = [re.search(rf"^workers \(shard {index}/2\): generated (\d+), published \1, acknowledged \1 ", run.stdout, re.MULTILINE) for index in range(2)]
+    assert all(shards) and sum(int(match.group(1)) for match in shards if match) == total, run.stdout
+    # The broker's word: every meter connected exactly once, as itself, and each shard's run connection once.
+    log = sys_broker.log_file.read_bytes()[log_start:].decode()
+    connected = Counter(re.findall(r"New client connected from \S+ as (\S+) \(", log))
+    meters = {f"meter-{n:04d}" for n in range(1, METERS + 1)}
+    assert {client for client in connected if client.startswith("meter-")} == meters
+    assert all(connected[meter] == 1 for meter in meters)
+    assert connected["rwb-run-workers-s0of2"] == 1 and connected["rwb-run-workers-s1of2"] == 1
+
+
+class Reader:
+    """A child process's stdout and stderr, kept line by line as they come."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.out: list[str] = []
+        self.lines: list[str] = []  # stderr
+        assert process.stdout is not None and process.stderr is not None
+        self.threads = [threading.Thread(target=lambda s=stream, kept=kept: kept.extend(iter(s.readline, "")), daemon=True) for stream, kept in ((process.stdout, self.out), (process.stderr, self.lines))]
+        for thread in self.threads:
+            thread.start()
+
+    def wait_for(self, text: str, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while sum(text in line for line in self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sum(text in line for line in self.lines) >= count
+
+    def end(self, timeout: float) -> str:
+        """Wait for the process's end; its whole stdout."""
+        self.process.wait(timeout)
+        for thread in self.threads:
+            thread.join(10)
+        return "".join(self.out)
+
+
+def start_workers(scenario: Path, *args: str) -> tuple[subprocess.Popen[str], Reader]:
+    process = subprocess.Popen([*IOTSIM, "run", str(scenario), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    return process, Reader(process)
+
+
+def children_of(process: subprocess.Popen[str], count: int, timeout: float = 10) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while len(found := psutil.Process(process.pid).children()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def test_sigterm_stops_a_live_run_cleanly_with_every_child(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwlive", duration="until-stopped", speed="60", meters=40)
+    process, reader = start_workers(scenario, "--workers", "2")
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines  # both shards connected and running
+        time.sleep(1.0)  # a few simulated minutes: some messages published
+        process.send_signal(signal.SIGTERM)
+        stdout = reader.end(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, "".join(reader.lines)  # a live run stopped by SIGTERM drains and ends 0, as one process does
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    total = re.search(r"^workers \(2 workers\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE)
+    assert total is not None and int(total.group(1)) > 0, stdout
+    assert sum("stopped after" in line for line in reader.lines) == 2  # each child's own end, with its shard label
+
+
+def test_sigterm_interrupts_a_finite_run_exit_130_and_no_child_left(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwfin", duration="6h", speed="60", meters=40)  # 6 min of wall time if let run
+    process, reader = start_workers(scenario, "--workers", "2")
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("2 workers", 1, timeout=10), reader.lines
+        time.sleep(3.0)
+        process.send_signal(signal.SIGTERM)
+        reader.end(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, "".join(reader.lines)
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_failing_child_is_named_with_its_last_error_line(tmp_path: Path) -> None:
+    scenario = scenario_file(tmp_path, stack.free_port(), "rwdown", meters=4)  # nothing listens there
+    run = iotsim("run", str(scenario), "--workers", "2", timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    last = run.stderr.splitlines()[-1]
+    assert re.fullmatch(r"workers: shard [01]/2 failed with exit code 1 \(and 1 more failed\): cannot reach the MQTT broker at .*; start one with `iotsim stack up` or pass --mqtt", last), last
+
+
+def test_a_dry_run_with_workers_writes_one_file_per_shard_together_the_unsharded_run(tmp_path: Path) -> None:
+    scenario = scenario_file(tmp_path, 1883, "rwdry")
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(tmp_path / "whole.jsonl")).returncode == 0
+    run = iotsim("run", str(scenario), "--dry-run", "--out", str(tmp_path / "out.jsonl"), "--workers", "3")
+    assert run.returncode == 0, run.stderr
+    files = [tmp_path / f"out-s{index}of3.jsonl" for index in range(3)]
+    assert f"dry run (3 workers): {READINGS + AIR} messages in " in run.stdout and run.stdout.rstrip().endswith(", ".join(map(str, files)))
+    assert not (tmp_path / "out.jsonl").exists()
+    lines = [line for path in files for line in path.read_bytes().splitlines()]
+    assert sorted(lines) == sorted((tmp_path / "whole.jsonl").read_bytes().splitlines())
+
+
+GATEWAYS = "  - type: water_pressure\n    count: 8\n    connection: gateway\n    gateway_size: 4"
+
+
+def test_bad_combinations_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    scenario = scenario_file(tmp_path, stack.free_port(), "rwbad", meters=4)
+    bad = {
+        ("--workers", "0"): "iotsim run: Invalid value for '--workers': Input should be greater than or equal to 1",
+        ("--workers", "65"): "iotsim run: Invalid value for '--workers': Input should be less than or equal to 64",
+        ("--workers", "2", "--shard", "0/2"): "--workers: not with --shard (--workers N runs the shards 0/N to N-1/N itself); give one of them",
+    }
+    for args, line in bad.items():
+        run = iotsim("run", str(scenario), *args)
+        assert (run.returncode, run.stderr) == (2, line + "\n"), args
+    by_env = subprocess.run([*IOTSIM, "run", str(scenario), "--workers", "2"], capture_output=True, text=True, timeout=60, env=child_env() | {SHARD_ENV: "1/2"})
+    assert (by_env.returncode, by_env.stderr) == (2, f"--workers: not with {SHARD_ENV} set (--workers N runs the shards 0/N to N-1/N itself); unset it or drop --workers\n")
+    # A gateway fleet: the parent refuses once, before any child starts (nothing listens on that port: a child would say so).
+    gateways = scenario_file(tmp_path, stack.free_port(), "rwgw", meters=4, extra=GATEWAYS)
+    run = iotsim("run", str(gateways), "--workers", "2")
+    expected = "--workers: fleets.2 has connection: gateway, whose devices shards would split between them; run it unsharded or give it connection: device\n"
+    assert (run.returncode, run.stdout, run.stderr) == (2, "", expected)
