@@ -357,10 +357,13 @@ def run_workers(scenario: Scenario, file: Path, options: list[str], count: int, 
     from simulator.run_workers import Workers, shard_output
 
     shards = [Shard(index, count) for index in range(count)]
-    if output is None:
+    if output is None:  # what every child would refuse, said once, here, before any child connects
         from simulator.connections import refuse_split_gateways
+        from simulator.transport.mqtt import password_from_environment
 
-        refuse_split_gateways(scenario, count, "--workers")  # once, here, before any child connects
+        refuse_split_gateways(scenario, count, "--workers")
+        password_from_environment()  # UsageError: MQTT_PASSWORD_FILE cannot be read
+        counters_client(scenario).close()  # InfluxRefused: credentials to fix, nothing published
     outputs = {shard: shard_output(output, shard) for shard in shards} if output else {}
     commands = []
     for shard in shards:

@@ -218,6 +218,11 @@ def test_bad_combinations_are_one_line_and_exit_2(tmp_path: Path) -> None:
         assert (run.returncode, run.stderr) == (2, line + "\n"), args
     by_env = subprocess.run([*IOTSIM, "run", str(scenario), "--workers", "2"], capture_output=True, text=True, timeout=60, env=child_env() | {SHARD_ENV: "1/2"})
     assert (by_env.returncode, by_env.stderr) == (2, f"--workers: not with {SHARD_ENV} set (--workers N runs the shards 0/N to N-1/N itself); unset it or drop --workers\n")
+    # What every child would refuse, the parent says once: an unreadable password file.
+    missing = tmp_path / "missing.password"
+    env = {name: value for name, value in child_env().items() if name != "MQTT_PASSWORD"} | {"MQTT_PASSWORD_FILE": str(missing)}
+    unreadable = subprocess.run([*IOTSIM, "run", str(scenario), "--workers", "2"], capture_output=True, text=True, timeout=60, env=env)
+    assert (unreadable.returncode, unreadable.stderr) == (2, f"MQTT_PASSWORD_FILE {missing}: cannot read it (No such file or directory)\n")
     # A gateway fleet: the parent refuses once, before any child starts (nothing listens on that port: a child would say so).
     gateways = scenario_file(tmp_path, stack.free_port(), "rwgw", meters=4, extra=GATEWAYS)
     run = iotsim("run", str(gateways), "--workers", "2")
