@@ -76,6 +76,7 @@ class Workers:
         self.folder = folder
         self.children: list[Worker] = []
         self.signals = 0
+        self.stopped: list[Worker] = []  # the children stopped because another failed
         self.lock = threading.Lock()  # one relayed line at a time
 
     def forward(self, signum: int, frame: object) -> None:
@@ -118,27 +119,25 @@ class Workers:
     def wait(self, live: bool) -> None:
         """Until every child has ended. In a live run a child that fails stops the others (a live run
         would go on without its devices); a finite run's others finish their share."""
-        stopped = False
         while any(worker.process.poll() is None for worker in self.children):
-            if live and not stopped and not self.signals and any(worker.process.returncode not in (None, 0) for worker in self.children):
-                stopped = True
-                for worker in self.children:
-                    if worker.process.poll() is None:
-                        worker.process.send_signal(signal.SIGTERM)
+            if live and not self.stopped and not self.signals and any(worker.process.returncode not in (None, 0) for worker in self.children):
+                self.stopped = [worker for worker in self.children if worker.process.poll() is None]
+                for worker in self.stopped:
+                    worker.process.send_signal(signal.SIGTERM)
             time.sleep(POLL_S)
         for worker in self.children:
             for relay in worker.relays:
                 relay.join(RELAY_JOIN_S)
 
     def exit_code(self) -> int:
-        """0 if every child ended 0 (a live run stopped by a signal too); 130 if interrupted; else the worst child's code."""
-        codes = [worker.code for worker in self.children]
-        if self.children and not any(codes):
+        """0 if every child ended 0 (a live run stopped by a signal too); 130 if interrupted; else the worst
+        code of the children that failed on their own (not of those stopped because of them)."""
+        if self.children and not any(worker.code for worker in self.children):
             return 0
         if self.signals:
             return 130
-        return max(codes, default=1)
+        return max((worker.code for worker in self.failed()), default=1)
 
     def failed(self) -> list[Worker]:
-        """The children that failed, the worst first."""
-        return sorted((worker for worker in self.children if worker.code), key=lambda worker: -worker.code)
+        """The children that failed on their own, the worst first."""
+        return sorted((worker for worker in self.children if worker.code and worker not in self.stopped), key=lambda worker: -worker.code)

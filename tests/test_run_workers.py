@@ -19,7 +19,8 @@ from conftest import IOTSIM, child_env, iotsim
 from test_device_sessions import Watcher, sys_broker  # noqa: F401 (a fixture)
 
 from simulator import stack
-from simulator.shard import SHARD_ENV
+from simulator.faults import SOURCE as FAULT_SOURCE
+from simulator.shard import SHARD_ENV, Shard
 
 METERS = 200
 READINGS = METERS * 4  # an hour at 15 min
@@ -181,6 +182,25 @@ def test_sigterm_interrupts_a_finite_run_exit_130_and_no_child_left(sys_broker: 
             process.kill()
     assert process.returncode == 130, "".join(reader.lines)
     assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_in_a_live_run_a_failing_child_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    # A broker outage with no local stack under --state-dir: the one shard that acts on process faults fails.
+    outage = "faults:\n  - {kind: broker_outage, at: 5m, duration: 1m}"
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwfail", duration="until-stopped", speed="60", meters=20, extra=outage)
+    owner = next(index for index in range(2) if Shard(index, 2).owns(FAULT_SOURCE))
+    process, reader = start_workers(scenario, "--workers", "2", "--state-dir", str(tmp_path / "no-stack"))
+    try:
+        stdout = reader.end(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, "".join(reader.lines)
+    other = 1 - owner
+    assert sum(f"workers (shard {other}/2): stopped after" in line for line in reader.lines) == 1  # stopped by the parent, drained
+    assert re.search(rf"^workers \(shard {other}/2\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE), stdout
+    assert reader.lines[-1] == f"workers: shard {owner}/2 failed with exit code 1: fault injection: mosquitto is not running under {tmp_path / 'no-stack'} (iotsim stack up)\n"
+    assert stdout.rstrip().endswith(f"; no figures from shard {owner}/2")
 
 
 def test_a_failing_child_is_named_with_its_last_error_line(tmp_path: Path) -> None:
