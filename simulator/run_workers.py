@@ -33,7 +33,10 @@ def write_summary(figures: dict[str, Any]) -> None:
     """In a child of `iotsim run --workers`, its figures for the parent's total line; elsewhere nothing."""
     path = os.environ.get(SUMMARY_ENV)
     if path:
-        Path(path).write_text(json.dumps(figures))
+        try:
+            Path(path).write_text(json.dumps(figures))
+        except OSError:
+            pass  # the parent's folder is gone (the parent with it): the child's own line has said the figures
 
 
 def shard_output(output: Path, shard: Shard) -> Path:
