@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import IO
 
 import orjson
 import psutil
@@ -90,8 +91,8 @@ def test_two_workers_publish_exactly_the_unsharded_run_each_device_connected_onc
     try:
         run = iotsim("run", str(sharded), "--workers", "2", timeout=60)
         assert run.returncode == 0, run.stdout + run.stderr
-        got = published(watcher, "rwb", total)
-        time.sleep(0.5)  # nothing more comes: no duplicates
+        published(watcher, "rwb", total)
+        time.sleep(0.5)  # anything more (a duplicate) would come now
         got = telemetry(watcher.taken(), "rwb")
     finally:
         watcher.stop()
@@ -117,9 +118,14 @@ class Reader:
         self.out: list[str] = []
         self.lines: list[str] = []  # stderr
         assert process.stdout is not None and process.stderr is not None
-        self.threads = [threading.Thread(target=lambda s=stream, kept=kept: kept.extend(iter(s.readline, "")), daemon=True) for stream, kept in ((process.stdout, self.out), (process.stderr, self.lines))]
+        self.threads = [threading.Thread(target=self._keep, args=(stream, kept), daemon=True) for stream, kept in ((process.stdout, self.out), (process.stderr, self.lines))]
         for thread in self.threads:
             thread.start()
+
+    @staticmethod
+    def _keep(stream: IO[str], kept: list[str]) -> None:
+        for line in stream:
+            kept.append(line)
 
     def wait_for(self, text: str, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
