@@ -64,6 +64,14 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def leave_ctrl_c_to_the_parent() -> None:
+    """First thing in a worker process: Ctrl-C at a terminal reaches the whole process group, and each
+    worker printed its KeyboardInterrupt's traceback; its parent stops it instead (`kill_if_alive`).
+    (Ignoring SIGINT in the parent while it starts a worker would cover the worker's imports too, but
+    would lose a Ctrl-C meant for the parent meanwhile.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def kill_if_alive(process: BaseProcess) -> None:
     """A worker process still running on the way out (an error, an interrupt): killed and reaped, not waited for."""
     if process.pid is None:

@@ -261,6 +261,7 @@ async def aiomqtt_fleet(work: Work, meter: Meter) -> dict[str, Any]:
 
 def child(work: Work, pipe: Connection) -> None:
     """One engine's devices in a process of its own; answers with its figures."""
+    common.leave_ctrl_c_to_the_parent()
     raise_open_files(len(work.ids))
     if work.engine != "paho":
         import uvloop  # imported before the meter starts: the library's own code is not a connection's cost

@@ -130,6 +130,7 @@ def message(device: str, seq: int) -> bytes:
 
 def worker(work: Work, pipe: Connection) -> None:
     """One process's devices: connect when told, publish until the end it is told, answer with its figures."""
+    common.leave_ctrl_c_to_the_parent()
     raise_open_files(len(work.ids))
     me = psutil.Process()
     gc.collect()

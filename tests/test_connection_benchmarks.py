@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -20,19 +21,27 @@ TINY = {
     "connections.py": ("--sizes", "5", "--cadence", "1", "--minutes", "1"),
     "connection_engines.py": ("--engines", "paho", "--sizes", "5", "--cadence", "1", "--minutes", "1", "--idle", "1"),
 }
-STARTED_S = 60  # the longest the broker, its subscriber and a worker take to be running
+STARTED_S = 60  # the longest the broker, its subscriber and a worker's devices take to be running
 
 
 def started(bench: psutil.Process) -> list[psutil.Process]:
-    """The benchmark's descendants once its broker, its subscriber and a worker process run; fails after STARTED_S."""
+    """The benchmark's descendants once its broker and subscriber run and a worker's devices are connecting
+    (the worker past its imports); fails after STARTED_S."""
     deadline = time.monotonic() + STARTED_S
     while time.monotonic() < deadline:
-        children = bench.children(recursive=True)
+        children = [child for child in bench.children(recursive=True) if kind(child)]
         kinds = {kind(child) for child in children}
-        if {"mosquitto", "mosquitto_sub", "worker"} <= kinds:
-            return [child for child in children if kind(child)]
+        if {"mosquitto", "mosquitto_sub"} <= kinds and any(kind(child) == "worker" and connecting(child) for child in children):
+            return children
         time.sleep(0.1)
-    raise AssertionError(f"the benchmark did not start its broker, subscriber and worker in {STARTED_S} s")
+    raise AssertionError(f"the benchmark did not start its broker, subscriber and devices in {STARTED_S} s")
+
+
+def connecting(worker: psutil.Process) -> bool:
+    try:
+        return bool(worker.net_connections(kind="tcp"))
+    except psutil.NoSuchProcess:
+        return False
 
 
 def kind(process: psutil.Process) -> str | None:
@@ -52,14 +61,24 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+# kill -TERM, kill -INT (the benchmark alone), and Ctrl-C at a terminal (SIGINT to its whole process group:
+# its workers and mosquitto_sub get it too; the brokers run in sessions of their own).
+STOPS = {"SIGTERM": (signal.SIGTERM, False), "SIGINT": (signal.SIGINT, False), "Ctrl-C": (signal.SIGINT, True)}
+
+
+@pytest.mark.parametrize("stop", STOPS)
 @pytest.mark.parametrize("script", TINY)
-def test_a_stopped_benchmark_stops_every_server_and_process_it_started(script: str, signum: signal.Signals) -> None:
-    bench = subprocess.Popen([sys.executable, str(BENCHMARKS / script), *TINY[script]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def test_a_stopped_benchmark_stops_every_server_and_process_it_started(script: str, stop: str) -> None:
+    signum, to_group = STOPS[stop]
+    bench = subprocess.Popen([sys.executable, str(BENCHMARKS / script), *TINY[script]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             start_new_session=to_group)  # fmt: skip
     children: list[psutil.Process] = []
     try:
         children = started(psutil.Process(bench.pid))
-        bench.send_signal(signum)
+        if to_group:
+            os.killpg(bench.pid, signum)
+        else:
+            bench.send_signal(signum)
         _, err = bench.communicate(timeout=60)
         left = [f"{child.name()} {child.pid}" for child in children if running(child)]
         assert left == [], err
