@@ -20,7 +20,8 @@ publishing (keepalive and loop cost included), messages published, received and 
 
 gmqtt, aiomqtt and uvloop are the `bench` extra (pip install -e '.[bench]'); an engine whose library is
 missing is one line and exit 2. One process holds at most ~19,900 sockets here (20,000 open files):
-a size above 19,000 is refused in one line.
+a size above 19,000 is refused in one line. SIGTERM or Ctrl-C stops the broker, subscriber and child it
+started (one line, exit 130).
 """
 
 from __future__ import annotations

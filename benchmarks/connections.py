@@ -22,7 +22,8 @@ per broker in its own process (mosquitto_sub, persistent session) receives every
 
 A process holds at most ~19,900 sockets here (20,000 open files, hard limit), each Mosquitto too: 19,000
 is the most one broker (or one worker) takes on this machine, and a size that would put more on one is
-refused in one line.
+refused in one line. SIGTERM or Ctrl-C stops every broker, subscriber and worker it started (one line,
+exit 130).
 """
 
 from __future__ import annotations
