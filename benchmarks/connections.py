@@ -251,8 +251,9 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
             pipe.send(end)
         time.sleep(max(0.0, start + args.minutes * 30 - time.monotonic()))
         ports = [broker.port for broker in brokers]
-        while brokers:
-            brokers.pop().stop()
+        while brokers:  # each stays listed until it has stopped: the way out stops what an interrupt left
+            brokers[-1].stop()
+            brokers.pop()
         for n, port in enumerate(ports):
             brokers.append(stack.start_mosquitto(work / f"state-{n}", port, conf_dir=conf_dir))
         restarted = time.monotonic()
