@@ -13,9 +13,7 @@ process meanwhile and the split by function is printed (FILE keeps the raw stack
 from __future__ import annotations
 
 import argparse
-import collections
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 import floor  # benchmarks/floor.py, beside this script
 import orjson
 import pipeline  # benchmarks/pipeline.py: the same scenario and publisher
+import pyspy  # benchmarks/pyspy.py: the sampler and its split by function
 
 from simulator import stack
 from simulator.influx import InfluxClient
@@ -32,6 +31,7 @@ from simulator.ingest.settings import BridgeSettings
 from simulator.transport.mqtt import MqttPublisher
 
 DRAIN_TIMEOUT_S = 300.0
+THREADS = ("mqtt-network", "influx-writer")  # the bridge's own
 # Functions whose time (with what they call) is shown in the profile's split, as "label: function name".
 INCLUSIVE = {
     "paho reading (loop_read, incl. the on_message callback)": "loop_read",
@@ -78,11 +78,7 @@ def queue_messages(spec: pipeline.Scenario, broker: stack.Service, influx: stack
 
 def drain(broker: stack.Service, influx: stack.Service, work: Path, expected: int, profile: Path | None, py_spy: str | None) -> tuple[float, float, dict[str, float], int]:
     """(seconds, CPU seconds of the process, CPU seconds per thread, batches) to store `expected` points."""
-    sampler = None
-    if profile is not None:
-        sampler = subprocess.Popen([py_spy or "py-spy", "record", "--pid", str(os.getpid()), "--nonblocking", "--threads", "--rate", "250",
-                                    "--format", "raw", "--output", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(1.0)  # py-spy attaches
+    sampler = pyspy.record(profile, py_spy, threads=True) if profile is not None else None
     writer = InfluxClient(influx.url, "bench")
     bridge = Bridge(settings_for(broker, work), writer, log=lambda line: None)
     before, threads_before = floor.cpu_seconds(os.getpid()), thread_cpu_seconds()
@@ -93,32 +89,17 @@ def drain(broker: stack.Service, influx: stack.Service, work: Path, expected: in
         time.sleep(0.01)
     elapsed = time.perf_counter() - started
     cpu, threads = floor.cpu_seconds(os.getpid()) - before, thread_cpu_seconds()
-    per_thread = {name: seconds - threads_before.get(name, 0.0) for name, seconds in threads.items() if name in ("mqtt-network", "influx-writer")}
+    per_thread = {name: seconds - threads_before.get(name, 0.0) for name, seconds in threads.items() if name in THREADS}
     bridge.stop()
     if sampler is not None:
-        sampler.send_signal(2)  # SIGINT: py-spy writes its file
-        sampler.wait(timeout=60)
+        pyspy.stop(sampler)
     assert bridge.counts.written == expected, f"stored {bridge.counts.written} of {expected}"
     return elapsed, cpu, per_thread, writer.stats.batches
 
 
-def split(profile: Path, threads: tuple[str, ...] = ("mqtt-network", "influx-writer")) -> tuple[int, dict[str, int], collections.Counter[str]]:
-    """(samples of the bridge's threads, samples per INCLUSIVE label, samples per innermost function) from py-spy's raw stacks."""
-    total, inclusive, innermost = 0, dict.fromkeys(INCLUSIVE, 0), collections.Counter[str]()
-    for line in profile.read_text().splitlines():
-        stack_text, _, count_text = line.rpartition(" ")
-        frames = stack_text.split(";")
-        if not any(name in frames[0] for name in threads):
-            continue
-        count = int(count_text)
-        total += count
-        functions = {frame.split(" (")[0].rpartition(".")[2] for frame in frames[1:]}  # "Client.loop_read (file:line)" → loop_read
-        for label, function in INCLUSIVE.items():
-            if function in functions:
-                inclusive[label] += count
-        if len(frames) > 1:
-            innermost[frames[-1]] += count
-    return total, inclusive, innermost
+def split(profile: Path) -> pyspy.Split:
+    """The samples of the bridge's threads in py-spy's raw stacks, by INCLUSIVE label and innermost function."""
+    return pyspy.split(pyspy.read_stacks(profile, threads=True), INCLUSIVE, lambda stack: any(name in stack.thread for name in THREADS))
 
 
 def main() -> None:
@@ -144,13 +125,8 @@ def main() -> None:
           f"({expected / batches:,.0f} points each); load average {os.getloadavg()[0]:.2f}")
     print(f"CPU per message: process {1e6 * cpu / expected:.1f} µs; " + ", ".join(f"{name} {1e6 * s / expected:.1f} µs" for name, s in per_thread.items()))
     if args.profile is not None:
-        total, inclusive, innermost = split(args.profile)
-        print(f"py-spy: {total:,} samples of the bridge's threads while on CPU")
-        for label, count in inclusive.items():
-            print(f"  {100 * count / max(total, 1):5.1f} %  {label}")
-        print("innermost functions:")
-        for frame, count in innermost.most_common(25):
-            print(f"  {100 * count / max(total, 1):5.1f} %  {frame}")
+        shares = split(args.profile)
+        pyspy.show(shares, f"py-spy: {shares.total:,} samples of the bridge's threads while on CPU")
     if args.json:
         figures = {"messages": expected, "seconds": elapsed, "msgs_per_s": expected / elapsed, "batches": batches,
                    "bridge_cpu_us_per_msg": 1e6 * cpu / expected, "thread_cpu_us_per_msg": {name: 1e6 * s / expected for name, s in per_thread.items()}}  # fmt: skip

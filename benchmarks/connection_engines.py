@@ -20,7 +20,8 @@ publishing (keepalive and loop cost included), messages published, received and 
 
 gmqtt, aiomqtt and uvloop are the `bench` extra (pip install -e '.[bench]'); an engine whose library is
 missing is one line and exit 2. One process holds at most ~19,900 sockets here (20,000 open files):
-a size above 19,000 is refused in one line.
+a size above 19,000 is refused in one line. SIGTERM or Ctrl-C stops the broker, subscriber and child it
+started (one line, exit 130).
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ import gc
 import heapq
 import importlib.util
 import json
-import math
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import common  # benchmarks/common.py, beside this script: the flag checks and the way out on signals
 import connections  # benchmarks/connections.py, beside this script: its subscriber, broker settings and payload
 import orjson
 import psutil
@@ -262,6 +262,7 @@ async def aiomqtt_fleet(work: Work, meter: Meter) -> dict[str, Any]:
 
 def child(work: Work, pipe: Connection) -> None:
     """One engine's devices in a process of its own; answers with its figures."""
+    common.leave_ctrl_c_to_the_parent()
     raise_open_files(len(work.ids))
     if work.engine != "paho":
         import uvloop  # imported before the meter starts: the library's own code is not a connection's cost
@@ -282,25 +283,24 @@ def child(work: Work, pipe: Connection) -> None:
 def measure(engine: str, devices: int, run: int, args: argparse.Namespace, work_dir: Path) -> Figures:
     """One engine and size: a fresh broker, subscriber and child process."""
     conf_dir = connections.bench_conf(work_dir)
-    broker = stack.start_mosquitto(work_dir / "state", stack.free_port(), conf_dir=conf_dir)
-    subscriber = connections.Subscriber(broker.port, 0)
     context = multiprocessing.get_context("spawn")
     parent, end = context.Pipe()
     ids = [f"em-{n:05d}" for n in range(devices)]
-    process = context.Process(target=child, args=(Work(engine, ids, broker.port, args.cadence, args.idle * 60, args.minutes * 60), end), daemon=True)
-    try:
+    # The way out (an error, SIGTERM, Ctrl-C) stops each of these once it has started, the last started first.
+    with contextlib.ExitStack() as started:
+        broker = stack.start_mosquitto(work_dir / "state", stack.free_port(), conf_dir=conf_dir)
+        started.callback(broker.stop)
+        subscriber = connections.Subscriber(broker.port, 0)
+        started.callback(subscriber.stop)
+        process = context.Process(target=child, args=(Work(engine, ids, broker.port, args.cadence, args.idle * 60, args.minutes * 60), end), daemon=True)
+        started.callback(common.kill_if_alive, process)
         time.sleep(1.0)  # the subscriber's session in place before any device publishes
         process.start()
         if not parent.poll(CHILD_TIMEOUT_S):
             raise SystemExit(f"{engine} {devices}: no answer in {CHILD_TIMEOUT_S} s")
         result = parent.recv()
         time.sleep(2.0)  # the subscriber's last messages
-    finally:
         process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
-        subscriber.stop()
-        broker.stop()
     received = set()
     for line in subscriber.lines:
         payload = orjson.loads(line.split(b" ", 1)[1])
@@ -324,11 +324,6 @@ def measure(engine: str, devices: int, run: int, args: argparse.Namespace, work_
     )
 
 
-def usage_error(line: str) -> None:
-    print(line, file=sys.stderr)
-    sys.exit(2)
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000", help="device counts, comma-separated (at most 19,000: one process's sockets)")
@@ -339,26 +334,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=1.0, help="minutes connected without messages before publishing (the idle CPU)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    try:
-        args.sizes = [int(size) for size in args.sizes.split(",")]
-    except ValueError:
-        usage_error(f"--sizes {args.sizes!r}: give device counts separated by commas, e.g. 1000,5000")
-    if any(size < 1 or size > MOST_DEVICES for size in args.sizes):
-        usage_error(f"--sizes: each between 1 and {MOST_DEVICES:,} (one process holds at most ~19,900 sockets here)")
+    args.sizes = common.device_counts(args.sizes, MOST_DEVICES, "one process holds at most ~19,900 sockets here")
     args.engines = args.engines.split(",")
     unknown = [engine for engine in args.engines if engine not in ENGINES]
     if unknown:
-        usage_error(f"--engines: unknown {', '.join(unknown)} (known: {', '.join(ENGINES)})")
-    finite = all(math.isfinite(value) for value in (args.cadence, args.minutes, args.idle))
-    if not finite or args.runs < 1 or args.cadence <= 0 or args.minutes <= 0 or args.idle < 0:
-        usage_error("--runs must be at least 1, --cadence and --minutes above 0, --idle 0 or more (finite numbers)")
+        common.usage_error(f"--engines: unknown {', '.join(unknown)} (known: {', '.join(ENGINES)})")
+    if args.runs < 1 or not common.seconds_ok((args.cadence, args.minutes), (args.idle,)):
+        common.usage_error("--runs must be at least 1, --cadence and --minutes above 0, --idle 0 or more (finite numbers)")
     for engine in args.engines:  # after the flags: a bad flag is its own line wherever the bench extra is missing
         missing = [module for module in LIBRARIES[engine] if importlib.util.find_spec(module) is None]
         if missing:
-            usage_error(f"--engines {engine}: {', '.join(missing)} not installed (pip install -e '.[bench]')")
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and max(args.sizes) + FILES_MARGIN > hard:
-        usage_error(f"--sizes {max(args.sizes)}: needs {max(args.sizes) + FILES_MARGIN} open files, but a process may open {hard} (ulimit -Hn)")
+            common.usage_error(f"--engines {engine}: {', '.join(missing)} not installed (pip install -e '.[bench]')")
+    hard = common.open_files_hard_limit()
+    if max(args.sizes) + FILES_MARGIN > hard:
+        common.usage_error(f"--sizes {max(args.sizes)}: needs {max(args.sizes) + FILES_MARGIN} open files, but a process may open {hard} (ulimit -Hn)")
     return args
 
 
@@ -387,4 +376,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.run(main))

@@ -22,7 +22,8 @@ per broker in its own process (mosquitto_sub, persistent session) receives every
 
 A process holds at most ~19,900 sockets here (20,000 open files, hard limit), each Mosquitto too: 19,000
 is the most one broker (or one worker) takes on this machine, and a size that would put more on one is
-refused in one line.
+refused in one line. SIGTERM or Ctrl-C stops every broker, subscriber and worker it started (one line,
+exit 130).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import heapq
 import json
 import math
 import multiprocessing
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,6 +46,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import common  # benchmarks/common.py, beside this script: the flag checks and the way out on signals
 import orjson
 import psutil
 from hdrh.histogram import HdrHistogram
@@ -130,6 +131,7 @@ def message(device: str, seq: int) -> bytes:
 
 def worker(work: Work, pipe: Connection) -> None:
     """One process's devices: connect when told, publish until the end it is told, answer with its figures."""
+    common.leave_ctrl_c_to_the_parent()
     raise_open_files(len(work.ids))
     me = psutil.Process()
     gc.collect()
@@ -174,22 +176,16 @@ def worker(work: Work, pipe: Connection) -> None:
 def plan(devices: int, brokers: int, processes: int) -> list[tuple[list[str], int]]:
     """Each worker's device ids (contiguous shares) and its broker's number; exit 2 in one line if a
     worker or a broker would hold more sockets than the open-files hard limit lets it."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = common.open_files_hard_limit()
     ids = [f"em-{n:05d}" for n in range(devices)]
     shares = [ids[devices * w // processes : devices * (w + 1) // processes] for w in range(processes)]
     per_broker = Counter()
     for number, share in enumerate(shares):
         per_broker[number % brokers] += len(share)
     most_worker, most_broker = max(len(share) for share in shares), max(per_broker.values())
-    if hard != resource.RLIM_INFINITY and max(most_worker, most_broker + 1) + FILES_MARGIN > hard:
-        usage_error(f"--sizes {devices}: {most_worker:,} connections a worker and {most_broker:,} a broker, but a process may open {hard:,} files: give more --processes and --brokers")
+    if max(most_worker, most_broker + 1) + FILES_MARGIN > hard:
+        common.usage_error(f"--sizes {devices}: {most_worker:,} connections a worker and {most_broker:,} a broker, but a process may open {hard:,} files: give more --processes and --brokers")
     return [(share, number % brokers) for number, share in enumerate(shares)]
-
-
-def usage_error(line: str) -> None:
-    """Bad flags: one line, exit 2."""
-    print(line, file=sys.stderr)
-    sys.exit(2)
 
 
 def source_addresses(shares: list[int]) -> list[tuple[str, ...]]:
@@ -198,7 +194,7 @@ def source_addresses(shares: list[int]) -> list[tuple[str, ...]]:
     for count in shares:
         needed = max(1, math.ceil(count / PORTS_PER_ADDRESS))
         if next_host + needed > 255:
-            usage_error(f"--processes: {len(shares)} workers need more than 254 source addresses in 127.0.0.x")
+            common.usage_error(f"--processes: {len(shares)} workers need more than 254 source addresses in 127.0.0.x")
         addresses.append(tuple(f"127.0.0.{host}" for host in range(next_host, next_host + needed)))
         next_host += needed
     return addresses
@@ -216,12 +212,17 @@ def bench_conf(work: Path) -> Path:
 def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
     conf_dir = bench_conf(work)
     layout = plan(devices, args.brokers, args.processes)
-    brokers = [stack.start_mosquitto(work / f"state-{n}", stack.free_port(), conf_dir=conf_dir) for n in range(args.brokers)]
-    subscribers = [Subscriber(broker.port, n) for n, broker in enumerate(brokers)]
     context = multiprocessing.get_context("spawn")
+    # What runs now, each added as it starts: the way out (an error, SIGTERM, Ctrl-C) stops exactly these.
+    brokers: list[stack.Service] = []
+    subscribers: list[Subscriber] = []
     pipes: list[Connection] = []
     workers: list[Any] = []
     try:
+        for n in range(args.brokers):
+            brokers.append(stack.start_mosquitto(work / f"state-{n}", stack.free_port(), conf_dir=conf_dir))
+        for n, broker in enumerate(brokers):
+            subscribers.append(Subscriber(broker.port, n))
         time.sleep(1.0)  # the subscribers' sessions in place before any device publishes
         broker_before = sum(psutil.Process(broker.pid).memory_info().rss for broker in brokers)
         addresses = source_addresses([len(share) for share, _ in layout])
@@ -249,9 +250,12 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
         for pipe in pipes:
             pipe.send(end)
         time.sleep(max(0.0, start + args.minutes * 30 - time.monotonic()))
-        for broker in brokers:
-            broker.stop()
-        brokers = [stack.start_mosquitto(work / f"state-{n}", broker.port, conf_dir=conf_dir) for n, broker in enumerate(brokers)]
+        ports = [broker.port for broker in brokers]
+        while brokers:  # each stays listed until it has stopped: the way out stops what an interrupt left
+            brokers[-1].stop()
+            brokers.pop()
+        for n, port in enumerate(ports):
+            brokers.append(stack.start_mosquitto(work / f"state-{n}", port, conf_dir=conf_dir))
         restarted = time.monotonic()
         results = [receive(pipe) for pipe in pipes]
         time.sleep(2.0)  # the subscribers' last messages
@@ -290,13 +294,13 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
         )
         for pipe in pipes:
             receive(pipe, timeout=60)  # closed
+        for process in workers:
+            process.join(timeout=30)
         del answers
         return figures
     finally:
         for process in workers:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
+            common.kill_if_alive(process)
         for subscriber in subscribers:
             subscriber.stop()
         for broker in brokers:
@@ -331,16 +335,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.brokers < 1 or args.processes < args.brokers:
-        parser.error("--brokers must be at least 1 and --processes at least --brokers (each worker connects to one broker)")
-    timings = (args.cadence, args.minutes, args.window, args.min, args.max)
-    if not all(math.isfinite(value) for value in timings) or args.cadence <= 0 or args.minutes <= 0 or args.window < 0 or not 0 < args.min <= args.max:
-        usage_error("--cadence and --minutes above 0, --window 0 or more, 0 < --min <= --max (finite seconds)")
-    try:
-        sizes = [int(size) for size in args.sizes.split(",")]
-    except ValueError:
-        usage_error(f"--sizes {args.sizes!r}: give device counts separated by commas, e.g. 1000,5000")
-    if any(size < 1 for size in sizes):
-        usage_error(f"--sizes {args.sizes!r}: each at least 1")
+        common.usage_error("--brokers must be at least 1 and --processes at least --brokers (each worker connects to one broker)")
+    if not common.seconds_ok((args.cadence, args.minutes, args.min, args.max), (args.window,)) or args.min > args.max:
+        common.usage_error("--cadence and --minutes above 0, --window 0 or more, 0 < --min <= --max (finite seconds)")
+    sizes = common.device_counts(args.sizes)
     raise_open_files(0)  # the hard limit for us and the brokers, which inherit it
     for devices in sizes:
         plan(devices, args.brokers, args.processes)  # a size too big for the limit: one line before anything runs
@@ -364,4 +362,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.run(main))

@@ -16,17 +16,16 @@ give its path with `--py-spy`) samples the last publish pass and the split by fu
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import resource
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 import pipeline  # benchmarks/pipeline.py: the same scenario
+import pyspy  # benchmarks/pyspy.py: the sampler and its split by function
 
 from simulator import stack
 from simulator.engine import run_scenario
@@ -78,18 +77,13 @@ def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path |
     publisher = MqttPublisher.from_settings(spec.mqtt, f"bench-pub-cpu-{run}", qos=1)
     publisher.client.fast_publish = not stock
     publisher.start()
-    sampler = None
-    if profile is not None:
-        sampler = subprocess.Popen([py_spy or "py-spy", "record", "--pid", str(os.getpid()), "--nonblocking", "--rate", "250",
-                                    "--format", "raw", "--output", str(profile)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(1.0)  # py-spy attaches
+    sampler = pyspy.record(profile, py_spy) if profile is not None else None
     before, system_before, started = cpu_seconds(), system_seconds(), time.perf_counter()
     result = run_scenario(spec, publisher)
     drained = publisher.drain(DRAIN_TIMEOUT_S)
     elapsed, cpu, system = time.perf_counter() - started, cpu_seconds() - before, system_seconds() - system_before
     if sampler is not None:
-        sampler.send_signal(2)  # SIGINT: py-spy writes its file
-        sampler.wait(timeout=60)
+        pyspy.stop(sampler)
     publisher.stop()
     assert drained and publisher.acknowledged == publisher.published == result.generated, (
         f"acknowledged {publisher.acknowledged} of {publisher.published} published, {result.generated} generated"
@@ -97,22 +91,10 @@ def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path |
     return publisher.acknowledged, elapsed, cpu, system
 
 
-def split(profile: Path) -> tuple[int, dict[str, int], collections.Counter[str]]:
-    """(samples, samples per INCLUSIVE label, samples per innermost function) from py-spy's raw stacks."""
-    total, inclusive, innermost = 0, dict.fromkeys(INCLUSIVE, 0), collections.Counter[str]()
-    for line in profile.read_text().splitlines():
-        stack_text, _, count_text = line.rpartition(" ")
-        frames = stack_text.split(";")
-        functions = {frame.split(" (")[0].rpartition(".")[2] for frame in frames}  # "Client.publish (file:line)" → publish
-        if "run_scenario" not in functions and "drain" not in functions:
-            continue  # py-spy's attaching, the start and stop of the connection
-        count = int(count_text)
-        total += count
-        for label, function in INCLUSIVE.items():
-            if function in functions:
-                inclusive[label] += count
-        innermost[frames[-1]] += count
-    return total, inclusive, innermost
+def split(profile: Path) -> pyspy.Split:
+    """The samples of the world's run and the drain in py-spy's raw stacks (not py-spy's attaching, nor the
+    connection's start and stop), by INCLUSIVE label and innermost function."""
+    return pyspy.split(pyspy.read_stacks(profile), INCLUSIVE, lambda stack: bool({"run_scenario", "drain"} & stack.functions))
 
 
 def main() -> None:
@@ -151,13 +133,8 @@ def main() -> None:
     print(f"median of {args.runs} ({path}; load average {os.getloadavg()[0]:.2f}): simulator {total:.1f} µs of CPU per message end to end, "
           f"model + encode {model:.1f}, publish path {total - model:.1f}; system (kernel) {statistics.median(systems):.1f}")  # fmt: skip
     if args.profile is not None:
-        samples, inclusive, innermost = split(args.profile)
-        print(f"py-spy, the last publish pass: {samples:,} samples")
-        for label, count in inclusive.items():
-            print(f"  {100 * count / max(samples, 1):5.1f} %  {label}")
-        print("innermost functions:")
-        for frame, count in innermost.most_common(25):
-            print(f"  {100 * count / max(samples, 1):5.1f} %  {frame}")
+        shares = split(args.profile)
+        pyspy.show(shares, f"py-spy, the last publish pass: {shares.total:,} samples")
     if args.json:
         figures = {"messages": messages, "runs": args.runs, "publish_path": "stock" if args.stock_publish else "fast",
                    "model_encode_us_per_msg": models, "published_us_per_msg": publishes, "published_system_us_per_msg": systems, "msgs_per_s": rates,

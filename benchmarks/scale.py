@@ -67,15 +67,10 @@ class Measured:
 
 
 @dataclass(frozen=True)
-class Row:
-    """One size's figures, as `--json` writes them."""
+class Row(Measured):
+    """One size's figures, as `--json` writes them: what its child measured (rounded), then the figures
+    derived from it and from the child's exit (the keys in this order)."""
 
-    devices: int
-    build_s: float
-    build_cpu_s: float
-    run_wall_s: float
-    run_cpu_s: float
-    messages: int
     messages_per_s: float
     readings_per_s: float | None  # None for a scenario file's world (its messages carry different readings)
     messages_per_cpu_s: float

@@ -609,8 +609,12 @@ def bridge(
         Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without work (messages, spooled points), counted from the last work")
     ] = None,
     first_message_timeout: Annotated[
-        float, typer.Option(callback=finite(0), help="with --exit-when-idle: exit after this many seconds from the start if no work has come")
-    ] = FIRST_MESSAGE_TIMEOUT_S,
+        Optional[float],
+        typer.Option(
+            callback=finite(0),
+            help=f"only with --exit-when-idle: exit after this many seconds from the start if no work has come (default {FIRST_MESSAGE_TIMEOUT_S:g} s)",
+        ),
+    ] = None,
     ready_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="touch this file once subscribed, remove it at start and exit (for scripts and healthchecks)")] = None,
     pid_file: Annotated[Optional[Path], typer.Option(dir_okay=False, help="record PID and command line here (fault injection restarts the bridge from it)")] = None,
     user: InfluxUser = None,
@@ -629,6 +633,8 @@ def bridge(
     from simulator.transport.mqtt import Credentials, password_from_environment
 
     mqtt, prefix, dead_letters = settings.mqtt_url, settings.topic_prefix, settings.dead_letter_path
+    if first_message_timeout is not None and exit_when_idle is None:  # it bounds only the wait of a bridge that exits when idle
+        raise UsageError("--first-message-timeout: goes with --exit-when-idle; without it the bridge runs until stopped")
     if username == "":
         raise UsageError("--username: give a user name, or none for an anonymous broker")
     for path, flag in ((ready_file, "--ready-file"), (pid_file, "--pid-file")):
@@ -652,7 +658,7 @@ def bridge(
             touch_ready_file(the_bridge, ready_file)
         group = f" in group {settings.group} ({settings.topic_filter}) as {settings.client_id}" if settings.group else ""
         say(f"bridge: {mqtt} {prefix}/#{group} → {influx} database {db}")
-        the_bridge.run(exit_when_idle, first_message_timeout)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
+        the_bridge.run(exit_when_idle, first_message_timeout if first_message_timeout is not None else FIRST_MESSAGE_TIMEOUT_S)  # BridgeError, InfluxRefused: the messages not stored stay at the broker
     except KeyboardInterrupt:
         the_bridge.stop()
     finally:

@@ -227,13 +227,17 @@ def launch(name: str, command: list[str], port: int, state_dir: Path, log_file: 
 
 def wait_until(ready: object, service: Service, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(service.pid):
-            service.pid_file.unlink(missing_ok=True)
-            raise StackError(f"{service.name} exited at start; last log lines:\n{tail(service.log_file)}")
-        if ready():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            if not alive(service.pid):
+                service.pid_file.unlink(missing_ok=True)
+                raise StackError(f"{service.name} exited at start; last log lines:\n{tail(service.log_file)}")
+            if ready():  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a handler makes it one: the caller never gets the service to stop
+        service.stop()
+        raise
     service.stop()
     raise StackError(f"gave up waiting {timeout:.0f} s for {what}; see {service.log_file}")
 

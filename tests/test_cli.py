@@ -88,6 +88,8 @@ HOSTILE = {
     "bridge --spool-dir /proc": (["bridge", "--spool-dir", "/proc/x/spool", "--dead-letters", "{tmp}/dl.jsonl"], "--spool-dir /proc/x/spool: cannot write there (No such file or directory)"),
     "bridge --exit-when-idle nan": (["bridge", "--exit-when-idle", "nan"], "--exit-when-idle"),
     "bridge --exit-when-idle -1": (["bridge", "--exit-when-idle", "-1"], "--exit-when-idle"),
+    "bridge --first-message-timeout alone": (["bridge", "--first-message-timeout", "5"], "--first-message-timeout: goes with --exit-when-idle"),
+    "bridge --first-message-timeout nan": (["bridge", "--exit-when-idle", "1", "--first-message-timeout", "nan"], "--first-message-timeout"),
     "bridge --ready-file DIR": (["bridge", "--ready-file", "{tmp}"], "--ready-file"),
     "bridge --ready-file /proc": (["bridge", "--ready-file", "/proc/x/ready"], "--ready-file /proc/x/ready: cannot write there"),
     "bridge --pid-file /proc": (["bridge", "--pid-file", "/proc/x/pid"], "--pid-file /proc/x/pid: cannot write there"),

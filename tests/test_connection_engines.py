@@ -50,7 +50,7 @@ def test_paho_engine_holds_every_connection_and_loses_nothing(tmp_path: Path) ->
     ("flags", "says"),
     [
         (("--engines", "paho,mosquitto"), "--engines: unknown mosquitto"),
-        (("--sizes", "20000"), "--sizes: each between 1 and 19,000"),
+        (("--sizes", "20000"), "--sizes '20000': each from 1 to 19,000"),
         (("--sizes", "1000,lots"), "--sizes '1000,lots'"),
         (("--minutes", "0"), "--minutes above 0"),
         (("--cadence", "nan"), "--cadence and --minutes above 0"),
