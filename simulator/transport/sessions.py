@@ -17,8 +17,10 @@ A device's session:
   run's connect order is the same every time; after losing the broker it waits by its reconnect
   policy (`ReconnectPolicy`, a fleet's `reconnect:`) (exponential or fixed, full jitter or none) before trying again;
 - a bounded QoS 1 outbox: messages wait there while the device is disconnected (a broker outage loses
-  nothing) and go to paho `max_inflight` at a time; paho itself sends again, after reconnecting, what
-  it had in flight. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
+  nothing) and go to paho `max_inflight` at a time. After a reconnect the birth goes first, then what
+  paho had in flight (taken back from it, oldest first; an unacknowledged status of the lost connection
+  is dropped, its will having said the last word), then the outbox: a device's messages reach the
+  broker in seq order. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
 
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
@@ -510,7 +512,16 @@ class DeviceSessions:
         session.connected = True
         session.attempt = 0
         stats.connected += 1
+        # paho sends again what it had in flight only after this returns, behind whatever is sent from
+        # here: it takes that back (its public drop_out_messages()) and sends it, oldest first, after the
+        # birth and before the outbox, so the device's messages reach the broker in seq order. A status
+        # among them is not sent again: the birth of a connection now gone would land after its will.
+        unacknowledged = client.drop_out_messages()
+        statuses, session.status_mids = session.status_mids, ()
         self._publish_status(session, True, session.connect_ts)
+        for message in unacknowledged:
+            if message.mid not in statuses:
+                client.publish(message.topic, message.payload, qos=1)
         self._send_outbox(session)
 
     def _publish_status(self, session: Session, online: bool, ts: int) -> None:
