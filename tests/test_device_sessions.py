@@ -329,6 +329,37 @@ def test_after_a_broker_restart_every_devices_messages_arrive_in_seq_order(sys_b
             broker.stop()
 
 
+@pytest.mark.parametrize("busy", [False, True])
+def test_devices_connecting_while_the_sessions_close_end_offline_or_never_connected(sys_broker: stack.Service, busy: bool) -> None:
+    """busy: other devices are connected with messages in flight, which close() waits for; else
+    none is connected yet and close() goes straight to the DISCONNECTs."""
+    ids = device_ids(200)
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tclose", seed=2))
+    sessions.start()
+    if busy:
+        assert sessions.run_until(lambda: sessions.stats.connected > 0 and any(s.connecting for s in sessions.sessions), timeout=10)
+        for session in sessions.sessions:
+            if session.connected:
+                sessions.publish(session.device_id, f"tclose/data/{session.device_id}", b"{}")
+    else:
+        sessions.turn(0.0)  # the first connects: their CONNECTs are out, no CONNACK read yet
+    assert sum(session.connecting for session in sessions.sessions) > 0
+    sessions.close()
+    watcher = Watcher(sys_broker.port, ["$SYS/broker/clients/connected", "tclose/status/#"])
+    try:
+        messages = watcher.wait(lambda m: last_connected(m) == 1, timeout=3 * SYS_INTERVAL_S + 5)
+    finally:
+        watcher.stop()
+    assert last_connected(messages) == 1  # none of the devices is still connected
+    log = sys_broker.log_file.read_text().splitlines()
+    connected = {line.rsplit(" as ", 1)[1].split(" ", 1)[0] for line in log if "New client connected" in line and " as em-" in line}
+    assert connected  # the broker accepted some of them before the close
+    retained = {topic.rsplit("/", 1)[1]: orjson.loads(payload)["online"] for topic, payload, retain in messages if topic.startswith("tclose/") and retain}
+    assert retained == dict.fromkeys(connected, False)  # each device the broker accepted said goodbye: retained offline
+    said_goodbye = {line.split("Client ", 1)[1].split(" ", 1)[0] for line in log if line.endswith(" disconnected.") and "Client em-" in line}
+    assert said_goodbye == connected  # a DISCONNECT each: no will fired later
+
+
 def test_mqtt_5_sessions_with_their_births(sys_broker: stack.Service) -> None:
     ids = device_ids(50)
     sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tv5", protocol="5", keepalive=45))

@@ -293,6 +293,8 @@ class DeviceSessions:
         self._connecting = 0
         self._ties = 0
         self._next_misc = 0.0
+        self._close_ms: int | None = None  # when close() began: the ts of the clean close's deaths
+        self._disconnecting = False  # close() sends the DISCONNECTs now: nothing more is published
 
     # --- building ---
 
@@ -432,16 +434,19 @@ class DeviceSessions:
 
     def close(self, timeout: float = 10.0) -> None:
         """Every connected device publishes its death (retained, `online: false`) and DISCONNECTs, so
-        the broker discards its will; turns the loop until all are closed or `timeout` s passed. What a
-        dead device still holds is never sent: counted in `stats.abandoned`."""
-        now_ms = self.clock_ms()
+        the broker discards its will; turns the loop until all are closed or `timeout` s passed. A device
+        whose CONNECT is out gets its CONNACK first and does the same (its death instead of a birth); one
+        not connecting now never connects. What a dead device still holds is never sent: counted in
+        `stats.abandoned`."""
+        self._close_ms = now_ms = self.clock_ms()
         self.stats.abandoned += sum(len(session.outbox) + session.inflight for session in self.sessions if session.killed)
         for session in self.sessions:
             session.closing = True
             self._release(session)
             if session.connected:
                 self._publish_status(session, False, now_ms)
-        self.run_until(lambda: all(not s.connected or (s.inflight == 0 and not s.status_mids) for s in self.sessions), timeout)
+        self.run_until(lambda: all(not s.connecting and (not s.connected or (s.inflight == 0 and not s.status_mids)) for s in self.sessions), timeout)
+        self._disconnecting = True
         for session in self.sessions:
             if session.client.socket() is not None:
                 session.client.disconnect()
@@ -516,13 +521,18 @@ class DeviceSessions:
         # here: it takes that back (its public drop_out_messages()) and sends it, oldest first, after the
         # birth and before the outbox, so the device's messages reach the broker in seq order. A status
         # among them is not sent again: the birth of a connection now gone would land after its will.
+        if self._disconnecting:
+            return  # its CONNACK came after close() gave up waiting: its DISCONNECT is on the way
         unacknowledged = client.drop_out_messages()
         statuses, session.status_mids = session.status_mids, ()
-        self._publish_status(session, True, session.connect_ts)
+        if not session.closing:
+            self._publish_status(session, True, session.connect_ts)
         for message in unacknowledged:
             if message.mid not in statuses:
                 client.publish(message.topic, message.payload, qos=1)
         self._send_outbox(session)
+        if session.closing and self._close_ms is not None:
+            self._publish_status(session, False, self._close_ms)  # connected while close() waited: goodbye at once
 
     def _publish_status(self, session: Session, online: bool, ts: int) -> None:
         """The birth (online) or a clean close's death, retained, beside the device's own messages."""
