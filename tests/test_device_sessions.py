@@ -26,6 +26,7 @@ from simulator.randomness import stream
 from simulator.scenario import load_scenario
 from simulator.shard import Shard
 from simulator.transport.sessions import (
+    HOLD_MARGIN_S,
     PORTS_PER_ADDRESS,
     DeviceSessions,
     OpenFilesLimit,
@@ -215,6 +216,39 @@ def test_a_birth_unacknowledged_when_its_connection_died_does_not_outlive_its_wi
         births = [ts for ts, online in seen if online and ts != will[0]]
         assert len(births) == 1 and points == {will[0]: False, births[0]: True}, seen
         assert seen[-1] == (births[0], True), seen  # the retained status: the live connection's birth
+    finally:
+        watcher.stop()
+        sessions.close()
+
+
+def test_a_second_death_keeps_its_silent_socket_whatever_the_first_deaths_timer(sys_broker: stack.Service) -> None:
+    """kill(), revive(), kill() again: the first death's timer to close its held socket comes due in the
+    second death's hold, and must leave that one alone (closed, the broker would fire the will at once)."""
+    ids, victim, keepalive = device_ids(3), "em-00001", 3
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="trel", keepalive=keepalive, seed=6))
+    watcher = Watcher(sys_broker.port, ["trel/status/#"])
+    first_release = 2 * keepalive + HOLD_MARGIN_S  # after the first kill
+    try:
+        sessions.start()
+        assert sessions.run_until(lambda: sessions.all_connected() and all(sessions.settled(d) for d in ids), timeout=15)
+        first_kill = time.monotonic()
+        sessions.kill(victim)
+        sessions.revive(victim)
+        assert sessions.run_until(lambda: sessions.all_connected() and sessions.settled(victim), timeout=10)
+        # Up to 3 s before the first death's timer: the device speaks (a message, its PUBACK read), then dies again.
+        sessions.run_until(lambda: time.monotonic() - first_kill > first_release - keepalive, timeout=first_release)
+        sessions.publish(victim, f"trel/data/{victim}", b"{}")
+        assert sessions.run_until(lambda: sessions.settled(victim), timeout=5)
+        seen = len(watcher.taken())
+        second_kill = time.monotonic()
+        sessions.kill(victim)
+        # Past the first death's timer, short of the 1.5 keepalives the broker waits for a silent device.
+        sessions.run_until(lambda: time.monotonic() - second_kill > 1.3 * keepalive, timeout=2 * keepalive)
+        assert time.monotonic() - first_kill > first_release + 0.5
+        assert sessions.by_id[victim].held is not None, "the second death's silent socket was closed by the first death's timer"
+        assert not [topic for topic, *_ in watcher.taken()[seen:]], "a will before the broker could miss 1.5 keepalives"
+        wills = watcher.wait(lambda m: sessions.turn(0.0) or len(m) > seen, timeout=3 * keepalive)[seen:]
+        assert [(topic, orjson.loads(payload)["online"]) for topic, payload, _ in wills] == [(f"trel/status/{victim}", False)]
     finally:
         watcher.stop()
         sessions.close()

@@ -184,6 +184,7 @@ class Session:
         "connecting",
         "device_id",
         "ever_connected",
+        "generation",
         "held",
         "index",
         "inflight",
@@ -215,6 +216,7 @@ class Session:
         self.killed = False
         self.closing = False
         self.held: socket.socket | None = None  # a killed device's silent socket
+        self.generation = 0  # kill() and revive() each begin a new life: a timer of an earlier one does nothing
         self.overflowed = 0
 
 
@@ -288,7 +290,7 @@ class DeviceSessions:
         self.by_id = {session.device_id: session for session in self.sessions}
         if len(self.by_id) != len(self.sessions):
             raise ValueError("device ids must be unique: each is a client id")
-        self._timers: list[tuple[float, int, int, int]] = []  # (due, tie, kind, session index)
+        self._timers: list[tuple[float, int, int, int, int]] = []  # (due, tie, kind, session index, its generation)
         self._killed = 0
         self._connecting = 0
         self._ties = 0
@@ -411,6 +413,7 @@ class DeviceSessions:
         if session.killed:
             return
         session.killed = True
+        session.generation += 1
         self._killed += 1
         sock = session.client.socket()
         if not isinstance(sock, socket.socket):
@@ -427,6 +430,7 @@ class DeviceSessions:
         if not session.killed:
             return
         session.killed = False
+        session.generation += 1
         self._killed -= 1
         self._release(session)
         session.attempt = 0
@@ -457,13 +461,15 @@ class DeviceSessions:
 
     def _schedule(self, due: float, kind: int, session: Session) -> None:
         self._ties += 1
-        heapq.heappush(self._timers, (due, self._ties, kind, session.index))
+        heapq.heappush(self._timers, (due, self._ties, kind, session.index, session.generation))
 
     def _run_timers(self, now: float) -> None:
         connects = 0
         while self._timers and self._timers[0][0] <= now and connects < CONNECTS_PER_TURN and self._connecting < MAX_CONNECTING:
-            _, _, kind, index = heapq.heappop(self._timers)
+            _, _, kind, index, generation = heapq.heappop(self._timers)
             session = self.sessions[index]
+            if generation != session.generation:
+                continue  # set in an earlier life: a first death's release would close a second death's socket
             if kind == _RELEASE:
                 self._release(session)
             elif not session.killed and not session.closing and session.client.socket() is None:
