@@ -523,12 +523,12 @@ class DeviceSessions:
         session.connected = True
         session.attempt = 0
         stats.connected += 1
-        # paho sends again what it had in flight only after this returns, behind whatever is sent from
-        # here: it takes that back (its public drop_out_messages()) and sends it, oldest first, after the
-        # birth and before the outbox, so the device's messages reach the broker in seq order. A status
-        # among them is not sent again: the birth of a connection now gone would land after its will.
         if self._disconnecting:
             return  # its CONNACK came after close() gave up waiting: its DISCONNECT is on the way
+        # paho sends again what it had in flight only after this returns, behind whatever is sent from
+        # here: take that back (paho's public drop_out_messages()) and send it, oldest first, after the
+        # birth and before the outbox, so the device's messages reach the broker in seq order. A status
+        # among them is not sent again: the birth of a connection now gone would land after its will.
         unacknowledged = client.drop_out_messages()
         statuses, session.status_mids = session.status_mids, ()
         if not session.closing:
