@@ -124,6 +124,7 @@ class Outgoing:
 
 
 QOS1_PUBLISH = 0x32  # PUBLISH, QoS 1, neither dup nor retain
+SUCCESS, QUEUE_SIZE = MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE  # looked up once: an Enum's attribute costs
 MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body
 _fixed_headers: dict[int, bytes] = {}  # remaining length → a QoS 1 PUBLISH's fixed header; payloads come in few lengths
 
@@ -176,13 +177,13 @@ class Client(mqtt.Client):
             mid = self._last_mid = self._last_mid % 65535 + 1
         with self._out_message_mutex:
             if mid in self._out_messages:  # still in flight (65,535 of them, say): paho refuses this message
-                return MQTTErrorCode.MQTT_ERR_QUEUE_SIZE, mid
+                return QUEUE_SIZE, mid
             self._out_messages[mid] = Outgoing(mid, topic, payload)
             self._inflight_messages += 1
         packet = b"".join((_fixed_header(remaining), struct.pack("!H", len(topic_bytes)), topic_bytes, struct.pack("!H", mid), payload))
         self._output.append(packet)
         self._output_size += len(packet)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS, mid
+        return SUCCESS, mid
 
     def _stock_publish(self, topic: str, payload: bytes) -> tuple[MQTTErrorCode, int]:
         info = super().publish(topic, payload, 1)
