@@ -27,7 +27,8 @@ the end-to-end figures):
   `loop_write()`: 25 µs of the simulator's 42 per message. `publish_qos1()` builds the same PUBLISH
   bytes (tests/test_transport_client.py compares them with paho's) and collects them with the other
   writes, and enters the message in paho's table of messages in flight as an `Outgoing`, which paho
-  sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it).
+  sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it);
+  it returns paho's (rc, mid), refusals included.
 - paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
   `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
   both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
