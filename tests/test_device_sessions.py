@@ -26,6 +26,7 @@ from simulator.randomness import stream
 from simulator.scenario import load_scenario
 from simulator.shard import Shard
 from simulator.transport.sessions import (
+    HOLD_MARGIN_S,
     PORTS_PER_ADDRESS,
     DeviceSessions,
     OpenFilesLimit,
@@ -189,6 +190,70 @@ def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Servic
         sessions.close()
 
 
+def test_a_birth_unacknowledged_when_its_connection_died_does_not_outlive_its_will(sys_broker: stack.Service) -> None:
+    """paho sends such a birth again on the next connection, after that connection's will: the status
+    point of the dead connection (the birth's ts) must still end offline, and the retained status be the
+    new connection's birth."""
+    ids, victim, keepalive = device_ids(5), "em-00003", 2
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tstale", keepalive=keepalive, seed=4))
+    watcher = Watcher(sys_broker.port, ["tstale/status/#"])
+
+    def statuses(messages: list[tuple[str, bytes, bool]]) -> list[tuple[int, bool]]:
+        return [(status["ts"], status["online"]) for topic, payload, _ in messages if topic == f"tstale/status/{victim}" for status in [orjson.loads(payload)]]
+
+    try:
+        sessions.start()
+        assert sessions.run_until(lambda: sessions.by_id[victim].connected, timeout=15)
+        assert sessions.by_id[victim].status_mids  # its birth's PUBACK is not read yet
+        sessions.kill(victim)
+        (birth, will) = statuses(watcher.wait(lambda m: sessions.turn(0.0) or (False, False) in [(False, o) for _, o in statuses(m)], timeout=4 * keepalive + 5))
+        assert birth == (will[0], True) and will[1] is False  # the broker had the birth; paho did not hear so
+        sessions.revive(victim)
+        assert sessions.run_until(lambda: sessions.all_connected() and all(sessions.settled(d) for d in ids), timeout=10)
+        sessions.run_until(lambda: False, timeout=0.5)  # whatever else comes
+        seen = statuses(watcher.taken())
+        points = dict(seen)  # the bridge's device_status points: one per ts, the last status wins
+        births = [ts for ts, online in seen if online and ts != will[0]]
+        assert len(births) == 1 and points == {will[0]: False, births[0]: True}, seen
+        assert seen[-1] == (births[0], True), seen  # the retained status: the live connection's birth
+    finally:
+        watcher.stop()
+        sessions.close()
+
+
+def test_a_second_death_keeps_its_silent_socket_whatever_the_first_deaths_timer(sys_broker: stack.Service) -> None:
+    """kill(), revive(), kill() again: the first death's timer to close its held socket comes due in the
+    second death's hold, and must leave that one alone (closed, the broker would fire the will at once)."""
+    ids, victim, keepalive = device_ids(3), "em-00001", 3
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="trel", keepalive=keepalive, seed=6))
+    watcher = Watcher(sys_broker.port, ["trel/status/#"])
+    first_release = 2 * keepalive + HOLD_MARGIN_S  # after the first kill
+    try:
+        sessions.start()
+        assert sessions.run_until(lambda: sessions.all_connected() and all(sessions.settled(d) for d in ids), timeout=15)
+        first_kill = time.monotonic()
+        sessions.kill(victim)
+        sessions.revive(victim)
+        assert sessions.run_until(lambda: sessions.all_connected() and sessions.settled(victim), timeout=10)
+        # Up to 3 s before the first death's timer: the device speaks (a message, its PUBACK read), then dies again.
+        sessions.run_until(lambda: time.monotonic() - first_kill > first_release - keepalive, timeout=first_release)
+        sessions.publish(victim, f"trel/data/{victim}", b"{}")
+        assert sessions.run_until(lambda: sessions.settled(victim), timeout=5)
+        seen = len(watcher.taken())
+        second_kill = time.monotonic()
+        sessions.kill(victim)
+        # Past the first death's timer, short of the 1.5 keepalives the broker waits for a silent device.
+        sessions.run_until(lambda: time.monotonic() - second_kill > 1.3 * keepalive, timeout=2 * keepalive)
+        assert time.monotonic() - first_kill > first_release + 0.5
+        assert sessions.by_id[victim].held is not None, "the second death's silent socket was closed by the first death's timer"
+        assert not [topic for topic, *_ in watcher.taken()[seen:]], "a will before the broker could miss 1.5 keepalives"
+        wills = watcher.wait(lambda m: sessions.turn(0.0) or len(m) > seen, timeout=3 * keepalive)[seen:]
+        assert [(topic, orjson.loads(payload)["online"]) for topic, payload, _ in wills] == [(f"trel/status/{victim}", False)]
+    finally:
+        watcher.stop()
+        sessions.close()
+
+
 def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: stack.Service, tmp_path: Path) -> None:
     count, during_outage = 2_000, 3
     ids = device_ids(count)
@@ -237,6 +302,96 @@ def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: 
         sessions.close()
         if broker is not sys_broker:
             broker.stop()
+
+
+def in_seq_order(seqs: list[int]) -> bool:
+    """Each message is the next seq or a copy of one already received (QoS 1 sends again what lacked its
+    PUBACK): no seq comes before one it follows."""
+    seen: set[int] = set()
+    for seq in seqs:
+        if seq != len(seen) and seq not in seen:
+            return False
+        seen.add(seq)
+    return True
+
+
+def test_after_a_broker_restart_every_devices_messages_arrive_in_seq_order(sys_broker: stack.Service, tmp_path: Path) -> None:
+    """paho sends again what it had in flight only after on_connect returns: messages sent from there
+    would overtake them, seq gaps the bridge counts (it sees only the reordering)."""
+    count, acknowledged, unsent, during_outage = 500, 2, 3, 3
+    ids = device_ids(count)
+    policy = ReconnectPolicy(policy="exponential", min=0.25, max=1.0, jitter="full")
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tord", reconnect=policy, seed=11))
+    watcher = Watcher(sys_broker.port, ["tord/data/#"], client_id="tord-watcher")
+    broker = sys_broker
+    seq = dict.fromkeys(ids, 0)
+
+    def publish_all(times: int) -> None:
+        for _ in range(times):
+            for device_id in ids:
+                sessions.publish(device_id, f"tord/data/{device_id}", orjson.dumps({"device_id": device_id, "seq": seq[device_id]}))
+                seq[device_id] += 1
+
+    try:
+        sessions.start()
+        assert sessions.run_until(lambda: sessions.all_connected() and all(sessions.settled(d) for d in ids), timeout=20)
+        publish_all(acknowledged)
+        assert sessions.run_until(sessions.drained, timeout=20)
+        publish_all(unsent)  # handed to paho, not yet written: in flight when the broker goes
+        broker.stop()  # SIGTERM: Mosquitto saves its persistence (the watcher's session) and exits
+        assert sessions.run_until(lambda: sessions.stats.connected == 0, timeout=10)
+        publish_all(during_outage)  # into the devices' outboxes
+        broker = stack.start_mosquitto(tmp_path / "state", sys_broker.port, conf_dir=tmp_path / "conf.d")
+        assert sessions.run_until(sessions.all_connected, timeout=20), f"{sessions.stats.connected} of {count} back"
+        assert sessions.run_until(sessions.drained, timeout=20)
+
+        total = acknowledged + unsent + during_outage
+        taken = watcher.wait(lambda m: len({payload for topic, payload, _ in m if topic.startswith("tord/")}) >= count * total, timeout=20)
+        received: dict[str, list[int]] = {device_id: [] for device_id in ids}
+        for topic, payload, _ in taken:
+            if topic.startswith("tord/"):
+                message = orjson.loads(payload)
+                received[message["device_id"]].append(message["seq"])
+        assert {device_id: sorted(set(seqs)) for device_id, seqs in received.items()} == {device_id: list(range(total)) for device_id in ids}  # nothing lost
+        out_of_order = {device_id: seqs for device_id, seqs in received.items() if not in_seq_order(seqs)}
+        assert not out_of_order, f"{len(out_of_order)} of {count} devices' messages out of seq order, e.g. {next(iter(out_of_order.items()))}"
+        assert sessions.stats.overflowed == 0
+    finally:
+        watcher.stop()
+        sessions.close()
+        if broker is not sys_broker:
+            broker.stop()
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_devices_connecting_while_the_sessions_close_end_offline_or_never_connected(sys_broker: stack.Service, busy: bool) -> None:
+    """busy: other devices are connected with messages in flight, which close() waits for; else
+    none is connected yet and close() goes straight to the DISCONNECTs."""
+    ids = device_ids(200)
+    sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tclose", seed=2))
+    sessions.start()
+    if busy:
+        assert sessions.run_until(lambda: sessions.stats.connected > 0 and any(s.connecting for s in sessions.sessions), timeout=10)
+        for session in sessions.sessions:
+            if session.connected:
+                sessions.publish(session.device_id, f"tclose/data/{session.device_id}", b"{}")
+    else:
+        sessions.turn(0.0)  # the first connects: their CONNECTs are out, no CONNACK read yet
+    assert sum(session.connecting for session in sessions.sessions) > 0
+    sessions.close()
+    watcher = Watcher(sys_broker.port, ["$SYS/broker/clients/connected", "tclose/status/#"])
+    try:
+        messages = watcher.wait(lambda m: last_connected(m) == 1, timeout=3 * SYS_INTERVAL_S + 5)
+    finally:
+        watcher.stop()
+    assert last_connected(messages) == 1  # none of the devices is still connected
+    log = sys_broker.log_file.read_text().splitlines()
+    connected = {line.rsplit(" as ", 1)[1].split(" ", 1)[0] for line in log if "New client connected" in line and " as em-" in line}
+    assert connected  # the broker accepted some of them before the close
+    retained = {topic.rsplit("/", 1)[1]: orjson.loads(payload)["online"] for topic, payload, retain in messages if topic.startswith("tclose/") and retain}
+    assert retained == dict.fromkeys(connected, False)  # each device the broker accepted said goodbye: retained offline
+    said_goodbye = {line.split("Client ", 1)[1].split(" ", 1)[0] for line in log if line.endswith(" disconnected.") and "Client em-" in line}
+    assert said_goodbye == connected  # a DISCONNECT each: no will fired later
 
 
 def test_mqtt_5_sessions_with_their_births(sys_broker: stack.Service) -> None:

@@ -296,7 +296,7 @@ def test_fast_qos1_publish_puts_paho_s_bytes_on_the_wire(broker: stack.Service, 
     ours, loop = connected(broker)
     sent.clear()  # the CONNECTs differ by client id
     stock_mids = [stock.publish(topic, payload, qos=1).mid for topic, payload in messages]
-    our_mids = [ours.publish_qos1(topic, payload) for topic, payload in messages]
+    our_mids = [ours.publish_qos1(topic, payload)[1] for topic, payload in messages]
     fast = sum(isinstance(message, transport_client.Outgoing) for message in ours._out_messages.values())
     assert fast >= len(messages) - 2  # the fast path ran (paho's, only while the socket had no room for 64 KiB collected)
     loop.flush()
@@ -315,7 +315,7 @@ def test_fast_qos1_messages_lost_with_the_connection_are_sent_again_after_reconn
     acknowledged: list[int] = []
     publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
     payloads = [f"message {i}".encode() for i in range(200)]
-    mids = [publisher.publish_qos1(f"client-test/again/{i}", payload) for i, payload in enumerate(payloads)]
+    mids = [publisher.publish_qos1(f"client-test/again/{i}", payload)[1] for i, payload in enumerate(payloads)]
     sock = publisher.socket()
     assert sock is not None
     sock.shutdown(2)  # SHUT_RDWR before a byte of them went out: the collected packets are lost with the connection
@@ -343,10 +343,59 @@ def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, m
         return original(self, cmd)
 
     monkeypatch.setattr(Client, "_handle_pubackcomp", counting)
-    mids = [publisher.publish_qos1(f"client-test/fast-ack/{i}", b"x") for i in range(3000)]
+    mids = [publisher.publish_qos1(f"client-test/fast-ack/{i}", b"x")[1] for i in range(3000)]
     turn_until(loop, lambda: len(acknowledged) >= len(mids))
     loop.turn(0.2)  # nothing more may come
     assert sorted(mid for mid, _, _ in acknowledged) == sorted(mids) and not publisher._out_messages and publisher._inflight_messages == 0
     assert {reason for _, reason, _ in acknowledged} == {0} and all(properties is NO_PROPERTIES for _, _, properties in acknowledged)
     assert one_by_one[0] < len(mids) / 10  # paho framed only PUBACKs cut by the end of a read
     loop.disconnect()
+
+
+def stock_connected(broker: stack.Service) -> mqtt.Client:
+    """paho's own client, connected, without a loop of its own: it writes at once and reads when told."""
+    stock = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"client-test-{next(_ids)}", protocol=mqtt.MQTTv311)
+    stock.max_inflight_messages_set(0)
+    ready: list[bool] = []
+    stock.on_connect = lambda *args: ready.append(True)
+    stock.connect("127.0.0.1", broker.port)
+    deadline = time.monotonic() + 20
+    while not ready and time.monotonic() < deadline:
+        stock.loop(0.05)
+    assert ready, "paho's client did not connect"
+    return stock
+
+
+def test_publish_qos1_gives_paho_s_rc_with_every_message_id_in_flight_and_when_not_connected(broker: stack.Service) -> None:
+    _, subscriber_loop, received = subscribed(broker, "client-test/rc/after")
+    stock = stock_connected(broker)
+    ours, loop = connected(broker)
+    for _ in range(65_535):  # every message id in flight: the PUBACKs are not read
+        stock.publish("client-test/rc/fill", b"x", qos=1)
+        ours.publish_qos1("client-test/rc/fill", b"x")
+    loop.flush()
+    refused = stock.publish("client-test/rc/after", b"refused", qos=1)
+    assert (refused.rc, refused.mid) == (mqtt.MQTT_ERR_QUEUE_SIZE, 1)  # paho's word: no message id free, the message not taken
+    assert ours.publish_qos1("client-test/rc/after", b"refused") == (mqtt.MQTT_ERR_QUEUE_SIZE, 1)
+    assert len(ours._out_messages) == len(stock._out_messages) == 65_535
+    turn_until(loop, lambda: not ours._out_messages)  # the PUBACKs free the ids
+    deadline = time.monotonic() + 20
+    while stock._out_messages and time.monotonic() < deadline:
+        stock.loop(0.05)
+    taken = stock.publish("client-test/rc/after", b"taken", qos=1)
+    assert (taken.rc, taken.mid) == (mqtt.MQTT_ERR_SUCCESS, 2)
+    assert ours.publish_qos1("client-test/rc/after", b"taken") == (mqtt.MQTT_ERR_SUCCESS, 2)
+    turn_until(loop, lambda: not ours._out_messages)
+
+    stock.disconnect()
+    loop.disconnect()
+    held = stock.publish("client-test/rc/after", b"held", qos=1)
+    assert (held.rc, held.mid) == (mqtt.MQTT_ERR_NO_CONN, 3)  # paho keeps it, to send after reconnecting
+    assert ours.publish_qos1("client-test/rc/after", b"held") == (mqtt.MQTT_ERR_NO_CONN, 3)
+    ours.reconnect()
+    turn_until(loop, lambda: not ours._out_messages)
+    turn_until(subscriber_loop, lambda: len(received) >= 3)
+    subscriber_loop.turn(0.2)
+    assert sorted(received) == [b"held", b"taken", b"taken"]  # ours and paho's "taken"; "held" once: nothing refused arrived, nothing held was lost
+    loop.disconnect()
+    subscriber_loop.disconnect()

@@ -27,7 +27,8 @@ the end-to-end figures):
   `loop_write()`: 25 µs of the simulator's 42 per message. `publish_qos1()` builds the same PUBLISH
   bytes (tests/test_transport_client.py compares them with paho's) and collects them with the other
   writes, and enters the message in paho's table of messages in flight as an `Outgoing`, which paho
-  sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it).
+  sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it);
+  it returns paho's (rc, mid), refusals included.
 - paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
   `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
   both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
@@ -124,6 +125,7 @@ class Outgoing:
 
 
 QOS1_PUBLISH = 0x32  # PUBLISH, QoS 1, neither dup nor retain
+SUCCESS, QUEUE_SIZE = MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE  # looked up once: an Enum's attribute costs
 MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body
 _fixed_headers: dict[int, bytes] = {}  # remaining length → a QoS 1 PUBLISH's fixed header; payloads come in few lengths
 
@@ -157,30 +159,36 @@ class Client(mqtt.Client):
         # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
         self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
 
-    def publish_qos1(self, topic: str, payload: bytes) -> int:
-        """Publish at QoS 1 and return the message id: paho's `publish(topic, payload, 1)`, and the same
-        bytes on the wire, without its per-message objects. Whenever the fast way does not fit (MQTT 5,
-        not connected, paho still holding packets, a full write buffer, paho's own bounds, a topic or
-        payload paho would refuse or convert), paho's own `publish()` does it."""
+    def publish_qos1(self, topic: str, payload: bytes) -> tuple[MQTTErrorCode, int]:
+        """Publish at QoS 1: paho's `publish(topic, payload, 1)`, its (rc, mid) and the same bytes on the
+        wire, without its per-message objects. As paho's: MQTT_ERR_QUEUE_SIZE when the next message id is
+        still in flight (the message is not taken: the caller holds it), MQTT_ERR_NO_CONN when not
+        connected (paho keeps it and sends it after reconnecting). Whenever the fast way does not fit
+        (MQTT 5, not connected, paho still holding packets, a full write buffer, paho's own bounds, a
+        topic or payload paho would refuse or convert), paho's own `publish()` does it."""
         if self._output_size >= WRITE_BUFFER:
             self.flush_output()  # as _sock_send would before collecting more
         if not (FAST_PATHS and self.fast_publish and self._fast_publish_fits() and type(payload) is bytes and topic and "+" not in topic and "#" not in topic):
-            return super().publish(topic, payload, 1).mid
+            return self._stock_publish(topic, payload)
         topic_bytes = topic.encode("utf-8")
         remaining = 4 + len(topic_bytes) + len(payload)
         if len(topic_bytes) > 65535 or remaining > MAX_REMAINING_LENGTH:
-            return super().publish(topic, payload, 1).mid  # too long: paho's way, and its error
+            return self._stock_publish(topic, payload)  # too long: paho's way, and its error
         with self._mid_generate_mutex:  # paho's _mid_generate(), without the call
             mid = self._last_mid = self._last_mid % 65535 + 1
         with self._out_message_mutex:
-            if mid in self._out_messages:  # 65,535 in flight: paho would refuse; let it
-                return super().publish(topic, payload, 1).mid
+            if mid in self._out_messages:  # still in flight (65,535 of them, say): paho refuses this message
+                return QUEUE_SIZE, mid
             self._out_messages[mid] = Outgoing(mid, topic, payload)
             self._inflight_messages += 1
         packet = b"".join((_fixed_header(remaining), struct.pack("!H", len(topic_bytes)), topic_bytes, struct.pack("!H", mid), payload))
         self._output.append(packet)
         self._output_size += len(packet)
-        return mid
+        return SUCCESS, mid
+
+    def _stock_publish(self, topic: str, payload: bytes) -> tuple[MQTTErrorCode, int]:
+        info = super().publish(topic, payload, 1)
+        return info.rc, info.mid
 
     def _fast_publish_fits(self) -> bool:
         """The packet can join the collected writes: connected with MQTT 3.1.1 (or 3.1), nothing that

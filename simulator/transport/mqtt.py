@@ -32,7 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.errors import BrokerError, BrokerRefused, BrokerUnreachable, UsageError
-from simulator.transport.client import Client
+from simulator.transport.client import QUEUE_SIZE, Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
 
@@ -256,8 +256,13 @@ class MqttPublisher:
     def _publish(self, topic: str, payload: bytes) -> int:
         """Hand one message to paho, which writes it to the socket at once; every message goes out through here."""
         if self.qos == 1:
-            mid = self.client.publish_qos1(topic, payload)  # paho's publish() without its per-message objects
-            self.published += 1
+            rc, mid = self.client.publish_qos1(topic, payload)  # paho's publish() without its per-message objects
+            while rc == QUEUE_SIZE:
+                # The next message id is still in flight (a PUBACK not yet come), so paho did not take the
+                # message: wait for PUBACKs (through a reconnect, if need be) and hand it over again.
+                self._run_network(LOOP_WAIT_S)
+                rc, mid = self.client.publish_qos1(topic, payload)
+            self.published += 1  # MQTT_ERR_NO_CONN too: paho keeps the message and sends it after reconnecting
             return mid
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1

@@ -17,8 +17,10 @@ A device's session:
   run's connect order is the same every time; after losing the broker it waits by its reconnect
   policy (`ReconnectPolicy`, a fleet's `reconnect:`) (exponential or fixed, full jitter or none) before trying again;
 - a bounded QoS 1 outbox: messages wait there while the device is disconnected (a broker outage loses
-  nothing) and go to paho `max_inflight` at a time; paho itself sends again, after reconnecting, what
-  it had in flight. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
+  nothing) and go to paho `max_inflight` at a time. After a reconnect the birth goes first, then what
+  paho had in flight (taken back from it, oldest first; an unacknowledged status of the lost connection
+  is dropped, its will having said the last word), then the outbox: a device's messages reach the
+  broker in seq order. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
 
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
@@ -182,6 +184,7 @@ class Session:
         "connecting",
         "device_id",
         "ever_connected",
+        "generation",
         "held",
         "index",
         "inflight",
@@ -213,6 +216,7 @@ class Session:
         self.killed = False
         self.closing = False
         self.held: socket.socket | None = None  # a killed device's silent socket
+        self.generation = 0  # kill() and revive() each begin a new life: a timer of an earlier one does nothing
         self.overflowed = 0
 
 
@@ -286,11 +290,13 @@ class DeviceSessions:
         self.by_id = {session.device_id: session for session in self.sessions}
         if len(self.by_id) != len(self.sessions):
             raise ValueError("device ids must be unique: each is a client id")
-        self._timers: list[tuple[float, int, int, int]] = []  # (due, tie, kind, session index)
+        self._timers: list[tuple[float, int, int, int, int]] = []  # (due, tie, kind, session index, its generation)
         self._killed = 0
         self._connecting = 0
         self._ties = 0
         self._next_misc = 0.0
+        self._close_ms: int | None = None  # when close() began: the ts of the clean close's deaths
+        self._disconnecting = False  # close() sends the DISCONNECTs now: nothing more is published
 
     # --- building ---
 
@@ -407,6 +413,7 @@ class DeviceSessions:
         if session.killed:
             return
         session.killed = True
+        session.generation += 1
         self._killed += 1
         sock = session.client.socket()
         if not isinstance(sock, socket.socket):
@@ -423,6 +430,7 @@ class DeviceSessions:
         if not session.killed:
             return
         session.killed = False
+        session.generation += 1
         self._killed -= 1
         self._release(session)
         session.attempt = 0
@@ -430,16 +438,19 @@ class DeviceSessions:
 
     def close(self, timeout: float = 10.0) -> None:
         """Every connected device publishes its death (retained, `online: false`) and DISCONNECTs, so
-        the broker discards its will; turns the loop until all are closed or `timeout` s passed. What a
-        dead device still holds is never sent: counted in `stats.abandoned`."""
-        now_ms = self.clock_ms()
+        the broker discards its will; turns the loop until all are closed or `timeout` s passed. A device
+        whose CONNECT is out gets its CONNACK first and does the same (its death instead of a birth); one
+        not connecting now never connects. What a dead device still holds is never sent: counted in
+        `stats.abandoned`."""
+        self._close_ms = now_ms = self.clock_ms()
         self.stats.abandoned += sum(len(session.outbox) + session.inflight for session in self.sessions if session.killed)
         for session in self.sessions:
             session.closing = True
             self._release(session)
             if session.connected:
                 self._publish_status(session, False, now_ms)
-        self.run_until(lambda: all(not s.connected or (s.inflight == 0 and not s.status_mids) for s in self.sessions), timeout)
+        self.run_until(lambda: all(not s.connecting and (not s.connected or (s.inflight == 0 and not s.status_mids)) for s in self.sessions), timeout)
+        self._disconnecting = True
         for session in self.sessions:
             if session.client.socket() is not None:
                 session.client.disconnect()
@@ -450,13 +461,15 @@ class DeviceSessions:
 
     def _schedule(self, due: float, kind: int, session: Session) -> None:
         self._ties += 1
-        heapq.heappush(self._timers, (due, self._ties, kind, session.index))
+        heapq.heappush(self._timers, (due, self._ties, kind, session.index, session.generation))
 
     def _run_timers(self, now: float) -> None:
         connects = 0
         while self._timers and self._timers[0][0] <= now and connects < CONNECTS_PER_TURN and self._connecting < MAX_CONNECTING:
-            _, _, kind, index = heapq.heappop(self._timers)
+            _, _, kind, index, generation = heapq.heappop(self._timers)
             session = self.sessions[index]
+            if generation != session.generation:
+                continue  # set in an earlier life: a first death's release would close a second death's socket
             if kind == _RELEASE:
                 self._release(session)
             elif not session.killed and not session.closing and session.client.socket() is None:
@@ -510,8 +523,22 @@ class DeviceSessions:
         session.connected = True
         session.attempt = 0
         stats.connected += 1
-        self._publish_status(session, True, session.connect_ts)
+        if self._disconnecting:
+            return  # its CONNACK came after close() gave up waiting: its DISCONNECT is on the way
+        # paho sends again what it had in flight only after this returns, behind whatever is sent from
+        # here: take that back (paho's public drop_out_messages()) and send it, oldest first, after the
+        # birth and before the outbox, so the device's messages reach the broker in seq order. A status
+        # among them is not sent again: the birth of a connection now gone would land after its will.
+        unacknowledged = client.drop_out_messages()
+        statuses, session.status_mids = session.status_mids, ()
+        if not session.closing:
+            self._publish_status(session, True, session.connect_ts)
+        for message in unacknowledged:
+            if message.mid not in statuses:
+                client.publish(message.topic, message.payload, qos=1)
         self._send_outbox(session)
+        if session.closing and self._close_ms is not None:
+            self._publish_status(session, False, self._close_ms)  # connected while close() waited: goodbye at once
 
     def _publish_status(self, session: Session, online: bool, ts: int) -> None:
         """The birth (online) or a clean close's death, retained, beside the device's own messages."""
