@@ -40,6 +40,7 @@ import math
 import resource
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ CONNECT_TIMEOUT_S = 5.0
 # missed keepalive up to a couple of seconds late, and a socket closed before then would be a close
 # (its will at once), not a silence.
 HOLD_MARGIN_S = 10.0
+TLS_PENDING_READS = 64  # reads of bytes OpenSSL already holds, at most, after one readable event
 LATENCY_MAX_MS = 3_600_000  # the connect-latency histogram's range: 1 ms to an hour, 3 digits
 _CONNECT, _RELEASE = 0, 1  # what a timer does: try to connect, or close a dead device's held socket
 
@@ -147,8 +149,14 @@ class SessionSettings:
     source_addresses: tuple[str, ...] | None = None
     outbox_limit: int = OUTBOX_LIMIT
     max_inflight: int = MAX_INFLIGHT
+    # One login for every device (`mqtt.username`, MQTT_PASSWORD), unless DeviceSessions gets each
+    # device's own password (`mqtt.device_passwords`), when every device logs in as itself.
     username: str | None = None
     password: str | None = None
+    # MQTT over TLS (an mqtts:// broker), the server's certificate checked against `ca_file`
+    # (None: the system's CAs); one SSLContext for every device.
+    tls: bool = False
+    ca_file: str | None = None
 
 
 @dataclass
@@ -238,6 +246,18 @@ def source_addresses(count: int, host: str) -> tuple[str, ...]:
     return tuple(f"127.0.0.{n}" for n in range(1, needed + 1))
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The one TLS context every device connection shares (an SSLContext per client would load the CA
+    file once per device): TLS 1.2 or newer, the broker's certificate checked against `ca_file`
+    (None: the system's CAs) and its name against the host dialled, as paho's `tls_set` does."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise UsageError(f"mqtt.ca_file {ca_file}: cannot read it as a CA certificate ({error.strerror or error})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -271,18 +291,29 @@ class DeviceSessions:
     loop once (call it often, or `run_until()`); `close()` says goodbye for every device."""
 
     def __init__(
-        self, device_ids: Sequence[str], settings: SessionSettings, clock_ms: Callable[[], int] = wall_ms, policies: Sequence[ReconnectPolicy] | None = None
+        self,
+        device_ids: Sequence[str],
+        settings: SessionSettings,
+        clock_ms: Callable[[], int] = wall_ms,
+        policies: Sequence[ReconnectPolicy] | None = None,
+        passwords: Sequence[str] | None = None,
     ) -> None:
-        """`policies`: each device's reconnect policy (its fleet's), else `settings.reconnect` for all."""
+        """`policies`: each device's reconnect policy (its fleet's), else `settings.reconnect` for all.
+        `passwords`: each device's own password, its user name its id (the secure profile's
+        per-device logins), else `settings.username` and `settings.password` for all."""
         raise_open_files(len(device_ids))
         self.settings = settings
+        self.tls = tls_context(settings.ca_file) if settings.tls else None
         self.clock_ms = clock_ms
         self.stats = SessionStats()
         self.selector = selectors.EpollSelector()
         addresses = settings.source_addresses
         self.addresses = addresses if addresses is not None else source_addresses(len(device_ids), settings.host)
         policies = policies if policies is not None else [settings.reconnect] * len(device_ids)
-        self.sessions = [self._session(index, device_id, policy) for index, (device_id, policy) in enumerate(zip(device_ids, policies, strict=True))]
+        logins = zip(device_ids, passwords, strict=True) if passwords is not None else [(settings.username, settings.password)] * len(device_ids)
+        self.sessions = [
+            self._session(index, device_id, policy, login) for index, (device_id, policy, login) in enumerate(zip(device_ids, policies, logins, strict=True))
+        ]
         self.by_id = {session.device_id: session for session in self.sessions}
         if len(self.by_id) != len(self.sessions):
             raise ValueError("device ids must be unique: each is a client id")
@@ -294,7 +325,7 @@ class DeviceSessions:
 
     # --- building ---
 
-    def _session(self, index: int, device_id: str, policy: ReconnectPolicy) -> Session:
+    def _session(self, index: int, device_id: str, policy: ReconnectPolicy, login: tuple[str | None, str | None]) -> Session:
         settings = self.settings
         client = DeviceClient(
             CallbackAPIVersion.VERSION2,
@@ -303,8 +334,11 @@ class DeviceSessions:
             clean_session=True if settings.protocol == "3.1.1" else None,
             source_address=self.addresses[index % len(self.addresses)] if self.addresses else "",
         )
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
+        username, password = login
+        if username is not None:
+            client.username_pw_set(username, password)
+        if self.tls is not None:
+            client.tls_set_context(self.tls)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(settings.max_inflight)
         if settings.protocol == "5":
@@ -358,7 +392,7 @@ class DeviceSessions:
         for key, mask in self.selector.select(wait):
             client = key.data.client
             if mask & selectors.EVENT_READ:
-                client.loop_read()
+                self._read(client)
             if mask & selectors.EVENT_WRITE and client.socket() is not None:
                 client.loop_write()
         now = time.monotonic()
@@ -412,7 +446,7 @@ class DeviceSessions:
         if not isinstance(sock, socket.socket):
             return  # not connected now: it just stops trying
         self._unregister(sock)
-        session.held = sock.dup()  # this descriptor keeps the TCP connection open after paho closes its own
+        session.held = socket.fromfd(sock.fileno(), sock.family, sock.type)  # a dup() (TLS's SSLSocket has none) keeps the TCP connection open after paho closes its own
         sock.close()
         session.client.loop_read()  # paho's read fails on its closed socket: the connection is lost to it
         self._schedule(time.monotonic() + 2 * self.settings.keepalive + HOLD_MARGIN_S, _RELEASE, session)
@@ -445,6 +479,18 @@ class DeviceSessions:
                 session.client.disconnect()
         self.run_until(lambda: not self.selector.get_map(), timeout)
         self.selector.close()
+
+    def _read(self, client: mqtt.Client) -> None:
+        client.loop_read()
+        if self.tls is None:
+            return
+        # OpenSSL may hold decrypted bytes of a record already read from the socket, which epoll
+        # cannot see (paho's own loop checks pending() too): read them now. Bounded: each read takes some.
+        for _ in range(TLS_PENDING_READS):
+            sock = client.socket()
+            if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                return
+            client.loop_read()
 
     # --- timers ---
 
