@@ -307,3 +307,63 @@ def seq_gaps(payloads: list[dict]) -> int:
             gaps += 1
         last[device_id] = max(seq, last.get(device_id, seq))
     return gaps
+
+
+def test_iotsim_run_logs_each_device_in_as_itself_over_tls(fleet: SecureFleet) -> None:
+    scenario = fleet.scenario("run.yaml", 5, device_passwords=False)  # the folder from the flag instead
+    dry = fleet.root / "run.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in map(orjson.loads, dry.read_bytes().splitlines()))
+    watcher = Watcher(fleet, ["yangquan/city/electricity_meter/#"])
+    try:
+        env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+        run = subprocess.run([*IOTSIM, "run", str(scenario), "--device-passwords", str(fleet.secrets)], capture_output=True, text=True, timeout=120, env=env)
+        assert run.returncode == 0, run.stderr
+        total = len(expected)
+        assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
+        assert "device connections: 5 own connections (5 devices), connects 5, reconnects 0, failed attempts 0" in run.stdout
+        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("yangquan/")) >= total, timeout=20)
+    finally:
+        watcher.stop()
+    assert sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("yangquan/")) == expected
+    log = fleet.service.log_file.read_text()
+    assert all(f" as {device_id} (p2, c1, k60, u'{device_id}')." in log for device_id in IDS[:5])
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_a_device_without_its_password_is_one_line_before_any_connection(fleet: SecureFleet, problem: str) -> None:
+    secrets = fleet.root / f"secrets-{problem}"
+    (secrets / "passwords").mkdir(parents=True, exist_ok=True)
+    for device_id in IDS[:2]:
+        shutil.copy(fleet.secrets / "passwords" / device_id, secrets / "passwords" / device_id)
+    if problem == "empty":
+        (secrets / "passwords" / "meter-0003").write_text("\n")
+    scenario = fleet.scenario(f"{problem}.yaml", 3, secrets=secrets)
+    before = fleet.service.log_file.read_text().count("New client connected")
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+    run = subprocess.run([*IOTSIM, "run", str(scenario)], capture_output=True, text=True, timeout=120, env=env)
+    what = "no such file" if problem == "missing" else "empty"
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == f"{secrets}/passwords/meter-0003: {what}; generate them: iotsim devices {scenario} | DEVICES_FROM=- brokers/secure/make-passwords.sh {secrets}\n"
+    assert fleet.service.log_file.read_text().count("New client connected") == before  # not even the run's shared connection
+
+
+GATEWAYS = """
+name: gateways
+duration: 1h
+fleets:
+  - {type: air_quality, count: 3, connection: device}
+  - {type: water_pressure, count: 10, connection: gateway, gateway_size: 4}
+  - {type: noise_monitor, count: 2}
+mqtt: {url: "mqtts://127.0.0.1:8883", ca_file: ca.crt, device_passwords: secrets}
+"""
+
+
+def test_iotsim_devices_lists_the_ids_that_log_in_and_own_connections_may_speak_tls(tmp_path: Path) -> None:
+    path = tmp_path / "gateways.yaml"
+    path.write_text(GATEWAYS)
+    assert iotsim("validate", str(path)).returncode == 0  # own connections over mqtts:// (before issue 15's TLS: refused)
+    listed = iotsim("devices", str(path))
+    assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    # A gateway fleet's devices publish through their gateways, which are what log in; a shared fleet's devices are listed as before.
+    assert listed.stdout.splitlines() == ["aq-0001", "aq-0002", "aq-0003", "water-gw-0001", "water-gw-0002", "water-gw-0003", "noise-0001", "noise-0002"]
