@@ -223,13 +223,20 @@ def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -
 
 
 @app.command()
-def devices(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
+def devices(
+    file: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    acl: Annotated[bool, typer.Option("--acl", help="print instead the ACL lines that let each gateway publish for its devices (append them to brokers/secure/acl)")] = False,
+) -> None:
     """Print the ids that log in, one a line, fleet by fleet: each device's id, but a `connection: gateway`
     fleet's gateway ids (its devices publish through them); the users of the secure profile's per-device
     logins (`iotsim devices FILE | DEVICES_FROM=- brokers/secure/make-passwords.sh`, docs/security.md)."""
+    from simulator.connections import gateway_acl
     from simulator.scenario import load_scenario
 
     scenario = load_scenario(file)
+    if acl:
+        sys.stdout.write("".join(f"{line}\n" for line in gateway_acl(scenario)))
+        return
     for fleet in scenario.fleets:
         ids = fleet.gateway_ids() if fleet.connection == "gateway" else fleet.device_ids()
         sys.stdout.write("".join(f"{connection_id}\n" for connection_id in ids))

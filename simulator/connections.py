@@ -102,3 +102,21 @@ def device_passwords(folder: Path, ids: list[str], source: str) -> list[str]:
             raise UsageError(f"{path}: empty; {make}")
         passwords.append(password)
     return passwords
+
+
+def gateway_acl(scenario: Scenario) -> list[str]:
+    """Mosquitto ACL lines for the scenario's gateways (`iotsim devices FILE --acl`): each gateway, logged
+    in as itself, may publish its devices' readings and events; the profile's patterns give it its status.
+    Without them the broker refuses those publishes (MQTT 3.1.1: acknowledged and dropped)."""
+    lines: list[str] = []
+    for number, fleet in enumerate(scenario.fleets):
+        if fleet.connection != "gateway":
+            continue
+        lines.append(f"# fleets.{number}: {fleet.count} {fleet.type} devices behind {len(fleet.gateway_ids())} gateways")
+        gateway = None
+        for index, device_id in enumerate(fleet.device_ids()):
+            if (connection := fleet.connection_of(index, device_id)) != gateway:
+                gateway = connection
+                lines.append(f"user {gateway}")
+            lines.append(f"topic write {scenario.mqtt.topic_prefix}/+/+/{device_id}")
+    return lines

@@ -47,6 +47,7 @@ fleets:
   - type: electricity_meter
     count: {count}
     connection: device
+{more}
 mqtt:
   url: mqtts://127.0.0.1:{tls_port}
   username: simulator
@@ -55,6 +56,15 @@ mqtt:
 influx:
   url: http://127.0.0.1:{influx_port}
 """
+# A gateway fleet: 5 meters behind gateways of 3 (gm-gw-0001: gm-0001..0003, gm-gw-0002: gm-0004..0005).
+GATEWAY_FLEET = "  - {type: electricity_meter, id_prefix: gm, count: 5, connection: gateway, gateway_size: 3}"
+GATEWAY_ACL = [
+    "# fleets.1: 5 electricity_meter devices behind 2 gateways",
+    "user gm-gw-0001",
+    *(f"topic write yangquan/+/+/gm-{n:04d}" for n in (1, 2, 3)),
+    "user gm-gw-0002",
+    *(f"topic write yangquan/+/+/gm-{n:04d}" for n in (4, 5)),
+]
 
 
 @dataclass
@@ -74,11 +84,11 @@ class SecureFleet:
     def password(self, user: str) -> str:
         return (self.secrets / "passwords" / user).read_text().strip()
 
-    def scenario(self, name: str, count: int = FLEET, device_passwords: bool = True, secrets: Path | None = None) -> Path:
-        """A scenario of `count` meters, each its own connection, over TLS; logins from `secrets` (default: the module's)."""
+    def scenario(self, name: str, count: int = FLEET, device_passwords: bool = True, secrets: Path | None = None, more: str = "") -> Path:
+        """A scenario of `count` meters, each its own connection, and `more` fleets, over TLS; logins from `secrets` (default: the module's)."""
         path = self.root / name
         folder = f"  device_passwords: {secrets or self.secrets}" if device_passwords else ""
-        path.write_text(SCENARIO.format(count=count, tls_port=self.tls_port, ca_file=self.ca_file, device_passwords=folder, influx_port=stack.free_port()))
+        path.write_text(SCENARIO.format(count=count, more=more, tls_port=self.tls_port, ca_file=self.ca_file, device_passwords=folder, influx_port=stack.free_port()))
         return path
 
     def start(self) -> None:
@@ -93,8 +103,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFleet]:
     # The users are what `iotsim devices` lists for the scenario: its 2,000 meters.
     listed = subprocess.run([*IOTSIM, "devices", str(holder.scenario("ids.yaml", device_passwords=False))], capture_output=True, text=True, timeout=60, env=child_env())
     assert listed.returncode == 0 and listed.stdout.splitlines() == IDS, listed.stderr
-    make_secrets(secrets, WATCHER, devices_from=listed.stdout)
-    (root / "acl").write_text((stack.SECURE_DIR / "acl").read_text() + WATCHER_ACL)
+    # And a scenario's gateways: their users, and the ACL lines that let each publish for its devices.
+    gateways = holder.scenario("gateways.yaml", 2, more=GATEWAY_FLEET)
+    users = subprocess.run([*IOTSIM, "devices", str(gateways)], capture_output=True, text=True, timeout=60, env=child_env())
+    assert users.returncode == 0 and users.stdout.splitlines() == [*IDS[:2], "gm-gw-0001", "gm-gw-0002"], users.stderr
+    acl = subprocess.run([*IOTSIM, "devices", str(gateways), "--acl"], capture_output=True, text=True, timeout=60, env=child_env())
+    assert acl.returncode == 0 and acl.stdout.splitlines() == GATEWAY_ACL, acl.stderr
+    make_secrets(secrets, WATCHER, devices_from=listed.stdout + users.stdout)
+    (root / "acl").write_text((stack.SECURE_DIR / "acl").read_text() + WATCHER_ACL + acl.stdout)
     conf_dir = root / "conf.d"
     conf_dir.mkdir()
     for conf in (stack.BROKERS_DIR / "conf.d").glob("*.conf"):
@@ -309,25 +325,29 @@ def seq_gaps(payloads: list[dict]) -> int:
     return gaps
 
 
-def test_iotsim_run_logs_each_device_in_as_itself_over_tls(fleet: SecureFleet) -> None:
-    scenario = fleet.scenario("run.yaml", 5, device_passwords=False)  # the folder from the flag instead
+@pytest.mark.parametrize("gateways", [False, True], ids=["devices", "and-gateways"])
+def test_iotsim_run_logs_each_connection_in_as_itself_over_tls(fleet: SecureFleet, gateways: bool) -> None:
+    # The folder from the flag instead of the scenario; gateways publish for their devices by the ACL lines of `iotsim devices --acl`.
+    scenario = fleet.scenario(f"run-{gateways}.yaml", 5, device_passwords=False, more=GATEWAY_FLEET if gateways else "")
+    connections = [*IDS[:5], "gm-gw-0001", "gm-gw-0002"] if gateways else IDS[:5]
     dry = fleet.root / "run.jsonl"
     assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
     expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in map(orjson.loads, dry.read_bytes().splitlines()))
-    watcher = Watcher(fleet, ["yangquan/city/electricity_meter/#"])
+    watcher = Watcher(fleet, ["yangquan/city/#", "yangquan/events/#"])
     try:
         env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
         run = subprocess.run([*IOTSIM, "run", str(scenario), "--device-passwords", str(fleet.secrets)], capture_output=True, text=True, timeout=120, env=env)
         assert run.returncode == 0, run.stderr
         total = len(expected)
         assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
-        assert "device connections: 5 own connections (5 devices), connects 5, reconnects 0, failed attempts 0" in run.stdout
+        described = "7 own connections (10 devices, 2 gateways), connects 7" if gateways else "5 own connections (5 devices), connects 5"
+        assert f"device connections: {described}, reconnects 0, failed attempts 0" in run.stdout
         messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("yangquan/")) >= total, timeout=20)
     finally:
         watcher.stop()
     assert sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("yangquan/")) == expected
     log = fleet.service.log_file.read_text()
-    assert all(f" as {device_id} (p2, c1, k60, u'{device_id}')." in log for device_id in IDS[:5])
+    assert all(f" as {connection} (p2, c1, k60, u'{connection}')." in log for connection in connections)
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty"])
