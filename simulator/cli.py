@@ -438,6 +438,8 @@ def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:
         line += f"; {stats.overflowed} messages dropped from full outboxes"
     if stats.abandoned:
         line += f"; {stats.abandoned} messages never sent: their devices were dead at the end (battery, dropout)"
+    if stats.refused:
+        line += f"; {stats.refused} messages refused by the broker (not authorized: its ACL, docs/security.md)"
     return line
 
 

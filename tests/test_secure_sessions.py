@@ -65,6 +65,7 @@ GATEWAY_ACL = [
     "user gm-gw-0002",
     *(f"topic write yangquan/+/+/gm-{n:04d}" for n in (4, 5)),
 ]
+UNLISTED_GATEWAY = "gx-gw-0001"  # a gateway user without the ACL lines for its devices
 
 
 @dataclass
@@ -109,7 +110,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFleet]:
     assert users.returncode == 0 and users.stdout.splitlines() == [*IDS[:2], "gm-gw-0001", "gm-gw-0002"], users.stderr
     acl = subprocess.run([*IOTSIM, "devices", str(gateways), "--acl"], capture_output=True, text=True, timeout=60, env=child_env())
     assert acl.returncode == 0 and acl.stdout.splitlines() == GATEWAY_ACL, acl.stderr
-    make_secrets(secrets, WATCHER, devices_from=listed.stdout + users.stdout)
+    make_secrets(secrets, WATCHER, UNLISTED_GATEWAY, devices_from=listed.stdout + users.stdout)
     (root / "acl").write_text((stack.SECURE_DIR / "acl").read_text() + WATCHER_ACL + acl.stdout)
     conf_dir = root / "conf.d"
     conf_dir.mkdir()
@@ -387,3 +388,19 @@ def test_iotsim_devices_lists_the_ids_that_log_in_and_own_connections_may_speak_
     assert listed.returncode == 0 and listed.stderr == "", listed.stderr
     # A gateway fleet's devices publish through their gateways, which are what log in; a shared fleet's devices are listed as before.
     assert listed.stdout.splitlines() == ["aq-0001", "aq-0002", "aq-0003", "water-gw-0001", "water-gw-0002", "water-gw-0003", "noise-0001", "noise-0002"]
+
+
+def test_publishes_the_broker_refuses_with_mqtt5_are_counted_and_fail_the_run(fleet: SecureFleet) -> None:
+    # A gateway logged in as itself without its ACL lines: the broker refuses its devices' readings (0x87).
+    scenario = fleet.scenario("unlisted.yaml", 1, more="  - {type: electricity_meter, id_prefix: gx, count: 2, connection: gateway, gateway_size: 2}")
+    scenario.write_text(scenario.read_text().replace("  username: simulator\n", "  username: simulator\n  protocol: '5'\n"))
+    dry = fleet.root / "unlisted.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    topics = [orjson.loads(line)["topic"] for line in dry.read_bytes().splitlines()]
+    refused = sum(1 for topic in topics if topic.rsplit("/", 1)[1].startswith("gx-"))
+    assert refused > 0
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+    run = subprocess.run([*IOTSIM, "run", str(scenario)], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"generated {len(topics)}, published {len(topics)}, acknowledged {len(topics) - refused}" in run.stdout
+    assert f"; {refused} messages refused by the broker (not authorized: its ACL, docs/security.md)" in run.stdout

@@ -176,6 +176,7 @@ class SessionStats:
     queued: int = 0  # messages put into outboxes
     sent: int = 0  # messages handed to paho
     acknowledged: int = 0  # their PUBACKs
+    refused: int = 0  # PUBACKs with a failure reason (MQTT 5; e.g. 0x87, the ACL): the broker dropped the message
     overflowed: int = 0  # messages dropped from full outboxes, oldest first
     abandoned: int = 0  # messages a device that was dead at close() still held, unsent or unacknowledged (counted then)
     statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
@@ -584,7 +585,10 @@ class DeviceSessions:
             session.status_mids = tuple(m for m in session.status_mids if m != mid)
             return
         session.inflight -= 1
-        self.stats.acknowledged += 1
+        if reason.is_failure:  # MQTT 5: the broker refused it (0x87: not authorized by its ACL); 3.1.1 cannot say
+            self.stats.refused += 1
+        else:
+            self.stats.acknowledged += 1
         if session.outbox and session.connected:
             self._send_outbox(session)
 
