@@ -404,3 +404,15 @@ def test_publishes_the_broker_refuses_with_mqtt5_are_counted_and_fail_the_run(fl
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"generated {len(topics)}, published {len(topics)}, acknowledged {len(topics) - refused}" in run.stdout
     assert f"; {refused} messages refused by the broker (not authorized: its ACL, docs/security.md)" in run.stdout
+
+
+@pytest.mark.parametrize(("content", "reason"), [(None, "No such file or directory"), ("not a certificate\n", "no certificate or crl found")], ids=["missing", "junk"])
+def test_a_ca_file_that_is_no_certificate_is_one_line(tmp_path: Path, content: str | None, reason: str) -> None:
+    ca_file = tmp_path / "ca.crt"
+    if content is not None:
+        ca_file.write_text(content)
+    scenario = tmp_path / "bad-ca.yaml"
+    scenario.write_text(f"name: bad-ca\nduration: 1h\nfleets:\n  - {{type: electricity_meter, count: 2, connection: device}}\nmqtt: {{url: 'mqtts://127.0.0.1:1', ca_file: {ca_file}}}\n")
+    run = iotsim("run", str(scenario))
+    assert (run.returncode, run.stdout, run.stderr.count("\n")) == (2, "", 1), run.stderr
+    assert run.stderr.startswith(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate (") and reason in run.stderr

@@ -60,6 +60,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from simulator.errors import UsageError
 from simulator.fleet import ReconnectPolicy
 from simulator.randomness import Stream, stream_key
+from simulator.transport.mqtt import tls_context
 
 KEEPALIVE_S = 60
 # Connections to one broker per loopback source address. One address has ~28,000 ephemeral ports
@@ -250,18 +251,6 @@ def source_addresses(count: int, host: str) -> tuple[str, ...]:
     if needed <= 1 or not _loopback(host):
         return ()
     return tuple(f"127.0.0.{n}" for n in range(1, needed + 1))
-
-
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """The one TLS context every device connection shares (an SSLContext per client would load the CA
-    file once per device): TLS 1.2 or newer, the broker's certificate checked against `ca_file`
-    (None: the system's CAs) and its name against the host dialled, as paho's `tls_set` does."""
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    except (OSError, ssl.SSLError) as error:
-        raise UsageError(f"mqtt.ca_file {ca_file}: cannot read it as a CA certificate ({error.strerror or error})") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def _loopback(host: str) -> bool:
