@@ -269,7 +269,7 @@ def run(
             "--device-passwords",
             envvar="MQTT_DEVICE_PASSWORDS_DIR",
             file_okay=False,
-            help="override mqtt.device_passwords: the folder make-passwords.sh wrote; each own connection logs in as its id with FOLDER/passwords/{id}",
+            help="override mqtt.device_passwords (also MQTT_DEVICE_PASSWORDS_DIR): the folder make-passwords.sh wrote; each own connection logs in as its id with FOLDER/passwords/{id}",
         ),
     ] = None,
     influx: Annotated[Optional[str], typer.Option("--influx", help="override where the run's own counters go (`pipeline` measurement)")] = None,

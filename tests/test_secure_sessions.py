@@ -328,7 +328,7 @@ def seq_gaps(payloads: list[dict]) -> int:
 
 @pytest.mark.parametrize("gateways", [False, True], ids=["devices", "and-gateways"])
 def test_iotsim_run_logs_each_connection_in_as_itself_over_tls(fleet: SecureFleet, gateways: bool) -> None:
-    # The folder from the flag instead of the scenario; gateways publish for their devices by the ACL lines of `iotsim devices --acl`.
+    # The folder from the flag or the variable instead of the scenario; gateways publish for their devices by the ACL lines of `iotsim devices --acl`.
     scenario = fleet.scenario(f"run-{gateways}.yaml", 5, device_passwords=False, more=GATEWAY_FLEET if gateways else "")
     connections = [*IDS[:5], "gm-gw-0001", "gm-gw-0002"] if gateways else IDS[:5]
     dry = fleet.root / "run.jsonl"
@@ -337,7 +337,11 @@ def test_iotsim_run_logs_each_connection_in_as_itself_over_tls(fleet: SecureFlee
     watcher = Watcher(fleet, ["yangquan/city/#", "yangquan/events/#"])
     try:
         env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
-        run = subprocess.run([*IOTSIM, "run", str(scenario), "--device-passwords", str(fleet.secrets)], capture_output=True, text=True, timeout=120, env=env)
+        if gateways:  # the folder from the variable, the other time from the flag
+            command, env = [*IOTSIM, "run", str(scenario)], {**env, "MQTT_DEVICE_PASSWORDS_DIR": str(fleet.secrets)}
+        else:
+            command = [*IOTSIM, "run", str(scenario), "--device-passwords", str(fleet.secrets)]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
         assert run.returncode == 0, run.stderr
         total = len(expected)
         assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
