@@ -17,7 +17,10 @@ per broker in its own process (mosquitto_sub, persistent session) receives every
   and its connects/s;
 - loss: messages published, received, missing and duplicated (per device and seq).
 
-    .venv/bin/python benchmarks/connections.py [--sizes 1000,5000,19000] [--brokers 1] [--processes 1] [--cadence 60] [--minutes 2] [--window 0] [--json FILE]
+`--tls`: the devices connect to each broker's TLS listener (a test CA and certificate from
+brokers/secure/make-test-certs.sh, one SSLContext for all devices; the subscriber stays on plain MQTT).
+
+    .venv/bin/python benchmarks/connections.py [--sizes 1000,5000,19000] [--brokers 1] [--processes 1] [--cadence 60] [--minutes 2] [--window 0] [--tls] [--json FILE]
     .venv/bin/python benchmarks/connections.py --sizes 50000 --brokers 3 --processes 3
 
 A process holds at most ~19,900 sockets here (20,000 open files, hard limit), each Mosquitto too: 19,000
@@ -65,6 +68,7 @@ WORKER_TIMEOUT_S = 600  # the longest the parent waits for a worker's answer (bu
 
 @dataclass
 class Figures:
+    tls: bool
     devices: int
     brokers: int
     processes: int
@@ -93,6 +97,7 @@ class Work:
     number: int
     ids: list[str]
     port: int
+    ca_file: str | None  # a TLS port: its CA; None: plain MQTT
     addresses: tuple[str, ...]
     cadence: float
     window: float
@@ -136,7 +141,10 @@ def worker(work: Work, pipe: Connection) -> None:
     me = psutil.Process()
     gc.collect()
     rss_before, cpu_before = me.memory_info().rss, sum(me.cpu_times()[:2])
-    settings = SessionSettings(port=work.port, prefix=PREFIX, connect_window=work.window, seed=1, reconnect=ReconnectPolicy(min=work.min, max=work.max), source_addresses=work.addresses)
+    settings = SessionSettings(
+        port=work.port, prefix=PREFIX, connect_window=work.window, seed=1, reconnect=ReconnectPolicy(min=work.min, max=work.max), source_addresses=work.addresses,
+        tls=work.ca_file is not None, ca_file=work.ca_file,
+    )  # fmt: skip
     sessions = DeviceSessions(work.ids, settings)
     pipe.send("built")
     pipe.recv()  # go
@@ -209,6 +217,26 @@ def bench_conf(work: Path) -> Path:
     return conf_dir
 
 
+def make_certificates(work: Path) -> Path:
+    """The test CA and broker certificate (brokers/secure/make-test-certs.sh) in `work`/certs."""
+    certs = work / "certs"
+    done = subprocess.run(["sh", str(stack.SECURE_DIR / "make-test-certs.sh"), str(certs)], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SystemExit(f"--tls: make-test-certs.sh failed: {done.stderr.strip()}")
+    return certs
+
+
+def start_broker(state_dir: Path, port: int, tls_port: int | None, conf_dir: Path, certs: Path | None) -> stack.Service:
+    """Mosquitto with the shared settings on `port`, and with `certs` a TLS listener on `tls_port` (anonymous, as the dev profile)."""
+    if certs is None or tls_port is None:
+        return stack.start_mosquitto(state_dir, port, conf_dir=conf_dir)
+    listeners = (
+        f"listener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\n"
+        f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\nkeyfile {certs / 'server.key'}\ntls_version tlsv1.2\n"
+    )
+    return stack.run_mosquitto(state_dir, (port, tls_port), conf_dir, 15.0, ": benchmarks/connections.py --tls.", listeners)
+
+
 def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
     conf_dir = bench_conf(work)
     layout = plan(devices, args.brokers, args.processes)
@@ -218,9 +246,13 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
     subscribers: list[Subscriber] = []
     pipes: list[Connection] = []
     workers: list[Any] = []
+    certs: Path | None = None
+    tls_ports: list[int | None] = []
     try:
+        certs = make_certificates(work) if args.tls else None
+        tls_ports = [stack.free_port() if certs else None for _ in range(args.brokers)]
         for n in range(args.brokers):
-            brokers.append(stack.start_mosquitto(work / f"state-{n}", stack.free_port(), conf_dir=conf_dir))
+            brokers.append(start_broker(work / f"state-{n}", stack.free_port(), tls_ports[n], conf_dir, certs))
         for n, broker in enumerate(brokers):
             subscribers.append(Subscriber(broker.port, n))
         time.sleep(1.0)  # the subscribers' sessions in place before any device publishes
@@ -228,7 +260,8 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
         addresses = source_addresses([len(share) for share, _ in layout])
         for number, ((share, broker), own) in enumerate(zip(layout, addresses, strict=True)):
             parent, child = context.Pipe()
-            work_item = Work(number, share, brokers[broker].port, own, args.cadence, args.window, args.min, args.max)
+            port = tls_ports[broker] or brokers[broker].port
+            work_item = Work(number, share, port, str(certs / "ca.crt") if certs else None, own, args.cadence, args.window, args.min, args.max)
             process = context.Process(target=worker, args=(work_item, child), daemon=True)
             process.start()
             pipes.append(parent)
@@ -255,7 +288,7 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
             brokers[-1].stop()
             brokers.pop()
         for n, port in enumerate(ports):
-            brokers.append(stack.start_mosquitto(work / f"state-{n}", port, conf_dir=conf_dir))
+            brokers.append(start_broker(work / f"state-{n}", port, tls_ports[n], conf_dir, certs))
         restarted = time.monotonic()
         results = [receive(pipe) for pipe in pipes]
         time.sleep(2.0)  # the subscribers' last messages
@@ -272,6 +305,7 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
         backs = [result["back_at"] for result in results]
         storm_s = max(backs) - restarted if all(back is not None for back in backs) else None
         figures = Figures(
+            tls=args.tls,
             devices=devices,
             brokers=args.brokers,
             processes=args.processes,
@@ -332,6 +366,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=0.0, help="seconds the first connects are spread over (0: all at once, the connect rate)")
     parser.add_argument("--min", type=float, default=1.0, help="reconnect backoff: first wait, s")
     parser.add_argument("--max", type=float, default=30.0, help="reconnect backoff: longest wait, s")
+    parser.add_argument("--tls", action="store_true", help="the devices connect over TLS (a test CA; the subscribers stay on plain MQTT)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.brokers < 1 or args.processes < args.brokers:
@@ -347,7 +382,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="iotsim-connections-") as tmp:
             results.append(measure(devices, args, Path(tmp)))
         console.print(results[-1])
-    table = Table(title=f"device connections, QoS 1 every {args.cadence:g} s, brokers restarted midway")
+    table = Table(title=f"device connections{' over TLS' if args.tls else ''}, QoS 1 every {args.cadence:g} s, brokers restarted midway")
     for column in ("devices", "brokers", "processes", "connected ($SYS)", "connects/s", "p50/p99 ms", "our B/conn", "broker B/conn", "storm s", "storm conn/s", "published", "missing", "dup", "CPU s"):
         table.add_column(column, justify="right")
     for f in results:

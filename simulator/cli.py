@@ -224,19 +224,28 @@ def validate(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -
 
 
 @app.command()
-def devices(file: Annotated[Path, typer.Argument(help="scenario YAML file")]) -> None:
-    """Print the scenario's device ids, one a line, fleet by fleet: e.g. the users of the secure profile's
-    per-device logins (`iotsim devices FILE | DEVICES_FROM=- brokers/secure/make-passwords.sh`, docs/security.md)."""
+def devices(
+    file: Annotated[Path, typer.Argument(help="scenario YAML file")],
+    acl: Annotated[bool, typer.Option("--acl", help="print instead the ACL lines that let each gateway publish for its devices (append them to brokers/secure/acl)")] = False,
+) -> None:
+    """Print the ids that log in, one a line, fleet by fleet: each device's id, but a `connection: gateway`
+    fleet's gateway ids (its devices publish through them); the users of the secure profile's per-device
+    logins (`iotsim devices FILE | DEVICES_FROM=- brokers/secure/make-passwords.sh`, docs/security.md)."""
+    from simulator.connections import gateway_acl
     from simulator.scenario import load_scenario
 
     scenario = load_scenario(file)
+    if acl:
+        sys.stdout.write("".join(f"{line}\n" for line in gateway_acl(scenario)))
+        return
     for fleet in scenario.fleets:
-        sys.stdout.write("".join(f"{device_id}\n" for device_id in fleet.device_ids()))
+        ids = fleet.gateway_ids() if fleet.connection == "gateway" else fleet.device_ids()
+        sys.stdout.write("".join(f"{connection_id}\n" for connection_id in ids))
 
 
 # The scenario key each `iotsim run` override sets, and its flag (for error messages).
 RUN_OVERRIDES = {"duration": "--duration", "speed": "--speed", "seed": "--seed", "start": "--start", "mqtt.url": "--mqtt", "mqtt.qos": "--qos",
-                 "mqtt.username": "--mqtt-username", "mqtt.ca_file": "--ca-file", "influx.url": "--influx"}  # fmt: skip
+                 "mqtt.username": "--mqtt-username", "mqtt.ca_file": "--ca-file", "mqtt.device_passwords": "--device-passwords", "influx.url": "--influx"}  # fmt: skip
 
 
 @app.command()
@@ -255,6 +264,15 @@ def run(
         typer.Option("--mqtt-username", envvar="MQTT_USERNAME", help="override mqtt.username (secure profile); the password comes from MQTT_PASSWORD or the file MQTT_PASSWORD_FILE names"),
     ] = None,
     ca_file: CaFile = None,
+    device_passwords: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--device-passwords",
+            envvar="MQTT_DEVICE_PASSWORDS_DIR",
+            file_okay=False,
+            help="override mqtt.device_passwords (also MQTT_DEVICE_PASSWORDS_DIR): the folder make-passwords.sh wrote; each own connection logs in as its id with FOLDER/passwords/{id}",
+        ),
+    ] = None,
     influx: Annotated[Optional[str], typer.Option("--influx", help="override where the run's own counters go (`pipeline` measurement)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="write messages to --out instead of publishing")] = False,
     output: Annotated[Optional[Path], typer.Option("--out", dir_okay=False, help="dry-run output, JSON lines {topic, payload}")] = None,
@@ -283,7 +301,8 @@ def run(
     shard = shard_from_env(shard_spec)  # InvalidShard: one line naming --shard or IOTSIM_SHARD, exit 2
     scenario = load_scenario(file)
     overrides = {"duration": duration, "speed": _speed(speed), "seed": seed, "start": _start(start), "mqtt.url": mqtt, "mqtt.qos": qos,
-                 "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None, "influx.url": influx}  # fmt: skip
+                 "mqtt.username": mqtt_username, "mqtt.ca_file": str(ca_file) if ca_file else None,
+                 "mqtt.device_passwords": str(device_passwords) if device_passwords else None, "influx.url": influx}  # fmt: skip
     try:
         scenario = scenario.with_overrides(**overrides)
         if scenario.until_stopped and start is None:
@@ -310,7 +329,7 @@ def run(
     if dry_run:
         run_dry(scenario, writable_file(output or Path(".iotsim") / f"{file.stem}.jsonl", "--out"), shard)
     else:
-        run_published(scenario, drain_timeout, StackControl(state_dir), stop, shard)
+        run_published(scenario, drain_timeout, StackControl(state_dir), stop, shard, source=str(file))
 
 
 def warn_about_backlog(scenario: Scenario) -> None:
@@ -431,7 +450,7 @@ def run_dry(scenario: Scenario, output: Path, shard: Shard = Shard()) -> None:
     print_summaries(result)
 
 
-def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None, shard: Shard = Shard()) -> None:
+def run_published(scenario: Scenario, drain_timeout: float, control: StackControl, stop: Stop | None = None, shard: Shard = Shard(), source: str = "FILE") -> None:
     from simulator.connections import connection_plan
     from simulator.transport.client_ids import run_client_id
     from simulator.transport.mqtt import MqttPublisher, password_from_environment
@@ -442,7 +461,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     client_id = run_client_id(settings.client_id_prefix, scenario.name, shard.index, shard.count)  # any scenario name, a valid id with its role
     label = shard_label(shard)
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
-    plan = connection_plan(scenario, shard, password_from_environment())  # UsageError: a gateway fleet in a shard
+    plan = connection_plan(scenario, shard, password_from_environment(), source)  # UsageError: a gateway fleet in a shard, a device's password missing
     sessions = plan.sessions() if plan else None  # OpenFilesLimit: one line, how many files and how to get them
     counters = counters_client(scenario)
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
@@ -510,6 +529,8 @@ def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:
         line += f"; {stats.overflowed} messages dropped from full outboxes"
     if stats.abandoned:
         line += f"; {stats.abandoned} messages never sent: their devices were dead at the end (battery, dropout)"
+    if stats.refused:
+        line += f"; {stats.refused} messages refused by the broker (not authorized: its ACL, docs/security.md)"
     return line
 
 

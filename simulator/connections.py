@@ -6,11 +6,17 @@ every `gateway_size` consecutive devices behind one gateway connection (`{id_pre
 own connections are `DeviceSessions` (simulator/transport/sessions.py) with the scenario's
 `mqtt.keepalive`, `mqtt.connect_window`, `mqtt.protocol` and each fleet's `reconnect` policy. Topics
 and payloads do not change: only which connection carries them.
+
+Logins: every own connection logs in as `mqtt.username` with MQTT_PASSWORD, or, with
+`mqtt.device_passwords: FOLDER` (the folder brokers/secure/make-passwords.sh wrote), each as itself:
+user name = its client id, password = the line in FOLDER/passwords/{id}, all read before any connects
+(docs/security.md). An mqtts:// broker: every own connection speaks TLS, checked against `mqtt.ca_file`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from simulator.errors import UsageError
 from simulator.fleet import ReconnectPolicy
@@ -29,9 +35,10 @@ class ConnectionPlan:
     policies: list[ReconnectPolicy]
     route: dict[str, str]  # device id → connection id
     settings: SessionSettings
+    passwords: list[str] | None = None  # each connection's own password (mqtt.device_passwords), in the order of `ids`
 
     def sessions(self) -> DeviceSessions:
-        return DeviceSessions(self.ids, self.settings, policies=self.policies)
+        return DeviceSessions(self.ids, self.settings, policies=self.policies, passwords=self.passwords)
 
     def describe(self) -> str:
         gateways = len(self.ids) - sum(1 for device, connection in self.route.items() if device == connection)
@@ -48,8 +55,9 @@ def refuse_split_gateways(scenario: Scenario, count: int, flag: str = "--shard")
             raise UsageError(f"{flag}: fleets.{number} has connection: gateway, whose devices shards would split between them; run it unsharded or give it connection: device")
 
 
-def connection_plan(scenario: Scenario, shard: Shard = Shard(), password: str | None = None) -> ConnectionPlan | None:
-    """The own connections of the scenario's fleets that the shard runs; None when every fleet shares the run's connection."""
+def connection_plan(scenario: Scenario, shard: Shard = Shard(), password: str | None = None, source: str = "FILE") -> ConnectionPlan | None:
+    """The own connections of the scenario's fleets that the shard runs; None when every fleet shares the run's connection.
+    `source`: the scenario's file, for the line that says how to make a missing password."""
     refuse_split_gateways(scenario, shard.count)
     ids: dict[str, ReconnectPolicy] = {}
     route: dict[str, str] = {}
@@ -77,5 +85,47 @@ def connection_plan(scenario: Scenario, shard: Shard = Shard(), password: str | 
         seed=scenario.seed,
         username=mqtt.username,
         password=password,
+        tls=address.tls,
+        ca_file=mqtt.ca_file,
     )
-    return ConnectionPlan(list(ids), list(ids.values()), route, settings)
+    passwords = device_passwords(Path(mqtt.device_passwords), list(ids), source) if mqtt.device_passwords else None
+    return ConnectionPlan(list(ids), list(ids.values()), route, settings, passwords)
+
+
+def device_passwords(folder: Path, ids: list[str], source: str) -> list[str]:
+    """Each connection's password, the first line of `folder`/passwords/{id} (make-passwords.sh's
+    layout); UsageError naming the first that is missing, unreadable or empty, and how to make them."""
+    make = f"generate them: iotsim devices {source} | DEVICES_FROM=- brokers/secure/make-passwords.sh {folder}"
+    passwords = []
+    for connection in ids:
+        path = folder / "passwords" / connection
+        try:
+            password = path.read_text().split("\n", 1)[0].strip()
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file; {make}") from None
+        except OSError as error:
+            raise UsageError(f"{path}: cannot read it ({error.strerror}); {make}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not a password file (not UTF-8 text); {make}") from None
+        if not password:
+            raise UsageError(f"{path}: empty; {make}")
+        passwords.append(password)
+    return passwords
+
+
+def gateway_acl(scenario: Scenario) -> list[str]:
+    """Mosquitto ACL lines for the scenario's gateways (`iotsim devices FILE --acl`): each gateway, logged
+    in as itself, may publish its devices' readings and events; the profile's patterns give it its status.
+    Without them the broker refuses those publishes (MQTT 3.1.1: acknowledged and dropped)."""
+    lines: list[str] = []
+    for number, fleet in enumerate(scenario.fleets):
+        if fleet.connection != "gateway":
+            continue
+        lines.append(f"# fleets.{number}: {fleet.count} {fleet.type} devices behind {len(fleet.gateway_ids())} gateways")
+        gateway = None
+        for index, device_id in enumerate(fleet.device_ids()):
+            if (connection := fleet.connection_of(index, device_id)) != gateway:
+                gateway = connection
+                lines.append(f"user {gateway}")
+            lines.append(f"topic write {scenario.mqtt.topic_prefix}/+/+/{device_id}")
+    return lines

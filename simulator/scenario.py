@@ -70,6 +70,12 @@ class MqttSettings(StrictModel):
     buffer_dir: str | None = Field(default=None, description="where held messages spill to disk; default: the system's temporary directory")
     username: str | None = Field(default=None, min_length=1, description="broker user (secure profile); the password comes from MQTT_PASSWORD")
     ca_file: str | None = Field(default=None, description="CA certificate for an mqtts:// broker; default: the system's CAs")
+    device_passwords: str | None = Field(
+        default=None,
+        min_length=1,
+        description="folder that brokers/secure/make-passwords.sh wrote (relative to the working directory, as ca_file): each own connection "
+        "logs in as its client id (device or gateway id) with the password in FOLDER/passwords/{id}; default: every one as username, with MQTT_PASSWORD",
+    )
     # The fleets' own connections (a fleet's `connection: device` or `gateway`; simulator/transport/sessions.py).
     keepalive: int = Field(default=60, ge=2, le=65535, description="seconds between a device connection's packets at the least (PINGREQ); the broker fires a silent device's will after 1.5 x this")
     connect_window: DurationOrZero = Field(default=0.0, description="device connections first connect spread over this window, each at a time from its own random stream")
@@ -171,8 +177,6 @@ class Scenario(StrictModel):
                 continue
             if mqtt.qos != 1:
                 raise ValueError(f"fleets.{index}.connection: a fleet's own connections publish at QoS 1 (each device's outbox keeps what an outage would lose); set mqtt.qos: 1")
-            if mqtt.url.strip().lower().startswith("mqtts://"):  # as the URL's parser reads it: MQTTS:// is TLS too
-                raise ValueError(f"fleets.{index}.connection: a fleet's own connections do not speak TLS yet; use connection: shared with an mqtts:// broker")
         return fleets
 
     @field_validator("port")

@@ -490,7 +490,6 @@ fleets:
         ("mqtt:\n  keepalive: 0", "", "5: mqtt.keepalive: Input should be greater than or equal to 2"),
         ("mqtt:\n  connect_window: soon", "", "5: mqtt.connect_window: "),
         ("mqtt:\n  qos: 0", "    connection: device", "9: fleets.0.connection: a fleet's own connections publish at QoS 1"),
-        ("mqtt:\n  url: MQTTS://127.0.0.1:8883", "    connection: device", "9: fleets.0.connection: a fleet's own connections do not speak TLS"),
         ("", "    connection: gateway\n    gateway_size: 2\n  - type: air_quality\n    id_prefix: aq-gw\n    count: 3", "5: fleets: fleets 0 and 1: fleet 0's gateways 'aq-gw-NNNN' have the ids of fleet 1's devices"),
     ],
 )

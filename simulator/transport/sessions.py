@@ -22,6 +22,11 @@ A device's session:
   is dropped, its will having said the last word), then the outbox: a device's messages reach the
   broker in seq order. A full outbox drops its oldest message and counts it (`SessionStats.overflowed`).
 
+Logins: every device as `settings.username`, or each as itself (user = its id, its own password:
+`passwords`, the secure profile's per-device logins). TLS (`settings.tls`, an mqtts:// broker): one
+SSLContext for every device (paho's `tls_set_context`); paho completes the handshake blocking in
+`reconnect()`, one round trip on loopback (2,000 devices over TLS connect in ~4 s, docs/security.md).
+
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
 device; `revive()` connects it again. In `iotsim run` a device's `dropout` or `battery_death` fault
@@ -42,6 +47,7 @@ import math
 import resource
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,6 +62,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from simulator.errors import UsageError
 from simulator.fleet import ReconnectPolicy
 from simulator.randomness import Stream, stream_key
+from simulator.transport.mqtt import tls_context
 
 KEEPALIVE_S = 60
 # Connections to one broker per loopback source address. One address has ~28,000 ephemeral ports
@@ -81,6 +88,7 @@ CONNECT_TIMEOUT_S = 5.0
 # missed keepalive up to a couple of seconds late, and a socket closed before then would be a close
 # (its will at once), not a silence.
 HOLD_MARGIN_S = 10.0
+TLS_PENDING_READS = 64  # reads of bytes OpenSSL already holds, at most, after one readable event
 LATENCY_MAX_MS = 3_600_000  # the connect-latency histogram's range: 1 ms to an hour, 3 digits
 _CONNECT, _RELEASE = 0, 1  # what a timer does: try to connect, or close a dead device's held socket
 
@@ -149,8 +157,14 @@ class SessionSettings:
     source_addresses: tuple[str, ...] | None = None
     outbox_limit: int = OUTBOX_LIMIT
     max_inflight: int = MAX_INFLIGHT
+    # One login for every device (`mqtt.username`, MQTT_PASSWORD), unless DeviceSessions gets each
+    # device's own password (`mqtt.device_passwords`), when every device logs in as itself.
     username: str | None = None
     password: str | None = None
+    # MQTT over TLS (an mqtts:// broker), the server's certificate checked against `ca_file`
+    # (None: the system's CAs); one SSLContext for every device.
+    tls: bool = False
+    ca_file: str | None = None
 
 
 @dataclass
@@ -165,6 +179,7 @@ class SessionStats:
     queued: int = 0  # messages put into outboxes
     sent: int = 0  # messages handed to paho
     acknowledged: int = 0  # their PUBACKs
+    refused: int = 0  # PUBACKs with a failure reason (MQTT 5; e.g. 0x87, the ACL): the broker dropped the message
     overflowed: int = 0  # messages dropped from full outboxes, oldest first
     abandoned: int = 0  # messages a device that was dead at close() still held, unsent or unacknowledged (counted then)
     statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
@@ -275,18 +290,29 @@ class DeviceSessions:
     loop once (call it often, or `run_until()`); `close()` says goodbye for every device."""
 
     def __init__(
-        self, device_ids: Sequence[str], settings: SessionSettings, clock_ms: Callable[[], int] = wall_ms, policies: Sequence[ReconnectPolicy] | None = None
+        self,
+        device_ids: Sequence[str],
+        settings: SessionSettings,
+        clock_ms: Callable[[], int] = wall_ms,
+        policies: Sequence[ReconnectPolicy] | None = None,
+        passwords: Sequence[str] | None = None,
     ) -> None:
-        """`policies`: each device's reconnect policy (its fleet's), else `settings.reconnect` for all."""
+        """`policies`: each device's reconnect policy (its fleet's), else `settings.reconnect` for all.
+        `passwords`: each device's own password, its user name its id (the secure profile's
+        per-device logins), else `settings.username` and `settings.password` for all."""
         raise_open_files(len(device_ids))
         self.settings = settings
+        self.tls = tls_context(settings.ca_file) if settings.tls else None
         self.clock_ms = clock_ms
         self.stats = SessionStats()
         self.selector = selectors.EpollSelector()
         addresses = settings.source_addresses
         self.addresses = addresses if addresses is not None else source_addresses(len(device_ids), settings.host)
         policies = policies if policies is not None else [settings.reconnect] * len(device_ids)
-        self.sessions = [self._session(index, device_id, policy) for index, (device_id, policy) in enumerate(zip(device_ids, policies, strict=True))]
+        logins = zip(device_ids, passwords, strict=True) if passwords is not None else [(settings.username, settings.password)] * len(device_ids)
+        self.sessions = [
+            self._session(index, device_id, policy, login) for index, (device_id, policy, login) in enumerate(zip(device_ids, policies, logins, strict=True))
+        ]
         self.by_id = {session.device_id: session for session in self.sessions}
         if len(self.by_id) != len(self.sessions):
             raise ValueError("device ids must be unique: each is a client id")
@@ -300,7 +326,7 @@ class DeviceSessions:
 
     # --- building ---
 
-    def _session(self, index: int, device_id: str, policy: ReconnectPolicy) -> Session:
+    def _session(self, index: int, device_id: str, policy: ReconnectPolicy, login: tuple[str | None, str | None]) -> Session:
         settings = self.settings
         client = DeviceClient(
             CallbackAPIVersion.VERSION2,
@@ -309,8 +335,11 @@ class DeviceSessions:
             clean_session=True if settings.protocol == "3.1.1" else None,
             source_address=self.addresses[index % len(self.addresses)] if self.addresses else "",
         )
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
+        username, password = login
+        if username is not None:
+            client.username_pw_set(username, password)
+        if self.tls is not None:
+            client.tls_set_context(self.tls)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(settings.max_inflight)
         if settings.protocol == "5":
@@ -364,7 +393,7 @@ class DeviceSessions:
         for key, mask in self.selector.select(wait):
             client = key.data.client
             if mask & selectors.EVENT_READ:
-                client.loop_read()
+                self._read(client)
             if mask & selectors.EVENT_WRITE and client.socket() is not None:
                 client.loop_write()
         now = time.monotonic()
@@ -419,7 +448,7 @@ class DeviceSessions:
         if not isinstance(sock, socket.socket):
             return  # not connected now: it just stops trying
         self._unregister(sock)
-        session.held = sock.dup()  # this descriptor keeps the TCP connection open after paho closes its own
+        session.held = socket.fromfd(sock.fileno(), sock.family, sock.type)  # a dup() (TLS's SSLSocket has none) keeps the TCP connection open after paho closes its own
         sock.close()
         session.client.loop_read()  # paho's read fails on its closed socket: the connection is lost to it
         self._schedule(time.monotonic() + 2 * self.settings.keepalive + HOLD_MARGIN_S, _RELEASE, session)
@@ -456,6 +485,18 @@ class DeviceSessions:
                 session.client.disconnect()
         self.run_until(lambda: not self.selector.get_map(), timeout)
         self.selector.close()
+
+    def _read(self, client: mqtt.Client) -> None:
+        client.loop_read()
+        if self.tls is None:
+            return
+        # OpenSSL may hold decrypted bytes of a record already read from the socket, which epoll
+        # cannot see (paho's own loop checks pending() too): read them now. Bounded: each read takes some.
+        for _ in range(TLS_PENDING_READS):
+            sock = client.socket()
+            if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                return
+            client.loop_read()
 
     # --- timers ---
 
@@ -560,7 +601,10 @@ class DeviceSessions:
             session.status_mids = tuple(m for m in session.status_mids if m != mid)
             return
         session.inflight -= 1
-        self.stats.acknowledged += 1
+        if reason.is_failure:  # MQTT 5: the broker refused it (0x87: not authorized by its ACL); 3.1.1 cannot say
+            self.stats.refused += 1
+        else:
+            self.stats.acknowledged += 1
         if session.outbox and session.connected:
             self._send_outbox(session)
 
