@@ -153,6 +153,7 @@ class Bridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_messages = self._on_messages  # the messages of a read at once
+        self.client.on_message = lambda client, userdata, message: self._on_messages(client, userdata, [message])  # where paho delivers itself (MQTT 5)
         self.client.on_subscribe = self._on_subscribe
         credentials.apply(self.client, self.address)
         self.loop = ClientLoop(self.client)
@@ -353,7 +354,7 @@ class Bridge:
             self.log(f"bridge: {topic} is outside {prefix}/, left by an earlier subscription of this session; such messages go to the dead-letter file")
         raise BadPayload(f"topic outside this bridge's prefix {prefix}/ (an earlier subscription of client id {self.settings.client_id}'s session): not written to this database")
 
-    def _on_messages(self, client: mqtt.Client, userdata: object, messages: list[Received]) -> None:
+    def _on_messages(self, client: mqtt.Client, userdata: object, messages: list[Received] | list[mqtt.MQTTMessage]) -> None:
         """The messages of one read, in arrival order: converted, then added to the open batch under one lock."""
         converted = [self._convert(message.topic, message.payload) for message in messages]
         self.last_message = time.monotonic()

@@ -156,7 +156,8 @@ class Client(mqtt.Client):
         self._output_size = 0
         self._output_socket: object = None  # likewise for `_output`
         self.light_messages = False  # on: on_message gets a Received, and per-topic callbacks are not looked for
-        # With light_messages: called as (client, userdata, [Received, ...]) with every PUBLISH of a read at once, instead of on_message.
+        # With light_messages: called as (client, userdata, [Received, ...]) with every PUBLISH of a read at once, instead of
+        # on_message; what paho delivers itself (MQTT 5, QoS 2) still goes to on_message, as an MQTTMessage.
         self.on_messages: Callable[[Client, Any, list[Received]], None] | None = None
         # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
         self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
