@@ -356,14 +356,18 @@ class Bridge:
 
     def _on_messages(self, client: mqtt.Client, userdata: object, messages: list[Received] | list[mqtt.MQTTMessage]) -> None:
         """The messages of one read, in arrival order: converted, then added to the open batch under one lock."""
-        converted = [self._convert(message.topic, message.payload) for message in messages]
+        converted = self._convert(messages)
         self.last_message = time.monotonic()
         settings, counts = self.settings, self.counts
+        max_pending = settings.max_pending
         with self.lock:
+            pending = self.pending  # only the writer replaces it, and only while this thread waits
             for message, (line, ts) in zip(messages, converted):
-                while len(self.pending.acks) >= settings.max_pending and not self.stopping.is_set():
-                    self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
-                pending = self.pending
+                if len(pending.acks) >= max_pending:
+                    self.lock.notify_all()  # the writer may take the batch
+                    while len(self.pending.acks) >= max_pending and not self.stopping.is_set():
+                        self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
+                    pending = self.pending
                 if not pending.acks:
                     pending.opened = time.monotonic()
                     self.lock.notify_all()  # the writer, waiting with nothing to write, now has a batch to time
@@ -374,22 +378,27 @@ class Bridge:
                         pending.newest_ts = ts
                 pending.acks.append((message.mid, message.qos))
                 counts.received += 1
-                if len(pending.lines) >= settings.batch_size:
-                    self.lock.notify_all()
+            if len(pending.lines) >= settings.batch_size:
+                self.lock.notify_all()  # a full batch: the writer need not wait for its time
 
-    def _convert(self, topic: str, payload: bytes) -> tuple[str | None, int]:
-        """(line, ts) of a message, its seq checked; (None, 0) once dead-lettered."""
-        try:
-            if not topic.startswith(self.own_topics):
-                self._check_topic(topic)
-            line, device_id, seq, ts = to_point(topic, payload, self.settings.topic_prefix, self.field_types)
-            if self.sequences is not None and seq is not None:  # a device's status has no seq
-                self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
-            return line, ts
-        except BadPayload as error:
-            self.dead_letters.add(topic, payload, str(error))
-            self.counts.dead_letters += 1
-            return None, 0
+    def _convert(self, messages: list[Received] | list[mqtt.MQTTMessage]) -> list[tuple[str | None, int]]:
+        """(line, ts) of each message, its seq checked; (None, 0) for one dead-lettered."""
+        converted: list[tuple[str | None, int]] = []
+        own_topics, prefix, field_types, sequences, counts = self.own_topics, self.settings.topic_prefix, self.field_types, self.sequences, self.counts
+        for message in messages:
+            topic, payload = message.topic, message.payload
+            try:
+                if not topic.startswith(own_topics):
+                    self._check_topic(topic)
+                line, device_id, seq, ts = to_point(topic, payload, prefix, field_types)
+                if sequences is not None and seq is not None:  # a device's status has no seq
+                    counts.seq_gaps += sequences.observe(line[: line.index(",")], device_id, seq)
+                converted.append((line, ts))
+            except BadPayload as error:
+                self.dead_letters.add(topic, payload, str(error))
+                counts.dead_letters += 1
+                converted.append((None, 0))
+        return converted
 
     # --- the writer thread ---
 
