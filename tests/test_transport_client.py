@@ -77,6 +77,7 @@ def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
     # False would mean paho's private methods changed: the stock (slower) ones would be running.
     assert transport_client.FAST_PATHS
     assert Client(CallbackAPIVersion.VERSION2).fast_publish  # the private attributes publish_qos1() uses are there
+    assert Client(CallbackAPIVersion.VERSION2).fast_batches  # and those of the PUBLISH packets from the buffer and ack_all
 
 
 def test_every_puback_reaches_on_publish_once_without_new_properties(broker: stack.Service) -> None:

@@ -97,6 +97,11 @@ FAST_PUBLISH_ATTRIBUTES = (
     "_mid_generate_mutex", "_out_packet", "_thread", "_on_socket_register_write", "_in_packet", "_in_callback_mutex",
     "_msgtime_mutex", "_last_bytes_received", "_callback_api_version", "_userdata",
 )  # fmt: skip
+# Those the batch paths (PUBLISH packets from the read buffer, ack_all) read and set; without them all, paho reads and acknowledges.
+FAST_BATCH_ATTRIBUTES = (
+    "_in_packet", "_msgtime_mutex", "_last_bytes_received", "_last_msg_out", "_manual_ack", "_in_callback_mutex", "_userdata",
+    "_out_packet", "_thread", "_on_socket_register_write", "_protocol", "_sock",
+)  # fmt: skip
 
 
 FAST_PATHS = _paho_internals_as_expected()
@@ -168,6 +173,7 @@ class Client(mqtt.Client):
         self.on_messages: Callable[[Client, Any, list[Received]], None] | None = None
         # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
         self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
+        self.fast_batches = FAST_PATHS and all(hasattr(self, name) for name in FAST_BATCH_ATTRIBUTES)
 
     def publish_qos1(self, topic: str, payload: bytes) -> int:
         """Publish at QoS 1 and return the message id: paho's `publish(topic, payload, 1)`, and the same
@@ -268,7 +274,7 @@ class Client(mqtt.Client):
         paho's own reading takes."""
         if FAST_PATHS and self.fast_publish:
             self._take_pubacks()
-        if FAST_PATHS and self.light_messages and self._take_publishes() and not self.has_buffered_input():
+        if self.fast_batches and self.light_messages and self._take_publishes() and not self.has_buffered_input():
             return MQTTErrorCode.MQTT_ERR_SUCCESS  # all read were whole: the next call reads on (paho would frame the next packet itself)
         return super().loop_read(max_packets)
 
@@ -339,7 +345,7 @@ class Client(mqtt.Client):
         3.1.1 at QoS 0 and 1 (what a 3.1.1 subscription at QoS 1 receives), the PUBACKs are built at
         once and collected as one write. Whenever that does not fit (MQTT 5, a QoS 2 message, paho
         still holding packets, a full write buffer, a thread of paho's to wake), paho's `ack()` does it."""
-        if not (FAST_PATHS and self._manual_ack and self._fast_write_fits() and self._protocol != MQTTProtocolVersion.MQTTv5 and all(qos < 2 for _, qos in acks)):
+        if not (self.fast_batches and self._manual_ack and self._fast_write_fits() and self._protocol != MQTTProtocolVersion.MQTTv5 and all(qos < 2 for _, qos in acks)):
             for mid, qos in acks:
                 self.ack(mid, qos)
             return
@@ -349,6 +355,8 @@ class Client(mqtt.Client):
         packet = struct.pack(f"!{len(frames)}I", *frames)  # each 0x40 0x02 (PUBACK, remaining length 2) and the message id
         self._output.append(packet)
         self._output_size += len(packet)
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()  # as paho's _packet_write notes: its keepalive need not ping
         if self._output_size >= WRITE_BUFFER:
             self.flush_output()  # as _sock_send would before collecting more
 
