@@ -4,11 +4,13 @@ collected writes (also when the connection closes right after), and those paths 
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
 import signal
 import struct
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -514,3 +516,31 @@ def test_light_and_stock_subscribers_get_the_same_messages_and_acknowledge_them_
     publisher.publish("client-test/sessions/retained", b"", qos=1, retain=True)  # clear it for other tests
     turn_until(pub_loop, lambda: not publisher.want_write())
     pub_loop.disconnect()
+
+
+def test_a_turn_reads_about_packets_messages_however_many_one_read_brings(broker: stack.Service) -> None:
+    received: list[transport_client.Received] = []
+    subscribed_now: list[bool] = []
+    subscriber, loop = connected(broker, on_subscribe=lambda *args: subscribed_now.append(True))
+    subscriber.light_messages = True
+    subscriber.on_messages = lambda c, u, batch: received.extend(batch)
+    subscriber.subscribe("client-test/burst-bound/#", qos=1)
+    turn_until(loop, lambda: bool(subscribed_now))
+    publisher, pub_loop = connected(broker)
+    acknowledged: list[int] = []
+    publisher.on_publish = lambda c, u, mid, reason, properties: acknowledged.append(mid)
+    for i in range(3000):
+        publisher.publish_qos1(f"client-test/burst-bound/{i % 3}", bytes(100))
+    turn_until(pub_loop, lambda: len(acknowledged) == 3000)  # the broker has them all, and sends them on
+    packet_size = len(publish_packet("client-test/burst-bound/0", bytes(100), 1, 1, False, False))
+    waiting = lambda: struct.unpack("i", fcntl.ioctl(subscriber.socket().fileno(), termios.FIONREAD, b"\0" * 4))[0]  # noqa: E731 - bytes in the socket
+    deadline = time.monotonic() + 10
+    while waiting() < 90_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting() >= 90_000  # more than the turn may read: 680 messages
+    loop.turn(1.0, received=lambda: len(received), packets=100)
+    assert 100 <= len(received) < 100 + READ_BUFFER // packet_size + 2  # the last read may bring a buffer's worth more, not all there is
+    turn_until(loop, lambda: len(received) == 3000)
+    assert [m.payload for m in received] == [bytes(100)] * 3000
+    pub_loop.disconnect()
+    loop.disconnect()
