@@ -33,8 +33,9 @@ the end-to-end figures):
   both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
 - Likewise for a subscriber with `light_messages`: `loop_read()` takes the whole 3.1.1 PUBLISH packets
   at QoS 0 and 1 at the front of the read buffer in one loop (paho's framing, a byte per call for the
-  fixed header, and its dispatch were 5 of the bridge's 26 µs a message), and `on_messages`, if set,
-  gets them all at once. A packet cut by the buffer's end, or anything else, paho's own reading takes.
+  fixed header, its dispatch and the buffer's slicing for each call were 7.7 of the bridge's 28.9 µs
+  a message, profiled), and `on_messages`, if set, gets them all at once. A packet cut by the buffer's
+  end, or anything else, paho's own reading takes.
 - paho's `ack()` queues each PUBACK as a dict and writes it through `loop_write()` (2.4 µs a message
   for the bridge); `ack_all()` builds the PUBACKs of a batch in one `struct.pack` and collects them as
   one write, the same bytes (tests/test_transport_client.py compares them with paho's).
