@@ -4,10 +4,13 @@ collected writes (also when the connection closes right after), and those paths 
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
 import signal
+import struct
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +79,7 @@ def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
     # False would mean paho's private methods changed: the stock (slower) ones would be running.
     assert transport_client.FAST_PATHS
     assert Client(CallbackAPIVersion.VERSION2).fast_publish  # the private attributes publish_qos1() uses are there
+    assert Client(CallbackAPIVersion.VERSION2).fast_batches  # and those of the PUBLISH packets from the buffer and ack_all
 
 
 def test_every_puback_reaches_on_publish_once_without_new_properties(broker: stack.Service) -> None:
@@ -399,3 +403,193 @@ def test_publish_qos1_gives_paho_s_rc_with_every_message_id_in_flight_and_when_n
     assert sorted(received) == [b"held", b"taken", b"taken"]  # ours and paho's "taken"; "held" once: nothing refused arrived, nothing held was lost
     loop.disconnect()
     subscriber_loop.disconnect()
+
+
+# --- whole PUBLISH packets taken from the read buffer, and PUBACKs built at once ---
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, mid: int, dup: bool, retain: bool) -> bytes:
+    """An MQTT 3.1.1 PUBLISH as a broker sends it."""
+    topic_bytes = topic.encode()
+    body = struct.pack("!H", len(topic_bytes)) + topic_bytes + (struct.pack("!H", mid) if qos else b"") + payload
+    header, rest = bytearray([0x30 | dup << 3 | qos << 1 | retain]), len(body)
+    while True:
+        byte, rest = rest & 0x7F, rest >> 7
+        header.append(byte | 0x80 if rest else byte)
+        if not rest:
+            return bytes(header) + body
+
+
+def delivered(message: object) -> tuple[str, bytes, int, int, bool, bool]:
+    return (message.topic, bytes(message.payload), message.mid, message.qos, bool(message.dup), bool(message.retain))  # type: ignore[attr-defined]
+
+
+def test_publishes_taken_from_the_buffer_reach_the_callbacks_as_paho_s_own_reading_delivers_them(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bytes from the broker, in chunks cut anywhere (in a fixed header, a topic, a payload, a
+    packet larger than the buffer), into paho's own reading, a light client's on_message and its
+    on_messages: the same messages in the same order, and the same PUBACKs on the wire."""
+    rng = random.Random(23)
+    packets, expected = [], []
+    for i in range(1500):
+        qos, dup, retain = rng.choice((0, 1, 1)), rng.random() < 0.1, rng.random() < 0.1
+        topic, payload, mid = f"client-test/frames/{i % 13}/ü", rng.randbytes(rng.choice((0, 1, 40, 300, 1500, 20_000, 70_000) if i % 50 == 0 else (0, 1, 40, 300))), (i % 65535) + 1
+        packets.append(publish_packet(topic, payload, qos, mid, dup, retain))
+        expected.append((topic, payload, mid if qos else 0, qos, dup, retain))
+        if i % 97 == 0:
+            packets.append(b"\xd0\x00")  # a PINGRESP between them: paho's own reading takes it
+    stream, cuts, at = b"".join(packets), [], 0
+    for packet in packets:  # cut within some fixed headers, and at random
+        if rng.random() < 0.05:
+            cuts.append(at + rng.randrange(1, 3))
+        at += len(packet)
+    cuts = sorted(set(cuts + [rng.randrange(len(stream)) for _ in range(60)]))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)]) if a < b]
+    sent = wire_recorder(monkeypatch)
+    one_by_one: dict[int, int] = {}
+    original = Client._handle_publish
+
+    def counting(self: Client) -> object:
+        one_by_one[id(self)] = one_by_one.get(id(self), 0) + 1
+        return original(self)
+
+    monkeypatch.setattr(Client, "_handle_publish", counting)
+    seen: dict[str, list[tuple[str, bytes, int, int, bool, bool]]] = {"paho": [], "on_message": [], "on_messages": []}
+    clients: dict[str, tuple[Client, ClientLoop]] = {}
+    for way, messages in seen.items():
+        client, loop = connected(broker, on_message=lambda c, u, m, messages=messages: messages.append(delivered(m)))
+        client.light_messages = way != "paho"
+        if way == "on_messages":
+            client.on_messages = lambda c, u, batch, messages=messages: messages.extend(delivered(m) for m in batch)
+        clients[way] = client, loop
+    sent.clear()
+    for client, loop in clients.values():
+        for chunk in chunks:  # as if read from the broker
+            client._input, client._input_at, client._input_socket = chunk, 0, client.socket()
+            while client.has_buffered_input():
+                client.loop_read()
+        loop.flush()
+    assert seen["paho"] == expected
+    assert seen["on_message"] == expected and seen["on_messages"] == expected
+    pubacks = b"".join(struct.pack("!BBH", 0x40, 2, mid) for _, _, mid, qos, _, _ in expected if qos == 1)
+    assert [bytes(sent[id(client)]) for client, _ in clients.values()] == [pubacks] * 3  # paho acknowledges each QoS 1 message
+    assert one_by_one[id(clients["paho"][0])] == len(expected)
+    for way in ("on_message", "on_messages"):  # only packets cut by the end of a chunk took paho's framing
+        assert one_by_one.get(id(clients[way][0]), 0) <= len(cuts) + 1
+    for client, loop in clients.values():
+        assert client.socket() is not None  # the broker took the PUBACKs
+        loop.disconnect()
+
+
+def persistent_subscriber(broker: stack.Service, client_id: str, light: bool, seen: list, protocol: int = mqtt.MQTTv311) -> tuple[Client, ClientLoop]:
+    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False if protocol != mqtt.MQTTv5 else None, protocol=protocol)
+    client.manual_ack_set(True)
+    client.light_messages = light
+    loop = ClientLoop(client)
+    subscribed: list[bool] = []
+    client.on_connect = lambda c, *args: (loop.connected(), c.subscribe("client-test/sessions/#", qos=1))
+    client.on_subscribe = lambda *args: subscribed.append(True)
+    client.on_message = lambda c, u, message: seen.append(message)
+    if light:
+        client.on_messages = lambda c, u, batch: seen.extend(batch)
+    if protocol == mqtt.MQTTv5:
+        client.connect("127.0.0.1", broker.port, clean_start=False, properties=session_expiry())
+    else:
+        client.connect("127.0.0.1", broker.port)
+    turn_until(loop, lambda: bool(subscribed))
+    return client, loop
+
+
+def session_expiry() -> object:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 300
+    return properties
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_light_and_stock_subscribers_get_the_same_messages_and_acknowledge_them_alike(broker: stack.Service, monkeypatch: pytest.MonkeyPatch, protocol: int) -> None:
+    """Through the real broker: a retained message, QoS 0 and 1 mixed, sizes across the buffer; half of
+    the QoS 1 messages acknowledged (ack_all, or paho's ack() one by one), and after reconnecting the
+    rest come again with dup set, alike. With MQTT 5 the light client falls back to paho's own path."""
+    publisher, pub_loop = connected(broker)
+    publisher.publish("client-test/sessions/retained", b"kept", qos=1, retain=True)
+    turn_until(pub_loop, lambda: not publisher.want_write())
+    ids = {light: f"client-test-session-{next(_ids)}" for light in (True, False)}
+    seen: dict[bool, list] = {True: [], False: []}
+    subscribers = {light: persistent_subscriber(broker, ids[light], light, seen[light], protocol) for light in (True, False)}
+    rng = random.Random(5)
+    messages = [(f"client-test/sessions/{i % 5}", rng.randbytes(rng.choice((0, 10, 300, READ_BUFFER + 10) if i % 40 == 0 else (0, 10, 300))), i % 3 != 0) for i in range(400)]
+    for topic, payload, qos1 in messages:
+        publisher.publish(topic, payload, qos=1 if qos1 else 0)
+    deadline = time.monotonic() + 30
+    while min(len(seen[True]), len(seen[False])) < len(messages) + 1 and time.monotonic() < deadline:
+        pub_loop.turn(0.0)
+        for _, loop in subscribers.values():
+            loop.turn(0.01)
+    as_seen = {light: [(m.topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup)) for m in seen[light]] for light in (True, False)}
+    assert as_seen[True] == as_seen[False]
+    assert as_seen[True][0] == ("client-test/sessions/retained", b"kept", 1, True, False)
+    assert as_seen[True][1:] == [(topic, payload, 1 if qos1 else 0, False, False) for topic, payload, qos1 in messages]
+    light_kind = transport_client.Received if protocol == mqtt.MQTTv311 else mqtt.MQTTMessage
+    assert all(type(m) is light_kind for m in seen[True])
+    sent = wire_recorder(monkeypatch)
+    acked: dict[bool, list[tuple[int, int]]] = {}
+    for light, (client, loop) in subscribers.items():
+        acked[light] = [(m.mid, m.qos) for m in seen[light][: len(seen[light]) // 2]]  # QoS 0 ones among them: nothing to send
+        if light:
+            client.ack_all(acked[light])
+        else:
+            for mid, qos in acked[light]:
+                client.ack(mid, qos)
+        loop.flush()
+    for light in (True, False):
+        assert bytes(sent[id(subscribers[light][0])]) == b"".join(struct.pack("!BBH", 0x40, 2, mid) for mid, qos in acked[light] if qos == 1)
+    monkeypatch.undo()
+    for _, loop in subscribers.values():
+        loop.disconnect()
+    unacknowledged = [entry for entry in as_seen[True][len(acked[True]) :] if entry[2] == 1]
+    again: dict[bool, list] = {True: [], False: []}
+    subscribers = {light: persistent_subscriber(broker, ids[light], light, again[light], protocol) for light in (True, False)}
+    deadline = time.monotonic() + 20
+    while min(len(again[True]), len(again[False])) < len(unacknowledged) and time.monotonic() < deadline:
+        for _, loop in subscribers.values():
+            loop.turn(0.01)
+    for light, (client, loop) in subscribers.items():
+        loop.turn(0.2)
+        redelivered = [(m.topic, bytes(m.payload), m.qos, bool(m.retain), bool(m.dup)) for m in again[light] if not m.retain]  # subscribing again sends the retained one anew
+        assert redelivered == [entry[:4] + (True,) for entry in unacknowledged]
+        client.ack_all([(m.mid, m.qos) for m in again[light]])
+        loop.disconnect()
+    publisher.publish("client-test/sessions/retained", b"", qos=1, retain=True)  # clear it for other tests
+    turn_until(pub_loop, lambda: not publisher.want_write())
+    pub_loop.disconnect()
+
+
+def test_a_turn_reads_about_packets_messages_however_many_one_read_brings(broker: stack.Service) -> None:
+    received: list[transport_client.Received] = []
+    subscribed_now: list[bool] = []
+    subscriber, loop = connected(broker, on_subscribe=lambda *args: subscribed_now.append(True))
+    subscriber.light_messages = True
+    subscriber.on_messages = lambda c, u, batch: received.extend(batch)
+    subscriber.subscribe("client-test/burst-bound/#", qos=1)
+    turn_until(loop, lambda: bool(subscribed_now))
+    publisher, pub_loop = connected(broker)
+    acknowledged: list[int] = []
+    publisher.on_publish = lambda c, u, mid, reason, properties: acknowledged.append(mid)
+    for i in range(3000):
+        publisher.publish_qos1(f"client-test/burst-bound/{i % 3}", bytes(100))
+    turn_until(pub_loop, lambda: len(acknowledged) == 3000)  # the broker has them all, and sends them on
+    packet_size = len(publish_packet("client-test/burst-bound/0", bytes(100), 1, 1, False, False))
+    waiting = lambda: struct.unpack("i", fcntl.ioctl(subscriber.socket().fileno(), termios.FIONREAD, b"\0" * 4))[0]  # noqa: E731 - bytes in the socket
+    deadline = time.monotonic() + 10
+    while waiting() < 90_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waiting() >= 90_000  # more than the turn may read: 680 messages
+    loop.turn(1.0, received=lambda: len(received), packets=100)
+    assert 100 <= len(received) < 100 + READ_BUFFER // packet_size + 2  # the last read may bring a buffer's worth more, not all there is
+    turn_until(loop, lambda: len(received) == 3000)
+    assert [m.payload for m in received] == [bytes(100)] * 3000
+    pub_loop.disconnect()
+    loop.disconnect()

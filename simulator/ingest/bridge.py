@@ -149,10 +149,11 @@ class Bridge:
             CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=False, protocol=mqtt.MQTTv311
         )
         self.client.manual_ack_set(True)
-        self.client.light_messages = True  # on_message gets a Received: no MQTTMessage (and its Condition) per message
+        self.client.light_messages = True  # a Received per message: no MQTTMessage (and its Condition)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.on_messages = self._on_messages  # the messages of a read at once
+        self.client.on_message = lambda client, userdata, message: self._on_messages(client, userdata, [message])  # where paho delivers itself (MQTT 5)
         self.client.on_subscribe = self._on_subscribe
         credentials.apply(self.client, self.address)
         self.loop = ClientLoop(self.client)
@@ -258,8 +259,7 @@ class Bridge:
     def _send_acknowledgements(self) -> None:
         while self.acks_ready:
             acks = self.acks_ready.popleft()
-            for mid, qos in acks:
-                self.client.ack(mid, qos)  # collected, sent together at the next turn
+            self.client.ack_all(acks)  # collected as one write, sent at the next turn
             self.counts.acknowledged += len(acks)
 
     def _wake(self) -> None:
@@ -354,36 +354,51 @@ class Bridge:
             self.log(f"bridge: {topic} is outside {prefix}/, left by an earlier subscription of this session; such messages go to the dead-letter file")
         raise BadPayload(f"topic outside this bridge's prefix {prefix}/ (an earlier subscription of client id {self.settings.client_id}'s session): not written to this database")
 
-    def _on_message(self, client: mqtt.Client, userdata: object, message: Received) -> None:
-        topic, payload = message.topic, message.payload
-        try:
-            if not topic.startswith(self.own_topics):
-                self._check_topic(topic)
-            line, device_id, seq, ts = to_point(topic, payload, self.settings.topic_prefix, self.field_types)
-            if self.sequences is not None and seq is not None:  # a device's status has no seq
-                self.counts.seq_gaps += self.sequences.observe(line[: line.index(",")], device_id, seq)
-        except BadPayload as error:
-            line, ts = None, 0
-            self.dead_letters.add(topic, payload, str(error))
-            self.counts.dead_letters += 1
+    def _on_messages(self, client: mqtt.Client, userdata: object, messages: list[Received] | list[mqtt.MQTTMessage]) -> None:
+        """The messages of one read, in arrival order: converted, then added to the open batch under one lock."""
+        converted = self._convert(messages)
         self.last_message = time.monotonic()
-        settings = self.settings
+        settings, counts = self.settings, self.counts
+        max_pending = settings.max_pending
         with self.lock:
-            while len(self.pending.acks) >= settings.max_pending and not self.stopping.is_set():
-                self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
-            pending = self.pending
-            if not pending.acks:
-                pending.opened = time.monotonic()
-                self.lock.notify_all()  # the writer, waiting with nothing to write, now has a batch to time
-            if line is not None:
-                pending.lines.append(line)
-                pending.sources.append((topic, payload))
-                if ts > pending.newest_ts:
-                    pending.newest_ts = ts
-            pending.acks.append((message.mid, message.qos))
-            self.counts.received += 1
+            pending = self.pending  # only the writer replaces it, and only while this thread waits
+            for message, (line, ts) in zip(messages, converted):
+                if len(pending.acks) >= max_pending:
+                    self.lock.notify_all()  # the writer may take the batch
+                    while len(self.pending.acks) >= max_pending and not self.stopping.is_set():
+                        self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
+                    pending = self.pending
+                if not pending.acks:
+                    pending.opened = time.monotonic()
+                    self.lock.notify_all()  # the writer, waiting with nothing to write, now has a batch to time
+                if line is not None:
+                    pending.lines.append(line)
+                    pending.sources.append((message.topic, message.payload))
+                    if ts > pending.newest_ts:
+                        pending.newest_ts = ts
+                pending.acks.append((message.mid, message.qos))
+                counts.received += 1
             if len(pending.lines) >= settings.batch_size:
-                self.lock.notify_all()
+                self.lock.notify_all()  # a full batch: the writer need not wait for its time
+
+    def _convert(self, messages: list[Received] | list[mqtt.MQTTMessage]) -> list[tuple[str | None, int]]:
+        """(line, ts) of each message, its seq checked; (None, 0) for one dead-lettered."""
+        converted: list[tuple[str | None, int]] = []
+        own_topics, prefix, field_types, sequences, counts = self.own_topics, self.settings.topic_prefix, self.field_types, self.sequences, self.counts
+        for message in messages:
+            topic, payload = message.topic, message.payload
+            try:
+                if not topic.startswith(own_topics):
+                    self._check_topic(topic)
+                line, device_id, seq, ts = to_point(topic, payload, prefix, field_types)
+                if sequences is not None and seq is not None:  # a device's status has no seq
+                    counts.seq_gaps += sequences.observe(line[: line.index(",")], device_id, seq)
+                converted.append((line, ts))
+            except BadPayload as error:
+                self.dead_letters.add(topic, payload, str(error))
+                counts.dead_letters += 1
+                converted.append((None, 0))
+        return converted
 
     # --- the writer thread ---
 

@@ -49,6 +49,7 @@ class FieldTypes:
         self.next_lookup = 0.0
         self.conflicts = 0
         self.reported: set[tuple[str, str]] = set()
+        self.changes = 0  # grows whenever a field known already takes another kind: to_line's per-topic cache checks it
 
     def of(self, measurement: str) -> dict[str, str]:
         """The measurement's {field: kind}, which the caller may add first-seen fields to."""
@@ -75,11 +76,13 @@ class FieldTypes:
         for name, kinds in held.items():
             if known.get(name) not in kinds:
                 known[name] = kinds[0]  # what InfluxDB holds is what it will accept
+                self.changes += 1
         self.unconfirmed.discard(measurement)
 
     def holds(self, measurement: str, name: str, kind: str) -> None:
         """InfluxDB said it holds `name` as `kind` (a refused write): from now on that is its type."""
         self.of(measurement)[name] = kind
+        self.changes += 1
 
     def conflict(self, measurement: str, name: str, stored: str, kind: str) -> None:
         """Count a value stored under its typed name; say so once per (measurement, field)."""

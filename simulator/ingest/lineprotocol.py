@@ -43,6 +43,46 @@ NEEDS_CARE_IN_TAG = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\, =]")
 # Bounded, so that payloads full of random names cannot grow it; past the bound names are matched again.
 NAME_CACHE_LIMIT = 4096
 _names: set[str] = set()
+# Per topic, what to_line derived from the last message it accepted there: a device repeats its id,
+# type and tags (so the line's head) and the names and types of its readings in every message. A
+# message that repeats them all takes the cached head and a %-template of its fields and is checked
+# for what can still differ (time, seq, readings' sizes, strings that need escaping, large integers);
+# anything else takes the full way, whose result (line or refusal) is the same. Bounded, as the name
+# cache is: past the bound new topics are converted the full way every time.
+TOPIC_CACHE_LIMIT = 50_000  # about 0.7 KB a topic (the pipeline's payloads): at most ~35 MB
+LAYOUT_CACHE_LIMIT = 4096
+NEEDS_ESCAPE_IN_FIELD = re.compile(r'[\\"\n\r]')
+EXACT_INT = 2**53  # integers within ±2**53 are written as f"{value}.0", exactly what float(value) is
+FIELD_FORMATS = {float: "%r", int: "%d.0", str: '"%s"', bool: "%s"}  # the same text as field_value, given the checks
+
+
+class Layout:
+    """The readings of a message, by their names and value types in order, as a %-template of the
+    line's fields (seq and time included), valid while the measurement's field types are those it was
+    made with (`known`, `changes`): every reading of that type is written under its own name."""
+
+    __slots__ = ("names", "types", "template", "texts", "ints", "flags", "known", "changes")
+
+    def __init__(self, names: tuple[str, ...], types: tuple[type, ...], known: dict[str, str] | None, changes: int) -> None:
+        self.names, self.types, self.known, self.changes = names, types, known, changes
+        self.template = "".join(f"{name}={FIELD_FORMATS[kind]}," for name, kind in zip(names, types)) + "seq=%di %d"
+        self.texts = tuple(at for at, kind in enumerate(types) if kind is str)
+        self.ints = tuple(at for at, kind in enumerate(types) if kind is int)
+        self.flags = tuple(at for at, kind in enumerate(types) if kind is bool)
+
+
+class TopicLine:
+    """What the last message accepted on a topic gave: its identity, its tags, the line's head up to
+    the fields (`{type},device_id=...,{tag}={value} `, escaped), and the layout of its readings."""
+
+    __slots__ = ("device_id", "kind", "tags", "head", "layout")
+
+    def __init__(self, device_id: str, kind: str, tags: dict, head: str, layout: Layout) -> None:
+        self.device_id, self.kind, self.tags, self.head, self.layout = device_id, kind, tags, head, layout
+
+
+_topics: dict[str, TopicLine] = {}
+_layouts: dict[tuple[str, tuple[str, ...], tuple[type, ...]], Layout] = {}
 
 
 def escape_key(text: str) -> str:
@@ -109,14 +149,22 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
     payload = json_object(raw)
     get = payload.get
     device_id, kind, ts, seq, tags, readings = get("device_id"), get("type"), get("ts"), get("seq"), get("tags", {}), get("readings")
+    cached = _topics.get(topic)
+    if cached is not None and device_id == cached.device_id and kind == cached.kind and tags == cached.tags:
+        # The identity, type and tags passed every check before with this topic: the checks between them come next, in order.
+        check_time_and_seq(ts, seq)
+        if type(readings) is not dict or not readings:
+            raise BadPayload("readings is missing or empty")
+        if len(readings) > MAX_READINGS:
+            raise BadPayload(f"more than {MAX_READINGS} readings or tags")
+        fields = cached_fields(cached.layout, readings, types.of(kind) if types is not None else None, types, seq, ts)
+        if fields is not None:
+            return cached.head + fields, device_id, seq, ts
     if type(device_id) is not str or not 0 < len(device_id) <= 128:
         raise BadPayload("device_id is missing or not a string of 1-128 characters")
     if type(kind) is not str or not is_name(kind) or kind in RESERVED_MEASUREMENTS:
         raise BadPayload("type is missing or not a name like 'air_quality'")
-    if type(ts) is not int or not TS_RANGE[0] <= ts < TS_RANGE[1]:  # type(): a bool is an int
-        raise BadPayload("ts is missing or not an epoch time in integer milliseconds")
-    if type(seq) is not int or seq < 0:
-        raise BadPayload("seq is missing or not a non-negative integer")
+    check_time_and_seq(ts, seq)
     if type(tags) is not dict or not all(type(value) is str for value in tags.values()):
         raise BadPayload("tags is not an object of strings")
     if type(readings) is not dict or not readings:
@@ -136,6 +184,7 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
         if value := tags[key]:  # InfluxDB rejects empty tag values
             parts += (",", key, "=", escape_key(value))
     parts.append(" ")
+    head = len(parts)
     known = types.of(kind) if types is not None else None
     first_seen: list[tuple[str, str]] | None = None  # (name, kind) recorded once the message is accepted
     conflicts: list[tuple[str, str, str]] | None = None  # (name, stored kind, value kind)
@@ -162,7 +211,55 @@ def to_line(topic: str, raw: bytes, types: FieldTypes | None = None) -> tuple[st
             known.setdefault(name, value_kind)  # type: ignore[union-attr]
         for name, stored, value_kind in conflicts or ():
             types.conflict(kind, name, stored, value_kind)  # type: ignore[union-attr]
+    if not conflicts:  # every reading went under its own name: the next message like it may take the cached way
+        remember(topic, device_id, kind, tags, "".join(parts[:head]), readings, known, types.changes if types is not None else 0)
     return "".join(parts), device_id, seq, ts
+
+
+def check_time_and_seq(ts: object, seq: object) -> None:
+    if type(ts) is not int or not TS_RANGE[0] <= ts < TS_RANGE[1]:  # type(): a bool is an int
+        raise BadPayload("ts is missing or not an epoch time in integer milliseconds")
+    if type(seq) is not int or seq < 0:
+        raise BadPayload("seq is missing or not a non-negative integer")
+
+
+def cached_fields(layout: Layout, readings: dict, known: dict[str, str] | None, types: FieldTypes | None, seq: int, ts: int) -> str | None:
+    """The line's fields, seq and time if the readings fit `layout` (same names and value types in
+    order, the field types unchanged since) and need none of field_value's care; else None."""
+    if layout.known is not known or (types is not None and layout.changes != types.changes):
+        return None
+    values = tuple(readings.values())
+    if tuple(map(type, values)) != layout.types or tuple(readings) != layout.names:
+        return None
+    for at in layout.texts:
+        text = values[at]
+        if len(text) > MAX_TEXT or NEEDS_ESCAPE_IN_FIELD.search(text) is not None:
+            return None  # too long (refused) or escaped: field_value's way
+    for at in layout.ints:
+        if not -EXACT_INT < values[at] < EXACT_INT:
+            return None
+    if layout.flags:
+        flags = list(values)
+        for at in layout.flags:
+            flags[at] = "true" if flags[at] else "false"
+        values = tuple(flags)
+    return layout.template % (*values, seq, ts)
+
+
+def remember(topic: str, device_id: str, kind: str, tags: dict, head: str, readings: dict, known: dict[str, str] | None, changes: int) -> None:
+    """Cache an accepted message's head and layout for its topic (within the bounds)."""
+    if len(_topics) >= TOPIC_CACHE_LIMIT and topic not in _topics:
+        return
+    names, kinds = tuple(readings), tuple(map(type, readings.values()))
+    if not all(kind_ in FIELD_FORMATS for kind_ in kinds):
+        return  # a subclass (not from orjson): always the full way
+    key = (kind, names, kinds)
+    layout = _layouts.get(key)
+    if layout is None or layout.known is not known or layout.changes != changes:
+        layout = Layout(names, kinds, known, changes)
+        if len(_layouts) < LAYOUT_CACHE_LIMIT or key in _layouts:
+            _layouts[key] = layout
+    _topics[topic] = TopicLine(device_id, kind, tags, head, layout)
 
 
 def typed_name(measurement: str, name: str, stored: str, kind: str, known: dict[str, str], readings: dict, tags: dict) -> str:

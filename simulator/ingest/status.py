@@ -23,8 +23,9 @@ DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 def status_device(topic: str, prefix: str) -> str | None:
     """What follows `{prefix}/status/` in the topic (the device id, if the topic is right), else None."""
-    head = f"{prefix}/status/"
-    return topic[len(head) :] if topic.startswith(head) else None
+    if topic.startswith(prefix) and topic.startswith("/status/", len(prefix)):  # without building the head: every message asks
+        return topic[len(prefix) + 8 :]
+    return None
 
 
 def status_line(device_id: str, raw: bytes) -> tuple[str, int]:

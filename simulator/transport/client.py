@@ -32,6 +32,14 @@ the end-to-end figures):
 - paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
   `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
   both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
+- Likewise for a subscriber with `light_messages`: `loop_read()` takes the whole 3.1.1 PUBLISH packets
+  at QoS 0 and 1 at the front of the read buffer in one loop (paho's framing, a byte per call for the
+  fixed header, its dispatch and the buffer's slicing for each call were 7.7 of the bridge's 28.9 µs
+  a message, profiled), and `on_messages`, if set, gets them all at once. A packet cut by the buffer's
+  end, or anything else, paho's own reading takes.
+- paho's `ack()` queues each PUBACK as a dict and writes it through `loop_write()` (2.4 µs a message
+  for the bridge); `ack_all()` builds the PUBACKs of a batch in one `struct.pack` and collects them as
+  one write, the same bytes (tests/test_transport_client.py compares them with paho's).
 - Closing the connection (after DISCONNECT, say) first sends what is collected, then ends our side
   and waits (at most a second) for the broker to end its own.
 
@@ -48,6 +56,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -90,6 +99,11 @@ FAST_PUBLISH_ATTRIBUTES = (
     "_mid_generate_mutex", "_out_packet", "_thread", "_on_socket_register_write", "_in_packet", "_in_callback_mutex",
     "_msgtime_mutex", "_last_bytes_received", "_callback_api_version", "_userdata",
 )  # fmt: skip
+# Those the batch paths (PUBLISH packets from the read buffer, ack_all) read and set; without them all, paho reads and acknowledges.
+FAST_BATCH_ATTRIBUTES = (
+    "_in_packet", "_msgtime_mutex", "_last_bytes_received", "_last_msg_out", "_manual_ack", "_in_callback_mutex", "_userdata",
+    "_out_packet", "_thread", "_on_socket_register_write", "_protocol", "_sock",
+)  # fmt: skip
 
 
 FAST_PATHS = _paho_internals_as_expected()
@@ -124,6 +138,7 @@ class Outgoing:
         """Nobody waits on this message's info: the publisher counts its PUBACKs in on_publish."""
 
 
+PUBACK_FRAME = 0x4002 << 16  # a PUBACK as a 32-bit big-endian number: the fixed header, then the message id
 QOS1_PUBLISH = 0x32  # PUBLISH, QoS 1, neither dup nor retain
 SUCCESS, QUEUE_SIZE = MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE  # looked up once: an Enum's attribute costs
 MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body
@@ -156,8 +171,12 @@ class Client(mqtt.Client):
         self._output_size = 0
         self._output_socket: object = None  # likewise for `_output`
         self.light_messages = False  # on: on_message gets a Received, and per-topic callbacks are not looked for
+        # With light_messages: called as (client, userdata, [Received, ...]) with every PUBLISH of a read at once, instead of
+        # on_message; what paho delivers itself (MQTT 5, QoS 2) still goes to on_message, as an MQTTMessage.
+        self.on_messages: Callable[[Client, Any, list[Received]], None] | None = None
         # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
         self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
+        self.fast_batches = FAST_PATHS and all(hasattr(self, name) for name in FAST_BATCH_ATTRIBUTES)
 
     def publish_qos1(self, topic: str, payload: bytes) -> tuple[MQTTErrorCode, int]:
         """Publish at QoS 1: paho's `publish(topic, payload, 1)`, its (rc, mid) and the same bytes on the
@@ -191,17 +210,23 @@ class Client(mqtt.Client):
         return info.rc, info.mid
 
     def _fast_publish_fits(self) -> bool:
-        """The packet can join the collected writes: connected with MQTT 3.1.1 (or 3.1), nothing that
-        paho still keeps to write first (order), room in the buffer, no bounds of paho's to keep, and no
-        thread or external loop of paho's to wake."""
+        """The packet can join the collected writes (`_fast_write_fits`), connected with MQTT 3.1.1 (or
+        3.1), and no bounds of paho's to keep."""
+        return (
+            self._fast_write_fits()
+            and self._protocol != MQTTProtocolVersion.MQTTv5
+            and self._max_inflight_messages == 0
+            and self._max_queued_messages == 0
+        )
+
+    def _fast_write_fits(self) -> bool:
+        """Packets can join the collected writes: connected, nothing that paho still keeps to write first
+        (order), room in the buffer, and no thread or external loop of paho's to wake."""
         return (
             self._sock is not None
             and self._output_socket is self._sock
             and self._output_size < WRITE_BUFFER
             and not self._out_packet
-            and self._protocol != MQTTProtocolVersion.MQTTv5
-            and self._max_inflight_messages == 0
-            and self._max_queued_messages == 0
             and self._thread is None
             and self._on_socket_register_write is None
         )
@@ -218,13 +243,20 @@ class Client(mqtt.Client):
         mid = (packet[end] << 8) | packet[end + 1] if qos else 0
         # Invalid UTF-8 in a topic becomes U+FFFD, a topic no subscriber's prefix matches (paho would raise in the callback).
         message = Received(packet[2:end].decode("utf-8", "replace"), bytes(packet[end + 2 if qos else end :]), mid, qos, bool(header & 0x08), bool(header & 0x01))
-        on_message = self.on_message
-        if on_message is not None:
-            with self._in_callback_mutex:
-                on_message(self, self._userdata, message)
+        self._deliver(message)
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _deliver(self, message: Received) -> None:
+        """One light message to on_messages (as a batch of one) or on_message."""
+        on_messages, on_message = self.on_messages, self.on_message
+        if on_messages is not None:
+            with self._in_callback_mutex:
+                on_messages(self, self._userdata, [message])
+        elif on_message is not None:
+            with self._in_callback_mutex:
+                on_message(self, self._userdata, message)
 
     def has_buffered_input(self) -> bool:
         """Bytes of this connection already read from the socket and not yet handled by paho."""
@@ -251,7 +283,91 @@ class Client(mqtt.Client):
         paho's own reading takes."""
         if FAST_PATHS and self.fast_publish:
             self._take_pubacks()
+        if self.fast_batches and self.light_messages and self._take_publishes() and not self.has_buffered_input():
+            return MQTTErrorCode.MQTT_ERR_SUCCESS  # all read were whole: the next call reads on (paho would frame the next packet itself)
         return super().loop_read(max_packets)
+
+    def _fill_input(self) -> bool:
+        """Bytes are in the read buffer, read into it now if it was empty; False if none wait (or the read
+        failed, or the broker closed: paho's own read meets that again)."""
+        if not self.has_buffered_input():
+            try:
+                data = super()._sock_recv(READ_BUFFER)
+            except OSError:  # BlockingIOError: nothing waits; any other error paho's own read meets again
+                return False
+            self._input, self._input_at, self._input_socket = data, 0, self._sock  # b"" (closed): paho's read sees it again
+        return self._input_at < len(self._input)
+
+    def _take_publishes(self) -> bool:
+        """The whole MQTT 3.1.1 PUBLISH packets at QoS 0 and 1 at the front of the read buffer (or of one
+        read into it), taken apart as `_handle_publish` does and delivered in order: to on_messages all
+        at once, or one by one to on_message (each followed by its PUBACK unless acknowledgements are
+        manual, as paho sends it). A packet cut by the buffer's end, anything else, and a malformed
+        PUBLISH stop it: paho's own reading takes them. True if it took any."""
+        if self._sock is None or self._in_packet["command"] != 0 or self._protocol == MQTTProtocolVersion.MQTTv5 or not self._fill_input():
+            return False
+        buffer, at, end = self._input, self._input_at, len(self._input)
+        messages: list[Received] = []
+        ends: list[int] = []  # where each message's packet ends in the buffer
+        while at < end:
+            header = buffer[at]
+            if header & 0xF0 != 0x30 or header & 0x06 > 0x02:
+                break  # not a PUBLISH, or QoS 2 (or 3, malformed)
+            remaining, shift, length_at = 0, 0, at + 1
+            while length_at < end and length_at - at <= 4:  # MQTT's variable-length integer, at most 4 bytes
+                byte = buffer[length_at]
+                remaining |= (byte & 0x7F) << shift
+                length_at, shift = length_at + 1, shift + 7
+                if not byte & 0x80:
+                    break
+            else:
+                break  # cut by the buffer's end, or longer than MQTT allows
+            body, packet_end = length_at, length_at + remaining
+            qos = (header & 0x06) >> 1
+            topic_end = body + 2 + ((buffer[body] << 8) | buffer[body + 1]) if body + 2 <= packet_end and packet_end <= end else 0
+            if topic_end <= body + 2 or topic_end + (2 if qos else 0) > packet_end:
+                break  # cut by the buffer's end, or malformed (an empty topic, a topic longer than the packet)
+            mid = (buffer[topic_end] << 8) | buffer[topic_end + 1] if qos else 0
+            # Invalid UTF-8 in a topic becomes U+FFFD, as in _handle_publish.
+            messages.append(Received(buffer[body + 2 : topic_end].decode("utf-8", "replace"), buffer[topic_end + 2 if qos else topic_end : packet_end], mid, qos, bool(header & 0x08), bool(header & 0x01)))
+            at = packet_end
+            ends.append(at)
+        if not messages:
+            return False
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()  # paho's keepalive hears the broker, as its own read would note
+        on_messages = self.on_messages
+        if on_messages is not None:
+            self._input_at = at
+            with self._in_callback_mutex:
+                on_messages(self, self._userdata, messages)
+        for message, packet_end in zip(messages, ends):
+            if on_messages is None:
+                self._input_at = packet_end  # a callback that raises leaves the messages after its own in the buffer
+                self._deliver(message)
+            if message.qos == 1 and not self._manual_ack:
+                self._send_puback(message.mid)
+        return True
+
+    def ack_all(self, acks: list[tuple[int, int]]) -> None:
+        """paho's `ack(mid, qos)` for each (mid, qos) in order, and the same bytes on the wire: for MQTT
+        3.1.1 at QoS 0 and 1 (what a 3.1.1 subscription at QoS 1 receives), the PUBACKs are built at
+        once and collected as one write. Whenever that does not fit (MQTT 5, a QoS 2 message, paho
+        still holding packets, a full write buffer, a thread of paho's to wake), paho's `ack()` does it."""
+        if not (self.fast_batches and self._manual_ack and self._fast_write_fits() and self._protocol != MQTTProtocolVersion.MQTTv5 and all(qos < 2 for _, qos in acks)):
+            for mid, qos in acks:
+                self.ack(mid, qos)
+            return
+        frames = [PUBACK_FRAME | mid for mid, qos in acks if qos == 1]
+        if not frames:
+            return
+        packet = struct.pack(f"!{len(frames)}I", *frames)  # each 0x40 0x02 (PUBACK, remaining length 2) and the message id
+        self._output.append(packet)
+        self._output_size += len(packet)
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()  # as paho's _packet_write notes: its keepalive need not ping
+        if self._output_size >= WRITE_BUFFER:
+            self.flush_output()  # as _sock_send would before collecting more
 
     def _take_pubacks(self) -> None:
         if (
@@ -263,12 +379,8 @@ class Client(mqtt.Client):
             or self._callback_api_version != CallbackAPIVersion.VERSION2
         ):
             return  # paho is within a packet, keeps bounds of its own, or calls on_publish another way
-        if not self.has_buffered_input():
-            try:
-                data = super()._sock_recv(READ_BUFFER)
-            except OSError:  # BlockingIOError: nothing waits; any other error paho's own read meets again
-                return
-            self._input, self._input_at, self._input_socket = data, 0, self._sock  # b"" (closed): paho's read sees it again
+        if not self._fill_input():
+            return
         buffer, at, end = self._input, self._input_at, len(self._input)
         if end - at < 4 or buffer[at] != 0x40 or buffer[at + 1] != 0x02:
             return
