@@ -50,7 +50,7 @@ def test_the_bridge_split_counts_only_its_threads_and_a_function_with_what_it_ca
     assert labels["paho reading (loop_read, incl. the on_message callback)"] == 2
     assert labels["on_message (conversion, batching)"] == labels["to_line"] == 2
     assert labels["writer: InfluxDB write (gzip, HTTP)"] == labels["gzip"] == 25
-    assert labels["seq check"] == labels["paho acknowledgements (ack)"] == 0
+    assert labels["seq check"] == labels["acknowledgements, one by one (ack)"] == labels["acknowledgements of a batch at once (ack_all)"] == 0
     # The innermost frame of each stack with one; a thread's name is none.
     assert dict(shares.innermost) == {"escape_key (simulator/ingest/lineprotocol.py:50)": 2, "compress (gzip.py:590)": 25}
 
