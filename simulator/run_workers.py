@@ -52,6 +52,7 @@ class Worker:
     process: subprocess.Popen[bytes]
     summary_file: Path
     last_error: str = ""
+    forwarded: int = 0  # how many of the parent's signals it has been sent
     relays: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -78,20 +79,28 @@ class Workers:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.children: list[Worker] = []
-        self.signals = 0
+        self.signals: list[int] = []  # received by the parent, in order
         self.stopped: list[Worker] = []  # the children stopped because another failed
         self.lock = threading.Lock()  # one relayed line at a time
 
-    def forward(self, signum: int, frame: object) -> None:
-        self.signals += 1
+    def receive(self, signum: int, frame: object) -> None:
+        # Only noted here: `forward` sends it, from the parent's own code, so a child being started
+        # when the signal comes (not yet among the children) gets it too, and gets it once.
+        self.signals.append(signum)
+
+    def forward(self) -> None:
+        """Send each child the signals received that it has not been sent yet."""
         for worker in self.children:
-            if worker.process.poll() is None:
-                worker.process.send_signal(signum)
+            while worker.forwarded < len(self.signals):
+                signum = self.signals[worker.forwarded]
+                worker.forwarded += 1
+                if worker.process.poll() is None:
+                    worker.process.send_signal(signum)
 
     def start(self, commands: list[tuple[Shard, list[str]]]) -> None:
         """Start every child; a signal while starting them starts no more (those started have it)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.forward)
+            signal.signal(signum, self.receive)
         for shard, command in commands:
             if self.signals:
                 break
@@ -102,6 +111,7 @@ class Workers:
             self.children.append(worker)
             assert process.stdout is not None and process.stderr is not None
             worker.relays = [self._relay(worker, process.stdout, sys.stdout, False), self._relay(worker, process.stderr, sys.stderr, True)]
+            self.forward()
 
     def _relay(self, worker: Worker, source: IO[bytes], target: TextIO, errors: bool) -> threading.Thread:
         def copy() -> None:
@@ -123,6 +133,7 @@ class Workers:
         """Until every child has ended. In a live run a child that fails stops the others (a live run
         would go on without its devices); a finite run's others finish their share."""
         while any(worker.process.poll() is None for worker in self.children):
+            self.forward()
             if live and not self.stopped and not self.signals and any(worker.process.returncode not in (None, 0) for worker in self.children):
                 self.stopped = [worker for worker in self.children if worker.process.poll() is None]
                 for worker in self.stopped:

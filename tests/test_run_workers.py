@@ -5,9 +5,11 @@ are one line and exit 2."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,6 +23,7 @@ from test_device_sessions import Watcher, sys_broker  # noqa: F401 (a fixture)
 
 from simulator import stack
 from simulator.faults import SOURCE as FAULT_SOURCE
+from simulator.run_workers import Workers
 from simulator.shard import SHARD_ENV, Shard
 
 METERS = 200
@@ -254,3 +257,32 @@ def test_bad_combinations_are_one_line_and_exit_2(tmp_path: Path) -> None:
     run = iotsim("run", str(gateways), "--workers", "2")
     expected = "--workers: fleets.2 has connection: gateway, whose devices shards would split between them; run it unsharded or give it connection: device\n"
     assert (run.returncode, run.stdout, run.stderr) == (2, "", expected)
+
+
+class SignalWhileStarting(os.PathLike[str]):
+    """An argument of a child's command that sends this process SIGTERM as Popen reads it: the signal
+    comes while that child is being started, as it would from a user at that moment."""
+
+    def __fspath__(self) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return "30"
+
+
+def test_a_signal_while_a_child_is_being_started_reaches_that_child_too(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))"]
+    commands = [(Shard(0, 2), [*sleeper, "30"]), (Shard(1, 2), [*sleeper, SignalWhileStarting()])]
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    children = Workers(tmp_path)
+    try:
+        children.start(commands)  # type: ignore[arg-type]
+        waiter = threading.Thread(target=children.wait, args=(True,), daemon=True)
+        waiter.start()
+        waiter.join(15)  # each child ends at once on SIGTERM; one that never got it sleeps 30 s
+        assert [worker.process.poll() for worker in children.children] == [-signal.SIGTERM, -signal.SIGTERM]
+    finally:
+        for worker in children.children:
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait(10)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
