@@ -4,7 +4,7 @@ Each child is exactly `iotsim run FILE --shard i/N` with the parent's other opti
 simulator/shard.py: no second way to run), so a fleet larger than one process's open-files limit can
 connect. The parent starts them together, each in its own process group (a Ctrl-C at the terminal
 reaches the parent only, which forwards it once: a second one would interrupt a live run at once),
-forwards SIGTERM and SIGINT, relays their lines, and sums the figures each child writes as one JSON
+forwards SIGTERM, SIGINT and SIGHUP, relays their lines, and sums the figures each child writes as one JSON
 object to the file `IOTSIM_RUN_SUMMARY` names (`write_summary`; set by the parent, for its children only).
 """
 
@@ -99,8 +99,10 @@ class Workers:
 
     def start(self, commands: list[tuple[Shard, list[str]]]) -> None:
         """Start every child; a signal while starting them starts no more (those started have it)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.receive)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            # SIGHUP (the terminal closed) too: it reaches the parent's process group only. Under nohup it stays ignored, as by the children.
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self.receive)
         for shard, command in commands:
             if self.signals:
                 break

@@ -193,6 +193,26 @@ def test_sigterm_interrupts_a_finite_run_exit_130_and_no_child_left(sys_broker: 
     assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
 
 
+def test_sighup_the_terminal_closed_leaves_no_child_running(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwhup", duration="until-stopped", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        process.send_signal(signal.SIGHUP)  # each child in its own process group: only the parent has it
+        reader.end(timeout=30)
+        assert psutil.wait_procs(children, timeout=10)[1] == []  # one process would have ended: so does each child
+        assert process.returncode == 130, "".join(reader.lines)  # interrupted
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+
+
 def test_in_a_live_run_a_failing_child_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     # A broker outage with no local stack under --state-dir: the one shard that acts on process faults fails.
     outage = "faults:\n  - {kind: broker_outage, at: 5m, duration: 1m}"
