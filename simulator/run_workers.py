@@ -82,6 +82,7 @@ class Workers:
         self.signals: list[int] = []  # received by the parent, in order
         self.stopped: list[Worker] = []  # the children stopped because another failed
         self.lock = threading.Lock()  # one relayed line at a time
+        self.gone: set[TextIO] = set()  # the parent's outputs whose reader went away: no more lines to them
 
     def receive(self, signum: int, frame: object) -> None:
         # Only noted here: `forward` sends it, from the parent's own code, so a child being started
@@ -124,8 +125,13 @@ class Workers:
                 # The child's own lines that name their shard stay as they are; the others get its label.
                 text = line if not line or worker.label in line else f"{worker.label} {line}"
                 with self.lock:
-                    target.write(text + "\n")
-                    target.flush()
+                    if target in self.gone:
+                        continue
+                    try:
+                        target.write(text + "\n")
+                        target.flush()
+                    except OSError:  # its reader went away (`| head -1`): the child's lines are still read, so it never blocks on a full pipe
+                        self.gone.add(target)
 
         thread = threading.Thread(target=copy, daemon=True)
         thread.start()

@@ -252,6 +252,21 @@ def test_a_dry_run_with_workers_writes_one_file_per_shard_together_the_unsharded
     assert sorted(lines) == sorted((tmp_path / "whole.jsonl").read_bytes().splitlines())
 
 
+def test_a_reader_gone_from_stdout_is_no_traceback_and_the_children_finish(tmp_path: Path) -> None:
+    scenario = scenario_file(tmp_path, 1883, "rwpipe", meters=20)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `iotsim run ... | head -1` once head has gone: every line to stdout is a broken pipe
+    try:
+        command = [*IOTSIM, "run", str(scenario), "--dry-run", "--out", str(tmp_path / "out.jsonl"), "--workers", "2"]
+        run = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=child_env())
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in run.stderr and "Exception" not in run.stderr, run.stderr
+    assert run.returncode == 1, run.stderr  # as one process's run: its stdout could not be written
+    readings = [line for index in range(2) for line in (tmp_path / f"out-s{index}of2.jsonl").read_bytes().splitlines()]
+    assert len(readings) == 20 * 4 + AIR  # each child wrote its whole share
+
+
 GATEWAYS = "  - type: water_pressure\n    count: 8\n    connection: gateway\n    gateway_size: 4"
 
 
