@@ -138,11 +138,12 @@ class Workers:
         return thread
 
     def wait(self, live: bool) -> None:
-        """Until every child has ended. In a live run a child that fails stops the others (a live run
-        would go on without its devices); a finite run's others finish their share."""
+        """Until every child has ended. In a live run a child that ends before the parent is signalled
+        (it failed, or was stopped from outside) stops the others: the run would go on without its
+        devices. A finite run's others finish their share."""
         while any(worker.process.poll() is None for worker in self.children):
             self.forward()
-            if live and not self.stopped and not self.signals and any(worker.process.returncode not in (None, 0) for worker in self.children):
+            if live and not self.stopped and not self.signals and any(worker.process.returncode is not None for worker in self.children):
                 self.stopped = [worker for worker in self.children if worker.process.poll() is None]
                 for worker in self.stopped:
                     worker.process.send_signal(signal.SIGTERM)

@@ -193,6 +193,27 @@ def test_sigterm_interrupts_a_finite_run_exit_130_and_no_child_left(sys_broker: 
     assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
 
 
+def test_in_a_live_run_a_child_stopped_from_outside_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwone", duration="until-stopped", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        children[0].terminate()  # `kill` of one child: it drains and ends 0, and the run would go on without its devices
+        stdout = reader.end(timeout=30)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, "".join(reader.lines)
+    assert sum("stopped after" in line for line in reader.lines) == 2, reader.lines
+    assert re.search(r"^workers \(2 workers\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE), stdout
+
+
 def test_sighup_the_terminal_closed_leaves_no_child_running(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     scenario = scenario_file(tmp_path, sys_broker.port, "rwhup", duration="until-stopped", speed="60", meters=10)
     process, reader = start_workers(scenario, "--workers", "2")
