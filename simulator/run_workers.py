@@ -4,7 +4,7 @@ Each child is exactly `iotsim run FILE --shard i/N` with the parent's other opti
 simulator/shard.py: no second way to run), so a fleet larger than one process's open-files limit can
 connect. The parent starts them together, each in its own process group (a Ctrl-C at the terminal
 reaches the parent only, which forwards it once: a second one would interrupt a live run at once),
-forwards SIGTERM, SIGINT and SIGHUP, relays their lines, and sums the figures each child writes as one JSON
+forwards SIGTERM, SIGINT (as SIGTERM) and SIGHUP, relays their lines, and sums the figures each child writes as one JSON
 object to the file `IOTSIM_RUN_SUMMARY` names (`write_summary`; set by the parent, for its children only).
 """
 
@@ -87,7 +87,9 @@ class Workers:
     def receive(self, signum: int, frame: object) -> None:
         # Only noted here: `forward` sends it, from the parent's own code, so a child being started
         # when the signal comes (not yet among the children) gets it too, and gets it once.
-        self.signals.append(signum)
+        # Ctrl-C goes on as SIGTERM: a child takes both alike once running, and one still importing
+        # ends at once on SIGTERM, where SIGINT printed a KeyboardInterrupt traceback.
+        self.signals.append(signal.SIGTERM if signum == signal.SIGINT else signum)
 
     def forward(self) -> None:
         """Send each child the signals received that it has not been sent yet."""

@@ -234,6 +234,20 @@ def test_sighup_the_terminal_closed_leaves_no_child_running(sys_broker: stack.Se
             process.kill()
 
 
+def test_ctrl_c_while_the_children_start_is_no_traceback(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwearly", duration="6h", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    try:
+        assert len(children_of(process, 2)) == 2  # started, still importing
+        process.send_signal(signal.SIGINT)
+        reader.end(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in reader.lines), "".join(reader.lines)
+
+
 def test_in_a_live_run_a_failing_child_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     # A broker outage with no local stack under --state-dir: the one shard that acts on process faults fails.
     outage = "faults:\n  - {kind: broker_outage, at: 5m, duration: 1m}"
