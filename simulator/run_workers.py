@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from simulator.errors import UsageError
 from simulator.shard import SHARD_ENV, Shard
 
 SUMMARY_ENV = "IOTSIM_RUN_SUMMARY"
@@ -111,12 +112,23 @@ class Workers:
                 break
             summary_file = self.folder / f"shard-{shard.index}.json"
             env = {key: value for key, value in os.environ.items() if key != SHARD_ENV} | {SUMMARY_ENV: str(summary_file)}
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, process_group=0)
+            try:
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, process_group=0)
+            except OSError as error:  # out of open files or processes: the children started must not go on alone
+                self.stop_all()
+                raise UsageError(f"--workers {len(commands)}: cannot start shard {shard.spec} ({error.strerror}); the shards started are stopped") from None
             worker = Worker(shard, process, summary_file)
             self.children.append(worker)
             assert process.stdout is not None and process.stderr is not None
             worker.relays = [self._relay(worker, process.stdout, sys.stdout, False), self._relay(worker, process.stderr, sys.stderr, True)]
             self.forward()
+
+    def stop_all(self) -> None:
+        """SIGTERM to every child (a live one drains and ends), and wait for their ends."""
+        for worker in self.children:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        self.wait(live=False)
 
     def _relay(self, worker: Worker, source: IO[bytes], target: TextIO, errors: bool) -> threading.Thread:
         def copy() -> None:

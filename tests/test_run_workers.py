@@ -302,6 +302,37 @@ def test_a_reader_gone_from_stdout_is_no_traceback_and_the_children_finish(tmp_p
     assert len(readings) == 20 * 4 + AIR  # each child wrote its whole share
 
 
+def running_shards_of(scenario: Path) -> list[psutil.Process]:
+    """The children `iotsim run SCENARIO --workers` started that still run (by the scenario's own temporary path)."""
+    found = []
+    for candidate in psutil.process_iter(["cmdline", "status"]):
+        if str(scenario) in (candidate.info["cmdline"] or []) and "--shard" in (candidate.info["cmdline"] or []) and candidate.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(candidate)
+    return found
+
+
+def test_a_child_that_cannot_be_started_is_one_line_and_leaves_none_running(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwfiles", duration="until-stopped", speed="60", meters=4)
+    # 30 open files: the parent's own and two pipes a child, so the parent runs out of files while starting 12 children.
+    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (30, 30)); sys.argv[0] = 'iotsim'; runpy.run_module('simulator.cli', run_name='__main__')"
+    process = subprocess.Popen([sys.executable, "-c", limit, "run", str(scenario), "--workers", "12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        started = len(children_of(process, 1))
+        _, stderr = process.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while running_shards_of(scenario) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = running_shards_of(scenario)
+    finally:
+        for child in running_shards_of(scenario):
+            child.kill()
+        if process.poll() is None:
+            process.kill()
+    assert started and not left, stderr  # the children it had started are stopped, not left running
+    assert "Traceback" not in stderr and process.returncode == 2, stderr
+    assert re.fullmatch(r"--workers 12: cannot start shard \d+/12 \(Too many open files\); the shards started are stopped", stderr.splitlines()[-1]), stderr
+
+
 GATEWAYS = "  - type: water_pressure\n    count: 8\n    connection: gateway\n    gateway_size: 4"
 
 
