@@ -81,7 +81,7 @@ class Workers:
         self.folder = folder
         self.children: list[Worker] = []
         self.signals: list[int] = []  # received by the parent, in order
-        self.stopped: list[Worker] = []  # the children stopped because another failed
+        self.stopped: list[Worker] = []  # the children of a live run stopped because another ended
         self.lock = threading.Lock()  # one relayed line at a time
         self.gone: set[TextIO] = set()  # the parent's outputs whose reader went away: no more lines to them
 

@@ -248,6 +248,23 @@ def test_ctrl_c_while_the_children_start_is_no_traceback(sys_broker: stack.Servi
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in reader.lines), "".join(reader.lines)
 
 
+def test_in_a_finite_run_a_child_interrupted_from_outside_is_named(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwkill", duration="20m", speed="60", meters=10)  # 20 s of wall time
+    process, reader = start_workers(scenario, "--workers", "2")
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("note: cannot write the simulator's counters", 2, timeout=20), reader.lines  # both running
+        shard = next(index for index in range(2) if f"--shard {index}/2" in " ".join(children[0].cmdline()))
+        children[0].terminate()  # not the parent's doing: its other child finishes its share
+        reader.end(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, "".join(reader.lines)  # the worst child's code
+    assert reader.lines[-1].startswith(f"workers: shard {shard}/2 failed with exit code 130: "), reader.lines
+
+
 def test_in_a_live_run_a_failing_child_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     # A broker outage with no local stack under --state-dir: the one shard that acts on process faults fails.
     outage = "faults:\n  - {kind: broker_outage, at: 5m, duration: 1m}"
