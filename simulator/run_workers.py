@@ -4,7 +4,7 @@ Each child is exactly `iotsim run FILE --shard i/N` with the parent's other opti
 simulator/shard.py: no second way to run), so a fleet larger than one process's open-files limit can
 connect. The parent starts them together, each in its own process group (a Ctrl-C at the terminal
 reaches the parent only, which forwards it once: a second one would interrupt a live run at once),
-forwards SIGTERM, SIGINT (as SIGTERM) and SIGHUP, relays their lines, and sums the figures each child writes as one JSON
+forwards SIGTERM, SIGINT (as SIGTERM), SIGHUP and Ctrl-Z, relays their lines, and sums the figures each child writes as one JSON
 object to the file `IOTSIM_RUN_SUMMARY` names (`write_summary`; set by the parent, for its children only).
 """
 
@@ -92,6 +92,19 @@ class Workers:
         # ends at once on SIGTERM, where SIGINT printed a KeyboardInterrupt traceback.
         self.signals.append(signal.SIGTERM if signum == signal.SIGINT else signum)
 
+    def pause(self, signum: int, frame: object) -> None:
+        """Ctrl-Z: it reaches the parent's process group only. Every child stops, then the parent; when
+        the shell continues the parent (fg, bg), the parent continues them."""
+        for worker in self.children:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, self.pause)
+        for worker in self.children:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGCONT)
+
     def forward(self) -> None:
         """Send each child the signals received that it has not been sent yet."""
         for worker in self.children:
@@ -107,6 +120,7 @@ class Workers:
             # SIGHUP (the terminal closed) too: it reaches the parent's process group only. Under nohup it stays ignored, as by the children.
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, self.receive)
+        signal.signal(signal.SIGTSTP, self.pause)
         for shard, command in commands:
             if self.signals:
                 break

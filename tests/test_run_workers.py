@@ -214,6 +214,38 @@ def test_in_a_live_run_a_child_stopped_from_outside_stops_the_others(sys_broker:
     assert re.search(r"^workers \(2 workers\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE), stdout
 
 
+def statuses(children: list[psutil.Process], wanted: str, timeout: float = 10) -> list[str]:
+    """The children's process states, once all are `wanted` (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while {child.status() for child in children} != {wanted} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [child.status() for child in children]
+
+
+def test_ctrl_z_pauses_every_child_and_fg_resumes_them(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwtstp", duration="until-stopped", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        process.send_signal(signal.SIGTSTP)  # Ctrl-Z: it reaches the parent's process group only
+        assert statuses([psutil.Process(process.pid), *children], psutil.STATUS_STOPPED) == [psutil.STATUS_STOPPED] * 3
+        process.send_signal(signal.SIGCONT)  # fg
+        assert psutil.STATUS_STOPPED not in statuses(children, psutil.STATUS_SLEEPING)
+        process.send_signal(signal.SIGTERM)
+        stdout = reader.end(timeout=30)
+    finally:
+        for child in children:  # SIGKILL: even a stopped one ends
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, "".join(reader.lines)
+    assert re.search(r"^workers \(2 workers\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE), stdout
+
+
 def test_sighup_the_terminal_closed_leaves_no_child_running(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     scenario = scenario_file(tmp_path, sys_broker.port, "rwhup", duration="until-stopped", speed="60", meters=10)
     process, reader = start_workers(scenario, "--workers", "2")
@@ -389,7 +421,7 @@ class SignalWhileStarting(os.PathLike[str]):
 def test_a_signal_while_a_child_is_being_started_reaches_that_child_too(tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))"]
     commands = [(Shard(0, 2), [*sleeper, "30"]), (Shard(1, 2), [*sleeper, SignalWhileStarting()])]
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP)}
     children = Workers(tmp_path)
     try:
         children.start(commands)  # type: ignore[arg-type]
