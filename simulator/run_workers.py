@@ -116,11 +116,11 @@ class Workers:
 
     def start(self, commands: list[tuple[Shard, list[str]]]) -> None:
         """Start every child; a signal while starting them starts no more (those started have it)."""
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            # SIGHUP (the terminal closed) too: it reaches the parent's process group only. Under nohup it stays ignored, as by the children.
+        handlers = {signal.SIGTERM: self.receive, signal.SIGINT: self.receive, signal.SIGHUP: self.receive, signal.SIGTSTP: self.pause}
+        for signum, handler in handlers.items():
+            # SIGHUP (the terminal closed) and Ctrl-Z too: they reach the parent's process group only. One ignored (nohup) stays so, as by the children.
             if signal.getsignal(signum) is not signal.SIG_IGN:
-                signal.signal(signum, self.receive)
-        signal.signal(signal.SIGTSTP, self.pause)
+                signal.signal(signum, handler)
         for shard, command in commands:
             if self.signals:
                 break
