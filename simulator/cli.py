@@ -399,7 +399,7 @@ def run_workers(scenario: Scenario, file: Path, options: list[str], count: int, 
     print_workers_total(scenario, summaries, count, wall_s, [outputs[shard] for shard in shards] if output else None)
     code = children.exit_code()
     failed = children.failed()
-    if failed and code != 130:
+    if failed and not children.signals:  # a child may end 130 on its own (interrupted from outside): it is named too
         worst = failed[0]
         more = f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else ""
         say(f"{scenario.name}: shard {worst.shard.spec} failed with exit code {worst.code}{more}: {worst.last_error or 'no error line'}")

@@ -4,7 +4,7 @@ Each child is exactly `iotsim run FILE --shard i/N` with the parent's other opti
 simulator/shard.py: no second way to run), so a fleet larger than one process's open-files limit can
 connect. The parent starts them together, each in its own process group (a Ctrl-C at the terminal
 reaches the parent only, which forwards it once: a second one would interrupt a live run at once),
-forwards SIGTERM and SIGINT, relays their lines, and sums the figures each child writes as one JSON
+forwards SIGTERM, SIGINT (as SIGTERM), SIGHUP and Ctrl-Z, relays their lines, and sums the figures each child writes as one JSON
 object to the file `IOTSIM_RUN_SUMMARY` names (`write_summary`; set by the parent, for its children only).
 """
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from simulator.errors import UsageError
 from simulator.shard import SHARD_ENV, Shard
 
 SUMMARY_ENV = "IOTSIM_RUN_SUMMARY"
@@ -52,6 +53,7 @@ class Worker:
     process: subprocess.Popen[bytes]
     summary_file: Path
     last_error: str = ""
+    forwarded: int = 0  # how many of the parent's signals it has been sent
     relays: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -78,30 +80,69 @@ class Workers:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.children: list[Worker] = []
-        self.signals = 0
-        self.stopped: list[Worker] = []  # the children stopped because another failed
+        self.signals: list[int] = []  # received by the parent, in order
+        self.stopped: list[Worker] = []  # the children of a live run stopped because another ended
         self.lock = threading.Lock()  # one relayed line at a time
+        self.gone: set[TextIO] = set()  # the parent's outputs whose reader went away: no more lines to them
 
-    def forward(self, signum: int, frame: object) -> None:
-        self.signals += 1
+    def receive(self, signum: int, frame: object) -> None:
+        # Only noted here: `forward` sends it, from the parent's own code, so a child being started
+        # when the signal comes (not yet among the children) gets it too, and gets it once.
+        # Ctrl-C goes on as SIGTERM: a child takes both alike once running, and one still importing
+        # ends at once on SIGTERM, where SIGINT printed a KeyboardInterrupt traceback.
+        self.signals.append(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    def pause(self, signum: int, frame: object) -> None:
+        """Ctrl-Z: it reaches the parent's process group only. Every child stops, then the parent; when
+        the shell continues the parent (fg, bg), the parent continues them."""
         for worker in self.children:
             if worker.process.poll() is None:
-                worker.process.send_signal(signum)
+                worker.process.send_signal(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, self.pause)
+        for worker in self.children:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGCONT)
+
+    def forward(self) -> None:
+        """Send each child the signals received that it has not been sent yet."""
+        for worker in self.children:
+            while worker.forwarded < len(self.signals):
+                signum = self.signals[worker.forwarded]
+                worker.forwarded += 1
+                if worker.process.poll() is None:
+                    worker.process.send_signal(signum)
 
     def start(self, commands: list[tuple[Shard, list[str]]]) -> None:
         """Start every child; a signal while starting them starts no more (those started have it)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.forward)
+        handlers = {signal.SIGTERM: self.receive, signal.SIGINT: self.receive, signal.SIGHUP: self.receive, signal.SIGTSTP: self.pause}
+        for signum, handler in handlers.items():
+            # SIGHUP (the terminal closed) and Ctrl-Z too: they reach the parent's process group only. One ignored (nohup) stays so, as by the children.
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, handler)
         for shard, command in commands:
             if self.signals:
                 break
             summary_file = self.folder / f"shard-{shard.index}.json"
             env = {key: value for key, value in os.environ.items() if key != SHARD_ENV} | {SUMMARY_ENV: str(summary_file)}
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, process_group=0)
+            try:
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, process_group=0)
+            except OSError as error:  # out of open files or processes: the children started must not go on alone
+                self.stop_all()
+                raise UsageError(f"--workers {len(commands)}: cannot start shard {shard.spec} ({error.strerror}); the shards started are stopped") from None
             worker = Worker(shard, process, summary_file)
             self.children.append(worker)
             assert process.stdout is not None and process.stderr is not None
             worker.relays = [self._relay(worker, process.stdout, sys.stdout, False), self._relay(worker, process.stderr, sys.stderr, True)]
+            self.forward()
+
+    def stop_all(self) -> None:
+        """SIGTERM to every child (a live one drains and ends), and wait for their ends."""
+        for worker in self.children:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        self.wait(live=False)
 
     def _relay(self, worker: Worker, source: IO[bytes], target: TextIO, errors: bool) -> threading.Thread:
         def copy() -> None:
@@ -112,18 +153,25 @@ class Workers:
                 # The child's own lines that name their shard stay as they are; the others get its label.
                 text = line if not line or worker.label in line else f"{worker.label} {line}"
                 with self.lock:
-                    target.write(text + "\n")
-                    target.flush()
+                    if target in self.gone:
+                        continue
+                    try:
+                        target.write(text + "\n")
+                        target.flush()
+                    except OSError:  # its reader went away (`| head -1`): the child's lines are still read, so it never blocks on a full pipe
+                        self.gone.add(target)
 
         thread = threading.Thread(target=copy, daemon=True)
         thread.start()
         return thread
 
     def wait(self, live: bool) -> None:
-        """Until every child has ended. In a live run a child that fails stops the others (a live run
-        would go on without its devices); a finite run's others finish their share."""
+        """Until every child has ended. In a live run a child that ends before the parent is signalled
+        (it failed, or was stopped from outside) stops the others: the run would go on without its
+        devices. A finite run's others finish their share."""
         while any(worker.process.poll() is None for worker in self.children):
-            if live and not self.stopped and not self.signals and any(worker.process.returncode not in (None, 0) for worker in self.children):
+            self.forward()
+            if live and not self.stopped and not self.signals and any(worker.process.returncode is not None for worker in self.children):
                 self.stopped = [worker for worker in self.children if worker.process.poll() is None]
                 for worker in self.stopped:
                     worker.process.send_signal(signal.SIGTERM)

@@ -5,9 +5,11 @@ are one line and exit 2."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -21,6 +23,7 @@ from test_device_sessions import Watcher, sys_broker  # noqa: F401 (a fixture)
 
 from simulator import stack
 from simulator.faults import SOURCE as FAULT_SOURCE
+from simulator.run_workers import Workers
 from simulator.shard import SHARD_ENV, Shard
 
 METERS = 200
@@ -190,6 +193,110 @@ def test_sigterm_interrupts_a_finite_run_exit_130_and_no_child_left(sys_broker: 
     assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
 
 
+def test_in_a_live_run_a_child_stopped_from_outside_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwone", duration="until-stopped", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        children[0].terminate()  # `kill` of one child: it drains and ends 0, and the run would go on without its devices
+        stdout = reader.end(timeout=30)
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, "".join(reader.lines)
+    assert sum("stopped after" in line for line in reader.lines) == 2, reader.lines
+    assert re.search(r"^workers \(2 workers\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE), stdout
+
+
+def statuses(children: list[psutil.Process], wanted: str, timeout: float = 10) -> list[str]:
+    """The children's process states, once all are `wanted` (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while {child.status() for child in children} != {wanted} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [child.status() for child in children]
+
+
+def test_ctrl_z_pauses_every_child_and_fg_resumes_them(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwtstp", duration="until-stopped", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        process.send_signal(signal.SIGTSTP)  # Ctrl-Z: it reaches the parent's process group only
+        assert statuses([psutil.Process(process.pid), *children], psutil.STATUS_STOPPED) == [psutil.STATUS_STOPPED] * 3
+        process.send_signal(signal.SIGCONT)  # fg
+        assert psutil.STATUS_STOPPED not in statuses(children, psutil.STATUS_SLEEPING)
+        process.send_signal(signal.SIGTERM)
+        stdout = reader.end(timeout=30)
+    finally:
+        for child in children:  # SIGKILL: even a stopped one ends
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, "".join(reader.lines)
+    assert re.search(r"^workers \(2 workers\): generated (\d+), published \1, acknowledged \1 ", stdout, re.MULTILINE), stdout
+
+
+def test_sighup_the_terminal_closed_leaves_no_child_running(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwhup", duration="until-stopped", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        process.send_signal(signal.SIGHUP)  # each child in its own process group: only the parent has it
+        reader.end(timeout=30)
+        assert psutil.wait_procs(children, timeout=10)[1] == []  # one process would have ended: so does each child
+        assert process.returncode == 130, "".join(reader.lines)  # interrupted
+    finally:
+        for child in children:
+            if child.is_running():
+                child.kill()
+        if process.poll() is None:
+            process.kill()
+
+
+def test_ctrl_c_while_the_children_start_is_no_traceback(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwearly", duration="6h", speed="60", meters=10)
+    process, reader = start_workers(scenario, "--workers", "2")
+    try:
+        assert len(children_of(process, 2)) == 2  # started, still importing
+        process.send_signal(signal.SIGINT)
+        reader.end(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in reader.lines), "".join(reader.lines)
+
+
+def test_in_a_finite_run_a_child_interrupted_from_outside_is_named(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwkill", duration="20m", speed="60", meters=10)  # 20 s of wall time
+    process, reader = start_workers(scenario, "--workers", "2")
+    try:
+        children = children_of(process, 2)
+        assert len(children) == 2
+        assert reader.wait_for("note: cannot write the simulator's counters", 2, timeout=20), reader.lines  # both running
+        shard = next(index for index in range(2) if f"--shard {index}/2" in " ".join(children[0].cmdline()))
+        children[0].terminate()  # not the parent's doing: its other child finishes its share
+        reader.end(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, "".join(reader.lines)  # the worst child's code
+    assert reader.lines[-1].startswith(f"workers: shard {shard}/2 failed with exit code 130: "), reader.lines
+
+
 def test_in_a_live_run_a_failing_child_stops_the_others(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     # A broker outage with no local stack under --state-dir: the one shard that acts on process faults fails.
     outage = "faults:\n  - {kind: broker_outage, at: 5m, duration: 1m}"
@@ -229,6 +336,52 @@ def test_a_dry_run_with_workers_writes_one_file_per_shard_together_the_unsharded
     assert sorted(lines) == sorted((tmp_path / "whole.jsonl").read_bytes().splitlines())
 
 
+def test_a_reader_gone_from_stdout_is_no_traceback_and_the_children_finish(tmp_path: Path) -> None:
+    scenario = scenario_file(tmp_path, 1883, "rwpipe", meters=20)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `iotsim run ... | head -1` once head has gone: every line to stdout is a broken pipe
+    try:
+        command = [*IOTSIM, "run", str(scenario), "--dry-run", "--out", str(tmp_path / "out.jsonl"), "--workers", "2"]
+        run = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=child_env())
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in run.stderr and "Exception" not in run.stderr, run.stderr
+    assert run.returncode == 1, run.stderr  # as one process's run: its stdout could not be written
+    readings = [line for index in range(2) for line in (tmp_path / f"out-s{index}of2.jsonl").read_bytes().splitlines()]
+    assert len(readings) == 20 * 4 + AIR  # each child wrote its whole share
+
+
+def running_shards_of(scenario: Path) -> list[psutil.Process]:
+    """The children `iotsim run SCENARIO --workers` started that still run (by the scenario's own temporary path)."""
+    found = []
+    for candidate in psutil.process_iter(["cmdline", "status"]):
+        if str(scenario) in (candidate.info["cmdline"] or []) and "--shard" in (candidate.info["cmdline"] or []) and candidate.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(candidate)
+    return found
+
+
+def test_a_child_that_cannot_be_started_is_one_line_and_leaves_none_running(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
+    scenario = scenario_file(tmp_path, sys_broker.port, "rwfiles", duration="until-stopped", speed="60", meters=4)
+    # 30 open files: the parent's own and two pipes a child, so the parent runs out of files while starting 12 children.
+    limit = "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (30, 30)); sys.argv[0] = 'iotsim'; runpy.run_module('simulator.cli', run_name='__main__')"
+    process = subprocess.Popen([sys.executable, "-c", limit, "run", str(scenario), "--workers", "12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        started = len(children_of(process, 1))
+        _, stderr = process.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while running_shards_of(scenario) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = running_shards_of(scenario)
+    finally:
+        for child in running_shards_of(scenario):
+            child.kill()
+        if process.poll() is None:
+            process.kill()
+    assert started and not left, stderr  # the children it had started are stopped, not left running
+    assert "Traceback" not in stderr and process.returncode == 2, stderr
+    assert re.fullmatch(r"--workers 12: cannot start shard \d+/12 \(Too many open files\); the shards started are stopped", stderr.splitlines()[-1]), stderr
+
+
 GATEWAYS = "  - type: water_pressure\n    count: 8\n    connection: gateway\n    gateway_size: 4"
 
 
@@ -254,3 +407,32 @@ def test_bad_combinations_are_one_line_and_exit_2(tmp_path: Path) -> None:
     run = iotsim("run", str(gateways), "--workers", "2")
     expected = "--workers: fleets.2 has connection: gateway, whose devices shards would split between them; run it unsharded or give it connection: device\n"
     assert (run.returncode, run.stdout, run.stderr) == (2, "", expected)
+
+
+class SignalWhileStarting(os.PathLike[str]):
+    """An argument of a child's command that sends this process SIGTERM as Popen reads it: the signal
+    comes while that child is being started, as it would from a user at that moment."""
+
+    def __fspath__(self) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return "30"
+
+
+def test_a_signal_while_a_child_is_being_started_reaches_that_child_too(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))"]
+    commands = [(Shard(0, 2), [*sleeper, "30"]), (Shard(1, 2), [*sleeper, SignalWhileStarting()])]
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP)}
+    children = Workers(tmp_path)
+    try:
+        children.start(commands)  # type: ignore[arg-type]
+        waiter = threading.Thread(target=children.wait, args=(True,), daemon=True)
+        waiter.start()
+        waiter.join(15)  # each child ends at once on SIGTERM; one that never got it sleeps 30 s
+        assert [worker.process.poll() for worker in children.children] == [-signal.SIGTERM, -signal.SIGTERM]
+    finally:
+        for worker in children.children:
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait(10)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
