@@ -1,0 +1,57 @@
+"""A load worker's device connections: `DeviceSessions` that also measure what an experiment reports.
+
+A worker (simulator/load/worker.py) holds its shard's own connections (fleets with `connection:
+device`) as `iotsim run` does, from `connection_plan`, through its `SessionSink`. These sessions add:
+
+- each CONNECT→CONNACK in a `LatencyRecorder` (µs, HDR), taken per reporting interval as the publish
+  latencies are, so shards' and intervals' histograms add up (`connect_hist`);
+- when every device that lost its connection (a broker outage) was connected again: `reconnected_ms`,
+  the wall-clock ms of the last reconnect that left none lost; `lost` is how many are away now. A
+  device that leaves cleanly (`disconnect()`, the profile falling) is not waited for.
+
+They are the gateways' `Links` (simulator/load/pacing.py): `connect()` and `disconnect()` of the
+load_probe devices come from the world under `unit: connections`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from simulator.load.metrics import LatencyRecorder
+from simulator.transport.sessions import DeviceSessions, Session
+
+
+class MeasuredSessions(DeviceSessions):
+    """DeviceSessions whose connect latencies and recoveries a load worker reports."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connect_latency = LatencyRecorder()
+        self.lost: set[str] = set()  # devices that lost the broker while meant to be connected
+        self.reconnected_ms: int | None = None
+
+    def _on_connect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        super()._on_connect(client, session, flags, reason, properties)
+        if not session.connected:
+            return  # refused
+        self.connect_latency.record_us(round((time.monotonic() - session.connect_started) * 1_000_000))
+        self._back(session.device_id)
+
+    def _on_disconnect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        was_connected = session.connected
+        super()._on_disconnect(client, session, flags, reason, properties)
+        if was_connected and not session.closing and not session.killed:
+            self.lost.add(session.device_id)
+
+    def disconnect(self, device_id: str) -> None:
+        super().disconnect(device_id)
+        self._back(device_id)  # it left: nobody waits for it to come back
+
+    def _back(self, device_id: str) -> None:
+        if device_id in self.lost:
+            self.lost.discard(device_id)
+            if not self.lost:
+                self.reconnected_ms = time.time_ns() // 1_000_000
