@@ -1,0 +1,206 @@
+"""`iotsim load` over device connections (issue 15): `unit: connections` ramps the load_probe devices'
+own connections, the broker counts them, every message arrives once, and a broker outage gives the
+time until every device is connected again. Each test runs its own Mosquitto (the outage stops it;
+the connection count is of this broker's clients only) with `sys_interval 1`, so `$SYS` reports changes within seconds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import Pipeline, iotsim
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator import stack
+
+START_MS = 1_768_320_000_000  # the scenarios' default start, 2026-01-14 00:00 Yangquan time
+CONNECTIONS = """
+name: load-test-connections
+seed: 11
+duration: 1m
+fleets:
+  - {type: load_probe, count: 300, connection: device}
+load:
+  unit: connections
+  device_rate: 0.2
+  profile: {kind: ramp, start: 0, target: 300, duration: 6s, hold: 14s}
+  qos: 1
+  workers: 2
+  drain: 20s
+  thresholds:
+    - connected >= 300
+    - loss == 0
+    - connect_p99_ms > 0
+    - connected >= 301
+"""
+
+OUTAGE = """
+name: load-test-outage
+seed: 12
+duration: 1m
+speed: 1
+fleets:
+  - type: load_probe
+    count: 100
+    connection: device
+    reconnect: {policy: exponential, min: 0.5s, max: 2s, jitter: full}
+faults:
+  - {kind: broker_outage, at: 6s, duration: 3s}
+load:
+  unit: connections
+  device_rate: 1
+  profile: {kind: ramp, start: 0, target: 100, duration: 3s, hold: 15s}
+  qos: 1
+  workers: 2
+  drain: 20s
+  thresholds: [connected >= 100, loss == 0, reconnect_all_s < 30]
+"""
+
+
+@pytest.fixture
+def own_broker(pipeline: Pipeline, tmp_path: Path) -> Iterator[tuple[Path, stack.Service]]:
+    """This test's Mosquitto, recorded in a stack state dir (so a broker_outage can stop and start it),
+    reporting `$SYS` (what changed) every second."""
+    conf = tmp_path / "conf.d"
+    shutil.copytree(stack.BROKERS_DIR / "conf.d", conf)
+    (conf / "zz-sys.conf").write_text("sys_interval 1\n")
+    state = tmp_path / "stack"
+    broker = stack.start_mosquitto(state, stack.free_port(), conf_dir=conf)
+    pipeline.broker = broker
+    try:
+        yield state, broker
+    finally:
+        stack.stack_down(state)  # the outage started it again: stopped by the PID file it left
+        broker.stop()
+
+
+class ClientCount:
+    """`$SYS/broker/clients/connected` as the broker reports it, every value with its arrival time."""
+
+    def __init__(self, port: int) -> None:
+        self.values: list[tuple[float, int]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sys-watch-{port}")
+        self.client.on_connect = lambda client, *_: client.subscribe("$SYS/broker/clients/connected")
+        self.client.on_message = self._message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.values.append((time.monotonic(), int(message.payload)))
+
+    def stop(self) -> list[tuple[float, int]]:
+        self.client.loop_stop()
+        self.client.disconnect()
+        return self.values
+
+
+def test_a_ramp_of_connections_holds_its_peak_the_broker_counts_them_and_every_message_arrives_once(pipeline: Pipeline, own_broker: tuple[Path, stack.Service]) -> None:
+    state, broker = own_broker
+    out = pipeline.tmp / "results"
+    watch = ClientCount(broker.port)
+    try:
+        run = iotsim("load", str(pipeline.scenario_file(CONNECTIONS)), "--out", str(out), "--state-dir", str(state), timeout=150)
+    finally:
+        counts = watch.stop()
+    assert run.returncode == 1, run.stdout + run.stderr  # connected >= 301 cannot hold: 300 devices at most
+    assert "FAILED 1 of 4 thresholds: connected >= 301" in run.stdout
+    assert any(line.startswith("FAIL connected >= 301  (measured 300, limit 301)") for line in run.stdout.splitlines()), run.stdout
+    assert "Traceback" not in run.stderr
+
+    summary = json.loads((out / "summary.json").read_text())
+    figures = summary["figures"]
+    assert figures["connected"] == 300  # the profile's peak exactly, summed over the 2 workers
+    assert figures["connects"] == 300 and figures["reconnects"] == 0 and figures["connect_failures"] == 0
+    assert figures["connect_p99_ms"] > 0 and figures["connect_p50_ms"] <= figures["connect_p99_ms"] <= figures["connect_max_ms"]
+    assert figures["reconnect_all_s"] is None  # no outage: not measured
+    verdicts = {verdict["threshold"]: verdict["passed"] for verdict in summary["thresholds"]}
+    assert verdicts == {"connected >= 300": True, "loss == 0": True, "connect_p99_ms > 0": True, "connected >= 301": False}
+    assert summary["connect_histogram"] and summary["publish_histogram"] is not None  # the existing keys stay
+
+    # Every message through the devices' own connections, stored once: exact counts in InfluxDB.
+    stored = pipeline.count("load_probe")
+    assert figures["generated"] == figures["published"] == figures["acknowledged"] == stored > 300
+    assert figures["loss"] == 0
+    series = pipeline.query('SELECT "seq" FROM "load_probe" GROUP BY "device_id"')
+    assert len(series) == 300
+    assert all(sorted(row[1] for row in s["values"]) == list(range(len(s["values"]))) for s in series)
+    # Births when the devices connected and deaths when they left, on their status topics.
+    statuses = pipeline.query('SELECT count("online") FROM "device_status" GROUP BY "device_id"')
+    assert len(statuses) == 300
+
+    # While the peak was held, the broker counted the 300 devices, the 2 workers' own connections,
+    # the bridge and this test's watcher; never more.
+    assert counts, "no $SYS/broker/clients/connected received"
+    assert max(value for _, value in counts) == 300 + 2 + 1 + 1, counts
+    # Mosquitto publishes the count when it changes: it stayed at 304 for most of the 14 s hold.
+    peak = next(index for index, (_, value) in enumerate(counts) if value == 304)
+    assert peak + 1 < len(counts) and counts[peak + 1][0] - counts[peak][0] >= 10, counts
+
+
+def test_a_broker_outage_in_a_load_experiment_gives_the_time_until_every_device_is_back_and_loses_nothing(
+    pipeline: Pipeline, own_broker: tuple[Path, stack.Service]
+) -> None:
+    state, broker = own_broker
+    out = pipeline.tmp / "results"
+    run = iotsim("load", str(pipeline.scenario_file(OUTAGE)), "--out", str(out), "--state-dir", str(state), timeout=150)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "passed 3 thresholds" in run.stdout
+
+    figures = json.loads((out / "summary.json").read_text())["figures"]
+    assert 0 < figures["reconnect_all_s"] < 30
+    assert figures["connected"] == 100
+    assert figures["connects"] == 200 and figures["reconnects"] == 100  # each device: its first connect, and one after the outage
+    assert figures["connect_failures"] > 0  # tried while the broker was away
+    stored = pipeline.count("load_probe")
+    events = 2  # the outage's start and end, through the worker's shared connection
+    assert figures["loss"] == 0 and figures["generated"] == figures["acknowledged"] == stored + events
+    series = pipeline.query('SELECT count("seq"), max("seq") FROM "load_probe" GROUP BY "device_id"')
+    assert len(series) == 100 and all(s["values"][0][1] == s["values"][0][2] + 1 for s in series)  # no gaps
+    outage = pipeline.query('SELECT count("seq") FROM "events" WHERE "kind" = \'fault_broker_outage\' GROUP BY "phase"')
+    assert {s["tags"]["phase"]: s["values"][0][1] for s in outage} == {"start": 1, "end": 1}
+    assert f"all reconnected after the broker outage in {figures['reconnect_all_s']:,.3f} s" in run.stdout
+
+
+def test_unit_connections_on_a_shared_fleet_and_an_unknown_metric_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(CONNECTIONS.replace(", connection: device", ""))
+    run = iotsim("load", str(shared), "--out", str(tmp_path / "out"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"{shared}:8: load.unit: connections ramps the load_probe devices' own connections, but fleets.0 has connection: shared; give it connection: device"
+    ]
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(CONNECTIONS.replace("connected >= 301", "connections >= 301"))
+    run = iotsim("load", str(unknown), "--out", str(tmp_path / "out"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{unknown}:18: load.thresholds.3: unknown metric 'connections'; known: "), lines
+    assert "connect_p99_ms" in lines[0] and "reconnect_all_s" in lines[0]
+
+
+def test_connections_sharded_over_workers_give_the_single_process_stream(tmp_path: Path) -> None:
+    scenario = tmp_path / "connections.yaml"
+    scenario.write_text(CONNECTIONS)
+    streams = []
+    for workers in (1, 3):
+        folder = tmp_path / f"w{workers}"
+        run = iotsim("load", str(scenario), "--dry-run", "--workers", str(workers), "--out", str(folder))
+        assert run.returncode == 0, run.stderr
+        streams.append(sorted(line for index in range(workers) for line in (folder / f"messages-w{index}.jsonl").read_bytes().splitlines()))
+    assert streams[0] == streams[1]
+    # Device d (lp-{d+1}) sends only while connected: from when the ramp passes d (at d / 50 s), every 5 s to the end (20 s).
+    sent: dict[int, list[int]] = {}
+    for line in streams[0]:
+        message = json.loads(line)["payload"]
+        sent.setdefault(int(message["device_id"].removeprefix("lp-")) - 1, []).append(message["ts"] - START_MS)
+    assert sorted(sent) == list(range(300))
+    for index, stamps in sent.items():
+        assert index * 20 <= stamps[0] < index * 20 + 5000 and stamps[-1] < 20_000 and len(stamps) == len(range(stamps[0], 20_000, 5000)), (index, stamps)
