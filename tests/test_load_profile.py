@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import iotsim
+
 from simulator.load.profile import Constant, Ramp, Schedule, Segment, Soak, Spike, Stages, Step, schedule_of
 from simulator.load.thresholds import evaluate, parse_threshold
 

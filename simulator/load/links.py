@@ -50,6 +50,11 @@ class MeasuredSessions(DeviceSessions):
         super().disconnect(device_id)
         self._back(device_id)  # it left: nobody waits for it to come back
 
+    def settle(self, timeout: float) -> bool:
+        """After the last stage: wait until every message is acknowledged and every device that lost
+        the broker is back (so `reconnected_ms` covers an outage near the end); False if `timeout` passed first."""
+        return self.run_until(lambda: not self.lost and self.drained(), timeout)
+
     def _back(self, device_id: str) -> None:
         if device_id in self.lost:
             self.lost.discard(device_id)

@@ -147,10 +147,10 @@ def publish_shard(
         )  # fmt: skip
 
     def connections() -> dict[str, Any]:
-        if sessions is None:
-            return {}
-        return {"connect_hist": sessions.connect_latency.take(), "lost": len(sessions.lost), "reconnected_ms": sessions.reconnected_ms,
-                "outage_end_ms": control.restarted_ms if control else None}  # fmt: skip
+        figures: dict[str, Any] = {"outage_end_ms": control.restarted_ms if control else None}
+        if sessions is not None:
+            figures.update(connect_hist=sessions.connect_latency.take(), lost=len(sessions.lost), reconnected_ms=sessions.reconnected_ms)
+        return figures
 
     def interval_report(k: int) -> WorkerInterval:
         return WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take(), **connections())
@@ -163,7 +163,7 @@ def publish_shard(
         started = time.perf_counter()
         env.run(until=scenario.duration)
         wall = time.perf_counter() - started
-        drained = publisher.drain(DRAIN_TIMEOUT) and (routed is None or routed.drain(DRAIN_TIMEOUT))
+        drained = publisher.drain(DRAIN_TIMEOUT) and (sessions is None or sessions.settle(DRAIN_TIMEOUT))
     finally:
         reporter.stop()
     final = WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=world.telemetry.device_count(), wall_s=wall, drained=drained, **connections())
