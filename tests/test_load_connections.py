@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Pipeline, iotsim
+from conftest import IOTSIM, Pipeline, child_env, iotsim
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import stack
@@ -204,3 +205,60 @@ def test_connections_sharded_over_workers_give_the_single_process_stream(tmp_pat
     assert sorted(sent) == list(range(300))
     for index, stamps in sent.items():
         assert index * 20 <= stamps[0] < index * 20 + 5000 and stamps[-1] < 20_000 and len(stamps) == len(range(stamps[0], 20_000, 5000)), (index, stamps)
+
+
+SHARDED = """
+name: load-test-connection-shards
+seed: 13
+duration: 1m
+fleets:
+  - {type: load_probe, count: 60, connection: device}
+load:
+  unit: connections
+  device_rate: 1
+  profile: {kind: ramp, start: 0, target: 60, duration: 2s, hold: 8s}
+  qos: 1
+  drain: 20s
+  thresholds: [connected >= 60, loss == 0, connect_p99_ms > 0]
+"""
+
+
+def test_connections_across_shards_merge_in_the_report(pipeline: Pipeline) -> None:
+    """`iotsim load --shard` with device connections: each shard holds its own devices' connections,
+    and `iotsim load report` sums the shards' connected devices second by second."""
+    scenario = pipeline.scenario_file(SHARDED)
+    bridge = pipeline.start_bridge()
+    try:
+        shards = [subprocess.Popen([*IOTSIM, "load", str(scenario), "--shard", f"{index}/2", "--run-id", "conn-shards"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=child_env()) for index in range(2)]  # fmt: skip
+        results = [shard.communicate(timeout=90) + (shard.returncode,) for shard in shards]
+    finally:
+        bridge.terminate()
+        bridge.communicate(timeout=30)
+    for stdout, stderr, code in results:
+        assert code == 0, stdout + stderr
+    out = pipeline.tmp / "merged"
+    merged = iotsim("load", "report", "conn-shards", "--influx", pipeline.influx_url, "--db", pipeline.database, "--out", str(out), timeout=90)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    figures = json.loads((out / "summary.json").read_text())["figures"]
+    assert figures["connected"] == 60 and figures["connects"] == 60  # 30 + 30, the shards' seconds aligned
+    assert figures["loss"] == 0 and figures["generated"] == pipeline.count("load_probe")
+    finals = pipeline.query("SELECT \"connected\", \"connects\" FROM \"loadshard\" WHERE \"run\" = 'conn-shards' AND \"phase\" = 'final' GROUP BY \"shard\"")
+    assert sorted(s["values"][-1][1:] for s in finals) == [[30, 30], [30, 30]]
+
+
+def test_an_outage_of_a_broker_the_experiment_cannot_control_is_only_announced_and_its_time_not_measured(pipeline: Pipeline, tmp_path: Path) -> None:
+    scenario = pipeline.scenario_file(
+        OUTAGE.replace("count: 100", "count: 20").replace("target: 100, duration: 3s, hold: 15s", "target: 20, duration: 1s, hold: 5s")
+        .replace("at: 6s, duration: 3s", "at: 2s, duration: 1s").replace("connected >= 100", "connected >= 20")
+    )  # fmt: skip
+    out = pipeline.tmp / "results"
+    run = iotsim("load", str(scenario), "--out", str(out), "--state-dir", str(tmp_path / "no-stack"), timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"note: the broker_outage is only announced: the broker at {pipeline.broker.url} is not the local stack's under {tmp_path / 'no-stack'}" in run.stderr
+    assert "FAIL reconnect_all_s < 30  (measured not measured, limit 30)" in run.stdout
+    assert "FAILED 1 of 3 thresholds: reconnect_all_s < 30" in run.stdout
+    figures = json.loads((out / "summary.json").read_text())["figures"]
+    assert figures["reconnect_all_s"] is None and figures["reconnects"] == 0 and figures["connected"] == 20
+    outage = pipeline.query('SELECT count("seq") FROM "events" WHERE "kind" = \'fault_broker_outage\' GROUP BY "phase"')
+    assert {s["tags"]["phase"]: s["values"][0][1] for s in outage} == {"start": 1, "end": 1}  # announced all the same
