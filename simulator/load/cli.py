@@ -185,7 +185,8 @@ def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: boo
             p99 = row.get("latency_p99_ms")
             err.print(
                 f"  {second:>4} s  offered {row['offered']:>9,.0f}  published {row['published']:>9,.0f}  written {row['written']:>9,.0f}"
-                f"  p99 {'-' if p99 is None else f'{p99:,.1f} ms'}  backlog {row['backlog']:,.0f}",
+                f"  p99 {'-' if p99 is None else f'{p99:,.1f} ms'}  backlog {row['backlog']:,.0f}"
+                + (f"  connected {row['connected']:,}" if row.get("connected") else ""),
                 markup=False,
             )
 
