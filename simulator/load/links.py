@@ -5,6 +5,8 @@ device`) as `iotsim run` does, from `connection_plan`, through its `SessionSink`
 
 - each CONNECT→CONNACK in a `LatencyRecorder` (µs, HDR), taken per reporting interval as the publish
   latencies are, so shards' and intervals' histograms add up (`connect_hist`);
+- each message's publish latency, queued in the device's outbox → its PUBACK (a broker outage's
+  wait included), added to the worker's publish latencies;
 - when every device that lost its connection (a broker outage) was connected again: `reconnected_ms`,
   the wall-clock ms of the last reconnect that left none lost; `lost` is how many are away now. A
   device that leaves cleanly (`disconnect()`, the profile falling) is not waited for.
@@ -16,6 +18,7 @@ load_probe devices come from the world under `unit: connections`.
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,8 +33,25 @@ class MeasuredSessions(DeviceSessions):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connect_latency = LatencyRecorder()
+        self.publish_latency = LatencyRecorder()
+        self.queued_ns: dict[str, deque[int]] = {}  # per device, when each message waiting for its PUBACK was queued, in order
         self.lost: set[str] = set()  # devices that lost the broker while meant to be connected
         self.reconnected_ms: int | None = None
+
+    def publish(self, device_id: str, topic: str, payload: bytes) -> bool:
+        queued = self.queued_ns.setdefault(device_id, deque())
+        queued.append(time.perf_counter_ns())
+        kept = super().publish(device_id, topic, payload)
+        if not kept:
+            queued.popleft()  # the full outbox dropped its oldest message
+        return kept
+
+    def _on_publish(self, client: mqtt.Client, session: Session, mid: int, reason: Any, properties: Any) -> None:
+        # One connection's PUBACKs come in the order of its messages (paho sends again in that order after a reconnect).
+        queued = self.queued_ns.get(session.device_id)
+        if mid not in session.status_mids and queued:
+            self.publish_latency.record_us((time.perf_counter_ns() - queued.popleft()) // 1000)
+        super()._on_publish(client, session, mid, reason, properties)
 
     def _on_connect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
         super()._on_connect(client, session, flags, reason, properties)

@@ -33,7 +33,7 @@ from simulator.connections import ConnectionPlan, connection_plan
 from simulator.engine import PacedEnvironment
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.links import MeasuredSessions
-from simulator.load.metrics import LatencyRecorder
+from simulator.load.metrics import LatencyRecorder, take_all
 from simulator.load.protocol import WORKER_ORDERS, Message, ProtocolError, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.load.records import ShardRecorder
 from simulator.load.runner import Experiment
@@ -152,8 +152,11 @@ def publish_shard(
             figures.update(connect_hist=sessions.connect_latency.take(), lost=len(sessions.lost), reconnected_ms=sessions.reconnected_ms)
         return figures
 
+    def publish_hist() -> str:  # the shared connection's and the devices' own
+        return take_all(publisher.latency, sessions.publish_latency) if sessions is not None else publisher.latency.take()
+
     def interval_report(k: int) -> WorkerInterval:
-        return WorkerInterval(k=k, counts=counts(), publish_hist=publisher.latency.take(), **connections())
+        return WorkerInterval(k=k, counts=counts(), publish_hist=publish_hist(), **connections())
 
     reporter = Reporter(start_ms, interval, interval_report, report)
     try:  # a BrokerError on the way (another client took our client id ...) ends the run as one Failure (serve)
@@ -166,7 +169,7 @@ def publish_shard(
         drained = publisher.drain(DRAIN_TIMEOUT) and (sessions is None or sessions.settle(DRAIN_TIMEOUT))
     finally:
         reporter.stop()
-    final = WorkerFinal(counts=counts(), publish_hist=publisher.latency.take(), devices=world.telemetry.device_count(), wall_s=wall, drained=drained, **connections())
+    final = WorkerFinal(counts=counts(), publish_hist=publish_hist(), devices=world.telemetry.device_count(), wall_s=wall, drained=drained, **connections())
     report(final)
     publisher.stop()
     if sessions is not None:
