@@ -18,6 +18,7 @@ from typing import Any
 from simulator.influx import InfluxClient
 from simulator.ingest.lineprotocol import escape_key
 
+
 ROWS_PER_POST = 100  # about 100 kB: well within write_point's 2 s (a soak's half hour is 1,800 rows)
 
 
