@@ -5,16 +5,19 @@ the connection count is of this broker's clients only) with `sys_interval 1`, so
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import requests
 from conftest import IOTSIM, Pipeline, child_env, iotsim
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -269,3 +272,47 @@ def test_an_outage_of_a_broker_the_experiment_cannot_control_is_only_announced_a
     assert figures["reconnect_all_s"] is None and figures["reconnects"] == 0 and figures["connected"] == 20
     outage = pipeline.query('SELECT count("seq") FROM "events" WHERE "kind" = \'fault_broker_outage\' GROUP BY "phase"')
     assert {s["tags"]["phase"]: s["values"][0][1] for s in outage} == {"start": 1, "end": 1}  # announced all the same
+
+
+RAMP_DOWN = """
+name: load-test-ramp-down
+seed: 14
+duration: 1m
+fleets:
+  - {type: load_probe, count: 40, connection: device}
+load:
+  unit: connections
+  device_rate: 2
+  profile: {kind: stages, start: 0, stages: [{duration: 2s, target: 40}, {duration: 4s, target: 40}, {duration: 2s, target: 10}, {duration: 4s, target: 10}]}
+  qos: 1
+  drain: 20s
+  thresholds: [connected >= 40, loss == 0]
+"""
+
+
+def test_a_falling_profile_disconnects_its_devices_cleanly_and_they_stop_sending(pipeline: Pipeline) -> None:
+    out = pipeline.tmp / "results"
+    run = iotsim("load", str(pipeline.scenario_file(RAMP_DOWN)), "--out", str(out), timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    figures = summary["figures"]
+    assert figures["connected"] == 40 and figures["connects"] == 40 and figures["reconnects"] == 0
+    assert figures["loss"] == 0 and figures["generated"] == figures["acknowledged"] == pipeline.count("load_probe")
+    with open(out / "timeseries.csv") as file:
+        connected = {int(row["second"]): int(row["connected"]) for row in csv.DictReader(file)}
+    assert connected[5] == 40 and connected[11] == 10  # held at the peak, then at 10 after the fall (6-8 s)
+    # Gateway d (lp-{d+1}) for d >= 10 left when the target fell to d, at 6 + (40 - d) / 15 s: its
+    # death (online false) at a later time than its birth, so no will replaced the birth's point,
+    # and no message of it after that. The first 10 stayed until the end.
+    start_ms = int(datetime.fromisoformat(summary["started"]).timestamp() * 1000)
+    statuses = {s["tags"]["device_id"]: [row[1] for row in s["values"]] for s in pipeline.query('SELECT "online" FROM "device_status" GROUP BY "device_id"')}
+    answer = requests.get(f"{pipeline.influx_url}/query", params={"db": pipeline.database, "epoch": "ms", "q": 'SELECT last("seq") FROM "load_probe" GROUP BY "device_id"'}, timeout=60)
+    last = {s["tags"]["device_id"]: s["values"][0][0] for s in answer.json()["results"][0]["series"]}  # each device's last message's timestamp
+    assert len(statuses) == len(last) == 40
+    for d in range(40):
+        device_id = f"lp-{d + 1:04d}"
+        assert statuses[device_id] == [True, False], (device_id, statuses[device_id])
+        if d >= 10:
+            assert last[device_id] - start_ms < 6000 + (40 - d) * 1000 / 15 + 1, (device_id, last[device_id] - start_ms)
+        else:
+            assert last[device_id] - start_ms >= 11_000, (device_id, last[device_id] - start_ms)  # ticks every 0.5 s until the end (12 s)
