@@ -340,6 +340,8 @@ class DeviceSessions:
         session = self.by_id[device_id]
         if session.killed or (session.connected and not session.closing):
             return
+        if session.closing:  # left just now: its DISCONNECT goes out and the socket closes first
+            self.run_until(lambda: session.client.socket() is None, SETTLE_S)
         session.closing = False
         session.attempt = 0
         self._schedule(time.monotonic(), _CONNECT, session)
