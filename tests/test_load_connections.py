@@ -316,3 +316,22 @@ def test_a_falling_profile_disconnects_its_devices_cleanly_and_they_stop_sending
             assert last[device_id] - start_ms < 6000 + (40 - d) * 1000 / 15 + 1, (device_id, last[device_id] - start_ms)
         else:
             assert last[device_id] - start_ms >= 11_000, (device_id, last[device_id] - start_ms)  # ticks every 0.5 s until the end (12 s)
+
+
+def test_devices_that_left_connect_again_when_the_profile_rises_again(pipeline: Pipeline) -> None:
+    scenario = RAMP_DOWN.replace("count: 40", "count: 20").replace(
+        "stages: [{duration: 2s, target: 40}, {duration: 4s, target: 40}, {duration: 2s, target: 10}, {duration: 4s, target: 10}]",
+        "stages: [{duration: 1s, target: 20}, {duration: 3s, target: 20}, {duration: 1s, target: 0}, {duration: 1s, target: 20}, {duration: 3s, target: 20}]",
+    ).replace("connected >= 40", "connected >= 20")
+    out = pipeline.tmp / "results"
+    run = iotsim("load", str(pipeline.scenario_file(scenario)), "--out", str(out), timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    figures = json.loads((out / "summary.json").read_text())["figures"]
+    # Gateways 1-19: connected, left cleanly as the target fell to their index, connected again as it
+    # rose past it (a reconnect: they had been connected). Gateway 0 stayed: the target is above 0
+    # everywhere but at the instant it touched 0 (5 s).
+    assert figures["connected"] == 20 and figures["connects"] == 39 and figures["reconnects"] == 19 and figures["connect_failures"] == 0
+    assert figures["loss"] == 0 and figures["generated"] == figures["acknowledged"] == pipeline.count("load_probe")
+    statuses = {s["tags"]["device_id"]: [row[1] for row in s["values"]] for s in pipeline.query('SELECT "online" FROM "device_status" GROUP BY "device_id"')}
+    assert statuses.pop("lp-0001") == [True, False]
+    assert len(statuses) == 19 and all(online == [True, False, True, False] for online in statuses.values()), statuses
