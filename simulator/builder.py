@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-from simulator.faults import SOURCE as FAULT_SOURCE, FaultySink, need_every_message, inject
-from simulator.load.pacing import PACING_KEY
-from simulator.shard import SHARD_KEY, Shard
+from simulator.faults import SOURCE as FAULT_SOURCE
+from simulator.faults import FaultySink, inject, need_every_message
+from simulator.load.pacing import LINKS_KEY, PACING_KEY, Links
 from simulator.scenario import Scenario
+from simulator.shard import SHARD_KEY, Shard
 from simulator.telemetry import Sink, Telemetry
 from simulator.world import Summary, World
 
@@ -55,10 +56,11 @@ class BuildCount:
 
 def build_world(
     scenario: Scenario, env: simpy.Environment, sink: Sink, shard: Shard | None = None, stack_control: StackControl | None = None,
-    progress: BuildProgress | None = None,
+    progress: BuildProgress | None = None, links: Links | None = None,
 ) -> World:  # fmt: skip
     """The scenario's world on `env`, publishing to `sink`; `stack_control` lets process faults act on
-    the local stack (without it they are only announced); `progress` hears how far the build is."""
+    the local stack (without it they are only announced); `progress` hears how far the build is;
+    `links` are the load_probe devices' own connections that a `unit: connections` profile drives."""
     faulty = FaultySink(sink, scenario.faults, scenario.seed, scenario.mqtt.topic_prefix) if scenario.faults else None
     start_ms = round(scenario.start.timestamp() * 1000)
     telemetry = Telemetry(env=env, start_ms=start_ms, prefix=scenario.mqtt.topic_prefix, sink=faulty or sink)
@@ -72,6 +74,8 @@ def build_world(
     if scenario.load is not None:
         pacing = scenario.load.pacing()
         world.shared(PACING_KEY, lambda _: pacing)
+    if links is not None:
+        world.shared(LINKS_KEY, lambda _: links)
     count = BuildCount(sum(fleet.count for fleet in scenario.fleets), progress) if progress is not None else None
     if count is not None:
         world.registered = count

@@ -205,6 +205,16 @@ class Scenario(StrictModel):
                 raise ValueError(f"faults.{index}.kind: a {fault.kind} takes wall-clock time; give the scenario a numeric speed")
         return faults
 
+    @field_validator("load")
+    @classmethod
+    def _load_fits_the_fleets(cls, load: LoadSection | None, info: ValidationInfo) -> LoadSection | None:
+        if load is None or load.unit != "connections":
+            return load
+        for index, fleet in enumerate(info.data.get("fleets", [])):
+            if fleet.type == "load_probe" and fleet.connection != "device":
+                raise ValueError(f"load.unit: connections ramps the load_probe devices' own connections, but fleets.{index} has connection: {fleet.connection}; give it connection: device")
+        return load
+
     @classmethod
     def with_device_types(cls, *extra: DeviceType[Any]) -> type[Scenario]:
         """A scenario model whose fleets may also name these device types (a test's, a plug-in's);

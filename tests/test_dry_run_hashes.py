@@ -22,6 +22,7 @@ RECORDED: dict[str, tuple[str, int, str]] = {
     "city-connections.yaml": ("2h", 120000, "0c2766ec663ed031d1aea4f72a3eae494a7a22d9fb53037ec4cff6494dc75eba"),
     "city-incident.yaml": ("2h", 39842, "570beaacdfd1b7a1728690454944ac24688e7652ff224ccfbed128a247c07cd2"),
     "load-capacity.yaml": ("2m", 157500, "a63751909ec45fcd6116255d8cff892d8de34eb919280d521a9f9a683fbbcfb7"),
+    "load-connections.yaml": ("2m", 3034, "4fce1030455667ed751bccc1b8e104c505dee995c4be83e3de326f7a29c22208"),
     "load-ramp.yaml": ("2m", 183000, "470b5a44c071f333a1a635ac252804d68962990d74e80035b6fa9bf0a612a769"),
     "load-soak.yaml": ("2m", 45064, "53279ea4af0aaaff2e3d0943a67ddc0fa066cb8bd32caf57841af1b05fb2fcf1"),
     "port-day.yaml": ("2h", 9521, "9f63c24f0033a696775978748cf5341806e8a7001bb8039044e1ff7fd8f9cd45"),

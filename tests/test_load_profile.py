@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import iotsim
+
 from simulator.load.profile import Constant, Ramp, Schedule, Segment, Soak, Spike, Stages, Step, schedule_of
 from simulator.load.thresholds import evaluate, parse_threshold
 
@@ -94,3 +94,21 @@ def test_a_scenario_without_load_section_is_refused_in_one_line(tmp_path) -> Non
     result = iotsim("load", str(scenario))
     assert result.returncode == 2
     assert result.stderr.strip() == f"{scenario}: scenario 'plain' has no load: section; see docs/load.md"
+
+
+def test_spans_above_are_exactly_when_the_target_exceeds_a_device_index() -> None:
+    """unit: connections: device d is connected in the spans where the target exceeds d."""
+    ramp = schedule_of(Ramp(kind="ramp", start=0, target=10, duration=10, hold=5))
+    assert ramp.spans_above(0) == [(0.0, 15.0)]
+    assert ramp.spans_above(3) == [(3.0, 15.0)]
+    assert ramp.spans_above(10) == []  # the target never exceeds 10
+    spike = schedule_of(Spike(kind="spike", base=2, peak=5, before=3, spike=2, after=3))
+    assert spike.spans_above(1) == [(0.0, 8.0)] and spike.spans_above(2) == [(3.0, 5.0)] and spike.spans_above(5) == []
+    up_down = schedule_of(Stages(kind="stages", stages=[{"duration": 10, "target": 10}, {"duration": 10, "target": 0}, {"duration": 5, "target": 4}]))
+    assert up_down.spans_above(5) == [(5.0, 15.0)]
+    assert up_down.spans_above(2) == [(2.0, 18.0), pytest.approx((22.5, 25.0))]
+    for level in (0, 2, 5, 9):  # every span agrees with target() just inside and just outside it
+        for on, off in up_down.spans_above(level):
+            assert up_down.target(on + 1e-6) > level and up_down.target(off - 1e-6) > level
+            assert on == 0 or up_down.target(on - 1e-6) <= level
+            assert off == up_down.duration or up_down.target(off + 1e-6) <= level

@@ -65,6 +65,9 @@ def load(
         typer.Option("--shard", metavar="INDEX/COUNT", help=f"run only this shard (INDEX from 0), no bridge, its records to InfluxDB for `iotsim load report`; also {SHARD_ENV}"),
     ] = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", metavar="ID", help="the run's id, shared by its shards (default: IOTSIM_RUN_ID)")] = None,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", file_okay=False, help="the local stack's state dir (iotsim stack up): a broker_outage stops and starts its broker when it is the scenario's")
+    ] = Path(".iotsim"),
 ) -> None:
     """Run a load experiment from a scenario file: measure the pipeline, judge the thresholds, write a report.
 
@@ -90,7 +93,7 @@ def load(
     if sharded:
         assert run is not None
         try:
-            shard_one(experiment, shard, run)
+            shard_one(experiment, shard, run, state_dir)
         except KeyboardInterrupt:
             stop("interrupted", 130)
         return
@@ -103,7 +106,7 @@ def load(
         if find_capacity_:
             capacity(experiment, folder)
             return
-        passed = run_one(experiment, folder, show=True, raw_latencies=raw_latencies, run_id=run)
+        passed = run_one(experiment, folder, show=True, raw_latencies=raw_latencies, run_id=run, state_dir=state_dir)
     except KeyboardInterrupt:
         stop("interrupted", 130)
     if not passed:
@@ -146,7 +149,7 @@ def check_shard_flags(**given: object) -> None:
             raise UsageError(f"{flags[name]} cannot go with --shard ({SHARD_ENV}): a shard is one process that writes its records to InfluxDB{where}")
 
 
-def shard_one(experiment: Experiment, shard: Shard, run_id: str) -> None:
+def shard_one(experiment: Experiment, shard: Shard, run_id: str, state_dir: Path) -> None:
     from simulator.load.shardrun import run_shard
 
     scenario = experiment.scenario
@@ -155,7 +158,7 @@ def shard_one(experiment: Experiment, shard: Shard, run_id: str) -> None:
         f"QoS {experiment.qos}, no bridge (run `iotsim bridge` beside the shards) → InfluxDB at {scenario.influx.url} database {scenario.influx.database}",
         markup=False,
     )
-    final = run_shard(experiment, shard, run_id)
+    final = run_shard(experiment, shard, run_id, state_dir)
     counts = final.counts
     out.print(
         f"shard {shard.spec} of run {run_id}: {final.devices} devices, generated {counts.generated:,}, published {counts.published:,}, "
@@ -164,7 +167,7 @@ def shard_one(experiment: Experiment, shard: Shard, run_id: str) -> None:
     )
 
 
-def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False, run_id: str | None = None) -> bool:
+def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: bool = False, run_id: str | None = None, state_dir: Path | None = None) -> bool:
     from simulator.load.results import write_results
     from simulator.load.runner import run_live
 
@@ -182,11 +185,12 @@ def run_one(experiment: Experiment, folder: Path, show: bool, raw_latencies: boo
             p99 = row.get("latency_p99_ms")
             err.print(
                 f"  {second:>4} s  offered {row['offered']:>9,.0f}  published {row['published']:>9,.0f}  written {row['written']:>9,.0f}"
-                f"  p99 {'-' if p99 is None else f'{p99:,.1f} ms'}  backlog {row['backlog']:,.0f}",
+                f"  p99 {'-' if p99 is None else f'{p99:,.1f} ms'}  backlog {row['backlog']:,.0f}"
+                + (f"  connected {row['connected']:,}" if row.get("connected") else ""),
                 markup=False,
             )
 
-    summary, rows, verdicts = run_live(experiment, folder, progress, raw_latencies, run_id)
+    summary, rows, verdicts = run_live(experiment, folder, progress, raw_latencies, run_id, state_dir)
     write_results(folder, summary, rows)
     if show:
         print_summary(summary, verdicts, folder)
@@ -208,6 +212,8 @@ def print_summary(summary: dict[str, Any], verdicts: list[Verdict], folder: Path
         f"p99 {format_figure(f['p99_latency_ms'])}, p99.9 {format_figure(f['p999_latency_ms'])}, max {format_figure(f['max_latency_ms'])}; "
         f"publish p99 {format_figure(f['publish_p99_ms'])} ms"
     )
+    if f.get("connects"):
+        out.print(connections_line(f), markup=False)
     out.print(cpu_line(summary), markup=False)
     for verdict in verdicts:
         out.print(verdict.line(), markup=False)
@@ -217,6 +223,18 @@ def print_summary(summary: dict[str, Any], verdicts: list[Verdict], folder: Path
     else:
         out.print(f"passed {len(verdicts)} thresholds", markup=False)
     out.print(f"results: {folder}/report.html", markup=False)
+
+
+def connections_line(f: dict[str, float]) -> str:
+    """The devices' own connections: `device connections: at most 300 connected, 600 connects ...`."""
+    from simulator.load.thresholds import format_figure
+
+    return (
+        f"device connections: at most {format_figure(f['connected'])} connected, {format_figure(f['connects'])} connects, "
+        f"{format_figure(f['reconnects'])} reconnects, {format_figure(f['connect_failures'])} failed attempts; CONNECT→CONNACK ms: "
+        f"p50 {format_figure(f['connect_p50_ms'])}, p99 {format_figure(f['connect_p99_ms'])}, max {format_figure(f['connect_max_ms'])}; "
+        f"all reconnected after the broker outage in {format_figure(f['reconnect_all_s'])} s"
+    )
 
 
 def cpu_line(summary: dict[str, Any]) -> str:

@@ -55,6 +55,14 @@ class LatencyRecorder:
         return interval.encode().decode() if interval.get_total_count() else ""
 
 
+def take_all(*recorders: LatencyRecorder) -> str:
+    """The recorders' intervals added up, encoded ('' if none), each with a fresh interval."""
+    histogram = new_histogram()
+    for recorder in recorders:
+        histogram.add(decode(recorder.take()))
+    return histogram.encode().decode() if histogram.get_total_count() else ""
+
+
 def decode(encoded: str) -> HdrHistogram:
     return HdrHistogram.decode(encoded.encode()) if encoded else new_histogram()
 

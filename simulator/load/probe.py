@@ -11,7 +11,10 @@ gateways its pacing (simulator/load/pacing.py; the builder does, from the scenar
   k-th message when the profile's cumulative offered count reaches count * (k + phase_d), so the
   fleet together follows the profile exactly, whatever the shard;
 - `ByDevices`: gateway d is on while the profile's target exceeds d; it then sends every
-  1 / device_rate seconds, at its own phase.
+  1 / device_rate seconds, at its own phase;
+- `ByConnections`: as `ByDevices`, and gateway d's own connection is up while the target exceeds d:
+  it connects when the target rises past d and disconnects cleanly when it falls (the world's
+  `Links`, a load worker's device sessions), at those simulated times, the same every run.
 Without a pacing (a scenario with no `load:` section), a gateway sends every `interval`. Device
 `faults:` apply to the sensor readings `s00` ..; a silent gateway skips its turn.
 """
@@ -29,7 +32,7 @@ from pydantic import Field, model_validator
 from simulator.device_faults import FaultyReadings
 from simulator.device_type import DeviceType, FleetConfig, owned_devices, register_device, send
 from simulator.fleet import Duration
-from simulator.load.pacing import PACING_KEY, ByDevices, ByRate, Pacing
+from simulator.load.pacing import LINKS_KEY, PACING_KEY, ByConnections, ByDevices, ByRate, Links, NoLinks, Pacing
 from simulator.load.profile import Schedule
 from simulator.randomness import Stream
 from simulator.telemetry import FLOAT, MAX_READINGS, STRING, Device, Reading, Telemetry
@@ -129,6 +132,27 @@ def by_devices(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, s
         yield env.timeout(interval)
 
 
+def by_connections(
+    env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, links: Links, spans: list[tuple[float, float]], interval: float, phase: float
+) -> Generator[simpy.Event, None, None]:
+    """Connected in each span [on, off) of the profile above this gateway's index; sends on its ticks
+    (every `interval` from `phase * interval`) that fall in it."""
+    device_id = gateway.device.device_id
+    for on, off in spans:
+        if on > env.now:
+            yield env.timeout(on - env.now)
+        links.connect(device_id)
+        tick = phase * interval + max(math.ceil((on - phase * interval) / interval), 0) * interval
+        while tick < off:
+            if tick > env.now:
+                yield env.timeout(tick - env.now)
+            gateway.send(telemetry, env.now)
+            tick += interval
+        if off > env.now:
+            yield env.timeout(off - env.now)
+        links.disconnect(device_id)
+
+
 def every(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, interval: float, phase: float) -> Generator[simpy.Event, None, None]:
     yield env.timeout(phase * interval)
     while True:
@@ -138,6 +162,10 @@ def every(env: simpy.Environment, gateway: Gateway, telemetry: Telemetry, interv
 
 def no_pacing(world: World) -> Pacing | None:
     return None
+
+
+def no_links(world: World) -> Links:
+    return NoLinks()
 
 
 def build(world: World, fleet: Fleet) -> None:
@@ -155,6 +183,9 @@ def build(world: World, fleet: Fleet) -> None:
                 env.process(by_rate(env, gateway, telemetry, schedule, fleet.count, phase))
             case ByDevices(schedule, interval):
                 env.process(by_devices(env, gateway, telemetry, schedule, index, interval, phase))
+            case ByConnections(schedule, interval):
+                links = world.shared(LINKS_KEY, no_links)
+                env.process(by_connections(env, gateway, telemetry, links, schedule.spans_above(index), interval, phase))
 
 
 DEVICE = DeviceType("load_probe", "load", "lp", Fleet, build, readings=dict.fromkeys(SENSORS, FLOAT), also_sends=dict.fromkeys(PADS, STRING))

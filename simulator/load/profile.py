@@ -157,6 +157,29 @@ class Schedule:
         segment, s = self.segments[index], t - self.starts[index]
         return segment.begin + (segment.end - segment.begin) * s / segment.duration
 
+    def spans_above(self, level: float) -> list[tuple[float, float]]:
+        """The time spans [on, off) in which the target exceeds `level`, in order (unit: connections:
+        when device `level` is connected). Within a segment the target is linear, so each is exact."""
+        spans: list[tuple[float, float]] = []
+        for start, segment in zip(self.starts, self.segments):
+            begin, end = segment.begin, segment.end
+            if begin == end:
+                part = (0.0, 1.0) if begin > level else None
+            else:
+                cross = (level - begin) / (end - begin)  # where the target equals the level, as a share of the segment
+                if end > begin:  # rising: above after the crossing
+                    part = (max(cross, 0.0), 1.0) if cross < 1.0 else None
+                else:  # falling: above before it
+                    part = (0.0, min(cross, 1.0)) if cross > 0.0 else None
+            if part is None:
+                continue
+            on, off = start + part[0] * segment.duration, start + part[1] * segment.duration
+            if spans and spans[-1][1] >= on:
+                spans[-1] = (spans[-1][0], off)  # goes on from the segment before
+            else:
+                spans.append((on, off))
+        return spans
+
     def cumulative(self, t: float) -> float:
         """Integral of the target from 0 to `t`: messages offered by then (unit: rate)."""
         if t <= 0:

@@ -35,8 +35,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 from simulator.errors import IotsimError
 from simulator.fleet import StrictModel
 from simulator.ingest.settings import BridgeSettings
-from simulator.shard import Shard
 from simulator.scenario import Scenario
+from simulator.shard import Shard
 
 SHOWN_CHARS = 200  # of a line that cannot be read, in its error
 
@@ -64,6 +64,7 @@ class WorkerOrders(Message):
     dry_run: str | None = Field(default=None, description="write the shard's messages to this JSON-lines file, no broker")
     interval: float = Field(default=1.0, gt=0, description="seconds between interval reports")
     run_id: str | None = Field(default=None, description="write its reports to the scenario's InfluxDB under this run id (simulator/load/records.py); None only in a dry run")
+    state_dir: str | None = Field(default=None, description="the local stack's state dir, whose broker a broker_outage stops and starts; None: process faults only announced")
 
 
 class BridgeOrders(Message):
@@ -113,16 +114,29 @@ class WorkerCounts(StrictModel):
     generated: int = Field(ge=0, description="messages its devices made (after its pipeline faults)")
     published: int = Field(ge=0, description="handed to paho")
     acknowledged: int = Field(ge=0, description="PUBACKed (QoS 1) or written to the socket (QoS 0)")
+    connected: int = Field(default=0, ge=0, description="devices connected now through their own connections")
+    connects: int = Field(default=0, ge=0, description="CONNACKs accepted on the devices' own connections, reconnects included")
+    reconnects: int = Field(default=0, ge=0, description="accepted CONNACKs of devices that had been connected before")
+    connect_failures: int = Field(default=0, ge=0, description="connects that failed (broker away) or were refused")
 
 
-class WorkerInterval(Message):
+class ConnectionReport(StrictModel):
+    """What a worker with device connections adds to its reports (defaults: none)."""
+
+    connect_hist: str = Field(default="", description="CONNECT→CONNACK latencies (µs) since the last report: HDR histogram, compressed encoding ('' if none)")
+    lost: int = Field(default=0, ge=0, description="devices that lost the broker and are not connected again yet")
+    reconnected_ms: int | None = Field(default=None, description="wall-clock ms when every device that had lost the broker was connected again (the latest time); None: none lost")
+    outage_end_ms: int | None = Field(default=None, description="wall-clock ms when the broker this worker stopped (a broker_outage) accepted connections again")
+
+
+class WorkerInterval(Message, ConnectionReport):
     kind: Literal["worker_interval"] = "worker_interval"
     k: int = Field(ge=1, description="the interval ending at start + k * interval")
     counts: WorkerCounts
     publish_hist: str = Field(description="the interval's publish latencies: HDR histogram, compressed encoding ('' if none)")
 
 
-class WorkerFinal(Message):
+class WorkerFinal(Message, ConnectionReport):
     """After the last stage, once everything is acknowledged (or the drain timed out)."""
 
     kind: Literal["worker_final"] = "worker_final"

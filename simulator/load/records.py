@@ -8,9 +8,12 @@ measurement `loadshard`, tags `run` (the run id every shard of the experiment sh
               qos, probes, batch, payload_bytes, seed, duration_s, count, host, mqtt, influx
     interval  at start + k s: k, generated, published, acknowledged (cumulative), publish_hist (the
               second's publish latencies: HDR, compressed base64 encoding, mergeable),
-              simulator_cpu_percent, simulator_rss_mb
+              simulator_cpu_percent, simulator_rss_mb; its devices' own connections: connected (now),
+              connects, reconnects, connect_failures (cumulative), connect_hist (the second's
+              CONNECT→CONNACK latencies, HDR), lost (away after losing the broker), reconnected_ms
+              (when none was lost any more, the latest), outage_end_ms (the broker it stopped was back)
     final     once, after its drain: generated, published, acknowledged, publish_hist, devices,
-              wall_s, drained
+              wall_s, drained, and the same connection figures
 
 A shard started again under the same run id (a retried pod) writes a new start; the reader keeps
 each shard's latest start and what followed it.
@@ -30,7 +33,7 @@ from simulator.errors import IotsimError, UsageError
 from simulator.influx import InfluxClient, WriteDeferred
 from simulator.ingest.lineprotocol import escape_key
 from simulator.load.metrics import ResourceSampler
-from simulator.load.protocol import BridgeFinal, BridgeInterval, Message, WorkerFinal, WorkerInterval
+from simulator.load.protocol import BridgeFinal, BridgeInterval, ConnectionReport, Message, WorkerFinal, WorkerInterval
 from simulator.shard import Shard
 
 MEASUREMENT = "loadshard"
@@ -152,14 +155,19 @@ class ShardRecorder(Recorder):
         match message:
             case WorkerInterval():
                 usage = self.sampler.sample()
-                fields = {"k": message.k, **message.counts.model_dump(), "publish_hist": message.publish_hist,
+                fields = {"k": message.k, **message.counts.model_dump(), "publish_hist": message.publish_hist, **connection_fields(message),
                           "simulator_cpu_percent": usage.cpu_percent, "simulator_rss_mb": round(usage.rss_mb, 1)}  # fmt: skip
                 self.add("interval", fields, self.start_ms + message.k * 1000)
             case WorkerFinal():
-                fields = {**message.counts.model_dump(), "publish_hist": message.publish_hist, "devices": message.devices,
+                fields = {**message.counts.model_dump(), "publish_hist": message.publish_hist, **connection_fields(message), "devices": message.devices,
                           "wall_s": message.wall_s, "drained": message.drained}  # fmt: skip
                 self.add("final", fields, int(time.time() * 1000))
         self.flush(FLUSH_S)
+
+
+def connection_fields(message: ConnectionReport) -> dict[str, Any]:
+    """A report's device-connection figures; an unmeasured time (None) is left out of the point."""
+    return message.model_dump(include=set(ConnectionReport.model_fields))
 
 
 class BridgeRecorder(Recorder):

@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 from hdrh.histogram import HdrHistogram
 
 from simulator.influx import InfluxClient
+from simulator.load.figures import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
 from simulator.load.metrics import Server, decode, new_histogram, summarize_ms
 from simulator.load.profile import Schedule, schedule_of
 from simulator.load.records import BridgeRecord, ShardRecord, read_bridge, read_run
-from simulator.load.figures import CPU_FIGURES, RSS_FIGURES, SAMPLED, LoadError, environment, none_if_nan, offered_between
 from simulator.load.section import LoadSection
 from simulator.load.thresholds import FLOWS, Verdict, judge
 from simulator.transport.mqtt import BrokerAddress
@@ -49,6 +49,7 @@ class Merged:
 
 
 INGEST_FLOWS = ("received", "written", "distinct", "duplicates")
+CONNECTION_EVENTS = ("connects", "reconnects", "connect_failures")  # cumulative in the shards' records, per second in the rows
 NO_COUNTS = dict.fromkeys(INGEST_FLOWS, 0)
 
 
@@ -210,6 +211,7 @@ def summary_of(run_id: str, first: ShardRecord, records: dict[str, ShardRecord],
         "figures": {name: none_if_nan(value) for name, value in figures.items()},
         "latency_histogram": encoded(ingest.latency()),
         "publish_histogram": merged_histogram(records),
+        "connect_histogram": encoded(merged_publish(records, "connect_hist")),
         "drained": bool(finished) and all(bool(record.final and record.final.get("drained")) for record in finished),
     }  # fmt: skip
 
@@ -284,8 +286,9 @@ class RowMerger:
         self.distinct_so_far = 0.0
 
     def row(self, k: int, records: dict[str, ShardRecord], ingest: Ingest) -> dict[str, Any]:
-        totals = {"generated": 0.0, "published": 0.0, "acknowledged": 0.0}
-        publish_hist = new_histogram()
+        totals = {"generated": 0.0, "published": 0.0, "acknowledged": 0.0, **dict.fromkeys(CONNECTION_EVENTS, 0.0)}
+        publish_hist, connect_hist = new_histogram(), new_histogram()
+        connected = 0
         cpu = rss = 0.0
         sampled = 0
         for record in records.values():
@@ -293,17 +296,20 @@ class RowMerger:
             counts = record.counts_at(local) if local >= 1 else {}
             for name in totals:
                 totals[name] += float(counts.get(name, 0))
+            connected += int(counts.get("connected", 0))
             interval = record.intervals.get(local, {})
             if interval.get("publish_hist"):
                 publish_hist.add(decode(interval["publish_hist"]))
+            if interval.get("connect_hist"):
+                connect_hist.add(decode(interval["connect_hist"]))
             if "simulator_cpu_percent" in interval:
                 cpu += float(interval["simulator_cpu_percent"])
                 rss += float(interval.get("simulator_rss_mb", 0.0))
                 sampled += 1
         row: dict[str, Any] = {"second": k, "offered": round(offered_between(self.load, self.schedule, self.probes, k - 1, k), 3)}
-        for name, value in totals.items():
-            row[name] = value - self.previous.get(name, 0.0)
-            self.previous[name] = value
+        for name in ("generated", "published", "acknowledged"):
+            row[name] = totals[name] - self.previous.get(name, 0.0)
+            self.previous[name] = totals[name]
         second = ingest.second(k)
         for name in INGEST_FLOWS:
             row[name] = second.get(name, 0) if name in ingest.measured else None
@@ -313,6 +319,12 @@ class RowMerger:
             row[f"latency_{name}_ms"] = none_if_nan(value)
         for name, value in summarize_ms(publish_hist).items():
             row[f"publish_{name}_ms"] = none_if_nan(value)
+        row["connected"] = connected  # devices connected through their own connections at the second's end, all shards
+        for name in CONNECTION_EVENTS:
+            row[name] = totals[name] - self.previous.get(name, 0.0)
+            self.previous[name] = totals[name]
+        connect = summarize_ms(connect_hist)
+        row["connect_p50_ms"], row["connect_p99_ms"] = none_if_nan(connect["p50"]), none_if_nan(connect["p99"])
         samples = self.local.samples.get(k, {}) if self.local is not None else {}  # a sharded run: the shards' hosts are not this one
         for name in SAMPLED:
             own = name == "simulator"  # the shards sample themselves; the rest only `iotsim load` on one machine
@@ -331,13 +343,26 @@ def merged_histogram(records: dict[str, ShardRecord]) -> str:
     return histogram.encode().decode() if histogram.get_total_count() else ""
 
 
-def merged_publish(records: dict[str, ShardRecord]) -> Any:
+def merged_publish(records: dict[str, ShardRecord], name: str = "publish_hist") -> Any:
+    """The run's histogram `name` (publish_hist, connect_hist): every shard's intervals and final added up."""
     histogram = new_histogram()
     for record in records.values():
         for fields in [*record.intervals.values(), record.final or {}]:
-            if fields.get("publish_hist"):
-                histogram.add(decode(fields["publish_hist"]))
+            if fields.get(name):
+                histogram.add(decode(fields[name]))
     return histogram
+
+
+def reconnect_all_s(records: dict[str, ShardRecord]) -> float:
+    """Seconds from the end of the broker outage (its broker accepting connections again) until every
+    device that had lost it was connected again, in the shard whose devices took longest; NaN without
+    an outage the run executed, or when a device was still away at the end."""
+    finals = [record.final for record in records.values() if record.final is not None]
+    ends = [int(final["outage_end_ms"]) for final in finals if final.get("outage_end_ms") is not None]
+    backs = [int(final["reconnected_ms"]) for final in finals if final.get("reconnected_ms") is not None]
+    if not ends or not backs or any(int(final.get("lost", 0)) for final in finals):
+        return math.nan
+    return max(max(backs) - max(ends), 0) / 1000.0
 
 
 def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: Schedule, probes: int, batch: int, rows: list[dict[str, Any]], ingest: Ingest) -> dict[str, float]:
@@ -365,6 +390,12 @@ def merge_figures(records: dict[str, ShardRecord], load: LoadSection, schedule: 
         figures[f"{name}_latency_ms"] = value
     for name, value in summarize_ms(merged_publish(records)).items():
         figures[f"publish_{name}_ms"] = value
+    figures["connected"] = float(max((row["connected"] for row in rows), default=0))  # the most at once, all shards in the same second
+    for name in CONNECTION_EVENTS:
+        figures[name] = float(sum(int(final.get(name, 0)) for final in finals))
+    for name, value in summarize_ms(merged_publish(records, "connect_hist")).items():
+        figures[f"connect_{name}_ms"] = value
+    figures["reconnect_all_s"] = reconnect_all_s(records)
     for name in CPU_FIGURES:
         values = [row[name] for row in within[1:] if row[name] is not None] or [math.nan]
         figures[name] = sum(values) / len(values)

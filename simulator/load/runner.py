@@ -14,6 +14,7 @@ bridge, and makes its results from the run's records with the merge of `iotsim l
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -39,15 +40,26 @@ from simulator.load.live import LiveResults
 from simulator.load.metrics import MachineSampler, ResourceSampler, Server, find_server
 from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.protocol import (
-    CONTROL_REPORTS, DRY_RUN_REPORTS, BridgeOrders, Failure, Message, ProtocolError, Ready, Start, WorkerFinal, WorkerOrders, decode_message,
+    CONTROL_REPORTS,
+    DRY_RUN_REPORTS,
+    BridgeOrders,
+    Failure,
+    Message,
+    ProtocolError,
+    Ready,
+    Start,
+    WorkerFinal,
+    WorkerOrders,
+    decode_message,
     encode_message,
 )  # fmt: skip
 from simulator.load.records import RunWatcher, ShardRecord, run_id_of
 from simulator.load.report import BridgeIngest, LocalRun, RowMerger, merge_run
 from simulator.load.section import LoadSection
-from simulator.shard import Shard
 from simulator.load.thresholds import Verdict
 from simulator.scenario import Scenario
+from simulator.shard import Shard
+from simulator.stack import recorded
 from simulator.transport.client_ids import load_bridge_client_id
 from simulator.transport.mqtt import BrokerAddress, password_from_environment
 
@@ -177,8 +189,9 @@ class Experiment:
         load = scenario.load
         schedule = schedule_of(load.profile)
         probes = probe_fleets[0].count
-        if load.unit == "devices" and schedule.peak > probes:
-            raise LoadError(f"load.profile asks for {schedule.peak:g} active devices but the load_probe fleet has {probes}")
+        if load.unit != "rate" and schedule.peak > probes:
+            what = "active" if load.unit == "devices" else "connected"
+            raise LoadError(f"load.profile asks for {schedule.peak:g} {what} devices but the load_probe fleet has {probes}")
         return cls(scenario, load, schedule, probes, qos if qos is not None else (load.qos if load.qos is not None else scenario.mqtt.qos), workers or load.workers)
 
     def offered_between(self, begin: float, end: float) -> float:
@@ -231,12 +244,15 @@ def run_dry(experiment: Experiment, out: Path) -> dict[str, Any]:
     return summary
 
 
-def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False, run_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:
+def run_live(experiment: Experiment, out: Path, progress: Progress | None = None, raw_latencies: bool = False, run_id: str | None = None,
+             state_dir: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[Verdict]]:  # fmt: skip
     """Run the experiment against the broker and InfluxDB; return (summary, timeseries rows, verdicts).
     The run id (the `loadtest` points' tag) is the results directory's name unless given; the
-    children's records go under it too (made a valid run id, simulator/load/records.py)."""
+    children's records go under it too (made a valid run id, simulator/load/records.py). A
+    `broker_outage` stops and starts the broker when it is the local stack's under `state_dir`."""
     scenario, load = experiment.scenario, experiment.load
     preflight(scenario)
+    controlled = broker_control(scenario, state_dir, lambda line: print(line, file=sys.stderr))
     servers = local_servers(scenario)
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or out.name
@@ -262,7 +278,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
         bridge.wait_ready(READY_TIMEOUT)
         timed = experiment.run_scenario()
         for index in range(experiment.workers):
-            orders = WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0, run_id=record_id)
+            orders = WorkerOrders(scenario=timed, shard=Shard(index, experiment.workers), qos=experiment.qos, interval=1.0, run_id=record_id, state_dir=controlled)
             workers.append(start_worker(index, orders, out))
         for worker in workers:
             worker.wait_ready(READY_TIMEOUT)
@@ -295,6 +311,29 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
     live.write_rows(merged.rows, start_ms)  # the live points, replaced by the merged rows: they agree with timeseries.csv
     live.write_summary(summary["figures"], summary["passed"])
     return summary, merged.rows, merged.verdicts
+
+
+def broker_control(scenario: Scenario, state_dir: Path | None, say: Callable[[str], None]) -> str | None:
+    """The state dir of the local stack (`iotsim stack up`) whose Mosquitto is the scenario's broker,
+    when the scenario has a `broker_outage`: the worker that owns the fault injector then stops and
+    starts it as `iotsim run` does (simulator/faults.py, through StackControl). Otherwise None: the
+    outage is only announced, and this says why."""
+    if not any(fault.kind == "broker_outage" for fault in scenario.faults):
+        return None
+    broker = BrokerAddress.from_url(scenario.mqtt.url)
+    record = recorded(state_dir, "mosquitto") if state_dir is not None else None
+    if record is None or not record.running or record.port != broker.port or not is_loopback(broker.host):
+        say(f"note: the broker_outage is only announced: the broker at {broker} is not the local stack's under {state_dir} (iotsim stack up, --state-dir DIR)")
+        return None
+    assert state_dir is not None
+    return str(state_dir.resolve())
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def bridge_credentials(scenario: Scenario) -> dict[str, str | None]:

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field
 
 from simulator.fleet import Duration, StrictModel
 from simulator.ingest.settings import BridgeSettings, bridge_field
-from simulator.load.pacing import ByDevices, ByRate, Pacing
+from simulator.load.pacing import ByConnections, ByDevices, ByRate, Pacing
 from simulator.load.profile import Profile, schedule_of
 from simulator.load.thresholds import parse_threshold
 
@@ -58,11 +58,12 @@ class CapacitySearch(StrictModel):
 
 
 class LoadSection(StrictModel):
-    unit: Literal["rate", "devices"] = Field(
-        default="rate", description="the profile's target: offered messages/s, or active load_probe devices"
+    unit: Literal["rate", "devices", "connections"] = Field(
+        default="rate",
+        description="the profile's target: offered messages/s, active load_probe devices, or connected load_probe devices (their fleet has connection: device)",
     )
     profile: Profile = Field(description="how the offered load changes over the experiment (its `kind` picks the shape)")
-    device_rate: float = Field(default=1.0, gt=0, le=10_000, description="messages/s of each active device (unit: devices)")
+    device_rate: float = Field(default=1.0, gt=0, le=10_000, description="messages/s of each active or connected device (unit: devices, connections)")
     qos: Literal[0, 1] | None = Field(default=None, description="publish QoS; default: the scenario's mqtt.qos")
     workers: int = Field(default=1, ge=1, le=64, description="simulator processes; devices are sharded over them")
     thresholds: list[ThresholdText] = Field(default_factory=list, description="k6-like pass/fail rules (docs/load.md)")
@@ -74,4 +75,8 @@ class LoadSection(StrictModel):
     def pacing(self) -> Pacing:
         """How the load_probe gateways send in this experiment (the builder gives it to them)."""
         schedule = schedule_of(self.profile)
-        return ByRate(schedule) if self.unit == "rate" else ByDevices(schedule, 1.0 / self.device_rate)
+        if self.unit == "rate":
+            return ByRate(schedule)
+        if self.unit == "devices":
+            return ByDevices(schedule, 1.0 / self.device_rate)
+        return ByConnections(schedule, 1.0 / self.device_rate)

@@ -8,20 +8,24 @@ Kubernetes its StatefulSet), and the report counts what it stored.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 from simulator.errors import IotsimError, UsageError
 from simulator.load.protocol import WorkerFinal
 from simulator.load.records import ShardRecorder
-from simulator.load.runner import START_MARGIN_S, Experiment, LoadError, influx_client, preflight
+from simulator.load.runner import START_MARGIN_S, Experiment, LoadError, broker_control, influx_client, preflight
 from simulator.load.worker import publish_shard
 from simulator.shard import Shard
 
 
-def run_shard(experiment: Experiment, shard: Shard, run_id: str) -> WorkerFinal:
-    """Publish the shard's devices along the profile, recording to InfluxDB; its final counters."""
+def run_shard(experiment: Experiment, shard: Shard, run_id: str, state_dir: Path | None = None) -> WorkerFinal:
+    """Publish the shard's devices along the profile, recording to InfluxDB; its final counters. A
+    `broker_outage` stops and starts the broker when it is the local stack's under `state_dir`."""
     scenario = experiment.scenario
     preflight(scenario)  # the broker and InfluxDB are there (the database is created when missing)
+    controlled = broker_control(scenario, state_dir, lambda line: print(line, file=sys.stderr))
     client = influx_client(scenario)
     recorder = ShardRecorder(client, run_id, shard)
 
@@ -31,7 +35,7 @@ def run_shard(experiment: Experiment, shard: Shard, run_id: str) -> WorkerFinal:
         return start_ms
 
     try:
-        final = publish_shard(experiment.run_scenario(), shard, experiment.qos, 1.0, ready, recorder.send)
+        final = publish_shard(experiment.run_scenario(), shard, experiment.qos, 1.0, ready, recorder.send, controlled)
         recorder.close()
     except UsageError:
         raise

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 FLOWS = ("offered", "generated", "published", "acknowledged", "received", "written")
 PERCENTILES = ("p50", "p90", "p99", "p999", "max", "mean")
+CONNECTION_COUNTS = ("connected", "connects", "reconnects", "connect_failures")  # the devices' own connections
 
 METRICS: dict[str, str] = {
     **{name: "messages" for name in FLOWS},
@@ -29,6 +30,9 @@ METRICS: dict[str, str] = {
     "loss_ratio": "ratio",
     **{f"{p}_latency_ms": "ms" for p in PERCENTILES},
     **{f"publish_{p}_ms": "ms" for p in PERCENTILES},
+    **{name: "connections" for name in CONNECTION_COUNTS},
+    **{f"connect_{p}_ms": "ms" for p in PERCENTILES},
+    "reconnect_all_s": "s",
     "simulator_cpu_percent": "%",
     "bridge_cpu_percent": "%",
     "broker_cpu_percent": "%",

@@ -50,7 +50,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -89,6 +89,7 @@ CONNECT_TIMEOUT_S = 5.0
 # (its will at once), not a silence.
 HOLD_MARGIN_S = 10.0
 TLS_PENDING_READS = 64  # reads of bytes OpenSSL already holds, at most, after one readable event
+SETTLE_S = 1.0  # how long a leaving device's last messages may take to be acknowledged (loopback: ms)
 LATENCY_MAX_MS = 3_600_000  # the connect-latency histogram's range: 1 ms to an hour, 3 digits
 _CONNECT, _RELEASE = 0, 1  # what a timer does: try to connect, or close a dead device's held socket
 
@@ -360,12 +361,40 @@ class DeviceSessions:
 
     # --- what the caller does ---
 
-    def start(self) -> None:
-        """Schedule every device's first connect, at its own offset within the connect window."""
+    def start(self, later: Collection[str] = ()) -> None:
+        """Schedule every device's first connect, at its own offset within the connect window; the
+        devices in `later` wait for their `connect()` (a load experiment's ramp of connections)."""
         now = time.monotonic()
         settings = self.settings
         for session in self.sessions:
-            self._schedule(now + connect_offset(settings.seed, session.device_id, settings.connect_window), _CONNECT, session)
+            if session.device_id not in later:
+                self._schedule(now + connect_offset(settings.seed, session.device_id, settings.connect_window), _CONNECT, session)
+
+    def connect(self, device_id: str) -> None:
+        """The device connects now (and after losing the broker again, by its policy) until `disconnect()`."""
+        session = self.by_id[device_id]
+        if session.killed or (session.connected and not session.closing):
+            return
+        if session.closing:  # left just now: its DISCONNECT goes out and the socket closes first
+            self.run_until(lambda: session.client.socket() is None, SETTLE_S)
+        session.closing = False
+        session.attempt = 0
+        self._schedule(time.monotonic(), _CONNECT, session)
+
+    def disconnect(self, device_id: str) -> None:
+        """The device leaves cleanly: once its messages are acknowledged, its death (retained, `online:
+        false`) and DISCONNECT, so the broker discards its will; it stays away until `connect()`. What a
+        device away from the broker still holds waits in its outbox (sent when it connects again)."""
+        session = self.by_id[device_id]
+        if session.closing or session.killed:
+            return
+        session.closing = True
+        if session.connected:
+            self.run_until(lambda: not session.connected or (not session.outbox and session.inflight == 0), SETTLE_S)
+        if session.connected:
+            self._publish_status(session, False, self.clock_ms())  # the broker takes it before the DISCONNECT behind it
+        if session.client.socket() is not None:
+            session.client.disconnect()
 
     def publish(self, device_id: str, topic: str, payload: bytes) -> bool:
         """Queue one of the device's messages (QoS 1); sent now if the device is connected. False when
