@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import floor  # benchmarks/floor.py, beside this script
 import orjson
 import paho.mqtt.client as mqtt
 import simpy
@@ -43,13 +45,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-import floor  # benchmarks/floor.py, beside this script
 from simulator import stack
 from simulator.load.results import write_results
 from simulator.load.runner import Experiment, Trial, find_capacity, run_live
-from simulator.shard import Shard, ShardSink
 from simulator.load.worker import build_sharded_world
 from simulator.scenario import Scenario
+from simulator.shard import Shard, ShardSink
 
 THRESHOLDS = ["loss == 0", "written_rate >= 0.99 * offered_rate", "p99_latency_ms < 1000"]
 TARGET_RATIO = 0.60  # issue 17: of the C clients at their best window (it was 0.40 of the default window's)
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the trials' results directories here")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every figure to FILE as JSON")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]  # the machine may be shared: its load beside the figures
 
     with tempfile.TemporaryDirectory(prefix="iotsim-capacity-") as tmp:
         work = Path(tmp)
@@ -250,7 +252,9 @@ def main() -> None:
         else:
             row(f"end to end, QoS {qos}, zero loss, sustained", best, note)
     row("simulator generation, per core (no broker)", generated / cpu_s, f"{generated:,} messages in {cpu_s:.2f} CPU s")
+    load_after = os.getloadavg()[0]
     console.print(table)
+    console.print(f"load average (1 min) at the start {load_before:.1f}, at the end {load_after:.1f}, on {os.cpu_count()} CPUs")
     console.print("CPU µs per message at the QoS 1 capacity: " + ", ".join(f"{name} {'-' if us is None else f'{us:.1f}'}" for name, us in cpu1.items()))
     if cap1 is not None:
         verdict = "met" if cap1 >= TARGET_RATIO * rate1 else "NOT met"
@@ -270,6 +274,7 @@ def main() -> None:
             "qos0_over_c_clients": None if cap0 is None else cap0 / rate1,
             "cpu_us_per_msg": cpu1,
             "generation_msgs_per_cpu_s": generated / cpu_s,
+            "load_average_start": load_before, "load_average_end": load_after,
             "trials": {f"qos{qos}": [{"rate": t.rate, "passed": t.passed, "failed": t.failed} for t in trials] for qos, trials in ((1, trials1), (0, trials0))},
         }  # fmt: skip
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

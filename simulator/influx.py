@@ -1,8 +1,10 @@
 """The one InfluxDB client: every write and query of the package goes through `InfluxClient`.
 
 It speaks InfluxDB's 1.x HTTP API (`/write`, `/query`, `/ping`; 2.x and 3.x serve it as v1
-compatibility) over one keep-alive session, for the bridge, the simulator's `pipeline` counters,
-the load recorder, `iotsim counts`, `iotsim verify`, the stack and the benchmarks.
+compatibility) over one keep-alive requests session, for the bridge, the simulator's `pipeline`
+counters, the load recorder, `iotsim counts`, `iotsim verify`, the stack and the benchmarks. Batch
+writes to a plain http:// URL with no proxy in the environment go on a keep-alive http.client
+connection of their own (`BatchPoster`): a quarter of requests' CPU per POST.
 
 - Credentials (`InfluxCredentials`): a user and password, sent as HTTP Basic authentication, or a
   token (`Authorization: Token ...`); never in the URL, so they appear in no error line or log.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import http.client
 import os
 import re
 import threading
@@ -31,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import requests
@@ -167,6 +170,7 @@ class InfluxClient:
         self.session = requests.Session()
         self.session.headers.update(credentials.headers())
         self.write_params = {"db": database, "precision": "ms"}
+        self.batches = BatchPoster.for_url(self.url, self.write_params, credentials.headers())
         self.stopping = threading.Event()
         self.on_retry: Callable[[str], None] = lambda reason: None
         self.reached = False  # InfluxDB accepted a write or answered a query at least once
@@ -202,7 +206,12 @@ class InfluxClient:
         delay = 0.25
         while True:
             try:
-                response = self._post_write(body, {"Content-Encoding": "gzip"}, self.timeout)
+                if self.batches is not None:
+                    response: requests.Response | PostAnswer = self.batches.post(body, self.timeout)
+                    if response.status_code == 204:
+                        self.reached = True
+                else:
+                    response = self._post_write(body, {"Content-Encoding": "gzip"}, self.timeout)
                 if response.status_code == 404 and "database not found" in response.text:
                     self.create_database()  # InfluxRefused when InfluxDB will not create it
                     reason = f"database {self.database!r} did not exist; created it"
@@ -353,6 +362,79 @@ class InfluxClient:
 
     def close(self) -> None:
         self.session.close()
+        if self.batches is not None:
+            self.batches.close()
+
+
+@dataclass(frozen=True)
+class PostAnswer:
+    """What `_post_until_answered` reads of an answer: as a requests.Response has them."""
+
+    status_code: int
+    text: str
+
+
+class BatchPoster:
+    """The batches' POSTs to /write on one keep-alive http.client connection: a POST through requests
+    cost ~1,070 µs of CPU on the 2-core machine, this one ~280 (the bridge makes up to ~100 a second).
+    Only for plain http:// with no proxy in the environment; otherwise requests does it. Failures are
+    raised as requests' exceptions of the same kind, so the retry loop treats both alike."""
+
+    def __init__(self, host: str, port: int, path: str, headers: dict[str, str]) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip", **headers}
+        self.connection: http.client.HTTPConnection | None = None
+        self.lock = threading.Lock()  # one connection: one POST at a time
+
+    @classmethod
+    def for_url(cls, url: str, params: dict[str, str], headers: dict[str, str]) -> BatchPoster | None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or requests.utils.get_environ_proxies(url):
+            return None
+        return cls(parts.hostname or "", parts.port or 80, f"{parts.path}/write?{urlencode(params)}", headers)
+
+    def post(self, body: bytes, timeout: float) -> PostAnswer:
+        with self.lock:
+            reused = self.connection is not None
+            try:
+                return self._post(body, timeout)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if not reused:
+                    raise requests.ConnectionError("connection closed by InfluxDB") from None
+            except TimeoutError:
+                self.close()
+                raise requests.Timeout("InfluxDB did not answer in time") from None
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                raise requests.ConnectionError(type(error).__name__) from None
+            try:  # a kept-alive connection the server had closed: once more on a new one (the same points, stored once)
+                return self._post(body, timeout)
+            except TimeoutError:
+                self.close()
+                raise requests.Timeout("InfluxDB did not answer in time") from None
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                raise requests.ConnectionError(type(error).__name__) from None
+
+    def _post(self, body: bytes, timeout: float) -> PostAnswer:
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection = self.connection
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        connection.request("POST", self.path, body=body, headers=self.headers)
+        response = connection.getresponse()
+        text = response.read().decode("utf-8", "replace")
+        if response.will_close:
+            self.close()
+        return PostAnswer(response.status, text)
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
 def error_text(body: str) -> str:
