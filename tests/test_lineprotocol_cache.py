@@ -3,6 +3,8 @@ and field template; every way a message can differ from it gives the reference's
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 import pytest
 from test_lineprotocol_differential import outcome, reference_to_line
@@ -82,3 +84,25 @@ def test_the_topic_cache_stays_bounded() -> None:
     assert len(lineprotocol._topics) == TOPIC_CACHE_LIMIT
     last = TOPIC_CACHE_LIMIT + 49
     assert to_line(f"p/events/d{last}", payload)[0] == f"events,device_id=d{last} x=1.0,seq=0i 1768320000000"  # past the bound: the full way
+
+
+def test_hostile_topics_and_tags_cannot_make_the_topic_cache_large() -> None:
+    """A publisher under the prefix may use topics of 64 KB and payloads full of long tags: accepted,
+    but the cache keeps no more per topic than a device's own messages need (its bound of entries
+    times that is the most it can hold)."""
+    lineprotocol._topics.clear()
+    tags = {f"t{i:02d}": "v" * 200 for i in range(60)}  # a 16 KB payload's worth
+    count = 200
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            device_id = f"d{i}"
+            topic = f"p/{'x' * 60_000}{i}/air_quality/{device_id}"  # what a 3.1.1 topic may be (65,535 bytes)
+            payload = orjson.dumps({"device_id": device_id, "type": "air_quality", "ts": 1768320000000, "seq": 0, "tags": tags, "readings": {"x": 1.0}})
+            line = to_line(topic, payload)[0]
+            assert line.startswith(f"air_quality,device_id={device_id},t00={'v' * 200},") and line.endswith(" x=1.0,seq=0i 1768320000000")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held / count < 4096, f"{held / count:.0f} bytes a topic, at most {TOPIC_CACHE_LIMIT} topics"
