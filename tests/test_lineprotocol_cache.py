@@ -86,23 +86,31 @@ def test_the_topic_cache_stays_bounded() -> None:
     assert to_line(f"p/events/d{last}", payload)[0] == f"events,device_id=d{last} x=1.0,seq=0i 1768320000000"  # past the bound: the full way
 
 
-def test_hostile_topics_and_tags_cannot_make_the_topic_cache_large() -> None:
+@pytest.mark.parametrize(
+    ("filler", "tags", "cached"),
+    [
+        (60_000, {f"t{i:02d}": "v" * 200 for i in range(60)}, False),  # a 64 KB topic, a 16 KB payload's worth of tags
+        (90, {f"t{i}" + "k" * 8: "v" * 20 for i in range(8)}, True),  # about as large as the cache still takes
+        (100, {f"t{i:02d}" + "k" * 27: "" for i in range(8)}, True),  # tag names that are not in the line
+    ],
+)
+def test_hostile_topics_and_tags_cannot_make_the_topic_cache_large(filler: int, tags: dict[str, str], cached: bool) -> None:
     """A publisher under the prefix may use topics of 64 KB and payloads full of long tags: accepted,
     but the cache keeps no more per topic than a device's own messages need (its bound of entries
     times that is the most it can hold)."""
     lineprotocol._topics.clear()
-    tags = {f"t{i:02d}": "v" * 200 for i in range(60)}  # a 16 KB payload's worth
     count = 200
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(count):
             device_id = f"d{i}"
-            topic = f"p/{'x' * 60_000}{i}/air_quality/{device_id}"  # what a 3.1.1 topic may be (65,535 bytes)
+            topic = f"p/{'x' * filler}{i}/air_quality/{device_id}"  # a 3.1.1 topic may be 65,535 bytes
             payload = orjson.dumps({"device_id": device_id, "type": "air_quality", "ts": 1768320000000, "seq": 0, "tags": tags, "readings": {"x": 1.0}})
             line = to_line(topic, payload)[0]
-            assert line.startswith(f"air_quality,device_id={device_id},t00={'v' * 200},") and line.endswith(" x=1.0,seq=0i 1768320000000")
+            assert line == to_line(topic, payload)[0] == reference_to_line(topic, payload)[0]
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert held / count < 4096, f"{held / count:.0f} bytes a topic, at most {TOPIC_CACHE_LIMIT} topics"
+    assert len(lineprotocol._topics) == (count if cached else 0)
+    assert held / count < 2048, f"{held / count:.0f} bytes a topic, at most {TOPIC_CACHE_LIMIT} topics"
