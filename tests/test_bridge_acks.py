@@ -3,13 +3,14 @@ message came on, once InfluxDB stored the batch holding it (review of the batch 
 
 from __future__ import annotations
 
+import base64
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import Pipeline
+from conftest import QUEUED_IDLE, Pipeline
 from paho.mqtt.enums import CallbackAPIVersion
-from publishing import message, publish, topic
+from publishing import dead_letters, message, publish, topic
 
 from simulator.influx import InfluxClient
 from simulator.ingest.bridge import Bridge, BridgeSettings
@@ -89,3 +90,40 @@ def test_acknowledgements_of_an_earlier_connection_never_ack_the_new_one_s_messa
         bridge.stop()
     assert pipeline.count("air_quality") == 20
     assert puback_mids(bytes(sent[-1][1]))[-5:] == [6, 7, 8, 9, 10]  # written at the stop, then acknowledged
+
+
+def test_a_stream_with_a_1_mb_message_and_bad_payloads_between_good_ones(pipeline: Pipeline) -> None:
+    """Through the real broker to the bridge's batch paths: a 1 MB message (many reads; a 4-byte remaining
+    length, 2 MiB and more, passes no broker of ours: max_packet_size 1 MiB), payloads just past the
+    limit and not JSON, between 3 devices' readings
+    with a seq gap, a string where a float is declared and tags that need escaping. Every good one is
+    stored once with its exact values, every bad one dead-lettered with its reason."""
+    good, bad = [], []
+    for seq in range(120):
+        for device in ("aq-0001", "aq-0002", "aq-0003"):
+            if device == "aq-0003" and seq in (50, 51):
+                continue  # never sent: a gap of 2
+            readings = {"pm25": "high"} if (device, seq) == ("aq-0002", 7) else {"pm25": seq + 0.5, "aqi": seq, "ok": seq % 2 == 0}
+            good.append((topic(pipeline, device), message(seq, readings, tags={"district": "Cheng qu,=x"}, device_id=device)))
+        if seq == 30:
+            bad.append((topic(pipeline), b'{"device_id": "aq-0001", "pad": "' + b"x" * 1_000_000 + b'"}', "payload of 1000035 bytes exceeds 16384"))
+            good.append(bad[-1][:2])
+        if seq == 60:
+            bad.append((topic(pipeline), b" " * 16_385, "payload of 16385 bytes exceeds 16384"))
+            good.append(bad[-1][:2])
+        if seq == 90:
+            bad.append((topic(pipeline), b"{not json", "not JSON: "))
+            good.append(bad[-1][:2])
+    bridge = pipeline.start_bridge("--exit-when-idle", QUEUED_IDLE)
+    publish(pipeline, good)
+    out, err = bridge.communicate(timeout=120)
+    assert bridge.returncode == 0, err
+    stored = len(good) - len(bad)
+    assert f"received {len(good)}, written {stored}, dead letters {len(bad)}" in out, out
+    assert "seq gaps 2" in out
+    assert pipeline.count("air_quality") == stored and pipeline.count("air_quality", "pm25_string") == 1 and pipeline.count("air_quality", "pm25") == stored - 1
+    rows = pipeline.query('SELECT "pm25", "aqi", "ok", "seq" FROM "air_quality" WHERE "device_id" = \'aq-0003\' AND "district" = \'Cheng qu,=x\'')[0]["values"]
+    assert [row[1:] for row in rows] == [[seq + 0.5, float(seq), seq % 2 == 0, seq] for seq in range(120) if seq not in (50, 51)]
+    letters = dead_letters(pipeline)
+    assert [base64.b64decode(letter["payload_base64"]) for letter in letters] == [payload for _, payload, _ in bad]
+    assert [letter["reason"][: len(reason)] for letter, (_, _, reason) in zip(letters, bad)] == [reason for _, _, reason in bad]
