@@ -9,6 +9,7 @@ import itertools
 import os
 import random
 import signal
+import socket
 import struct
 import termios
 import time
@@ -593,3 +594,63 @@ def test_a_turn_reads_about_packets_messages_however_many_one_read_brings(broker
     assert [m.payload for m in received] == [bytes(100)] * 3000
     pub_loop.disconnect()
     loop.disconnect()
+
+
+def test_acknowledgements_that_find_the_socket_full_go_out_whole_and_in_order_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ack_all while the broker reads nothing (stopped): the socket takes part of the PUBACKs, then none
+    (EAGAIN); the rest wait and go once it reads again. The wire then holds exactly the PUBACKs, in
+    order, and the broker has every message acknowledged: none comes again to the session."""
+    broker = stack.start_mosquitto(tmp_path / "broker", stack.free_port())  # this test's own: it is stopped for a while
+    try:
+        seen: list = []
+        client_id = f"client-test-session-{next(_ids)}"
+        subscriber, loop = persistent_subscriber(broker, client_id, True, seen)
+        subscriber.socket().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        publisher, pub_loop = connected(broker)
+        for i in range(20):
+            publisher.publish_qos1("client-test/sessions/full", b"%d" % i)
+        deadline = time.monotonic() + 10
+        while len(seen) < 20 and time.monotonic() < deadline:
+            pub_loop.turn(0.0)
+            loop.turn(0.01)
+        assert [m.payload for m in seen] == [b"%d" % i for i in range(20)]
+        sent = wire_recorder(monkeypatch)
+        results: list[int | str] = []
+        recording = mqtt.Client._sock_send
+
+        def counting(self: mqtt.Client, buf: bytes | bytearray) -> int:
+            try:
+                count = recording(self, buf)
+            except BlockingIOError:
+                results.append("EAGAIN")
+                raise
+            results.append(len(buf) - count)  # what it left
+            return count
+
+        monkeypatch.setattr(mqtt.Client, "_sock_send", counting)
+        junk = [(30_000 + i % 20_000, 1) for i in range(60_000)]  # ids the broker holds no message under: it ignores their PUBACKs
+        acks = junk + [(m.mid, m.qos) for m in seen]
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            subscriber.ack_all(acks)
+            for _ in range(20):
+                loop.flush()
+                time.sleep(0.01)
+            assert subscriber.want_write()  # 240 KB: more than the socket and the stopped broker take
+            assert any(type(left) is int and left > 0 for left in results) and "EAGAIN" in results  # short, then none
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        turn_until(loop, lambda: not subscriber.want_write())
+        assert bytes(sent[id(subscriber)]) == b"".join(struct.pack("!BBH", 0x40, 2, mid) for mid, _ in acks)
+        monkeypatch.undo()
+        loop.disconnect()
+        again: list = []
+        subscriber, loop = persistent_subscriber(broker, client_id, True, again)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            loop.turn(0.05)
+        assert again == []  # all 20 acknowledged
+        loop.disconnect()
+        pub_loop.disconnect()
+    finally:
+        broker.stop()
