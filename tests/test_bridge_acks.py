@@ -4,6 +4,7 @@ message came on, once InfluxDB stored the batch holding it (review of the batch 
 from __future__ import annotations
 
 import base64
+import socket
 import time
 
 import paho.mqtt.client as mqtt
@@ -127,3 +128,40 @@ def test_a_stream_with_a_1_mb_message_and_bad_payloads_between_good_ones(pipelin
     letters = dead_letters(pipeline)
     assert [base64.b64decode(letter["payload_base64"]) for letter in letters] == [payload for _, payload, _ in bad]
     assert [letter["reason"][: len(reason)] for letter, (_, _, reason) in zip(letters, bad)] == [reason for _, _, reason in bad]
+
+
+def test_a_batch_across_a_reconnect_that_kept_the_session_stores_and_acknowledges_every_message(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """10 messages wait in the open batch when the connection breaks; the broker keeps the session and
+    sends them again (the same ids). The first connection's acknowledgements are not sent on the new
+    one; those of the messages sent again are, once written, and in the end the session holds nothing."""
+    settings = BridgeSettings(
+        mqtt_url=pipeline.mqtt_url, topic_prefix=pipeline.prefix, client_id=pipeline.bridge_id, batch_size=15, max_pending=15,
+        batch_interval=60, batch_quiet=60, spool_dir=pipeline.tmp / "spool", dead_letter_path=pipeline.tmp / "dead-letters.jsonl",
+    )  # fmt: skip
+    bridge = Bridge(settings, InfluxClient(pipeline.influx_url, pipeline.database), log=lambda line: None)
+    sent = wire_by_connection(monkeypatch, bridge.client)
+    bridge.start()
+    try:
+        publish(pipeline, [(topic(pipeline), message(seq, {"pm25": float(seq)})) for seq in range(10)])
+        wait_until(lambda: bridge.counts.received == 10, 10, "the bridge did not receive the 10")
+        bridge.client.socket().shutdown(socket.SHUT_RDWR)  # the connection breaks; the broker keeps the session
+        wait_until(lambda: bridge.counts.received == 20 and bridge.counts.written == 15, 20, "the 10 did not come again")
+        time.sleep(1.0)  # the acknowledgements go out at the network thread's next turn
+        assert pipeline.count("air_quality") == 10  # the 15 written are the 10, 5 of them twice (the same points)
+        assert len(sent) == 2 and puback_mids(bytes(sent[0][1])) == [] and puback_mids(bytes(sent[1][1])) == [1, 2, 3, 4, 5]
+    finally:
+        bridge.stop()
+    assert puback_mids(bytes(sent[-1][1])) == list(range(1, 11))
+    assert bridge.counts.sessions_lost == 0
+    again: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=pipeline.bridge_id, clean_session=False, protocol=mqtt.MQTTv311)
+    client.on_message = lambda c, u, m: again.append(m.payload)
+    client.connect("127.0.0.1", pipeline.broker.port)
+    client.loop_start()
+    try:
+        wait_until(client.is_connected, 10, "the session could not be taken")
+        time.sleep(1.0)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert again == []  # every message of the session acknowledged
