@@ -654,3 +654,32 @@ def test_acknowledgements_that_find_the_socket_full_go_out_whole_and_in_order_la
         pub_loop.disconnect()
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("cut_in_length", [1, 2, 3, 4])
+def test_a_publish_with_a_4_byte_remaining_length_cut_anywhere_reaches_on_messages_whole(broker: stack.Service, cut_in_length: int) -> None:
+    """A packet of 2.2 MB (its remaining length in 4 bytes: no broker of ours passes one, max_packet_size
+    is 1 MiB, but MQTT allows it) between small ones, its fixed header cut after 1-4 of its length
+    bytes and its body at random: delivered once, whole, in order; the small ones around it too."""
+    rng = random.Random(cut_in_length)
+    big = rng.randbytes(2_200_000)
+    packets = [publish_packet("client-test/big/a", b"before", 1, 7, False, False), publish_packet("client-test/big/b", big, 1, 8, False, False), publish_packet("client-test/big/c", b"after", 0, 0, False, False)]
+    assert all(byte & 0x80 for byte in packets[1][1:4]) and packets[1][4] < 0x80  # 4 length bytes
+    stream = b"".join(packets)
+    start = len(packets[0])
+    cuts = sorted({start + 1 + cut_in_length, *(rng.randrange(start + 6, len(stream)) for _ in range(40))})
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    batches: list[list[tuple[str, bytes, int, int, bool, bool]]] = []
+    client, loop = connected(broker)
+    client.light_messages = True
+    client.manual_ack_set(True)
+    client.on_messages = lambda c, u, batch: batches.append([delivered(m) for m in batch])
+    for chunk in chunks:  # as if read from the broker
+        client._input, client._input_at, client._input_socket = chunk, 0, client.socket()
+        while client.has_buffered_input():
+            client.loop_read()
+    assert [message for batch in batches for message in batch] == [
+        ("client-test/big/a", b"before", 7, 1, False, False), ("client-test/big/b", big, 8, 1, False, False), ("client-test/big/c", b"after", 0, 0, False, False)
+    ]  # fmt: skip
+    assert client.socket() is not None
+    loop.disconnect()
