@@ -9,6 +9,7 @@ import itertools
 import os
 import random
 import signal
+import socket
 import struct
 import termios
 import time
@@ -592,4 +593,93 @@ def test_a_turn_reads_about_packets_messages_however_many_one_read_brings(broker
     turn_until(loop, lambda: len(received) == 3000)
     assert [m.payload for m in received] == [bytes(100)] * 3000
     pub_loop.disconnect()
+    loop.disconnect()
+
+
+def test_acknowledgements_that_find_the_socket_full_go_out_whole_and_in_order_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ack_all while the broker reads nothing (stopped): the socket takes part of the PUBACKs, then none
+    (EAGAIN); the rest wait and go once it reads again. The wire then holds exactly the PUBACKs, in
+    order, and the broker has every message acknowledged: none comes again to the session."""
+    broker = stack.start_mosquitto(tmp_path / "broker", stack.free_port())  # this test's own: it is stopped for a while
+    try:
+        seen: list = []
+        client_id = f"client-test-session-{next(_ids)}"
+        subscriber, loop = persistent_subscriber(broker, client_id, True, seen)
+        subscriber.socket().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        publisher, pub_loop = connected(broker)
+        for i in range(20):
+            publisher.publish_qos1("client-test/sessions/full", b"%d" % i)
+        deadline = time.monotonic() + 10
+        while len(seen) < 20 and time.monotonic() < deadline:
+            pub_loop.turn(0.0)
+            loop.turn(0.01)
+        assert [m.payload for m in seen] == [b"%d" % i for i in range(20)]
+        sent = wire_recorder(monkeypatch)
+        results: list[int | str] = []
+        recording = mqtt.Client._sock_send
+
+        def counting(self: mqtt.Client, buf: bytes | bytearray) -> int:
+            try:
+                count = recording(self, buf)
+            except BlockingIOError:
+                results.append("EAGAIN")
+                raise
+            results.append(len(buf) - count)  # what it left
+            return count
+
+        monkeypatch.setattr(mqtt.Client, "_sock_send", counting)
+        junk = [(30_000 + i % 20_000, 1) for i in range(60_000)]  # ids the broker holds no message under: it ignores their PUBACKs
+        acks = junk + [(m.mid, m.qos) for m in seen]
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            subscriber.ack_all(acks)
+            for _ in range(20):
+                loop.flush()
+                time.sleep(0.01)
+            assert subscriber.want_write()  # 240 KB: more than the socket and the stopped broker take
+            assert any(type(left) is int and left > 0 for left in results) and "EAGAIN" in results  # short, then none
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        turn_until(loop, lambda: not subscriber.want_write())
+        assert bytes(sent[id(subscriber)]) == b"".join(struct.pack("!BBH", 0x40, 2, mid) for mid, _ in acks)
+        monkeypatch.undo()
+        loop.disconnect()
+        again: list = []
+        subscriber, loop = persistent_subscriber(broker, client_id, True, again)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            loop.turn(0.05)
+        assert again == []  # all 20 acknowledged
+        loop.disconnect()
+        pub_loop.disconnect()
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("cut_in_length", [1, 2, 3, 4])
+def test_a_publish_with_a_4_byte_remaining_length_cut_anywhere_reaches_on_messages_whole(broker: stack.Service, cut_in_length: int) -> None:
+    """A packet of 2.2 MB (its remaining length in 4 bytes: no broker of ours passes one, max_packet_size
+    is 1 MiB, but MQTT allows it) between small ones, its fixed header cut after 1-4 of its length
+    bytes and its body at random: delivered once, whole, in order; the small ones around it too."""
+    rng = random.Random(cut_in_length)
+    big = rng.randbytes(2_200_000)
+    packets = [publish_packet("client-test/big/a", b"before", 1, 7, False, False), publish_packet("client-test/big/b", big, 1, 8, False, False), publish_packet("client-test/big/c", b"after", 0, 0, False, False)]
+    assert all(byte & 0x80 for byte in packets[1][1:4]) and packets[1][4] < 0x80  # 4 length bytes
+    stream = b"".join(packets)
+    start = len(packets[0])
+    cuts = sorted({start + 1 + cut_in_length, *(rng.randrange(start + 6, len(stream)) for _ in range(40))})
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+    batches: list[list[tuple[str, bytes, int, int, bool, bool]]] = []
+    client, loop = connected(broker)
+    client.light_messages = True
+    client.manual_ack_set(True)
+    client.on_messages = lambda c, u, batch: batches.append([delivered(m) for m in batch])
+    for chunk in chunks:  # as if read from the broker
+        client._input, client._input_at, client._input_socket = chunk, 0, client.socket()
+        while client.has_buffered_input():
+            client.loop_read()
+    assert [message for batch in batches for message in batch] == [
+        ("client-test/big/a", b"before", 7, 1, False, False), ("client-test/big/b", big, 8, 1, False, False), ("client-test/big/c", b"after", 0, 0, False, False)
+    ]  # fmt: skip
+    assert client.socket() is not None
     loop.disconnect()

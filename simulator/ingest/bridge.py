@@ -103,6 +103,10 @@ class Pending:
     acks: list[tuple[int, int]] = field(default_factory=list)  # (mid, qos) of every message, good or bad
     newest_ts: int = 0
     opened: float = 0.0
+    # A message id means a message only on the connection it came on: after a lost session the broker
+    # numbers from 1 again, so an earlier connection's ids would acknowledge new, unwritten messages.
+    connection: int = 0  # the connection the newest acks came on
+    connection_from: int = 0  # acks[connection_from:] came on it; those before, on earlier ones
 
 
 class Bridge:
@@ -157,7 +161,8 @@ class Bridge:
         self.client.on_subscribe = self._on_subscribe
         credentials.apply(self.client, self.address)
         self.loop = ClientLoop(self.client)
-        self.acks_ready: deque[list[tuple[int, int]]] = deque()  # (mid, qos) of written batches, for the network thread to send
+        self.acks_ready: deque[tuple[int, list[tuple[int, int]]]] = deque()  # (connection, its (mid, qos)) of written batches, for the network thread to send
+        self.connection = 0  # grows with every connection the broker accepts (network thread)
         self.closing = threading.Event()  # the network thread's turn to send the last acknowledgements and disconnect
         self._wake_network, self._wake_signal = socket.socketpair()
         self._wake_network.setblocking(False)
@@ -258,7 +263,9 @@ class Bridge:
 
     def _send_acknowledgements(self) -> None:
         while self.acks_ready:
-            acks = self.acks_ready.popleft()
+            connection, acks = self.acks_ready.popleft()
+            if connection != self.connection:
+                continue  # their ids mean other messages now; the broker sends theirs again if it kept the session
             self.client.ack_all(acks)  # collected as one write, sent at the next turn
             self.counts.acknowledged += len(acks)
 
@@ -277,6 +284,7 @@ class Bridge:
             return
         self.loop.connected()
         self.takeover.connected()
+        self.connection += 1
         if flags.session_present:
             self._drop_old_subscription(client)
         else:
@@ -358,16 +366,20 @@ class Bridge:
         """The messages of one read, in arrival order: converted, then added to the open batch under one lock."""
         converted = self._convert(messages)
         self.last_message = time.monotonic()
-        settings, counts = self.settings, self.counts
+        settings, counts, connection = self.settings, self.counts, self.connection
         max_pending = settings.max_pending
         with self.lock:
             pending = self.pending  # only the writer replaces it, and only while this thread waits
+            if pending.connection != connection:
+                pending.connection, pending.connection_from = connection, len(pending.acks)
             for message, (line, ts) in zip(messages, converted):
                 if len(pending.acks) >= max_pending:
                     self.lock.notify_all()  # the writer may take the batch
                     while len(self.pending.acks) >= max_pending and not self.stopping.is_set():
                         self.lock.wait(0.5)  # the writer is behind (or InfluxDB is down): let the broker hold the rest
                     pending = self.pending
+                    if pending.connection != connection:
+                        pending.connection, pending.connection_from = connection, len(pending.acks)
                 if not pending.acks:
                     pending.opened = time.monotonic()
                     self.lock.notify_all()  # the writer, waiting with nothing to write, now has a batch to time
@@ -545,7 +557,7 @@ class Bridge:
 
     def _acknowledge(self, batch: Pending) -> None:
         """Hand the batch's acknowledgements to the network thread, in arrival order."""
-        self.acks_ready.append(batch.acks)
+        self.acks_ready.append((batch.connection, batch.acks[batch.connection_from :] if batch.connection_from else batch.acks))
         self._wake()
 
     # --- the bridge's own telemetry ---

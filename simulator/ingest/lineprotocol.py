@@ -49,7 +49,11 @@ _names: set[str] = set()
 # for what can still differ (time, seq, readings' sizes, strings that need escaping, large integers);
 # anything else takes the full way, whose result (line or refusal) is the same. Bounded, as the name
 # cache is: past the bound new topics are converted the full way every time.
-TOPIC_CACHE_LIMIT = 50_000  # about 0.7 KB a topic (the pipeline's payloads): at most ~35 MB
+TOPIC_CACHE_LIMIT = 50_000  # about 0.7 KB a topic (the pipeline's payloads), at most ~2 KB (the limits below): at most ~100 MB
+# A topic may be 64 KB and a payload's tags 16 KB: a message with more tags, or more text in its topic,
+# head and tag names together, than any device's, is converted the full way every time (it was 90 KB a topic).
+CACHED_TAGS_LIMIT = 8
+CACHED_TEXT_LIMIT = 512
 LAYOUT_CACHE_LIMIT = 4096
 NEEDS_ESCAPE_IN_FIELD = re.compile(r'[\\"\n\r]')
 EXACT_INT = 2**53  # integers within ±2**53 are written as f"{value}.0", exactly what float(value) is
@@ -250,6 +254,8 @@ def remember(topic: str, device_id: str, kind: str, tags: dict, head: str, readi
     """Cache an accepted message's head and layout for its topic (within the bounds)."""
     if len(_topics) >= TOPIC_CACHE_LIMIT and topic not in _topics:
         return
+    if len(tags) > CACHED_TAGS_LIMIT or len(topic) + len(head) + sum(map(len, tags)) > CACHED_TEXT_LIMIT:
+        return  # too large to hold for every topic
     names, kinds = tuple(readings), tuple(map(type, readings.values()))
     if not all(kind_ in FIELD_FORMATS for kind_ in kinds):
         return  # a subclass (not from orjson): always the full way
