@@ -513,7 +513,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
             say(f"{scenario.name}{label}: stopped after {format_duration(result.simulated_s)} simulated, live from --start {scenario.start.isoformat()}")
     if interrupted:
         raise typer.Exit(130)
-    if settings.qos == 1 and (acknowledged_count < published or own.overflowed):
+    if settings.qos == 1 and (acknowledged_count < published or own.overflowed or own.stranded):
         raise typer.Exit(1)
 
 
@@ -531,6 +531,11 @@ def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:
         line += f"; {stats.abandoned} messages never sent: their devices were dead at the end (battery, dropout)"
     if stats.refused:
         line += f"; {stats.refused} messages refused by the broker (not authorized: its ACL, docs/security.md)"
+    if stats.stranded:
+        line += f"; {stats.stranded} messages never sent: their devices were not connected at the end"
+    if refused := sessions.refused():
+        device_id, reason = refused[0]
+        line += f"; logins refused by the broker: {len(refused)} ({device_id}: {reason}; check mqtt.device_passwords and the broker's password_file)"
     return line
 
 

@@ -420,3 +420,25 @@ def test_a_ca_file_that_is_no_certificate_is_one_line(tmp_path: Path, content: s
     run = iotsim("run", str(scenario))
     assert (run.returncode, run.stdout, run.stderr.count("\n")) == (2, "", 1), run.stderr
     assert run.stderr.startswith(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate (") and reason in run.stderr
+
+
+def test_a_device_whose_login_the_broker_refuses_fails_the_run_and_says_what_never_left(fleet: SecureFleet) -> None:
+    # meter-0002's password file holds another password than the broker's (regenerated, the broker not told):
+    # its messages never leave its outbox, which is a loss the exit code and the summary must show.
+    secrets = fleet.root / "secrets-wrong"
+    (secrets / "passwords").mkdir(parents=True, exist_ok=True)
+    for device_id in IDS[:2]:
+        shutil.copy(fleet.secrets / "passwords" / device_id, secrets / "passwords" / device_id)
+    (secrets / "passwords" / "meter-0002").write_text("0" * 32 + "\n")
+    scenario = fleet.scenario("wrong-password.yaml", 2, secrets=secrets)
+    dry = fleet.root / "wrong-password.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    topics = [orjson.loads(line)["topic"] for line in dry.read_bytes().splitlines()]
+    stuck = sum(1 for topic in topics if topic.endswith("/meter-0002"))
+    assert 0 < stuck < len(topics)
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+    run = subprocess.run([*IOTSIM, "run", str(scenario), "--drain-timeout", "2"], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"generated {len(topics)}, published {len(topics) - stuck}, acknowledged {len(topics) - stuck}" in run.stdout
+    assert f"; {stuck} messages never sent: their devices were not connected at the end; logins refused by the broker: 1 (meter-0002: Not authorized; " in run.stdout
+    assert "0" * 32 not in run.stdout + run.stderr

@@ -182,6 +182,7 @@ class SessionStats:
     refused: int = 0  # PUBACKs with a failure reason (MQTT 5; e.g. 0x87, the ACL): the broker dropped the message
     overflowed: int = 0  # messages dropped from full outboxes, oldest first
     abandoned: int = 0  # messages a device that was dead at close() still held, unsent or unacknowledged (counted then)
+    stranded: int = 0  # messages a live device still held when close() ended (not connected: e.g. its login refused), never acknowledged
     statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
     latency_ms: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, LATENCY_MAX_MS, 3))  # CONNECT → CONNACK
 
@@ -207,6 +208,7 @@ class Session:
         "outbox",
         "overflowed",
         "reconnect",
+        "refusal",
         "rng",
         "status_mids",
         "status_topic",
@@ -233,6 +235,7 @@ class Session:
         self.held: socket.socket | None = None  # a killed device's silent socket
         self.generation = 0  # kill() and revive() each begin a new life: a timer of an earlier one does nothing
         self.overflowed = 0
+        self.refusal: str | None = None  # the broker's reason when it refused the last CONNECT (a wrong password, say)
 
 
 def status_payload(device_id: str, online: bool, ts: int) -> bytes:
@@ -470,7 +473,7 @@ class DeviceSessions:
         the broker discards its will; turns the loop until all are closed or `timeout` s passed. A device
         whose CONNECT is out gets its CONNACK first and does the same (its death instead of a birth); one
         not connecting now never connects. What a dead device still holds is never sent: counted in
-        `stats.abandoned`."""
+        `stats.abandoned`; what a live one still holds at the end (not connected: its login refused, say) in `stats.stranded`."""
         self._close_ms = now_ms = self.clock_ms()
         self.stats.abandoned += sum(len(session.outbox) + session.inflight for session in self.sessions if session.killed)
         for session in self.sessions:
@@ -485,6 +488,12 @@ class DeviceSessions:
                 session.client.disconnect()
         self.run_until(lambda: not self.selector.get_map(), timeout)
         self.selector.close()
+        # Whatever a live device still holds now is lost: counted, so the run says so and fails.
+        self.stats.stranded += sum(len(session.outbox) + session.inflight for session in self.sessions if not session.killed)
+
+    def refused(self) -> list[tuple[str, str]]:
+        """(device id, the broker's reason) of every device whose last CONNECT the broker refused."""
+        return [(session.device_id, session.refusal) for session in self.sessions if session.refusal is not None]
 
     def _read(self, client: mqtt.Client) -> None:
         client.loop_read()
@@ -554,7 +563,9 @@ class DeviceSessions:
         self._handshake_over(session)
         if reason.is_failure:
             self.stats.connect_failures += 1
+            session.refusal = str(reason)
             return  # the broker closes the connection: _on_disconnect schedules the retry
+        session.refusal = None
         stats = self.stats
         stats.latency_ms.record_value(max(1, min(LATENCY_MAX_MS, round((time.monotonic() - session.connect_started) * 1000))))
         stats.connects += 1
