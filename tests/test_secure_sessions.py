@@ -9,7 +9,9 @@ test-only reader (`test-watcher`, which may also read the broker's client count)
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import ssl
 import subprocess
 import threading
@@ -28,7 +30,7 @@ from simulator import stack
 from simulator.connections import connection_plan
 from simulator.fleet import ReconnectPolicy
 from simulator.scenario import load_scenario
-from simulator.transport.sessions import DeviceSessions, raise_open_files
+from simulator.transport.sessions import CONNECT_TIMEOUT_S, DeviceSessions, raise_open_files
 
 FLEET = 2_000
 IDS = [f"meter-{n:04d}" for n in range(1, FLEET + 1)]
@@ -442,3 +444,34 @@ def test_a_device_whose_login_the_broker_refuses_fails_the_run_and_says_what_nev
     assert f"generated {len(topics)}, published {len(topics) - stuck}, acknowledged {len(topics) - stuck}" in run.stdout
     assert f"; {stuck} messages never sent: their devices were not connected at the end; logins refused by the broker: 1 (meter-0002: Not authorized; " in run.stdout
     assert "0" * 32 not in run.stdout + run.stderr
+
+
+def test_a_broker_that_accepts_but_does_not_answer_stalls_no_turn_of_the_tls_loop(fleet: SecureFleet) -> None:
+    # Mosquitto stopped (SIGSTOP: a frozen host, a broker swamped by a storm): the kernel still completes
+    # the TCP connects, and no TLS handshake gets an answer. Each such connect must not hold the loop,
+    # which serves every other device meanwhile: a turn stays a turn, the handshakes time out as failed
+    # connects, and once the broker answers again every device connects.
+    count = 8
+    policy = ReconnectPolicy(policy="fixed", min=0.5, max=0.5, jitter="none")
+    sessions = tls_sessions(fleet, count, policy=policy)
+    os.kill(fleet.service.pid, signal.SIGSTOP)
+    try:
+        sessions.start()
+        turns = []
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S + 3
+        while time.monotonic() < deadline and sessions.stats.connect_failures < count:
+            began = time.monotonic()
+            sessions.turn(0.05)
+            turns.append(time.monotonic() - began)
+        assert max(turns) < 0.5, f"the longest turn took {max(turns):.1f} s"
+        assert sessions.stats.connect_failures >= count and sessions.stats.connected == 0  # each handshake gave up after CONNECT_TIMEOUT_S
+    finally:
+        os.kill(fleet.service.pid, signal.SIGCONT)
+    try:
+        assert sessions.run_until(sessions.all_connected, timeout=20), f"{sessions.stats.connected} of {count} connected"
+        for device_id in IDS[:count]:
+            sessions.publish(device_id, f"yangquan/city/electricity_meter/{device_id}", orjson.dumps({"device_id": device_id, "seq": 0}))
+        assert sessions.run_until(sessions.drained, timeout=10) and sessions.stats.acknowledged == count
+    finally:
+        sessions.close()
+

@@ -24,8 +24,9 @@ A device's session:
 
 Logins: every device as `settings.username`, or each as itself (user = its id, its own password:
 `passwords`, the secure profile's per-device logins). TLS (`settings.tls`, an mqtts:// broker): one
-SSLContext for every device (paho's `tls_set_context`); paho completes the handshake blocking in
-`reconnect()`, one round trip on loopback (2,000 devices over TLS connect in ~4 s, docs/security.md).
+SSLContext for every device; the handshake runs on the loop, each advancing when its socket is ready and
+giving up after CONNECT_TIMEOUT_S (a failed connect), then paho gets the connection and sends CONNECT
+(paho's own TLS would hold the loop for each handshake: 5 s per device against a stuck broker).
 
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
@@ -108,13 +109,21 @@ class DeviceClient(mqtt.Client):
     took 55.6 s here, 27.7 s of it in bind() (1.5 ms each). connect() alone picks a port free for its
     own destination; with a source address, IP_BIND_ADDRESS_NO_PORT leaves the port to connect() as
     well. paho has no public way to change how it opens the socket: this overrides its
-    `_create_socket_connection` (no proxies, which device sessions do not use)."""
+    `_create_socket_connection` (no proxies, which device sessions do not use). Over TLS it hands paho
+    the connection whose handshake `DeviceSessions` completed on its loop (`ready_socket`; paho's own
+    TLS set-up is not used: it would complete the handshake blocking)."""
 
     def __init__(self, *args: Any, source_address: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.source_address = source_address
+        self.ready_socket: socket.socket | None = None  # a TLS connection, handshake done: the next reconnect() takes it
 
     def _create_socket_connection(self) -> socket.socket:
+        sock, self.ready_socket = self.ready_socket, None
+        return sock if sock is not None else self.tcp_connect()
+
+    def tcp_connect(self) -> socket.socket:
+        """A TCP connection to the broker (blocking: on loopback at once), from `source_address` if set."""
         family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
@@ -174,7 +183,7 @@ class SessionStats:
     connected: int = 0
     connects: int = 0  # CONNACKs accepted, first connects and reconnects
     reconnects: int = 0  # accepted CONNACKs of devices that had been connected before
-    connect_failures: int = 0  # TCP connects that failed (broker down) and CONNACKs that refused
+    connect_failures: int = 0  # TCP connects that failed (broker down), TLS handshakes that failed or timed out, CONNACKs that refused
     disconnects: int = 0  # connections lost (broker gone, keepalive missed, killed)
     queued: int = 0  # messages put into outboxes
     sent: int = 0  # messages handed to paho
@@ -201,6 +210,8 @@ class Session:
         "device_id",
         "ever_connected",
         "generation",
+        "handshake",
+        "handshake_due",
         "held",
         "index",
         "inflight",
@@ -233,6 +244,8 @@ class Session:
         self.killed = False
         self.closing = False
         self.held: socket.socket | None = None  # a killed device's silent socket
+        self.handshake: ssl.SSLSocket | None = None  # its TLS handshake under way, not yet paho's
+        self.handshake_due = 0.0  # when that handshake gives up (monotonic s)
         self.generation = 0  # kill() and revive() each begin a new life: a timer of an earlier one does nothing
         self.overflowed = 0
         self.refusal: str | None = None  # the broker's reason when it refused the last CONNECT (a wrong password, say)
@@ -322,6 +335,7 @@ class DeviceSessions:
         self._timers: list[tuple[float, int, int, int, int]] = []  # (due, tie, kind, session index, its generation)
         self._killed = 0
         self._connecting = 0
+        self._handshakes: dict[int, Session] = {}  # session index → its session, TLS handshake under way
         self._ties = 0
         self._next_misc = 0.0
         self._close_ms: int | None = None  # when close() began: the ts of the clean close's deaths
@@ -341,8 +355,6 @@ class DeviceSessions:
         username, password = login
         if username is not None:
             client.username_pw_set(username, password)
-        if self.tls is not None:
-            client.tls_set_context(self.tls)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(settings.max_inflight)
         if settings.protocol == "5":
@@ -394,12 +406,18 @@ class DeviceSessions:
         next_connect = self._timers[0][0] - now if self._timers and self._connecting < MAX_CONNECTING else timeout
         wait = max(0.0, min(timeout, self._next_misc - now, next_connect))
         for key, mask in self.selector.select(wait):
-            client = key.data.client
+            session = key.data
+            if key.fileobj is session.handshake:
+                self._advance_handshake(session)
+                continue
+            client = session.client
             if mask & selectors.EVENT_READ:
                 self._read(client)
             if mask & selectors.EVENT_WRITE and client.socket() is not None:
                 client.loop_write()
         now = time.monotonic()
+        for session in [s for s in self._handshakes.values() if now >= s.handshake_due]:
+            self._handshake_failed(session)  # no answer in CONNECT_TIMEOUT_S: the broker is stuck, or swamped
         if now >= self._next_misc:
             self._next_misc = now + min(MISC_INTERVAL_S, self.settings.keepalive / 4)  # a PINGREQ well before 1.5 keepalives
             for session in self.sessions:
@@ -447,6 +465,8 @@ class DeviceSessions:
         session.killed = True
         session.generation += 1
         self._killed += 1
+        if session.handshake is not None:
+            self._drop_handshake(session)  # no CONNECT was sent: nothing for the broker to fire
         sock = session.client.socket()
         if not isinstance(sock, socket.socket):
             return  # not connected now: it just stops trying
@@ -476,6 +496,8 @@ class DeviceSessions:
         `stats.abandoned`; what a live one still holds at the end (not connected: its login refused, say) in `stats.stranded`."""
         self._close_ms = now_ms = self.clock_ms()
         self.stats.abandoned += sum(len(session.outbox) + session.inflight for session in self.sessions if session.killed)
+        for session in list(self._handshakes.values()):
+            self._drop_handshake(session)  # not connected: it never connects now
         for session in self.sessions:
             session.closing = True
             self._release(session)
@@ -522,7 +544,7 @@ class DeviceSessions:
                 continue  # set in an earlier life: a first death's release would close a second death's socket
             if kind == _RELEASE:
                 self._release(session)
-            elif not session.killed and not session.closing and session.client.socket() is None:
+            elif not session.killed and not session.closing and session.client.socket() is None and session.handshake is None:
                 self._connect(session)
                 connects += 1
 
@@ -533,6 +555,9 @@ class DeviceSessions:
         session.connect_ts = self.clock_ms()
         client.will_set(session.status_topic, status_payload(session.device_id, False, session.connect_ts), qos=1, retain=True)
         session.connect_started = time.monotonic()
+        if self.tls is not None:
+            self._start_handshake(session)
+            return
         try:
             client.reconnect()  # TCP connect (loopback: at once), then CONNECT; the CONNACK comes to loop_read
         except OSError:
@@ -541,6 +566,78 @@ class DeviceSessions:
             return
         session.connecting = True
         self._connecting += 1
+
+    # --- TLS: the handshake on the loop, not blocking it ---
+    # paho's own TLS completes the handshake blocking in reconnect() for up to CONNECT_TIMEOUT_S: a broker
+    # that takes the TCP connect but does not answer (stopped, swamped) held the loop 5 s per device,
+    # every other device unserved meanwhile. Here each handshake advances when its socket is ready, and
+    # paho gets the connection once it is done (DeviceClient.ready_socket) and sends CONNECT over it.
+
+    def _start_handshake(self, session: Session) -> None:
+        assert self.tls is not None
+        try:
+            sock = session.client.tcp_connect()  # type: ignore[attr-defined]
+            tls_sock = self.tls.wrap_socket(sock, server_hostname=self.settings.host, do_handshake_on_connect=False)
+        except OSError:
+            self.stats.connect_failures += 1
+            self._retry(session)
+            return
+        tls_sock.setblocking(False)
+        session.handshake = tls_sock
+        session.handshake_due = time.monotonic() + CONNECT_TIMEOUT_S
+        session.connecting = True
+        self._connecting += 1
+        self._handshakes[session.index] = session
+        self._advance_handshake(session)
+
+    def _advance_handshake(self, session: Session) -> None:
+        sock = session.handshake
+        assert sock is not None
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(sock, selectors.EVENT_READ, session)
+        except ssl.SSLWantWriteError:
+            self._watch(sock, selectors.EVENT_WRITE, session)
+        except OSError:  # a certificate refused, the connection reset
+            self._handshake_failed(session)
+        else:
+            self._handshake_done(session)
+
+    def _handshake_done(self, session: Session) -> None:
+        client = session.client
+        sock = session.handshake
+        self._handshakes.pop(session.index, None)
+        session.handshake = None
+        self._unregister(sock)
+        client.ready_socket = sock  # type: ignore[attr-defined]
+        try:
+            client.reconnect()  # takes the TLS connection (no handshake of its own) and sends CONNECT; the CONNACK comes to loop_read
+        except OSError:
+            client.ready_socket = None  # type: ignore[attr-defined]
+            self._handshake_over(session)
+            self.stats.connect_failures += 1
+            self._retry(session)
+
+    def _handshake_failed(self, session: Session) -> None:
+        self._drop_handshake(session)
+        self.stats.connect_failures += 1
+        self._retry(session)
+
+    def _drop_handshake(self, session: Session) -> None:
+        sock = session.handshake
+        self._handshakes.pop(session.index, None)
+        session.handshake = None
+        if sock is not None:
+            self._unregister(sock)
+            sock.close()
+        self._handshake_over(session)
+
+    def _watch(self, sock: Any, events: int, session: Session) -> None:
+        try:
+            self.selector.modify(sock, events, session)
+        except KeyError:
+            self.selector.register(sock, events, session)
 
     def _handshake_over(self, session: Session) -> None:
         if session.connecting:
