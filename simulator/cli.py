@@ -312,7 +312,8 @@ def run(
     if scenario.until_stopped and dry_run:
         raise UsageError(f"--dry-run: {file} runs {UNTIL_STOPPED}, a file without end; give --duration D (e.g. 1d)")
     if workers > 1:
-        given = {"--duration": duration, "--speed": speed, "--seed": seed, "--mqtt": mqtt, "--qos": qos, "--mqtt-username": mqtt_username, "--ca-file": ca_file, "--influx": influx}
+        given = {"--duration": duration, "--speed": speed, "--seed": seed, "--mqtt": mqtt, "--qos": qos, "--mqtt-username": mqtt_username, "--ca-file": ca_file,
+                 "--device-passwords": device_passwords, "--influx": influx}  # fmt: skip
         if start is not None or scenario.until_stopped:  # 'now' once for every child: the shards of one run share its start
             given["--start"] = scenario.start.isoformat()
         options = [str(item) for flag, value in given.items() if value is not None for item in (flag, value)]

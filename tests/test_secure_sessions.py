@@ -475,3 +475,14 @@ def test_a_broker_that_accepts_but_does_not_answer_stalls_no_turn_of_the_tls_loo
     finally:
         sessions.close()
 
+
+def test_iotsim_run_workers_log_each_device_in_as_itself_with_the_flag(fleet: SecureFleet) -> None:
+    # --device-passwords given to a run of 2 workers: each child logs its devices in as themselves, not as mqtt.username.
+    scenario = fleet.scenario("workers.yaml", 4, device_passwords=False)
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+    env.pop("MQTT_DEVICE_PASSWORDS_DIR", None)
+    before = fleet.service.log_file.read_text()
+    run = subprocess.run([*IOTSIM, "run", str(scenario), "--workers", "2", "--device-passwords", str(fleet.secrets)], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    log = fleet.service.log_file.read_text()[len(before) :]
+    assert all(f" as {device_id} (p2, c1, k60, u'{device_id}')." in log for device_id in IDS[:4]), log
