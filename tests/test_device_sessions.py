@@ -681,3 +681,16 @@ def test_a_stopped_broker_whose_accept_queue_fills_stalls_no_turn(sys_broker: st
         assert sessions.run_until(sessions.all_connected, timeout=60), f"{sessions.stats.connected} of {count} connected"
     finally:
         sessions.close()
+
+
+def test_no_password_shows_in_the_plan_or_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A repr ends up in logs: an assertion's message in CI, a debugger, an error report.
+    (tmp_path / "secrets" / "passwords").mkdir(parents=True)
+    for n in (1, 2):
+        (tmp_path / "secrets" / "passwords" / f"meter-{n:04d}").write_text(f"device-secret-{n}\n")
+    scenario = tmp_path / "logins.yaml"
+    scenario.write_text(f"name: logins\nduration: 1h\nfleets:\n  - {{type: electricity_meter, id_prefix: meter, count: 2, connection: device}}\nmqtt: {{username: simulator, device_passwords: {tmp_path / 'secrets'}}}\n")
+    plan = connection_plan(load_scenario(scenario), password="shared-secret")
+    assert plan is not None and plan.passwords == ["device-secret-1", "device-secret-2"] and plan.settings.password == "shared-secret"
+    shown = repr(plan) + str(plan.settings)
+    assert "secret" not in shown and "simulator" in shown

@@ -179,7 +179,7 @@ class SessionSettings:
     # One login for every device (`mqtt.username`, MQTT_PASSWORD), unless DeviceSessions gets each
     # device's own password (`mqtt.device_passwords`), when every device logs in as itself.
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # kept out of reprs: they end up in logs
     # MQTT over TLS (an mqtts:// broker), the server's certificate checked against `ca_file`
     # (None: the system's CAs); one SSLContext for every device.
     tls: bool = False
