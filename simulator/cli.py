@@ -312,7 +312,8 @@ def run(
     if scenario.until_stopped and dry_run:
         raise UsageError(f"--dry-run: {file} runs {UNTIL_STOPPED}, a file without end; give --duration D (e.g. 1d)")
     if workers > 1:
-        given = {"--duration": duration, "--speed": speed, "--seed": seed, "--mqtt": mqtt, "--qos": qos, "--mqtt-username": mqtt_username, "--ca-file": ca_file, "--influx": influx}
+        given = {"--duration": duration, "--speed": speed, "--seed": seed, "--mqtt": mqtt, "--qos": qos, "--mqtt-username": mqtt_username, "--ca-file": ca_file,
+                 "--device-passwords": device_passwords, "--influx": influx}  # fmt: skip
         if start is not None or scenario.until_stopped:  # 'now' once for every child: the shards of one run share its start
             given["--start"] = scenario.start.isoformat()
         options = [str(item) for flag, value in given.items() if value is not None for item in (flag, value)]
@@ -513,7 +514,7 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
             say(f"{scenario.name}{label}: stopped after {format_duration(result.simulated_s)} simulated, live from --start {scenario.start.isoformat()}")
     if interrupted:
         raise typer.Exit(130)
-    if settings.qos == 1 and (acknowledged_count < published or own.overflowed):
+    if settings.qos == 1 and (acknowledged_count < published or own.overflowed or own.stranded):
         raise typer.Exit(1)
 
 
@@ -531,6 +532,11 @@ def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:
         line += f"; {stats.abandoned} messages never sent: their devices were dead at the end (battery, dropout)"
     if stats.refused:
         line += f"; {stats.refused} messages refused by the broker (not authorized: its ACL, docs/security.md)"
+    if stats.stranded:
+        line += f"; {stats.stranded} messages never sent: their devices were not connected at the end"
+    if refused := sessions.refused():
+        device_id, reason = refused[0]
+        line += f"; logins refused by the broker: {len(refused)} ({device_id}: {reason}; check mqtt.device_passwords and the broker's password_file)"
     return line
 
 

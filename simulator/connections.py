@@ -15,7 +15,7 @@ user name = its client id, password = the line in FOLDER/passwords/{id}, all rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulator.errors import UsageError
@@ -35,7 +35,7 @@ class ConnectionPlan:
     policies: list[ReconnectPolicy]
     route: dict[str, str]  # device id → connection id
     settings: SessionSettings
-    passwords: list[str] | None = None  # each connection's own password (mqtt.device_passwords), in the order of `ids`
+    passwords: list[str] | None = field(default=None, repr=False)  # each connection's own password (mqtt.device_passwords), in the order of `ids`; kept out of reprs
 
     def sessions(self) -> DeviceSessions:
         return DeviceSessions(self.ids, self.settings, policies=self.policies, passwords=self.passwords)

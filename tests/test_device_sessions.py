@@ -4,8 +4,10 @@ nothing at QoS 1."""
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -653,3 +655,42 @@ def topics_before_close(messages: list[tuple[str, bytes, bool]], device_id: str)
     """The device's event and status topics after its birth, in the order they came."""
     topics = [topic for topic, *_ in messages if topic.endswith(f"/{device_id}") and ("/status/" in topic or "/device_fault/" in topic)]
     return topics[1:]
+
+
+def test_a_stopped_broker_whose_accept_queue_fills_stalls_no_turn(sys_broker: stack.Service) -> None:
+    # Mosquitto stopped (SIGSTOP): its accept queue (a backlog of 100) fills with connects nobody accepts,
+    # the CONNECTs time out by the keepalive and are tried again, and past the backlog the kernel drops
+    # the SYNs. A connect that blocks for that would hold the loop that serves every other device.
+    count = 300
+    policy = ReconnectPolicy(policy="fixed", min=0.2, max=0.2, jitter="none")
+    sessions = DeviceSessions(device_ids(count), SessionSettings(port=sys_broker.port, keepalive=2, reconnect=policy))
+    os.kill(sys_broker.pid, signal.SIGSTOP)
+    try:
+        sessions.start()
+        turns = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            began = time.monotonic()
+            sessions.turn(0.05)
+            turns.append(time.monotonic() - began)
+        assert max(turns) < 0.5, f"the longest turn took {max(turns):.1f} s"
+        assert sessions.stats.connect_failures > 100 and sessions.stats.connected == 0  # past the backlog: tried, given up, tried again
+    finally:
+        os.kill(sys_broker.pid, signal.SIGCONT)
+    try:
+        assert sessions.run_until(sessions.all_connected, timeout=60), f"{sessions.stats.connected} of {count} connected"
+    finally:
+        sessions.close()
+
+
+def test_no_password_shows_in_the_plan_or_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A repr ends up in logs: an assertion's message in CI, a debugger, an error report.
+    (tmp_path / "secrets" / "passwords").mkdir(parents=True)
+    for n in (1, 2):
+        (tmp_path / "secrets" / "passwords" / f"meter-{n:04d}").write_text(f"device-secret-{n}\n")
+    scenario = tmp_path / "logins.yaml"
+    scenario.write_text(f"name: logins\nduration: 1h\nfleets:\n  - {{type: electricity_meter, id_prefix: meter, count: 2, connection: device}}\nmqtt: {{username: simulator, device_passwords: {tmp_path / 'secrets'}}}\n")
+    plan = connection_plan(load_scenario(scenario), password="shared-secret")
+    assert plan is not None and plan.passwords == ["device-secret-1", "device-secret-2"] and plan.settings.password == "shared-secret"
+    shown = repr(plan) + str(plan.settings)
+    assert "secret" not in shown and "simulator" in shown

@@ -9,7 +9,9 @@ test-only reader (`test-watcher`, which may also read the broker's client count)
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import ssl
 import subprocess
 import threading
@@ -28,7 +30,7 @@ from simulator import stack
 from simulator.connections import connection_plan
 from simulator.fleet import ReconnectPolicy
 from simulator.scenario import load_scenario
-from simulator.transport.sessions import DeviceSessions, raise_open_files
+from simulator.transport.sessions import CONNECT_TIMEOUT_S, DeviceSessions, raise_open_files
 
 FLEET = 2_000
 IDS = [f"meter-{n:04d}" for n in range(1, FLEET + 1)]
@@ -420,3 +422,67 @@ def test_a_ca_file_that_is_no_certificate_is_one_line(tmp_path: Path, content: s
     run = iotsim("run", str(scenario))
     assert (run.returncode, run.stdout, run.stderr.count("\n")) == (2, "", 1), run.stderr
     assert run.stderr.startswith(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate (") and reason in run.stderr
+
+
+def test_a_device_whose_login_the_broker_refuses_fails_the_run_and_says_what_never_left(fleet: SecureFleet) -> None:
+    # meter-0002's password file holds another password than the broker's (regenerated, the broker not told):
+    # its messages never leave its outbox, which is a loss the exit code and the summary must show.
+    secrets = fleet.root / "secrets-wrong"
+    (secrets / "passwords").mkdir(parents=True, exist_ok=True)
+    for device_id in IDS[:2]:
+        shutil.copy(fleet.secrets / "passwords" / device_id, secrets / "passwords" / device_id)
+    (secrets / "passwords" / "meter-0002").write_text("0" * 32 + "\n")
+    scenario = fleet.scenario("wrong-password.yaml", 2, secrets=secrets)
+    dry = fleet.root / "wrong-password.jsonl"
+    assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
+    topics = [orjson.loads(line)["topic"] for line in dry.read_bytes().splitlines()]
+    stuck = sum(1 for topic in topics if topic.endswith("/meter-0002"))
+    assert 0 < stuck < len(topics)
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+    run = subprocess.run([*IOTSIM, "run", str(scenario), "--drain-timeout", "2"], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"generated {len(topics)}, published {len(topics) - stuck}, acknowledged {len(topics) - stuck}" in run.stdout
+    assert f"; {stuck} messages never sent: their devices were not connected at the end; logins refused by the broker: 1 (meter-0002: Not authorized; " in run.stdout
+    assert "0" * 32 not in run.stdout + run.stderr
+
+
+def test_a_broker_that_accepts_but_does_not_answer_stalls_no_turn_of_the_tls_loop(fleet: SecureFleet) -> None:
+    # Mosquitto stopped (SIGSTOP: a frozen host, a broker swamped by a storm): the kernel still completes
+    # the TCP connects, and no TLS handshake gets an answer. Each such connect must not hold the loop,
+    # which serves every other device meanwhile: a turn stays a turn, the handshakes time out as failed
+    # connects, and once the broker answers again every device connects.
+    count = 8
+    policy = ReconnectPolicy(policy="fixed", min=0.5, max=0.5, jitter="none")
+    sessions = tls_sessions(fleet, count, policy=policy)
+    os.kill(fleet.service.pid, signal.SIGSTOP)
+    try:
+        sessions.start()
+        turns = []
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S + 3
+        while time.monotonic() < deadline and sessions.stats.connect_failures < count:
+            began = time.monotonic()
+            sessions.turn(0.05)
+            turns.append(time.monotonic() - began)
+        assert max(turns) < 0.5, f"the longest turn took {max(turns):.1f} s"
+        assert sessions.stats.connect_failures >= count and sessions.stats.connected == 0  # each handshake gave up after CONNECT_TIMEOUT_S
+    finally:
+        os.kill(fleet.service.pid, signal.SIGCONT)
+    try:
+        assert sessions.run_until(sessions.all_connected, timeout=20), f"{sessions.stats.connected} of {count} connected"
+        for device_id in IDS[:count]:
+            sessions.publish(device_id, f"yangquan/city/electricity_meter/{device_id}", orjson.dumps({"device_id": device_id, "seq": 0}))
+        assert sessions.run_until(sessions.drained, timeout=10) and sessions.stats.acknowledged == count
+    finally:
+        sessions.close()
+
+
+def test_iotsim_run_workers_log_each_device_in_as_itself_with_the_flag(fleet: SecureFleet) -> None:
+    # --device-passwords given to a run of 2 workers: each child logs its devices in as themselves, not as mqtt.username.
+    scenario = fleet.scenario("workers.yaml", 4, device_passwords=False)
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
+    env.pop("MQTT_DEVICE_PASSWORDS_DIR", None)
+    before = fleet.service.log_file.read_text()
+    run = subprocess.run([*IOTSIM, "run", str(scenario), "--workers", "2", "--device-passwords", str(fleet.secrets)], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    log = fleet.service.log_file.read_text()[len(before) :]
+    assert all(f" as {device_id} (p2, c1, k60, u'{device_id}')." in log for device_id in IDS[:4]), log

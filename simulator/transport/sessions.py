@@ -24,8 +24,11 @@ A device's session:
 
 Logins: every device as `settings.username`, or each as itself (user = its id, its own password:
 `passwords`, the secure profile's per-device logins). TLS (`settings.tls`, an mqtts:// broker): one
-SSLContext for every device (paho's `tls_set_context`); paho completes the handshake blocking in
-`reconnect()`, one round trip on loopback (2,000 devices over TLS connect in ~4 s, docs/security.md).
+SSLContext for every device. A connection opens on the loop, never blocking it: the TCP connect, then
+over TLS the handshake, each step taken when the socket is ready, the whole given up after
+CONNECT_TIMEOUT_S (a failed connect); then paho gets the socket and sends CONNECT. (paho's own connect
+and TLS block in `reconnect()`: against a broker that takes the TCP connect but does not answer, or
+whose accept queue is full, that held the loop 5 s per device, every other device unserved meanwhile.)
 
 `kill()` is a battery death: the device's socket goes silent without DISCONNECT (it stays open, read
 by nobody), so the broker fires the will once 1.5 keepalives pass without a packet, as for a real
@@ -41,9 +44,11 @@ how many files it needs and how to get them (`OpenFilesLimit`).
 
 from __future__ import annotations
 
+import errno
 import heapq
 import ipaddress
 import math
+import os
 import resource
 import selectors
 import socket
@@ -77,10 +82,9 @@ MAX_INFLIGHT = 20  # messages a device hands to paho before waiting for PUBACKs 
 # paho's keepalive bookkeeping (PINGREQ when due, a missing PINGRESP noticed) runs for every connected
 # device once a second: ~2 µs each, so 19,000 devices cost ~4 % of a core.
 MISC_INTERVAL_S = 1.0
-# Connect attempts made in one turn before the loop reads again, and connections at most waiting for
-# their CONNACK: a blocking TCP connect on loopback returns at once unless the broker's accept queue is
-# full (Mosquitto listens with a backlog of 100), when the kernel drops the SYN and connect() waits a
-# second for its retry, the whole loop with it. Bounding the handshakes keeps that queue short.
+# Connect attempts made in one turn before the loop reads again, and connections at most opening or
+# waiting for their CONNACK: past Mosquitto's accept queue (a backlog of 100) the kernel drops the SYN
+# and the connect waits a second for its retry. Bounding the handshakes keeps that queue short.
 CONNECTS_PER_TURN = 64
 MAX_CONNECTING = 64
 CONNECT_TIMEOUT_S = 5.0
@@ -109,21 +113,36 @@ class DeviceClient(mqtt.Client):
     took 55.6 s here, 27.7 s of it in bind() (1.5 ms each). connect() alone picks a port free for its
     own destination; with a source address, IP_BIND_ADDRESS_NO_PORT leaves the port to connect() as
     well. paho has no public way to change how it opens the socket: this overrides its
-    `_create_socket_connection` (no proxies, which device sessions do not use)."""
+    `_create_socket_connection` (no proxies, which device sessions do not use). It hands paho the
+    connection `DeviceSessions` opened on its loop (`ready_socket`: connected, over TLS its handshake
+    done; paho's own TLS set-up is not used, it would complete the handshake blocking)."""
 
     def __init__(self, *args: Any, source_address: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.source_address = source_address
+        self.ready_socket: socket.socket | None = None  # a connection opened on the loop: the next reconnect() takes it
 
     def _create_socket_connection(self) -> socket.socket:
+        sock, self.ready_socket = self.ready_socket, None
+        return sock if sock is not None else self.tcp_connect()
+
+    def tcp_connect(self, blocking: bool = True) -> socket.socket:
+        """A TCP connection to the broker from `source_address` if set; not `blocking`: under way (done
+        when the socket is writable, its SO_ERROR the outcome)."""
         family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         try:
             if self.source_address:
                 sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 sock.bind((self.source_address, 0))
-            sock.settimeout(self.connect_timeout)
-            sock.connect(address)
+            if blocking:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(address)
+            else:
+                sock.setblocking(False)
+                error = sock.connect_ex(address)
+                if error not in (0, errno.EINPROGRESS):
+                    raise OSError(error, os.strerror(error))
         except OSError:
             sock.close()
             raise
@@ -161,7 +180,7 @@ class SessionSettings:
     # One login for every device (`mqtt.username`, MQTT_PASSWORD), unless DeviceSessions gets each
     # device's own password (`mqtt.device_passwords`), when every device logs in as itself.
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # kept out of reprs: they end up in logs
     # MQTT over TLS (an mqtts:// broker), the server's certificate checked against `ca_file`
     # (None: the system's CAs); one SSLContext for every device.
     tls: bool = False
@@ -175,7 +194,7 @@ class SessionStats:
     connected: int = 0
     connects: int = 0  # CONNACKs accepted, first connects and reconnects
     reconnects: int = 0  # accepted CONNACKs of devices that had been connected before
-    connect_failures: int = 0  # TCP connects that failed (broker down) and CONNACKs that refused
+    connect_failures: int = 0  # connects that failed (broker down) or timed out (TCP, TLS handshake, no CONNACK) and CONNACKs that refused
     disconnects: int = 0  # connections lost (broker gone, keepalive missed, killed)
     queued: int = 0  # messages put into outboxes
     sent: int = 0  # messages handed to paho
@@ -183,6 +202,7 @@ class SessionStats:
     refused: int = 0  # PUBACKs with a failure reason (MQTT 5; e.g. 0x87, the ACL): the broker dropped the message
     overflowed: int = 0  # messages dropped from full outboxes, oldest first
     abandoned: int = 0  # messages a device that was dead at close() still held, unsent or unacknowledged (counted then)
+    stranded: int = 0  # messages a live device still held when close() ended (not connected: e.g. its login refused), never acknowledged
     statuses: int = 0  # births and clean-close deaths published (retained, on the status topics)
     latency_ms: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, LATENCY_MAX_MS, 3))  # CONNECT → CONNACK
 
@@ -201,6 +221,8 @@ class Session:
         "device_id",
         "ever_connected",
         "generation",
+        "opening",
+        "opening_due",
         "held",
         "index",
         "inflight",
@@ -208,6 +230,7 @@ class Session:
         "outbox",
         "overflowed",
         "reconnect",
+        "refusal",
         "rng",
         "status_mids",
         "status_topic",
@@ -232,8 +255,11 @@ class Session:
         self.killed = False
         self.closing = False
         self.held: socket.socket | None = None  # a killed device's silent socket
+        self.opening: socket.socket | None = None  # its connection being opened (TCP connect, TLS handshake), not yet paho's
+        self.opening_due = 0.0  # when that gives up (monotonic s)
         self.generation = 0  # kill() and revive() each begin a new life: a timer of an earlier one does nothing
         self.overflowed = 0
+        self.refusal: str | None = None  # the broker's reason when it refused the last CONNECT (a wrong password, say)
 
 
 def status_payload(device_id: str, online: bool, ts: int) -> bytes:
@@ -243,6 +269,15 @@ def status_payload(device_id: str, online: bool, ts: int) -> bytes:
 def connect_offset(seed: int, device_id: str, window: float) -> float:
     """When, within the connect window, the device first connects: from its own stream, the same every run."""
     return Stream(stream_key(seed, f"{device_id}/connect")).uniform(0.0, window) if window > 0 else 0.0
+
+
+def tcp_connected(sock: socket.socket) -> bool:
+    """A non-blocking connect is done (it has a peer), not still under way or failed."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 def wall_ms() -> int:
@@ -320,6 +355,7 @@ class DeviceSessions:
         self._timers: list[tuple[float, int, int, int, int]] = []  # (due, tie, kind, session index, its generation)
         self._killed = 0
         self._connecting = 0
+        self._opening: dict[int, Session] = {}  # session index → its session, its connection being opened
         self._ties = 0
         self._next_misc = 0.0
         self._close_ms: int | None = None  # when close() began: the ts of the clean close's deaths
@@ -339,8 +375,6 @@ class DeviceSessions:
         username, password = login
         if username is not None:
             client.username_pw_set(username, password)
-        if self.tls is not None:
-            client.tls_set_context(self.tls)
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.max_inflight_messages_set(settings.max_inflight)
         if settings.protocol == "5":
@@ -420,12 +454,18 @@ class DeviceSessions:
         next_connect = self._timers[0][0] - now if self._timers and self._connecting < MAX_CONNECTING else timeout
         wait = max(0.0, min(timeout, self._next_misc - now, next_connect))
         for key, mask in self.selector.select(wait):
-            client = key.data.client
+            session = key.data
+            if key.fileobj is session.opening:
+                self._advance_opening(session)
+                continue
+            client = session.client
             if mask & selectors.EVENT_READ:
                 self._read(client)
             if mask & selectors.EVENT_WRITE and client.socket() is not None:
                 client.loop_write()
         now = time.monotonic()
+        for session in [s for s in self._opening.values() if now >= s.opening_due]:
+            self._opening_failed(session)  # no answer in CONNECT_TIMEOUT_S: the broker is stuck, or swamped
         if now >= self._next_misc:
             self._next_misc = now + min(MISC_INTERVAL_S, self.settings.keepalive / 4)  # a PINGREQ well before 1.5 keepalives
             for session in self.sessions:
@@ -473,6 +513,8 @@ class DeviceSessions:
         session.killed = True
         session.generation += 1
         self._killed += 1
+        if session.opening is not None:
+            self._drop_opening(session)  # no CONNECT was sent: nothing for the broker to fire
         sock = session.client.socket()
         if not isinstance(sock, socket.socket):
             return  # not connected now: it just stops trying
@@ -499,9 +541,11 @@ class DeviceSessions:
         the broker discards its will; turns the loop until all are closed or `timeout` s passed. A device
         whose CONNECT is out gets its CONNACK first and does the same (its death instead of a birth); one
         not connecting now never connects. What a dead device still holds is never sent: counted in
-        `stats.abandoned`."""
+        `stats.abandoned`; what a live one still holds at the end (not connected: its login refused, say) in `stats.stranded`."""
         self._close_ms = now_ms = self.clock_ms()
         self.stats.abandoned += sum(len(session.outbox) + session.inflight for session in self.sessions if session.killed)
+        for session in list(self._opening.values()):
+            self._drop_opening(session)  # not connected: it never connects now
         for session in self.sessions:
             session.closing = True
             self._release(session)
@@ -514,6 +558,12 @@ class DeviceSessions:
                 session.client.disconnect()
         self.run_until(lambda: not self.selector.get_map(), timeout)
         self.selector.close()
+        # Whatever a live device still holds now is lost: counted, so the run says so and fails.
+        self.stats.stranded += sum(len(session.outbox) + session.inflight for session in self.sessions if not session.killed)
+
+    def refused(self) -> list[tuple[str, str]]:
+        """(device id, the broker's reason) of every device whose last CONNECT the broker refused."""
+        return [(session.device_id, session.refusal) for session in self.sessions if session.refusal is not None]
 
     def _read(self, client: mqtt.Client) -> None:
         client.loop_read()
@@ -542,7 +592,7 @@ class DeviceSessions:
                 continue  # set in an earlier life: a first death's release would close a second death's socket
             if kind == _RELEASE:
                 self._release(session)
-            elif not session.killed and not session.closing and session.client.socket() is None:
+            elif not session.killed and not session.closing and session.client.socket() is None and session.opening is None:
                 self._connect(session)
                 connects += 1
 
@@ -554,13 +604,85 @@ class DeviceSessions:
         client.will_set(session.status_topic, status_payload(session.device_id, False, session.connect_ts), qos=1, retain=True)
         session.connect_started = time.monotonic()
         try:
-            client.reconnect()  # TCP connect (loopback: at once), then CONNECT; the CONNACK comes to loop_read
+            sock = client.tcp_connect(blocking=False)  # type: ignore[attr-defined]
         except OSError:
             self.stats.connect_failures += 1
             self._retry(session)
             return
+        session.opening = sock
+        session.opening_due = session.connect_started + CONNECT_TIMEOUT_S
         session.connecting = True
         self._connecting += 1
+        self._opening[session.index] = session
+        if tcp_connected(sock):
+            self._advance_opening(session)  # on loopback the connect is done at once: no turn's wait for it
+        else:
+            self._watch(sock, selectors.EVENT_WRITE, session)  # writable once the TCP connect is done
+
+    # --- opening a connection on the loop, not blocking it ---
+
+    def _advance_opening(self, session: Session) -> None:
+        """The socket is ready: the TCP connect's outcome, or the TLS handshake's next step."""
+        sock = session.opening
+        assert sock is not None
+        if not isinstance(sock, ssl.SSLSocket):
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self._opening_failed(session)  # refused, reset: the broker is down
+                return
+            if self.tls is None:
+                self._opened(session)
+                return
+            self._unregister(sock)  # wrap_socket takes over its descriptor
+            try:
+                sock = session.opening = self.tls.wrap_socket(sock, server_hostname=self.settings.host, do_handshake_on_connect=False)
+            except OSError:
+                self._opening_failed(session)
+                return
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(sock, selectors.EVENT_READ, session)
+        except ssl.SSLWantWriteError:
+            self._watch(sock, selectors.EVENT_WRITE, session)
+        except OSError:  # a certificate refused, the connection reset
+            self._opening_failed(session)
+        else:
+            self._opened(session)
+
+    def _opened(self, session: Session) -> None:
+        client = session.client
+        sock = session.opening
+        self._opening.pop(session.index, None)
+        session.opening = None
+        self._unregister(sock)
+        client.ready_socket = sock  # type: ignore[attr-defined]
+        try:
+            client.reconnect()  # takes the socket (no connect, no handshake of its own) and sends CONNECT; the CONNACK comes to loop_read
+        except OSError:
+            client.ready_socket = None  # type: ignore[attr-defined]
+            self._handshake_over(session)
+            self.stats.connect_failures += 1
+            self._retry(session)
+
+    def _opening_failed(self, session: Session) -> None:
+        self._drop_opening(session)
+        self.stats.connect_failures += 1
+        self._retry(session)
+
+    def _drop_opening(self, session: Session) -> None:
+        sock = session.opening
+        self._opening.pop(session.index, None)
+        session.opening = None
+        if sock is not None:
+            self._unregister(sock)
+            sock.close()
+        self._handshake_over(session)
+
+    def _watch(self, sock: Any, events: int, session: Session) -> None:
+        try:
+            self.selector.modify(sock, events, session)
+        except KeyError:
+            self.selector.register(sock, events, session)
 
     def _handshake_over(self, session: Session) -> None:
         if session.connecting:
@@ -583,7 +705,9 @@ class DeviceSessions:
         self._handshake_over(session)
         if reason.is_failure:
             self.stats.connect_failures += 1
+            session.refusal = str(reason)
             return  # the broker closes the connection: _on_disconnect schedules the retry
+        session.refusal = None
         stats = self.stats
         stats.latency_ms.record_value(max(1, min(LATENCY_MAX_MS, round((time.monotonic() - session.connect_started) * 1000))))
         stats.connects += 1
@@ -617,6 +741,8 @@ class DeviceSessions:
         self.stats.statuses += 1
 
     def _on_disconnect(self, client: mqtt.Client, session: Session, flags: Any, reason: Any, properties: Any) -> None:
+        if session.connecting:
+            self.stats.connect_failures += 1  # no CONNACK within the keepalive (paho gave up), or the connection lost before it
         self._handshake_over(session)
         if session.connected:
             session.connected = False
