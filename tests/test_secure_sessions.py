@@ -486,3 +486,26 @@ def test_iotsim_run_workers_log_each_device_in_as_itself_with_the_flag(fleet: Se
     assert run.returncode == 0, run.stdout + run.stderr
     log = fleet.service.log_file.read_text()[len(before) :]
     assert all(f" as {device_id} (p2, c1, k60, u'{device_id}')." in log for device_id in IDS[:4]), log
+
+
+def test_a_device_that_leaves_while_its_tls_connection_opens_never_connects(fleet: SecureFleet) -> None:
+    # disconnect() (a load experiment's ramp down) while the device's TLS handshake waits for a stopped
+    # broker: it must not connect once the broker answers again.
+    sessions = tls_sessions(fleet, 2)
+    os.kill(fleet.service.pid, signal.SIGSTOP)
+    try:
+        sessions.start()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            sessions.turn(0.05)
+        leaving, staying = IDS[0], IDS[1]
+        assert sessions.by_id[leaving].opening is not None  # its handshake is still waiting
+        sessions.disconnect(leaving)
+    finally:
+        os.kill(fleet.service.pid, signal.SIGCONT)
+    try:
+        assert sessions.run_until(lambda: sessions.by_id[staying].connected, timeout=20)
+        sessions.run_until(lambda: False, 1.0)
+        assert not sessions.by_id[leaving].connected and sessions.stats.connected == 1
+    finally:
+        sessions.close()

@@ -423,6 +423,8 @@ class DeviceSessions:
         if session.closing or session.killed:
             return
         session.closing = True
+        if session.opening is not None:
+            self._drop_opening(session)  # no CONNECT was sent yet: it never connects now
         if session.connected:
             self.run_until(lambda: not session.connected or (not session.outbox and session.inflight == 0), SETTLE_S)
         if session.connected:
