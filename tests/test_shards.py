@@ -56,7 +56,7 @@ def messages(name: str, shard: Shard | None = None) -> list[Message]:
 
 
 def test_every_shipped_scenario_is_covered() -> None:
-    assert len(SCENARIOS) == 12 and WITH_EVENTS <= set(SCENARIOS)
+    assert len(SCENARIOS) == 13 and WITH_EVENTS <= set(SCENARIOS)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
