@@ -217,13 +217,13 @@ def test_the_indexed_jobs_run_every_shard_of_their_shard_count_at_once(rendered:
 
 
 def test_the_scale_out_example_overlay_changes_the_shards_and_the_bridges_together(tmp_path: Path) -> None:
-    """docs/scale-out.md's patches, in an overlay of the base: 15 shards, 12 bridges."""
+    """docs/scale-out.md's patches, in an overlay of the base: 8 shards, 5 bridges."""
     (patches,) = re.findall(r"```yaml\n(patches:\n.*?)```", (ROOT / "docs/scale-out.md").read_text(), flags=re.DOTALL)
     base = Path(os.path.relpath(KUSTOMIZATIONS["base"], tmp_path))  # kustomize takes no absolute path
     (tmp_path / "kustomization.yaml").write_text(f"resources:\n  - {base.as_posix()}\n{patches}")
     objects = render(tmp_path)
-    assert shard_count(find(objects, "Job", "simulator")) == 15
-    assert find(objects, "StatefulSet", "iotsim-bridge")["spec"]["replicas"] == 12
+    assert shard_count(find(objects, "Job", "simulator")) == 8
+    assert find(objects, "StatefulSet", "iotsim-bridge")["spec"]["replicas"] == 5
     for item in objects:
         kubernetes_validate.validate(item, KUBERNETES_VERSION, strict=True)
 
