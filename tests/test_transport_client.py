@@ -26,7 +26,7 @@ from simulator.load.worker import InstrumentedPublisher
 from simulator.transport import client as transport_client
 from simulator.transport.client import NO_PROPERTIES, READ_BUFFER, Client
 from simulator.transport.loop import ClientLoop
-from simulator.transport.mqtt import MqttPublisher
+from simulator.transport.mqtt import Credentials, MqttPublisher
 
 _ids = itertools.count(1)
 
@@ -683,3 +683,8 @@ def test_a_publish_with_a_4_byte_remaining_length_cut_anywhere_reaches_on_messag
     ]  # fmt: skip
     assert client.socket() is not None
     loop.disconnect()
+
+
+def test_credentials_keep_their_password_out_of_their_repr() -> None:
+    credentials = Credentials("simulator", "s3cret-password", None)
+    assert "s3cret-password" not in repr(credentials) and "simulator" in repr(credentials)

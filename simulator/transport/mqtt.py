@@ -24,7 +24,7 @@ import os
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
@@ -105,7 +105,7 @@ class Credentials:
     """Who the client is to the broker: user name and password, and the CA that signed a TLS broker."""
 
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # kept out of reprs: a failed assertion or a traceback prints them
     ca_file: str | None = None
 
     def apply(self, client: mqtt.Client, address: BrokerAddress) -> None:
