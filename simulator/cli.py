@@ -464,6 +464,8 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
     plan = connection_plan(scenario, shard, password_from_environment(), source)  # UsageError: a gateway fleet in a shard, a device's password missing
     sessions = plan.sessions() if plan else None  # OpenFilesLimit: one line, how many files and how to get them
+    if settings.device_passwords and all(fleet.connection == "shared" for fleet in scenario.fleets):
+        err.print(f"note: mqtt.device_passwords ({settings.device_passwords}) is not used: no fleet has connection: device or gateway, so every message goes through the run's own connection", markup=False, highlight=False)
     counters = counters_client(scenario)
     publisher.start()  # BrokerUnreachable, BrokerRefused: the app says which and what to do
     sink: Sink = publisher

@@ -694,3 +694,12 @@ def test_no_password_shows_in_the_plan_or_its_settings(tmp_path: Path, monkeypat
     assert plan is not None and plan.passwords == ["device-secret-1", "device-secret-2"] and plan.settings.password == "shared-secret"
     shown = repr(plan) + str(plan.settings)
     assert "secret" not in shown and "simulator" in shown
+
+
+def test_device_passwords_for_a_scenario_without_own_connections_are_said_unused(sys_broker: stack.Service, tmp_path: Path) -> None:
+    scenario = own_connections(tmp_path, "shared.yaml", sys_broker.port, "unused")  # every fleet on the run's connection
+    run = iotsim("run", str(scenario), "--device-passwords", str(tmp_path), timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"note: mqtt.device_passwords ({tmp_path}) is not used: no fleet has connection: device or gateway" in run.stderr
+    total = 30 * 24 + 10 * 24 + 5 * 120
+    assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
