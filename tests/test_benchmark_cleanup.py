@@ -16,6 +16,7 @@ BENCHMARKS = ROOT / "benchmarks"
 SERVERS = {"mosquitto", "influxd"}
 # Small runs that still last well past their servers' start, so that SIGTERM finds them running.
 SMALL = {
+    "pipeline.py": ("--stations", "100", "--hours", "1"),
     "bridge_cpu.py": ("--stations", "2000", "--hours", "1"),
 }
 STARTED_S = 20  # the longest both servers take to listen
