@@ -108,7 +108,7 @@ def c_client_baseline(broker: stack.Service, payloads: Path, count: int, window:
         subscriber.wait(timeout=600)
         return count, time.perf_counter() - started, floor.cpu_seconds(broker.pid) - broker_cpu
     finally:
-        kill_if_running(subscriber)
+        common.kill_child_if_running(subscriber)
 
 
 def publish(spec: Scenario) -> tuple[int, float]:
@@ -137,7 +137,7 @@ def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, dat
     try:
         return run_end_to_end(spec, broker, influx, database, expected, dataset, work, bridge)
     finally:
-        kill_if_running(bridge)
+        common.kill_child_if_running(bridge)
 
 
 def run_end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, database: str, expected: int, dataset: Path, work: Path,
@@ -166,13 +166,6 @@ def run_end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service,
     if stored < expected:
         console.print(f"[red]the bridge stored {stored:,} of {expected:,}[/]; its log:\n{log}")
     return stored, elapsed, seq_gaps(influx, database), cpu
-
-
-def kill_if_running(process: subprocess.Popen) -> None:
-    """A child still running on the way out (an error, an interrupt): killed and reaped, not waited for."""
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=10)
 
 
 def low_rate_latency(broker: stack.Service, influx: stack.Service, work: Path) -> dict[str, float]:
