@@ -1,4 +1,4 @@
-"""The benchmarks that start Mosquitto and InfluxDB (pipeline.py, bridge_cpu.py, ...) on the way out:
+"""The benchmarks that start Mosquitto and InfluxDB (pipeline.py, bridge_cpu.py, capacity.py, ...) on the way out:
 SIGTERM once both servers run stops both (and whatever else the benchmark started), one line, exit 130."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ SERVERS = {"mosquitto", "influxd"}
 SMALL = {
     "pipeline.py": ("--stations", "100", "--hours", "1"),
     "bridge_cpu.py": ("--stations", "2000", "--hours", "1"),
+    "capacity.py": ("--probes", "10", "--trial", "1", "--baseline-messages", "1000"),
 }
 STARTED_S = 20  # the longest both servers take to listen
 
