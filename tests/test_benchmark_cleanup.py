@@ -1,6 +1,6 @@
-"""The benchmarks that start Mosquitto and InfluxDB (pipeline.py, bridge_cpu.py, capacity.py, recovery.py) on the way out:
-SIGTERM once both servers run (and, for pipeline.py and recovery.py, their bridge process) stops all of them
-and whatever else the benchmark started, one line, exit 130."""
+"""The benchmarks that start Mosquitto and InfluxDB (pipeline.py, bridge_cpu.py, capacity.py, recovery.py; publisher_cpu.py
+Mosquitto alone) on the way out: SIGTERM once their servers run (and, for pipeline.py and recovery.py, their bridge
+process) stops all of them and whatever else the benchmark started, one line, exit 130."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ SMALL = {
     "bridge_cpu.py": (("--stations", "2000", "--hours", "1"), SERVERS),
     "capacity.py": (("--probes", "10", "--trial", "1", "--baseline-messages", "1000"), SERVERS),
     "recovery.py": (("--stations", "10", "--minutes", "1", "--faults", "broker_outage"), SERVERS | {"bridge"}),
+    "publisher_cpu.py": (("--stations", "2000", "--hours", "1", "--runs", "1"), {"mosquitto"}),
 }
 STARTED_S = 20  # the longest the servers take to listen and a bridge to connect
 
