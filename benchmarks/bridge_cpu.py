@@ -5,7 +5,8 @@ broker for the bridge's persistent session first; then a bridge in this process 
 InfluxDB, alone: its CPU per message comes from /proc (the process's and each of its threads'
 utime + stime) from its start to the last point stored, with nothing else running in it. With
 `--profile FILE`, py-spy (not a project dependency: give its path with `--py-spy`) samples this
-process meanwhile and the split by function is printed (FILE keeps the raw stacks).
+process meanwhile and the split by function is printed (FILE keeps the raw stacks). SIGTERM, Ctrl-C or
+an error stops the Mosquitto and InfluxDB it started (an interrupt: one line, exit 130).
 
     .venv/bin/python benchmarks/bridge_cpu.py [--stations 5000] [--hours 1] [--profile FILE --py-spy PATH] [--json FILE]
 """
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import common  # benchmarks/common.py, beside this script: the way out on signals
 import floor  # benchmarks/floor.py, beside this script
 import orjson
 import pipeline  # benchmarks/pipeline.py: the same scenario and publisher
@@ -118,15 +121,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="iotsim-bridge-cpu-") as tmp:
         work = Path(tmp)
-        broker = stack.start_mosquitto(work / "broker", stack.free_port())
-        influx = stack.start_influxdb(work / "influx", stack.free_port(), database="bench")
+        servers: list[stack.Service] = []  # each added as it starts: the way out (an error, SIGTERM, Ctrl-C) stops exactly these
         try:
+            servers.append(broker := stack.start_mosquitto(work / "broker", stack.free_port()))
+            servers.append(influx := stack.start_influxdb(work / "influx", stack.free_port(), database="bench"))
             spec = pipeline.scenario(args.stations, args.hours, broker.url, "bench")
             expected = queue_messages(spec, broker, influx, work)
             elapsed, cpu, per_thread, batches = drain(broker, influx, work, expected, args.profile, args.py_spy)
         finally:
-            broker.stop()
-            influx.stop()
+            for server in servers:
+                server.stop()
     print(f"bridge alone, draining {expected:,} queued messages: {elapsed:.2f} s, {expected / elapsed:,.0f} msg/s, {batches:,} InfluxDB writes "
           f"({expected / batches:,.0f} points each); load average {os.getloadavg()[0]:.2f}")
     print(f"CPU per message: process {1e6 * cpu / expected:.1f} µs; " + ", ".join(f"{name} {1e6 * s / expected:.1f} µs" for name, s in per_thread.items()))
@@ -140,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run(main))

@@ -19,7 +19,8 @@ Also: the simulator's generation rate per core (SimPy world → load_probe messa
 no broker), from CPU time, and each process's CPU per message at the QoS 1 capacity. Target on the
 2-core machine (issue 17): QoS 1 capacity >= 0.6 x the C clients' QoS 1 pass-through at our window.
 `--json FILE` writes every figure (e2e_msgs_per_s = the QoS 1 capacity, floor_msgs_per_s,
-e2e_over_floor, c_clients_msgs_per_s, cpu_us_per_msg per process, ...).
+e2e_over_floor, c_clients_msgs_per_s, cpu_us_per_msg per process, ...). SIGTERM, Ctrl-C or an error
+stops the Mosquitto, InfluxDB and mosquitto_sub it started (an interrupt: one line, exit 130).
 
     .venv/bin/python benchmarks/capacity.py [--probes 500] [--trial 10] [--start 2000] [--workers 1] [--batch 1] [--json FILE]
 """
@@ -31,12 +32,14 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import common  # benchmarks/common.py, beside this script: the way out on signals
 import floor  # benchmarks/floor.py, beside this script
 import orjson
 import paho.mqtt.client as mqtt
@@ -122,6 +125,15 @@ def c_client_baseline(broker: stack.Service, payload_file: Path, count: int, qos
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", str(qos), "-t", f"{topic}/#", "-i", f"bench-sub-{qos}-{window or 'default'}"],
         stdout=subprocess.PIPE,
     )
+    try:
+        return pass_through(broker, payload_file, count, qos, window, topic, subscriber)
+    finally:
+        common.kill_child_if_running(subscriber)
+
+
+def pass_through(broker: stack.Service, payload_file: Path, count: int, qos: int, window: int | None, topic: str,
+                 subscriber: subprocess.Popen[bytes]) -> tuple[int, float, float]:  # fmt: skip
+    """One pass through the started `subscriber`: what c_client_baseline returns."""
     assert subscriber.stdout is not None
     delivered = [0]
     first_line = threading.Event()
@@ -208,9 +220,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="iotsim-capacity-") as tmp:
         work = Path(tmp)
         out = args.keep or work / "results"
-        broker = stack.start_mosquitto(work / "broker", stack.free_port())
-        influx = stack.start_influxdb(work / "influx", stack.free_port(), database="bench")
+        servers: list[stack.Service] = []  # each added as it starts: the way out (an error, SIGTERM, Ctrl-C) stops exactly these
         try:
+            servers.append(broker := stack.start_mosquitto(work / "broker", stack.free_port()))
+            servers.append(influx := stack.start_influxdb(work / "influx", stack.free_port(), database="bench"))
             spec1 = scenario(args, broker, influx, 1, "cap1")
             spec0 = scenario(args, broker, influx, 0, "cap0")
             window = floor.publisher_window(spec1.mqtt)
@@ -227,8 +240,8 @@ def main() -> None:
             console.print("capacity search, QoS 0:")
             cap0, trials0 = capacity(spec0, out / "qos0")
         finally:
-            broker.stop()
-            influx.stop()
+            for server in servers:
+                server.stop()
 
     rates1, rates1_default, rates0 = baseline_rates(base1), baseline_rates(base1_default), baseline_rates(base0)
     rate1, rate1_default, rate0 = statistics.median(rates1), statistics.median(rates1_default), statistics.median(rates0)
@@ -281,4 +294,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run(main))

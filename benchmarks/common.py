@@ -1,12 +1,13 @@
-"""What the connection benchmarks (connections.py, connection_engines.py) share: their flag checks, each
-a bad flag's one line and exit 2, and a way out on SIGTERM, Ctrl-C and errors that stops every server and
-process they started, by PID."""
+"""What the benchmarks share: the connection benchmarks' (connections.py, connection_engines.py) flag
+checks, each a bad flag's one line and exit 2, and a way out on SIGTERM, Ctrl-C and errors that stops
+every server and process a benchmark started, by PID."""
 
 from __future__ import annotations
 
 import math
 import resource
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
@@ -79,3 +80,10 @@ def kill_if_alive(process: BaseProcess) -> None:
     if process.is_alive():
         process.kill()
     process.join(timeout=10)
+
+
+def kill_child_if_running(process: subprocess.Popen) -> None:
+    """A child command (a bridge, mosquitto_sub) still running on the way out (an error, an interrupt): killed and reaped."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)

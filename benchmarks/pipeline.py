@@ -12,7 +12,8 @@ point is stored, checked for zero loss by exact counts and per-device seq), with
 four processes spent on it: the CPU cost per message, and the rate all cores could carry at that cost.
 A reading is one value; an air-quality message carries 10 (six pollutants and the AQI's four).
 `--json FILE` writes every figure (e2e_msgs_per_s, floor_msgs_per_s, e2e_over_floor,
-c_clients_msgs_per_s, cpu_us_per_msg per process, ...).
+c_clients_msgs_per_s, cpu_us_per_msg per process, ...). SIGTERM, Ctrl-C or an error stops the Mosquitto,
+InfluxDB, bridge and mosquitto_sub it started (an interrupt: one line, exit 130).
 
     .venv/bin/python benchmarks/pipeline.py [--stations 5000] [--hours 1] [--json FILE]
 """
@@ -29,6 +30,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import common  # benchmarks/common.py, beside this script: the way out on signals
 import floor  # benchmarks/floor.py, beside this script
 import orjson
 import psutil
@@ -98,12 +100,15 @@ def c_client_baseline(broker: stack.Service, payloads: Path, count: int, window:
         ["mosquitto_sub", "-h", host, "-p", port, "-q", "1", "-t", "baseline/#", "-C", str(count), "-i", client_id],
         stdout=subprocess.DEVNULL,
     )
-    time.sleep(0.5)  # mosquitto_sub has no readiness signal; its subscription must exist before publishing
-    broker_cpu = floor.cpu_seconds(broker.pid)
-    started = time.perf_counter()
-    floor.run_c_pass(floor.mosquitto_pub(broker.port, 1, "baseline/air_quality", window), payloads)
-    subscriber.wait(timeout=600)
-    return count, time.perf_counter() - started, floor.cpu_seconds(broker.pid) - broker_cpu
+    try:
+        time.sleep(0.5)  # mosquitto_sub has no readiness signal; its subscription must exist before publishing
+        broker_cpu = floor.cpu_seconds(broker.pid)
+        started = time.perf_counter()
+        floor.run_c_pass(floor.mosquitto_pub(broker.port, 1, "baseline/air_quality", window), payloads)
+        subscriber.wait(timeout=600)
+        return count, time.perf_counter() - started, floor.cpu_seconds(broker.pid) - broker_cpu
+    finally:
+        common.kill_child_if_running(subscriber)
 
 
 def publish(spec: Scenario) -> tuple[int, float]:
@@ -129,6 +134,14 @@ def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, dat
          "--spool-dir", str(work / "spool"), "--ready-file", str(work / "bridge.ready")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    try:
+        return run_end_to_end(spec, broker, influx, database, expected, dataset, work, bridge)
+    finally:
+        common.kill_child_if_running(bridge)
+
+
+def run_end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, database: str, expected: int, dataset: Path, work: Path,
+                   bridge: subprocess.Popen) -> tuple[int, float, int, dict[str, float]]:  # fmt: skip
     while not (work / "bridge.ready").exists():
         assert bridge.poll() is None, bridge.communicate()[0]
         time.sleep(0.05)
@@ -226,9 +239,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="iotsim-bench-") as tmp:
         work = Path(tmp)
-        broker = stack.start_mosquitto(work / "broker", stack.free_port())
-        influx = stack.start_influxdb(work / "influx", stack.free_port(), database="bench")
+        servers: list[stack.Service] = []  # each added as it starts: the way out (an error, SIGTERM, Ctrl-C) stops exactly these
         try:
+            servers.append(broker := stack.start_mosquitto(work / "broker", stack.free_port()))
+            servers.append(influx := stack.start_influxdb(work / "influx", stack.free_port(), database="bench"))
             spec = scenario(args.stations, args.hours, broker.url, "bench")
             window = floor.publisher_window(spec.mqtt)
             dataset = work / "dry.jsonl"
@@ -244,8 +258,8 @@ def main() -> None:
             # After the end-to-end pass, so that these points' compaction cannot land in its figures.
             bottom = floor.measure_floor(sum(c for _, _, c in passes), sum(n for n, _, _ in passes), influx, dataset_messages(dataset))
         finally:
-            broker.stop()
-            influx.stop()
+            for server in servers:
+                server.stop()
 
     rates, default_rates = [n / s for n, s, _ in passes], [n / s for n, s, _ in default_passes]
     baseline, default_rate = statistics.median(rates), statistics.median(default_rates)
@@ -319,4 +333,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run(main))

@@ -9,6 +9,7 @@ of each pass, and their difference, the publish path's. With `--stock-publish`, 
 use paho's own `publish()` instead of the client's fast QoS 1 path (simulator/transport/client.py),
 so the two can be compared in one session. With `--profile FILE`, py-spy (not a project dependency:
 give its path with `--py-spy`) samples the last publish pass and the split by function is printed.
+SIGTERM, Ctrl-C or an error stops the Mosquitto it started (an interrupt: one line, exit 130).
 
     .venv/bin/python benchmarks/publisher_cpu.py [--stations 5000] [--hours 1] [--runs 3] [--stock-publish] [--profile FILE --py-spy PATH] [--json FILE]
 """
@@ -19,10 +20,12 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # benchmarks/common.py, beside this script: the way out on signals
 import orjson
 import pipeline  # benchmarks/pipeline.py: the same scenario
 import pyspy  # benchmarks/pyspy.py: the sampler and its split by function
@@ -112,8 +115,9 @@ def main() -> None:
     rates: list[float] = []
     systems: list[float] = []
     with tempfile.TemporaryDirectory(prefix="iotsim-publisher-cpu-") as tmp:
-        broker = stack.start_mosquitto(Path(tmp) / "broker", stack.free_port())
+        servers: list[stack.Service] = []  # kept as it starts: the way out (an error, SIGTERM, Ctrl-C) stops exactly what runs
         try:
+            servers.append(broker := stack.start_mosquitto(Path(tmp) / "broker", stack.free_port()))
             spec = pipeline.scenario(args.stations, args.hours, broker.url, "bench")
             for run in range(args.runs):
                 generated, _, model_cpu = model_pass(spec)
@@ -127,7 +131,8 @@ def main() -> None:
                 print(f"run {run + 1}: {messages:,} messages; model + encode {models[-1]:.1f} µs/msg, published end to end "
                       f"{publishes[-1]:.1f} µs/msg (publish path {publishes[-1] - models[-1]:.1f}; system {systems[-1]:.1f}), {rates[-1]:,.0f} msg/s", flush=True)  # fmt: skip
         finally:
-            broker.stop()
+            for server in servers:
+                server.stop()
     path = "paho's publish()" if args.stock_publish else "fast QoS 1 path"
     model, total = statistics.median(models), statistics.median(publishes)
     print(f"median of {args.runs} ({path}; load average {os.getloadavg()[0]:.2f}): simulator {total:.1f} µs of CPU per message end to end, "
@@ -143,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run(main))

@@ -10,6 +10,9 @@ stations with that one fault in its `faults:` section. Figures per fault:
   stored in InfluxDB (the pipeline has caught up);
 - for a broker outage, the publisher's own view: messages held in its outbox and time to reconnect.
 
+SIGTERM, Ctrl-C or an error stops the Mosquitto, InfluxDB and bridge it started (and those the fault
+injector restarted); an interrupt is one line, exit 130.
+
     .venv/bin/python benchmarks/recovery.py [--stations 300] [--minutes 10] [--speed 30] [--outage 2m]
 """
 
@@ -25,11 +28,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import common  # benchmarks/common.py, beside this script: the way out on signals
 import orjson
+from pipeline import count_points, query  # benchmarks/pipeline.py, beside this script
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import count_points, query  # benchmarks/pipeline.py, beside this script
 from simulator import stack
 from simulator.engine import run_scenario
 from simulator.errors import DatabaseError
@@ -82,26 +86,30 @@ def fault_section(kind: str, at: float, outage: float) -> dict[str, object]:
 
 def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object]:
     state = work / kind
-    broker = stack.start_mosquitto(state, stack.free_port())
-    influx = stack.start_influxdb(state, stack.free_port(), database=DATABASE)
-    outage = parse_duration(args.outage)
-    spec = Scenario.model_validate(
-        {
-            "name": f"recovery-{kind}",
-            "duration": args.minutes * 60,
-            "speed": args.speed,
-            "mqtt": {"url": broker.url, "topic_prefix": "rec", "qos": 1},
-            "influx": {"url": influx.url, "database": DATABASE},
-            "fleets": [{"type": "air_quality", "count": args.stations, "cadence": "10s"}],
-            "faults": [fault_section(kind, args.minutes * 60 / 3, outage)],
-        }
-    )
-    bridge = start_bridge(state, broker, influx)
-    publisher = MqttPublisher.from_settings(spec.mqtt, f"recovery-{kind}")
-    clock = FaultClock(publisher)
+    # What runs now, each kept as it starts: the way out (an error, SIGTERM, Ctrl-C) stops exactly these.
+    servers: list[stack.Service] = []
+    bridge: subprocess.Popen[bytes] | None = None
+    publisher: MqttPublisher | None = None
     watching = threading.Event()
-    watcher = threading.Thread(target=watch_catch_up, args=(influx, clock.mark, watching), daemon=True)
     try:
+        servers.append(broker := stack.start_mosquitto(state, stack.free_port()))
+        servers.append(influx := stack.start_influxdb(state, stack.free_port(), database=DATABASE))
+        outage = parse_duration(args.outage)
+        spec = Scenario.model_validate(
+            {
+                "name": f"recovery-{kind}",
+                "duration": args.minutes * 60,
+                "speed": args.speed,
+                "mqtt": {"url": broker.url, "topic_prefix": "rec", "qos": 1},
+                "influx": {"url": influx.url, "database": DATABASE},
+                "fleets": [{"type": "air_quality", "count": args.stations, "cadence": "10s"}],
+                "faults": [fault_section(kind, args.minutes * 60 / 3, outage)],
+            }
+        )
+        bridge = start_bridge(state, broker, influx)
+        publisher = MqttPublisher.from_settings(spec.mqtt, f"recovery-{kind}")
+        clock = FaultClock(publisher)
+        watcher = threading.Thread(target=watch_catch_up, args=(influx, clock.mark, watching), daemon=True)
         publisher.start()
         watcher.start()
         run_scenario(spec, clock, stack_control=stack.StackControl(state), wait=publisher.idle)
@@ -129,15 +137,17 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict[str, object
             "bridge_spooled": spooled_ever(influx),
         }
     finally:
-        publisher.stop()
+        if publisher is not None:
+            publisher.stop()
         watching.set()
-        stop_bridge(state, bridge)  # again, harmlessly, if the run failed before it was stopped
+        if bridge is not None:
+            stop_bridge(state, bridge)  # again, harmlessly, if the run failed before it was stopped
         for name in ("mosquitto", "influxdb"):  # the fault injector may have restarted them: stop what the PID files name
             record = stack.recorded(state, name)
             if record is not None and record.running:
                 stack.stop_pid(record.pid)
-        broker.stop()
-        influx.stop()
+        for server in servers:
+            server.stop()
 
 
 def start_bridge(state: Path, broker: stack.Service, influx: stack.Service) -> subprocess.Popen[bytes]:
@@ -148,10 +158,14 @@ def start_bridge(state: Path, broker: stack.Service, influx: stack.Service) -> s
     with open(state / "bridge.log", "ab") as log:
         bridge = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 30
-    while not (state / "bridge.ready").exists():
-        if bridge.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the bridge did not start; see {state / 'bridge.log'}")
-        time.sleep(0.05)
+    try:
+        while not (state / "bridge.ready").exists():
+            if bridge.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the bridge did not start; see {state / 'bridge.log'}")
+            time.sleep(0.05)
+    except BaseException:  # it did not start, or an interrupt: the caller never gets the bridge to stop
+        common.kill_child_if_running(bridge)
+        raise
     return bridge
 
 
@@ -236,4 +250,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run(main))

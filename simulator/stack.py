@@ -208,9 +208,13 @@ def start_influxdb(
     service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping")
-    credentials = create_admin(url, *admin) if admin else None
-    if database:
-        create_database(url, database, credentials)
+    try:
+        credentials = create_admin(url, *admin) if admin else None
+        if database:
+            create_database(url, database, credentials)
+    except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM made one): the caller never gets the service to stop
+        service.stop()
+        raise
     return service
 
 
