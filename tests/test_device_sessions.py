@@ -61,10 +61,12 @@ class Watcher:
     """A subscriber in its own process (mosquitto_sub: paho's own loop would select() on a descriptor
     past 1,024 in this one) that keeps every message it receives: (topic, payload, retained)."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str | None = None) -> None:
+    def __init__(self, port: int, topics: list[str], client_id: str | None = None, login: tuple[str, str] | None = None) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-F", "%r %t %p"]
+        if login is not None:  # a broker that wants passwords (the secure profile): user, password
+            command += ["-u", login[0], "-P", login[1]]
         if client_id is not None:
             command += ["-i", client_id, "-c"]  # a persistent session: the broker keeps what comes while it is away
         for topic in [READY_TOPIC, *topics]:

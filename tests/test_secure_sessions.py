@@ -14,7 +14,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import IOTSIM, child_env, iotsim
+from test_device_sessions import Watcher
 from test_security import make_secrets
 
 from simulator import stack
@@ -36,7 +36,6 @@ FLEET = 2_000
 IDS = [f"meter-{n:04d}" for n in range(1, FLEET + 1)]
 WATCHER = "test-watcher"  # the test's own reader: everything under the prefix and the broker's client count
 WATCHER_ACL = f"\n# tests/test_secure_sessions.py: its reader.\nuser {WATCHER}\ntopic read yangquan/#\ntopic read $SYS/broker/clients/connected\ntopic read $SYS/broker/version\n"
-READY_TOPIC = "$SYS/broker/version"
 CONNECTED_TOPIC = "$SYS/broker/clients/connected"
 SYS_INTERVAL_S = 1
 NOT_AUTHORIZED = 0x87
@@ -125,43 +124,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFleet]:
     holder.service.stop()
 
 
-class Watcher:
-    """mosquitto_sub as `test-watcher` on the plain port, in its own process, keeping every message: (topic, payload, retained)."""
-
-    def __init__(self, fleet: SecureFleet, topics: list[str], client_id: str | None = None) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(fleet.port), "-u", WATCHER, "-P", fleet.password(WATCHER), "-q", "1", "-F", "%r %t %p"]
-        if client_id is not None:
-            command += ["-i", client_id, "-c"]  # a persistent session: the broker keeps what comes while it is away
-        for topic in [READY_TOPIC, *topics]:
-            command += ["-t", topic]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        assert self.wait(lambda messages: any(topic == READY_TOPIC for topic, *_ in messages), timeout=10), "mosquitto_sub did not subscribe"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            retained, topic, payload = line.rstrip(b"\n").split(b" ", 2)
-            with self.lock:
-                self.messages.append((topic.decode(), payload, retained == b"1"))
-
-    def taken(self) -> list[tuple[str, bytes, bool]]:
-        with self.lock:
-            return list(self.messages)
-
-    def wait(self, done: Callable[[list[tuple[str, bytes, bool]]], bool], timeout: float) -> list[tuple[str, bytes, bool]]:
-        deadline = time.monotonic() + timeout
-        while not done(messages := self.taken()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return messages
-
-    def stop(self) -> None:
-        stack.stop_pid(self.process.pid)
-        self.process.wait(timeout=10)
-        self.reader.join(timeout=10)
+def watch(fleet: SecureFleet, topics: list[str], client_id: str | None = None) -> Watcher:
+    """mosquitto_sub as `test-watcher` on the plain port, keeping every message: (topic, payload, retained)."""
+    return Watcher(fleet.port, topics, client_id, login=(WATCHER, fleet.password(WATCHER)))
 
 
 def last_connected(messages: list[tuple[str, bytes, bool]]) -> int | None:
@@ -181,7 +146,7 @@ def tls_sessions(fleet: SecureFleet, count: int = FLEET, policy: ReconnectPolicy
 
 def test_two_thousand_devices_each_log_in_as_itself_over_tls_and_publish_only_as_itself(fleet: SecureFleet) -> None:
     sessions = tls_sessions(fleet)
-    watcher = Watcher(fleet, [CONNECTED_TOPIC, "yangquan/city/#"])
+    watcher = watch(fleet, [CONNECTED_TOPIC, "yangquan/city/#"])
     try:
         started = time.monotonic()
         sessions.start()
@@ -247,7 +212,7 @@ def test_a_device_session_is_told_not_authorized_on_another_devices_topics_with_
 def test_a_dead_battery_over_tls_fires_exactly_that_devices_will(fleet: SecureFleet) -> None:
     keepalive = 3  # the broker gives up on a silent device after 1.5 keepalives: 4.5 s
     sessions = tls_sessions(fleet, 20, keepalive=keepalive)
-    watcher = Watcher(fleet, [f"yangquan/status/{device_id}" for device_id in IDS[:20]])
+    watcher = watch(fleet, [f"yangquan/status/{device_id}" for device_id in IDS[:20]])
     live = lambda messages: [(topic, orjson.loads(payload)) for topic, payload, retained in messages if topic.startswith("yangquan/") and not retained]  # noqa: E731
     try:
         sessions.start()
@@ -273,7 +238,7 @@ def test_a_broker_restart_over_tls_every_device_reconnects_and_nothing_is_lost(f
     during_outage = 3
     policy = ReconnectPolicy(policy="exponential", min=0.25, max=2.0, jitter="full")
     sessions = tls_sessions(fleet, policy=policy, connect_window=0.5)
-    watcher = Watcher(fleet, ["yangquan/city/electricity_meter/#"], client_id="test-watcher-restart")
+    watcher = watch(fleet, ["yangquan/city/electricity_meter/#"], client_id="test-watcher-restart")
     seq = dict.fromkeys(IDS, 0)
 
     def publish_all() -> None:
@@ -336,7 +301,7 @@ def test_iotsim_run_logs_each_connection_in_as_itself_over_tls(fleet: SecureFlee
     dry = fleet.root / "run.jsonl"
     assert iotsim("run", str(scenario), "--dry-run", "--out", str(dry)).returncode == 0
     expected = sorted((record["topic"], orjson.dumps(record["payload"])) for record in map(orjson.loads, dry.read_bytes().splitlines()))
-    watcher = Watcher(fleet, ["yangquan/city/#", "yangquan/events/#"])
+    watcher = watch(fleet, ["yangquan/city/#", "yangquan/events/#"])
     try:
         env = {**child_env(), "MQTT_PASSWORD_FILE": str(fleet.secrets / "passwords" / "simulator")}
         if gateways:  # the folder from the variable, the other time from the flag
