@@ -402,20 +402,19 @@ class BatchPoster:
                 self.close()
                 if not reused:
                     raise requests.ConnectionError("connection closed by InfluxDB") from None
-            except TimeoutError:
-                self.close()
-                raise requests.Timeout("InfluxDB did not answer in time") from None
             except (OSError, http.client.HTTPException) as error:
-                self.close()
-                raise requests.ConnectionError(type(error).__name__) from None
+                raise self._failed(error) from None
             try:  # a kept-alive connection the server had closed: once more on a new one (the same points, stored once)
                 return self._post(body, timeout)
-            except TimeoutError:
-                self.close()
-                raise requests.Timeout("InfluxDB did not answer in time") from None
             except (OSError, http.client.HTTPException) as error:
-                self.close()
-                raise requests.ConnectionError(type(error).__name__) from None
+                raise self._failed(error) from None
+
+    def _failed(self, error: OSError | http.client.HTTPException) -> requests.RequestException:
+        """The connection closed, and the failure as the requests exception of its kind (the retry loop's)."""
+        self.close()
+        if isinstance(error, TimeoutError):
+            return requests.Timeout("InfluxDB did not answer in time")
+        return requests.ConnectionError(type(error).__name__)
 
     def _post(self, body: bytes, timeout: float) -> PostAnswer:
         if self.connection is None:
