@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_connection_benchmarks import running
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -50,13 +51,6 @@ def connected(process: psutil.Process) -> bool:
     """Listening (a server) or connected (a bridge to its broker)."""
     try:
         return any(connection.status in (psutil.CONN_LISTEN, psutil.CONN_ESTABLISHED) for connection in process.net_connections(kind="tcp"))
-    except psutil.NoSuchProcess:
-        return False
-
-
-def running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
