@@ -10,6 +10,10 @@ Measured: dry-run generation (SimPy world → JSON lines file), publishing (simu
 QoS 1, until every PUBACK), and end to end (simulator → broker → bridge → InfluxDB, until every
 point is stored, checked for zero loss by exact counts and per-device seq), with the CPU each of the
 four processes spent on it: the CPU cost per message, and the rate all cores could carry at that cost.
+The simulator's figure is the simulation thread's CPU (time.thread_time) over the world's run (building
+it included, as benchmarks/publisher_cpu.py counts it) and the drain until every PUBACK is in; this
+process's whole CPU until the last point was stored, which adds the benchmark's own polling of
+InfluxDB for that point, is printed beside it (JSON `simulator_process_cpu_us_per_msg`).
 A reading is one value; an air-quality message carries 10 (six pollutants and the AQI's four).
 `--json FILE` writes every figure (e2e_msgs_per_s, floor_msgs_per_s, e2e_over_floor,
 c_clients_msgs_per_s, cpu_us_per_msg per process, ...). SIGTERM, Ctrl-C or an error stops the Mosquitto,
@@ -49,7 +53,7 @@ IOTSIM = [sys.executable, "-m", "simulator.cli"]
 LOW_RATE = 2000  # msg/s of the latency pass: a steady load far below capacity, where only batching makes latency
 LOW_RATE_S = 15  # its length; the load's gateways: 200 of 10 readings, as scenarios/load-ramp.yaml
 C_PASSES = 3  # each C-client figure is the median of this many passes: one varies by a quarter on a shared machine
-PROCESS_KEYS = {"simulator (this process)": "simulator", "bridge": "bridge", "mosquitto": "mosquitto", "influxd": "influxd"}
+PROCESS_KEYS = {"simulator (simulation thread)": "simulator", "bridge": "bridge", "mosquitto": "mosquitto", "influxd": "influxd"}
 console = Console(width=160)
 
 
@@ -123,10 +127,12 @@ def publish(spec: Scenario) -> tuple[int, float]:
     return publisher.acknowledged, elapsed
 
 
-def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, database: str, expected: int, dataset: Path, work: Path) -> tuple[int, float, int, dict[str, float]]:
+def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, database: str, expected: int, dataset: Path, work: Path
+               ) -> tuple[int, float, int, dict[str, float], float]:  # fmt: skip
     """Publish in this process (as `iotsim run` does, without its interpreter start-up) through a
     bridge process into InfluxDB; time from the first message to the last point stored. Returns
-    (stored, seconds, devices with seq gaps, CPU seconds per process while it ran)."""
+    (stored, seconds, devices with seq gaps, CPU seconds per process while it ran, this process's CPU
+    seconds): the simulator's are the simulation thread's until every PUBACK was in."""
     prefix = spec.mqtt.topic_prefix
     bridge = subprocess.Popen(
         [*IOTSIM, "bridge", "--mqtt", broker.url, "--influx", influx.url, "--db", database, "--prefix", prefix,
@@ -141,20 +147,22 @@ def end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, dat
 
 
 def run_end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service, database: str, expected: int, dataset: Path, work: Path,
-                   bridge: subprocess.Popen) -> tuple[int, float, int, dict[str, float]]:  # fmt: skip
+                   bridge: subprocess.Popen) -> tuple[int, float, int, dict[str, float], float]:  # fmt: skip
     while not (work / "bridge.ready").exists():
         assert bridge.poll() is None, bridge.communicate()[0]
         time.sleep(0.05)
     publisher = MqttPublisher.from_settings(spec.mqtt, "bench-e2e-publisher", qos=1)
     publisher.start()
-    processes = {"simulator (this process)": psutil.Process(), "bridge": psutil.Process(bridge.pid),
+    processes = {"simulator (simulation thread)": psutil.Process(), "bridge": psutil.Process(bridge.pid),
                  "mosquitto": psutil.Process(broker.pid), "influxd": psutil.Process(influx.pid)}  # fmt: skip
     cpu_before = {name: cpu_seconds(process) for name, process in processes.items()}
-    started = time.perf_counter()
+    started, thread_before = time.perf_counter(), time.thread_time()
     run_scenario(spec, publisher)
     publisher.drain(600)
+    simulator_s = time.thread_time() - thread_before  # the simulation's own CPU: the world and the publish path
     finished = wait_for_point(influx, database, last_payload(dataset), timeout=600)
     cpu = {name: cpu_seconds(process) - cpu_before[name] for name, process in processes.items()}
+    process_s, cpu["simulator (simulation thread)"] = cpu["simulator (simulation thread)"], simulator_s
     # One writer stores the batches in arrival order, so the rest is normally there already; if not, wait for it.
     deadline = time.monotonic() + 600
     while (stored := count_points(influx, database)) < expected and time.monotonic() < deadline:
@@ -165,7 +173,7 @@ def run_end_to_end(spec: Scenario, broker: stack.Service, influx: stack.Service,
     log = bridge.communicate(timeout=120)[0]
     if stored < expected:
         console.print(f"[red]the bridge stored {stored:,} of {expected:,}[/]; its log:\n{log}")
-    return stored, elapsed, seq_gaps(influx, database), cpu
+    return stored, elapsed, seq_gaps(influx, database), cpu, process_s
 
 
 def low_rate_latency(broker: stack.Service, influx: stack.Service, work: Path) -> dict[str, float]:
@@ -197,11 +205,16 @@ def last_payload(dataset: Path) -> dict:
 def wait_for_point(influx: stack.Service, database: str, payload: dict, timeout: float) -> float:
     """perf_counter when `payload`'s point was stored. Asks every 10 ms for that point alone (one
     series: cheap); a full count costs InfluxDB ~60 ms of CPU at 60,000 points, so polling one while
-    the pipeline runs would take CPU from what is being measured."""
+    the pipeline runs would take CPU from what is being measured. One client for all the asking: a
+    client each time cost this process 0.9 ms of CPU a question, 1.4 µs a message in a second's wait."""
     deadline = time.monotonic() + timeout
     point = f"SELECT count(\"seq\") FROM \"{payload['type']}\" WHERE \"device_id\" = '{payload['device_id']}' AND time = {payload['ts']}ms"
-    while not query(influx, database, point) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    client = InfluxClient(influx.url, database)
+    try:
+        while not client.query(point, timeout=120) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        client.close()
     return time.perf_counter()
 
 
@@ -253,7 +266,7 @@ def main() -> None:
             default_passes = [c_client_baseline(broker, payloads, count, None) for _ in range(C_PASSES)]
             pub_n, pub_s = publish(spec.with_overrides(**{"mqtt.topic_prefix": "benchpub"}))
             e2e_spec = spec.with_overrides(**{"mqtt.topic_prefix": "e2e"})
-            stored, e2e_s, gaps, cpu = end_to_end(e2e_spec, broker, influx, "bench", generated, dataset, work)
+            stored, e2e_s, gaps, cpu, simulator_process_s = end_to_end(e2e_spec, broker, influx, "bench", generated, dataset, work)
             latency = low_rate_latency(broker, influx, work)
             # After the end-to-end pass, so that these points' compaction cannot land in its figures.
             bottom = floor.measure_floor(sum(c for _, _, c in passes), sum(n for n, _, _ in passes), influx, dataset_messages(dataset))
@@ -295,6 +308,10 @@ def main() -> None:
     for name, seconds in [*cpu.items(), ("all four", sum(cpu.values()))]:
         usage.add_row(name, f"{seconds:.2f}", f"{100 * seconds / e2e_s:.0f}", f"{1e6 * seconds / stored:.1f}", f"{floor_us[name]:.1f}" if name in floor_us else "")
     console.print(usage)
+    console.print(
+        f"simulator: the simulation thread's CPU over the world's run and the drain until every PUBACK was in; this whole process "
+        f"until the last point was stored (with the benchmark's polling of InfluxDB) {1e6 * simulator_process_s / stored:.1f} µs per message"
+    )
     ceiling = bottom.cores * stored / sum(cpu.values())
     console.print(
         f"at that CPU cost per message, {bottom.cores} fully busy cores would carry ~{ceiling:,.0f} messages/s end to end "
@@ -322,6 +339,7 @@ def main() -> None:
             "e2e_over_floor": e2e / bottom.msgs_per_s, "e2e_over_c_clients": e2e / baseline,
             "publish_over_floor": pub_n / pub_s / bottom.msgs_per_s, "publish_over_c_clients": pub_n / pub_s / baseline,
             "cpu_us_per_msg": {PROCESS_KEYS[name]: 1e6 * seconds / stored for name, seconds in cpu.items()},
+            "simulator_process_cpu_us_per_msg": 1e6 * simulator_process_s / stored,
             "influxd_over_floor": floor_ratio, "low_rate_msgs_per_s": LOW_RATE, "low_rate_seconds": LOW_RATE_S,
             "low_rate_p50_latency_ms": latency["p50_latency_ms"], "low_rate_p99_latency_ms": latency["p99_latency_ms"],
             "low_rate_max_latency_ms": latency["max_latency_ms"], "low_rate_loss": latency["loss"],
