@@ -357,6 +357,38 @@ def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, m
     loop.disconnect()
 
 
+def test_pubacks_beyond_one_read_are_taken_at_once_too(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PUBACKs that one read does not bring (under a busy broker, more arrive while a turn runs) are
+    not left to paho's framing: a turn reads again while a read ended with a whole PUBACK."""
+    monkeypatch.setattr(transport_client, "READ_BUFFER", 4096)  # 1,024 PUBACKs a read: three reads for 3,000
+    acknowledged: list[int] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
+    one_by_one = [0]
+    original = Client._handle_pubackcomp
+
+    def counting(self: Client, cmd: object) -> object:
+        one_by_one[0] += self is publisher
+        return original(self, cmd)
+
+    monkeypatch.setattr(Client, "_handle_pubackcomp", counting)
+    mids = [publisher.publish_qos1(f"client-test/fast-acks/{i}", b"x")[1] for i in range(3000)]
+    sock = publisher.socket()
+    assert isinstance(sock, socket.socket)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until every PUBACK waits in the socket, unread
+        loop.flush()
+        try:
+            if len(sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= 4 * len(mids):
+                break
+        except BlockingIOError:
+            pass
+        time.sleep(0.01)
+    loop.turn(0.0)  # one turn, one loop_read()
+    assert sorted(acknowledged) == sorted(mids) and not publisher._out_messages and publisher._inflight_messages == 0
+    assert one_by_one[0] == 0  # paho framed none of them
+    loop.disconnect()
+
+
 def stock_connected(broker: stack.Service) -> mqtt.Client:
     """paho's own client, connected, without a loop of its own: it writes at once and reads when told."""
     stock = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"client-test-{next(_ids)}", protocol=mqtt.MQTTv311)
