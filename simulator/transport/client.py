@@ -282,7 +282,7 @@ class Client(mqtt.Client):
         (or of one read into it) at once: paho frames each packet with three reads and dispatches it
         through four calls, 3 µs a message. While a read ends with a whole PUBACK, it reads again: under a
         busy broker more arrive while a turn runs, and paho's reading on would frame each of them itself
-        (13 % of the PUBACKs end to end in benchmarks/pipeline.py). Whatever else comes, and a PUBACK cut
+        (7-14 % of the PUBACKs end to end in benchmarks/pipeline.py, ~1 % now). Whatever else comes, and a PUBACK cut
         by the buffer's end, paho's own reading takes."""
         if FAST_PATHS and self.fast_publish:
             for _ in range(PUBACK_READS):
