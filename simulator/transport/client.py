@@ -28,7 +28,9 @@ the end-to-end figures):
   bytes (tests/test_transport_client.py compares them with paho's) and collects them with the other
   writes, and enters the message in paho's table of messages in flight as an `Outgoing`, which paho
   sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it);
-  it returns paho's (rc, mid), refusals included.
+  it returns paho's (rc, mid), refusals included. `publish_qos0()` does the same at QoS 0 (35-37 µs a
+  message through paho's `publish()`, with its MQTTMessageInfo): the PUBLISH bytes collected, nothing
+  kept, and the message id returned, or paho's MQTTMessageInfo where paho's `publish()` did it.
 - paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
   `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
   both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
@@ -162,7 +164,7 @@ def _fixed_header(remaining: int, command: int = QOS1_PUBLISH) -> bytes:
 
 class Client(mqtt.Client):
     """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, writes
-    collected until `flush_output()`, a light PUBLISH path for subscribers, and a fast QoS 1 publish."""
+    collected until `flush_output()`, a light PUBLISH path for subscribers, and a fast QoS 1 and QoS 0 publish."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -176,7 +178,7 @@ class Client(mqtt.Client):
         # With light_messages: called as (client, userdata, [Received, ...]) with every PUBLISH of a read at once, instead of
         # on_message; what paho delivers itself (MQTT 5, QoS 2) still goes to on_message, as an MQTTMessage.
         self.on_messages: Callable[[Client, Any, list[Received]], None] | None = None
-        # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
+        # off: publish_qos1() and publish_qos0() always take paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
         self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
         self.fast_batches = FAST_PATHS and all(hasattr(self, name) for name in FAST_BATCH_ATTRIBUTES)
 

@@ -11,7 +11,9 @@ unreachable, new messages wait in an outbox instead (in memory up to `buffer_in_
 temporary file) and go out in order once the connection is back; past `buffer_limit` held messages,
 `__call__` waits for the broker, which pauses the simulation rather than losing anything. What paho
 already had in flight when the connection dropped, it sends again itself after reconnecting (QoS 1);
-QoS 0 messages it had not yet written are gone with the connection and counted as `dropped`.
+QoS 0 messages it had not yet written are gone with the connection and counted as `dropped`; a QoS 0
+message counts as acknowledged once written, that is collected for the socket (Client.publish_qos0, or
+paho's own write), and one lost with the connection after that is not noticed, as QoS 0 allows.
 
 Client ids carry their role and are derived in one place, simulator/transport/client_ids.py: a broker
 lets one connection per id, and a second client with the same id takes the first one's session.
