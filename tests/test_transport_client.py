@@ -162,7 +162,16 @@ def test_qos0_messages_count_as_acknowledged_once_written(broker: stack.Service,
     stock_publishes = paho_publishes(monkeypatch, publisher.client)
     for i in range(3000):
         publisher(f"client-test/qos0/{i % 7}", str(i).encode())
+    turns = [0]
+    turn = publisher.loop.turn
+
+    def counting(*args: object, **kwargs: object) -> bool:
+        turns[0] += 1
+        return turn(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(publisher.loop, "turn", counting)
     assert publisher.drain(10)
+    assert turns[0] == 0  # only collected writes were left: sent at once, not after a turn waiting (a second) for a read
     assert stock_publishes[0] == 0  # every message took publish_qos0's fast way
     assert (publisher.published, publisher.acknowledged, publisher.dropped, publisher.pending) == (3000, 3000, 0, 0)
     assert decode(publisher.latency.take()).get_total_count() == 3000  # one publish latency per message

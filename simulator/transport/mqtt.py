@@ -333,6 +333,11 @@ class MqttPublisher:
         `timeout` passed first."""
         deadline = time.monotonic() + timeout
         while self.outbox or self.pending or self.client.want_write():
+            if not (self.outbox or self.pending):
+                # Only writes left (QoS 0): send them now; a turn would wait up to a second for a read that does not come.
+                self.loop.flush()
+                if not self.client.want_write():
+                    break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
