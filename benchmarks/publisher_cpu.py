@@ -3,15 +3,16 @@
 The pipeline benchmark's world (air-quality stations, 10 readings a message, a dry run's exact
 messages) runs in this process twice per round, alternating: once into a sink that discards every
 message (what the dry run costs without writing its file: the models and the JSON encoding), and
-once published at QoS 1 to a Mosquitto the benchmark starts, until every PUBACK is in. The CPU of
+once published at QoS 1 (`--qos 0`: at QoS 0) to a Mosquitto the benchmark starts, until every PUBACK
+is in (QoS 0: every message written to the socket). The CPU of
 this process (getrusage: user + system; the publisher turns paho's loop in this thread) per message
 of each pass, and their difference, the publish path's. With `--stock-publish`, the publish passes
-use paho's own `publish()` instead of the client's fast QoS 1 path (simulator/transport/client.py),
+use paho's own `publish()` instead of the client's fast QoS 1 or 0 path (simulator/transport/client.py),
 so the two can be compared in one session. With `--profile FILE`, py-spy (not a project dependency:
 give its path with `--py-spy`) samples the last publish pass and the split by function is printed.
 SIGTERM, Ctrl-C or an error stops the Mosquitto it started (an interrupt: one line, exit 130).
 
-    .venv/bin/python benchmarks/publisher_cpu.py [--stations 5000] [--hours 1] [--runs 3] [--stock-publish] [--profile FILE --py-spy PATH] [--json FILE]
+    .venv/bin/python benchmarks/publisher_cpu.py [--stations 5000] [--hours 1] [--runs 3] [--qos 1] [--stock-publish] [--profile FILE --py-spy PATH] [--json FILE]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ INCLUSIVE = {
     "  publish (hand one message to paho)": "_publish",
     "    paho's publish()": "publish",
     "    publish_qos1 (with --stock-publish, paho's publish() inside)": "publish_qos1",
+    "    publish_qos0 (likewise)": "publish_qos0",
     "  network turns (_run_network)": "_run_network",
     "    paho reading (loop_read)": "loop_read",
     "      PUBACK handling": "_handle_pubackcomp",
@@ -75,9 +77,10 @@ def model_pass(spec: pipeline.Scenario) -> tuple[int, float, float]:
     return result.generated, time.perf_counter() - started, cpu_seconds() - before
 
 
-def publish_pass(spec: pipeline.Scenario, run: int, stock: bool, profile: Path | None, py_spy: str | None) -> tuple[int, float, float, float]:
-    """(messages acknowledged, seconds, CPU seconds, of them system) of the world published at QoS 1 until every PUBACK."""
-    publisher = MqttPublisher.from_settings(spec.mqtt, f"bench-pub-cpu-{run}", qos=1)
+def publish_pass(spec: pipeline.Scenario, run: int, qos: int, stock: bool, profile: Path | None, py_spy: str | None) -> tuple[int, float, float, float]:
+    """(messages acknowledged, seconds, CPU seconds, of them system) of the world published at `qos` until every PUBACK (QoS 0:
+    until every message is written)."""
+    publisher = MqttPublisher.from_settings(spec.mqtt, f"bench-pub-cpu-{run}", qos=qos)
     publisher.client.fast_publish = not stock
     publisher.start()
     sampler = pyspy.record(profile, py_spy) if profile is not None else None
@@ -105,7 +108,8 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=5000, help="air-quality stations (default 5000)")
     parser.add_argument("--hours", type=float, default=1.0, help="simulated hours (default 1)")
     parser.add_argument("--runs", type=int, default=3, help="rounds of a model + encode pass and a publish pass (default 3)")
-    parser.add_argument("--stock-publish", action="store_true", help="publish with paho's own publish(), not the fast QoS 1 path")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=1, help="the publish passes' QoS (default 1)")
+    parser.add_argument("--stock-publish", action="store_true", help="publish with paho's own publish(), not the fast QoS 1 or 0 path")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE", help="sample the last publish pass with py-spy, raw stacks to FILE")
     parser.add_argument("--py-spy", default=None, metavar="PATH", help="the py-spy executable (default: py-spy on PATH)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures to FILE as JSON")
@@ -122,7 +126,7 @@ def main() -> None:
             for run in range(args.runs):
                 generated, _, model_cpu = model_pass(spec)
                 profile = args.profile if run == args.runs - 1 else None
-                messages, elapsed, publish_cpu, system_cpu = publish_pass(spec, run, args.stock_publish, profile, args.py_spy)
+                messages, elapsed, publish_cpu, system_cpu = publish_pass(spec, run, args.qos, args.stock_publish, profile, args.py_spy)
                 assert messages == generated, f"published {messages}, the model pass made {generated}"
                 models.append(1e6 * model_cpu / generated)
                 publishes.append(1e6 * publish_cpu / messages)
@@ -133,7 +137,7 @@ def main() -> None:
         finally:
             for server in servers:
                 server.stop()
-    path = "paho's publish()" if args.stock_publish else "fast QoS 1 path"
+    path = f"QoS {args.qos}, " + ("paho's publish()" if args.stock_publish else "the fast path")
     model, total = statistics.median(models), statistics.median(publishes)
     print(f"median of {args.runs} ({path}; load average {os.getloadavg()[0]:.2f}): simulator {total:.1f} µs of CPU per message end to end, "
           f"model + encode {model:.1f}, publish path {total - model:.1f}; system (kernel) {statistics.median(systems):.1f}")  # fmt: skip
@@ -141,7 +145,7 @@ def main() -> None:
         shares = split(args.profile)
         pyspy.show(shares, f"py-spy, the last publish pass: {shares.total:,} samples")
     if args.json:
-        figures = {"messages": messages, "runs": args.runs, "publish_path": "stock" if args.stock_publish else "fast",
+        figures = {"messages": messages, "runs": args.runs, "qos": args.qos, "publish_path": "stock" if args.stock_publish else "fast",
                    "model_encode_us_per_msg": models, "published_us_per_msg": publishes, "published_system_us_per_msg": systems, "msgs_per_s": rates,
                    "median_published_us_per_msg": total, "median_model_encode_us_per_msg": model, "median_publish_path_us_per_msg": total - model}  # fmt: skip
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2) + b"\n")

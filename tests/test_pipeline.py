@@ -51,6 +51,22 @@ def test_every_generated_reading_reaches_influxdb_exactly_once_at_qos1(pipeline:
     assert bridge_stats[0]["values"][0][1:] == [480, 0]
 
 
+def test_every_generated_reading_reaches_influxdb_once_at_qos0(pipeline: Pipeline) -> None:
+    """`iotsim run --qos 0` (the fast QoS 0 publish) stores what QoS 1 stores: nothing is lost on a quiet loopback."""
+    bridge = pipeline.start_bridge("--exit-when-idle", RUN_IDLE)
+    run = iotsim("run", str(pipeline.scenario_file(STATIONS)), "--qos", "0")
+    assert run.returncode == 0, run.stderr
+    assert "generated 480, published 480, acknowledged n/a (QoS 0)" in run.stdout
+    bridge_out, bridge_err = bridge.communicate(timeout=60)
+    assert bridge.returncode == 0, bridge_err
+    assert "received 480, written 480, dead letters 0" in bridge_out
+    assert pipeline.count("air_quality") == 20 * 24
+    seqs = seqs_by_device(pipeline, "air_quality")
+    assert len(seqs) == 20 and all(values == list(range(24)) for values in seqs.values())
+    simulator = pipeline.query('SELECT last("published"), last("acknowledged") FROM "pipeline" WHERE "component" = \'simulator\'')
+    assert simulator[0]["values"][0][1:] == [480, 480]  # QoS 0: acknowledged once written
+
+
 def test_a_burst_is_written_when_it_ends_not_when_its_batch_interval_runs_out(pipeline: Pipeline) -> None:
     # Batches of 5,000 that may wait 60 s: only --batch-quiet writes these 480 points within 20 s.
     bridge = pipeline.start_bridge("--batch-interval", "60", "--batch-quiet", "0.1")

@@ -76,6 +76,19 @@ def socket_calls(monkeypatch: pytest.MonkeyPatch, method: str, client: mqtt.Clie
     return calls
 
 
+def paho_publishes(monkeypatch: pytest.MonkeyPatch, client: mqtt.Client) -> list[int]:
+    """Count `client`'s calls of paho's own `publish()` (the fast paths' fallback)."""
+    calls = [0]
+    original = mqtt.Client.publish
+
+    def counting(self: mqtt.Client, *args: object, **kwargs: object) -> object:
+        calls[0] += self is client
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mqtt.Client, "publish", counting)
+    return calls
+
+
 def test_the_fast_paths_are_in_use_with_the_installed_paho() -> None:
     # False would mean paho's private methods changed: the stock (slower) ones would be running.
     assert transport_client.FAST_PATHS
@@ -142,13 +155,24 @@ def test_a_new_connection_starts_with_an_empty_buffer(broker: stack.Service) -> 
     loop.disconnect()
 
 
-def test_qos0_messages_count_as_acknowledged_once_written(broker: stack.Service) -> None:
+def test_qos0_messages_count_as_acknowledged_once_written(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
     _, sub_loop, received = subscribed(broker, "client-test/qos0/#")
     publisher = InstrumentedPublisher(broker.url, client_id=f"client-test-{next(_ids)}", qos=0, window=100)
     publisher.start()
+    stock_publishes = paho_publishes(monkeypatch, publisher.client)
     for i in range(3000):
         publisher(f"client-test/qos0/{i % 7}", str(i).encode())
+    turns = [0]
+    turn = publisher.loop.turn
+
+    def counting(*args: object, **kwargs: object) -> bool:
+        turns[0] += 1
+        return turn(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(publisher.loop, "turn", counting)
     assert publisher.drain(10)
+    assert turns[0] == 0  # only collected writes were left: sent at once, not after a turn waiting (a second) for a read
+    assert stock_publishes[0] == 0  # every message took publish_qos0's fast way
     assert (publisher.published, publisher.acknowledged, publisher.dropped, publisher.pending) == (3000, 3000, 0, 0)
     assert decode(publisher.latency.take()).get_total_count() == 3000  # one publish latency per message
     turn_until(sub_loop, lambda: len(received) >= 3000)
@@ -435,6 +459,92 @@ def test_publish_qos1_gives_paho_s_rc_with_every_message_id_in_flight_and_when_n
     subscriber_loop.turn(0.2)
     assert sorted(received) == [b"held", b"taken", b"taken"]  # ours and paho's "taken"; "held" once: nothing refused arrived, nothing held was lost
     loop.disconnect()
+    subscriber_loop.disconnect()
+
+
+def test_fast_qos0_publish_puts_paho_s_bytes_on_the_wire(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(23)
+    topics = [f"client-test/wire0/{i}" if i % 7 else f"client-test/wire0/站点-{i}" for i in range(330)]
+    # Payloads of 0 bytes to 70 KB, and ones whose remaining length (2 + topic + payload) is at each edge of its 1-, 2- and 3-byte
+    # encodings (the 4-byte one starts at 2 MiB, past the broker's max_packet_size) and near the broker's largest packet.
+    edges = [127, 128, 16_383, 16_384, 1_000_000, 1_040_000]
+    sizes = [0, 1, 100, 300, 16_370, 70_000] + [rng.randrange(0, 2_000) for _ in range(318)]
+    sizes += [edge - 2 - len(topics[len(sizes) + i].encode()) for i, edge in enumerate(edges)]
+    messages = [(topic, rng.randbytes(size)) for topic, size in zip(topics, sizes)]
+    assert len(messages) == 330
+    sent = wire_recorder(monkeypatch)
+    stock = stock_connected(broker)
+    ours, loop = connected(broker)
+    sent.clear()  # the CONNECTs differ by client id
+    stock_mids = [stock.publish(topic, payload, qos=0).mid for topic, payload in messages]
+    returned = [ours.publish_qos0(topic, payload) for topic, payload in messages]
+    assert sum(type(result) is int for result in returned) >= len(messages) - 4  # the fast way ran (paho's only while the socket was full)
+    turn_until(loop, lambda: not ours.want_write())
+    deadline = time.monotonic() + 20
+    while stock.want_write() and time.monotonic() < deadline:
+        stock.loop_write()
+    assert not stock.want_write()
+    assert [result if type(result) is int else result.mid for result in returned] == stock_mids == list(range(1, len(messages) + 1))
+    assert len(sent[id(ours)]) > sum(sizes)
+    assert sent[id(ours)] == sent[id(stock)]
+    stock.disconnect()
+    loop.disconnect()
+
+
+def test_fast_qos0_messages_reach_a_subscriber_each_once_and_in_order(broker: stack.Service) -> None:
+    _, subscriber_loop, received = subscribed(broker, "client-test/deliver0/#")
+    publisher, loop = connected(broker)
+    rng = random.Random(29)
+    payloads = [b"%d:" % i + rng.randbytes(rng.choice([0, 10, 200, 5_000])) for i in range(5000)]
+    returned = []
+    for i, payload in enumerate(payloads):
+        returned.append(publisher.publish_qos0(f"client-test/deliver0/{i % 5}", payload))
+        if i % 64 == 63:
+            loop.turn(0.0)  # as MqttPublisher turns the loop
+            subscriber_loop.turn(0.0)
+    assert sum(type(result) is int for result in returned) >= len(payloads) - 20  # paho's publish() only while the socket was full
+    turn_until(loop, lambda: not publisher.want_write())
+    deadline = time.monotonic() + 30
+    while len(received) < len(payloads) and time.monotonic() < deadline:
+        subscriber_loop.turn(0.05)
+    subscriber_loop.turn(0.2)  # nothing more may come
+    assert received == payloads
+    loop.disconnect()
+    subscriber_loop.disconnect()
+
+
+def test_publish_qos0_takes_paho_s_publish_where_the_fast_way_does_not_fit(broker: stack.Service) -> None:
+    """MQTT 5, a payload paho converts, fast_publish off, not connected: paho's publish() and its MessageInfo;
+    a topic paho refuses: its error. The message ids run on as paho numbers them."""
+    _, subscriber_loop, received = subscribed(broker, "client-test/fallback0/#")
+    v5, v5_loop = connected(broker, protocol=mqtt.MQTTv5)
+    five = v5.publish_qos0("client-test/fallback0/v5", b"five")
+    assert isinstance(five, mqtt.MQTTMessageInfo) and five.rc == mqtt.MQTT_ERR_SUCCESS and five.is_published()
+    ours, loop = connected(broker)
+    fast = ours.publish_qos0("client-test/fallback0/fast", b"fast")
+    converted = ours.publish_qos0("client-test/fallback0/str", "text")  # type: ignore[arg-type]  # paho encodes a str payload
+    assert type(fast) is int and isinstance(converted, mqtt.MQTTMessageInfo) and converted.is_published()
+    for refused in ("client-test/fallback0/+", "client-test/#", ""):
+        with pytest.raises(ValueError):
+            ours.publish_qos0(refused, b"refused")
+    ours.fast_publish = False
+    off = ours.publish_qos0("client-test/fallback0/off", b"off")
+    assert isinstance(off, mqtt.MQTTMessageInfo) and off.is_published()
+    ours.fast_publish = True
+    v5_loop.flush()
+    loop.flush()
+    turn_until(subscriber_loop, lambda: len(received) >= 4)
+    subscriber_loop.turn(0.2)
+    assert sorted(received) == [b"fast", b"five", b"off", b"text"]  # nothing refused arrived
+    loop.disconnect()
+    v5_loop.disconnect()
+    gone = ours.publish_qos0("client-test/fallback0/gone", b"gone")
+    assert isinstance(gone, mqtt.MQTTMessageInfo) and gone.rc == mqtt.MQTT_ERR_NO_CONN  # QoS 0: paho keeps nothing to send later
+    with pytest.raises(RuntimeError):
+        gone.is_published()  # what MqttPublisher counts as dropped
+    assert [fast, converted.mid, off.mid, gone.mid] == [1, 2, 3, 4]
+    subscriber_loop.turn(0.2)
+    assert len(received) == 4
     subscriber_loop.disconnect()
 
 

@@ -28,7 +28,9 @@ the end-to-end figures):
   bytes (tests/test_transport_client.py compares them with paho's) and collects them with the other
   writes, and enters the message in paho's table of messages in flight as an `Outgoing`, which paho
   sends again after a reconnect exactly as it would its own (benchmarks/publisher_cpu.py measures it);
-  it returns paho's (rc, mid), refusals included.
+  it returns paho's (rc, mid), refusals included. `publish_qos0()` does the same at QoS 0: the PUBLISH
+  bytes collected, nothing kept, the message id returned (or paho's MQTTMessageInfo where paho's
+  `publish()` did it); the simulator's publish path at QoS 0 went from 14-16 to 3-4.5 µs a message.
 - paho frames every PUBACK with three reads from the buffer and dispatches it through four calls.
   `loop_read()` first takes the whole 3.1.1 PUBACKs at the front of the read buffer at once. With
   both, the simulator's publish path went from 27-29 to 5-7 µs a message (docs/load.md).
@@ -140,28 +142,30 @@ class Outgoing:
 
 
 PUBACK_FRAME = 0x4002 << 16  # a PUBACK as a 32-bit big-endian number: the fixed header, then the message id
-QOS1_PUBLISH = 0x32  # PUBLISH, QoS 1, neither dup nor retain
+QOS0_PUBLISH, QOS1_PUBLISH = 0x30, 0x32  # PUBLISH at QoS 0 and 1, neither dup nor retain
 SUCCESS, QUEUE_SIZE = MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE  # looked up once: an Enum's attribute costs
 MAX_REMAINING_LENGTH = 268_435_455  # MQTT's largest packet body
-_fixed_headers: dict[int, bytes] = {}  # remaining length → a QoS 1 PUBLISH's fixed header; payloads come in few lengths
+# (remaining length << 8 | the first byte) → a PUBLISH's fixed header; payloads come in few lengths
+_fixed_headers: dict[int, bytes] = {}
 
 
-def _fixed_header(remaining: int) -> bytes:
-    header = _fixed_headers.get(remaining)
+def _fixed_header(remaining: int, command: int = QOS1_PUBLISH) -> bytes:
+    key = remaining << 8 | command
+    header = _fixed_headers.get(key)
     if header is None:
-        encoded, rest = bytearray([QOS1_PUBLISH]), remaining
+        encoded, rest = bytearray([command]), remaining
         while True:  # MQTT's variable-length integer, 7 bits a byte, least significant first
             byte, rest = rest & 0x7F, rest >> 7
             encoded.append(byte | 0x80 if rest else byte)
             if not rest:
                 break
-        header = _fixed_headers.setdefault(remaining, bytes(encoded)) if len(_fixed_headers) < 4096 else bytes(encoded)
+        header = _fixed_headers.setdefault(key, bytes(encoded)) if len(_fixed_headers) < 4096 else bytes(encoded)
     return header
 
 
 class Client(mqtt.Client):
     """`paho.mqtt.client.Client` with a cheaper PUBACK (MQTT 3.1.1), buffered socket reads, writes
-    collected until `flush_output()`, a light PUBLISH path for subscribers, and a fast QoS 1 publish."""
+    collected until `flush_output()`, a light PUBLISH path for subscribers, and a fast QoS 1 and QoS 0 publish."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -175,7 +179,7 @@ class Client(mqtt.Client):
         # With light_messages: called as (client, userdata, [Received, ...]) with every PUBLISH of a read at once, instead of
         # on_message; what paho delivers itself (MQTT 5, QoS 2) still goes to on_message, as an MQTTMessage.
         self.on_messages: Callable[[Client, Any, list[Received]], None] | None = None
-        # off: publish_qos1() always takes paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
+        # off: publish_qos1() and publish_qos0() always take paho's publish(), and paho reads every PUBACK (benchmarks/publisher_cpu.py compares)
         self.fast_publish = all(hasattr(self, name) for name in FAST_PUBLISH_ATTRIBUTES)
         self.fast_batches = FAST_PATHS and all(hasattr(self, name) for name in FAST_BATCH_ATTRIBUTES)
 
@@ -184,16 +188,11 @@ class Client(mqtt.Client):
         wire, without its per-message objects. As paho's: MQTT_ERR_QUEUE_SIZE when the next message id is
         still in flight (the message is not taken: the caller holds it), MQTT_ERR_NO_CONN when not
         connected (paho keeps it and sends it after reconnecting). Whenever the fast way does not fit
-        (MQTT 5, not connected, paho still holding packets, a full write buffer, paho's own bounds, a
-        topic or payload paho would refuse or convert), paho's own `publish()` does it."""
-        if self._output_size >= WRITE_BUFFER:
-            self.flush_output()  # as _sock_send would before collecting more
-        if not (FAST_PATHS and self.fast_publish and self._fast_publish_fits() and type(payload) is bytes and topic and "+" not in topic and "#" not in topic):
-            return self._stock_publish(topic, payload)
-        topic_bytes = topic.encode("utf-8")
-        remaining = 4 + len(topic_bytes) + len(payload)
-        if len(topic_bytes) > 65535 or remaining > MAX_REMAINING_LENGTH:
-            return self._stock_publish(topic, payload)  # too long: paho's way, and its error
+        (`_fast_topic`, or paho's own in-flight and queue bounds), paho's own `publish()` does it."""
+        topic_bytes = self._fast_topic(topic, payload, 4)
+        if topic_bytes is None or self._max_inflight_messages != 0 or self._max_queued_messages != 0:
+            info = super().publish(topic, payload, 1)
+            return info.rc, info.mid
         with self._mid_generate_mutex:  # paho's _mid_generate(), without the call
             mid = self._last_mid = self._last_mid % 65535 + 1
         with self._out_message_mutex:
@@ -201,24 +200,50 @@ class Client(mqtt.Client):
                 return QUEUE_SIZE, mid
             self._out_messages[mid] = Outgoing(mid, topic, payload)
             self._inflight_messages += 1
-        packet = b"".join((_fixed_header(remaining), struct.pack("!H", len(topic_bytes)), topic_bytes, struct.pack("!H", mid), payload))
+        packet = b"".join((_fixed_header(4 + len(topic_bytes) + len(payload)), struct.pack("!H", len(topic_bytes)), topic_bytes, struct.pack("!H", mid), payload))
         self._output.append(packet)
         self._output_size += len(packet)
         return SUCCESS, mid
 
-    def _stock_publish(self, topic: str, payload: bytes) -> tuple[MQTTErrorCode, int]:
-        info = super().publish(topic, payload, 1)
-        return info.rc, info.mid
+    def publish_qos0(self, topic: str, payload: bytes) -> int | mqtt.MQTTMessageInfo:
+        """Publish at QoS 0: paho's `publish(topic, payload, 0)` and the same bytes on the wire (paho numbers
+        QoS 0 messages too, though no id goes out), without its MQTTMessageInfo and the threading.Condition
+        it holds. Returns the message id when the packet joined the collected writes: written, what paho
+        calls published at QoS 0 (and would tell on_publish, which is not called here). Whenever the fast
+        way does not fit (`_fast_topic`), returns the MQTTMessageInfo of paho's own `publish()`, whose
+        `is_published()` tells: written, waiting in paho for room on the socket, or (a RuntimeError)
+        gone, not connected or lost with the connection."""
+        topic_bytes = self._fast_topic(topic, payload, 2)
+        if topic_bytes is None:
+            return super().publish(topic, payload, 0)
+        mid = self._mid_generate()
+        packet = b"".join((_fixed_header(2 + len(topic_bytes) + len(payload), QOS0_PUBLISH), struct.pack("!H", len(topic_bytes)), topic_bytes, payload))
+        self._output.append(packet)
+        self._output_size += len(packet)
+        return mid
 
-    def _fast_publish_fits(self) -> bool:
-        """The packet can join the collected writes (`_fast_write_fits`), connected with MQTT 3.1.1 (or
-        3.1), and no bounds of paho's to keep."""
-        return (
-            self._fast_write_fits()
+    def _fast_topic(self, topic: str, payload: bytes, overhead: int) -> bytes | None:
+        """The topic's UTF-8 bytes if a PUBLISH of `payload` (with `overhead` bytes of the body besides topic
+        and payload) can be built here and join the collected writes: the fast paths on, `_fast_write_fits`,
+        MQTT 3.1.1 (or 3.1), bytes paho sends as they are, a topic paho takes and lengths MQTT allows.
+        None: paho's own `publish()` does it (and raises its errors)."""
+        if self._output_size >= WRITE_BUFFER:
+            self.flush_output()  # as _sock_send would before collecting more
+        if not (
+            FAST_PATHS
+            and self.fast_publish
+            and self._fast_write_fits()
             and self._protocol != MQTTProtocolVersion.MQTTv5
-            and self._max_inflight_messages == 0
-            and self._max_queued_messages == 0
-        )
+            and type(payload) is bytes
+            and topic
+            and "+" not in topic
+            and "#" not in topic
+        ):
+            return None
+        topic_bytes = topic.encode("utf-8")
+        if len(topic_bytes) > 65535 or overhead + len(topic_bytes) + len(payload) > MAX_REMAINING_LENGTH:
+            return None  # too long: paho's way, and its error
+        return topic_bytes
 
     def _fast_write_fits(self) -> bool:
         """Packets can join the collected writes: connected, nothing that paho still keeps to write first

@@ -11,7 +11,9 @@ unreachable, new messages wait in an outbox instead (in memory up to `buffer_in_
 temporary file) and go out in order once the connection is back; past `buffer_limit` held messages,
 `__call__` waits for the broker, which pauses the simulation rather than losing anything. What paho
 already had in flight when the connection dropped, it sends again itself after reconnecting (QoS 1);
-QoS 0 messages it had not yet written are gone with the connection and counted as `dropped`.
+QoS 0 messages it had not yet written are gone with the connection and counted as `dropped`; a QoS 0
+message counts as acknowledged once written, that is collected for the socket (Client.publish_qos0, or
+paho's own write), and one lost with the connection after that is not noticed, as QoS 0 allows.
 
 Client ids carry their role and are derived in one place, simulator/transport/client_ids.py: a broker
 lets one connection per id, and a second client with the same id takes the first one's session.
@@ -206,7 +208,8 @@ class MqttPublisher:
         self.online = False
         self._answered = False  # the broker accepted or refused the first connection
         self._unread = 0  # publishes since the last turn of the network loop
-        self._unwritten: deque[mqtt.MQTTMessageInfo] = deque()  # QoS 0: handed to paho, not yet seen written
+        # QoS 0, in order: the ids of messages written (publish_qos0), and paho's infos of those its publish() took, until counted
+        self._unwritten: deque[int | mqtt.MQTTMessageInfo] = deque()
         self.client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         # Our window bounds what is in flight; paho's own bound would re-scan its table on every PUBACK.
         self.client.max_inflight_messages_set(0)
@@ -215,7 +218,7 @@ class MqttPublisher:
         self.client.on_disconnect = self._on_disconnect
         # QoS 0 is "acknowledged" once written; paho would tell on_publish, building an MQTT 5
         # ReasonCode and Properties for every message (a third of the publisher's CPU), so the
-        # publisher looks at the MessageInfo of the oldest unwritten messages instead.
+        # publisher counts what publish_qos0 wrote, and looks at the MessageInfo of what paho took.
         self.client.on_publish = self._on_publish if qos > 0 else None
         credentials.apply(self.client, self.address)
         self.loop = ClientLoop(self.client)
@@ -278,10 +281,13 @@ class MqttPublisher:
                 rc, mid = self.client.publish_qos1(topic, payload)
             self.published += 1  # MQTT_ERR_NO_CONN too: paho keeps the message and sends it after reconnecting
             return mid
+        if self.qos == 0:
+            sent = self.client.publish_qos0(topic, payload)  # its id if written, paho's MessageInfo if paho took it
+            self.published += 1
+            self._unwritten.append(sent)
+            return sent if type(sent) is int else sent.mid
         info = self.client.publish(topic, payload, self.qos)
         self.published += 1
-        if self.qos == 0:
-            self._unwritten.append(info)
         return info.mid
 
     def _acknowledged(self, mid: int) -> None:
@@ -293,14 +299,18 @@ class MqttPublisher:
         Called after `_publish` returns, not inside it, so a subclass's `_publish` has noted the message first."""
         unwritten = self._unwritten
         while unwritten:
-            try:
-                if not unwritten[0].is_published():
-                    return
-            except RuntimeError:  # not written before the connection dropped: gone, as QoS 0 allows
-                self.dropped += 1
-                unwritten.popleft()
-                continue
-            self._acknowledged(unwritten.popleft().mid)
+            sent = unwritten[0]
+            if type(sent) is not int:  # paho's MessageInfo
+                try:
+                    if not sent.is_published():
+                        return
+                except RuntimeError:  # not written before the connection dropped (or not connected): gone, as QoS 0 allows
+                    self.dropped += 1
+                    unwritten.popleft()
+                    continue
+                sent = sent.mid
+            unwritten.popleft()
+            self._acknowledged(sent)
 
     def idle(self, seconds: float) -> None:
         """Let `seconds` of wall-clock time pass while keeping the connection: send what was written,
@@ -323,6 +333,11 @@ class MqttPublisher:
         `timeout` passed first."""
         deadline = time.monotonic() + timeout
         while self.outbox or self.pending or self.client.want_write():
+            if not (self.outbox or self.pending):
+                # Only writes left (QoS 0): send them now; a turn would wait up to a second for a read that does not come.
+                self.loop.flush()
+                if not self.client.want_write():
+                    break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
