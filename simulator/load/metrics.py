@@ -14,7 +14,6 @@ import ipaddress
 import math
 import re
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,33 +32,27 @@ def new_histogram() -> HdrHistogram:
 
 
 class LatencyRecorder:
-    """A thread-safe interval histogram: record from any thread, `take()` the interval's encoding.
-    Recording counts each value in a Counter (a dict increment); `take()` adds the counts to the HDR
-    histogram once per value: hdrh's record_value costs ~1.1 µs, called once per message on the load
-    path (the worker's PUBACKs, the bridge's points), the Counter ~0.1-0.2 µs."""
+    """A thread-safe interval histogram: record from any thread, `take()` the interval's encoding."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts: Counter[int] = Counter()
+        self.interval = new_histogram()
 
     def record_us(self, value_us: int) -> None:
         with self.lock:
-            self.counts[value_us] = self.counts.get(value_us, 0) + 1  # Counter's += goes through a Python __missing__
+            self.interval.record_value(min(max(value_us, LOWEST_US), HIGHEST_US))
 
     def record_many_us(self, values_us: list[int]) -> None:
         with self.lock:
-            self.counts.update(values_us)
+            record = self.interval.record_value
+            for value in values_us:
+                record(min(max(value, LOWEST_US), HIGHEST_US))
 
     def take(self) -> str:
         """The interval's histogram, encoded, and a fresh interval."""
         with self.lock:
-            counts, self.counts = self.counts, Counter()
-        if not counts:
-            return ""
-        interval = new_histogram()
-        for value, count in counts.items():
-            interval.record_value(min(max(value, LOWEST_US), HIGHEST_US), count)
-        return interval.encode().decode()
+            interval, self.interval = self.interval, new_histogram()
+        return interval.encode().decode() if interval.get_total_count() else ""
 
 
 def take_all(*recorders: LatencyRecorder) -> str:
