@@ -9,11 +9,13 @@ the median is the baseline and the spread is printed beside it. Floor (benchmark
 rate if the simulator and the bridge cost nothing, cores / (Mosquitto's CPU per message over the
 QoS 1 passes at our window + InfluxDB's CPU per point for the same messages' line protocol POSTed
 directly in 5,000-point gzip batches). Capacity comes from `iotsim load --find-capacity` trials
-(constant rate) judged by the thresholds below. The search starts at the target, 0.6 x the C clients'
+(constant rate). The search starts at the target, 0.6 x the C clients'
 median (QoS 0 starts at the QoS 1 capacity), climbs by `--factor` while trials hold or descends by it
 while they break, then bisects until the last rate that held and the next that broke are within
 `--resolution` % (± of their middle) or `--max-trials` is spent; it prints "capacity X (held), next
-broke at Y: resolution ±Z %". The defaults give about ±4 % in about 6 minutes a run:
+broke at Y: resolution ±Z %". The defaults gave ±3.4 % in 4-5 trials a QoS, 6.8 minutes a run on
+the shared 2-core machine (load average 4-5; most of it the settle before each trial). Trials are
+judged by:
 
     loss == 0                                  every generated message is in InfluxDB
     written_rate >= 0.99 * offered_rate        written while offered, not only after draining
