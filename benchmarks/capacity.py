@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -255,7 +256,7 @@ def main() -> None:
             base1_default = [c_client_baseline(broker, payload_file, args.baseline_messages, 1, None) for _ in range(BASELINE_PASSES)]
             base0 = [c_client_baseline(broker, payload_file, args.baseline_messages, 0, window) for _ in range(BASELINE_PASSES)]
             bottom = floor.measure_floor(sum(c for _, _, c in base1), sum(d for d, _, _ in base1), influx, iter(messages))
-            start1 = args.start or round(TARGET_RATIO * statistics.median(baseline_rates(base1)), -1)  # the target: the first trial tests it
+            start1 = args.start or math.ceil(TARGET_RATIO * statistics.median(baseline_rates(base1)) / 10) * 10  # the target, rounded up: a first trial that holds meets it
             spec1 = scenario(args, broker, influx, 1, "cap1", start1)
             console.print(f"capacity search, QoS 1, from {start1:,.0f} msg/s:")
             cap1, trials1 = capacity(spec1, out / "qos1")
