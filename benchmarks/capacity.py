@@ -9,7 +9,13 @@ the median is the baseline and the spread is printed beside it. Floor (benchmark
 rate if the simulator and the bridge cost nothing, cores / (Mosquitto's CPU per message over the
 QoS 1 passes at our window + InfluxDB's CPU per point for the same messages' line protocol POSTed
 directly in 5,000-point gzip batches). Capacity comes from `iotsim load --find-capacity` trials
-(constant rate, each `--factor` x the last, then bisection) judged by:
+(constant rate). The search starts at the target, 0.6 x the C clients'
+median (QoS 0 starts at the QoS 1 capacity), climbs by `--factor` while trials hold or descends by it
+while they break, then bisects until the last rate that held and the next that broke are within
+`--resolution` % (± of their middle) or `--max-trials` is spent; it prints "capacity X (held), next
+broke at Y: resolution ±Z %". The defaults gave ±3.4 % in 4-5 trials a QoS, 6.8 minutes a run on
+the shared 2-core machine (load average 4-5; most of it the settle before each trial). Trials are
+judged by:
 
     loss == 0                                  every generated message is in InfluxDB
     written_rate >= 0.99 * offered_rate        written while offered, not only after draining
@@ -22,13 +28,14 @@ no broker), from CPU time, and each process's CPU per message at the QoS 1 capac
 e2e_over_floor, c_clients_msgs_per_s, cpu_us_per_msg per process, ...). SIGTERM, Ctrl-C or an error
 stops the Mosquitto, InfluxDB and mosquitto_sub it started (an interrupt: one line, exit 130).
 
-    .venv/bin/python benchmarks/capacity.py [--probes 500] [--trial 10] [--start 2000] [--workers 1] [--batch 1] [--json FILE]
+    .venv/bin/python benchmarks/capacity.py [--probes 500] [--trial 10] [--start RATE] [--resolution 4] [--workers 1] [--batch 1] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -50,7 +57,7 @@ from rich.table import Table
 
 from simulator import stack
 from simulator.load.results import write_results
-from simulator.load.runner import Experiment, Trial, find_capacity, run_live
+from simulator.load.runner import Bracket, Experiment, Trial, bracket, find_capacity, run_live
 from simulator.load.worker import build_sharded_world
 from simulator.scenario import Scenario
 from simulator.shard import Shard, ShardSink
@@ -62,7 +69,7 @@ SAMPLED_KEYS = {"simulator": "simulator", "bridge": "bridge", "broker": "mosquit
 console = Console(width=160)
 
 
-def scenario(args: argparse.Namespace, broker: stack.Service, influx: stack.Service, qos: int, prefix: str) -> Scenario:
+def scenario(args: argparse.Namespace, broker: stack.Service, influx: stack.Service, qos: int, prefix: str, start: float) -> Scenario:
     return Scenario.model_validate(
         {
             "name": f"capacity-qos{qos}",
@@ -72,12 +79,13 @@ def scenario(args: argparse.Namespace, broker: stack.Service, influx: stack.Serv
             "influx": {"url": influx.url, "database": "bench"},
             "fleets": [{"type": "load_probe", "count": args.probes, "batch": args.batch}],
             "load": {
-                "profile": {"kind": "constant", "target": args.start, "duration": args.trial},
+                "profile": {"kind": "constant", "target": start, "duration": args.trial},
                 "qos": qos,
                 "workers": args.workers,
                 "drain": 20,
                 "thresholds": THRESHOLDS,
-                "capacity": {"start": args.start, "factor": args.factor, "trial": args.trial, "refine": args.refine, "max_trials": args.max_trials},
+                "capacity": {"start": start, "factor": args.factor, "trial": args.trial, "refine": args.refine, "max_trials": args.max_trials,
+                             "resolution": args.resolution or None, "descend": True},
             },
         }
     )
@@ -190,6 +198,19 @@ def cpu_us_per_msg(trials: list[Trial], best: float | None) -> dict[str, float |
     return {ours: None if figures.get(f"{name}_cpu_percent") is None else figures[f"{name}_cpu_percent"] * 1e4 / written for name, ours in SAMPLED_KEYS.items()}
 
 
+def bracket_note(found: Bracket, trials: list[Trial]) -> str:
+    """Where the capacity lies, and which thresholds the next rate broke."""
+    if found.broke is None:
+        return "none broke: a lower bound"
+    why = "; ".join(next(t.failed for t in trials if t.rate == found.broke))
+    held = "none held" if found.held is None else f"resolution ±{found.resolution_percent:.1f} %"
+    return f"next broke at {found.broke:,.0f} ({why}): {held}"
+
+
+def bracket_json(found: Bracket) -> dict[str, float | None]:
+    return {"next_broke_msgs_per_s": found.broke, "resolution_percent": found.resolution_percent}
+
+
 def capacity(spec: Scenario, out: Path) -> tuple[float | None, list[Any]]:
     experiment = Experiment.of(spec)
 
@@ -206,16 +227,18 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=500, help="load_probe gateways (default 500)")
     parser.add_argument("--batch", type=int, default=1, help="readings per message (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="simulator processes (default 1: on 2 cores one leaves the bridge more CPU, and held 21,832 msg/s at QoS 1 where two held 19,934)")
-    parser.add_argument("--start", type=float, default=2000.0, help="first trial's messages/s (default 2000)")
-    parser.add_argument("--factor", type=float, default=1.5, help="each trial's rate over the last (default 1.5)")
+    parser.add_argument("--start", type=float, default=None, help="first QoS 1 trial's messages/s (default: the target, 0.6 x the C clients' median; QoS 0 starts at the QoS 1 capacity)")
+    parser.add_argument("--factor", type=float, default=1.15, help="each trial's rate over the last, up while they hold, down while they break (default 1.15)")
     parser.add_argument("--trial", type=float, default=10.0, help="seconds per trial (default 10)")
-    parser.add_argument("--refine", type=int, default=3, help="bisection trials after the first break (default 3)")
-    parser.add_argument("--max-trials", type=int, default=14, help="at most this many trials per QoS (default 14)")
+    parser.add_argument("--resolution", type=float, default=4.0, help="bisect until held and broke are within ± this %% of their middle (default 4; 0: --refine times)")
+    parser.add_argument("--refine", type=int, default=3, help="bisection trials after the first break when --resolution is 0 (default 3)")
+    parser.add_argument("--max-trials", type=int, default=7, help="at most this many trials per QoS (default 7)")
     parser.add_argument("--baseline-messages", type=int, default=60_000, help="messages for the C-client baseline (default 60000; mosquitto_pub 2.0.11 -l loses QoS 1 messages past 65,535 in one session)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the trials' results directories here")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every figure to FILE as JSON")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]  # the machine may be shared: its load beside the figures
+    began = time.monotonic()
 
     with tempfile.TemporaryDirectory(prefix="iotsim-capacity-") as tmp:
         work = Path(tmp)
@@ -224,8 +247,7 @@ def main() -> None:
         try:
             servers.append(broker := stack.start_mosquitto(work / "broker", stack.free_port()))
             servers.append(influx := stack.start_influxdb(work / "influx", stack.free_port(), database="bench"))
-            spec1 = scenario(args, broker, influx, 1, "cap1")
-            spec0 = scenario(args, broker, influx, 0, "cap0")
+            spec1 = scenario(args, broker, influx, 1, "cap1", args.start or 1000.0)
             window = floor.publisher_window(spec1.mqtt)
             generated, cpu_s = generation_per_core(spec1, 20.0)
             payload_file = work / "payloads.txt"
@@ -234,11 +256,14 @@ def main() -> None:
             base1_default = [c_client_baseline(broker, payload_file, args.baseline_messages, 1, None) for _ in range(BASELINE_PASSES)]
             base0 = [c_client_baseline(broker, payload_file, args.baseline_messages, 0, window) for _ in range(BASELINE_PASSES)]
             bottom = floor.measure_floor(sum(c for _, _, c in base1), sum(d for d, _, _ in base1), influx, iter(messages))
-            console.print("capacity search, QoS 1:")
+            start1 = args.start or math.ceil(TARGET_RATIO * statistics.median(baseline_rates(base1)) / 10) * 10  # the target, rounded up: a first trial that holds meets it
+            spec1 = scenario(args, broker, influx, 1, "cap1", start1)
+            console.print(f"capacity search, QoS 1, from {start1:,.0f} msg/s:")
             cap1, trials1 = capacity(spec1, out / "qos1")
             cpu1 = cpu_us_per_msg(trials1, cap1)
-            console.print("capacity search, QoS 0:")
-            cap0, trials0 = capacity(spec0, out / "qos0")
+            start0 = cap1 or start1
+            console.print(f"capacity search, QoS 0, from {start0:,.0f} msg/s:")
+            cap0, trials0 = capacity(scenario(args, broker, influx, 0, "cap0", start0), out / "qos0")
         finally:
             for server in servers:
                 server.stop()
@@ -258,16 +283,15 @@ def main() -> None:
     row(f"baseline: {floor.window_label(None)} → mosquitto_sub, QoS 1", rate1_default, baseline_note(rates1_default, base1_default, args.baseline_messages))
     row("baseline: mosquitto_pub -l → mosquitto_sub, QoS 0", rate0, baseline_note(rates0, base0, args.baseline_messages))
     for qos, best, trials in ((1, cap1, trials1), (0, cap0, trials0)):
-        broke = next((t for t in trials if not t.passed), None)
-        note = f"{len(trials)} trials; first break at {broke.rate:,.0f}: {'; '.join(broke.failed)}" if broke else f"{len(trials)} trials; none broke"
+        note = f"{len(trials)} trials; {bracket_note(bracket(trials), trials)}"
         if best is None:
             table.add_row(f"end to end, QoS {qos}, zero loss, sustained", "-", "-", "-", note)
         else:
             row(f"end to end, QoS {qos}, zero loss, sustained", best, note)
     row("simulator generation, per core (no broker)", generated / cpu_s, f"{generated:,} messages in {cpu_s:.2f} CPU s")
-    load_after = os.getloadavg()[0]
+    load_after, elapsed = os.getloadavg()[0], time.monotonic() - began
     console.print(table)
-    console.print(f"load average (1 min) at the start {load_before:.1f}, at the end {load_after:.1f}, on {os.cpu_count()} CPUs")
+    console.print(f"load average (1 min) at the start {load_before:.1f}, at the end {load_after:.1f}, on {os.cpu_count()} CPUs; {elapsed / 60:.1f} min in all")
     console.print("CPU µs per message at the QoS 1 capacity: " + ", ".join(f"{name} {'-' if us is None else f'{us:.1f}'}" for name, us in cpu1.items()))
     if cap1 is not None:
         verdict = "met" if cap1 >= TARGET_RATIO * rate1 else "NOT met"
@@ -287,7 +311,8 @@ def main() -> None:
             "qos0_over_c_clients": None if cap0 is None else cap0 / rate1,
             "cpu_us_per_msg": cpu1,
             "generation_msgs_per_cpu_s": generated / cpu_s,
-            "load_average_start": load_before, "load_average_end": load_after,
+            "load_average_start": load_before, "load_average_end": load_after, "elapsed_s": elapsed,
+            **{f"qos{qos}_{key}": value for qos, trials in ((1, trials1), (0, trials0)) for key, value in bracket_json(bracket(trials)).items()},
             "trials": {f"qos{qos}": [{"rate": t.rate, "passed": t.passed, "failed": t.failed} for t in trials] for qos, trials in ((1, trials1), (0, trials0))},
         }  # fmt: skip
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

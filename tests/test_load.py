@@ -11,7 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from conftest import Pipeline, iotsim
 
 RAMP = """
@@ -175,3 +174,23 @@ def test_find_capacity_raises_the_rate_until_a_threshold_breaks_then_bisects(pip
         assert figures["loss"] == 0 and abs(figures["generated"] - 2 * trial["rate"]) <= 10
     # Every trial's messages reached InfluxDB: 2 s at each rate, each gateway rounding its share.
     assert abs(pipeline.count("load_probe") - 2 * (40 + 80 + 160 + 120)) <= 4 * 10
+
+
+# A start above the limit, descending, then bisecting until the bracket is within ±12 %: 240 breaks,
+# 120 holds, 180 and 150 break (120..150 is ±11.1 %); refine: 1 would have stopped after 180.
+FINE = CAPACITY.replace("name: load-test-capacity", "name: load-test-capacity-fine").replace(
+    "capacity: {start: 40, factor: 2, trial: 2s, refine: 1, max_trials: 6, settle: 3s}",
+    "capacity: {start: 240, factor: 2, trial: 2s, refine: 1, resolution: 12, descend: true, max_trials: 6, settle: 3s}",
+).replace("offered_rate < 110", "offered_rate < 140")
+
+
+def test_find_capacity_descends_from_a_start_that_broke_and_bisects_to_the_resolution(pipeline: Pipeline) -> None:
+    out = pipeline.tmp / "capacity-fine"
+    run = iotsim("load", str(pipeline.scenario_file(FINE)), "--find-capacity", "--out", str(out), timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "capacity 120 msg/s (held), next broke at 150 msg/s: resolution ±11.1 %" in run.stdout
+    search = json.loads((out / "capacity.json").read_text())
+    assert [(t["rate"], t["passed"]) for t in search["trials"]] == [(240, False), (120, True), (180, False), (150, False)]
+    assert search["capacity_msg_s"] == 120 and search["next_broke_msg_s"] == 150
+    assert abs(search["resolution_percent"] - 100 * 30 / 270) < 1e-9
+    assert abs(pipeline.count("load_probe") - 2 * (240 + 120 + 180 + 150)) <= 4 * 10

@@ -259,7 +259,7 @@ def percent(value: float | None) -> str:
 
 def capacity(experiment: Experiment, folder: Path) -> None:
     from simulator.load.results import write_results
-    from simulator.load.runner import find_capacity, run_live
+    from simulator.load.runner import bracket, find_capacity, run_live
 
     def run(attempt: Experiment, trial_folder: Path) -> tuple[dict[str, Any], list[Verdict]]:
         summary, rows, verdicts = run_live(attempt, trial_folder)
@@ -267,17 +267,19 @@ def capacity(experiment: Experiment, folder: Path) -> None:
         return summary, verdicts
 
     best, trials = find_capacity(experiment, folder, run, lambda line: out.print(line, markup=False))
+    found = bracket(trials)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "capacity.json").write_text(
         json.dumps(
             {"scenario": experiment.scenario.name, "qos": experiment.qos, "workers": experiment.workers, "capacity_msg_s": best,
+             "next_broke_msg_s": found.broke, "resolution_percent": found.resolution_percent,
              "thresholds": experiment.load.thresholds,
              "trials": [{"rate": t.rate, "passed": t.passed, "failed": t.failed, "results": str(t.out)} for t in trials]},
             indent=2,
         )  # fmt: skip
     )
     if best is None:
-        out.print(f"capacity: no rate held; the first trial at {trials[0].rate:,.0f} msg/s broke ({folder}/capacity.json)", markup=False)
+        out.print(f"capacity: no rate held; the lowest trial, {min(t.rate for t in trials):,.0f} msg/s, broke ({folder}/capacity.json)", markup=False)
         raise typer.Exit(1)
     out.print(f"capacity: {best:,.0f} msg/s held every threshold at QoS {experiment.qos} ({folder}/capacity.json)", markup=False)
 

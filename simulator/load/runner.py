@@ -55,7 +55,7 @@ from simulator.load.protocol import (
 )  # fmt: skip
 from simulator.load.records import RunWatcher, ShardRecord, run_id_of
 from simulator.load.report import BridgeIngest, LocalRun, RowMerger, merge_run
-from simulator.load.section import LoadSection
+from simulator.load.section import CapacitySearch, LoadSection
 from simulator.load.thresholds import Verdict
 from simulator.scenario import Scenario
 from simulator.shard import Shard
@@ -469,8 +469,9 @@ def settle(longest: float, cpu_percent: float) -> float:
 
 
 def find_capacity(experiment: Experiment, out: Path, run: Callable[[Experiment, Path], tuple[dict[str, Any], list[Verdict]]], say: Callable[[str], None]) -> tuple[float | None, list[Trial]]:
-    """Constant-rate trials, each `factor` x the last, until a threshold breaks; then bisect `refine` times.
-    Returns the highest rate that held (None if even the first broke) and every trial."""
+    """Constant-rate trials, each `factor` x the last, until a threshold breaks (with `descend`, a first
+    trial that broke divides by `factor` until one holds); then bisect `refine` times, or until within
+    `resolution`. Says the bracket; returns the highest rate that held (None if none did) and every trial."""
     search = experiment.load.capacity
     if not experiment.load.thresholds:
         raise LoadError("--find-capacity needs load.thresholds: they decide which rates hold")
@@ -493,17 +494,59 @@ def find_capacity(experiment: Experiment, out: Path, run: Callable[[Experiment, 
 
     best, broke, rate = None, None, search.start
     while len(trials) < search.max_trials and rate <= search.max_rate:
-        if not trial(rate):
+        if trial(rate):
+            best = rate
+            if broke is not None:  # descending from a start that broke: the first that holds ends it
+                break
+            rate = rate * search.factor
+        else:
             broke = rate
-            break
-        best = rate
-        rate = rate * search.factor
-    for _ in range(search.refine):
-        if best is None or broke is None or len(trials) >= search.max_trials:
-            break
+            if best is not None or not search.descend:
+                break
+            rate = rate / search.factor
+    bisections = 0
+    while best is not None and broke is not None and len(trials) < search.max_trials and not_fine_enough(search, bisections, best, broke):
         middle = (best + broke) / 2
         if trial(middle):
             best = middle
         else:
             broke = middle
+        bisections += 1
+    say(bracket_line(bracket(trials)))
     return best, trials
+
+
+def not_fine_enough(search: CapacitySearch, bisections: int, best: float, broke: float) -> bool:
+    """Bisect again: `refine` times, or, with a `resolution`, until the bracket is within it."""
+    if search.resolution is None:
+        return bisections < search.refine
+    return spread_percent(best, broke) > search.resolution
+
+
+def spread_percent(held: float, broke: float) -> float:
+    """± how many % of its middle the bracket (held, broke) spans: the search's resolution."""
+    return 100.0 * (broke - held) / (broke + held)
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """Where the capacity lies: the highest rate that held, the lowest above it that broke, ± % between."""
+
+    held: float | None
+    broke: float | None
+    resolution_percent: float | None
+
+
+def bracket(trials: list[Trial]) -> Bracket:
+    held = max((t.rate for t in trials if t.passed), default=None)
+    broke = min((t.rate for t in trials if not t.passed and (held is None or t.rate > held)), default=None)
+    resolution = None if held is None or broke is None else spread_percent(held, broke)
+    return Bracket(held, broke, resolution)
+
+
+def bracket_line(found: Bracket) -> str:
+    if found.held is None:
+        return "capacity: no trial held" if found.broke is None else f"capacity: none held; the lowest trial broke at {found.broke:,.0f} msg/s"
+    if found.broke is None:
+        return f"capacity {found.held:,.0f} msg/s (held), none broke: resolution unknown (a lower bound)"
+    return f"capacity {found.held:,.0f} msg/s (held), next broke at {found.broke:,.0f} msg/s: resolution ±{found.resolution_percent:.1f} %"

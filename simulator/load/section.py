@@ -51,6 +51,11 @@ class CapacitySearch(StrictModel):
     trial: Duration = Field(default=15.0, description="how long each trial offers its rate")
     refine: int = Field(default=2, ge=0, le=10, description="bisection trials between the last rate that held and the first that broke")
     max_trials: int = Field(default=15, ge=1, le=50, description="upper bound on trials, refinement included")
+    resolution: float | None = Field(
+        default=None, gt=0, le=50,
+        description="bisect until the last rate that held and the next that broke are within ± this % of their middle, instead of `refine` times (max_trials still bounds it)",
+    )  # fmt: skip
+    descend: bool = Field(default=False, description="if the first trial breaks, divide the rate by `factor` until one holds (a start near an estimate), instead of reporting no capacity")
     # A trial that broke leaves work behind (InfluxDB compacting what it just stored, a backlog being
     # written): measured here, the next trial then broke below a rate that had held before it.
     settle: Duration = Field(default=30.0, description="before each trial after the first, wait at most this long for the machine to go quiet")
