@@ -4,12 +4,13 @@ every server and process a benchmark started, by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.process import BaseProcess
 from typing import NoReturn
 
@@ -56,13 +57,39 @@ def run(main: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         print("interrupted: the servers and processes it started are stopped", file=sys.stderr)
         return INTERRUPTED
+    finally:
+        # Held from here to the exit: the interpreter's shutdown puts back the default handlers, and a
+        # signal then would end the process by SIGTERM instead of its exit status.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     return 0
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The next ones are ignored by a handler that does nothing, not SIG_IGN: a signal already caught
+    # (two at once, or both held by `signals_deferred`) whose handler is SIG_IGN by the time Python runs
+    # it is a printed traceback, "OSError: Signal 15 ignored due to race condition".
+    signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGINT, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A SIGTERM or Ctrl-C after the first: the way out is already under way."""
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Around the stopping of what a benchmark started: a SIGTERM or Ctrl-C that comes meanwhile (on the way
+    out after its figures or an error, before `run`'s handler has ignored the next ones) is held until
+    everything is stopped, then delivered as it would have been; it cannot cut the stopping short.
+    Blocked, not re-handled: changing a handler while a signal is pending is itself a race (CPython
+    raises "Signal 15 ignored due to race condition")."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # one held now runs its handler: KeyboardInterrupt, or nothing after the first
 
 
 def leave_ctrl_c_to_the_parent() -> None:

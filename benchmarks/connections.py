@@ -333,12 +333,13 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
         del answers
         return figures
     finally:
-        for process in workers:
-            common.kill_if_alive(process)
-        for subscriber in subscribers:
-            subscriber.stop()
-        for broker in brokers:
-            broker.stop()
+        with common.signals_deferred():  # a signal now would leave the rest running
+            for process in workers:
+                common.kill_if_alive(process)
+            for subscriber in subscribers:
+                subscriber.stop()
+            for broker in brokers:
+                broker.stop()
 
 
 def receive(pipe: Connection, timeout: float = WORKER_TIMEOUT_S) -> Any:

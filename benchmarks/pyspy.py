@@ -9,6 +9,7 @@ one stack and its samples, `frame;frame;...;frame COUNT`, the outermost frame fi
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import signal
@@ -49,6 +50,7 @@ def record(output: Path, py_spy: str | None, threads: bool = False) -> subproces
     command = [py_spy or "py-spy", "record", "--pid", str(os.getpid()), "--nonblocking", *(["--threads"] if threads else []), "--rate", str(RATE),
                "--format", "raw", "--output", str(output)]  # fmt: skip
     sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(kill_if_running, sampler)  # a benchmark stopped by SIGTERM or an error never reaches `stop`
     time.sleep(1.0)  # py-spy attaches
     return sampler
 
@@ -56,6 +58,13 @@ def record(output: Path, py_spy: str | None, threads: bool = False) -> subproces
 def stop(sampler: subprocess.Popen[bytes]) -> None:
     sampler.send_signal(signal.SIGINT)  # py-spy writes its file
     sampler.wait(timeout=60)
+
+
+def kill_if_running(sampler: subprocess.Popen[bytes]) -> None:
+    """A sampler still running when the benchmark exits: killed and reaped (its file is of no use then)."""
+    if sampler.poll() is None:
+        sampler.kill()
+        sampler.wait(timeout=10)
 
 
 def read_stacks(profile: Path, threads: bool = False) -> list[Stack]:

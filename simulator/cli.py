@@ -34,6 +34,7 @@ from simulator.run_workers import MAX_WORKERS, write_summary
 from simulator.scenario_schema import SCHEMA_PATH
 from simulator.shard import SHARD_ENV, Shard, shard_from_env
 from simulator.units import UNTIL_STOPPED, format_duration, format_run_duration
+from simulator.userfiles import Refused, check_directory, check_regular
 
 # Here only what every command needs: each `iotsim` process builds all the commands' options (typer),
 # whichever it runs. What a command runs with (the scenario and its device types, the engine, paho,
@@ -102,12 +103,31 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(dashboards_app, name="dashboards")
 app.command(name="load", cls=LoadCommand, epilog="iotsim load report RUN_ID [FILE] [--out DIR] [--influx URL] [--db NAME]: merge the shards of a run made with --shard.")(load_command)
 
-StateDir = Annotated[Path, typer.Option("--state-dir", file_okay=False, help="where the stack keeps data, logs and PID files")]
+def usable_dir(path: Path) -> Path:
+    """--state-dir: a FIFO or a dangling link there is one line, not a hang or "File exists" later."""
+    try:
+        check_directory(path)
+    except Refused as refused:
+        raise typer.BadParameter(f"{path}: {refused}") from None
+    return path
+
+
+def usable_ca_file(path: Path | None) -> Path | None:
+    """--ca-file: ssl would block on a FIFO and read a device without end; refuse either before anything connects."""
+    if path is not None:
+        try:
+            check_regular(path)
+        except Refused as refused:
+            raise typer.BadParameter(f"{path}: {refused}") from None
+    return path
+
+
+StateDir = Annotated[Path, typer.Option("--state-dir", file_okay=False, callback=usable_dir, help="where the stack keeps data, logs and PID files")]
 # InfluxDB credentials of `iotsim bridge` and `iotsim counts`: a flag wins over its environment variable.
 InfluxUser = Annotated[Optional[str], typer.Option("--user", envvar="INFLUX_USER", help="InfluxDB user, if authentication is on")]
 InfluxPassword = Annotated[Optional[str], typer.Option("--password", envvar="INFLUX_PASSWORD", help="that user's password; prefer the environment: INFLUX_PASSWORD")]
 InfluxToken = Annotated[Optional[str], typer.Option("--token", envvar="INFLUX_TOKEN", help="InfluxDB 2.x/3.x token for the v1 API")]
-CaFile = Annotated[Optional[Path], typer.Option("--ca-file", exists=True, dir_okay=False, readable=True, help="the CA certificate of an mqtts:// broker")]
+CaFile = Annotated[Optional[Path], typer.Option("--ca-file", exists=True, dir_okay=False, readable=True, callback=usable_ca_file, help="the CA certificate of an mqtts:// broker")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -461,6 +481,11 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
     settings = scenario.mqtt
     client_id = run_client_id(settings.client_id_prefix, scenario.name, shard.index, shard.count)  # any scenario name, a valid id with its role
     label = shard_label(shard)
+    if settings.ca_file:  # the scenario's own (--ca-file was checked as a flag)
+        try:
+            check_regular(Path(settings.ca_file))
+        except Refused as refused:
+            raise UsageError(f"CA file {settings.ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate ({refused})") from None  # as tls_context says
     publisher = MqttPublisher.from_settings(settings, client_id)  # UsageError: MQTT_PASSWORD_FILE cannot be read
     plan = connection_plan(scenario, shard, password_from_environment(), source)  # UsageError: a gateway fleet in a shard, a device's password missing
     sessions = plan.sessions() if plan else None  # OpenFilesLimit: one line, how many files and how to get them

@@ -24,6 +24,9 @@ from simulator.scenario import Scenario
 from simulator.shard import Shard
 from simulator.transport.mqtt import BrokerAddress
 from simulator.transport.sessions import DeviceSessions, SessionSettings
+from simulator.userfiles import Refused, read_regular
+
+PASSWORD_FILE_LIMIT = 1024  # bytes: a password is one line; more is not a password file (a device, a log)
 
 
 @dataclass(frozen=True)
@@ -94,17 +97,16 @@ def connection_plan(scenario: Scenario, shard: Shard = Shard(), password: str | 
 
 def device_passwords(folder: Path, ids: list[str], source: str) -> list[str]:
     """Each connection's password, the first line of `folder`/passwords/{id} (make-passwords.sh's
-    layout); UsageError naming the first that is missing, unreadable or empty, and how to make them."""
+    layout); UsageError naming the first that is missing, unreadable, empty or not a small regular file
+    (a symbolic link, which could lead to any file this user can read, a FIFO, a device), and how to make them."""
     make = f"generate them: iotsim devices {source} | DEVICES_FROM=- brokers/secure/make-passwords.sh {folder}"
     passwords = []
     for connection in ids:
         path = folder / "passwords" / connection
         try:
-            password = path.read_text().split("\n", 1)[0].strip()
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file; {make}") from None
-        except OSError as error:
-            raise UsageError(f"{path}: cannot read it ({error.strerror}); {make}") from None
+            password = read_regular(path, PASSWORD_FILE_LIMIT, follow_symlinks=False).decode("utf-8").split("\n", 1)[0].strip()
+        except Refused as refused:
+            raise UsageError(f"{path}: {refused}; {make}") from None
         except UnicodeDecodeError:
             raise UsageError(f"{path}: not a password file (not UTF-8 text); {make}") from None
         if not password:

@@ -31,7 +31,9 @@ from simulator.load.section import LoadSection
 from simulator.port.settings import PortSettings
 from simulator.units import UNTIL_STOPPED
 from simulator.urls import MQTT_SCHEMES, check_url
+from simulator.userfiles import Refused, read_regular
 
+SCENARIO_FILE_LIMIT = 16 * 1024 * 1024  # bytes: the largest shipped scenario is a few KiB; more is not a scenario (a device, a log)
 YANGQUAN_TZ = timezone(timedelta(hours=8), "CST")
 
 # What a file may write for `start` and `speed` (JSON Schema of the input: editors read YAML timestamps as strings).
@@ -261,10 +263,10 @@ def load_scenario(path: str | Path, model: type[Scenario] = Scenario) -> Scenari
     """The scenario in the file at `path`, validated by `model` (one with more device types: `Scenario.with_device_types`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError([f"{path}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_regular(path, SCENARIO_FILE_LIMIT).decode("utf-8")
+    except Refused as refused:
+        raise ScenarioError([f"{path}: {refused}"]) from None
+    except UnicodeDecodeError as error:
         raise ScenarioError([f"{path}: cannot read: {error}"]) from None
     try:
         document = YAML(typ="rt").load(text)

@@ -105,9 +105,10 @@ def ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999
 
 
-def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "conf.d", timeout: float = 15.0) -> Service:
-    """Start Mosquitto on 127.0.0.1:`port` with the shared broker settings and persistence in `state_dir`."""
-    return run_mosquitto(state_dir, (port,), conf_dir, timeout, "; the shared settings are in the included folder.", f"listener {port} 127.0.0.1\n")
+def start_mosquitto(state_dir: Path, port: int, conf_dir: Path = BROKERS_DIR / "conf.d", timeout: float = 15.0, keep_on_interrupt: bool = False) -> Service:
+    """Start Mosquitto on 127.0.0.1:`port` with the shared broker settings and persistence in `state_dir`
+    (`keep_on_interrupt`: as `wait_until`)."""
+    return run_mosquitto(state_dir, (port,), conf_dir, timeout, "; the shared settings are in the included folder.", f"listener {port} 127.0.0.1\n", keep_on_interrupt=keep_on_interrupt)
 
 
 SECURE_DIR = BROKERS_DIR / "secure"
@@ -151,7 +152,9 @@ def start_secure_mosquitto(
     return run_mosquitto(state_dir, (port, tls_port), conf_dir, timeout, ": the secure profile (docs/security.md, brokers/secure/).", listeners, access)
 
 
-def run_mosquitto(state_dir: Path, ports: tuple[int, ...], conf_dir: Path, timeout: float, heading: str, listeners: str, after_shared: str = "") -> Service:
+def run_mosquitto(
+    state_dir: Path, ports: tuple[int, ...], conf_dir: Path, timeout: float, heading: str, listeners: str, after_shared: str = "", keep_on_interrupt: bool = False
+) -> Service:
     """The one way Mosquitto starts: write `state_dir`/mosquitto.conf (its `listeners`, persistence in
     `state_dir`, the shared settings of `conf_dir`, then `after_shared`), start it as this user and
     wait until each of `ports` accepts connections; the service's port is the first."""
@@ -172,12 +175,12 @@ def run_mosquitto(state_dir: Path, ports: tuple[int, ...], conf_dir: Path, timeo
     log_file = state_dir / "mosquitto.log"
     service = launch("mosquitto", [binary, "-c", str(config)], ports[0], state_dir, log_file)
     what = f"port {ports[0]}" if len(ports) == 1 else f"ports {' and '.join(map(str, ports))}"
-    wait_until(lambda: all(accepts_tcp(port) for port in ports), service, timeout, f"Mosquitto to accept connections on {what}")
+    wait_until(lambda: all(accepts_tcp(port) for port in ports), service, timeout, f"Mosquitto to accept connections on {what}", keep_on_interrupt)
     return service
 
 
 def start_influxdb(
-    state_dir: Path, port: int, database: str | None = "yangquan", timeout: float = 30.0, admin: tuple[str, str] | None = None
+    state_dir: Path, port: int, database: str | None = "yangquan", timeout: float = 30.0, admin: tuple[str, str] | None = None, keep_on_interrupt: bool = False
 ) -> Service:
     """Start influxd (1.x) on 127.0.0.1:`port` with its data in `state_dir`, and create `database`.
     With `admin` (user, password): authentication on, and that admin user created (InfluxDB 1.x takes
@@ -207,7 +210,7 @@ def start_influxdb(
     log_file = state_dir / "influxdb.log"
     service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping")
+    wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping", keep_on_interrupt)
     try:
         credentials = create_admin(url, *admin) if admin else None
         if database:
@@ -229,19 +232,31 @@ def launch(name: str, command: list[str], port: int, state_dir: Path, log_file: 
     return Service(name, process.pid, port, pid_file, log_file)
 
 
-def wait_until(ready: object, service: Service, timeout: float, what: str) -> None:
+def wait_until(ready: object, service: Service, timeout: float, what: str, keep_on_interrupt: bool = False) -> None:
+    """Until `ready()`, else StackError after `timeout` (the service stopped). An interrupt (Ctrl-C, or SIGTERM
+    where a handler makes it one) stops the service, which the caller never gets; with `keep_on_interrupt`
+    (a fault restarting the user's stack, which its PID file and `stack down` own) the start is finished
+    first, within `timeout`, and the interrupt raised after: the stack is left as the user expects it."""
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
+    interrupted: KeyboardInterrupt | None = None
+    up = False
+    while not up and time.monotonic() < deadline:
+        try:
             if not alive(service.pid):
                 service.pid_file.unlink(missing_ok=True)
                 raise StackError(f"{service.name} exited at start; last log lines:\n{tail(service.log_file)}")
-            if ready():  # type: ignore[operator]
-                return
-            time.sleep(0.05)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM where a handler makes it one: the caller never gets the service to stop
-        service.stop()
-        raise
+            up = bool(ready())  # type: ignore[operator]
+            if not up:
+                time.sleep(0.05)
+        except KeyboardInterrupt as interrupt:
+            if not keep_on_interrupt:
+                service.stop()
+                raise
+            interrupted = interrupted or interrupt
+    if up:
+        if interrupted is not None:
+            raise interrupted
+        return
     service.stop()
     raise StackError(f"gave up waiting {timeout:.0f} s for {what}; see {service.log_file}")
 
@@ -415,10 +430,11 @@ class StackControl:
         return record.port
 
     def start(self, name: str, port: int) -> None:
+        # Started again for the user's stack (its PID file, `stack down`): a Ctrl-C meanwhile must not stop it.
         if name == "mosquitto":
-            start_mosquitto(self.state_dir, port)
+            start_mosquitto(self.state_dir, port, keep_on_interrupt=True)
         else:
-            start_influxdb(self.state_dir, port, database=None)
+            start_influxdb(self.state_dir, port, database=None, keep_on_interrupt=True)
 
     def crash_bridge(self) -> list[str]:
         """kill -9 the bridge recorded in bridge.pid; return its command line to start it again."""

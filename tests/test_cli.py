@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import simpy
-
 from conftest import IOTSIM, Pipeline, child_env, iotsim
 from filesystems import fill, tmpfs
+
 from simulator import stack
 from simulator.builder import build_world
 from simulator.ingest.settings import BridgeSettings, flag_of
@@ -58,8 +58,8 @@ HOSTILE = {
     "run --drain-timeout -1": (["run", QUICK, *DRY, "--drain-timeout", "-1"], "--drain-timeout"),
     "run --drain-timeout inf": (["run", QUICK, *DRY, "--drain-timeout", "inf"], "--drain-timeout"),
     "run --state-dir FILE": (["run", QUICK, *DRY, "--state-dir", "{file}"], "--state-dir"),
-    "run FILE=DIR": (["run", "{tmp}", *DRY], "cannot read"),
-    "run FILE=''": (["run", "", *DRY], "cannot read"),
+    "run FILE=DIR": (["run", "{tmp}", *DRY], "{tmp}: a directory, not a regular file"),
+    "run FILE=''": (["run", "", *DRY], ".: a directory, not a regular file"),
     # iotsim bridge
     "bridge --mqtt http": (["bridge", "--mqtt", "http://x:y"], "--mqtt: 'http://x:y' is not a mqtt://host:port URL"),
     "bridge --mqtt ''": (["bridge", "--mqtt", ""], "--mqtt:"),
@@ -82,8 +82,8 @@ HOSTILE = {
     "bridge --max-pending huge": (["bridge", "--max-pending", str(10**20)], "--max-pending:"),
     "bridge --spool-limit -1": (["bridge", "--spool-limit", "-1"], "--spool-limit:"),
     "bridge --spool-dir ''": (["bridge", "--spool-dir", ""], "--spool-dir:"),
-    "bridge --spool-dir FILE": (["bridge", "--spool-dir", "{file}", "--dead-letters", "{tmp}/dl.jsonl"], "--spool-dir {file}: cannot write there (Not a directory)"),
-    "bridge --dead-letters DIR": (["bridge", "--dead-letters", "{tmp}", "--spool-dir", "{tmp}/spool"], "--dead-letters {tmp}: cannot write there (Is a directory)"),
+    "bridge --spool-dir FILE": (["bridge", "--spool-dir", "{file}", "--dead-letters", "{tmp}/dl.jsonl"], "--spool-dir {file}: cannot write there (a file, not a directory)"),
+    "bridge --dead-letters DIR": (["bridge", "--dead-letters", "{tmp}", "--spool-dir", "{tmp}/spool"], "--dead-letters {tmp}: cannot write there (a directory, not a regular file)"),
     "bridge --dead-letters /proc": (["bridge", "--dead-letters", "/proc/x/dl.jsonl"], "--dead-letters /proc/x/dl.jsonl: cannot write there (No such file or directory)"),
     "bridge --spool-dir /proc": (["bridge", "--spool-dir", "/proc/x/spool", "--dead-letters", "{tmp}/dl.jsonl"], "--spool-dir /proc/x/spool: cannot write there (No such file or directory)"),
     "bridge --exit-when-idle nan": (["bridge", "--exit-when-idle", "nan"], "--exit-when-idle"),
@@ -96,8 +96,8 @@ HOSTILE = {
     "bridge --ca-file missing": (["bridge", "--ca-file", "{tmp}/missing.crt"], "--ca-file"),
     "bridge --username ''": (["bridge", "--username", ""], "--username:"),
     "bridge --declared-types ''": (["bridge", "--declared-types", ""], "--declared-types: give 'shipped', 'none' or a JSON file of field types"),
-    "bridge --declared-types missing": (["bridge", "--declared-types", "{tmp}/types.json"], "types.json: cannot read field types (No such file or directory)"),
-    "bridge --declared-types DIR": (["bridge", "--declared-types", "{tmp}"], "cannot read field types (Is a directory)"),
+    "bridge --declared-types missing": (["bridge", "--declared-types", "{tmp}/types.json"], "types.json: cannot read field types (no such file)"),
+    "bridge --declared-types DIR": (["bridge", "--declared-types", "{tmp}"], "cannot read field types (a directory, not a regular file)"),
     "bridge --declared-types not JSON": (["bridge", "--declared-types", "{file}"], "a-file: not JSON"),
     # iotsim load
     "load --mqtt http": (["load", LOAD, "--mqtt", "http://x:y"], "--mqtt: 'http://x:y' is not a mqtt://host:port URL"),
@@ -111,10 +111,10 @@ HOSTILE = {
     "load --ca-file missing": (["load", LOAD, "--ca-file", "{tmp}/missing.crt"], "--ca-file"),
     "load --mqtt-username ''": (["load", LOAD, "--mqtt-username", ""], "--mqtt-username:"),
     "load --bridge-username ''": (["load", LOAD, "--bridge-username", ""], "--bridge-username:"),
-    "load FILE=DIR": (["load", "{tmp}"], "cannot read"),
+    "load FILE=DIR": (["load", "{tmp}"], "{tmp}: a directory, not a regular file"),
     # iotsim validate
-    "validate FILE=DIR": (["validate", "{tmp}"], "cannot read"),
-    "validate FILE=''": (["validate", ""], "cannot read"),
+    "validate FILE=DIR": (["validate", "{tmp}"], "{tmp}: a directory, not a regular file"),
+    "validate FILE=''": (["validate", ""], ".: a directory, not a regular file"),
     "validate FILE missing": (["validate", "{tmp}/missing.yaml"], "no such file"),
     # iotsim stack
     "stack up --state-dir /proc": (["stack", "up", "--state-dir", "/proc/x/state"], "--state-dir /proc/x/state: cannot write there"),
@@ -240,7 +240,7 @@ def test_a_full_spool_disk_stops_the_bridge_in_one_line_and_the_broker_keeps_the
     assert bridge.returncode == 1, bridge_err
     assert "Traceback" not in bridge_err
     last = bridge_err.strip().splitlines()[-1]
-    assert last.startswith(f"bridge: cannot spool ") and f"to {spool / pipeline.bridge_id} (No space left on device)" in last, bridge_err
+    assert last.startswith("bridge: cannot spool ") and f"to {spool / pipeline.bridge_id} (No space left on device)" in last, bridge_err
     assert "the broker keeps them" in last
     assert os.listdir(spool / pipeline.bridge_id) == []  # no partial segment left behind
 

@@ -93,6 +93,33 @@ def test_a_stopped_benchmark_stops_every_server_and_process_it_started(script: s
                 child.kill()
 
 
+def test_signals_while_it_stops_do_not_cut_the_stopping_short() -> None:
+    # SIGTERM, then SIGTERM and SIGINT again every 20 ms until it has exited (a supervisor that insists, a
+    # user pressing Ctrl-C twice): the stopping of its broker, subscriber and workers still finishes.
+    bench = subprocess.Popen([sys.executable, str(BENCHMARKS / "connections.py"), *TINY["connections.py"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    children: list[psutil.Process] = []
+    try:
+        children = started(psutil.Process(bench.pid))
+        deadline = time.monotonic() + 60
+        while bench.poll() is None and time.monotonic() < deadline:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                if bench.poll() is None:
+                    bench.send_signal(signum)
+            time.sleep(0.02)
+        _, err = bench.communicate(timeout=60)
+        left = [f"{child.name()} {child.pid}" for child in children if running(child)]
+        assert left == [], err
+        assert bench.returncode == 130, err
+        assert err.strip().splitlines()[-1] == "interrupted: the servers and processes it started are stopped" and "Traceback" not in err, err
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait(timeout=30)
+        for child in children:  # what a failed run left, stopped by PID
+            if running(child):
+                child.kill()
+
+
 @pytest.mark.parametrize(
     ("flags", "says"),
     [

@@ -7,7 +7,7 @@ from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.models import dashboard
 
 from simulator.dashboards.influxql import DATASOURCE, Annotation, EventAnnotation, InfluxQL
-from simulator.dashboards.panels import legend_table, matches
+from simulator.dashboards.panels import framed, legend_table, matches
 
 REFRESH = "10s"
 
@@ -78,13 +78,14 @@ def device_explorer(where: tuple[str, ...] = ()) -> timeseries.Panel:
     conditions = " AND ".join([matches("device_id", "device"), *where, "$timeFilter"])
     query = f"SELECT mean(*) FROM /^$device_type$/ WHERE {conditions} GROUP BY time($__interval), \"device_id\" fill(none)"
     return (
-        timeseries.Panel()
-        .title("Device explorer: $device_type")
-        .description("Every numeric reading of the devices chosen above (Device type, Device), averaged per interval. Units differ between readings; hover for names.")
-        .datasource(DATASOURCE)
-        .unit("short")
-        .span(24)
-        .height(9)
+        framed(
+            timeseries.Panel(),
+            "Device explorer: $device_type",
+            "Every numeric reading of the devices chosen above (Device type, Device), averaged per interval. Units differ between readings; hover for names.",
+            "short",
+            width=24,
+            height=9,
+        )
         .line_width(1)
         .legend(legend_table())
         .with_target(InfluxQL("A", query).alias("$tag_device_id $col"))

@@ -9,9 +9,11 @@ the provisioned InfluxDB data source and a unit, which tests/test_dashboards.py 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
-from grafana_foundation_sdk.builders import bargauge, common as common_builders, dashboard as dashboard_builders
-from grafana_foundation_sdk.builders import geomap, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import bargauge, geomap, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.models import common, dashboard
 
 from simulator.dashboards.influxql import DATASOURCE, InfluxQL
@@ -98,16 +100,19 @@ class Trend:
         return panel
 
 
+# Every kind of panel the boards use: each takes the same common settings.
+AnyPanel = TypeVar("AnyPanel", timeseries.Panel, geomap.Panel, statetimeline.Panel, table.Panel, stat.Panel, bargauge.Panel)
+
+
+def framed(panel: AnyPanel, title: str, description: str, unit: str, width: int, height: int) -> AnyPanel:
+    """What every panel has (tests/test_dashboards.py checks it): title, description, the InfluxDB data source, unit, size."""
+    return panel.title(title).description(description).datasource(DATASOURCE).unit(unit).span(width).height(height)
+
+
 def timeseries_panel(title: str, unit: str, description: str, width: int = 12, height: int = 8) -> timeseries.Panel:
     """An empty time series panel for queries written out by hand."""
     return (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        framed(timeseries.Panel(), title, description, unit, width, height)
         .line_width(1)
         .fill_opacity(0)
         .legend(legend_table())
@@ -152,13 +157,7 @@ def station_map(
         },
     )
     return (
-        geomap.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        framed(geomap.Panel(), title, description, unit, width, height)
         .with_target(InfluxQL("A", query).table())
         .with_transformation(to_numbers)
         .thresholds(thresholds(steps))
@@ -178,13 +177,7 @@ def state_timeline(
         options={raw: dashboard.ValueMappingResult(text=text, color=color, index=index) for index, (raw, (text, color)) in enumerate(states.items())}
     )
     panel = (
-        statetimeline.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit("none")
-        .span(width)
-        .height(height)
+        framed(statetimeline.Panel(), title, description, "none", width, height)
         .with_target(target)
         .mappings([mapping])
         .show_value(common.VisibilityMode.AUTO)
@@ -202,13 +195,7 @@ def state_timeline(
 def events_table(title: str, description: str, query: str, width: int = 12, height: int = 8) -> table.Panel:
     """The latest rows of a table query (newest first)."""
     return (
-        table.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit("none")
-        .span(width)
-        .height(height)
+        framed(table.Panel(), title, description, "none", width, height)
         .with_target(InfluxQL("A", query).table())
         .sort_by([common_builders.TableSortByFieldState().display_name("Time").desc(True)])
     )
@@ -230,13 +217,7 @@ def stat_panel(
     if alias is not None:
         target = target.alias(alias)
     panel = (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        framed(stat.Panel(), title, description, unit, width, height)
         .with_target(target)
         .thresholds(thresholds(steps))
         .color_mode(common.BigValueColorMode.BACKGROUND)
@@ -251,13 +232,7 @@ def gauge_bars(
 ) -> bargauge.Panel:
     """One bar per series: its latest value against `maximum`."""
     return (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        framed(bargauge.Panel(), title, description, unit, width, height)
         .min(0)
         .max(maximum)
         .with_target(InfluxQL("A", query).alias(alias))

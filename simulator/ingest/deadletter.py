@@ -12,12 +12,14 @@ the batch is acknowledged, so the broker sends it all again to the next run.
 from __future__ import annotations
 
 import base64
+import errno
 import time
 from pathlib import Path
 
 import orjson
 
 from simulator.errors import BridgeError
+from simulator.userfiles import Refused, check_writable_file
 
 
 class DeadLetters:
@@ -25,6 +27,10 @@ class DeadLetters:
         """Open (append to) the file at `path`; OSError if it cannot be (the caller names the flag)."""
         self.path = path
         self.count = 0
+        try:
+            check_writable_file(path)  # a FIFO would block the open (until a reader comes), a dangling link create a file elsewhere
+        except Refused as refused:
+            raise OSError(errno.EINVAL, str(refused)) from None
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "ab")  # noqa: SIM115 - closed by close()
 

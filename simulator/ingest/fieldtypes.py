@@ -21,11 +21,13 @@ from pathlib import Path
 import orjson
 
 from simulator.errors import UsageError
+from simulator.userfiles import Refused, read_regular
 
 KINDS = ("float", "string", "boolean")  # what readings become; InfluxDB also knows "integer" (our `seq`)
 LOOKUP_RETRY_S = 10.0  # while InfluxDB cannot answer, ask again at most this often (it blocks the caller)
 SHIPPED = "shipped"  # the bridge's `--declared-types` default: the shipped device types' readings
 NOT_DECLARED = "none"  # no declared types: InfluxDB's, then the first value seen
+FIELD_TYPES_FILE_LIMIT = 16 * 1024 * 1024  # bytes: the shipped file is a few KiB; more is not a field types file
 SHIPPED_PATH = Path(__file__).resolve().parent.parent / "schemas" / "readings.json"
 
 
@@ -108,9 +110,9 @@ def check_declared(declared: Declared, source: str) -> dict[str, dict[str, str]]
 def read_declared(path: Path) -> dict[str, dict[str, str]]:
     """A JSON file {"measurement": {"field": "float" | "string" | "boolean"}}."""
     try:
-        declared = orjson.loads(path.read_bytes())
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read field types ({error.strerror})") from None
+        declared = orjson.loads(read_regular(path, FIELD_TYPES_FILE_LIMIT))
+    except Refused as refused:
+        raise UsageError(f"{path}: cannot read field types ({refused})") from None
     except orjson.JSONDecodeError as error:
         raise UsageError(f"{path}: not JSON ({error})") from None
     if not isinstance(declared, dict):

@@ -11,10 +11,13 @@ earlier run are written when the bridge starts again.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from simulator.userfiles import Refused, check_directory
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Spool:
     def __init__(self, directory: Path, limit: int) -> None:
         self.directory = directory
         self.limit = limit  # points on disk before the bridge stops spooling and lets the broker hold the rest
+        try:
+            check_directory(directory.parent)  # --spool-dir: a FIFO or a dangling link there is one clear line, not "File exists"
+            check_directory(directory)
+        except Refused as refused:
+            raise OSError(errno.EINVAL, str(refused)) from None
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):  # a write the last run did not finish: never acknowledged
             leftover.unlink()

@@ -1,0 +1,71 @@
+"""Ctrl-C while a fault injection starts the user's broker again (StackControl.start, the end of a
+broker_outage): the new broker is the one the stack's PID file names and `iotsim stack down` stops, so
+the interrupt must not stop it (it did, when it came while Mosquitto was not yet accepting connections)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import child_env
+
+from simulator import stack
+
+# A child that restarts the stack's broker as a fault does; the test sends it SIGINT (Ctrl-C) meanwhile.
+RESTART = "import sys; from pathlib import Path; from simulator.stack import StackControl; StackControl(Path(sys.argv[1])).start('mosquitto', int(sys.argv[2]))"
+ATTEMPTS = 10  # Mosquitto listens within ~0.1 s: an attempt whose interrupt came after that is tried again
+
+
+def accepts_within(port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not stack.accepts_tcp(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def interrupted_restart(state_dir: Path, port: int) -> tuple[bool, str]:
+    """Restart the stack's broker in a child and Ctrl-C it once it has launched Mosquitto: (whether the interrupt
+    came before Mosquitto listened, the child's stderr)."""
+    pid_file = state_dir / "mosquitto.pid"
+    child = subprocess.Popen([sys.executable, "-c", RESTART, str(state_dir), str(port)], stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() and time.monotonic() < deadline:  # launched: now it waits for the broker to listen
+            time.sleep(0.001)
+        assert pid_file.exists(), "the child did not start the broker"
+        in_window = not stack.accepts_tcp(port)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+        return in_window, err
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+
+
+def test_ctrl_c_during_a_fault_restart_leaves_the_broker_running(tmp_path: Path) -> None:
+    port = stack.free_port()
+    stack.start_mosquitto(tmp_path, port).stop()  # the stack's broker, stopped by the fault (its PID file gone)
+    try:
+        for _ in range(ATTEMPTS):
+            in_window, err = interrupted_restart(tmp_path, port)
+            if in_window:
+                break
+            record = stack.recorded(tmp_path, "mosquitto")
+            assert record is not None
+            stack.stop_pid(record.pid)
+            (tmp_path / "mosquitto.pid").unlink()
+        assert in_window, f"no interrupt in {ATTEMPTS} attempts came before Mosquitto listened"
+        assert "KeyboardInterrupt" in err, err  # the interrupt still ends what was running
+        record = stack.recorded(tmp_path, "mosquitto")
+        assert record is not None and record.running and record.port == port, err
+        assert accepts_within(port, 15), err  # the stack's broker, up as the user expects it
+    finally:
+        record = stack.recorded(tmp_path, "mosquitto")
+        if record is not None and record.running:
+            stack.stop_pid(record.pid)

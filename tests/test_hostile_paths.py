@@ -1,0 +1,150 @@
+"""Paths a user hands us that are not what they should be (a FIFO, a directory, a device, a dangling or
+unexpected symbolic link, a huge file): each is one line naming the file and why, exit 2, before
+anything connects; never a hang (a FIFO's read blocks forever), an unbounded read (/dev/zero) or a
+traceback. Nothing listens at the broker and database ports given, so a command that got as far as
+connecting would fail otherwise (exit 1, another line)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import iotsim
+
+from simulator import stack
+
+DEAD = stack.free_port()  # nothing listens here
+DEVICE_SCENARIO = "name: logins\nduration: 1h\nfleets:\n  - {{type: electricity_meter, id_prefix: meter, count: 1, connection: device}}\nmqtt: {{url: 'mqtt://127.0.0.1:{port}', username: simulator, device_passwords: {folder}}}\n"
+PLAIN_SCENARIO = "name: plain\nduration: 1h\nfleets:\n  - {{type: electricity_meter, id_prefix: meter, count: 1}}\nmqtt: {{url: '{url}'}}\n"
+
+
+def make(path: Path, kind: str) -> str:
+    """Put a `kind` at `path`; the words the refusal must hold."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "a FIFO"
+    if kind == "directory":
+        path.mkdir()
+        return "a directory"
+    if kind == "regular file":
+        path.write_text("not a folder\n")
+        return "a file"
+    if kind == "dangling symlink":
+        path.symlink_to(path.parent / "nowhere")
+        return "does not exist"
+    if kind == "device":
+        path.symlink_to("/dev/zero")
+        return "a character device"
+    if kind == "symlink to a file":
+        (path.parent / "shadow").write_text("root:secret\n")
+        path.symlink_to(path.parent / "shadow")
+        return "a symbolic link"
+    if kind == "huge file":
+        path.write_bytes(b"x" * 10_000_000)
+        return "larger than"
+    raise AssertionError(kind)
+
+
+def assert_refused(args: list[str], path: Path, words: str) -> None:
+    result = iotsim(*args, timeout=60)  # a hang is a TimeoutExpired: the test fails
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and str(path) in lines[0] and words in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dangling symlink", "symlink to a file", "huge file"])
+def test_a_device_password_that_is_not_a_small_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "secrets"
+    (folder / "passwords").mkdir(parents=True)
+    path = folder / "passwords" / "meter-0001"
+    words = make(path, kind)
+    if kind == "dangling symlink":
+        words = "a symbolic link"  # any link is refused, before it is followed
+    scenario = tmp_path / "logins.yaml"
+    scenario.write_text(DEVICE_SCENARIO.format(port=DEAD, folder=folder))
+    assert_refused(["run", str(scenario), "--speed", "afap"], path, words)
+
+
+def test_a_device_password_on_a_device_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    (folder / "passwords").mkdir(parents=True)
+    path = folder / "passwords" / "meter-0001"
+    make(path, "device")  # a link to /dev/zero: refused as a link, never read
+    scenario = tmp_path / "logins.yaml"
+    scenario.write_text(DEVICE_SCENARIO.format(port=DEAD, folder=folder))
+    assert_refused(["run", str(scenario), "--speed", "afap"], path, "a symbolic link")
+
+
+FILE_KINDS = ["fifo", "directory", "dangling symlink", "device"]
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_scenario_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str, command: str) -> None:
+    path = tmp_path / "scenario.yaml"
+    words = make(path, kind)
+    assert_refused([command, str(path)], path, words)
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_a_ca_file_that_is_not_a_regular_file_is_refused_by_run(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "ca.crt"
+    words = make(path, kind)
+    scenario = tmp_path / "plain.yaml"
+    scenario.write_text(PLAIN_SCENARIO.format(url=f"mqtts://127.0.0.1:{DEAD}"))
+    assert_refused(["run", str(scenario), "--ca-file", str(path)], path, words if kind != "directory" else "directory")
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_a_scenario_ca_file_that_is_not_a_regular_file_is_refused_by_run(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "ca.crt"
+    words = make(path, kind)
+    scenario = tmp_path / "plain.yaml"
+    scenario.write_text(f"name: plain\nduration: 1h\nfleets:\n  - {{type: electricity_meter, id_prefix: meter, count: 1}}\nmqtt: {{url: 'mqtts://127.0.0.1:{DEAD}', ca_file: {path}}}\n")
+    assert_refused(["run", str(scenario)], path, words)
+
+
+def bridge(tmp_path: Path, *extra: str) -> list[str]:
+    return ["bridge", "--mqtt", f"mqtt://127.0.0.1:{DEAD}", "--influx", f"http://127.0.0.1:{DEAD}", "--spool-dir", str(tmp_path / "spool"),
+            "--dead-letters", str(tmp_path / "dead.jsonl"), "--exit-when-idle", "1", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_a_bridge_ca_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "ca.crt"
+    words = make(path, kind)
+    assert_refused(bridge(tmp_path, "--ca-file", str(path)), path, words if kind != "directory" else "directory")
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_a_field_types_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "types.json"
+    words = make(path, kind)
+    assert_refused(bridge(tmp_path, "--declared-types", str(path)), path, words)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dangling symlink"])
+def test_a_dead_letter_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "letters.jsonl"
+    words = make(path, kind)
+    assert_refused([*bridge(tmp_path), "--dead-letters", str(path)], path, words)
+
+
+DIR_KINDS = ["fifo", "regular file", "dangling symlink"]
+
+
+@pytest.mark.parametrize("kind", DIR_KINDS)
+def test_a_spool_dir_that_is_not_a_directory_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "spool-here"
+    words = make(path, kind)
+    assert_refused([*bridge(tmp_path), "--spool-dir", str(path)], path, words)
+
+
+@pytest.mark.parametrize("kind", DIR_KINDS)
+@pytest.mark.parametrize("command", ["up", "status", "down"])
+def test_a_state_dir_that_is_not_a_directory_is_refused(tmp_path: Path, kind: str, command: str) -> None:
+    path = tmp_path / "state"
+    words = make(path, kind)
+    assert_refused(["stack", command, "--state-dir", str(path)], path, words)
