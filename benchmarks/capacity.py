@@ -48,7 +48,6 @@ from typing import Any
 
 import common  # benchmarks/common.py, beside this script: the way out on signals
 import floor  # benchmarks/floor.py, beside this script
-import orjson
 import paho.mqtt.client as mqtt
 import simpy
 from paho.mqtt.enums import CallbackAPIVersion

@@ -25,7 +25,6 @@ InfluxDB, bridge and mosquitto_sub it started (an interrupt: one line, exit 130)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
