@@ -4,13 +4,12 @@ stored exactly once, garbage goes to dead letters, and each fault is an event.""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import orjson
 
-from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
+from conftest import Pipeline, RUN_IDLE, iotsim
 from simulator import stack
 
 STATIONS, SKEWED, MINUTES = 40, 10, 40

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from conftest import IOTSIM, Pipeline, QUEUED_IDLE, RUN_IDLE, child_env, iotsim
+from conftest import Pipeline, QUEUED_IDLE, RUN_IDLE, child_env, iotsim
 from simulator import stack
 from simulator.errors import BrokerError
 from simulator.influx import InfluxClient, InfluxCredentials
