@@ -145,7 +145,10 @@ class Reader:
 
 
 def start_workers(scenario: Path, *args: str) -> tuple[subprocess.Popen[str], Reader]:
-    process = subprocess.Popen([*IOTSIM, "run", str(scenario), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    # A process group of its own, as a shell starts a job: pytest's group may be orphaned (started in the
+    # background), and the kernel discards a Ctrl-Z's stop in an orphaned group.
+    process = subprocess.Popen([*IOTSIM, "run", str(scenario), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                               process_group=0)  # fmt: skip
     return process, Reader(process)
 
 
