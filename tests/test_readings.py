@@ -8,7 +8,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
-import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -20,7 +19,6 @@ from simulator.engine import run_scenario
 from simulator.ingest import fieldtypes
 from simulator.ingest.fieldtypes import read_declared
 from simulator.ingest.lineprotocol import field_value
-from simulator.engine import run_scenario
 from simulator.telemetry import MAX_READINGS
 from simulator.load.probe import MAX_BATCH, MAX_PAYLOAD_BYTES, PADS, SENSORS
 from simulator.readings_schema import READINGS_PATH, declared_readings, render
