@@ -7,10 +7,11 @@ connecting would fail otherwise (exit 1, another line)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import iotsim
+from conftest import IOTSIM, child_env, iotsim
 
 from simulator import stack
 
@@ -148,3 +149,31 @@ def test_a_state_dir_that_is_not_a_directory_is_refused(tmp_path: Path, kind: st
     path = tmp_path / "state"
     words = make(path, kind)
     assert_refused(["stack", command, "--state-dir", str(path)], path, words)
+
+
+def run_with_password_file(tmp_path: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    scenario = tmp_path / "plain.yaml"
+    scenario.write_text(PLAIN_SCENARIO.format(url=f"mqtt://127.0.0.1:{DEAD}', username: 'simulator"))
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(path)}
+    env.pop("MQTT_PASSWORD", None)
+    return subprocess.run([*IOTSIM, "run", str(scenario)], capture_output=True, text=True, timeout=60, env=env)  # a hang: TimeoutExpired
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dangling symlink", "device", "huge file"])
+def test_an_mqtt_password_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    # A FIFO hung `iotsim run` and /dev/zero was read until memory ran out (Path.read_text).
+    path = tmp_path / "password"
+    words = make(path, kind)
+    result = run_with_password_file(tmp_path, path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and f"MQTT_PASSWORD_FILE {path}" in lines[0] and words in lines[0], result.stderr
+
+
+def test_an_mqtt_password_file_through_a_symlink_is_read(tmp_path: Path) -> None:
+    # Docker and Kubernetes secrets are often links: the password is read and the run goes on to the broker.
+    (tmp_path / "real").write_text("secret\n")
+    (tmp_path / "password").symlink_to(tmp_path / "real")
+    result = run_with_password_file(tmp_path, tmp_path / "password")
+    assert "MQTT_PASSWORD_FILE" not in result.stderr, result.stderr
+    assert result.returncode == 1 and f"cannot reach the MQTT broker at mqtt://127.0.0.1:{DEAD}" in result.stderr, result.stderr

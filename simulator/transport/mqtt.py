@@ -38,12 +38,14 @@ from simulator.errors import BrokerError, BrokerRefused, BrokerUnreachable, Usag
 from simulator.transport.client import QUEUE_SIZE, Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
+from simulator.userfiles import Refused, read_regular
 
 if TYPE_CHECKING:
     from simulator.scenario import MqttSettings
 
 
 KEEPALIVE_S = 30
+PASSWORD_FILE_LIMIT = 1024  # bytes: a password is one line; more is not a password file (a device, a log)
 # A turn of the network loop (send what was written, read PUBACKs) after this many publishes; a read
 # costs one recv() however many acknowledgements wait.
 READ_EVERY = 64
@@ -138,10 +140,12 @@ def password_from_environment(variable: str = "MQTT_PASSWORD") -> str | None:
     path = os.environ.get(f"{variable}_FILE")
     if not path:
         return None
-    try:
-        return Path(path).read_text().strip()
-    except OSError as error:
-        raise UsageError(f"{variable}_FILE {path}: cannot read it ({error.strerror})") from None
+    try:  # a FIFO would block the read, /dev/zero never end it; a link (a Docker or Kubernetes secret) is fine
+        return read_regular(Path(path), PASSWORD_FILE_LIMIT).decode("utf-8").strip()
+    except Refused as refused:
+        raise UsageError(f"{variable}_FILE {path}: {refused}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{variable}_FILE {path}: not a password file (not UTF-8 text)") from None
 
 
 def refusal(reason: object) -> str | None:
