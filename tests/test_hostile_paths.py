@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import IOTSIM, child_env, iotsim
+from conftest import IOTSIM, Pipeline, child_env, iotsim
 
 from simulator import stack
 
@@ -177,3 +177,15 @@ def test_an_mqtt_password_file_through_a_symlink_is_read(tmp_path: Path) -> None
     result = run_with_password_file(tmp_path, tmp_path / "password")
     assert "MQTT_PASSWORD_FILE" not in result.stderr, result.stderr
     assert result.returncode == 1 and f"cannot reach the MQTT broker at mqtt://127.0.0.1:{DEAD}" in result.stderr, result.stderr
+
+
+def test_a_load_scenario_ca_file_that_is_a_fifo_is_refused(pipeline: Pipeline, tmp_path: Path) -> None:
+    # The servers are up, so `iotsim load` gets past its reachability checks to the TLS set-up.
+    path = tmp_path / "ca.crt"
+    words = make(path, "fifo")
+    body = "name: loadca\nseed: 5\nduration: 1m\nfleets:\n  - {type: load_probe, count: 2}\nload:\n  profile: {kind: constant, target: 2, duration: 2s}\n  drain: 5s\n"
+    scenario = pipeline.scenario_file(body, mqtt=f"ca_file: {path}")
+    scenario.write_text(scenario.read_text().replace(f"url: {pipeline.mqtt_url}", f"url: {pipeline.mqtt_url.replace('mqtt://', 'mqtts://')}"))
+    result = iotsim("load", str(scenario), "--out", str(tmp_path / "out"), timeout=60)  # a hang is a TimeoutExpired
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(path) in result.stderr and words in result.stderr and "Traceback" not in result.stderr, result.stderr

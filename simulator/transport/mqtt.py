@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 
 KEEPALIVE_S = 30
+CA_FILE_LIMIT = 16 * 1024 * 1024  # bytes: a CA bundle is a few hundred KiB; more is not one
 PASSWORD_FILE_LIMIT = 1024  # bytes: a password is one line; more is not a password file (a device, a log)
 # A turn of the network loop (send what was written, read PUBACKs) after this many publishes; a read
 # costs one recv() however many acknowledgements wait.
@@ -125,7 +126,13 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     the run's connection, one shared by every device connection (not one per device: each would load
     the CA file). A CA file that cannot be read is one line (exit 2)."""
     try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        # Read here, as the other user files (a FIFO would block ssl's own open, a device never end its read), and
+        # handed over as data: no second open of a path that may have changed since.
+        data = None if ca_file is None else read_regular(Path(ca_file), CA_FILE_LIMIT)
+        cadata = None if data is None else (data.decode("ascii", "replace") if b"-----BEGIN" in data else data)  # PEM text, else DER
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=cadata)
+    except Refused as refused:
+        raise UsageError(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate ({refused})") from None
     except (OSError, ssl.SSLError) as error:
         raise UsageError(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate ({error.strerror or error})") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
