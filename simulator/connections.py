@@ -22,11 +22,9 @@ from simulator.errors import UsageError
 from simulator.fleet import ReconnectPolicy
 from simulator.scenario import Scenario
 from simulator.shard import Shard
-from simulator.transport.mqtt import BrokerAddress
+from simulator.transport.mqtt import PASSWORD_FILE_LIMIT, BrokerAddress
 from simulator.transport.sessions import DeviceSessions, SessionSettings
 from simulator.userfiles import Refused, read_regular
-
-PASSWORD_FILE_LIMIT = 1024  # bytes: a password is one line; more is not a password file (a device, a log)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,8 @@ def wait_until(ready: object, service: Service, timeout: float, what: str, keep_
         try:
             if not alive(service.pid):
                 service.pid_file.unlink(missing_ok=True)
+                if interrupted is not None:
+                    break  # raised below: the interrupt comes first
                 raise StackError(f"{service.name} exited at start; last log lines:\n{tail(service.log_file)}")
             up = bool(ready())  # type: ignore[operator]
             if not up:
@@ -253,12 +255,12 @@ def wait_until(ready: object, service: Service, timeout: float, what: str, keep_
                 service.stop()
                 raise
             interrupted = interrupted or interrupt
-    if up:
-        if interrupted is not None:
-            raise interrupted
-        return
-    service.stop()
-    raise StackError(f"gave up waiting {timeout:.0f} s for {what}; see {service.log_file}")
+    if not up:
+        service.stop()
+    if interrupted is not None:
+        raise interrupted  # the user's interrupt comes first, even when the start failed after it
+    if not up:
+        raise StackError(f"gave up waiting {timeout:.0f} s for {what}; see {service.log_file}")
 
 
 def accepts_tcp(port: int) -> bool:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import child_env
 
 from simulator import stack
@@ -69,3 +70,26 @@ def test_ctrl_c_during_a_fault_restart_leaves_the_broker_running(tmp_path: Path)
         record = stack.recorded(tmp_path, "mosquitto")
         if record is not None and record.running:
             stack.stop_pid(record.pid)
+
+
+def test_an_interrupt_during_a_restart_that_then_fails_is_still_raised(tmp_path: Path) -> None:
+    # A real Mosquitto whose readiness is never seen: the interrupt (raised by the first check, as SIGINT's
+    # handler would raise it there) was swallowed when the start gave up, a StackError instead (exit 1, not 130).
+    port = stack.free_port()
+    service = stack.launch("mosquitto", [stack.MOSQUITTO.path(), "-p", str(port)], port, tmp_path, tmp_path / "mosquitto.log")
+    checks = []
+
+    def ready() -> bool:
+        checks.append(1)
+        if len(checks) == 1:
+            raise KeyboardInterrupt
+        return False
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stack.wait_until(ready, service, 1.0, "Mosquitto to accept connections", keep_on_interrupt=True)
+        assert len(checks) > 1  # the start went on after the interrupt, as keep_on_interrupt says
+        assert not stack.alive(service.pid) and not service.pid_file.exists()  # given up: stopped, as without an interrupt
+    finally:
+        if stack.alive(service.pid):
+            stack.stop_pid(service.pid)

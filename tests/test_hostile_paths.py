@@ -7,10 +7,11 @@ connecting would fail otherwise (exit 1, another line)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import iotsim
+from conftest import IOTSIM, Pipeline, child_env, iotsim
 
 from simulator import stack
 
@@ -148,3 +149,43 @@ def test_a_state_dir_that_is_not_a_directory_is_refused(tmp_path: Path, kind: st
     path = tmp_path / "state"
     words = make(path, kind)
     assert_refused(["stack", command, "--state-dir", str(path)], path, words)
+
+
+def run_with_password_file(tmp_path: Path, path: Path) -> subprocess.CompletedProcess[str]:
+    scenario = tmp_path / "plain.yaml"
+    scenario.write_text(PLAIN_SCENARIO.format(url=f"mqtt://127.0.0.1:{DEAD}', username: 'simulator"))
+    env = {**child_env(), "MQTT_PASSWORD_FILE": str(path)}
+    env.pop("MQTT_PASSWORD", None)
+    return subprocess.run([*IOTSIM, "run", str(scenario)], capture_output=True, text=True, timeout=60, env=env)  # a hang: TimeoutExpired
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dangling symlink", "device", "huge file"])
+def test_an_mqtt_password_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    # A FIFO hung `iotsim run` and /dev/zero was read until memory ran out (Path.read_text).
+    path = tmp_path / "password"
+    words = make(path, kind)
+    result = run_with_password_file(tmp_path, path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and f"MQTT_PASSWORD_FILE {path}" in lines[0] and words in lines[0], result.stderr
+
+
+def test_an_mqtt_password_file_through_a_symlink_is_read(tmp_path: Path) -> None:
+    # Docker and Kubernetes secrets are often links: the password is read and the run goes on to the broker.
+    (tmp_path / "real").write_text("secret\n")
+    (tmp_path / "password").symlink_to(tmp_path / "real")
+    result = run_with_password_file(tmp_path, tmp_path / "password")
+    assert "MQTT_PASSWORD_FILE" not in result.stderr, result.stderr
+    assert result.returncode == 1 and f"cannot reach the MQTT broker at mqtt://127.0.0.1:{DEAD}" in result.stderr, result.stderr
+
+
+def test_a_load_scenario_ca_file_that_is_a_fifo_is_refused(pipeline: Pipeline, tmp_path: Path) -> None:
+    # The servers are up, so `iotsim load` gets past its reachability checks to the TLS set-up.
+    path = tmp_path / "ca.crt"
+    words = make(path, "fifo")
+    body = "name: loadca\nseed: 5\nduration: 1m\nfleets:\n  - {type: load_probe, count: 2}\nload:\n  profile: {kind: constant, target: 2, duration: 2s}\n  drain: 5s\n"
+    scenario = pipeline.scenario_file(body, mqtt=f"ca_file: {path}")
+    scenario.write_text(scenario.read_text().replace(f"url: {pipeline.mqtt_url}", f"url: {pipeline.mqtt_url.replace('mqtt://', 'mqtts://')}"))
+    result = iotsim("load", str(scenario), "--out", str(tmp_path / "out"), timeout=60)  # a hang is a TimeoutExpired
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert str(path) in result.stderr and words in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -193,3 +193,15 @@ def test_find_capacity_descends_from_a_start_that_broke_and_bisects_to_the_resol
     assert search["capacity_msg_s"] == 120 and search["next_broke_msg_s"] == 150
     assert abs(search["resolution_percent"] - 100 * 30 / 270) < 1e-9
     assert abs(pipeline.count("load_probe") - 2 * (240 + 120 + 180 + 150)) <= 4 * 10
+
+
+def test_find_capacity_with_a_start_above_max_rate_is_one_line_and_exit_2(pipeline: Pipeline) -> None:
+    # No trial could run: it was a traceback (min() of no trials) after the search, exit 1.
+    body = CAPACITY.replace("capacity: {start: 40,", "capacity: {start: 400, max_rate: 300,")
+    out = pipeline.tmp / "capacity-none"
+    run = iotsim("load", str(pipeline.scenario_file(body)), "--find-capacity", "--out", str(out), timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = (run.stdout + run.stderr).strip().splitlines()
+    assert len(lines) == 1 and "load.capacity: start 400 msg/s is above max_rate 300" in lines[0], lines
+    assert "Traceback" not in run.stderr and not out.exists()
+    assert pipeline.count("load_probe") == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from simulator.fleet import Duration, StrictModel
 from simulator.ingest.settings import BridgeSettings, bridge_field
@@ -60,6 +60,13 @@ class CapacitySearch(StrictModel):
     # written): measured here, the next trial then broke below a rate that had held before it.
     settle: Duration = Field(default=30.0, description="before each trial after the first, wait at most this long for the machine to go quiet")
     settle_cpu_percent: float = Field(default=25.0, gt=0, description="quiet: the whole machine's CPU over one second below this, in % of one core")
+
+    @model_validator(mode="after")
+    def _starts_within_max_rate(self) -> CapacitySearch:
+        # A start above max_rate would run no trial at all: nothing to report, not even "none held".
+        if self.start > self.max_rate:
+            raise ValueError(f"start {self.start:g} msg/s is above max_rate {self.max_rate:g}: no trial could run; lower start or raise max_rate")
+        return self
 
 
 class LoadSection(StrictModel):

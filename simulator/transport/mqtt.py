@@ -38,12 +38,15 @@ from simulator.errors import BrokerError, BrokerRefused, BrokerUnreachable, Usag
 from simulator.transport.client import QUEUE_SIZE, Client
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.outbox import Outbox
+from simulator.userfiles import Refused, read_regular
 
 if TYPE_CHECKING:
     from simulator.scenario import MqttSettings
 
 
 KEEPALIVE_S = 30
+CA_FILE_LIMIT = 16 * 1024 * 1024  # bytes: a CA bundle is a few hundred KiB; more is not one
+PASSWORD_FILE_LIMIT = 1024  # bytes: a password is one line; more is not a password file (a device, a log)
 # A turn of the network loop (send what was written, read PUBACKs) after this many publishes; a read
 # costs one recv() however many acknowledgements wait.
 READ_EVERY = 64
@@ -123,7 +126,13 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     the run's connection, one shared by every device connection (not one per device: each would load
     the CA file). A CA file that cannot be read is one line (exit 2)."""
     try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        # Read here, as the other user files (a FIFO would block ssl's own open, a device never end its read), and
+        # handed over as data: no second open of a path that may have changed since.
+        data = None if ca_file is None else read_regular(Path(ca_file), CA_FILE_LIMIT)
+        cadata = None if data is None else (data.decode("ascii", "replace") if b"-----BEGIN" in data else data)  # PEM text, else DER
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=cadata)
+    except Refused as refused:
+        raise UsageError(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate ({refused})") from None
     except (OSError, ssl.SSLError) as error:
         raise UsageError(f"CA file {ca_file} (mqtt.ca_file, --ca-file): cannot read it as a CA certificate ({error.strerror or error})") from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -138,10 +147,12 @@ def password_from_environment(variable: str = "MQTT_PASSWORD") -> str | None:
     path = os.environ.get(f"{variable}_FILE")
     if not path:
         return None
-    try:
-        return Path(path).read_text().strip()
-    except OSError as error:
-        raise UsageError(f"{variable}_FILE {path}: cannot read it ({error.strerror})") from None
+    try:  # a FIFO would block the read, /dev/zero never end it; a link (a Docker or Kubernetes secret) is fine
+        return read_regular(Path(path), PASSWORD_FILE_LIMIT).decode("utf-8").strip()
+    except Refused as refused:
+        raise UsageError(f"{variable}_FILE {path}: {refused}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{variable}_FILE {path}: not a password file (not UTF-8 text)") from None
 
 
 def refusal(reason: object) -> str | None:
