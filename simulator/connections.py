@@ -96,13 +96,14 @@ def connection_plan(scenario: Scenario, shard: Shard = Shard(), password: str | 
 def device_passwords(folder: Path, ids: list[str], source: str) -> list[str]:
     """Each connection's password, the first line of `folder`/passwords/{id} (make-passwords.sh's
     layout); UsageError naming the first that is missing, unreadable, empty or not a small regular file
-    (a symbolic link, which could lead to any file this user can read, a FIFO, a device), and how to make them."""
+    (a FIFO, a device, a dangling link), and how to make them. Links are followed: a Kubernetes secret
+    volume is a folder of links (passwords/ID -> ..data/ID)."""
     make = f"generate them: iotsim devices {source} | DEVICES_FROM=- brokers/secure/make-passwords.sh {folder}"
     passwords = []
     for connection in ids:
         path = folder / "passwords" / connection
         try:
-            password = read_regular(path, PASSWORD_FILE_LIMIT, follow_symlinks=False).decode("utf-8").split("\n", 1)[0].strip()
+            password = read_regular(path, PASSWORD_FILE_LIMIT).decode("utf-8").split("\n", 1)[0].strip()
         except Refused as refused:
             raise UsageError(f"{path}: {refused}; {make}") from None
         except UnicodeDecodeError:
