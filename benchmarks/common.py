@@ -54,6 +54,8 @@ def run(main: Callable[[], None]) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     try:
         main()
+        if _received:  # its KeyboardInterrupt came inside a finalizer (the garbage collector's), which swallows it
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         print("interrupted: the servers and processes it started are stopped", file=sys.stderr)
         return INTERRUPTED
@@ -64,7 +66,11 @@ def run(main: Callable[[], None]) -> int:
     return 0
 
 
+_received: list[int] = []  # the signal that interrupted the run, once one has
+
+
 def _interrupt(signum: int, frame: object) -> NoReturn:
+    _received.append(signum)
     # The next ones are ignored by a handler that does nothing, not SIG_IGN: a signal already caught
     # (two at once, or both held by `signals_deferred`) whose handler is SIG_IGN by the time Python runs
     # it is a printed traceback, "OSError: Signal 15 ignored due to race condition".

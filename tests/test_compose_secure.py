@@ -465,4 +465,4 @@ def test_a_missing_password_file_stops_a_client_with_one_line(machine: Machine, 
     for command in (run_command, bridge_command):
         done = subprocess.run([*IOTSIM, *command], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr  # a usage mistake (UsageError), not an unreachable broker
-        assert done.stderr.strip() == f"MQTT_PASSWORD_FILE {tmp_path / 'missing'}: cannot read it (No such file or directory)", done.stderr
+        assert done.stderr.strip() == f"MQTT_PASSWORD_FILE {tmp_path / 'missing'}: no such file", done.stderr
