@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 class Refused(Exception):
@@ -48,11 +49,30 @@ def open_regular(path: Path, follow_symlinks: bool = True) -> int:
         if error.errno == errno.ELOOP and not follow_symlinks:
             raise Refused(f"a symbolic link (to {os.readlink(path)}); give the file itself") from None
         raise Refused(f"cannot read it ({error.strerror})") from None
+    return regular_or_refused(descriptor)
+
+
+def regular_or_refused(descriptor: int) -> int:
+    """`descriptor` if it is open on a regular file; else closed, and Refused saying what it is. Checked on
+    the descriptor, not the path: nothing can be put in the path's place between the check and the use."""
     mode = os.fstat(descriptor).st_mode
     if not stat.S_ISREG(mode):
         os.close(descriptor)
         raise Refused(f"{kind_of(mode)}, not a regular file")
     return descriptor
+
+
+def open_for_append(path: Path) -> BinaryIO:
+    """The regular file at `path` (created if missing) open for appending; Refused if it is anything else.
+    Opened non-blocking: a FIFO put there after check_writable_file would otherwise block the open until a reader came."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # what a non-blocking open for writing answers at a FIFO with no reader
+            raise Refused("a FIFO, not a regular file") from None
+        raise
+    os.set_blocking(regular_or_refused(descriptor), True)
+    return os.fdopen(descriptor, "ab")
 
 
 def read_regular(path: Path, limit: int, follow_symlinks: bool = True) -> bytes:

@@ -15,7 +15,7 @@ from conftest import IOTSIM, Pipeline, child_env, iotsim
 
 from simulator import stack
 from simulator.connections import device_passwords
-from simulator.ingest.deadletter import open_for_append
+from simulator.userfiles import Refused, open_for_append
 
 DEAD = stack.free_port()  # nothing listens here
 DEVICE_SCENARIO = "name: logins\nduration: 1h\nfleets:\n  - {{type: electricity_meter, id_prefix: meter, count: 1, connection: device}}\nmqtt: {{url: 'mqtt://127.0.0.1:{port}', username: simulator, device_passwords: {folder}}}\n"
@@ -202,7 +202,7 @@ def test_a_fifo_put_where_the_dead_letters_go_after_the_check_is_refused_not_wai
     """The open itself refuses it (the window between check_writable_file and the open): no hang."""
     path = tmp_path / "dead.jsonl"
     os.mkfifo(path)
-    with pytest.raises(OSError, match="a FIFO, not a regular file"):
+    with pytest.raises(Refused, match="a FIFO, not a regular file"):
         open_for_append(path)
     appended = open_for_append(tmp_path / "new.jsonl")
     appended.write(b"{}\n")

@@ -361,9 +361,8 @@ def test_fast_qos1_messages_lost_with_the_connection_are_sent_again_after_reconn
     subscriber_loop.disconnect()
 
 
-def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    acknowledged: list[tuple[int, int, object]] = []
-    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append((mid, reason.value, properties)))
+def count_pubacks_paho_frames(monkeypatch: pytest.MonkeyPatch, publisher: Client) -> list[int]:
+    """A one-item list counting the PUBACKs of `publisher` that paho's own reading framed (one by one)."""
     one_by_one = [0]
     original = Client._handle_pubackcomp
 
@@ -372,6 +371,13 @@ def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, m
         return original(self, cmd)
 
     monkeypatch.setattr(Client, "_handle_pubackcomp", counting)
+    return one_by_one
+
+
+def test_pubacks_are_taken_from_the_read_buffer_at_once(broker: stack.Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    acknowledged: list[tuple[int, int, object]] = []
+    publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append((mid, reason.value, properties)))
+    one_by_one = count_pubacks_paho_frames(monkeypatch, publisher)
     mids = [publisher.publish_qos1(f"client-test/fast-ack/{i}", b"x")[1] for i in range(3000)]
     turn_until(loop, lambda: len(acknowledged) >= len(mids))
     loop.turn(0.2)  # nothing more may come
@@ -387,14 +393,7 @@ def test_pubacks_beyond_one_read_are_taken_at_once_too(broker: stack.Service, mo
     monkeypatch.setattr(transport_client, "READ_BUFFER", 4096)  # 1,024 PUBACKs a read: three reads for 3,000
     acknowledged: list[int] = []
     publisher, loop = connected(broker, on_publish=lambda c, u, mid, reason, properties: acknowledged.append(mid))
-    one_by_one = [0]
-    original = Client._handle_pubackcomp
-
-    def counting(self: Client, cmd: object) -> object:
-        one_by_one[0] += self is publisher
-        return original(self, cmd)
-
-    monkeypatch.setattr(Client, "_handle_pubackcomp", counting)
+    one_by_one = count_pubacks_paho_frames(monkeypatch, publisher)
     mids = [publisher.publish_qos1(f"client-test/fast-acks/{i}", b"x")[1] for i in range(3000)]
     sock = publisher.socket()
     assert isinstance(sock, socket.socket)

@@ -13,33 +13,13 @@ from __future__ import annotations
 
 import base64
 import errno
-import os
-import stat
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
 from simulator.errors import BridgeError
-from simulator.userfiles import Refused, check_writable_file, kind_of
-
-
-def open_for_append(path: Path) -> BinaryIO:
-    """The regular file at `path` (created if missing) open for appending. Non-blocking, then checked on the
-    descriptor: a FIFO put there after check_writable_file would otherwise block the open until a reader came."""
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-    except OSError as error:
-        if error.errno == errno.ENXIO:  # what a non-blocking open for writing answers at a FIFO with no reader
-            raise OSError(errno.EINVAL, "a FIFO, not a regular file") from None
-        raise
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        raise OSError(errno.EINVAL, f"{kind_of(mode)}, not a regular file")
-    os.set_blocking(descriptor, True)
-    return os.fdopen(descriptor, "ab")
+from simulator.userfiles import Refused, check_writable_file, open_for_append
 
 
 class DeadLetters:
@@ -48,11 +28,11 @@ class DeadLetters:
         self.path = path
         self.count = 0
         try:
-            check_writable_file(path)  # a FIFO would block the open (until a reader comes), a dangling link create a file elsewhere
+            check_writable_file(path)  # a dangling link would create a file elsewhere
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open_for_append(path)  # non-blocking: a FIFO would block the open until a reader came
         except Refused as refused:
             raise OSError(errno.EINVAL, str(refused)) from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open_for_append(path)
 
     def add(self, topic: str, raw: bytes, reason: str) -> None:
         record = {
