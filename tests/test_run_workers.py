@@ -159,13 +159,19 @@ def children_of(process: subprocess.Popen[str], count: int, timeout: float = 10)
     return found
 
 
+def wait_until_live(process: subprocess.Popen[str], reader: Reader, children: list[psutil.Process]) -> None:
+    """Both children found (into `children`, which the caller's cleanup stops) and both shards connected and running."""
+    children.extend(children_of(process, 2))
+    assert len(children) == 2
+    assert reader.wait_for("live from", 2, timeout=20), reader.lines
+
+
 def test_sigterm_stops_a_live_run_cleanly_with_every_child(sys_broker: stack.Service, tmp_path: Path) -> None:  # noqa: F811
     scenario = scenario_file(tmp_path, sys_broker.port, "rwlive", duration="until-stopped", speed="60", meters=40)
     process, reader = start_workers(scenario, "--workers", "2")
+    children: list[psutil.Process] = []
     try:
-        children = children_of(process, 2)
-        assert len(children) == 2
-        assert reader.wait_for("live from", 2, timeout=20), reader.lines  # both shards connected and running
+        wait_until_live(process, reader, children)
         time.sleep(1.0)  # a few simulated minutes: some messages published
         process.send_signal(signal.SIGTERM)
         stdout = reader.end(timeout=30)
@@ -201,9 +207,7 @@ def test_in_a_live_run_a_child_stopped_from_outside_stops_the_others(sys_broker:
     process, reader = start_workers(scenario, "--workers", "2")
     children: list[psutil.Process] = []
     try:
-        children = children_of(process, 2)
-        assert len(children) == 2
-        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        wait_until_live(process, reader, children)
         children[0].terminate()  # `kill` of one child: it drains and ends 0, and the run would go on without its devices
         stdout = reader.end(timeout=30)
     finally:
@@ -230,9 +234,7 @@ def test_ctrl_z_pauses_every_child_and_fg_resumes_them(sys_broker: stack.Service
     process, reader = start_workers(scenario, "--workers", "2")
     children: list[psutil.Process] = []
     try:
-        children = children_of(process, 2)
-        assert len(children) == 2
-        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        wait_until_live(process, reader, children)
         process.send_signal(signal.SIGTSTP)  # Ctrl-Z: it reaches the parent's process group only
         assert statuses([psutil.Process(process.pid), *children], psutil.STATUS_STOPPED) == [psutil.STATUS_STOPPED] * 3
         process.send_signal(signal.SIGCONT)  # fg
@@ -254,9 +256,7 @@ def test_sighup_the_terminal_closed_leaves_no_child_running(sys_broker: stack.Se
     process, reader = start_workers(scenario, "--workers", "2")
     children: list[psutil.Process] = []
     try:
-        children = children_of(process, 2)
-        assert len(children) == 2
-        assert reader.wait_for("live from", 2, timeout=20), reader.lines
+        wait_until_live(process, reader, children)
         process.send_signal(signal.SIGHUP)  # each child in its own process group: only the parent has it
         reader.end(timeout=30)
         assert psutil.wait_procs(children, timeout=10)[1] == []  # one process would have ended: so does each child
