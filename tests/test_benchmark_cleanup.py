@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_connection_benchmarks import running
+from test_connection_benchmarks import running, stop_what_is_left
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -77,12 +77,7 @@ def test_sigterm_stops_the_servers_the_benchmark_started(script: str) -> None:
         assert bench.returncode == 130, err
         assert err.strip().splitlines() == ["interrupted: the servers and processes it started are stopped"], err
     finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait(timeout=30)
-        for child in children:  # what a failed run left, stopped by PID
-            if running(child):
-                child.kill()
+        stop_what_is_left(bench, children)
 
 
 def test_sigterm_stops_the_py_spy_sampler_too(tmp_path: Path) -> None:
@@ -107,9 +102,4 @@ def test_sigterm_stops_the_py_spy_sampler_too(tmp_path: Path) -> None:
         assert left == [], err
         assert bench.returncode == 130, err
     finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait(timeout=30)
-        for child in children:  # what a failed run left, stopped by PID
-            if running(child):
-                child.kill()
+        stop_what_is_left(bench, children)

@@ -61,6 +61,16 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
+def stop_what_is_left(bench: subprocess.Popen[str], children: list[psutil.Process]) -> None:
+    """After a test of a benchmark's stopping: the benchmark, and what a failed run left, killed by PID."""
+    if bench.poll() is None:
+        bench.kill()
+        bench.wait(timeout=30)
+    for child in children:
+        if running(child):
+            child.kill()
+
+
 # kill -TERM, kill -INT (the benchmark alone), and Ctrl-C at a terminal (SIGINT to its whole process group:
 # its workers and mosquitto_sub get it too; the brokers run in sessions of their own).
 STOPS = {"SIGTERM": (signal.SIGTERM, False), "SIGINT": (signal.SIGINT, False), "Ctrl-C": (signal.SIGINT, True)}
@@ -85,12 +95,7 @@ def test_a_stopped_benchmark_stops_every_server_and_process_it_started(script: s
         assert bench.returncode == 130, err
         assert err.strip().splitlines()[-1] == "interrupted: the servers and processes it started are stopped" and "Traceback" not in err, err
     finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait(timeout=30)
-        for child in children:  # what a failed run left, stopped by PID
-            if running(child):
-                child.kill()
+        stop_what_is_left(bench, children)
 
 
 def test_signals_while_it_stops_do_not_cut_the_stopping_short() -> None:
@@ -112,12 +117,7 @@ def test_signals_while_it_stops_do_not_cut_the_stopping_short() -> None:
         assert bench.returncode == 130, err
         assert err.strip().splitlines()[-1] == "interrupted: the servers and processes it started are stopped" and "Traceback" not in err, err
     finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait(timeout=30)
-        for child in children:  # what a failed run left, stopped by PID
-            if running(child):
-                child.kill()
+        stop_what_is_left(bench, children)
 
 
 @pytest.mark.parametrize(
