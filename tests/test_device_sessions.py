@@ -41,6 +41,10 @@ from simulator.transport.sessions import (
 
 READY_TOPIC = "$SYS/broker/version"
 SYS_INTERVAL_S = 1  # the test broker publishes $SYS every second (Mosquitto's default: 10 s)
+UPTIME_TOPIC = "$SYS/broker/uptime"  # published every round; the others below only when they change
+STORED_TOPIC = "$SYS/broker/store/messages/count"
+RETAINED_TOPIC = "$SYS/broker/retained messages/count"
+STORE_TOPICS = [UPTIME_TOPIC, STORED_TOPIC, RETAINED_TOPIC]
 
 
 @pytest.fixture
@@ -64,7 +68,7 @@ class Watcher:
     def __init__(self, port: int, topics: list[str], client_id: str | None = None, login: tuple[str, str] | None = None) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-F", "%r %t %p"]
+        command = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-F", "%r %l %t %p"]
         if login is not None:  # a broker that wants passwords (the secure profile): user, password
             command += ["-u", login[0], "-P", login[1]]
         if client_id is not None:
@@ -80,7 +84,9 @@ class Watcher:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            retained, topic, payload = line.rstrip(b"\n").split(b" ", 2)
+            # The payload's length says where the topic ends ($SYS has topics with spaces).
+            retained, length, rest = line.rstrip(b"\n").split(b" ", 2)
+            topic, payload = rest[: len(rest) - int(length) - 1], rest[len(rest) - int(length) :]
             with self.lock:
                 self.messages.append((topic.decode(), payload, retained == b"1"))
 
@@ -98,6 +104,19 @@ class Watcher:
         stack.stop_pid(self.process.pid)
         self.process.wait(timeout=10)
         self.reader.join(timeout=10)
+
+
+def acknowledged_by_watcher(messages: list[tuple[str, bytes, bool]], prefix: str, count: int) -> bool:
+    """The watcher (subscribed to STORE_TOPICS too) has `count` messages under `prefix` and, in a $SYS
+    round wholly after the last of them, the broker's store held retained messages only: it had every
+    PUBACK of the watcher's. A broker stopped before then sends the unacknowledged ones again after its
+    restart (QoS 1's copies, which an exact count would take for the devices')."""
+    under = [i for i, (topic, *_) in enumerate(messages) if topic.startswith(prefix)]
+    if len(under) < count:
+        return False
+    rounds_after = sum(1 for topic, *_ in messages[under[-1] + 1 :] if topic == UPTIME_TOPIC)
+    latest = {topic: payload for topic, payload, _ in messages if topic in (STORED_TOPIC, RETAINED_TOPIC)}
+    return rounds_after >= 2 and len(latest) == 2 and latest[STORED_TOPIC] == latest[RETAINED_TOPIC]
 
 
 def device_ids(count: int) -> list[str]:
@@ -263,7 +282,7 @@ def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: 
     ids = device_ids(count)
     policy = ReconnectPolicy(policy="exponential", min=0.25, max=2.0, jitter="full")
     sessions = DeviceSessions(ids, SessionSettings(port=sys_broker.port, prefix="tout", reconnect=policy, seed=5, connect_window=0.5))
-    watcher = Watcher(sys_broker.port, ["tout/data/#"], client_id="tout-watcher")
+    watcher = Watcher(sys_broker.port, ["tout/data/#", *STORE_TOPICS], client_id="tout-watcher")
     broker = sys_broker
     seq = dict.fromkeys(ids, 0)
 
@@ -278,6 +297,8 @@ def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: 
         assert sessions.run_until(sessions.all_connected, timeout=20)
         publish_all()
         assert sessions.run_until(sessions.drained, timeout=20)
+        settled = watcher.wait(lambda m: acknowledged_by_watcher(m, "tout/", count), timeout=20 + 3 * SYS_INTERVAL_S)
+        assert acknowledged_by_watcher(settled, "tout/", count), "the broker still holds messages for the watcher"
 
         broker.stop()  # SIGTERM: Mosquitto saves its persistence (the watcher's session) and exits
         assert sessions.run_until(lambda: sessions.stats.connected == 0, timeout=10)

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import IOTSIM, child_env, iotsim
-from test_device_sessions import Watcher
+from test_device_sessions import STORE_TOPICS, Watcher, acknowledged_by_watcher
 from test_security import make_secrets
 
 from simulator import stack
@@ -35,7 +35,7 @@ from simulator.transport.sessions import CONNECT_TIMEOUT_S, DeviceSessions, rais
 FLEET = 2_000
 IDS = [f"meter-{n:04d}" for n in range(1, FLEET + 1)]
 WATCHER = "test-watcher"  # the test's own reader: everything under the prefix and the broker's client count
-WATCHER_ACL = f"\n# tests/test_secure_sessions.py: its reader.\nuser {WATCHER}\ntopic read yangquan/#\ntopic read $SYS/broker/clients/connected\ntopic read $SYS/broker/version\n"
+WATCHER_ACL = f"\n# tests/test_secure_sessions.py: its reader.\nuser {WATCHER}\ntopic read yangquan/#\ntopic read $SYS/broker/clients/connected\ntopic read $SYS/broker/version\n" + "".join(f"topic read {topic}\n" for topic in STORE_TOPICS)
 CONNECTED_TOPIC = "$SYS/broker/clients/connected"
 SYS_INTERVAL_S = 1
 NOT_AUTHORIZED = 0x87
@@ -238,7 +238,7 @@ def test_a_broker_restart_over_tls_every_device_reconnects_and_nothing_is_lost(f
     during_outage = 3
     policy = ReconnectPolicy(policy="exponential", min=0.25, max=2.0, jitter="full")
     sessions = tls_sessions(fleet, policy=policy, connect_window=0.5)
-    watcher = watch(fleet, ["yangquan/city/electricity_meter/#"], client_id="test-watcher-restart")
+    watcher = watch(fleet, ["yangquan/city/electricity_meter/#", *STORE_TOPICS], client_id="test-watcher-restart")
     seq = dict.fromkeys(IDS, 0)
 
     def publish_all() -> None:
@@ -251,6 +251,8 @@ def test_a_broker_restart_over_tls_every_device_reconnects_and_nothing_is_lost(f
         assert sessions.run_until(sessions.all_connected, timeout=40)
         publish_all()
         assert sessions.run_until(sessions.drained, timeout=20)
+        settled = watcher.wait(lambda m: acknowledged_by_watcher(m, "yangquan/", FLEET), timeout=20 + 3 * SYS_INTERVAL_S)
+        assert acknowledged_by_watcher(settled, "yangquan/", FLEET), "the broker still holds messages for the watcher"
 
         fleet.service.stop()  # SIGTERM by PID: Mosquitto saves its persistence (the watcher's session) and exits
         assert sessions.run_until(lambda: sessions.stats.connected == 0, timeout=10)
