@@ -173,7 +173,7 @@ def run_mosquitto(
         + after_shared
     )
     log_file = state_dir / "mosquitto.log"
-    service = launch("mosquitto", [binary, "-c", str(config)], ports[0], state_dir, log_file)
+    service = launch("mosquitto", [binary, "-c", str(config)], ports[0], state_dir, log_file, keep_on_interrupt)
     what = f"port {ports[0]}" if len(ports) == 1 else f"ports {' and '.join(map(str, ports))}"
     wait_until(lambda: all(accepts_tcp(port) for port in ports), service, timeout, f"Mosquitto to accept connections on {what}", keep_on_interrupt)
     return service
@@ -208,7 +208,7 @@ def start_influxdb(
         "  store-enabled = false\n"
     )
     log_file = state_dir / "influxdb.log"
-    service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file)
+    service = launch("influxdb", [binary, "-config", str(config)], port, state_dir, log_file, keep_on_interrupt)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: influx_ready(url), service, timeout, f"InfluxDB to answer {url}/ping", keep_on_interrupt)
     try:
@@ -221,15 +221,38 @@ def start_influxdb(
     return service
 
 
-def launch(name: str, command: list[str], port: int, state_dir: Path, log_file: Path) -> Service:
+def launch(name: str, command: list[str], port: int, state_dir: Path, log_file: Path, keep_on_interrupt: bool = False) -> Service:
+    """Start `command` in a session of its own and record it in `state_dir`/`name`.pid. An interrupt
+    (Ctrl-C) once it runs still lets the PID file be written whole; it then stops the server, which the
+    caller never gets, or with `keep_on_interrupt` (the user's stack, which the PID file and `stack down`
+    own) leaves it running, recorded; and is raised."""
     if accepts_tcp(port):
         raise StackError(f"port {port} on 127.0.0.1 is already in use; is the stack already up? (iotsim stack status)")
     with open(log_file, "ab") as log:
         # Own session: Ctrl-C in the terminal does not reach the servers; `stack down` stops them.
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    pid_file = state_dir / f"{name}.pid"
-    pid_file.write_text(f"{process.pid} {port}\n")
-    return Service(name, process.pid, port, pid_file, log_file)
+    service = Service(name, process.pid, port, state_dir / f"{name}.pid", log_file)
+    interrupted = write_pid_file(service)
+    if interrupted is not None:
+        if not keep_on_interrupt:
+            service.stop()
+        raise interrupted
+    return service
+
+
+def write_pid_file(service: Service) -> KeyboardInterrupt | None:
+    """Write `service`'s PID file through a renamed temporary file (a reader never sees half of it, which it
+    took for no record: a server running that `stack down` did not know), again after an interrupt, which
+    is returned for the caller to raise."""
+    interrupted: KeyboardInterrupt | None = None
+    partial = service.pid_file.with_name(f".{service.pid_file.name}.partial")
+    while True:
+        try:
+            partial.write_text(f"{service.pid} {service.port}\n")
+            os.replace(partial, service.pid_file)
+            return interrupted
+        except KeyboardInterrupt as interrupt:
+            interrupted = interrupted or interrupt
 
 
 def wait_until(ready: object, service: Service, timeout: float, what: str, keep_on_interrupt: bool = False) -> None:

@@ -93,3 +93,37 @@ def test_an_interrupt_during_a_restart_that_then_fails_is_still_raised(tmp_path:
     finally:
         if stack.alive(service.pid):
             stack.stop_pid(service.pid)
+
+
+@pytest.mark.parametrize("keep_on_interrupt", [False, True])
+def test_an_interrupt_while_the_pid_file_is_written_still_records_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_on_interrupt: bool) -> None:
+    # CI's Ctrl-C once came inside write_text: the PID file was left empty and the broker ran, unknown to
+    # `stack down`. Now the file is written whole anyway: the server then stopped, or kept (the user's stack).
+    port = stack.free_port()
+    write_text = Path.write_text
+    written: list[str] = []
+
+    def interrupted_once(path: Path, text: str, *args: object, **kwargs: object) -> int:
+        written.append(text)
+        if len(written) == 1:
+            write_text(path, "")  # opened (truncated), then the interrupt
+            raise KeyboardInterrupt
+        return write_text(path, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", interrupted_once)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stack.launch("mosquitto", [stack.MOSQUITTO.path(), "-p", str(port)], port, tmp_path, tmp_path / "mosquitto.log", keep_on_interrupt)
+        monkeypatch.undo()
+        pid = int(written[-1].split()[0])
+        record = stack.recorded(tmp_path, "mosquitto")
+        if keep_on_interrupt:
+            assert record is not None and record.running and (record.pid, record.port) == (pid, port)
+            assert accepts_within(port, 15)
+        else:
+            assert record is None and not stack.alive(pid)
+        assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".partial")] == []
+    finally:
+        monkeypatch.undo()
+        if written and stack.alive(int(written[-1].split()[0])):
+            stack.stop_pid(int(written[-1].split()[0]))
