@@ -97,7 +97,7 @@ def test_an_interrupt_during_a_restart_that_then_fails_is_still_raised(tmp_path:
 
 @pytest.mark.parametrize("keep_on_interrupt", [False, True])
 def test_an_interrupt_while_the_pid_file_is_written_still_records_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_on_interrupt: bool) -> None:
-    # CI's Ctrl-C once came inside write_text: the PID file was left empty and the broker ran, unknown to
+    # A Ctrl-C once came inside write_text (a suite run on 2 cores): the PID file was left empty and the broker ran, unknown to
     # `stack down`. Now the file is written whole anyway: the server then stopped, or kept (the user's stack).
     port = stack.free_port()
     write_text = Path.write_text
