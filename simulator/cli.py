@@ -513,10 +513,12 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
             err.print(f"gave up after {drain_timeout:.0f} s waiting for {sessions.outbox_depth()} acknowledgements on the devices' own connections")
     except KeyboardInterrupt:
         interrupted = True
+        restore_stack(control)  # first: what is still unacknowledged may need the broker the outage stopped
         publisher.drain(5.0)
         if sessions:
             sessions.run_until(sessions.drained, 5.0)
     finally:
+        restore_stack(control)  # an error during an outage, too
         stats.stop()
         publisher.stop()
         if sessions:
@@ -543,6 +545,12 @@ def run_published(scenario: Scenario, drain_timeout: float, control: StackContro
         raise typer.Exit(130)
     if settings.qos == 1 and (acknowledged_count < published or own.overflowed or own.stranded):
         raise typer.Exit(1)
+
+
+def restore_stack(control: StackControl) -> None:
+    """What a fault injection left stopped when the run ended before the fault did, started again and said."""
+    for line in control.restore():
+        err.print(line, markup=False, highlight=False)
 
 
 def describe_sessions(plan: ConnectionPlan, sessions: DeviceSessions) -> str:

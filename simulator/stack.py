@@ -446,11 +446,14 @@ class StackControl:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
+        self.stopped: dict[str, int] = {}  # what a fault stopped and has not started again: name → port
+        self.killed_bridge: list[str] | None = None  # the command line of a bridge a fault killed, until it runs again
 
     def stop(self, name: str) -> int:
         record = recorded(self.state_dir, name)
         if record is None or not record.running:
             raise StackError(f"fault injection: {name} is not running under {self.state_dir} (iotsim stack up)")
+        self.stopped[name] = record.port
         stop_pid(record.pid)
         return record.port
 
@@ -460,6 +463,26 @@ class StackControl:
             start_mosquitto(self.state_dir, port, keep_on_interrupt=True)
         else:
             start_influxdb(self.state_dir, port, database=None, keep_on_interrupt=True)
+        self.stopped.pop(name, None)
+
+    def restore(self) -> list[str]:
+        """Start again what a fault left stopped, when the run ended before the fault did (Ctrl-C during an
+        outage, before a killed bridge's restart): the user's stack as it was. A line for each, to say."""
+        lines = []
+        for name, port in list(self.stopped.items()):
+            lines.append(self.start_again(name, port))
+        if self.killed_bridge is not None:
+            self.restart_bridge(self.killed_bridge)
+            lines.append(f"fault injection cut short: the bridge started again ({self.state_dir / 'bridge.log'}); the run ended before its bridge_crash did")
+        return lines
+
+    def start_again(self, name: str, port: int) -> str:
+        """Start `name` on `port` for the user's stack; what happened, in a line."""
+        try:
+            self.start(name, port)
+        except StackError as error:
+            return f"fault injection cut short: {name} (port {port}) could not be started again: {error}; start it with iotsim stack up"
+        return f"fault injection cut short: {name} started again on port {port}; the run ended before its outage did"
 
     def crash_bridge(self) -> list[str]:
         """kill -9 the bridge recorded in bridge.pid; return its command line to start it again."""
@@ -468,6 +491,7 @@ class StackControl:
             record = json.loads(pid_file.read_text())
         except (OSError, ValueError):
             raise StackError(f"fault injection: no bridge.pid in {self.state_dir}; start the bridge with --pid-file") from None
+        self.killed_bridge = record["argv"]
         if alive(record["pid"]):
             os.kill(record["pid"], signal.SIGKILL)
             while alive(record["pid"]):
@@ -477,3 +501,4 @@ class StackControl:
     def restart_bridge(self, argv: list[str]) -> None:
         with open(self.state_dir / "bridge.log", "ab") as log:
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        self.killed_bridge = None

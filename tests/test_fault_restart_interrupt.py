@@ -4,6 +4,7 @@ the interrupt must not stop it (it did, when it came while Mosquitto was not yet
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import child_env
+from conftest import IOTSIM, child_env
 
 from simulator import stack
 
@@ -127,3 +128,56 @@ def test_an_interrupt_while_the_pid_file_is_written_still_records_the_server(tmp
         monkeypatch.undo()
         if written and stack.alive(int(written[-1].split()[0])):
             stack.stop_pid(int(written[-1].split()[0]))
+
+
+CUT_SHORT = """
+name: cut-short
+seed: 3
+duration: 2h
+speed: 60
+fleets:
+  - type: air_quality
+    count: 5
+    cadence: 1m
+faults:
+  - {{kind: broker_outage, at: 2m, duration: 1h}}
+mqtt:
+  url: mqtt://127.0.0.1:{port}
+  topic_prefix: tcut
+influx:
+  url: http://127.0.0.1:{influx_port}
+"""
+
+
+def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_so(tmp_path: Path) -> None:
+    # The outage starts 2 s into the run (2 min at 60 x) and would last an hour: the user stops the run meanwhile.
+    state = tmp_path / "stack"
+    port = stack.free_port()
+    first = stack.start_mosquitto(state, port)
+    scenario = tmp_path / "cut-short.yaml"
+    scenario.write_text(CUT_SHORT.format(port=port, influx_port=stack.free_port()))
+    run = subprocess.Popen([*IOTSIM, "run", str(scenario), "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        deadline = time.monotonic() + 30
+        while stack.alive(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not stack.alive(first.pid), "the outage did not stop the broker"
+        time.sleep(0.5)  # into the outage: the publisher holds what the devices send meanwhile
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
+    try:
+        assert run.returncode == 130, err
+        assert f"fault injection cut short: mosquitto started again on port {port}; the run ended before its outage did\n" in err
+        record = stack.recorded(state, "mosquitto")
+        assert record is not None and record.running and record.port == port and record.pid != first.pid
+        assert accepts_within(port, 5)
+        counts = re.search(r"cut-short: generated (\d+), published (\d+), acknowledged (\d+)", out)
+        assert counts is not None, out
+        generated, published, acknowledged = map(int, counts.groups())
+        assert generated >= 5 and published == acknowledged == generated  # what waited for the broker reached it
+    finally:
+        stack.stack_down(state)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -335,3 +336,26 @@ def test_devices_that_left_connect_again_when_the_profile_rises_again(pipeline: 
     statuses = {s["tags"]["device_id"]: [row[1] for row in s["values"]] for s in pipeline.query('SELECT "online" FROM "device_status" GROUP BY "device_id"')}
     assert statuses.pop("lp-0001") == [True, False]
     assert len(statuses) == 19 and all(online == [True, False, True, False] for online in statuses.values()), statuses
+
+
+def test_ctrl_c_during_a_load_experiments_broker_outage_starts_the_stacks_broker_again(pipeline: Pipeline, own_broker: tuple[Path, stack.Service]) -> None:
+    # The workers are killed when the run is cut short: the one that had stopped the broker cannot start it again.
+    state, broker = own_broker
+    scenario = pipeline.scenario_file(OUTAGE.replace("duration: 3s}", "duration: 10m}"))
+    command = [*IOTSIM, "load", str(scenario), "--out", str(pipeline.tmp / "results"), "--state-dir", str(state)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        deadline = time.monotonic() + 60
+        while stack.alive(broker.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not stack.alive(broker.pid), "the outage did not stop the broker"
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
+    assert run.returncode == 130, err
+    assert f"fault injection cut short: mosquitto started again on port {broker.port}; the run ended before its outage did" in err.splitlines()
+    record = stack.recorded(state, "mosquitto")
+    assert record is not None and record.running and record.port == broker.port and stack.accepts_tcp(broker.port)

@@ -59,7 +59,7 @@ from simulator.load.section import CapacitySearch, LoadSection
 from simulator.load.thresholds import Verdict
 from simulator.scenario import Scenario
 from simulator.shard import Shard
-from simulator.stack import recorded
+from simulator.stack import StackControl, recorded
 from simulator.transport.client_ids import load_bridge_client_id
 from simulator.transport.mqtt import BrokerAddress, password_from_environment
 
@@ -295,6 +295,8 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
             if collected or child is bridge:  # a run cut short does not wait for the workers' last stages
                 child.done.wait(60)
             child.kill()
+        if controlled is not None:
+            restore_broker(Path(controlled), BrokerAddress.from_url(scenario.mqtt.url).port, lambda line: print(line, file=sys.stderr))
     try:
         for child in (bridge, *workers):
             if not child.finished():
@@ -327,6 +329,14 @@ def broker_control(scenario: Scenario, state_dir: Path | None, say: Callable[[st
         return None
     assert state_dir is not None
     return str(state_dir.resolve())
+
+
+def restore_broker(state_dir: Path, port: int, say: Callable[[str], None]) -> None:
+    """The local stack's broker, running when the experiment began, started again if the experiment ended
+    (Ctrl-C, a failure: its workers killed) while a worker had it stopped for the broker_outage."""
+    record = recorded(state_dir, "mosquitto")
+    if record is None or not record.running:
+        say(StackControl(state_dir).start_again("mosquitto", port))
 
 
 def is_loopback(host: str) -> bool:
