@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+READ_CHUNK = 1 << 20  # bytes read at once
+
+
 class Refused(Exception):
     """The reason a path cannot be used, one phrase: 'a FIFO, not a regular file'."""
 
@@ -81,7 +84,7 @@ def read_regular(path: Path, limit: int, follow_symlinks: bool = True) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        while size <= limit and (chunk := os.read(descriptor, limit + 1 - size)):
+        while size <= limit and (chunk := os.read(descriptor, min(limit + 1 - size, READ_CHUNK))):  # os.read allocates all it is asked for
             chunks.append(chunk)
             size += len(chunk)
     except OSError as error:

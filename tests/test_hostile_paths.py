@@ -15,6 +15,9 @@ from conftest import IOTSIM, Pipeline, child_env, iotsim
 
 from simulator import stack
 from simulator.connections import device_passwords
+from simulator.ingest.session import SessionRecord
+from simulator.ingest.spool import Spool
+from simulator.transport.client_ids import BRIDGE_CLIENT_ID
 from simulator.userfiles import Refused, open_for_append
 
 DEAD = stack.free_port()  # nothing listens here
@@ -208,3 +211,54 @@ def test_a_fifo_put_where_the_dead_letters_go_after_the_check_is_refused_not_wai
     appended.write(b"{}\n")
     appended.close()
     assert (tmp_path / "new.jsonl").read_bytes() == b"{}\n"
+
+
+SEGMENT = "000000000000-5.lp"  # a name the bridge gives its spool files
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+def test_a_spool_file_that_is_not_a_regular_file_is_refused_before_the_bridge_reads_it(tmp_path: Path, kind: str) -> None:
+    # The bridge writes what its spool holds when it starts: a FIFO there blocked it, waiting for a writer.
+    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
+    folder.mkdir(parents=True)
+    path = folder / SEGMENT
+    words = {"fifo": "a FIFO", "directory": "a directory", "dangling symlink": "a symbolic link", "device": "a symbolic link"}[kind]
+    make(path, kind)
+    assert_refused(bridge(tmp_path), path, words)
+
+
+@pytest.mark.parametrize("name", ["notes.lp", "12-5.lp", "000000000000-x.lp", "000000000001-.lp"])
+def test_a_file_the_bridge_did_not_name_in_its_spool_is_refused(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
+    folder.mkdir(parents=True)
+    (folder / name).write_text("air_quality pm25=1 0\n")
+    assert_refused(bridge(tmp_path), folder / name, "not a name the bridge gives its spool files (NUMBER-POINTS.lp)")
+
+
+def test_a_leftover_partial_spool_file_that_is_a_fifo_is_refused_not_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
+    folder.mkdir(parents=True)
+    path = folder / "000000000003-5.tmp"
+    os.mkfifo(path)
+    assert_refused(bridge(tmp_path), path, "a FIFO, not a spool file the bridge wrote")
+    assert path.exists()
+
+
+def test_a_segment_replaced_by_a_fifo_while_the_bridge_runs_is_refused_not_waited_on(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", limit=1_000)
+    spool.append(["air_quality pm25=1 0", "air_quality pm25=2 1"])
+    segment = spool.oldest()
+    assert segment is not None and segment.lines() == ["air_quality pm25=1 0", "air_quality pm25=2 1"]
+    segment.path.unlink()
+    os.mkfifo(segment.path)
+    with pytest.raises(Refused, match="a FIFO, not a regular file"):
+        segment.lines()
+
+
+def test_a_fifo_as_the_bridges_session_record_is_no_record_and_is_replaced_on_save(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "session.json")
+    os.mkfifo(tmp_path / "session.json.new")  # the temporary a save writes first
+    assert SessionRecord.load(tmp_path) is None  # at once: nothing known, as for an unreadable record
+    record = SessionRecord("mqtt://127.0.0.1:1883", "yangquan/#")
+    record.save(tmp_path)
+    assert SessionRecord.load(tmp_path) == record and (tmp_path / "session.json").is_file()

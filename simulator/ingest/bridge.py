@@ -67,6 +67,7 @@ from simulator.ingest.status import to_point
 from simulator.transport.client import Client, Received
 from simulator.transport.loop import LOOP_WAIT_S, ClientLoop
 from simulator.transport.mqtt import KEEPALIVE_S, BrokerAddress, BrokerUnreachable, Credentials, TakeoverWatch, refusal
+from simulator.userfiles import Refused
 
 # Messages read in one turn of the network loop, at most, before the acknowledgements waiting are sent.
 READ_BURST = 500
@@ -530,7 +531,11 @@ class Bridge:
             try:
                 lines, refused = segment.lines(), []
             except OSError as error:
-                raise self._spool_broken(error) from None
+                raise self._spool_broken(str(error.strerror)) from None
+            except Refused as refusal:  # something not the bridge's put in the segment's place
+                raise self._spool_broken(f"{segment.path.name}: {refusal}") from None
+            except UnicodeDecodeError:
+                raise self._spool_broken(f"{segment.path.name}: not UTF-8, not as the bridge wrote it") from None
             try:
                 for start in range(0, len(lines), self.settings.batch_size):
                     refused += self.writer.write(lines[start : start + self.settings.batch_size], give_up=self._memory_full)
@@ -541,13 +546,13 @@ class Bridge:
             try:
                 self.spool.remove_oldest()
             except OSError as error:  # written, but it would be written again: harmless, yet the spool cannot shrink
-                raise self._spool_broken(error) from None
+                raise self._spool_broken(str(error.strerror)) from None
             self.counts.written += len(lines) - len(refused)
             self.spool_written = time.monotonic()
 
-    def _spool_broken(self, error: OSError) -> BridgeError:
+    def _spool_broken(self, reason: str) -> BridgeError:
         assert self.spool is not None
-        return BridgeError(f"bridge: cannot read or remove spooled points in {self.spool.directory} ({error.strerror}); stopped, the spool keeps them: check --spool-dir")
+        return BridgeError(f"bridge: cannot read or remove spooled points in {self.spool.directory} ({reason}); stopped, the spool keeps them: check --spool-dir")
 
     def _dead_letter(self, refused: list[tuple[str, bytes, str]]) -> None:
         """(topic, payload, reason) of each point InfluxDB refused: the original message when there is one."""
@@ -589,6 +594,8 @@ def open_spool(settings: BridgeSettings) -> Spool:
     """The spool of this bridge's client id: two bridges must never write each other's spool."""
     try:
         return Spool(settings.spool_dir / settings.client_id, settings.spool_limit)
+    except Refused as refused:  # something the bridge did not write in its spool folder
+        raise UsageError(f"--spool-dir {settings.spool_dir}: {refused}") from None
     except OSError as error:
         raise UsageError(f"--spool-dir {settings.spool_dir}: cannot write there ({error.strerror})") from None
 

@@ -15,7 +15,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from simulator.userfiles import Refused, read_regular
+
 FILE_NAME = "session.json"
+RECORD_LIMIT = 64 * 1024  # bytes: a record is a broker URL and a topic filter
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,10 @@ class SessionRecord:
     @classmethod
     def load(cls, directory: Path) -> SessionRecord | None:
         """The record in `directory`, or None (none yet, or unreadable: then nothing is known)."""
-        try:
-            data = json.loads((directory / FILE_NAME).read_text())
+        try:  # read as a user's file: a FIFO put in its place must not block the bridge's start
+            data = json.loads(read_regular(directory / FILE_NAME, RECORD_LIMIT, follow_symlinks=False))
             return cls(str(data["broker"]), str(data["topic_filter"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (Refused, ValueError, KeyError, TypeError):
             return None
 
     def save(self, directory: Path) -> None:
@@ -37,7 +40,9 @@ class SessionRecord:
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / f"{FILE_NAME}.new"
         try:
-            temporary.write_text(json.dumps(asdict(self)) + "\n")
+            temporary.unlink(missing_ok=True)  # then created anew: never a FIFO or a link left in its place
+            with open(temporary, "x", encoding="utf-8") as file:
+                file.write(json.dumps(asdict(self)) + "\n")
             os.replace(temporary, directory / FILE_NAME)
         except OSError:
             temporary.unlink(missing_ok=True)  # a full disk: leave no half-written record behind

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import stat
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.userfiles import Refused, check_directory
+from simulator.userfiles import Refused, check_directory, kind_of, read_regular
+
+SEGMENT_NAME = re.compile(r"[0-9]{12}-[0-9]+\.lp")  # as append() names them
+SEGMENT_LIMIT = 1 << 30  # bytes: far above a spooled batch; a file larger is not one the bridge wrote
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class Segment:
     def lines(self) -> list[str]:
         # Only "\n" ends a point (as for InfluxDB): splitlines() would also cut at \x0b, \x1c, \u2028 ...,
         # which a string reading may hold, and turn one point into two broken ones.
-        return self.path.read_bytes().decode("utf-8").split("\n")  # bytes: no newline translation of "\r"
+        # Read as a user's file (userfiles): a FIFO put in its place must not block the bridge.
+        return read_regular(self.path, SEGMENT_LIMIT, follow_symlinks=False).decode("utf-8").split("\n")  # bytes: no newline translation of "\r"
 
 
 class Spool:
@@ -51,8 +57,14 @@ class Spool:
             raise OSError(errno.EINVAL, str(refused)) from None
         directory.mkdir(parents=True, exist_ok=True)
         for leftover in directory.glob("*.tmp"):  # a write the last run did not finish: never acknowledged
+            refuse_unless_regular(leftover)
             leftover.unlink()
-        self.segments: deque[Segment] = deque(sorted((Segment(path) for path in directory.glob("*.lp")), key=lambda s: s.number))
+        segments = sorted(directory.glob("*.lp"))
+        for path in segments:
+            refuse_unless_regular(path)
+            if not SEGMENT_NAME.fullmatch(path.name):
+                raise Refused(f"{path}: not a name the bridge gives its spool files (NUMBER-POINTS.lp); move it out of the folder")
+        self.segments: deque[Segment] = deque(sorted((Segment(path) for path in segments), key=lambda s: s.number))
         self.points = sum(segment.points for segment in self.segments)
         self.next_number = self.segments[-1].number + 1 if self.segments else 0
 
@@ -64,7 +76,7 @@ class Spool:
         final = self.directory / f"{self.next_number:012d}-{len(lines)}.lp"
         temporary = final.with_suffix(".tmp")
         try:
-            with open(temporary, "w", encoding="utf-8") as file:
+            with open(temporary, "x", encoding="utf-8") as file:  # created here: never a FIFO or link put in its place
                 file.write("\n".join(lines))
                 file.flush()
                 os.fsync(file.fileno())
@@ -87,6 +99,13 @@ class Spool:
 
     def __bool__(self) -> bool:
         return bool(self.segments)
+
+
+def refuse_unless_regular(path: Path) -> None:
+    """A file in the spool folder the bridge could have written: a regular file, not a link to one."""
+    mode = path.lstat().st_mode
+    if not stat.S_ISREG(mode):
+        raise Refused(f"{path}: {kind_of(mode)}, not a spool file the bridge wrote; move it out of the folder")
 
 
 def sync_directory(directory: Path) -> None:
