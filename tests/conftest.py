@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +124,21 @@ def child_env() -> dict[str, str]:
 
 def iotsim(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*IOTSIM, *args], capture_output=True, text=True, timeout=timeout, env=child_env())
+
+
+def iotsim_interrupted_in_outage(*args: str, broker_pid: int, into_outage_s: float = 0.0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`iotsim ARGS`, sent SIGINT (Ctrl-C) `into_outage_s` after its broker_outage stopped the broker at `broker_pid`."""
+    process = subprocess.Popen([*IOTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        deadline = time.monotonic() + 60
+        while stack.alive(broker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not stack.alive(broker_pid), "the outage did not stop the broker"
+        time.sleep(into_outage_s)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

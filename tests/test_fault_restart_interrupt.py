@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IOTSIM, child_env
+from conftest import child_env, iotsim_interrupted_in_outage
 
 from simulator import stack
 
@@ -156,19 +156,9 @@ def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_s
     first = stack.start_mosquitto(state, port)
     scenario = tmp_path / "cut-short.yaml"
     scenario.write_text(CUT_SHORT.format(port=port, influx_port=stack.free_port()))
-    run = subprocess.Popen([*IOTSIM, "run", str(scenario), "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-    try:
-        deadline = time.monotonic() + 30
-        while stack.alive(first.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not stack.alive(first.pid), "the outage did not stop the broker"
-        time.sleep(0.5)  # into the outage: the publisher holds what the devices send meanwhile
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait(timeout=30)
+    # 0.5 s into the outage: the publisher holds what the devices send meanwhile.
+    run = iotsim_interrupted_in_outage("run", str(scenario), "--state-dir", str(state), broker_pid=first.pid, into_outage_s=0.5, timeout=60)
+    out, err = run.stdout, run.stderr
     try:
         assert run.returncode == 130, err
         assert f"fault injection cut short: mosquitto started again on port {port}; the run ended before its outage did\n" in err

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import requests
-from conftest import IOTSIM, Pipeline, child_env, iotsim
+from conftest import IOTSIM, Pipeline, child_env, iotsim, iotsim_interrupted_in_outage
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import stack
@@ -342,19 +341,8 @@ def test_ctrl_c_during_a_load_experiments_broker_outage_starts_the_stacks_broker
     # The workers are killed when the run is cut short: the one that had stopped the broker cannot start it again.
     state, broker = own_broker
     scenario = pipeline.scenario_file(OUTAGE.replace("duration: 3s}", "duration: 10m}"))
-    command = [*IOTSIM, "load", str(scenario), "--out", str(pipeline.tmp / "results"), "--state-dir", str(state)]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-    try:
-        deadline = time.monotonic() + 60
-        while stack.alive(broker.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not stack.alive(broker.pid), "the outage did not stop the broker"
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait(timeout=30)
+    run = iotsim_interrupted_in_outage("load", str(scenario), "--out", str(pipeline.tmp / "results"), "--state-dir", str(state), broker_pid=broker.pid)
+    err = run.stderr
     assert run.returncode == 130, err
     assert f"fault injection cut short: mosquitto started again on port {broker.port}; the run ended before its outage did" in err.splitlines()
     record = stack.recorded(state, "mosquitto")
