@@ -126,15 +126,16 @@ def iotsim(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     return subprocess.run([*IOTSIM, *args], capture_output=True, text=True, timeout=timeout, env=child_env())
 
 
-def iotsim_interrupted_in_outage(*args: str, broker_pid: int, into_outage_s: float = 0.0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`iotsim ARGS`, sent SIGINT (Ctrl-C) `into_outage_s` after its broker_outage stopped the broker at `broker_pid`."""
+def iotsim_interrupted_in_fault(*args: str, stopped_pid: int, into_fault_s: float = 0.0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`iotsim ARGS`, sent SIGINT (Ctrl-C) `into_fault_s` after its fault stopped the process `stopped_pid`
+    (the broker of a broker_outage, the bridge of a bridge_crash)."""
     process = subprocess.Popen([*IOTSIM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     try:
         deadline = time.monotonic() + 60
-        while stack.alive(broker_pid) and time.monotonic() < deadline:
+        while stack.alive(stopped_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not stack.alive(broker_pid), "the outage did not stop the broker"
-        time.sleep(into_outage_s)
+        assert not stack.alive(stopped_pid), f"the fault did not stop process {stopped_pid}"
+        time.sleep(into_fault_s)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=timeout)
     finally:

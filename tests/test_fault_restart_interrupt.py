@@ -4,6 +4,7 @@ the interrupt must not stop it (it did, when it came while Mosquitto was not yet
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import child_env, iotsim_interrupted_in_outage
+from conftest import Pipeline, child_env, iotsim_interrupted_in_fault
 
 from simulator import stack
 
@@ -157,7 +158,7 @@ def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_s
     scenario = tmp_path / "cut-short.yaml"
     scenario.write_text(CUT_SHORT.format(port=port, influx_port=stack.free_port()))
     # 0.5 s into the outage: the publisher holds what the devices send meanwhile.
-    run = iotsim_interrupted_in_outage("run", str(scenario), "--state-dir", str(state), broker_pid=first.pid, into_outage_s=0.5, timeout=60)
+    run = iotsim_interrupted_in_fault("run", str(scenario), "--state-dir", str(state), stopped_pid=first.pid, into_fault_s=0.5, timeout=60)
     out, err = run.stdout, run.stderr
     try:
         assert run.returncode == 130, err
@@ -171,3 +172,44 @@ def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_s
         assert generated >= 5 and published == acknowledged == generated  # what waited for the broker reached it
     finally:
         stack.stack_down(state)
+
+
+BRIDGE_CRASH = """
+name: cut-short-bridge
+seed: 4
+duration: 2h
+speed: 60
+fleets:
+  - type: air_quality
+    count: 5
+    cadence: 1m
+faults:
+  - {kind: bridge_crash, at: 2m, restart_after: 1h}
+"""
+
+
+def test_ctrl_c_before_a_killed_bridge_restarts_starts_it_again_and_it_stores_everything(pipeline: Pipeline, tmp_path: Path) -> None:
+    # The bridge is killed 2 s into the run and would be started again an hour later: the user stops the run meanwhile.
+    state = tmp_path / "stack"
+    state.mkdir()
+    bridge = pipeline.start_bridge("--pid-file", str(state / "bridge.pid"), "--exit-when-idle", "3")
+    try:
+        run = iotsim_interrupted_in_fault("run", str(pipeline.scenario_file(BRIDGE_CRASH)), "--state-dir", str(state), stopped_pid=bridge.pid, into_fault_s=0.5, timeout=60)
+        assert bridge.wait(10) == -9  # the fault killed it
+        assert run.returncode == 130, run.stderr
+        assert f"fault injection cut short: the bridge started again ({state / 'bridge.log'}); the run ended before its bridge_crash did\n" in run.stderr
+        counts = re.search(r"cut-short-bridge: generated (\d+), published (\d+), acknowledged (\d+)", run.stdout)
+        assert counts is not None, run.stdout
+        generated, published, acknowledged = map(int, counts.groups())
+        assert generated > 5 and published == acknowledged == generated
+        deadline = time.monotonic() + 60
+        while (state / "bridge.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the restarted bridge stores what waited at the broker, exits when idle, removes its PID file
+        assert not (state / "bridge.pid").exists(), (state / "bridge.log").read_text()
+        assert pipeline.count("air_quality") == generated - 1  # all but the crash's start event
+        assert pipeline.count("events") == 1
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+        if (state / "bridge.pid").exists():
+            stack.stop_pid(json.loads((state / "bridge.pid").read_text())["pid"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import requests
-from conftest import IOTSIM, Pipeline, child_env, iotsim, iotsim_interrupted_in_outage
+from conftest import IOTSIM, Pipeline, child_env, iotsim, iotsim_interrupted_in_fault
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import stack
@@ -341,7 +341,7 @@ def test_ctrl_c_during_a_load_experiments_broker_outage_starts_the_stacks_broker
     # The workers are killed when the run is cut short: the one that had stopped the broker cannot start it again.
     state, broker = own_broker
     scenario = pipeline.scenario_file(OUTAGE.replace("duration: 3s}", "duration: 10m}"))
-    run = iotsim_interrupted_in_outage("load", str(scenario), "--out", str(pipeline.tmp / "results"), "--state-dir", str(state), broker_pid=broker.pid)
+    run = iotsim_interrupted_in_fault("load", str(scenario), "--out", str(pipeline.tmp / "results"), "--state-dir", str(state), stopped_pid=broker.pid)
     err = run.stderr
     assert run.returncode == 130, err
     assert f"fault injection cut short: mosquitto started again on port {broker.port}; the run ended before its outage did" in err.splitlines()
