@@ -27,6 +27,7 @@ from simulator.device_type import DeviceType
 from simulator.errors import UsageError
 from simulator.faults import PROCESS_FAULTS, Fault
 from simulator.fleet import DurationOrZero, RunDuration, StrictModel
+from simulator.load.probe import DEVICE as PROBE
 from simulator.load.section import LoadSection
 from simulator.port.settings import PortSettings
 from simulator.units import UNTIL_STOPPED
@@ -213,8 +214,8 @@ class Scenario(StrictModel):
         if load is None or load.unit != "connections":
             return load
         for index, fleet in enumerate(info.data.get("fleets", [])):
-            if fleet.type == "load_probe" and fleet.connection != "device":
-                raise ValueError(f"load.unit: connections ramps the load_probe devices' own connections, but fleets.{index} has connection: {fleet.connection}; give it connection: device")
+            if fleet.type == PROBE.name and fleet.connection != "device":
+                raise ValueError(f"load.unit: connections ramps the {PROBE.name} devices' own connections, but fleets.{index} has connection: {fleet.connection}; give it connection: device")
         return load
 
     @classmethod

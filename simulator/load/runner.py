@@ -38,6 +38,7 @@ from simulator.influx import InfluxClient, InfluxCredentials, InfluxRefused
 from simulator.load.figures import LoadError, none_if_nan, offered_between
 from simulator.load.live import LiveResults
 from simulator.load.metrics import MachineSampler, ResourceSampler, Server, find_server
+from simulator.load.probe import DEVICE as PROBE
 from simulator.load.profile import Constant, Schedule, schedule_of
 from simulator.load.protocol import (
     CONTROL_REPORTS,
@@ -183,7 +184,7 @@ class Experiment:
     def of(cls, scenario: Scenario, workers: int | None = None, qos: int | None = None) -> Experiment:
         if scenario.load is None:
             raise LoadError(f"scenario {scenario.name!r} has no load: section; see docs/load.md")
-        probe_fleets = [fleet for fleet in scenario.fleets if fleet.type == "load_probe"]
+        probe_fleets = [fleet for fleet in scenario.fleets if fleet.type == PROBE.name]
         if len(probe_fleets) != 1:
             raise LoadError(f"a load experiment needs exactly one load_probe fleet; {scenario.name!r} has {len(probe_fleets)}")
         load = scenario.load
@@ -200,7 +201,7 @@ class Experiment:
 
     def record_inputs(self, shard: Shard) -> dict[str, Any]:
         """What `iotsim load report` needs to know of the experiment: a shard's start record (simulator/load/records.py)."""
-        probe = next(fleet for fleet in self.scenario.fleets if fleet.type == "load_probe")
+        probe = next(fleet for fleet in self.scenario.fleets if fleet.type == PROBE.name)
         return {
             "scenario": self.scenario.name, "load": self.load.model_dump_json(), "qos": self.qos, "probes": self.probes,
             "batch": probe.batch, "payload_bytes": probe.payload_bytes, "seed": self.scenario.seed, "duration_s": float(self.schedule.duration),

@@ -34,6 +34,7 @@ from simulator.engine import PacedEnvironment
 from simulator.influx import InfluxClient, InfluxCredentials
 from simulator.load.links import MeasuredSessions
 from simulator.load.metrics import LatencyRecorder, take_all
+from simulator.load.probe import DEVICE as PROBE
 from simulator.load.protocol import WORKER_ORDERS, Message, ProtocolError, Ready, Reporter, Start, WorkerCounts, WorkerFinal, WorkerInterval, WorkerOrders, read_order, say, serve
 from simulator.load.records import ShardRecorder
 from simulator.load.runner import Experiment
@@ -179,7 +180,7 @@ def publish_shard(
 
 def probe_ids(scenario: Scenario, plan: ConnectionPlan) -> set[str]:
     """The shard's load_probe devices with their own connections: the profile connects them."""
-    probes = {device_id for fleet in scenario.fleets if fleet.type == "load_probe" for device_id in fleet.device_ids()}
+    probes = {device_id for fleet in scenario.fleets if fleet.type == PROBE.name for device_id in fleet.device_ids()}
     return {device_id for device_id in plan.route if device_id in probes}
 
 
