@@ -192,7 +192,8 @@ def test_ctrl_c_before_a_killed_bridge_restarts_starts_it_again_and_it_stores_ev
     # The bridge is killed 2 s into the run and would be started again an hour later: the user stops the run meanwhile.
     state = tmp_path / "stack"
     state.mkdir()
-    bridge = pipeline.start_bridge("--pid-file", str(state / "bridge.pid"), "--exit-when-idle", "3")
+    # Idle 10 s before it exits: on a busy machine the run's first message came more than 3 s after the bridge subscribed.
+    bridge = pipeline.start_bridge("--pid-file", str(state / "bridge.pid"), "--exit-when-idle", "10")
     try:
         run = iotsim_interrupted_in_fault("run", str(pipeline.scenario_file(BRIDGE_CRASH)), "--state-dir", str(state), stopped_pid=bridge.pid, into_fault_s=0.5, timeout=60)
         assert bridge.wait(10) == -9  # the fault killed it
