@@ -459,10 +459,14 @@ class StackControl:
 
     def start(self, name: str, port: int) -> None:
         # Started again for the user's stack (its PID file, `stack down`): a Ctrl-C meanwhile must not stop it.
-        if name == "mosquitto":
-            start_mosquitto(self.state_dir, port, keep_on_interrupt=True)
-        else:
-            start_influxdb(self.state_dir, port, database=None, keep_on_interrupt=True)
+        try:
+            if name == "mosquitto":
+                start_mosquitto(self.state_dir, port, keep_on_interrupt=True)
+            else:
+                start_influxdb(self.state_dir, port, database=None, keep_on_interrupt=True)
+        except KeyboardInterrupt:
+            self.stopped.pop(name, None)  # started all the same, then the interrupt raised: not to be started twice
+            raise
         self.stopped.pop(name, None)
 
     def restore(self) -> list[str]:

@@ -225,3 +225,29 @@ def recorded_bridge(state: Path) -> int | None:
         return int(json.loads((state / "bridge.pid").read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def test_a_second_ctrl_c_while_a_cut_short_run_starts_the_broker_again_starts_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = stack.free_port()
+    first = stack.start_mosquitto(tmp_path, port)
+    control = stack.StackControl(tmp_path)
+    assert control.stop("mosquitto") == port  # the outage, which the run ends before its end
+    accepts, checks = stack.accepts_tcp, []
+
+    def interrupted_once(checked: int) -> bool:
+        checks.append(checked)
+        if len(checks) == 2:  # the first readiness check (the first call is launch's: is the port free)
+            raise KeyboardInterrupt
+        return accepts(checked)
+
+    monkeypatch.setattr(stack, "accepts_tcp", interrupted_once)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            control.restore()
+        monkeypatch.undo()
+        record = stack.recorded(tmp_path, "mosquitto")
+        assert record is not None and record.running and record.port == port and record.pid != first.pid
+        assert control.restore() == []  # started once: no second start refused for a port in use
+    finally:
+        monkeypatch.undo()
+        stack.stack_down(tmp_path)
