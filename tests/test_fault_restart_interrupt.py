@@ -132,7 +132,7 @@ def test_an_interrupt_while_the_pid_file_is_written_still_records_the_server(tmp
 
 
 CUT_SHORT = """
-name: cut-short
+name: {name}
 seed: 3
 duration: 2h
 speed: 60
@@ -141,13 +141,16 @@ fleets:
     count: 5
     cadence: 1m
 faults:
-  - {{kind: broker_outage, at: 2m, duration: 1h}}
-mqtt:
-  url: mqtt://127.0.0.1:{port}
-  topic_prefix: tcut
-influx:
-  url: http://127.0.0.1:{influx_port}
+  - {fault}
 """
+
+
+def run_counts(stdout: str, name: str) -> tuple[int, int, int]:
+    """The run's generated, published and acknowledged counts from its summary line."""
+    counts = re.search(rf"{name}: generated (\d+), published (\d+), acknowledged (\d+)", stdout)
+    assert counts is not None, stdout
+    generated, published, acknowledged = map(int, counts.groups())
+    return generated, published, acknowledged
 
 
 def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_so(tmp_path: Path) -> None:
@@ -156,7 +159,8 @@ def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_s
     port = stack.free_port()
     first = stack.start_mosquitto(state, port)
     scenario = tmp_path / "cut-short.yaml"
-    scenario.write_text(CUT_SHORT.format(port=port, influx_port=stack.free_port()))
+    fault = "{kind: broker_outage, at: 2m, duration: 1h}"
+    scenario.write_text(CUT_SHORT.format(name="cut-short", fault=fault) + f"mqtt: {{url: 'mqtt://127.0.0.1:{port}', topic_prefix: tcut}}\ninflux: {{url: 'http://127.0.0.1:{stack.free_port()}'}}\n")
     # 0.5 s into the outage: the publisher holds what the devices send meanwhile.
     run = iotsim_interrupted_in_fault("run", str(scenario), "--state-dir", str(state), stopped_pid=first.pid, into_fault_s=0.5, timeout=60)
     out, err = run.stdout, run.stderr
@@ -166,26 +170,10 @@ def test_ctrl_c_during_a_broker_outage_starts_the_stacks_broker_again_and_says_s
         record = stack.recorded(state, "mosquitto")
         assert record is not None and record.running and record.port == port and record.pid != first.pid
         assert accepts_within(port, 5)
-        counts = re.search(r"cut-short: generated (\d+), published (\d+), acknowledged (\d+)", out)
-        assert counts is not None, out
-        generated, published, acknowledged = map(int, counts.groups())
+        generated, published, acknowledged = run_counts(out, "cut-short")
         assert generated >= 5 and published == acknowledged == generated  # what waited for the broker reached it
     finally:
         stack.stack_down(state)
-
-
-BRIDGE_CRASH = """
-name: cut-short-bridge
-seed: 4
-duration: 2h
-speed: 60
-fleets:
-  - type: air_quality
-    count: 5
-    cadence: 1m
-faults:
-  - {kind: bridge_crash, at: 2m, restart_after: 1h}
-"""
 
 
 def test_ctrl_c_before_a_killed_bridge_restarts_starts_it_again_and_it_stores_everything(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -193,8 +181,9 @@ def test_ctrl_c_before_a_killed_bridge_restarts_starts_it_again_and_it_stores_ev
     state = tmp_path / "stack"
     state.mkdir()
     bridge = pipeline.start_bridge("--pid-file", str(state / "bridge.pid"), "--exit-when-idle", RUN_IDLE)
+    scenario = pipeline.scenario_file(CUT_SHORT.format(name="cut-short-bridge", fault="{kind: bridge_crash, at: 2m, restart_after: 1h}"))
     try:
-        run = iotsim_interrupted_in_fault("run", str(pipeline.scenario_file(BRIDGE_CRASH)), "--state-dir", str(state), stopped_pid=bridge.pid, into_fault_s=0.5, timeout=60)
+        run = iotsim_interrupted_in_fault("run", str(scenario), "--state-dir", str(state), stopped_pid=bridge.pid, into_fault_s=0.5, timeout=60)
         assert run.returncode == 130, run.stderr
         assert f"fault injection cut short: the bridge started again ({state / 'bridge.log'}); the run ended before its bridge_crash did\n" in run.stderr
         assert bridge.poll() is not None or not stack.alive(bridge.pid)  # killed (stack.alive reaps it: no exit code to read)
@@ -202,9 +191,7 @@ def test_ctrl_c_before_a_killed_bridge_restarts_starts_it_again_and_it_stores_ev
         while recorded_bridge(state) in (None, bridge.pid) and time.monotonic() < deadline:
             time.sleep(0.05)  # the restarted bridge records itself once it has started
         assert recorded_bridge(state) not in (None, bridge.pid), (state / "bridge.log").read_text()
-        counts = re.search(r"cut-short-bridge: generated (\d+), published (\d+), acknowledged (\d+)", run.stdout)
-        assert counts is not None, run.stdout
-        generated, published, acknowledged = map(int, counts.groups())
+        generated, published, acknowledged = run_counts(run.stdout, "cut-short-bridge")
         assert generated > 5 and published == acknowledged == generated
         deadline = time.monotonic() + 60
         while (state / "bridge.pid").exists() and time.monotonic() < deadline:

@@ -216,11 +216,17 @@ def test_a_fifo_put_where_the_dead_letters_go_after_the_check_is_refused_not_wai
 SEGMENT = "000000000000-5.lp"  # a name the bridge gives its spool files
 
 
+def spool_folder(tmp_path: Path) -> Path:
+    """The spool folder of `bridge(tmp_path)` (its default client id), made."""
+    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
+    folder.mkdir(parents=True)
+    return folder
+
+
 @pytest.mark.parametrize("kind", FILE_KINDS)
 def test_a_spool_file_that_is_not_a_regular_file_is_refused_before_the_bridge_reads_it(tmp_path: Path, kind: str) -> None:
     # The bridge writes what its spool holds when it starts: a FIFO there blocked it, waiting for a writer.
-    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
-    folder.mkdir(parents=True)
+    folder = spool_folder(tmp_path)
     path = folder / SEGMENT
     words = {"fifo": "a FIFO", "directory": "a directory", "dangling symlink": "a symbolic link", "device": "a symbolic link"}[kind]
     make(path, kind)
@@ -229,15 +235,13 @@ def test_a_spool_file_that_is_not_a_regular_file_is_refused_before_the_bridge_re
 
 @pytest.mark.parametrize("name", ["notes.lp", "12-5.lp", "000000000000-x.lp", "000000000001-.lp"])
 def test_a_file_the_bridge_did_not_name_in_its_spool_is_refused(tmp_path: Path, name: str) -> None:
-    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
-    folder.mkdir(parents=True)
+    folder = spool_folder(tmp_path)
     (folder / name).write_text("air_quality pm25=1 0\n")
     assert_refused(bridge(tmp_path), folder / name, "not a name the bridge gives its spool files (NUMBER-POINTS.lp)")
 
 
 def test_a_leftover_partial_spool_file_that_is_a_fifo_is_refused_not_removed(tmp_path: Path) -> None:
-    folder = tmp_path / "spool" / BRIDGE_CLIENT_ID
-    folder.mkdir(parents=True)
+    folder = spool_folder(tmp_path)
     path = folder / "000000000003-5.tmp"
     os.mkfifo(path)
     assert_refused(bridge(tmp_path), path, "a FIFO, not a spool file the bridge wrote")
