@@ -297,7 +297,7 @@ def run_live(experiment: Experiment, out: Path, progress: Progress | None = None
                 child.done.wait(60)
             child.kill()
         if controlled is not None:
-            restore_broker(Path(controlled), BrokerAddress.from_url(scenario.mqtt.url).port, lambda line: print(line, file=sys.stderr))
+            restore_broker(Path(controlled), scenario)
     try:
         for child in (bridge, *workers):
             if not child.finished():
@@ -332,12 +332,13 @@ def broker_control(scenario: Scenario, state_dir: Path | None, say: Callable[[st
     return str(state_dir.resolve())
 
 
-def restore_broker(state_dir: Path, port: int, say: Callable[[str], None]) -> None:
-    """The local stack's broker, running when the experiment began, started again if the experiment ended
-    (Ctrl-C, a failure: its workers killed) while a worker had it stopped for the broker_outage."""
+def restore_broker(state_dir: Path, scenario: Scenario) -> None:
+    """The local stack's broker (the scenario's), running when the experiment began, started again if the
+    experiment ended (Ctrl-C, a failure: its workers killed) while a worker had it stopped for the
+    broker_outage; said on stderr."""
     record = recorded(state_dir, "mosquitto")
     if record is None or not record.running:
-        say(StackControl(state_dir).start_again("mosquitto", port))
+        print(StackControl(state_dir).start_again("mosquitto", BrokerAddress.from_url(scenario.mqtt.url).port), file=sys.stderr)
 
 
 def is_loopback(host: str) -> bool:

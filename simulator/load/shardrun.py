@@ -18,7 +18,6 @@ from simulator.load.records import ShardRecorder
 from simulator.load.runner import START_MARGIN_S, Experiment, LoadError, broker_control, influx_client, preflight, restore_broker
 from simulator.load.worker import publish_shard
 from simulator.shard import Shard
-from simulator.transport.mqtt import BrokerAddress
 
 
 def run_shard(experiment: Experiment, shard: Shard, run_id: str, state_dir: Path | None = None) -> WorkerFinal:
@@ -45,5 +44,5 @@ def run_shard(experiment: Experiment, shard: Shard, run_id: str, state_dir: Path
     finally:
         client.close()
         if controlled is not None:  # Ctrl-C or an error during the outage: the stack's broker as it was
-            restore_broker(Path(controlled), BrokerAddress.from_url(scenario.mqtt.url).port, lambda line: print(line, file=sys.stderr))
+            restore_broker(Path(controlled), scenario)
     return final
