@@ -464,10 +464,8 @@ class StackControl:
                 start_mosquitto(self.state_dir, port, keep_on_interrupt=True)
             else:
                 start_influxdb(self.state_dir, port, database=None, keep_on_interrupt=True)
-        except KeyboardInterrupt:
-            self.stopped.pop(name, None)  # started all the same, then the interrupt raised: not to be started twice
-            raise
-        self.stopped.pop(name, None)
+        finally:  # tried once: started (through an interrupt too), or its failure is the caller's to say
+            self.stopped.pop(name, None)
 
     def restore(self) -> list[str]:
         """Start again what a fault left stopped, when the run ended before the fault did (Ctrl-C during an
