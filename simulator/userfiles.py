@@ -16,7 +16,6 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-
 READ_CHUNK = 1 << 20  # bytes read at once
 
 
