@@ -668,7 +668,7 @@ def bridge(
     influx: Annotated[str, typer.Option("--influx", help="InfluxDB URL (1.x API or v1 compatibility)")] = "http://127.0.0.1:8086",
     db: Annotated[str, typer.Option("--db", help="InfluxDB database")] = "yangquan",
     exit_when_idle: Annotated[
-        Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without work (messages, spooled points), counted from the last work")
+        Optional[float], typer.Option(callback=finite(0), help="exit after this many seconds without work (messages, spooled points), counted from the last work or a return to a lost broker")
     ] = None,
     first_message_timeout: Annotated[
         Optional[float],

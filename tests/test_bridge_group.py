@@ -105,7 +105,7 @@ def test_three_shards_through_a_group_of_three_bridges_store_every_point_once(pi
     scenario_file = pipeline.scenario_file(SCENARIO)
     expected = expected_identities(scenario_file)
     ids = [f"{pipeline.bridge_id}-m{n}" for n in range(MEMBERS)]
-    group = members(pipeline, ids, "--exit-when-idle", RUN_IDLE)
+    group = members(pipeline, ids, "--exit-when-idle", MEMBER_IDLE)
     for index in range(SHARDS):
         done = run_shard(scenario_file, index)
         assert f"group (shard {index}/{SHARDS}): generated" in done.stdout, done.stdout

@@ -87,10 +87,10 @@ def publish(pipeline: Pipeline, messages: list[tuple[str, bytes]]) -> None:
     client.loop_stop()
 
 
-def start_bridge_keeping_its_output(pipeline: Pipeline) -> subprocess.Popen[str]:
+def start_bridge_keeping_its_output(pipeline: Pipeline, *extra: str) -> subprocess.Popen[str]:
     """The bridge as its own process, once subscribed (its ready file), with every line it says kept."""
     ready = pipeline.tmp / f"ready-{time.monotonic_ns()}"
-    bridge = subprocess.Popen(pipeline.bridge_command("--ready-file", str(ready)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    bridge = subprocess.Popen(pipeline.bridge_command("--ready-file", str(ready), *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
     deadline = time.monotonic() + 20
     while not ready.exists():
         assert bridge.poll() is None and time.monotonic() < deadline, "the bridge did not get ready"
@@ -273,6 +273,35 @@ def test_a_broker_restarted_without_its_persistence_is_a_lost_session_said_once(
     assert bridge.returncode == 0, err
     assert [line for line in err.splitlines() if "has no session" in line and "until this connection" in line], err
     assert last_bridge_fields(pipeline, "sessions_lost") == [1]
+
+
+def test_a_bridge_cut_off_longer_than_its_idle_time_waits_again_for_the_devices_coming_back(pipeline: Pipeline, tmp_path) -> None:
+    """--exit-when-idle counts from the bridge's return to the broker too: the devices lost it as well and may reconnect later."""
+    broker_dir = tmp_path / "broker"
+    port = stack.free_port()
+    broker = stack.start_mosquitto(broker_dir, port)
+    pipeline = dataclasses.replace(pipeline, broker=broker)  # this test's own broker: it gets restarted
+    bridge = start_bridge_keeping_its_output(pipeline, "--exit-when-idle", "3")
+    bridge_connected = f" as {pipeline.bridge_id} ("
+    try:
+        publish(pipeline, [reading(pipeline.prefix, "aq-0001", 0)])
+        assert wait_for_count(pipeline, "air_quality", 1) == 1
+        broker.stop()
+        time.sleep(4.0)  # longer than its idle time, counted from that message
+        broker = stack.start_mosquitto(broker_dir, port)
+        deadline = time.monotonic() + 30  # its reconnection backoff has reached 4 s
+        while broker.log_file.read_text(errors="replace").count(bridge_connected) < 2:
+            assert time.monotonic() < deadline, "the bridge did not reconnect"
+            time.sleep(0.05)
+        time.sleep(1.0)  # a device that comes back after the bridge
+        publish(pipeline, [reading(pipeline.prefix, "aq-0001", 1)])
+        out, err = bridge.communicate(timeout=60)
+    finally:
+        stop(bridge)
+        broker.stop()
+    assert bridge.returncode == 0, err
+    assert "lost the broker" in err
+    assert pipeline.count("air_quality") == 2  # the device's message after the outage was stored, not left at the broker
 
 
 # --- part 6: a persistent session keeps yesterday's subscriptions ---

@@ -146,6 +146,7 @@ class Bridge:
         self.connected = threading.Event()
         self.last_message = time.monotonic()
         self.spool_written: float | None = None  # when the writer last wrote out a spool segment
+        self.resubscribed: float | None = None  # when the bridge was last subscribed again after losing the broker
         self.writing = False
         self.failure: Exception | None = None
         self.refused: str | None = None
@@ -194,8 +195,8 @@ class Bridge:
 
     def run(self, exit_when_idle: float | None = None, first_message_timeout: float = FIRST_MESSAGE_TIMEOUT_S) -> None:
         """Block until stopped (Ctrl-C / SIGTERM → KeyboardInterrupt), or until idle `exit_when_idle`
-        seconds after its last work (a message, or spooled points written out); a bridge that has had
-        no work waits `first_message_timeout` seconds from now for some."""
+        seconds after its last work (a message, or spooled points written out) or its return to the broker
+        after losing it; a bridge that has had no work waits `first_message_timeout` seconds from now for some."""
         last_stats = started = time.monotonic()
         try:
             while not self.stopping.is_set():
@@ -215,7 +216,8 @@ class Bridge:
         last_work = max(self.last_message if self.counts.received else -math.inf, self.spool_written or -math.inf)
         if last_work == -math.inf:
             return now - started >= first_message_timeout and self.idle()
-        return now - last_work >= exit_when_idle and self.idle()
+        # Cut off from the broker is not idle: the publishers lost it too, and reconnect on their own schedule.
+        return now - max(last_work, self.resubscribed or -math.inf) >= exit_when_idle and self.idle()
 
     def idle(self) -> bool:
         if not self.connected.is_set():
@@ -296,6 +298,8 @@ class Bridge:
         if any(getattr(reason, "is_failure", False) for reason in reasons):
             self.refused = f"subscription to {self.topic_filter} refused ({', '.join(map(str, reasons))})"
         else:
+            if self.subscribed:
+                self.resubscribed = time.monotonic()  # the devices cut off with us are only now coming back
             self.subscribed = True
             self._record_session()
         self.connected.set()  # subscribed: from now on the broker keeps our messages for us
