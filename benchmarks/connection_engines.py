@@ -294,12 +294,12 @@ def measure(engine: str, devices: int, run: int, args: argparse.Namespace, work_
         started.callback(subscriber.stop)
         process = context.Process(target=child, args=(Work(engine, ids, broker.port, args.cadence, args.idle * 60, args.minutes * 60), end), daemon=True)
         started.callback(common.kill_if_alive, process)
-        time.sleep(1.0)  # the subscriber's session in place before any device publishes
+        subscriber.wait_subscribed()  # the subscriber's session in place before any device publishes
         process.start()
         if not parent.poll(CHILD_TIMEOUT_S):
             raise SystemExit(f"{engine} {devices}: no answer in {CHILD_TIMEOUT_S} s")
         result = parent.recv()
-        time.sleep(2.0)  # the subscriber's last messages
+        connections.wait_for_messages([subscriber], sum(result["seq"].values()))  # the last ones
         process.join(timeout=60)
     received = set()
     for line in subscriber.lines:

@@ -64,6 +64,7 @@ from simulator.transport.sessions import FILES_MARGIN, LATENCY_MAX_MS, PORTS_PER
 console = Console(width=170)
 PREFIX = "bench"
 WORKER_TIMEOUT_S = 600  # the longest the parent waits for a worker's answer (building and connecting 19,000 takes ~30 s)
+LAST_MESSAGES_S = 30.0  # the longest the parent waits for the subscribers to receive what the devices published
 
 
 @dataclass
@@ -123,6 +124,14 @@ class Subscriber:
                 self.connected = int(line.split(b" ", 1)[1])
             else:
                 self.lines.append(line)
+
+    def wait_subscribed(self, timeout: float = 30.0) -> None:
+        """Until the broker's retained client count arrives: it comes after the SUBACK, so the session is in place."""
+        deadline = time.monotonic() + timeout
+        while self.connected is None:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"mosquitto_sub bench-sub: not subscribed after {timeout:.0f} s")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         stack.stop_pid(self.process.pid)
@@ -255,7 +264,8 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
             brokers.append(start_broker(work / f"state-{n}", stack.free_port(), tls_ports[n], conf_dir, certs))
         for n, broker in enumerate(brokers):
             subscribers.append(Subscriber(broker.port, n))
-        time.sleep(1.0)  # the subscribers' sessions in place before any device publishes
+        for subscriber in subscribers:
+            subscriber.wait_subscribed()  # the subscribers' sessions in place before any device publishes
         broker_before = sum(psutil.Process(broker.pid).memory_info().rss for broker in brokers)
         addresses = source_addresses([len(share) for share, _ in layout])
         for number, ((share, broker), own) in enumerate(zip(layout, addresses, strict=True)):
@@ -291,7 +301,7 @@ def measure(devices: int, args: argparse.Namespace, work: Path) -> Figures:
             brokers.append(start_broker(work / f"state-{n}", port, tls_ports[n], conf_dir, certs))
         restarted = time.monotonic()
         results = [receive(pipe) for pipe in pipes]
-        time.sleep(2.0)  # the subscribers' last messages
+        wait_for_messages(subscribers, sum(count for result in results for count in result["seq"].values()))  # the last ones
         received = Counter()
         for subscriber in subscribers:
             for line in subscriber.lines:
@@ -346,6 +356,15 @@ def receive(pipe: Connection, timeout: float = WORKER_TIMEOUT_S) -> Any:
     if not pipe.poll(timeout):
         raise SystemExit(f"a worker gave no answer in {timeout:.0f} s")
     return pipe.recv()
+
+
+def wait_for_messages(subscribers: list[Subscriber], count: int, timeout: float = LAST_MESSAGES_S) -> None:
+    """Until the subscribers hold `count` distinct messages or `timeout` passed (what is missing then is reported
+    lost), and a moment more for copies sent again close behind (reported as duplicates)."""
+    deadline = time.monotonic() + timeout
+    while sum(len(set(subscriber.lines)) for subscriber in subscribers) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
 
 
 def wait_for_counts(subscribers: list[Subscriber], expected: list[int], timeout: float) -> int | None:

@@ -82,7 +82,9 @@ def test_acknowledgements_of_an_earlier_connection_never_ack_the_new_one_s_messa
         wait_until(lambda: bridge.counts.sessions_lost == 1 and bridge.subscribed and bridge.connected.is_set(), 10, "the bridge did not subscribe again")
         publish(pipeline, [(topic(pipeline), message(seq, {"pm25": float(seq)})) for seq in range(10, 20)])
         wait_until(lambda: bridge.counts.received == 20 and bridge.counts.written == 15, 20, "the first batch was not written")
-        time.sleep(1.0)  # its acknowledgements go out at the network thread's next turn
+        # Its acknowledgements go out at the network thread's next turn; then a moment for any that should not.
+        wait_until(lambda: len(sent) == 2 and puback_mids(bytes(sent[1][1])) == [1, 2, 3, 4, 5], 10, "the 5 written were not acknowledged")
+        time.sleep(0.5)
         assert pipeline.count("air_quality") == 15  # the next batch waits (batch_interval, batch_quiet: 60 s)
         assert len(sent) == 2  # the first connection, and the one after the session was lost
         assert puback_mids(bytes(sent[0][1])) == []
@@ -146,7 +148,9 @@ def test_a_batch_across_a_reconnect_that_kept_the_session_stores_and_acknowledge
         wait_until(lambda: bridge.counts.received == 10, 10, "the bridge did not receive the 10")
         bridge.client.socket().shutdown(socket.SHUT_RDWR)  # the connection breaks; the broker keeps the session
         wait_until(lambda: bridge.counts.received == 20 and bridge.counts.written == 15, 20, "the 10 did not come again")
-        time.sleep(1.0)  # the acknowledgements go out at the network thread's next turn
+        # The acknowledgements go out at the network thread's next turn; then a moment for any that should not.
+        wait_until(lambda: len(sent) == 2 and puback_mids(bytes(sent[1][1])) == [1, 2, 3, 4, 5], 10, "the 5 written were not acknowledged")
+        time.sleep(0.5)
         assert pipeline.count("air_quality") == 10  # the 15 written are the 10, 5 of them twice (the same points)
         assert len(sent) == 2 and puback_mids(bytes(sent[0][1])) == [] and puback_mids(bytes(sent[1][1])) == [1, 2, 3, 4, 5]
     finally:

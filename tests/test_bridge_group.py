@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import IOTSIM, Pipeline, RUN_IDLE, child_env, iotsim
+from conftest import IOTSIM, Pipeline, child_env, iotsim
 from simulator.engine import run_scenario
 from simulator.scenario import load_scenario
 from simulator.transport.client_ids import group_bridge_client_id

@@ -49,7 +49,7 @@ def test_city_connections_scaled_down_stores_every_reading_once_and_every_meter_
         # The run's own (shared) connection is back soon after the broker, not at the run's end: the
         # devices' loop turns it while the meters wait (outage 2.5 s of wall time, the run ~30 s).
         shared = re.search(r"lost the broker for ([\d.]+) s", run.stdout)
-        assert shared is not None and float(shared.group(1)) < 10.0, run.stdout
+        assert shared is not None and float(shared.group(1)) < 12.0, run.stdout  # 4.0 s here (its reconnect 4 s after the loss); the run ends ~15 s after the outage
         line = re.search(r"device connections: (\d+) own connections.*?, connects (\d+), reconnects (\d+),", run.stdout)
         assert line is not None, run.stdout
         assert tuple(map(int, line.groups())) == (METERS, 2 * METERS, METERS)  # each meter: its first connect, and one after the outage

@@ -135,7 +135,7 @@ def test_two_thousand_devices_each_connected_with_a_retained_birth(sys_broker: s
     started = time.monotonic()
     sessions.start()
     try:
-        assert sessions.run_until(sessions.all_connected, timeout=30), f"{sessions.stats.connected} of 2000 connected"
+        assert sessions.run_until(sessions.all_connected, timeout=60), f"{sessions.stats.connected} of 2000 connected"
         took = time.monotonic() - started
         assert took >= 1.5, f"2,000 connects spread over a 2 s window took only {took:.2f} s"
         assert sessions.stats.connects == 2_000 and sessions.stats.reconnects == 0 and sessions.stats.connect_failures == 0
@@ -188,6 +188,8 @@ def test_a_dead_battery_fires_exactly_that_devices_will(sys_broker: stack.Servic
         assert births(watcher.wait(births, timeout=10))
         (birth_ts,) = [orjson.loads(payload)["ts"] for topic, payload, _ in watcher.taken() if topic == "twill/status/em-00007"]
         seen = len(watcher.taken())
+        sessions.publish("em-00007", "twill/data/em-00007", b"{}")  # its last packet: the broker's keepalive counts from it
+        assert sessions.run_until(lambda: sessions.settled("em-00007"), timeout=5)
         killed_at = time.monotonic()
         sessions.kill("em-00007")
         # Silent, not closed: for one keepalive the broker has no reason to give up on it.
@@ -233,6 +235,7 @@ def test_a_birth_unacknowledged_when_its_connection_died_does_not_outlive_its_wi
         assert birth == (will[0], True) and will[1] is False  # the broker had the birth; paho did not hear so
         sessions.revive(victim)
         assert sessions.run_until(lambda: sessions.all_connected() and all(sessions.settled(d) for d in ids), timeout=10)
+        watcher.wait(lambda m: sessions.turn(0.0) or any(online and ts != will[0] for ts, online in statuses(m)), timeout=10)  # the new birth
         sessions.run_until(lambda: False, timeout=0.5)  # whatever else comes
         seen = statuses(watcher.taken())
         points = dict(seen)  # the bridge's device_status points: one per ts, the last status wins
@@ -258,16 +261,17 @@ def test_a_second_death_keeps_its_silent_socket_whatever_the_first_deaths_timer(
         sessions.kill(victim)
         sessions.revive(victim)
         assert sessions.run_until(lambda: sessions.all_connected() and sessions.settled(victim), timeout=10)
-        # Up to 3 s before the first death's timer: the device speaks (a message, its PUBACK read), then dies again.
-        sessions.run_until(lambda: time.monotonic() - first_kill > first_release - keepalive, timeout=first_release)
+        # 2 s before the first death's timer: the device speaks (a message, its PUBACK read), then dies again.
+        sessions.run_until(lambda: time.monotonic() - first_kill > first_release - 2.0, timeout=first_release)
+        spoke = time.monotonic()
         sessions.publish(victim, f"trel/data/{victim}", b"{}")
         assert sessions.run_until(lambda: sessions.settled(victim), timeout=5)
         seen = len(watcher.taken())
-        second_kill = time.monotonic()
         sessions.kill(victim)
-        # Past the first death's timer, short of the 1.5 keepalives the broker waits for a silent device.
-        sessions.run_until(lambda: time.monotonic() - second_kill > 1.3 * keepalive, timeout=2 * keepalive)
-        assert time.monotonic() - first_kill > first_release + 0.5
+        # Past the first death's timer, short of the 1.5 keepalives (4-5 s: Mosquitto counts whole seconds)
+        # the broker waits after the device's last packet.
+        sessions.run_until(lambda: time.monotonic() - first_kill > first_release + 0.5, timeout=first_release)
+        assert time.monotonic() - spoke < 1.3 * keepalive, "the machine too slow for this test's timing"
         assert sessions.by_id[victim].held is not None, "the second death's silent socket was closed by the first death's timer"
         assert not [topic for topic, *_ in watcher.taken()[seen:]], "a will before the broker could miss 1.5 keepalives"
         wills = watcher.wait(lambda m: sessions.turn(0.0) or len(m) > seen, timeout=3 * keepalive)[seen:]
@@ -294,10 +298,10 @@ def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: 
 
     try:
         sessions.start()
-        assert sessions.run_until(sessions.all_connected, timeout=20)
+        assert sessions.run_until(sessions.all_connected, timeout=60)
         publish_all()
-        assert sessions.run_until(sessions.drained, timeout=20)
-        settled = watcher.wait(lambda m: acknowledged_by_watcher(m, "tout/", count), timeout=20 + 3 * SYS_INTERVAL_S)
+        assert sessions.run_until(sessions.drained, timeout=60)
+        settled = watcher.wait(lambda m: acknowledged_by_watcher(m, "tout/", count), timeout=60 + 3 * SYS_INTERVAL_S)
         assert acknowledged_by_watcher(settled, "tout/", count), "the broker still holds messages for the watcher"
 
         broker.stop()  # SIGTERM: Mosquitto saves its persistence (the watcher's session) and exits
@@ -309,14 +313,14 @@ def test_a_broker_restart_loses_nothing_and_every_device_reconnects(sys_broker: 
 
         restarted = time.monotonic()
         broker = stack.start_mosquitto(tmp_path / "state", sys_broker.port, conf_dir=tmp_path / "conf.d")
-        assert sessions.run_until(sessions.all_connected, timeout=20), f"{sessions.stats.connected} of {count} back"
+        assert sessions.run_until(sessions.all_connected, timeout=60), f"{sessions.stats.connected} of {count} back"
         storm_s = time.monotonic() - restarted
         assert sessions.stats.reconnects == count
-        assert sessions.run_until(sessions.drained, timeout=20)
+        assert sessions.run_until(sessions.drained, timeout=60)
         print(f"\nreconnect storm: {count} devices all back {storm_s:.2f} s after the broker restarted ({count / storm_s:.0f} connects/s)")
 
         expected = count * (1 + during_outage)
-        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("tout/")) >= expected, timeout=20)
+        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("tout/")) >= expected, timeout=60)
         messages = [payload for topic, payload, _ in messages if topic.startswith("tout/")]
         received = Counter((orjson.loads(payload)["device_id"], orjson.loads(payload)["seq"]) for payload in messages)
         assert len(messages) == expected, f"{len(messages)} messages of {expected}"
@@ -405,15 +409,24 @@ def test_devices_connecting_while_the_sessions_close_end_offline_or_never_connec
     assert sum(session.connecting for session in sessions.sessions) > 0
     sessions.close()
     watcher = Watcher(sys_broker.port, ["$SYS/broker/clients/connected", "tclose/status/#"])
+
+    def accepted() -> set[str]:
+        log = sys_broker.log_file.read_text().splitlines()
+        return {line.rsplit(" as ", 1)[1].split(" ", 1)[0] for line in log if "New client connected" in line and " as em-" in line}
+
+    def retained_statuses(messages: list[tuple[str, bytes, bool]]) -> dict[str, bool]:
+        return {topic.rsplit("/", 1)[1]: orjson.loads(payload)["online"] for topic, payload, retain in messages if topic.startswith("tclose/") and retain}
+
     try:
-        messages = watcher.wait(lambda m: last_connected(m) == 1, timeout=3 * SYS_INTERVAL_S + 5)
+        # The retained statuses come after the $SYS count (the order of the subscription's filters): wait for both.
+        messages = watcher.wait(lambda m: last_connected(m) == 1 and accepted() <= retained_statuses(m).keys(), timeout=3 * SYS_INTERVAL_S + 5)
     finally:
         watcher.stop()
     assert last_connected(messages) == 1  # none of the devices is still connected
     log = sys_broker.log_file.read_text().splitlines()
-    connected = {line.rsplit(" as ", 1)[1].split(" ", 1)[0] for line in log if "New client connected" in line and " as em-" in line}
+    connected = accepted()
     assert connected  # the broker accepted some of them before the close
-    retained = {topic.rsplit("/", 1)[1]: orjson.loads(payload)["online"] for topic, payload, retain in messages if topic.startswith("tclose/") and retain}
+    retained = retained_statuses(messages)
     assert retained == dict.fromkeys(connected, False)  # each device the broker accepted said goodbye: retained offline
     said_goodbye = {line.split("Client ", 1)[1].split(" ", 1)[0] for line in log if line.endswith(" disconnected.") and "Client em-" in line}
     assert said_goodbye == connected  # a DISCONNECT each: no will fired later
@@ -696,7 +709,8 @@ def test_a_stopped_broker_whose_accept_queue_fills_stalls_no_turn(sys_broker: st
             began = time.monotonic()
             sessions.turn(0.05)
             turns.append(time.monotonic() - began)
-        assert max(turns) < 0.5, f"the longest turn took {max(turns):.1f} s"
+        # a blocking connect would hold the loop for its SYN's retries: a second and more; a busy machine, a few tenths
+        assert max(turns) < 0.9, f"the longest turn took {max(turns):.1f} s"
         assert sessions.stats.connect_failures > 100 and sessions.stats.connected == 0  # past the backlog: tried, given up, tried again
     finally:
         os.kill(sys_broker.pid, signal.SIGCONT)

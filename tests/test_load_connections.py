@@ -148,9 +148,10 @@ def test_a_ramp_of_connections_holds_its_peak_the_broker_counts_them_and_every_m
     # the bridge and this test's watcher; never more.
     assert counts, "no $SYS/broker/clients/connected received"
     assert max(value for _, value in counts) == 300 + 2 + 1 + 1, counts
-    # Mosquitto publishes the count when it changes: it stayed at 304 for most of the 14 s hold.
+    # Mosquitto publishes the count when it changes: it stayed at 304 for at least half the 14 s hold (a ramp
+    # that ends late on a loaded machine shortens it).
     peak = next(index for index, (_, value) in enumerate(counts) if value == 304)
-    assert peak + 1 < len(counts) and counts[peak + 1][0] - counts[peak][0] >= 10, counts
+    assert peak + 1 < len(counts) and counts[peak + 1][0] - counts[peak][0] >= 7, counts
 
 
 def test_a_broker_outage_in_a_load_experiment_gives_the_time_until_every_device_is_back_and_loses_nothing(

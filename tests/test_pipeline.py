@@ -73,9 +73,10 @@ def test_a_burst_is_written_when_it_ends_not_when_its_batch_interval_runs_out(pi
 
 
 def test_idleness_counts_from_the_first_message_and_the_start_up_bound_ends_a_bridge_without_any(pipeline: Pipeline) -> None:
-    # Messages 4 s after the start, past --exit-when-idle 1: within --first-message-timeout, so they are stored.
-    bridge = pipeline.start_bridge("--exit-when-idle", "1", "--first-message-timeout", "60")
-    time.sleep(4)
+    # Messages 5 s after the start, past --exit-when-idle 3 (which a loaded machine's pause inside the run must not reach):
+    # within --first-message-timeout, so they are stored.
+    bridge = pipeline.start_bridge("--exit-when-idle", "3", "--first-message-timeout", "60")
+    time.sleep(5)
     run = iotsim("run", str(pipeline.scenario_file(STATIONS)))
     assert run.returncode == 0, run.stderr
     out, err = bridge.communicate(timeout=60)

@@ -152,7 +152,7 @@ def start_workers(scenario: Path, *args: str) -> tuple[subprocess.Popen[str], Re
     return process, Reader(process)
 
 
-def children_of(process: subprocess.Popen[str], count: int, timeout: float = 10) -> list[psutil.Process]:
+def children_of(process: subprocess.Popen[str], count: int, timeout: float = 30) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while len(found := psutil.Process(process.pid).children()) < count and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -170,12 +170,14 @@ def test_sigterm_stops_a_live_run_cleanly_with_every_child(sys_broker: stack.Ser
     scenario = scenario_file(tmp_path, sys_broker.port, "rwlive", duration="until-stopped", speed="60", meters=40)
     process, reader = start_workers(scenario, "--workers", "2")
     children: list[psutil.Process] = []
+    watcher = Watcher(sys_broker.port, ["rwlive/#"])
     try:
         wait_until_live(process, reader, children)
-        time.sleep(1.0)  # a few simulated minutes: some messages published
+        assert watcher.wait(bool, timeout=60), "no message from the run"  # its world built ("live from" comes before), publishing
         process.send_signal(signal.SIGTERM)
         stdout = reader.end(timeout=30)
     finally:
+        watcher.stop()
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, "".join(reader.lines)  # a live run stopped by SIGTERM drains and ends 0, as one process does
@@ -191,7 +193,7 @@ def test_sigterm_interrupts_a_finite_run_exit_130_and_no_child_left(sys_broker: 
     try:
         children = children_of(process, 2)
         assert len(children) == 2
-        assert reader.wait_for("2 workers", 1, timeout=10), reader.lines
+        assert reader.wait_for("2 workers", 1, timeout=30), reader.lines
         time.sleep(3.0)
         process.send_signal(signal.SIGTERM)
         reader.end(timeout=30)

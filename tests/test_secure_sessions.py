@@ -150,7 +150,7 @@ def test_two_thousand_devices_each_log_in_as_itself_over_tls_and_publish_only_as
     try:
         started = time.monotonic()
         sessions.start()
-        assert sessions.run_until(sessions.all_connected, timeout=40), f"{sessions.stats.connected} of {FLEET} connected"
+        assert sessions.run_until(sessions.all_connected, timeout=120), f"{sessions.stats.connected} of {FLEET} connected"
         took = time.monotonic() - started
         stats = sessions.stats
         assert stats.connects == FLEET and stats.connect_failures == 0 and stats.latency_ms.get_total_count() == FLEET
@@ -220,6 +220,8 @@ def test_a_dead_battery_over_tls_fires_exactly_that_devices_will(fleet: SecureFl
         births = live(watcher.wait(lambda m: sessions.turn(0.0) or len(live(m)) >= 20, timeout=10))
         assert sorted(topic for topic, _ in births) == [f"yangquan/status/{device_id}" for device_id in IDS[:20]] and all(payload["online"] for _, payload in births)
         seen = len(live(watcher.taken()))
+        sessions.publish("meter-0007", "yangquan/city/electricity_meter/meter-0007", b"{}")  # its last packet: the broker's keepalive counts from it
+        assert sessions.run_until(lambda: sessions.settled("meter-0007"), timeout=5)
         killed_at = time.monotonic()
         sessions.kill("meter-0007")
         # The dead device's will comes after ~1.5 keepalives; the others, idle as long and a second more, keep their sessions with PINGREQs.
@@ -248,10 +250,10 @@ def test_a_broker_restart_over_tls_every_device_reconnects_and_nothing_is_lost(f
 
     try:
         sessions.start()
-        assert sessions.run_until(sessions.all_connected, timeout=40)
+        assert sessions.run_until(sessions.all_connected, timeout=120)
         publish_all()
-        assert sessions.run_until(sessions.drained, timeout=20)
-        settled = watcher.wait(lambda m: acknowledged_by_watcher(m, "yangquan/", FLEET), timeout=20 + 3 * SYS_INTERVAL_S)
+        assert sessions.run_until(sessions.drained, timeout=60)
+        settled = watcher.wait(lambda m: acknowledged_by_watcher(m, "yangquan/", FLEET), timeout=60 + 3 * SYS_INTERVAL_S)
         assert acknowledged_by_watcher(settled, "yangquan/", FLEET), "the broker still holds messages for the watcher"
 
         fleet.service.stop()  # SIGTERM by PID: Mosquitto saves its persistence (the watcher's session) and exits
@@ -263,17 +265,17 @@ def test_a_broker_restart_over_tls_every_device_reconnects_and_nothing_is_lost(f
 
         fleet.start()  # the same ports, config and persistence
         restarted = time.monotonic()
-        assert sessions.run_until(sessions.all_connected, timeout=40), f"{sessions.stats.connected} of {FLEET} back"
+        assert sessions.run_until(sessions.all_connected, timeout=120), f"{sessions.stats.connected} of {FLEET} back"
         storm_s = time.monotonic() - restarted
         stats = sessions.stats
         assert stats.reconnects == FLEET and stats.overflowed == 0
         connects_per_s = stats.reconnects / storm_s
         assert storm_s > 0 and connects_per_s > 0
         print(f"\nTLS reconnect storm: {FLEET} devices all back {storm_s:.2f} s after the broker restarted ({connects_per_s:.0f} connects/s)")
-        assert sessions.run_until(sessions.drained, timeout=20)
+        assert sessions.run_until(sessions.drained, timeout=60)
 
         expected = FLEET * (1 + during_outage)
-        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("yangquan/")) >= expected, timeout=20)
+        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("yangquan/")) >= expected, timeout=60)
         payloads = [orjson.loads(payload) for topic, payload, _ in messages if topic.startswith("yangquan/")]
         assert len(payloads) == expected, f"{len(payloads)} messages of {expected}"
         assert Counter((p["device_id"], p["seq"]) for p in payloads) == Counter({(device_id, n): 1 for device_id in IDS for n in range(1 + during_outage)})
@@ -316,7 +318,7 @@ def test_iotsim_run_logs_each_connection_in_as_itself_over_tls(fleet: SecureFlee
         assert f"generated {total}, published {total}, acknowledged {total}" in run.stdout
         described = "7 own connections (10 devices, 2 gateways), connects 7" if gateways else "5 own connections (5 devices), connects 5"
         assert f"device connections: {described}, reconnects 0, failed attempts 0" in run.stdout
-        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("yangquan/")) >= total, timeout=20)
+        messages = watcher.wait(lambda m: sum(1 for topic, *_ in m if topic.startswith("yangquan/")) >= total, timeout=60)
     finally:
         watcher.stop()
     assert sorted((topic, orjson.dumps(orjson.loads(payload))) for topic, payload, _ in messages if topic.startswith("yangquan/")) == expected
@@ -430,7 +432,8 @@ def test_a_broker_that_accepts_but_does_not_answer_stalls_no_turn_of_the_tls_loo
             began = time.monotonic()
             sessions.turn(0.05)
             turns.append(time.monotonic() - began)
-        assert max(turns) < 0.5, f"the longest turn took {max(turns):.1f} s"
+        # a blocking handshake would hold the loop up to CONNECT_TIMEOUT_S; a busy machine, a few tenths
+        assert max(turns) < 0.9, f"the longest turn took {max(turns):.1f} s"
         assert sessions.stats.connect_failures >= count and sessions.stats.connected == 0  # each handshake gave up after CONNECT_TIMEOUT_S
     finally:
         os.kill(fleet.service.pid, signal.SIGCONT)

@@ -60,6 +60,14 @@ def last_bridge_fields(pipeline: Pipeline, *fields: str) -> list[int]:
     return series[0]["values"][0][1:]
 
 
+def wait_for_lost_session(pipeline: Pipeline, timeout: float = 60) -> None:
+    """Until the bridge's periodic pipeline point (every 5 s) counts one lost session: it has reconnected by then."""
+    deadline = time.monotonic() + timeout
+    while (series := pipeline.query('SELECT last("sessions_lost") FROM "pipeline" WHERE "component" = \'bridge\'')) == [] or series[0]["values"][0][1] != 1:
+        assert time.monotonic() < deadline, f"no pipeline point from the bridge counting the lost session: {series}"
+        time.sleep(0.2)
+
+
 def connected_client(pipeline: Pipeline, client_id: str, clean_session: bool = True) -> mqtt.Client:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311)
     client.connect("127.0.0.1", pipeline.broker.port)
@@ -224,7 +232,7 @@ def test_a_session_taken_while_running_is_reported_and_subscribed_again(pipeline
     bridge = pipeline.start_bridge()
     try:
         take_session(pipeline, pipeline.bridge_id)
-        time.sleep(2)  # the bridge reconnects (0.25 s) to a broker without its session
+        wait_for_lost_session(pipeline)  # the bridge reconnected (after 0.25 s) to a broker without its session, and subscribed again
         run = iotsim("run", str(pipeline.scenario_file(stations(20))))
         assert run.returncode == 0, run.stderr
         assert wait_for_count(pipeline, "air_quality", 480) == 480
@@ -263,10 +271,7 @@ def test_a_broker_restarted_without_its_persistence_is_a_lost_session_said_once(
         broker = stack.start_mosquitto(broker_dir, port)
         run = iotsim("run", str(pipeline.scenario_file(stations(20))))
         assert run.returncode == 0, run.stderr  # the run may start before the bridge is back: those are lost
-        deadline = time.monotonic() + 20  # the bridge's first periodic pipeline point (5 s): reconnected by then
-        while not pipeline.query('SELECT last("sessions_lost") FROM "pipeline" WHERE "component" = \'bridge\''):
-            assert time.monotonic() < deadline, "no pipeline point from the bridge"
-            time.sleep(0.5)
+        wait_for_lost_session(pipeline)
     finally:
         out, err = stop(bridge)
         broker.stop()

